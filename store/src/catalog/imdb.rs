@@ -1,0 +1,614 @@
+//! Import of the public IMDb dataset files (tab-separated, plain or gzipped):
+//! `title.basics`, `title.ratings`, `title.principals` and `name.basics`.
+//!
+//! The import streams: `title.basics` and `title.principals` are merge-joined on `tconst`
+//! (IMDb ships both sorted by it), so each movie is written with its credits without holding
+//! either file in memory. Only ratings (one small row per title) and the credit count per
+//! referenced person are kept in maps. Bad rows are skipped, counted and reported with their
+//! line numbers; they never abort the import. Anything that does abort it (a missing file, a
+//! wrong header, an I/O error) leaves the existing catalog untouched, because the sink
+//! publishes only on success.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use super::{CatalogSink, Progress};
+use crate::{
+    CatalogStats, Credit, Department, Genre, Movie, MovieId, MovieRecord, Person, PersonId,
+    RatingSummary, StoreError,
+};
+
+/// How many bad rows per file are listed individually (all are counted).
+pub const LISTED_BAD_ROWS: usize = 20;
+
+/// Title types imported as movies.
+const MOVIE_TYPES: [&str; 2] = ["movie", "tvMovie"];
+
+const BASICS_HEADER: &str = "tconst\ttitleType\tprimaryTitle\toriginalTitle\tisAdult\tstartYear\tendYear\truntimeMinutes\tgenres";
+const RATINGS_HEADER: &str = "tconst\taverageRating\tnumVotes";
+const PRINCIPALS_HEADER: &str = "tconst\tordering\tnconst\tcategory\tjob\tcharacters";
+const NAMES_HEADER: &str =
+    "nconst\tprimaryName\tbirthYear\tdeathYear\tprimaryProfession\tknownForTitles";
+
+/// A skipped row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadRow {
+    /// 1-based line number in its file (the header is line 1).
+    pub line: u64,
+    /// What was wrong.
+    pub reason: String,
+}
+
+/// What happened to one input file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FileReport {
+    /// File name.
+    pub file: String,
+    /// Data rows read (header excluded).
+    pub rows: u64,
+    /// Rows that contributed to the catalog.
+    pub imported: u64,
+    /// Well-formed rows that were not needed (not a movie, person without credits, ...).
+    pub ignored: u64,
+    /// Malformed rows, all counted.
+    pub bad: u64,
+    /// The first [`LISTED_BAD_ROWS`] malformed rows.
+    pub bad_rows: Vec<BadRow>,
+}
+
+impl FileReport {
+    fn bad(&mut self, line: u64, reason: impl Into<String>) {
+        self.bad += 1;
+        if self.bad_rows.len() < LISTED_BAD_ROWS {
+            self.bad_rows.push(BadRow {
+                line,
+                reason: reason.into(),
+            });
+        }
+    }
+}
+
+/// The outcome of an import.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    /// What was written.
+    pub stats: CatalogStats,
+    /// Per input file, in reading order.
+    pub files: Vec<FileReport>,
+}
+
+impl ImportReport {
+    /// Malformed rows across all files.
+    pub fn bad_rows(&self) -> u64 {
+        self.files.iter().map(|f| f.bad).sum()
+    }
+}
+
+impl fmt::Display for ImportReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "imported {} movies and {} people",
+            self.stats.movies, self.stats.people
+        )?;
+        for file in &self.files {
+            writeln!(
+                f,
+                "  {}: {} rows, {} imported, {} ignored, {} bad",
+                file.file, file.rows, file.imported, file.ignored, file.bad
+            )?;
+            for bad in &file.bad_rows {
+                writeln!(f, "    line {}: {}", bad.line, bad.reason)?;
+            }
+            if file.bad > file.bad_rows.len() as u64 {
+                writeln!(
+                    f,
+                    "    ... and {} more",
+                    file.bad - file.bad_rows.len() as u64
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Imports the dataset in `dir` into `sink`.
+pub fn import(
+    dir: &Path,
+    mut sink: Box<dyn CatalogSink>,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<ImportReport, StoreError> {
+    let basics_path = find(dir, "title.basics")?;
+    let names_path = find(dir, "name.basics")?;
+    let principals_path = find(dir, "title.principals").ok();
+    let ratings_path = find(dir, "title.ratings").ok();
+    let mut report = ImportReport::default();
+
+    let mut ratings = HashMap::new();
+    if let Some(path) = &ratings_path {
+        progress(Progress::Phase {
+            name: "title.ratings",
+            total: 0,
+        });
+        let mut file = TsvFile::open(path, RATINGS_HEADER)?;
+        while let Some(line) = file.next_line()? {
+            match parse_rating(line) {
+                Ok((id, rating)) => {
+                    ratings.insert(id, rating);
+                    file.report.imported += 1;
+                }
+                Err(reason) => file.bad(reason),
+            }
+        }
+        report.files.push(file.report);
+    }
+
+    progress(Progress::Phase {
+        name: "title.basics + title.principals",
+        total: 0,
+    });
+    let mut basics = TsvFile::open(&basics_path, BASICS_HEADER)?;
+    let mut principals = principals_path
+        .as_deref()
+        .map(|p| TsvFile::open(p, PRINCIPALS_HEADER))
+        .transpose()?;
+    let mut pending: Option<(MovieId, PrincipalRow)> = None;
+    let mut last_principal = 0u64;
+    let mut credit_counts: HashMap<u64, u32> = HashMap::new();
+    let mut last_movie = 0u64;
+    while let Some(line) = basics.next_line()? {
+        let movie = match parse_basics(line) {
+            Ok(Some(movie)) => movie,
+            Ok(None) => {
+                basics.report.ignored += 1;
+                continue;
+            }
+            Err(reason) => {
+                basics.bad(reason);
+                continue;
+            }
+        };
+        if movie.id.0 <= last_movie {
+            basics.bad(format!(
+                "{} is out of order or repeated; title.basics must be sorted by tconst",
+                movie.id
+            ));
+            continue;
+        }
+        last_movie = movie.id.0;
+        let mut movie = movie;
+        if let Some(&(average, count)) = ratings.get(&movie.id.0) {
+            movie.rating = RatingSummary { average, count };
+            movie.popularity = (count as f32).sqrt();
+        }
+        // Merge-join: consume principals up to and including this movie.
+        let mut rows: Vec<PrincipalRow> = Vec::new();
+        if let Some(file) = principals.as_mut() {
+            loop {
+                let (id, row) = match pending.take() {
+                    Some(p) => p,
+                    None => {
+                        match file.next_line()? {
+                            None => break,
+                            Some(line) => match parse_principal(line) {
+                                Ok(p) if p.0.0 < last_principal => {
+                                    file.bad(format!("{} is out of order; title.principals must be sorted by tconst", p.0));
+                                    continue;
+                                }
+                                Ok(p) => {
+                                    last_principal = p.0.0;
+                                    p
+                                }
+                                Err(reason) => {
+                                    file.bad(reason);
+                                    continue;
+                                }
+                            },
+                        }
+                    }
+                };
+                if id.0 < movie.id.0 {
+                    file.report.ignored += 1;
+                } else if id == movie.id {
+                    file.report.imported += 1;
+                    rows.push(row);
+                } else {
+                    pending = Some((id, row));
+                    break;
+                }
+            }
+        }
+        rows.sort_by_key(|r| (r.credit.department != Department::Acting, r.ordering));
+        let credits: Vec<Credit> = rows.into_iter().map(|r| r.credit).collect();
+        for credit in &credits {
+            *credit_counts.entry(credit.person.0).or_default() += 1;
+        }
+        sink.put_movie(&MovieRecord { movie, credits })?;
+        basics.report.imported += 1;
+        if basics.report.imported % 10_000 == 0 {
+            progress(Progress::Advance {
+                done: basics.report.imported,
+            });
+        }
+    }
+    report.files.push(basics.report);
+    if let Some(mut file) = principals {
+        if pending.take().is_some() {
+            file.report.ignored += 1;
+        }
+        while let Some(line) = file.next_line()? {
+            match parse_principal(line) {
+                Ok(_) => file.report.ignored += 1,
+                Err(reason) => file.bad(reason),
+            }
+        }
+        report.files.push(file.report);
+    }
+
+    progress(Progress::Phase {
+        name: "name.basics",
+        total: credit_counts.len() as u64,
+    });
+    let mut names = TsvFile::open(&names_path, NAMES_HEADER)?;
+    while let Some(line) = names.next_line()? {
+        match parse_name(line) {
+            Ok(mut person) => match credit_counts.remove(&person.id.0) {
+                Some(credits) => {
+                    person.popularity = credits as f32;
+                    sink.put_person(&person)?;
+                    names.report.imported += 1;
+                }
+                None => names.report.ignored += 1,
+            },
+            Err(reason) => names.bad(reason),
+        }
+    }
+    report.files.push(names.report);
+    if !credit_counts.is_empty() {
+        tracing::warn!(
+            people = credit_counts.len(),
+            "credited people missing from name.basics; their credits stay but show no person"
+        );
+    }
+    progress(Progress::Phase {
+        name: "indexes",
+        total: 0,
+    });
+    report.stats = sink.finish()?;
+    Ok(report)
+}
+
+fn find(dir: &Path, stem: &str) -> Result<PathBuf, StoreError> {
+    for name in [format!("{stem}.tsv"), format!("{stem}.tsv.gz")] {
+        let path = dir.join(name);
+        if path.is_file() {
+            return Ok(path);
+        }
+    }
+    Err(StoreError::InvalidInput(format!(
+        "{} has no {stem}.tsv or {stem}.tsv.gz",
+        dir.display()
+    )))
+}
+
+/// A TSV file read line by line, tracking line numbers and the file's report.
+struct TsvFile {
+    reader: Box<dyn BufRead>,
+    path: PathBuf,
+    line: String,
+    number: u64,
+    report: FileReport,
+}
+
+impl TsvFile {
+    fn open(path: &Path, header: &str) -> Result<TsvFile, StoreError> {
+        let file = File::open(path)
+            .map_err(|e| StoreError::io(format!("opening {}", path.display()), e))?;
+        let raw: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
+            Box::new(flate2::read::MultiGzDecoder::new(file))
+        } else {
+            Box::new(file)
+        };
+        let name = path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let mut tsv = TsvFile {
+            reader: Box::new(BufReader::with_capacity(1 << 20, raw)),
+            path: path.to_owned(),
+            line: String::new(),
+            number: 0,
+            report: FileReport {
+                file: name,
+                ..FileReport::default()
+            },
+        };
+        match tsv.read()? {
+            Some(()) if tsv.line.trim_end_matches(['\r', '\n']) == header => Ok(tsv),
+            _ => Err(StoreError::InvalidInput(format!(
+                "{} does not start with the IMDb header `{}`",
+                path.display(),
+                header.replace('\t', "\\t")
+            ))),
+        }
+    }
+
+    fn read(&mut self) -> Result<Option<()>, StoreError> {
+        self.line.clear();
+        let mut bytes = Vec::new();
+        let n = self
+            .reader
+            .read_until(b'\n', &mut bytes)
+            .map_err(|e| StoreError::io(format!("reading {}", self.path.display()), e))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.number += 1;
+        self.line = String::from_utf8_lossy(&bytes).into_owned();
+        Ok(Some(()))
+    }
+
+    /// The next data line without its line ending; `None` at the end.
+    fn next_line(&mut self) -> Result<Option<&str>, StoreError> {
+        loop {
+            if self.read()?.is_none() {
+                return Ok(None);
+            }
+            self.report.rows += 1;
+            let line = self.line.trim_end_matches(['\r', '\n']);
+            if line.is_empty() {
+                let number = self.number;
+                self.report.bad(number, "empty line");
+                continue;
+            }
+            if self.line.contains('\u{FFFD}') {
+                let number = self.number;
+                self.report.bad(number, "not valid UTF-8");
+                continue;
+            }
+            return Ok(Some(self.line.trim_end_matches(['\r', '\n'])));
+        }
+    }
+
+    fn bad(&mut self, reason: impl Into<String>) {
+        let number = self.number;
+        self.report.bad(number, reason);
+    }
+}
+
+fn fields<const N: usize>(line: &str) -> Result<[&str; N], String> {
+    let parts: Vec<&str> = line.split('\t').collect();
+    parts.try_into().map_err(|parts: Vec<&str>| {
+        format!("expected {N} tab-separated fields, found {}", parts.len())
+    })
+}
+
+fn null(field: &str) -> Option<&str> {
+    (field != "\\N" && !field.is_empty()).then_some(field)
+}
+
+fn number<T: std::str::FromStr>(field: &str, name: &str) -> Result<Option<T>, String> {
+    null(field)
+        .map(|v| {
+            v.parse()
+                .map_err(|_| format!("{name} `{v}` is not a number"))
+        })
+        .transpose()
+}
+
+fn year(field: &str, name: &str) -> Result<Option<u16>, String> {
+    match number::<u16>(field, name)? {
+        Some(y) if !(1800..=2200).contains(&y) => Err(format!("{name} {y} is out of range")),
+        y => Ok(y),
+    }
+}
+
+fn parse_rating(line: &str) -> Result<(u64, (f32, u32)), String> {
+    let [id, average, votes] = fields::<3>(line)?;
+    let id: MovieId = id
+        .parse()
+        .map_err(|_| format!("`{id}` is not a title id"))?;
+    let average: f32 = number(average, "averageRating")?.ok_or("averageRating is missing")?;
+    if !(0.0..=10.0).contains(&average) {
+        return Err(format!("averageRating {average} is outside 0-10"));
+    }
+    let votes: u32 = number(votes, "numVotes")?.ok_or("numVotes is missing")?;
+    Ok((id.0, (average, votes)))
+}
+
+fn parse_basics(line: &str) -> Result<Option<Movie>, String> {
+    let [
+        id,
+        kind,
+        title,
+        original,
+        _adult,
+        start,
+        _end,
+        runtime,
+        genres,
+    ] = fields::<9>(line)?;
+    let id: MovieId = id
+        .parse()
+        .map_err(|_| format!("`{id}` is not a title id"))?;
+    if !MOVIE_TYPES.contains(&kind) {
+        return Ok(None);
+    }
+    let title = null(title).ok_or("primaryTitle is missing")?.to_owned();
+    let year = year(start, "startYear")?;
+    let runtime_minutes = number::<u16>(runtime, "runtimeMinutes")?;
+    let genres = null(genres)
+        .map(|g| {
+            g.split(',')
+                .map(|name| Genre::from_name(name).ok_or_else(|| format!("unknown genre `{name}`")))
+                .collect()
+        })
+        .transpose()?
+        .unwrap_or_default();
+    let original_title = null(original).filter(|o| *o != title).map(str::to_owned);
+    Ok(Some(Movie {
+        id,
+        title,
+        original_title,
+        year,
+        release_date: None,
+        runtime_minutes,
+        genres,
+        overview: None,
+        original_language: None,
+        poster_path: None,
+        popularity: 0.0,
+        rating: RatingSummary::default(),
+    }))
+}
+
+struct PrincipalRow {
+    ordering: u32,
+    credit: Credit,
+}
+
+fn parse_principal(line: &str) -> Result<(MovieId, PrincipalRow), String> {
+    let [id, ordering, person, category, job, characters] = fields::<6>(line)?;
+    let id: MovieId = id
+        .parse()
+        .map_err(|_| format!("`{id}` is not a title id"))?;
+    let ordering: u32 = number(ordering, "ordering")?.ok_or("ordering is missing")?;
+    let person: PersonId = person
+        .parse()
+        .map_err(|_| format!("`{person}` is not a name id"))?;
+    let job = null(job);
+    let (department, default_job) = match category {
+        "actor" | "actress" | "self" => (Department::Acting, ""),
+        "director" => (Department::Directing, "Director"),
+        "writer" => (Department::Writing, "Writer"),
+        "producer" => (Department::Production, "Producer"),
+        "composer" => (Department::Sound, "Original Music Composer"),
+        "cinematographer" => (Department::Camera, "Director of Photography"),
+        "editor" => (Department::Editing, "Editor"),
+        "production_designer" => (Department::Art, "Production Design"),
+        "" | "\\N" => return Err("category is missing".into()),
+        other => (Department::Crew, other),
+    };
+    let role = if department == Department::Acting {
+        null(characters)
+            .map(first_character)
+            .transpose()?
+            .unwrap_or_default()
+    } else {
+        job.unwrap_or(default_job).to_owned()
+    };
+    Ok((
+        id,
+        PrincipalRow {
+            ordering,
+            credit: Credit {
+                person,
+                department,
+                role,
+            },
+        },
+    ))
+}
+
+/// The first name in IMDb's `characters` field, a JSON array of strings (`["Andy Dufresne"]`).
+fn first_character(field: &str) -> Result<String, String> {
+    let inner = field
+        .strip_prefix('[')
+        .and_then(|f| f.strip_suffix(']'))
+        .ok_or_else(|| format!("characters `{field}` is not a list"))?;
+    let inner = inner.trim();
+    let Some(rest) = inner.strip_prefix('"') else {
+        return if inner.is_empty() {
+            Ok(String::new())
+        } else {
+            Err(format!("characters `{field}` is not a list of strings"))
+        };
+    };
+    let mut out = String::new();
+    let mut chars = rest.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Ok(out),
+            '\\' => match chars.next() {
+                Some('n') => out.push(' '),
+                Some(escaped) => out.push(escaped),
+                None => break,
+            },
+            c => out.push(c),
+        }
+    }
+    Err(format!("characters `{field}` has an unterminated string"))
+}
+
+fn parse_name(line: &str) -> Result<Person, String> {
+    let [id, name, birth, death, professions, _known_for] = fields::<6>(line)?;
+    let id: PersonId = id.parse().map_err(|_| format!("`{id}` is not a name id"))?;
+    let name = null(name).ok_or("primaryName is missing")?.to_owned();
+    let birth_year = year(birth, "birthYear")?;
+    let death_year = year(death, "deathYear")?;
+    if let (Some(b), Some(d)) = (birth_year, death_year)
+        && d < b
+    {
+        return Err(format!("deathYear {d} is before birthYear {b}"));
+    }
+    let known_for_department = null(professions).and_then(|p| {
+        p.split(',').find_map(|p| match p {
+            "actor" | "actress" | "self" => Some(Department::Acting),
+            "director" => Some(Department::Directing),
+            "writer" => Some(Department::Writing),
+            "producer" => Some(Department::Production),
+            "composer" | "music_department" | "sound_department" => Some(Department::Sound),
+            "cinematographer" | "camera_department" => Some(Department::Camera),
+            "editor" | "editorial_department" => Some(Department::Editing),
+            "production_designer" | "art_director" | "art_department" => Some(Department::Art),
+            _ => None,
+        })
+    });
+    Ok(Person {
+        id,
+        name,
+        birth_year,
+        death_year,
+        known_for_department,
+        popularity: 0.0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn characters_field_is_parsed() {
+        assert_eq!(
+            first_character(r#"["Andy Dufresne"]"#).as_deref(),
+            Ok("Andy Dufresne")
+        );
+        assert_eq!(
+            first_character(r#"["Ellis Boyd \"Red\" Redding","Narrator"]"#).as_deref(),
+            Ok("Ellis Boyd \"Red\" Redding")
+        );
+        assert_eq!(first_character("[]").as_deref(), Ok(""));
+        assert!(first_character("Andy").is_err());
+        assert!(first_character(r#"["open"#).is_err());
+    }
+
+    #[test]
+    fn date_free_basics_rows_parse() {
+        let movie = parse_basics("tt0111161\tmovie\tThe Shawshank Redemption\tThe Shawshank Redemption\t0\t1994\t\\N\t142\tDrama")
+            .expect("valid")
+            .expect("a movie");
+        assert_eq!(movie.year, Some(1994));
+        assert_eq!(movie.original_title, None);
+        assert!(movie.release_date.is_none());
+        assert!(
+            parse_basics("tt1\ttvSeries\tX\tX\t0\t1994\t\\N\t\\N\tDrama")
+                .expect("valid")
+                .is_none()
+        );
+        assert!(parse_basics("tt1\tmovie\tX\tX\t0\tabcd\t\\N\t\\N\tDrama").is_err());
+        assert!(parse_basics("tt1\tmovie\tX").is_err());
+    }
+}

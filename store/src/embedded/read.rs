@@ -1,0 +1,376 @@
+//! Read paths of the embedded backend, one method per access path. Every method works on one
+//! read snapshot, so a batch sees one consistent catalog.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::ops::Bound;
+
+use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable};
+
+use super::tables::*;
+use crate::keys;
+use crate::text;
+use crate::{
+    BrowseQuery, CatalogStats, Credit, FilmographyEntry, FilmographyQuery, Genre, GenreCount,
+    MAX_PAGE, Movie, MovieId, MovieSort, Page, Person, PersonId, Position, SearchQuery,
+    SimilarQuery, StoreError,
+};
+
+/// How many index entries one search may examine before it returns what it found so far
+/// (with `has_next`), so a query whose words rarely meet cannot scan a whole prefix.
+const SEARCH_SCAN_LIMIT: usize = 20_000;
+
+/// Most words a search query may have.
+const MAX_QUERY_WORDS: usize = 8;
+
+/// How many years either side of a movie `similar` looks in when its own year is short.
+const SIMILAR_YEAR_SPREAD: u16 = 2;
+
+/// Checks the file's format version and loads the year partitions.
+pub(super) fn check_format_and_years(db: &Database) -> Result<Vec<u16>, StoreError> {
+    let txn = db.begin_read()?;
+    let meta = txn.open_table(META)?;
+    let version = meta.get("format_version")?.map(|v| v.value());
+    if version != Some(FORMAT_VERSION) {
+        return Err(StoreError::Corrupt {
+            what: "catalog",
+            detail: format!("format version {version:?}, this build reads {FORMAT_VERSION}"),
+        });
+    }
+    let years = txn.open_table(YEARS)?;
+    let mut out = Vec::new();
+    for entry in years.iter()? {
+        out.push(entry?.0.value());
+    }
+    Ok(out)
+}
+
+/// The tables of one read transaction.
+pub(super) struct Snapshot<'a> {
+    movies: ReadOnlyTable<u64, &'static [u8]>,
+    people: ReadOnlyTable<u64, &'static [u8]>,
+    credits_by_movie: ReadOnlyTable<u64, &'static [u8]>,
+    credits_by_person: ReadOnlyTable<(u64, u64, u64), &'static [u8]>,
+    by_genre_year: ReadOnlyTable<(u8, u8, u16, u64, u64), ()>,
+    title_search: ReadOnlyTable<(&'static str, u8, u64, u64), &'static str>,
+    genre_counts: ReadOnlyTable<u8, u64>,
+    meta: ReadOnlyTable<&'static str, u64>,
+    years: &'a [u16],
+}
+
+impl<'a> Snapshot<'a> {
+    pub(super) fn new(txn: &ReadTransaction, years: &'a [u16]) -> Result<Self, StoreError> {
+        Ok(Snapshot {
+            movies: txn.open_table(MOVIES)?,
+            people: txn.open_table(PEOPLE)?,
+            credits_by_movie: txn.open_table(CREDITS_BY_MOVIE)?,
+            credits_by_person: txn.open_table(CREDITS_BY_PERSON)?,
+            by_genre_year: txn.open_table(MOVIES_BY_GENRE_YEAR)?,
+            title_search: txn.open_table(TITLE_SEARCH)?,
+            genre_counts: txn.open_table(GENRE_COUNTS)?,
+            meta: txn.open_table(META)?,
+            years,
+        })
+    }
+
+    pub(super) fn movie(&self, id: MovieId) -> Result<Option<Movie>, StoreError> {
+        self.movies
+            .get(id.0)?
+            .map(|v| decode("movie", v.value()))
+            .transpose()
+    }
+
+    pub(super) fn movies(&self, ids: &[MovieId]) -> Result<Vec<Option<Movie>>, StoreError> {
+        ids.iter().map(|&id| self.movie(id)).collect()
+    }
+
+    pub(super) fn people(&self, ids: &[PersonId]) -> Result<Vec<Option<Person>>, StoreError> {
+        ids.iter()
+            .map(|id| {
+                self.people
+                    .get(id.0)?
+                    .map(|v| decode("person", v.value()))
+                    .transpose()
+            })
+            .collect()
+    }
+
+    pub(super) fn credits(&self, ids: &[MovieId]) -> Result<Vec<Vec<Credit>>, StoreError> {
+        ids.iter()
+            .map(|id| {
+                Ok(self
+                    .credits_by_movie
+                    .get(id.0)?
+                    .map(|v| decode("credits", v.value()))
+                    .transpose()?
+                    .unwrap_or_default())
+            })
+            .collect()
+    }
+
+    pub(super) fn filmography(
+        &self,
+        q: &FilmographyQuery,
+    ) -> Result<Page<FilmographyEntry>, StoreError> {
+        check_page(q.first)?;
+        let p = q.person.0;
+        let start = match q.after {
+            Some(pos) => Bound::Excluded((p, pos.key, pos.id)),
+            None => Bound::Included((p, 0, 0)),
+        };
+        let mut items = Vec::with_capacity(q.first);
+        let mut has_next = false;
+        for entry in self
+            .credits_by_person
+            .range::<(u64, u64, u64)>((start, Bound::Included((p, u64::MAX, u64::MAX))))?
+        {
+            let (k, v) = entry?;
+            if items.len() == q.first {
+                has_next = true;
+                break;
+            }
+            let (_, key, id) = k.value();
+            items.push((
+                Position { key, id },
+                decode("filmography entry", v.value())?,
+            ));
+        }
+        Ok(Page { items, has_next })
+    }
+
+    pub(super) fn search(&self, q: &SearchQuery) -> Result<Page<MovieId>, StoreError> {
+        check_page(q.first)?;
+        let words = text::words(&q.text);
+        if words.is_empty() {
+            return Err(StoreError::InvalidInput(
+                "search text needs at least one letter or digit".into(),
+            ));
+        }
+        if words.len() > MAX_QUERY_WORDS {
+            return Err(StoreError::InvalidInput(format!(
+                "search text may have at most {MAX_QUERY_WORDS} words"
+            )));
+        }
+        let driver = words
+            .iter()
+            .max_by_key(|w| w.len())
+            .map_or("", |w| text::lookup_prefix(w));
+        let mut streams = Vec::with_capacity(usize::from(SEARCH_BUCKETS));
+        for bucket in 0..SEARCH_BUCKETS {
+            let start = match q.after {
+                Some(pos) => Bound::Excluded((driver, bucket, pos.key, pos.id)),
+                None => Bound::Included((driver, bucket, 0, 0)),
+            };
+            let end = Bound::Included((driver, bucket, u64::MAX, u64::MAX));
+            let range = self
+                .title_search
+                .range::<(&str, u8, u64, u64)>((start, end))?;
+            streams.push(range.map(|entry| {
+                let (k, v) = entry?;
+                let (_, _, key, id) = k.value();
+                Ok((Position { key, id }, v.value().to_owned()))
+            }));
+        }
+        let mut examined = 0usize;
+        let mut items = Vec::with_capacity(q.first);
+        let mut merged = Merge::new(streams)?;
+        while let Some((pos, title_words)) = merged.next_item()? {
+            if items.len() == q.first || examined == SEARCH_SCAN_LIMIT {
+                return Ok(Page {
+                    items,
+                    has_next: true,
+                });
+            }
+            examined += 1;
+            if text::matches(&words, &title_words) {
+                items.push((pos, MovieId(pos.id)));
+            }
+        }
+        Ok(Page {
+            items,
+            has_next: false,
+        })
+    }
+
+    pub(super) fn browse(&self, q: &BrowseQuery) -> Result<Page<MovieId>, StoreError> {
+        check_page(q.first)?;
+        if let (Some(from), Some(to)) = (q.year_from, q.year_to)
+            && from > to
+        {
+            return Err(StoreError::InvalidInput(format!(
+                "yearFrom ({from}) is after yearTo ({to})"
+            )));
+        }
+        let filtered = q.year_from.is_some() || q.year_to.is_some();
+        let from = q.year_from.unwrap_or(0);
+        let to = q.year_to.unwrap_or(u16::MAX);
+        let genre = q.genre.map_or(ANY_GENRE, Genre::code);
+        let sort = q.sort.code();
+        let mut streams = Vec::new();
+        for &year in self
+            .years
+            .iter()
+            .filter(|&&y| (from..=to).contains(&y) && (y != 0 || !filtered))
+        {
+            let start = match q.after {
+                Some(pos) => Bound::Excluded((sort, genre, year, pos.key, pos.id)),
+                None => Bound::Included((sort, genre, year, 0, 0)),
+            };
+            let end = Bound::Included((sort, genre, year, u64::MAX, u64::MAX));
+            let range = self
+                .by_genre_year
+                .range::<(u8, u8, u16, u64, u64)>((start, end))?;
+            streams.push(range.map(|entry| {
+                let (k, _) = entry?;
+                let (_, _, _, key, id) = k.value();
+                Ok((Position { key, id }, MovieId(id)))
+            }));
+        }
+        let mut merged = Merge::new(streams)?;
+        let mut items = Vec::with_capacity(q.first);
+        while let Some(item) = merged.next_item()? {
+            if items.len() == q.first {
+                return Ok(Page {
+                    items,
+                    has_next: true,
+                });
+            }
+            items.push(item);
+        }
+        Ok(Page {
+            items,
+            has_next: false,
+        })
+    }
+
+    pub(super) fn similar(&self, q: &SimilarQuery) -> Result<Vec<MovieId>, StoreError> {
+        check_page(q.first)?;
+        let Some(movie) = self.movie(q.movie)? else {
+            return Ok(Vec::new());
+        };
+        let Some(&genre) = movie.genres.first() else {
+            return Ok(Vec::new());
+        };
+        let year = movie.year.unwrap_or(0);
+        let own = keys::popularity(movie.popularity);
+        let sort = MovieSort::Popularity.code();
+        // Nearest in popularity within the same genre and year; neighbouring years only when
+        // the movie's own year has too few. Each partition read is bounded by `first` per side.
+        let mut candidates: Vec<(u64, u64)> = Vec::new();
+        for spread in 0..=SIMILAR_YEAR_SPREAD {
+            let years = if spread == 0 {
+                vec![year]
+            } else {
+                vec![year.saturating_sub(spread), year.saturating_add(spread)]
+            };
+            for y in years {
+                let partition = (sort, genre.code(), y);
+                let lo = (partition.0, partition.1, partition.2, 0, 0);
+                let hi = (partition.0, partition.1, partition.2, u64::MAX, u64::MAX);
+                let pivot = (partition.0, partition.1, partition.2, own, movie.id.0);
+                let after = self.by_genre_year.range::<(u8, u8, u16, u64, u64)>((
+                    Bound::Excluded(pivot),
+                    Bound::Included(hi),
+                ))?;
+                let before = self
+                    .by_genre_year
+                    .range::<(u8, u8, u16, u64, u64)>((
+                        Bound::Included(lo),
+                        Bound::Excluded(pivot),
+                    ))?
+                    .rev();
+                for entry in after.take(q.first).chain(before.take(q.first)) {
+                    let (_, _, _, key, id) = entry?.0.value();
+                    if id != movie.id.0 {
+                        candidates.push((key.abs_diff(own), id));
+                    }
+                }
+            }
+            if candidates.len() >= q.first {
+                break;
+            }
+        }
+        candidates.sort_unstable();
+        candidates.dedup_by_key(|c| c.1);
+        Ok(candidates
+            .into_iter()
+            .take(q.first)
+            .map(|(_, id)| MovieId(id))
+            .collect())
+    }
+
+    pub(super) fn genres(&self) -> Result<Vec<GenreCount>, StoreError> {
+        Genre::all()
+            .map(|genre| {
+                let movies = self
+                    .genre_counts
+                    .get(genre.code())?
+                    .map_or(0, |v| v.value());
+                Ok(GenreCount { genre, movies })
+            })
+            .collect()
+    }
+
+    pub(super) fn stats(&self) -> Result<CatalogStats, StoreError> {
+        let get = |name: &str| -> Result<u64, StoreError> {
+            Ok(self.meta.get(name)?.map_or(0, |v| v.value()))
+        };
+        Ok(CatalogStats {
+            movies: get("movies")?,
+            people: get("people")?,
+        })
+    }
+}
+
+fn check_page(first: usize) -> Result<(), StoreError> {
+    if first > MAX_PAGE {
+        return Err(StoreError::InvalidInput(format!(
+            "page size {first} is above the maximum of {MAX_PAGE}"
+        )));
+    }
+    Ok(())
+}
+
+/// Lazy k-way merge of ascending streams: reading n items costs k + n entry reads, whatever
+/// the number of partitions.
+struct Merge<I, T> {
+    streams: Vec<I>,
+    heap: BinaryHeap<Reverse<(Position, usize)>>,
+    pending: Vec<Option<T>>,
+}
+
+impl<I, T> Merge<I, T>
+where
+    I: Iterator<Item = Result<(Position, T), StoreError>>,
+{
+    fn new(streams: Vec<I>) -> Result<Self, StoreError> {
+        let mut merge = Merge {
+            heap: BinaryHeap::with_capacity(streams.len()),
+            pending: Vec::new(),
+            streams,
+        };
+        merge.pending.resize_with(merge.streams.len(), || None);
+        for i in 0..merge.streams.len() {
+            merge.refill(i)?;
+        }
+        Ok(merge)
+    }
+
+    fn refill(&mut self, i: usize) -> Result<(), StoreError> {
+        if let Some(next) = self.streams[i].next() {
+            let (pos, item) = next?;
+            self.pending[i] = Some(item);
+            self.heap.push(Reverse((pos, i)));
+        }
+        Ok(())
+    }
+
+    fn next_item(&mut self) -> Result<Option<(Position, T)>, StoreError> {
+        let Some(Reverse((pos, i))) = self.heap.pop() else {
+            return Ok(None);
+        };
+        let item = self.pending[i].take();
+        self.refill(i)?;
+        Ok(item.map(|item| (pos, item)))
+    }
+}

@@ -1,0 +1,190 @@
+//! Marquee's storage layer: the domain model, the [`Store`] trait every backend implements,
+//! and the embedded `redb` backend that makes a single machine a complete Marquee.
+//!
+//! The store is the last stage of the read path (`http` → resolvers → dataloaders → caches →
+//! **store**). Every read method takes a batch or a bounded page, so one dataloader batch is
+//! one backend round trip. Tables are designed query-first — one per access path, the way they
+//! are laid out in CQL — so the ScyllaDB backend can sit behind the same trait with the same
+//! shapes (see `ARCHITECTURE.md`).
+
+pub mod catalog;
+pub mod embedded;
+mod error;
+pub mod keys;
+pub mod model;
+pub mod text;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use error::StoreError;
+pub use model::*;
+
+/// The largest page any paged read returns; larger requests are an error at the API edge.
+pub const MAX_PAGE: usize = 100;
+
+/// A position inside one ordered access path: the sort key and the id that breaks ties.
+///
+/// Backends produce and consume positions; the API wraps them in opaque cursors.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position {
+    /// Sort key, ascending (descending orders are stored inverted).
+    pub key: u64,
+    /// Tie-breaking id (a movie id, or a movie id and credit ordinal).
+    pub id: u64,
+}
+
+/// One page of an ordered read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Page<T> {
+    /// Items in order, each with the position a cursor resumes after.
+    pub items: Vec<(Position, T)>,
+    /// Whether more items follow the last one.
+    pub has_next: bool,
+}
+
+impl<T> Page<T> {
+    /// A page with nothing in it.
+    pub fn empty() -> Self {
+        Page {
+            items: Vec::new(),
+            has_next: false,
+        }
+    }
+}
+
+/// Title search: every word of `text` must prefix a word of the title.
+#[derive(Clone, Debug)]
+pub struct SearchQuery {
+    /// What the user typed; case and accents do not matter.
+    pub text: String,
+    /// Page size, at most [`MAX_PAGE`].
+    pub first: usize,
+    /// Resume after this position.
+    pub after: Option<Position>,
+}
+
+/// Orders for [`BrowseQuery`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum MovieSort {
+    /// Most popular first.
+    Popularity,
+    /// Best rated first (weighted so that a handful of votes cannot top the list).
+    Rating,
+    /// Newest first.
+    ReleaseDate,
+}
+
+impl MovieSort {
+    /// Every sort order.
+    pub const ALL: [MovieSort; 3] = [
+        MovieSort::Popularity,
+        MovieSort::Rating,
+        MovieSort::ReleaseDate,
+    ];
+
+    /// Stable numeric code used in keys and cursors.
+    pub fn code(self) -> u8 {
+        match self {
+            MovieSort::Popularity => 0,
+            MovieSort::Rating => 1,
+            MovieSort::ReleaseDate => 2,
+        }
+    }
+}
+
+/// Browse the catalog by genre and year range.
+#[derive(Clone, Debug)]
+pub struct BrowseQuery {
+    /// Only movies listing this genre.
+    pub genre: Option<Genre>,
+    /// Earliest release year (inclusive).
+    pub year_from: Option<u16>,
+    /// Latest release year (inclusive).
+    pub year_to: Option<u16>,
+    /// Order.
+    pub sort: MovieSort,
+    /// Page size, at most [`MAX_PAGE`].
+    pub first: usize,
+    /// Resume after this position.
+    pub after: Option<Position>,
+}
+
+/// One page of one person's filmography, newest first.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct FilmographyQuery {
+    /// Whose.
+    pub person: PersonId,
+    /// Page size, at most [`MAX_PAGE`].
+    pub first: usize,
+    /// Resume after this position.
+    pub after: Option<Position>,
+}
+
+/// Movies like `movie`: same primary genre, close in time and popularity.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SimilarQuery {
+    /// The movie to match.
+    pub movie: MovieId,
+    /// How many, at most [`MAX_PAGE`].
+    pub first: usize,
+}
+
+/// Size of the catalog.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct CatalogStats {
+    /// Movies stored.
+    pub movies: u64,
+    /// People stored.
+    pub people: u64,
+}
+
+/// The storage backend behind every gateway, used as `Arc<dyn Store>`.
+///
+/// Batch methods return one entry per input, in input order, so a dataloader batch is one
+/// call. Each method is one backend round trip.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Short backend name for metrics and logs (`embedded`, `scylla`).
+    fn backend(&self) -> &'static str;
+
+    /// Movies by id; `None` for unknown ids.
+    async fn movies(&self, ids: &[MovieId]) -> Result<Vec<Option<Movie>>, StoreError>;
+
+    /// People by id; `None` for unknown ids.
+    async fn people(&self, ids: &[PersonId]) -> Result<Vec<Option<Person>>, StoreError>;
+
+    /// Credits of each movie (cast in billing order, then crew); empty for unknown movies.
+    async fn credits(&self, movies: &[MovieId]) -> Result<Vec<Vec<Credit>>, StoreError>;
+
+    /// A page of each person's filmography, newest first.
+    async fn filmographies(
+        &self,
+        queries: &[FilmographyQuery],
+    ) -> Result<Vec<Page<FilmographyEntry>>, StoreError>;
+
+    /// Movies similar to each query's movie, most similar first.
+    async fn similar(&self, queries: &[SimilarQuery]) -> Result<Vec<Vec<MovieId>>, StoreError>;
+
+    /// Title search, ranked by popularity.
+    async fn search(&self, query: &SearchQuery) -> Result<Page<MovieId>, StoreError>;
+
+    /// Browse by genre and years.
+    async fn browse(&self, query: &BrowseQuery) -> Result<Page<MovieId>, StoreError>;
+
+    /// Every genre with its movie count, in [`GENRES`] order, including empty ones.
+    async fn genres(&self) -> Result<Vec<GenreCount>, StoreError>;
+
+    /// Catalog size.
+    async fn stats(&self) -> Result<CatalogStats, StoreError>;
+
+    /// A cheap round trip proving the backend answers (readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Flushes and closes; later calls fail with [`StoreError::Closed`].
+    async fn close(&self) -> Result<(), StoreError>;
+}
+
+/// Shared handle to a store.
+pub type DynStore = Arc<dyn Store>;

@@ -1,0 +1,348 @@
+//! The domain model every backend stores and every resolver reads.
+//!
+//! The types are plain data with `serde` derives: the embedded backend encodes them with
+//! `postcard`, the ScyllaDB backend will map them onto CQL columns. Ids are numeric inside
+//! Marquee (cheap to compare, sort and shard) and IMDb-style strings (`tt0000001`,
+//! `nm0000001`) outside, so imported IMDb data keeps the ids people already know.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::StoreError;
+
+macro_rules! numeric_id {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
+        $(#[$doc])*
+        #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        pub struct $name(pub u64);
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!($prefix, "{:07}"), self.0)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = StoreError;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                s.strip_prefix($prefix)
+                    .filter(|digits| !digits.is_empty() && digits.len() <= 12)
+                    .filter(|digits| digits.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|digits| digits.parse().ok())
+                    .map($name)
+                    .ok_or_else(|| StoreError::InvalidId {
+                        kind: stringify!($name),
+                        value: s.chars().take(40).collect(),
+                    })
+            }
+        }
+    };
+}
+
+numeric_id!(
+    /// A movie's id; written `tt` followed by at least seven digits.
+    MovieId,
+    "tt"
+);
+numeric_id!(
+    /// A person's id; written `nm` followed by at least seven digits.
+    PersonId,
+    "nm"
+);
+
+/// The fixed genre list (IMDb's, so imports map one to one). Stored as the index into this list.
+pub const GENRES: [&str; 28] = [
+    "Action",
+    "Adult",
+    "Adventure",
+    "Animation",
+    "Biography",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Family",
+    "Fantasy",
+    "Film-Noir",
+    "Game-Show",
+    "History",
+    "Horror",
+    "Music",
+    "Musical",
+    "Mystery",
+    "News",
+    "Reality-TV",
+    "Romance",
+    "Sci-Fi",
+    "Short",
+    "Sport",
+    "Talk-Show",
+    "Thriller",
+    "War",
+    "Western",
+];
+
+/// A genre from [`GENRES`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Genre(u8);
+
+impl Genre {
+    /// Every genre, in list order.
+    pub fn all() -> impl Iterator<Item = Genre> {
+        (0..GENRES.len()).map(|i| Genre(i as u8))
+    }
+
+    /// The genre at `code` in [`GENRES`], if there is one.
+    pub fn from_code(code: u8) -> Option<Genre> {
+        (usize::from(code) < GENRES.len()).then_some(Genre(code))
+    }
+
+    /// Looks a genre up by name, ignoring ASCII case.
+    pub fn from_name(name: &str) -> Option<Genre> {
+        GENRES
+            .iter()
+            .position(|g| g.eq_ignore_ascii_case(name))
+            .map(|i| Genre(i as u8))
+    }
+
+    /// The stable numeric code (index into [`GENRES`]).
+    pub fn code(self) -> u8 {
+        self.0
+    }
+
+    /// The display name.
+    pub fn name(self) -> &'static str {
+        GENRES[usize::from(self.0)]
+    }
+}
+
+/// A calendar date, validated on construction.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Date {
+    /// Year, 1800..=2200.
+    pub year: u16,
+    /// Month, 1..=12.
+    pub month: u8,
+    /// Day of month, valid for the month and year.
+    pub day: u8,
+}
+
+impl Date {
+    /// A date if `year`, `month` and `day` form a real calendar day.
+    pub fn new(year: u16, month: u8, day: u8) -> Option<Date> {
+        let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+        let days = match month {
+            1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+            4 | 6 | 9 | 11 => 30,
+            2 if leap => 29,
+            2 => 28,
+            _ => return None,
+        };
+        ((1800..=2200).contains(&year) && (1..=days).contains(&day)).then_some(Date {
+            year,
+            month,
+            day,
+        })
+    }
+
+    /// `yyyymmdd` as one number, which sorts like the date.
+    pub fn ordinal(self) -> u32 {
+        u32::from(self.year) * 10_000 + u32::from(self.month) * 100 + u32::from(self.day)
+    }
+}
+
+impl fmt::Display for Date {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
+    }
+}
+
+/// The public rating summary of a movie.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RatingSummary {
+    /// Mean score on a 1-10 scale (0 when nobody rated).
+    pub average: f32,
+    /// Number of ratings.
+    pub count: u32,
+}
+
+/// A movie, as stored in the movies-by-id table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Movie {
+    /// Primary key.
+    pub id: MovieId,
+    /// Display title.
+    pub title: String,
+    /// Title in the original language, when it differs from `title`.
+    pub original_title: Option<String>,
+    /// Release year.
+    pub year: Option<u16>,
+    /// Full release date, when known.
+    pub release_date: Option<Date>,
+    /// Runtime in minutes.
+    pub runtime_minutes: Option<u16>,
+    /// One to three genres, most important first.
+    pub genres: Vec<Genre>,
+    /// A short synopsis.
+    pub overview: Option<String>,
+    /// ISO 639-1 code of the original language.
+    pub original_language: Option<String>,
+    /// Poster image path, relative to the configured image base URL.
+    pub poster_path: Option<String>,
+    /// Popularity score (higher is more popular); drives search and browse ranking.
+    pub popularity: f32,
+    /// Public rating summary.
+    pub rating: RatingSummary,
+}
+
+/// The department a person works in, or is best known for.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Department {
+    /// Cast.
+    Acting,
+    /// Directors.
+    Directing,
+    /// Writers.
+    Writing,
+    /// Producers.
+    Production,
+    /// Composers and sound.
+    Sound,
+    /// Cinematographers.
+    Camera,
+    /// Editors.
+    Editing,
+    /// Production design.
+    Art,
+    /// Everyone else.
+    Crew,
+}
+
+impl Department {
+    /// Every department.
+    pub const ALL: [Department; 9] = [
+        Department::Acting,
+        Department::Directing,
+        Department::Writing,
+        Department::Production,
+        Department::Sound,
+        Department::Camera,
+        Department::Editing,
+        Department::Art,
+        Department::Crew,
+    ];
+}
+
+/// A person (cast or crew), as stored in the people-by-id table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Person {
+    /// Primary key.
+    pub id: PersonId,
+    /// Display name.
+    pub name: String,
+    /// Year of birth.
+    pub birth_year: Option<u16>,
+    /// Year of death.
+    pub death_year: Option<u16>,
+    /// What the person is best known for.
+    pub known_for_department: Option<Department>,
+    /// Popularity score (higher is more popular).
+    pub popularity: f32,
+}
+
+/// One credit of a movie, as stored in the credits-by-movie table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Credit {
+    /// Who.
+    pub person: PersonId,
+    /// `Acting` for cast credits, anything else for crew.
+    pub department: Department,
+    /// The character played (cast) or the job done (crew), e.g. `Director`.
+    pub role: String,
+}
+
+impl Credit {
+    /// Whether this is a cast credit (as opposed to crew).
+    pub fn is_cast(&self) -> bool {
+        self.department == Department::Acting
+    }
+}
+
+/// One credit in a person's filmography, as stored in the credits-by-person table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FilmographyEntry {
+    /// The movie.
+    pub movie: MovieId,
+    /// Department of this credit.
+    pub department: Department,
+    /// Character or job.
+    pub role: String,
+    /// Release year of the movie (denormalised: it orders the filmography).
+    pub year: Option<u16>,
+}
+
+/// A genre with its number of movies.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct GenreCount {
+    /// The genre.
+    pub genre: Genre,
+    /// Movies that list it.
+    pub movies: u64,
+}
+
+/// A complete movie with its credits, the unit the seeder and importer write.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MovieRecord {
+    /// The movie.
+    pub movie: Movie,
+    /// Cast in billing order, then crew.
+    pub credits: Vec<Credit>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_and_reject_garbage() {
+        let id: MovieId = "tt0111161".parse().expect("valid id");
+        assert_eq!(id, MovieId(111_161));
+        assert_eq!(id.to_string(), "tt0111161");
+        assert_eq!(MovieId(12_345_678).to_string(), "tt12345678");
+        for bad in [
+            "",
+            "tt",
+            "nm0000001",
+            "tt12a",
+            "tt-1",
+            "tt99999999999999999999",
+        ] {
+            assert!(bad.parse::<MovieId>().is_err(), "{bad} should be rejected");
+        }
+        assert_eq!(
+            "nm0000151".parse::<PersonId>().expect("valid"),
+            PersonId(151)
+        );
+    }
+
+    #[test]
+    fn dates_are_validated() {
+        assert!(Date::new(2024, 2, 29).is_some());
+        assert!(Date::new(2023, 2, 29).is_none());
+        assert!(Date::new(2023, 13, 1).is_none());
+        assert_eq!(
+            Date::new(1999, 12, 31).map(|d| d.to_string()).as_deref(),
+            Some("1999-12-31")
+        );
+    }
+
+    #[test]
+    fn genres_by_name_ignore_case() {
+        assert_eq!(Genre::from_name("sci-fi").map(Genre::name), Some("Sci-Fi"));
+        assert!(Genre::from_name("Nope").is_none());
+        assert_eq!(Genre::all().count(), GENRES.len());
+    }
+}
