@@ -1,1 +1,14 @@
-//! x
+//! Marquee's regional GraphQL gateway.
+//!
+//! A request flows `http` (routes, limits, metrics) → `marquee_schema` resolvers → per-request
+//! dataloaders → the store (`instrumented` wraps it with metrics and spans). `startup` wires
+//! those stages together behind [`startup::Application`]; `config` and `telemetry` are the
+//! cross-cutting pieces; `catalog` holds the seed and import commands.
+
+pub mod catalog;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod instrumented;
+pub mod startup;
+pub mod telemetry;

@@ -1,1 +1,54 @@
-//! placeholder
+//! Marquee's GraphQL schema: the types clients see, the resolvers behind them, and the
+//! per-request dataloaders that turn a query's many small reads into one store call per
+//! entity kind per level.
+//!
+//! This is the resolver stage of the read path (`http` → **schema** → loaders → store). The
+//! schema holds only shared, immutable things (the store handle and settings); everything
+//! per-request — the loaders and their caches — is attached to each request by the HTTP layer
+//! with [`Loaders::new`], so no request can see another's data.
+
+mod cursor;
+mod error;
+mod loaders;
+mod query;
+mod types;
+
+use std::time::Duration;
+
+use async_graphql::{EmptyMutation, EmptySubscription, Schema};
+use marquee_store::DynStore;
+
+pub use error::{ApiError, codes};
+pub use loaders::{LoaderMetrics, Loaders};
+pub use query::Query;
+
+/// The executable schema type.
+pub type MarqueeSchema = Schema<Query, EmptyMutation, EmptySubscription>;
+
+/// Settings the resolvers need.
+#[derive(Clone, Debug)]
+pub struct SchemaConfig {
+    /// Prefix for `Movie.posterUrl` (poster paths are stored relative).
+    pub image_base_url: String,
+    /// How long a dataloader waits to collect a batch.
+    pub batch_delay: Duration,
+}
+
+impl Default for SchemaConfig {
+    fn default() -> Self {
+        SchemaConfig {
+            image_base_url: "https://images.marquee.example".into(),
+            batch_delay: Duration::from_micros(500),
+        }
+    }
+}
+
+/// Builds the schema over `store`.
+pub fn build(store: DynStore, config: SchemaConfig) -> MarqueeSchema {
+    Schema::build(Query, EmptyMutation, EmptySubscription).data(store).data(config).finish()
+}
+
+/// The schema in SDL, as checked in at `schema/schema.graphql`.
+pub fn sdl() -> String {
+    Schema::build(Query, EmptyMutation, EmptySubscription).finish().sdl()
+}

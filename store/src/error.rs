@@ -6,9 +6,7 @@
 #[non_exhaustive]
 pub enum StoreError {
     /// A client-supplied id is not of the expected form.
-    #[error(
-        "`{value}` is not a valid {kind}; ids look like tt0000001 (movies) or nm0000001 (people)"
-    )]
+    #[error("`{value}` is not a valid {kind}; ids look like tt0000001 (movies) or nm0000001 (people)")]
     InvalidId {
         /// Which id type was expected.
         kind: &'static str,
@@ -25,9 +23,7 @@ pub enum StoreError {
     #[error("no catalog at {0}; run `gateway seed` or `gateway import imdb` first")]
     NoCatalog(String),
     /// The data directory is already open in another process.
-    #[error(
-        "the data directory {0} is in use by another process; stop it or choose another --data-dir"
-    )]
+    #[error("the data directory {0} is in use by another process; stop it or choose another --data-dir")]
     Locked(String),
     /// Stored bytes did not decode: the data was written by an incompatible version.
     #[error(
@@ -61,17 +57,11 @@ impl StoreError {
 
     /// Wraps an I/O error with what was being done.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        StoreError::Io {
-            context: context.into(),
-            source,
-        }
+        StoreError::Io { context: context.into(), source }
     }
 
     /// Whether the caller sent something wrong (as opposed to the store failing).
     pub fn is_client_error(&self) -> bool {
-        matches!(
-            self,
-            StoreError::InvalidId { .. } | StoreError::InvalidInput(_)
-        )
+        matches!(self, StoreError::InvalidId { .. } | StoreError::InvalidInput(_))
     }
 }

@@ -10,11 +10,7 @@ const SCALE: f32 = 1000.0;
 
 /// Popularity quantised to three decimals, saturating.
 fn quantise(value: f32) -> u32 {
-    if value.is_finite() && value > 0.0 {
-        (value * SCALE).min(u32::MAX as f32) as u32
-    } else {
-        0
-    }
+    if value.is_finite() && value > 0.0 { (value * SCALE).min(u32::MAX as f32) as u32 } else { 0 }
 }
 
 /// Ascending key for "most popular first".

@@ -44,13 +44,9 @@ pub struct Page<T> {
     pub has_next: bool,
 }
 
-impl<T> Page<T> {
-    /// A page with nothing in it.
-    pub fn empty() -> Self {
-        Page {
-            items: Vec::new(),
-            has_next: false,
-        }
+impl<T> Default for Page<T> {
+    fn default() -> Self {
+        Page { items: Vec::new(), has_next: false }
     }
 }
 
@@ -78,11 +74,7 @@ pub enum MovieSort {
 
 impl MovieSort {
     /// Every sort order.
-    pub const ALL: [MovieSort; 3] = [
-        MovieSort::Popularity,
-        MovieSort::Rating,
-        MovieSort::ReleaseDate,
-    ];
+    pub const ALL: [MovieSort; 3] = [MovieSort::Popularity, MovieSort::Rating, MovieSort::ReleaseDate];
 
     /// Stable numeric code used in keys and cursors.
     pub fn code(self) -> u8 {

@@ -102,10 +102,7 @@ impl Genre {
 
     /// Looks a genre up by name, ignoring ASCII case.
     pub fn from_name(name: &str) -> Option<Genre> {
-        GENRES
-            .iter()
-            .position(|g| g.eq_ignore_ascii_case(name))
-            .map(|i| Genre(i as u8))
+        GENRES.iter().position(|g| g.eq_ignore_ascii_case(name)).map(|i| Genre(i as u8))
     }
 
     /// The stable numeric code (index into [`GENRES`]).
@@ -141,11 +138,7 @@ impl Date {
             2 => 28,
             _ => return None,
         };
-        ((1800..=2200).contains(&year) && (1..=days).contains(&day)).then_some(Date {
-            year,
-            month,
-            day,
-        })
+        ((1800..=2200).contains(&year) && (1..=days).contains(&day)).then_some(Date { year, month, day })
     }
 
     /// `yyyymmdd` as one number, which sorts like the date.
@@ -312,20 +305,10 @@ mod tests {
         assert_eq!(id, MovieId(111_161));
         assert_eq!(id.to_string(), "tt0111161");
         assert_eq!(MovieId(12_345_678).to_string(), "tt12345678");
-        for bad in [
-            "",
-            "tt",
-            "nm0000001",
-            "tt12a",
-            "tt-1",
-            "tt99999999999999999999",
-        ] {
+        for bad in ["", "tt", "nm0000001", "tt12a", "tt-1", "tt99999999999999999999"] {
             assert!(bad.parse::<MovieId>().is_err(), "{bad} should be rejected");
         }
-        assert_eq!(
-            "nm0000151".parse::<PersonId>().expect("valid"),
-            PersonId(151)
-        );
+        assert_eq!("nm0000151".parse::<PersonId>().expect("valid"), PersonId(151));
     }
 
     #[test]
@@ -333,10 +316,7 @@ mod tests {
         assert!(Date::new(2024, 2, 29).is_some());
         assert!(Date::new(2023, 2, 29).is_none());
         assert!(Date::new(2023, 13, 1).is_none());
-        assert_eq!(
-            Date::new(1999, 12, 31).map(|d| d.to_string()).as_deref(),
-            Some("1999-12-31")
-        );
+        assert_eq!(Date::new(1999, 12, 31).map(|d| d.to_string()).as_deref(), Some("1999-12-31"));
     }
 
     #[test]

@@ -41,9 +41,7 @@ pub fn lookup_prefix(word: &str) -> &str {
 
 /// Whether every query word prefixes some title word (both normalised).
 pub fn matches(query_words: &[String], title_words: &str) -> bool {
-    query_words
-        .iter()
-        .all(|q| title_words.split(' ').any(|t| t.starts_with(q.as_str())))
+    query_words.iter().all(|q| title_words.split(' ').any(|t| t.starts_with(q.as_str())))
 }
 
 #[cfg(test)]

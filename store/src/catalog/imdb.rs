@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 
 use super::{CatalogSink, Progress};
 use crate::{
-    CatalogStats, Credit, Department, Genre, Movie, MovieId, MovieRecord, Person, PersonId,
-    RatingSummary, StoreError,
+    CatalogStats, Credit, Department, Genre, Movie, MovieId, MovieRecord, Person, PersonId, RatingSummary,
+    StoreError,
 };
 
 /// How many bad rows per file are listed individually (all are counted).
@@ -27,11 +27,11 @@ pub const LISTED_BAD_ROWS: usize = 20;
 /// Title types imported as movies.
 const MOVIE_TYPES: [&str; 2] = ["movie", "tvMovie"];
 
-const BASICS_HEADER: &str = "tconst\ttitleType\tprimaryTitle\toriginalTitle\tisAdult\tstartYear\tendYear\truntimeMinutes\tgenres";
+const BASICS_HEADER: &str =
+    "tconst\ttitleType\tprimaryTitle\toriginalTitle\tisAdult\tstartYear\tendYear\truntimeMinutes\tgenres";
 const RATINGS_HEADER: &str = "tconst\taverageRating\tnumVotes";
 const PRINCIPALS_HEADER: &str = "tconst\tordering\tnconst\tcategory\tjob\tcharacters";
-const NAMES_HEADER: &str =
-    "nconst\tprimaryName\tbirthYear\tdeathYear\tprimaryProfession\tknownForTitles";
+const NAMES_HEADER: &str = "nconst\tprimaryName\tbirthYear\tdeathYear\tprimaryProfession\tknownForTitles";
 
 /// A skipped row.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,10 +63,7 @@ impl FileReport {
     fn bad(&mut self, line: u64, reason: impl Into<String>) {
         self.bad += 1;
         if self.bad_rows.len() < LISTED_BAD_ROWS {
-            self.bad_rows.push(BadRow {
-                line,
-                reason: reason.into(),
-            });
+            self.bad_rows.push(BadRow { line, reason: reason.into() });
         }
     }
 }
@@ -89,11 +86,7 @@ impl ImportReport {
 
 impl fmt::Display for ImportReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "imported {} movies and {} people",
-            self.stats.movies, self.stats.people
-        )?;
+        writeln!(f, "imported {} movies and {} people", self.stats.movies, self.stats.people)?;
         for file in &self.files {
             writeln!(
                 f,
@@ -104,11 +97,7 @@ impl fmt::Display for ImportReport {
                 writeln!(f, "    line {}: {}", bad.line, bad.reason)?;
             }
             if file.bad > file.bad_rows.len() as u64 {
-                writeln!(
-                    f,
-                    "    ... and {} more",
-                    file.bad - file.bad_rows.len() as u64
-                )?;
+                writeln!(f, "    ... and {} more", file.bad - file.bad_rows.len() as u64)?;
             }
         }
         Ok(())
@@ -129,10 +118,7 @@ pub fn import(
 
     let mut ratings = HashMap::new();
     if let Some(path) = &ratings_path {
-        progress(Progress::Phase {
-            name: "title.ratings",
-            total: 0,
-        });
+        progress(Progress::Phase { name: "title.ratings", total: 0 });
         let mut file = TsvFile::open(path, RATINGS_HEADER)?;
         while let Some(line) = file.next_line()? {
             match parse_rating(line) {
@@ -146,15 +132,10 @@ pub fn import(
         report.files.push(file.report);
     }
 
-    progress(Progress::Phase {
-        name: "title.basics + title.principals",
-        total: 0,
-    });
+    progress(Progress::Phase { name: "title.basics + title.principals", total: 0 });
     let mut basics = TsvFile::open(&basics_path, BASICS_HEADER)?;
-    let mut principals = principals_path
-        .as_deref()
-        .map(|p| TsvFile::open(p, PRINCIPALS_HEADER))
-        .transpose()?;
+    let mut principals =
+        principals_path.as_deref().map(|p| TsvFile::open(p, PRINCIPALS_HEADER)).transpose()?;
     let mut pending: Option<(MovieId, PrincipalRow)> = None;
     let mut last_principal = 0u64;
     let mut credit_counts: HashMap<u64, u32> = HashMap::new();
@@ -190,25 +171,26 @@ pub fn import(
             loop {
                 let (id, row) = match pending.take() {
                     Some(p) => p,
-                    None => {
-                        match file.next_line()? {
-                            None => break,
-                            Some(line) => match parse_principal(line) {
-                                Ok(p) if p.0.0 < last_principal => {
-                                    file.bad(format!("{} is out of order; title.principals must be sorted by tconst", p.0));
-                                    continue;
-                                }
-                                Ok(p) => {
-                                    last_principal = p.0.0;
-                                    p
-                                }
-                                Err(reason) => {
-                                    file.bad(reason);
-                                    continue;
-                                }
-                            },
-                        }
-                    }
+                    None => match file.next_line()? {
+                        None => break,
+                        Some(line) => match parse_principal(line) {
+                            Ok(p) if p.0.0 < last_principal => {
+                                file.bad(format!(
+                                    "{} is out of order; title.principals must be sorted by tconst",
+                                    p.0
+                                ));
+                                continue;
+                            }
+                            Ok(p) => {
+                                last_principal = p.0.0;
+                                p
+                            }
+                            Err(reason) => {
+                                file.bad(reason);
+                                continue;
+                            }
+                        },
+                    },
                 };
                 if id.0 < movie.id.0 {
                     file.report.ignored += 1;
@@ -229,9 +211,7 @@ pub fn import(
         sink.put_movie(&MovieRecord { movie, credits })?;
         basics.report.imported += 1;
         if basics.report.imported % 10_000 == 0 {
-            progress(Progress::Advance {
-                done: basics.report.imported,
-            });
+            progress(Progress::Advance { done: basics.report.imported });
         }
     }
     report.files.push(basics.report);
@@ -248,10 +228,7 @@ pub fn import(
         report.files.push(file.report);
     }
 
-    progress(Progress::Phase {
-        name: "name.basics",
-        total: credit_counts.len() as u64,
-    });
+    progress(Progress::Phase { name: "name.basics", total: credit_counts.len() as u64 });
     let mut names = TsvFile::open(&names_path, NAMES_HEADER)?;
     while let Some(line) = names.next_line()? {
         match parse_name(line) {
@@ -273,10 +250,7 @@ pub fn import(
             "credited people missing from name.basics; their credits stay but show no person"
         );
     }
-    progress(Progress::Phase {
-        name: "indexes",
-        total: 0,
-    });
+    progress(Progress::Phase { name: "indexes", total: 0 });
     report.stats = sink.finish()?;
     Ok(report)
 }
@@ -288,10 +262,7 @@ fn find(dir: &Path, stem: &str) -> Result<PathBuf, StoreError> {
             return Ok(path);
         }
     }
-    Err(StoreError::InvalidInput(format!(
-        "{} has no {stem}.tsv or {stem}.tsv.gz",
-        dir.display()
-    )))
+    Err(StoreError::InvalidInput(format!("{} has no {stem}.tsv or {stem}.tsv.gz", dir.display())))
 }
 
 /// A TSV file read line by line, tracking line numbers and the file's report.
@@ -305,25 +276,19 @@ struct TsvFile {
 
 impl TsvFile {
     fn open(path: &Path, header: &str) -> Result<TsvFile, StoreError> {
-        let file = File::open(path)
-            .map_err(|e| StoreError::io(format!("opening {}", path.display()), e))?;
+        let file = File::open(path).map_err(|e| StoreError::io(format!("opening {}", path.display()), e))?;
         let raw: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
             Box::new(flate2::read::MultiGzDecoder::new(file))
         } else {
             Box::new(file)
         };
-        let name = path
-            .file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         let mut tsv = TsvFile {
             reader: Box::new(BufReader::with_capacity(1 << 20, raw)),
             path: path.to_owned(),
             line: String::new(),
             number: 0,
-            report: FileReport {
-                file: name,
-                ..FileReport::default()
-            },
+            report: FileReport { file: name, ..FileReport::default() },
         };
         match tsv.read()? {
             Some(()) if tsv.line.trim_end_matches(['\r', '\n']) == header => Ok(tsv),
@@ -380,9 +345,9 @@ impl TsvFile {
 
 fn fields<const N: usize>(line: &str) -> Result<[&str; N], String> {
     let parts: Vec<&str> = line.split('\t').collect();
-    parts.try_into().map_err(|parts: Vec<&str>| {
-        format!("expected {N} tab-separated fields, found {}", parts.len())
-    })
+    parts
+        .try_into()
+        .map_err(|parts: Vec<&str>| format!("expected {N} tab-separated fields, found {}", parts.len()))
 }
 
 fn null(field: &str) -> Option<&str> {
@@ -390,12 +355,7 @@ fn null(field: &str) -> Option<&str> {
 }
 
 fn number<T: std::str::FromStr>(field: &str, name: &str) -> Result<Option<T>, String> {
-    null(field)
-        .map(|v| {
-            v.parse()
-                .map_err(|_| format!("{name} `{v}` is not a number"))
-        })
-        .transpose()
+    null(field).map(|v| v.parse().map_err(|_| format!("{name} `{v}` is not a number"))).transpose()
 }
 
 fn year(field: &str, name: &str) -> Result<Option<u16>, String> {
@@ -407,9 +367,7 @@ fn year(field: &str, name: &str) -> Result<Option<u16>, String> {
 
 fn parse_rating(line: &str) -> Result<(u64, (f32, u32)), String> {
     let [id, average, votes] = fields::<3>(line)?;
-    let id: MovieId = id
-        .parse()
-        .map_err(|_| format!("`{id}` is not a title id"))?;
+    let id: MovieId = id.parse().map_err(|_| format!("`{id}` is not a title id"))?;
     let average: f32 = number(average, "averageRating")?.ok_or("averageRating is missing")?;
     if !(0.0..=10.0).contains(&average) {
         return Err(format!("averageRating {average} is outside 0-10"));
@@ -419,20 +377,8 @@ fn parse_rating(line: &str) -> Result<(u64, (f32, u32)), String> {
 }
 
 fn parse_basics(line: &str) -> Result<Option<Movie>, String> {
-    let [
-        id,
-        kind,
-        title,
-        original,
-        _adult,
-        start,
-        _end,
-        runtime,
-        genres,
-    ] = fields::<9>(line)?;
-    let id: MovieId = id
-        .parse()
-        .map_err(|_| format!("`{id}` is not a title id"))?;
+    let [id, kind, title, original, _adult, start, _end, runtime, genres] = fields::<9>(line)?;
+    let id: MovieId = id.parse().map_err(|_| format!("`{id}` is not a title id"))?;
     if !MOVIE_TYPES.contains(&kind) {
         return Ok(None);
     }
@@ -471,13 +417,9 @@ struct PrincipalRow {
 
 fn parse_principal(line: &str) -> Result<(MovieId, PrincipalRow), String> {
     let [id, ordering, person, category, job, characters] = fields::<6>(line)?;
-    let id: MovieId = id
-        .parse()
-        .map_err(|_| format!("`{id}` is not a title id"))?;
+    let id: MovieId = id.parse().map_err(|_| format!("`{id}` is not a title id"))?;
     let ordering: u32 = number(ordering, "ordering")?.ok_or("ordering is missing")?;
-    let person: PersonId = person
-        .parse()
-        .map_err(|_| format!("`{person}` is not a name id"))?;
+    let person: PersonId = person.parse().map_err(|_| format!("`{person}` is not a name id"))?;
     let job = null(job);
     let (department, default_job) = match category {
         "actor" | "actress" | "self" => (Department::Acting, ""),
@@ -492,24 +434,11 @@ fn parse_principal(line: &str) -> Result<(MovieId, PrincipalRow), String> {
         other => (Department::Crew, other),
     };
     let role = if department == Department::Acting {
-        null(characters)
-            .map(first_character)
-            .transpose()?
-            .unwrap_or_default()
+        null(characters).map(first_character).transpose()?.unwrap_or_default()
     } else {
         job.unwrap_or(default_job).to_owned()
     };
-    Ok((
-        id,
-        PrincipalRow {
-            ordering,
-            credit: Credit {
-                person,
-                department,
-                role,
-            },
-        },
-    ))
+    Ok((id, PrincipalRow { ordering, credit: Credit { person, department, role } }))
 }
 
 /// The first name in IMDb's `characters` field, a JSON array of strings (`["Andy Dufresne"]`).
@@ -566,14 +495,7 @@ fn parse_name(line: &str) -> Result<Person, String> {
             _ => None,
         })
     });
-    Ok(Person {
-        id,
-        name,
-        birth_year,
-        death_year,
-        known_for_department,
-        popularity: 0.0,
-    })
+    Ok(Person { id, name, birth_year, death_year, known_for_department, popularity: 0.0 })
 }
 
 #[cfg(test)]
@@ -582,10 +504,7 @@ mod tests {
 
     #[test]
     fn characters_field_is_parsed() {
-        assert_eq!(
-            first_character(r#"["Andy Dufresne"]"#).as_deref(),
-            Ok("Andy Dufresne")
-        );
+        assert_eq!(first_character(r#"["Andy Dufresne"]"#).as_deref(), Ok("Andy Dufresne"));
         assert_eq!(
             first_character(r#"["Ellis Boyd \"Red\" Redding","Narrator"]"#).as_deref(),
             Ok("Ellis Boyd \"Red\" Redding")
@@ -597,17 +516,15 @@ mod tests {
 
     #[test]
     fn date_free_basics_rows_parse() {
-        let movie = parse_basics("tt0111161\tmovie\tThe Shawshank Redemption\tThe Shawshank Redemption\t0\t1994\t\\N\t142\tDrama")
-            .expect("valid")
-            .expect("a movie");
+        let movie = parse_basics(
+            "tt0111161\tmovie\tThe Shawshank Redemption\tThe Shawshank Redemption\t0\t1994\t\\N\t142\tDrama",
+        )
+        .expect("valid")
+        .expect("a movie");
         assert_eq!(movie.year, Some(1994));
         assert_eq!(movie.original_title, None);
         assert!(movie.release_date.is_none());
-        assert!(
-            parse_basics("tt1\ttvSeries\tX\tX\t0\t1994\t\\N\t\\N\tDrama")
-                .expect("valid")
-                .is_none()
-        );
+        assert!(parse_basics("tt1\ttvSeries\tX\tX\t0\t1994\t\\N\t\\N\tDrama").expect("valid").is_none());
         assert!(parse_basics("tt1\tmovie\tX\tX\t0\tabcd\t\\N\t\\N\tDrama").is_err());
         assert!(parse_basics("tt1\tmovie\tX").is_err());
     }

@@ -51,12 +51,8 @@ const DIRECTING_SLOTS: &[usize] = &[14, 15];
 const WRITING_SLOTS: &[usize] = &[16, 17];
 const PRODUCTION_SLOTS: &[usize] = &[18];
 const OTHER_SLOTS: &[usize] = &[19];
-const OTHER_DEPARTMENTS: [Department; 4] = [
-    Department::Sound,
-    Department::Camera,
-    Department::Editing,
-    Department::Art,
-];
+const OTHER_DEPARTMENTS: [Department; 4] =
+    [Department::Sound, Department::Camera, Department::Editing, Department::Art];
 
 /// Writes the catalog described by `options` into `sink`, reporting progress.
 pub fn seed(
@@ -65,25 +61,17 @@ pub fn seed(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<CatalogStats, StoreError> {
     if options.movies == 0 {
-        return Err(StoreError::InvalidInput(
-            "--movies must be at least 1".into(),
-        ));
+        return Err(StoreError::InvalidInput("--movies must be at least 1".into()));
     }
     let generator = Generator::new(options);
-    progress(Progress::Phase {
-        name: "people",
-        total: generator.people,
-    });
+    progress(Progress::Phase { name: "people", total: generator.people });
     for index in 0..generator.people {
         sink.put_person(&generator.person(index))?;
         if index % 10_000 == 9_999 {
             progress(Progress::Advance { done: index + 1 });
         }
     }
-    progress(Progress::Phase {
-        name: "movies",
-        total: options.movies,
-    });
+    progress(Progress::Phase { name: "movies", total: options.movies });
     // Generation runs on its own thread, ahead of the writer by a bounded queue.
     let (tx, rx) = mpsc::sync_channel::<MovieRecord>(4096);
     let producer = {
@@ -107,13 +95,8 @@ pub fn seed(
             progress(Progress::Advance { done: written });
         }
     }
-    producer
-        .join()
-        .map_err(|_| StoreError::InvalidInput("the generator thread panicked".into()))?;
-    progress(Progress::Phase {
-        name: "indexes",
-        total: 0,
-    });
+    producer.join().map_err(|_| StoreError::InvalidInput("the generator thread panicked".into()))?;
+    progress(Progress::Phase { name: "indexes", total: 0 });
     sink.finish()
 }
 
@@ -135,18 +118,11 @@ impl Generator {
         while stride == 0 || gcd(stride, movies) != 1 {
             stride += 1;
         }
-        Generator {
-            seed: options.seed,
-            movies,
-            people: options.people(),
-            stride,
-        }
+        Generator { seed: options.seed, movies, people: options.people(), stride }
     }
 
     fn rng(&self, kind: u64, index: u64) -> Pcg64Mcg {
-        Pcg64Mcg::seed_from_u64(splitmix(
-            self.seed ^ splitmix(kind.wrapping_mul(0x9E37_79B9) ^ index),
-        ))
+        Pcg64Mcg::seed_from_u64(splitmix(self.seed ^ splitmix(kind.wrapping_mul(0x9E37_79B9) ^ index)))
     }
 
     /// Popularity rank (0 = most popular) of the movie at `index`.
@@ -187,16 +163,14 @@ impl Generator {
         let rank = self.popularity_rank(index);
         let popularity = (1000.0 / ((rank + 1) as f64).powf(0.8)) * rng.random_range(0.9..1.1);
         let year = LATEST_YEAR
-            - ((f64::from(LATEST_YEAR - EARLIEST_YEAR) + 0.99) * rng.random::<f64>().powi(2))
-                as u16;
+            - ((f64::from(LATEST_YEAR - EARLIEST_YEAR) + 0.99) * rng.random::<f64>().powi(2)) as u16;
         let month = rng.random_range(1..=12);
         let release_date = Date::new(year, month, rng.random_range(1..=28));
         let (language, _, article) = weighted(&mut rng, LANGUAGES, |l| l.1);
         let title = title(&mut rng);
         let original_title =
             (*language != "en" && rng.random_bool(0.7)).then(|| format!("{article} {title}"));
-        let genre_count =
-            1 + usize::from(rng.random_bool(0.55)) + usize::from(rng.random_bool(0.25));
+        let genre_count = 1 + usize::from(rng.random_bool(0.55)) + usize::from(rng.random_bool(0.25));
         let mut genres: Vec<Genre> = Vec::with_capacity(genre_count);
         while genres.len() < genre_count {
             let (name, _) = weighted(&mut rng, GENRE_WEIGHTS, |g| g.1);
@@ -214,9 +188,9 @@ impl Generator {
             original_title,
             year: Some(year),
             release_date: rng.random_bool(0.85).then_some(release_date).flatten(),
-            runtime_minutes: rng.random_bool(0.95).then(|| {
-                (75.0 + 25.0 * normal(&mut rng).abs() + 20.0 * rng.random::<f64>()) as u16
-            }),
+            runtime_minutes: rng
+                .random_bool(0.95)
+                .then(|| (75.0 + 25.0 * normal(&mut rng).abs() + 20.0 * rng.random::<f64>()) as u16),
             genres,
             overview: Some(format!(
                 "A {} {} must {} the {} before {}.",
@@ -231,10 +205,7 @@ impl Generator {
                 .random_bool(0.9)
                 .then(|| format!("/posters/{:x}.jpg", splitmix(index) & 0xFFFF_FFFF)),
             popularity: popularity as f32,
-            rating: RatingSummary {
-                average: (average * 10.0).round() as f32 / 10.0,
-                count: votes,
-            },
+            rating: RatingSummary { average: (average * 10.0).round() as f32 / 10.0, count: votes },
         };
         let credits = self.credits(&mut rng, rank);
         MovieRecord { movie, credits }
@@ -245,26 +216,16 @@ impl Generator {
         let base = if rank * 100 < self.movies { 15 } else { 5 };
         let cast = base + ((30 - base) as f64 * rng.random::<f64>().powi(2)) as usize;
         let mut credits: Vec<Credit> = Vec::with_capacity(cast + 8);
-        let add = |credits: &mut Vec<Credit>,
-                   rng: &mut Pcg64Mcg,
-                   slots: &[usize],
-                   department,
-                   role: String| {
-            for _ in 0..4 {
-                let person = self.sample_person(rng, slots);
-                if !credits
-                    .iter()
-                    .any(|c| c.person == person && c.department == department)
-                {
-                    credits.push(Credit {
-                        person,
-                        department,
-                        role,
-                    });
-                    return;
+        let add =
+            |credits: &mut Vec<Credit>, rng: &mut Pcg64Mcg, slots: &[usize], department, role: String| {
+                for _ in 0..4 {
+                    let person = self.sample_person(rng, slots);
+                    if !credits.iter().any(|c| c.person == person && c.department == department) {
+                        credits.push(Credit { person, department, role });
+                        return;
+                    }
                 }
-            }
-        };
+            };
         for _ in 0..cast {
             let character = match rng.random_range(0..10) {
                 0 => format!("The {}", pick(rng, ROLES)),
@@ -272,38 +233,14 @@ impl Generator {
                 2..=4 => format!("{} {}", pick(rng, FIRST_NAMES), pick(rng, LAST_NAMES)),
                 _ => pick(rng, FIRST_NAMES).to_owned(),
             };
-            add(
-                &mut credits,
-                rng,
-                ACTING_SLOTS,
-                Department::Acting,
-                character,
-            );
+            add(&mut credits, rng, ACTING_SLOTS, Department::Acting, character);
         }
-        add(
-            &mut credits,
-            rng,
-            DIRECTING_SLOTS,
-            Department::Directing,
-            "Director".into(),
-        );
+        add(&mut credits, rng, DIRECTING_SLOTS, Department::Directing, "Director".into());
         for _ in 0..rng.random_range(1..=2) {
-            add(
-                &mut credits,
-                rng,
-                WRITING_SLOTS,
-                Department::Writing,
-                "Screenplay".into(),
-            );
+            add(&mut credits, rng, WRITING_SLOTS, Department::Writing, "Screenplay".into());
         }
         if rng.random_bool(0.7) {
-            add(
-                &mut credits,
-                rng,
-                PRODUCTION_SLOTS,
-                Department::Production,
-                "Producer".into(),
-            );
+            add(&mut credits, rng, PRODUCTION_SLOTS, Department::Production, "Producer".into());
         }
         for (department, job, p) in [
             (Department::Sound, "Original Music Composer", 0.7),
@@ -325,8 +262,8 @@ impl Generator {
         let pool = blocks * slots.len() as u64 + slots.iter().filter(|&&s| s < tail).count() as u64;
         let rank = ((pool as f64) * rng.random::<f64>().powf(1.5)) as u64;
         let rank = rank.min(pool.saturating_sub(1));
-        let index = (rank / slots.len() as u64) * SLOTS as u64
-            + slots[(rank % slots.len() as u64) as usize] as u64;
+        let index =
+            (rank / slots.len() as u64) * SLOTS as u64 + slots[(rank % slots.len() as u64) as usize] as u64;
         PersonId(index.min(self.people - 1) + 1)
     }
 }
@@ -420,11 +357,7 @@ mod tests {
     use super::*;
 
     fn generator(movies: u64) -> Generator {
-        Generator::new(&SeedOptions {
-            movies,
-            people: None,
-            seed: 7,
-        })
+        Generator::new(&SeedOptions { movies, people: None, seed: 7 })
     }
 
     #[test]
@@ -433,11 +366,7 @@ mod tests {
         let b = generator(1000);
         assert_eq!(a.movie(17), b.movie(17));
         assert_eq!(a.person(3), b.person(3));
-        let c = Generator::new(&SeedOptions {
-            movies: 1000,
-            people: None,
-            seed: 8,
-        });
+        let c = Generator::new(&SeedOptions { movies: 1000, people: None, seed: 8 });
         assert_ne!(a.movie(17).movie.title, c.movie(17).movie.title);
     }
 
@@ -463,19 +392,10 @@ mod tests {
             assert!((1..=3).contains(&r.movie.genres.len()));
             let year = r.movie.year.expect("year");
             assert!((EARLIEST_YEAR..=LATEST_YEAR).contains(&year));
-            assert!(
-                r.credits
-                    .iter()
-                    .all(|c| c.person.0 >= 1 && c.person.0 <= g.people)
-            );
+            assert!(r.credits.iter().all(|c| c.person.0 >= 1 && c.person.0 <= g.people));
         }
-        let recent = (0..2000)
-            .filter(|&i| g.movie(i).movie.year >= Some(1990))
-            .count();
-        assert!(
-            recent > 1000,
-            "years should skew recent: {recent} of 2000 since 1990"
-        );
+        let recent = (0..2000).filter(|&i| g.movie(i).movie.year >= Some(1990)).count();
+        assert!(recent > 1000, "years should skew recent: {recent} of 2000 since 1990");
     }
 
     #[test]
@@ -490,10 +410,6 @@ mod tests {
         let mut sorted: Vec<usize> = counts.into_values().collect();
         sorted.sort_unstable_by(|a, b| b.cmp(a));
         let median = sorted[sorted.len() / 2];
-        assert!(
-            sorted[0] > 10 * median.max(1),
-            "top {} vs median {median}",
-            sorted[0]
-        );
+        assert!(sorted[0] > 10 * median.max(1), "top {} vs median {median}", sorted[0]);
     }
 }

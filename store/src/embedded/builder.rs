@@ -16,9 +16,7 @@ use redb::{Database, Durability, Key, TableDefinition, Value};
 use super::sorter::ExternalSorter;
 use super::tables::*;
 use crate::catalog::CatalogSink;
-use crate::{
-    CatalogStats, FilmographyEntry, GENRES, MovieRecord, MovieSort, Person, StoreError, keys, text,
-};
+use crate::{CatalogStats, FilmographyEntry, GENRES, MovieRecord, MovieSort, Person, StoreError, keys, text};
 
 /// Rows per redb transaction while loading.
 const ROWS_PER_TXN: usize = 1_000_000;
@@ -64,30 +62,21 @@ impl CatalogBuilder {
     /// Starts a new catalog for `data_dir` (created if missing). `cache_bytes` sizes redb's
     /// page cache for the load.
     pub fn create(data_dir: &Path, cache_bytes: usize) -> Result<CatalogBuilder, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| {
-            StoreError::io(format!("creating data directory {}", data_dir.display()), e)
-        })?;
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StoreError::io(format!("creating data directory {}", data_dir.display()), e))?;
         let target = super::catalog_path(data_dir);
         let tmp = target.with_extension("redb.tmp");
         match std::fs::remove_file(&tmp) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
-                return Err(StoreError::io(
-                    format!("removing stale {}", tmp.display()),
-                    e,
-                ));
+                return Err(StoreError::io(format!("removing stale {}", tmp.display()), e));
             }
         }
-        let db = redb::Builder::new()
-            .set_cache_size(cache_bytes)
-            .create(&tmp)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => {
-                    StoreError::Locked(data_dir.display().to_string())
-                }
-                other => StoreError::backend(other),
-            })?;
+        let db = redb::Builder::new().set_cache_size(cache_bytes).create(&tmp).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(data_dir.display().to_string()),
+            other => StoreError::backend(other),
+        })?;
         let scratch = tempfile::Builder::new()
             .prefix(".catalog-build-")
             .tempdir_in(data_dir)
@@ -209,10 +198,8 @@ impl CatalogSink for CatalogBuilder {
                 role: credit.role.clone(),
                 year: movie.year,
             };
-            self.filmography.push((
-                (credit.person.0, film_key, (id << 8) | ordinal as u64),
-                encode(&entry)?,
-            ))?;
+            self.filmography
+                .push(((credit.person.0, film_key, (id << 8) | ordinal as u64), encode(&entry)?))?;
         }
         let year = movie.year.unwrap_or(0);
         let sort_keys = [
@@ -223,8 +210,7 @@ impl CatalogSink for CatalogBuilder {
         for (sort, key) in sort_keys {
             self.browse.push((sort.code(), ANY_GENRE, year, key, id))?;
             for genre in &movie.genres {
-                self.browse
-                    .push((sort.code(), genre.code(), year, key, id))?;
+                self.browse.push((sort.code(), genre.code(), year, key, id))?;
             }
         }
         let words = text::words(&movie.title);
@@ -232,8 +218,7 @@ impl CatalogSink for CatalogBuilder {
         let bucket = search_bucket(id);
         let pop = keys::popularity(movie.popularity);
         for prefix in text::index_prefixes(&words) {
-            self.search
-                .push(((prefix, bucket, pop, id), joined.clone()))?;
+            self.search.push(((prefix, bucket, pop, id), joined.clone()))?;
         }
         for genre in &movie.genres {
             self.genre_counts[usize::from(genre.code())] += 1;
@@ -259,14 +244,10 @@ impl CatalogSink for CatalogBuilder {
             Ok(())
         })?;
         let rows = self.search.sorted()?;
-        self.load_sorted(
-            TITLE_SEARCH,
-            rows,
-            |t, ((prefix, bucket, key, id), words)| {
-                t.insert((prefix.as_str(), bucket, key, id), &*words)?;
-                Ok(())
-            },
-        )?;
+        self.load_sorted(TITLE_SEARCH, rows, |t, ((prefix, bucket, key, id), words)| {
+            t.insert((prefix.as_str(), bucket, key, id), &*words)?;
+            Ok(())
+        })?;
         self.write_summary()?;
         drop(self.db.take());
         std::fs::rename(&self.tmp, &self.target)

@@ -23,8 +23,8 @@ use redb::{Database, ReadableDatabase};
 pub use builder::CatalogBuilder;
 
 use crate::{
-    BrowseQuery, CatalogStats, Credit, FilmographyEntry, FilmographyQuery, GenreCount, Movie,
-    MovieId, Page, Person, PersonId, SearchQuery, SimilarQuery, Store, StoreError,
+    BrowseQuery, CatalogStats, Credit, FilmographyEntry, FilmographyQuery, GenreCount, Movie, MovieId, Page,
+    Person, PersonId, SearchQuery, SimilarQuery, Store, StoreError,
 };
 
 /// Name of the catalog file inside the data directory.
@@ -49,9 +49,7 @@ pub struct EmbeddedOptions {
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
-        EmbeddedOptions {
-            cache_bytes: 256 * 1024 * 1024,
-        }
+        EmbeddedOptions { cache_bytes: 256 * 1024 * 1024 }
     }
 }
 
@@ -77,27 +75,19 @@ impl EmbeddedStore {
         if !path.is_file() {
             return Err(StoreError::NoCatalog(data_dir.display().to_string()));
         }
-        let db = redb::Builder::new()
-            .set_cache_size(options.cache_bytes)
-            .open(&path)
-            .map_err(|e| match e {
+        let db =
+            redb::Builder::new().set_cache_size(options.cache_bytes).open(&path).map_err(|e| match e {
                 redb::DatabaseError::DatabaseAlreadyOpen => {
                     StoreError::Locked(data_dir.display().to_string())
                 }
                 other => StoreError::backend(other),
             })?;
         let years = read::check_format_and_years(&db)?;
-        Ok(EmbeddedStore {
-            inner: RwLock::new(Some(Arc::new(Inner { db, years }))),
-        })
+        Ok(EmbeddedStore { inner: RwLock::new(Some(Arc::new(Inner { db, years }))) })
     }
 
     fn inner(&self) -> Result<Arc<Inner>, StoreError> {
-        self.inner
-            .read()
-            .map_err(|_| StoreError::Closed)?
-            .clone()
-            .ok_or(StoreError::Closed)
+        self.inner.read().map_err(|_| StoreError::Closed)?.clone().ok_or(StoreError::Closed)
     }
 
     /// Runs `f` against a read snapshot on the blocking pool.
@@ -146,18 +136,12 @@ impl Store for EmbeddedStore {
         queries: &[FilmographyQuery],
     ) -> Result<Vec<Page<FilmographyEntry>>, StoreError> {
         let queries = queries.to_vec();
-        self.read("filmographies", move |s| {
-            queries.iter().map(|q| s.filmography(q)).collect()
-        })
-        .await
+        self.read("filmographies", move |s| queries.iter().map(|q| s.filmography(q)).collect()).await
     }
 
     async fn similar(&self, queries: &[SimilarQuery]) -> Result<Vec<Vec<MovieId>>, StoreError> {
         let queries = queries.to_vec();
-        self.read("similar", move |s| {
-            queries.iter().map(|q| s.similar(q)).collect()
-        })
-        .await
+        self.read("similar", move |s| queries.iter().map(|q| s.similar(q)).collect()).await
     }
 
     async fn search(&self, query: &SearchQuery) -> Result<Page<MovieId>, StoreError> {

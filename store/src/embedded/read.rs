@@ -11,9 +11,8 @@ use super::tables::*;
 use crate::keys;
 use crate::text;
 use crate::{
-    BrowseQuery, CatalogStats, Credit, FilmographyEntry, FilmographyQuery, Genre, GenreCount,
-    MAX_PAGE, Movie, MovieId, MovieSort, Page, Person, PersonId, Position, SearchQuery,
-    SimilarQuery, StoreError,
+    BrowseQuery, CatalogStats, Credit, FilmographyEntry, FilmographyQuery, Genre, GenreCount, MAX_PAGE,
+    Movie, MovieId, MovieSort, Page, Person, PersonId, Position, SearchQuery, SimilarQuery, StoreError,
 };
 
 /// How many index entries one search may examine before it returns what it found so far
@@ -74,10 +73,7 @@ impl<'a> Snapshot<'a> {
     }
 
     pub(super) fn movie(&self, id: MovieId) -> Result<Option<Movie>, StoreError> {
-        self.movies
-            .get(id.0)?
-            .map(|v| decode("movie", v.value()))
-            .transpose()
+        self.movies.get(id.0)?.map(|v| decode("movie", v.value())).transpose()
     }
 
     pub(super) fn movies(&self, ids: &[MovieId]) -> Result<Vec<Option<Movie>>, StoreError> {
@@ -85,14 +81,7 @@ impl<'a> Snapshot<'a> {
     }
 
     pub(super) fn people(&self, ids: &[PersonId]) -> Result<Vec<Option<Person>>, StoreError> {
-        ids.iter()
-            .map(|id| {
-                self.people
-                    .get(id.0)?
-                    .map(|v| decode("person", v.value()))
-                    .transpose()
-            })
-            .collect()
+        ids.iter().map(|id| self.people.get(id.0)?.map(|v| decode("person", v.value())).transpose()).collect()
     }
 
     pub(super) fn credits(&self, ids: &[MovieId]) -> Result<Vec<Vec<Credit>>, StoreError> {
@@ -108,10 +97,7 @@ impl<'a> Snapshot<'a> {
             .collect()
     }
 
-    pub(super) fn filmography(
-        &self,
-        q: &FilmographyQuery,
-    ) -> Result<Page<FilmographyEntry>, StoreError> {
+    pub(super) fn filmography(&self, q: &FilmographyQuery) -> Result<Page<FilmographyEntry>, StoreError> {
         check_page(q.first)?;
         let p = q.person.0;
         let start = match q.after {
@@ -130,10 +116,7 @@ impl<'a> Snapshot<'a> {
                 break;
             }
             let (_, key, id) = k.value();
-            items.push((
-                Position { key, id },
-                decode("filmography entry", v.value())?,
-            ));
+            items.push((Position { key, id }, decode("filmography entry", v.value())?));
         }
         Ok(Page { items, has_next })
     }
@@ -142,19 +125,14 @@ impl<'a> Snapshot<'a> {
         check_page(q.first)?;
         let words = text::words(&q.text);
         if words.is_empty() {
-            return Err(StoreError::InvalidInput(
-                "search text needs at least one letter or digit".into(),
-            ));
+            return Err(StoreError::InvalidInput("search text needs at least one letter or digit".into()));
         }
         if words.len() > MAX_QUERY_WORDS {
             return Err(StoreError::InvalidInput(format!(
                 "search text may have at most {MAX_QUERY_WORDS} words"
             )));
         }
-        let driver = words
-            .iter()
-            .max_by_key(|w| w.len())
-            .map_or("", |w| text::lookup_prefix(w));
+        let driver = words.iter().max_by_key(|w| w.len()).map_or("", |w| text::lookup_prefix(w));
         let mut streams = Vec::with_capacity(usize::from(SEARCH_BUCKETS));
         for bucket in 0..SEARCH_BUCKETS {
             let start = match q.after {
@@ -162,9 +140,7 @@ impl<'a> Snapshot<'a> {
                 None => Bound::Included((driver, bucket, 0, 0)),
             };
             let end = Bound::Included((driver, bucket, u64::MAX, u64::MAX));
-            let range = self
-                .title_search
-                .range::<(&str, u8, u64, u64)>((start, end))?;
+            let range = self.title_search.range::<(&str, u8, u64, u64)>((start, end))?;
             streams.push(range.map(|entry| {
                 let (k, v) = entry?;
                 let (_, _, key, id) = k.value();
@@ -176,20 +152,14 @@ impl<'a> Snapshot<'a> {
         let mut merged = Merge::new(streams)?;
         while let Some((pos, title_words)) = merged.next_item()? {
             if items.len() == q.first || examined == SEARCH_SCAN_LIMIT {
-                return Ok(Page {
-                    items,
-                    has_next: true,
-                });
+                return Ok(Page { items, has_next: true });
             }
             examined += 1;
             if text::matches(&words, &title_words) {
                 items.push((pos, MovieId(pos.id)));
             }
         }
-        Ok(Page {
-            items,
-            has_next: false,
-        })
+        Ok(Page { items, has_next: false })
     }
 
     pub(super) fn browse(&self, q: &BrowseQuery) -> Result<Page<MovieId>, StoreError> {
@@ -197,9 +167,7 @@ impl<'a> Snapshot<'a> {
         if let (Some(from), Some(to)) = (q.year_from, q.year_to)
             && from > to
         {
-            return Err(StoreError::InvalidInput(format!(
-                "yearFrom ({from}) is after yearTo ({to})"
-            )));
+            return Err(StoreError::InvalidInput(format!("yearFrom ({from}) is after yearTo ({to})")));
         }
         let filtered = q.year_from.is_some() || q.year_to.is_some();
         let from = q.year_from.unwrap_or(0);
@@ -207,19 +175,13 @@ impl<'a> Snapshot<'a> {
         let genre = q.genre.map_or(ANY_GENRE, Genre::code);
         let sort = q.sort.code();
         let mut streams = Vec::new();
-        for &year in self
-            .years
-            .iter()
-            .filter(|&&y| (from..=to).contains(&y) && (y != 0 || !filtered))
-        {
+        for &year in self.years.iter().filter(|&&y| (from..=to).contains(&y) && (y != 0 || !filtered)) {
             let start = match q.after {
                 Some(pos) => Bound::Excluded((sort, genre, year, pos.key, pos.id)),
                 None => Bound::Included((sort, genre, year, 0, 0)),
             };
             let end = Bound::Included((sort, genre, year, u64::MAX, u64::MAX));
-            let range = self
-                .by_genre_year
-                .range::<(u8, u8, u16, u64, u64)>((start, end))?;
+            let range = self.by_genre_year.range::<(u8, u8, u16, u64, u64)>((start, end))?;
             streams.push(range.map(|entry| {
                 let (k, _) = entry?;
                 let (_, _, _, key, id) = k.value();
@@ -230,17 +192,11 @@ impl<'a> Snapshot<'a> {
         let mut items = Vec::with_capacity(q.first);
         while let Some(item) = merged.next_item()? {
             if items.len() == q.first {
-                return Ok(Page {
-                    items,
-                    has_next: true,
-                });
+                return Ok(Page { items, has_next: true });
             }
             items.push(item);
         }
-        Ok(Page {
-            items,
-            has_next: false,
-        })
+        Ok(Page { items, has_next: false })
     }
 
     pub(super) fn similar(&self, q: &SimilarQuery) -> Result<Vec<MovieId>, StoreError> {
@@ -268,16 +224,12 @@ impl<'a> Snapshot<'a> {
                 let lo = (partition.0, partition.1, partition.2, 0, 0);
                 let hi = (partition.0, partition.1, partition.2, u64::MAX, u64::MAX);
                 let pivot = (partition.0, partition.1, partition.2, own, movie.id.0);
-                let after = self.by_genre_year.range::<(u8, u8, u16, u64, u64)>((
-                    Bound::Excluded(pivot),
-                    Bound::Included(hi),
-                ))?;
+                let after = self
+                    .by_genre_year
+                    .range::<(u8, u8, u16, u64, u64)>((Bound::Excluded(pivot), Bound::Included(hi)))?;
                 let before = self
                     .by_genre_year
-                    .range::<(u8, u8, u16, u64, u64)>((
-                        Bound::Included(lo),
-                        Bound::Excluded(pivot),
-                    ))?
+                    .range::<(u8, u8, u16, u64, u64)>((Bound::Included(lo), Bound::Excluded(pivot)))?
                     .rev();
                 for entry in after.take(q.first).chain(before.take(q.first)) {
                     let (_, _, _, key, id) = entry?.0.value();
@@ -292,33 +244,22 @@ impl<'a> Snapshot<'a> {
         }
         candidates.sort_unstable();
         candidates.dedup_by_key(|c| c.1);
-        Ok(candidates
-            .into_iter()
-            .take(q.first)
-            .map(|(_, id)| MovieId(id))
-            .collect())
+        Ok(candidates.into_iter().take(q.first).map(|(_, id)| MovieId(id)).collect())
     }
 
     pub(super) fn genres(&self) -> Result<Vec<GenreCount>, StoreError> {
         Genre::all()
             .map(|genre| {
-                let movies = self
-                    .genre_counts
-                    .get(genre.code())?
-                    .map_or(0, |v| v.value());
+                let movies = self.genre_counts.get(genre.code())?.map_or(0, |v| v.value());
                 Ok(GenreCount { genre, movies })
             })
             .collect()
     }
 
     pub(super) fn stats(&self) -> Result<CatalogStats, StoreError> {
-        let get = |name: &str| -> Result<u64, StoreError> {
-            Ok(self.meta.get(name)?.map_or(0, |v| v.value()))
-        };
-        Ok(CatalogStats {
-            movies: get("movies")?,
-            people: get("people")?,
-        })
+        let get =
+            |name: &str| -> Result<u64, StoreError> { Ok(self.meta.get(name)?.map_or(0, |v| v.value())) };
+        Ok(CatalogStats { movies: get("movies")?, people: get("people")? })
     }
 }
 
@@ -344,11 +285,8 @@ where
     I: Iterator<Item = Result<(Position, T), StoreError>>,
 {
     fn new(streams: Vec<I>) -> Result<Self, StoreError> {
-        let mut merge = Merge {
-            heap: BinaryHeap::with_capacity(streams.len()),
-            pending: Vec::new(),
-            streams,
-        };
+        let mut merge =
+            Merge { heap: BinaryHeap::with_capacity(streams.len()), pending: Vec::new(), streams };
         merge.pending.resize_with(merge.streams.len(), || None);
         for i in 0..merge.streams.len() {
             merge.refill(i)?;

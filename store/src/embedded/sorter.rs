@@ -25,13 +25,7 @@ pub(crate) struct ExternalSorter<T> {
 impl<T: Ord + Serialize + DeserializeOwned> ExternalSorter<T> {
     /// Spills to files named after `name` in `dir`, `run_rows` rows at a time.
     pub(crate) fn new(dir: &Path, name: &'static str, run_rows: usize) -> Self {
-        ExternalSorter {
-            dir: dir.to_owned(),
-            name,
-            run_rows,
-            buffer: Vec::new(),
-            runs: Vec::new(),
-        }
+        ExternalSorter { dir: dir.to_owned(), name, run_rows, buffer: Vec::new(), runs: Vec::new() }
     }
 
     pub(crate) fn push(&mut self, row: T) -> Result<(), StoreError> {
@@ -44,20 +38,15 @@ impl<T: Ord + Serialize + DeserializeOwned> ExternalSorter<T> {
 
     fn spill(&mut self) -> Result<(), StoreError> {
         self.buffer.sort_unstable();
-        let path = self
-            .dir
-            .join(format!("{}-{}.run", self.name, self.runs.len()));
+        let path = self.dir.join(format!("{}-{}.run", self.name, self.runs.len()));
         let io = |e| StoreError::io(format!("writing sort run {}", path.display()), e);
         let mut out = BufWriter::with_capacity(1 << 20, File::create(&path).map_err(io)?);
         let mut scratch = Vec::new();
         for row in self.buffer.drain(..) {
             scratch.clear();
-            scratch = postcard::to_extend(&row, scratch).map_err(|e| StoreError::Corrupt {
-                what: "sort row",
-                detail: e.to_string(),
-            })?;
-            out.write_all(&(scratch.len() as u32).to_le_bytes())
-                .map_err(io)?;
+            scratch = postcard::to_extend(&row, scratch)
+                .map_err(|e| StoreError::Corrupt { what: "sort row", detail: e.to_string() })?;
+            out.write_all(&(scratch.len() as u32).to_le_bytes()).map_err(io)?;
             out.write_all(&scratch).map_err(io)?;
         }
         out.flush().map_err(io)?;
@@ -82,17 +71,9 @@ impl<T: Ord + Serialize + DeserializeOwned> ExternalSorter<T> {
         for path in std::mem::take(&mut self.runs) {
             let file = File::open(&path)
                 .map_err(|e| StoreError::io(format!("reading sort run {}", path.display()), e))?;
-            runs.push(Run {
-                reader: BufReader::with_capacity(1 << 20, file),
-                path,
-                scratch: Vec::new(),
-            });
+            runs.push(Run { reader: BufReader::with_capacity(1 << 20, file), path, scratch: Vec::new() });
         }
-        let mut sorted = Sorted {
-            memory: Vec::new().into_iter(),
-            runs,
-            heap: BinaryHeap::new(),
-        };
+        let mut sorted = Sorted { memory: Vec::new().into_iter(), runs, heap: BinaryHeap::new() };
         for i in 0..sorted.runs.len() {
             if let Some(row) = sorted.runs[i].next_row()? {
                 sorted.heap.push(Reverse((row, i)));
@@ -121,10 +102,7 @@ impl Run {
         self.reader.read_exact(&mut self.scratch).map_err(io)?;
         postcard::from_bytes(&self.scratch)
             .map(Some)
-            .map_err(|e| StoreError::Corrupt {
-                what: "sort row",
-                detail: e.to_string(),
-            })
+            .map_err(|e| StoreError::Corrupt { what: "sort row", detail: e.to_string() })
     }
 }
 
@@ -160,17 +138,12 @@ mod tests {
     fn merges_runs_in_order() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut sorter: ExternalSorter<(u64, String)> = ExternalSorter::new(dir.path(), "t", 7);
-        let rows: Vec<(u64, String)> = (0..100u64)
-            .map(|i| ((i * 37) % 101, format!("v{i}")))
-            .collect();
+        let rows: Vec<(u64, String)> = (0..100u64).map(|i| ((i * 37) % 101, format!("v{i}"))).collect();
         for row in rows.iter().cloned() {
             sorter.push(row).expect("push");
         }
-        let out: Vec<(u64, String)> = sorter
-            .sorted()
-            .expect("sorted")
-            .collect::<Result<_, _>>()
-            .expect("rows");
+        let out: Vec<(u64, String)> =
+            sorter.sorted().expect("sorted").collect::<Result<_, _>>().expect("rows");
         let mut expected = rows;
         expected.sort();
         assert_eq!(out, expected);

@@ -24,8 +24,7 @@ pub(crate) const MOVIES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new(
 /// person id → postcard `Person`.
 pub(crate) const PEOPLE: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("people_by_id");
 /// movie id → postcard `Vec<Credit>` (one partition per movie, billing order).
-pub(crate) const CREDITS_BY_MOVIE: TableDefinition<'_, u64, &[u8]> =
-    TableDefinition::new("credits_by_movie");
+pub(crate) const CREDITS_BY_MOVIE: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("credits_by_movie");
 /// (person id, filmography key, movie id << 8 | credit ordinal) → postcard `FilmographyEntry`.
 pub(crate) const CREDITS_BY_PERSON: TableDefinition<'_, (u64, u64, u64), &[u8]> =
     TableDefinition::new("credits_by_person");
@@ -48,18 +47,9 @@ pub(crate) fn search_bucket(movie: u64) -> u8 {
 }
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    postcard::to_allocvec(value).map_err(|e| StoreError::Corrupt {
-        what: "record",
-        detail: e.to_string(),
-    })
+    postcard::to_allocvec(value).map_err(|e| StoreError::Corrupt { what: "record", detail: e.to_string() })
 }
 
-pub(crate) fn decode<T: DeserializeOwned>(
-    what: &'static str,
-    bytes: &[u8],
-) -> Result<T, StoreError> {
-    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt {
-        what,
-        detail: e.to_string(),
-    })
+pub(crate) fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt { what, detail: e.to_string() })
 }

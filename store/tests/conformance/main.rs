@@ -11,11 +11,7 @@ use marquee_store::catalog::seed::{SeedOptions, seed};
 use marquee_store::embedded::{CatalogBuilder, EmbeddedOptions, EmbeddedStore};
 
 /// The catalog every backend is checked against.
-pub(crate) const OPTIONS: SeedOptions = SeedOptions {
-    movies: 3_000,
-    people: Some(1_500),
-    seed: 42,
-};
+pub(crate) const OPTIONS: SeedOptions = SeedOptions { movies: 3_000, people: Some(1_500), seed: 42 };
 
 fn embedded() -> (tempfile::TempDir, DynStore) {
     let dir = tempfile::tempdir().expect("tempdir");

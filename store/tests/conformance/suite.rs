@@ -4,8 +4,8 @@ use std::collections::HashSet;
 
 use marquee_store::catalog::seed::Generator;
 use marquee_store::{
-    BrowseQuery, DynStore, FilmographyQuery, Genre, MovieId, MovieSort, PersonId, Position,
-    SearchQuery, SimilarQuery, StoreError, keys, text,
+    BrowseQuery, DynStore, FilmographyQuery, Genre, MovieId, MovieSort, PersonId, Position, SearchQuery,
+    SimilarQuery, StoreError, keys, text,
 };
 
 use crate::OPTIONS;
@@ -28,10 +28,7 @@ pub(crate) async fn movies_by_id_keep_order_and_nulls(store: DynStore) {
 
 pub(crate) async fn people_by_id(store: DynStore) {
     let g = generator();
-    let got = store
-        .people(&[PersonId(2), PersonId(0), PersonId(1_500)])
-        .await
-        .expect("people");
+    let got = store.people(&[PersonId(2), PersonId(0), PersonId(1_500)]).await.expect("people");
     assert_eq!(got[0].as_ref(), Some(&g.person(1)));
     assert_eq!(got[1], None);
     assert_eq!(got[2].as_ref(), Some(&g.person(1_499)));
@@ -39,17 +36,11 @@ pub(crate) async fn people_by_id(store: DynStore) {
 
 pub(crate) async fn credits_in_billing_order(store: DynStore) {
     let g = generator();
-    let got = store
-        .credits(&[MovieId(10), MovieId(0), MovieId(11)])
-        .await
-        .expect("credits");
+    let got = store.credits(&[MovieId(10), MovieId(0), MovieId(11)]).await.expect("credits");
     assert_eq!(got[0], g.movie(9).credits);
     assert!(got[1].is_empty());
     assert_eq!(got[2], g.movie(10).credits);
-    assert!(
-        got[0].iter().take_while(|c| c.is_cast()).count() >= 4,
-        "cast comes first"
-    );
+    assert!(got[0].iter().take_while(|c| c.is_cast()).count() >= 4, "cast comes first");
 }
 
 pub(crate) async fn filmography_pages_newest_first(store: DynStore) {
@@ -70,24 +61,12 @@ pub(crate) async fn filmography_pages_newest_first(store: DynStore) {
         }
     }
     expected.sort();
-    assert!(
-        expected.len() > 25,
-        "the top actor should have many credits, has {}",
-        expected.len()
-    );
+    assert!(expected.len() > 25, "the top actor should have many credits, has {}", expected.len());
     let mut after = None;
     let mut seen = Vec::new();
     loop {
-        let q = FilmographyQuery {
-            person,
-            first: 10,
-            after,
-        };
-        let page = store
-            .filmographies(&[q])
-            .await
-            .expect("filmography")
-            .remove(0);
+        let q = FilmographyQuery { person, first: 10, after };
+        let page = store.filmographies(&[q]).await.expect("filmography").remove(0);
         assert!(page.items.len() <= 10);
         seen.extend(page.items.iter().map(|(_, e)| e.movie));
         after = page.items.last().map(|(p, _)| *p);
@@ -99,11 +78,7 @@ pub(crate) async fn filmography_pages_newest_first(store: DynStore) {
     let years: Vec<_> = seen.iter().map(|id| g.movie(id.0 - 1).movie.year).collect();
     assert!(years.windows(2).all(|w| w[0] >= w[1]), "newest first");
     let unknown = store
-        .filmographies(&[FilmographyQuery {
-            person: PersonId(77_777),
-            first: 5,
-            after: None,
-        }])
+        .filmographies(&[FilmographyQuery { person: PersonId(77_777), first: 5, after: None }])
         .await
         .expect("unknown person");
     assert!(unknown[0].items.is_empty() && !unknown[0].has_next);
@@ -122,38 +97,17 @@ fn expected_search(g: &Generator, query: &str) -> Vec<MovieId> {
 
 pub(crate) async fn search_is_case_and_accent_insensitive_and_ranked(store: DynStore) {
     let g = generator();
-    for query in [
-        "star", "STAR", "the gho", "cafe", "CAFÉ", "amelie", "s", "fiancee", "noel",
-    ] {
-        let page = store
-            .search(&SearchQuery {
-                text: query.into(),
-                first: 100,
-                after: None,
-            })
-            .await
-            .expect("search");
+    for query in ["star", "STAR", "the gho", "cafe", "CAFÉ", "amelie", "s", "fiancee", "noel"] {
+        let page =
+            store.search(&SearchQuery { text: query.into(), first: 100, after: None }).await.expect("search");
         let got: Vec<MovieId> = page.items.iter().map(|(_, id)| *id).collect();
         let expected = expected_search(&g, query);
-        assert!(
-            !expected.is_empty(),
-            "{query} should match something in the demo catalog"
-        );
-        assert_eq!(
-            got,
-            expected.iter().take(100).copied().collect::<Vec<_>>(),
-            "query {query}"
-        );
+        assert!(!expected.is_empty(), "{query} should match something in the demo catalog");
+        assert_eq!(got, expected.iter().take(100).copied().collect::<Vec<_>>(), "query {query}");
         assert_eq!(page.has_next, expected.len() > 100, "query {query}");
     }
-    let none = store
-        .search(&SearchQuery {
-            text: "zzzzqx".into(),
-            first: 10,
-            after: None,
-        })
-        .await
-        .expect("search");
+    let none =
+        store.search(&SearchQuery { text: "zzzzqx".into(), first: 10, after: None }).await.expect("search");
     assert!(none.items.is_empty() && !none.has_next);
 }
 
@@ -164,14 +118,8 @@ pub(crate) async fn search_pages_do_not_overlap(store: DynStore) {
     let mut after = None;
     let mut seen = Vec::new();
     for _ in 0..3 {
-        let page = store
-            .search(&SearchQuery {
-                text: "the".into(),
-                first: 100,
-                after,
-            })
-            .await
-            .expect("search");
+        let page =
+            store.search(&SearchQuery { text: "the".into(), first: 100, after }).await.expect("search");
         seen.extend(page.items.iter().map(|(_, id)| *id));
         after = page.items.last().map(|(p, _)| *p);
     }
@@ -179,20 +127,8 @@ pub(crate) async fn search_pages_do_not_overlap(store: DynStore) {
 }
 
 pub(crate) async fn search_rejects_empty_and_oversized(store: DynStore) {
-    for (text, first) in [
-        ("  ", 10),
-        ("!!!", 10),
-        ("star", 101),
-        ("a b c d e f g h i", 10),
-    ] {
-        let err = store
-            .search(&SearchQuery {
-                text: text.into(),
-                first,
-                after: None,
-            })
-            .await
-            .expect_err(text);
+    for (text, first) in [("  ", 10), ("!!!", 10), ("star", 101), ("a b c d e f g h i", 10)] {
+        let err = store.search(&SearchQuery { text: text.into(), first, after: None }).await.expect_err(text);
         assert!(err.is_client_error(), "{text}: {err}");
     }
 }
@@ -235,22 +171,11 @@ pub(crate) async fn browse_orders_and_filters(store: DynStore) {
     ];
     for (genre, year_from, year_to) in cases {
         for sort in MovieSort::ALL {
-            let q = BrowseQuery {
-                genre,
-                year_from,
-                year_to,
-                sort,
-                first: 50,
-                after: None,
-            };
+            let q = BrowseQuery { genre, year_from, year_to, sort, first: 50, after: None };
             let page = store.browse(&q).await.expect("browse");
             let expected = expected_browse(&g, genre, year_from, year_to, sort);
             let got: Vec<MovieId> = page.items.iter().map(|(_, id)| *id).collect();
-            assert_eq!(
-                got,
-                expected.iter().take(50).copied().collect::<Vec<_>>(),
-                "{q:?}"
-            );
+            assert_eq!(got, expected.iter().take(50).copied().collect::<Vec<_>>(), "{q:?}");
             assert_eq!(page.has_next, expected.len() > 50, "{q:?}");
         }
     }
@@ -291,30 +216,14 @@ pub(crate) async fn browse_rejects_bad_ranges(store: DynStore) {
         first: 10,
         after: None,
     };
-    assert!(matches!(
-        store.browse(&q).await,
-        Err(StoreError::InvalidInput(_))
-    ));
-    let q = BrowseQuery {
-        year_from: None,
-        year_to: None,
-        first: 1000,
-        ..q
-    };
-    assert!(matches!(
-        store.browse(&q).await,
-        Err(StoreError::InvalidInput(_))
-    ));
+    assert!(matches!(store.browse(&q).await, Err(StoreError::InvalidInput(_))));
+    let q = BrowseQuery { year_from: None, year_to: None, first: 1000, ..q };
+    assert!(matches!(store.browse(&q).await, Err(StoreError::InvalidInput(_))));
 }
 
 pub(crate) async fn similar_shares_primary_genre(store: DynStore) {
     let g = generator();
-    let queries: Vec<SimilarQuery> = (1..=20)
-        .map(|i| SimilarQuery {
-            movie: MovieId(i),
-            first: 5,
-        })
-        .collect();
+    let queries: Vec<SimilarQuery> = (1..=20).map(|i| SimilarQuery { movie: MovieId(i), first: 5 }).collect();
     let got = store.similar(&queries).await.expect("similar");
     assert_eq!(got.len(), 20);
     for (q, similar) in queries.iter().zip(&got) {
@@ -323,22 +232,12 @@ pub(crate) async fn similar_shares_primary_genre(store: DynStore) {
         assert!(!similar.contains(&q.movie));
         for id in similar {
             let other = g.movie(id.0 - 1).movie;
-            assert!(
-                other.genres.contains(&movie.genres[0]),
-                "{id} shares {:?}",
-                movie.genres[0]
-            );
+            assert!(other.genres.contains(&movie.genres[0]), "{id} shares {:?}", movie.genres[0]);
             assert!(other.year.unwrap_or(0).abs_diff(movie.year.unwrap_or(0)) <= 2);
         }
     }
     assert!(
-        store
-            .similar(&[SimilarQuery {
-                movie: MovieId(999_999),
-                first: 5
-            }])
-            .await
-            .expect("unknown")[0]
+        store.similar(&[SimilarQuery { movie: MovieId(999_999), first: 5 }]).await.expect("unknown")[0]
             .is_empty()
     );
 }
@@ -348,9 +247,8 @@ pub(crate) async fn genres_count_every_movie(store: DynStore) {
     let counts = store.genres().await.expect("genres");
     assert_eq!(counts.len(), Genre::all().count());
     for c in &counts {
-        let expected = (0..OPTIONS.movies)
-            .filter(|&i| g.movie(i).movie.genres.contains(&c.genre))
-            .count() as u64;
+        let expected =
+            (0..OPTIONS.movies).filter(|&i| g.movie(i).movie.genres.contains(&c.genre)).count() as u64;
         assert_eq!(c.movies, expected, "{}", c.genre.name());
     }
 }
@@ -365,8 +263,5 @@ pub(crate) async fn stats_and_ping(store: DynStore) {
 pub(crate) async fn closed_store_refuses_calls(store: DynStore) {
     store.close().await.expect("close");
     assert!(matches!(store.ping().await, Err(StoreError::Closed)));
-    assert!(matches!(
-        store.movies(&[MovieId(1)]).await,
-        Err(StoreError::Closed)
-    ));
+    assert!(matches!(store.movies(&[MovieId(1)]).await, Err(StoreError::Closed)));
 }

@@ -1,0 +1,117 @@
+//! The catalog commands behind `gateway seed`, `gateway import imdb` and the demo seeding on
+//! first start: they drive the store's seeder and importer and draw progress bars.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use marquee_store::catalog::Progress;
+use marquee_store::catalog::imdb::{self, ImportReport};
+use marquee_store::catalog::seed::{self, SeedOptions};
+use marquee_store::embedded::{CatalogBuilder, has_catalog};
+use marquee_store::{CatalogStats, StoreError};
+
+/// redb page cache while bulk loading.
+const LOAD_CACHE_BYTES: usize = 1 << 30;
+
+/// Turns store progress events into progress bars on stderr (hidden when not a terminal).
+struct Bars {
+    bar: Option<ProgressBar>,
+}
+
+impl Bars {
+    fn new() -> Bars {
+        Bars { bar: None }
+    }
+
+    fn update(&mut self, event: Progress) {
+        match event {
+            Progress::Phase { name, total } => {
+                if let Some(bar) = self.bar.take() {
+                    bar.finish();
+                }
+                let bar = if total > 0 {
+                    let bar = ProgressBar::new(total);
+                    if let Ok(style) = ProgressStyle::with_template(
+                        "{prefix:>12} [{bar:40}] {human_pos}/{human_len} ({per_sec}, eta {eta})",
+                    ) {
+                        bar.set_style(style.progress_chars("=> "));
+                    }
+                    bar
+                } else {
+                    let bar = ProgressBar::new_spinner();
+                    if let Ok(style) = ProgressStyle::with_template("{prefix:>12} {spinner} {elapsed}") {
+                        bar.set_style(style);
+                    }
+                    bar.enable_steady_tick(Duration::from_millis(200));
+                    bar
+                };
+                bar.set_prefix(name);
+                self.bar = Some(bar);
+            }
+            Progress::Advance { done } => {
+                if let Some(bar) = &self.bar {
+                    bar.set_position(done);
+                }
+            }
+        }
+    }
+
+    fn finish(self) {
+        if let Some(bar) = self.bar {
+            bar.finish();
+        }
+    }
+}
+
+/// Size of the catalog file(s) in `data_dir`, in bytes.
+pub fn catalog_bytes(data_dir: &Path) -> u64 {
+    std::fs::metadata(marquee_store::embedded::catalog_path(data_dir)).map_or(0, |m| m.len())
+}
+
+/// Generates the demo catalog into `data_dir`, replacing any catalog there atomically.
+pub fn seed(data_dir: &Path, options: &SeedOptions) -> Result<CatalogStats, StoreError> {
+    let started = Instant::now();
+    let builder = CatalogBuilder::create(data_dir, LOAD_CACHE_BYTES)?;
+    let mut bars = Bars::new();
+    let stats = seed::seed(options, Box::new(builder), &mut |e| bars.update(e))?;
+    bars.finish();
+    tracing::info!(
+        movies = stats.movies,
+        people = stats.people,
+        seconds = started.elapsed().as_secs_f64(),
+        bytes = catalog_bytes(data_dir),
+        "seeded catalog"
+    );
+    Ok(stats)
+}
+
+/// Imports the IMDb dataset in `dir` into `data_dir`, replacing any catalog there atomically.
+pub fn import_imdb(dir: &Path, data_dir: &Path) -> Result<ImportReport, StoreError> {
+    let started = Instant::now();
+    let builder = CatalogBuilder::create(data_dir, LOAD_CACHE_BYTES)?;
+    let mut bars = Bars::new();
+    let report = imdb::import(dir, Box::new(builder), &mut |e| bars.update(e))?;
+    bars.finish();
+    tracing::info!(
+        movies = report.stats.movies,
+        people = report.stats.people,
+        bad_rows = report.bad_rows(),
+        seconds = started.elapsed().as_secs_f64(),
+        "imported IMDb dataset"
+    );
+    Ok(report)
+}
+
+/// Seeds the demo catalog if `data_dir` has none (`movies` = 0 refuses instead).
+pub fn ensure_catalog(data_dir: &Path, movies: u64, seed: u64) -> Result<(), StoreError> {
+    if has_catalog(data_dir) {
+        return Ok(());
+    }
+    if movies == 0 {
+        return Err(StoreError::NoCatalog(data_dir.display().to_string()));
+    }
+    tracing::info!(movies, data_dir = %data_dir.display(), "no catalog yet: seeding the demo catalog");
+    self::seed(data_dir, &SeedOptions { movies, people: None, seed })?;
+    Ok(())
+}

@@ -1,0 +1,196 @@
+//! Layered configuration: built-in defaults, then an optional TOML file (usually a region file
+//! from `regions/`), then `MARQUEE_*` environment variables (`__` separates nesting levels,
+//! e.g. `MARQUEE_LOG__FORMAT=json`), then command-line flags. Unknown keys are an error at
+//! every layer, so a typo cannot silently fall back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Everything the gateway can be configured with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Region name; every metric carries it as the `region` label.
+    pub region: String,
+    /// Address the HTTP server binds.
+    pub listen: SocketAddr,
+    /// Directory of the embedded store.
+    pub data_dir: PathBuf,
+    /// Logging.
+    pub log: LogConfig,
+    /// HTTP limits and shutdown.
+    pub http: HttpConfig,
+    /// GraphQL execution.
+    pub graphql: GraphqlConfig,
+    /// Embedded store tuning.
+    pub store: StoreConfig,
+    /// The demo catalog seeded on first start when the data directory is empty.
+    pub demo: DemoConfig,
+}
+
+/// Log output.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `human` or `json`.
+    pub format: LogFormat,
+    /// `tracing` filter directive, e.g. `info,marquee_gateway=debug` (`RUST_LOG` wins if set).
+    pub filter: String,
+}
+
+/// Log line format.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Readable lines for a terminal.
+    Human,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// HTTP limits and shutdown behaviour.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Largest accepted request body, in bytes (413 above).
+    pub body_limit_bytes: usize,
+    /// Per-request time limit, in milliseconds (504 after).
+    pub request_timeout_ms: u64,
+    /// After SIGTERM, how long `/readyz` answers 503 while requests are still served, so load
+    /// balancers stop sending traffic before the listener closes.
+    pub drain_delay_ms: u64,
+    /// After the listener closes, how long in-flight requests get to finish.
+    pub shutdown_grace_ms: u64,
+}
+
+/// GraphQL execution settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphqlConfig {
+    /// How long a dataloader waits to collect a batch, in microseconds.
+    pub batch_delay_us: u64,
+    /// Prefix for poster URLs.
+    pub image_base_url: String,
+    /// Serve GraphiQL at `GET /graphql` to browsers.
+    pub graphiql: bool,
+}
+
+/// Embedded store tuning.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// redb page cache while serving, in MiB.
+    pub cache_mib: usize,
+}
+
+/// The demo catalog.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoConfig {
+    /// Movies to seed when the data directory has no catalog (0: refuse to start instead).
+    pub movies: u64,
+    /// Generator seed.
+    pub seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            region: "local".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("data"),
+            log: LogConfig { format: LogFormat::Human, filter: "info".into() },
+            http: HttpConfig {
+                body_limit_bytes: 64 * 1024,
+                request_timeout_ms: 10_000,
+                drain_delay_ms: 0,
+                shutdown_grace_ms: 10_000,
+            },
+            graphql: GraphqlConfig {
+                batch_delay_us: 500,
+                image_base_url: "https://images.marquee.example".into(),
+                graphiql: true,
+            },
+            store: StoreConfig { cache_mib: 512 },
+            demo: DemoConfig { movies: 50_000, seed: 1 },
+        }
+    }
+}
+
+/// Config problems, reported before anything starts.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The named file does not exist.
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+    /// A layer has an unknown key or a bad value.
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] Box<figment::Error>),
+}
+
+impl Config {
+    /// Loads defaults ← `file` ← `MARQUEE_*` env ← `overrides` (command-line flags).
+    pub fn load(
+        file: Option<&Path>,
+        overrides: Serialized<serde_json::Value>,
+    ) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.is_file() {
+                return Err(ConfigError::MissingFile(file.to_owned()));
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment
+            .merge(Env::prefixed("MARQUEE_").split("__"))
+            .merge(overrides)
+            .extract()
+            .map_err(|e| ConfigError::Invalid(Box::new(e)))
+    }
+
+    /// The per-request time limit.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.http.request_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_overrides() -> Serialized<serde_json::Value> {
+        Serialized::defaults(serde_json::json!({}))
+    }
+
+    #[test]
+    fn layers_apply_in_order_and_unknown_keys_fail() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("region.toml", "region = \"eu-west\"\n[http]\nbody_limit_bytes = 1000\n")?;
+            jail.set_env("MARQUEE_HTTP__BODY_LIMIT_BYTES", "2000");
+            let overrides = Serialized::defaults(serde_json::json!({ "listen": "127.0.0.1:9999" }));
+            let config = Config::load(Some(Path::new("region.toml")), overrides).expect("valid");
+            assert_eq!(config.region, "eu-west");
+            assert_eq!(config.http.body_limit_bytes, 2000);
+            assert_eq!(config.listen.port(), 9999);
+
+            jail.create_file("typo.toml", "regoin = \"x\"\n")?;
+            assert!(Config::load(Some(Path::new("typo.toml")), no_overrides()).is_err());
+            jail.set_env("MARQUEE_LOG__FORMTA", "json");
+            assert!(Config::load(None, no_overrides()).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        assert!(matches!(
+            Config::load(Some(Path::new("/nonexistent/marquee.toml")), no_overrides()),
+            Err(ConfigError::MissingFile(_))
+        ));
+    }
+}

@@ -1,0 +1,91 @@
+//! The one place errors become HTTP responses. Every error body is GraphQL-shaped
+//! (`{"errors":[{"message":…,"extensions":{"code":…}}]}`) so clients parse one format whatever
+//! went wrong, and every status is the one the GraphQL-over-HTTP spec and HTTP itself expect.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// Stable codes for errors raised before GraphQL execution.
+pub mod codes {
+    /// The body is not valid JSON, or lacks `query`.
+    pub const BAD_REQUEST: &str = "BAD_REQUEST";
+    /// The body is larger than `http.body_limit_bytes`.
+    pub const PAYLOAD_TOO_LARGE: &str = "PAYLOAD_TOO_LARGE";
+    /// The request's content type is not `application/json`.
+    pub const UNSUPPORTED_MEDIA_TYPE: &str = "UNSUPPORTED_MEDIA_TYPE";
+    /// The `Accept` header allows no type this server produces.
+    pub const NOT_ACCEPTABLE: &str = "NOT_ACCEPTABLE";
+    /// The method is not allowed on this route.
+    pub const METHOD_NOT_ALLOWED: &str = "METHOD_NOT_ALLOWED";
+    /// No such route.
+    pub const NOT_FOUND: &str = "NOT_FOUND";
+    /// The request took longer than `http.request_timeout_ms`.
+    pub const TIMEOUT: &str = "TIMEOUT";
+    /// Something failed that is not the client's fault.
+    pub const INTERNAL_SERVER_ERROR: &str = "INTERNAL_SERVER_ERROR";
+}
+
+/// An error answered without executing GraphQL.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct HttpError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl HttpError {
+    /// An error with `status`, stable `code` and a message saying what to do.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> HttpError {
+        HttpError { status, code, message: message.into() }
+    }
+
+    /// 400: the request is malformed.
+    pub fn bad_request(message: impl Into<String>) -> HttpError {
+        HttpError::new(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, message)
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let body = json!({ "errors": [{ "message": self.message, "extensions": { "code": self.code } }] });
+        let mut response = (self.status, axum::Json(body)).into_response();
+        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if self.status == StatusCode::METHOD_NOT_ALLOWED {
+            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+        }
+        response
+    }
+}
+
+/// Fallback for unknown routes.
+pub async fn not_found() -> HttpError {
+    HttpError::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, "no such route; GraphQL is served at /graphql")
+}
+
+/// Turns a panic caught by the panic layer into a 500 (the panic itself is logged).
+pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("request handler panicked");
+    HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL_SERVER_ERROR, "internal error")
+        .into_response()
+}
+
+/// Turns middleware failures (the request timeout) into responses.
+pub async fn middleware_error(err: tower::BoxError) -> HttpError {
+    if err.is::<tower::timeout::error::Elapsed>() {
+        HttpError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            codes::TIMEOUT,
+            "the request took too long and was cancelled",
+        )
+    } else {
+        tracing::error!(error = %err, "middleware failed");
+        HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL_SERVER_ERROR, "internal error")
+    }
+}

@@ -1,0 +1,59 @@
+//! The HTTP stage: routes, and the middleware every request passes through (panic guard,
+//! tracing span, metrics, timeout) before it reaches a handler.
+
+mod graphql;
+mod health;
+mod metrics;
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::error;
+use crate::startup::AppState;
+
+/// The gateway's router over `state`.
+pub fn router(state: AppState, request_timeout: Duration) -> Router {
+    Router::new()
+        .route("/graphql", get(graphql::get).post(graphql::post).fallback(graphql::method_not_allowed))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics))
+        .fallback(error::not_found)
+        .layer(
+            ServiceBuilder::new()
+                .layer(CatchPanicLayer::custom(error::panic_response))
+                .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+                }))
+                .layer(middleware::from_fn_with_state(state.clone(), track))
+                .layer(HandleErrorLayer::new(error::middleware_error))
+                .timeout(request_timeout),
+        )
+        .with_state(state)
+}
+
+/// Records `http_requests_total` and `http_request_duration_seconds` by matched route.
+async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| match p.as_str() {
+        "/graphql" => "/graphql",
+        "/healthz" => "/healthz",
+        "/readyz" => "/readyz",
+        "/metrics" => "/metrics",
+        _ => "other",
+    });
+    let start = Instant::now();
+    let response = next.run(request).await;
+    let metrics = &state.metrics;
+    metrics.http_requests.with_label_values(&[route, response.status().as_str()]).inc();
+    metrics.http_duration.with_label_values(&[route]).observe(start.elapsed().as_secs_f64());
+    response
+}

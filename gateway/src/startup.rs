@@ -1,0 +1,188 @@
+//! Assembling and running a gateway: open the store, build the schema, bind the listener, and
+//! serve until told to stop, then drain and close the store. `Application::build` binds before
+//! it returns, so tests start it on port 0 and read the real port.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use marquee_schema::{MarqueeSchema, SchemaConfig};
+use marquee_store::embedded::{EmbeddedOptions, EmbeddedStore};
+use marquee_store::{DynStore, StoreError};
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::instrumented::InstrumentedStore;
+use crate::telemetry::Metrics;
+
+/// Shared state of one gateway: a cheap clone of `Arc`s handed to every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// The store, wrapped so every call is counted and traced.
+    pub store: DynStore,
+    /// The executable schema (immutable; per-request loaders are attached per request).
+    pub schema: MarqueeSchema,
+    /// Resolver settings, also needed to build each request's loaders.
+    pub schema_config: SchemaConfig,
+    /// Metrics registry and handles.
+    pub metrics: Metrics,
+    /// Set once shutdown begins: `/readyz` turns 503 so traffic moves away first.
+    pub draining: Arc<AtomicBool>,
+    /// Region name, reported by `/readyz`.
+    pub region: Arc<str>,
+    /// Largest accepted request body.
+    pub body_limit: usize,
+    /// Whether GraphiQL is served.
+    pub graphiql: bool,
+}
+
+/// Why a gateway could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartupError {
+    /// The store would not open.
+    #[error("opening the store: {0}")]
+    Store(#[from] StoreError),
+    /// The listen address could not be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Metrics could not be registered.
+    #[error("registering metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// A built gateway, bound and ready to serve.
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    state: AppState,
+    config: Config,
+}
+
+impl Application {
+    /// Opens the store in `config.data_dir`, builds the schema and binds `config.listen`.
+    pub async fn build(config: Config) -> Result<Application, StartupError> {
+        let metrics = Metrics::new(&config.region)?;
+        let options = EmbeddedOptions { cache_bytes: config.store.cache_mib * 1024 * 1024 };
+        let data_dir = config.data_dir.clone();
+        let embedded = tokio::task::spawn_blocking(move || EmbeddedStore::open(&data_dir, &options))
+            .await
+            .map_err(StoreError::backend)??;
+        let store: DynStore = Arc::new(InstrumentedStore::new(Arc::new(embedded), metrics.clone()));
+        let schema_config = SchemaConfig {
+            image_base_url: config.graphql.image_base_url.clone(),
+            batch_delay: Duration::from_micros(config.graphql.batch_delay_us),
+        };
+        let schema = marquee_schema::build(store.clone(), schema_config.clone());
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| StartupError::Bind { addr: config.listen, source })?;
+        let addr =
+            listener.local_addr().map_err(|source| StartupError::Bind { addr: config.listen, source })?;
+        let state = AppState {
+            store,
+            schema,
+            schema_config,
+            metrics,
+            draining: Arc::new(AtomicBool::new(false)),
+            region: config.region.as_str().into(),
+            body_limit: config.http.body_limit_bytes,
+            graphiql: config.graphql.graphiql,
+        };
+        Ok(Application { listener, addr, state, config })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The shared state (for tests and embedding).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves; then reports not-ready for `http.drain_delay_ms`,
+    /// stops accepting, lets in-flight requests finish (up to `http.shutdown_grace_ms`), and
+    /// closes the store.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let Application { listener, state, config, .. } = self;
+        let router = crate::http::router(state.clone(), config.request_timeout());
+        let drain_delay = Duration::from_millis(config.http.drain_delay_ms);
+        let grace = Duration::from_millis(config.http.shutdown_grace_ms);
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let draining = state.draining.clone();
+        let signal = async move {
+            shutdown.await;
+            draining.store(true, Ordering::SeqCst);
+            tracing::info!(?drain_delay, "draining: /readyz now answers 503");
+            tokio::time::sleep(drain_delay).await;
+            tracing::info!("closing the listener; finishing in-flight requests");
+            let _ = stopping_tx.send(());
+        };
+        let server = axum::serve(listener, router).with_graceful_shutdown(signal).into_future();
+        let deadline = async move {
+            if stopping_rx.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        let result = tokio::select! {
+            result = server => result,
+            () = deadline => {
+                tracing::warn!(?grace, "in-flight requests did not finish within the grace period; stopping anyway");
+                Ok(())
+            }
+        };
+        if let Err(e) = state.store.close().await {
+            tracing::error!(error = %e, "closing the store");
+        }
+        tracing::info!("stopped");
+        result
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "listening for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "listening for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}

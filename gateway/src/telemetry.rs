@@ -1,0 +1,98 @@
+//! Telemetry: the `tracing` subscriber (human or JSON lines) and the Prometheus metrics every
+//! stage reports into. Metrics live in a registry owned by the application rather than a
+//! process global, so tests can run several gateways in one process and read each one's
+//! counters; every series carries the configured `region` label.
+
+use std::collections::HashMap;
+
+use marquee_schema::LoaderMetrics;
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogConfig, LogFormat};
+
+/// Installs the global `tracing` subscriber. `RUST_LOG`, when set, overrides the config filter.
+pub fn init_tracing(config: &LogConfig) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.filter));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // `try_init` fails only when a subscriber is already set (tests); keeping it is right.
+    let _ = match config.format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+    };
+}
+
+/// The gateway's metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    /// Rendered at `/metrics`.
+    pub registry: Registry,
+    /// `http_requests_total{route,status}`.
+    pub http_requests: IntCounterVec,
+    /// `http_request_duration_seconds{route}`.
+    pub http_duration: HistogramVec,
+    /// `store_calls_total{backend,op}`: one per backend round trip.
+    pub store_calls: IntCounterVec,
+    /// `store_call_duration_seconds{backend,op}`.
+    pub store_duration: HistogramVec,
+    /// `dataloader_batch_size{loader}`.
+    pub loader: LoaderMetrics,
+}
+
+/// Latency buckets from 100µs to 10s.
+const LATENCY_BUCKETS: &[f64] =
+    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+impl Metrics {
+    /// Creates and registers every metric with `region` as a constant label.
+    pub fn new(region: &str) -> Result<Metrics, prometheus::Error> {
+        let labels: HashMap<String, String> = [("region".to_owned(), region.to_owned())].into();
+        let registry = Registry::new_custom(None, Some(labels))?;
+        let http_requests = IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP requests by route and status"),
+            &["route", "status"],
+        )?;
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        )?;
+        let store_calls = IntCounterVec::new(
+            Opts::new("store_calls_total", "Store round trips (a batch is one call)"),
+            &["backend", "op"],
+        )?;
+        let store_duration = HistogramVec::new(
+            HistogramOpts::new("store_call_duration_seconds", "Store round-trip latency")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            &["backend", "op"],
+        )?;
+        let batch_size = HistogramVec::new(
+            HistogramOpts::new("dataloader_batch_size", "Keys per dataloader batch")
+                .buckets(vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0]),
+            &["loader"],
+        )?;
+        registry.register(Box::new(http_requests.clone()))?;
+        registry.register(Box::new(http_duration.clone()))?;
+        registry.register(Box::new(store_calls.clone()))?;
+        registry.register(Box::new(store_duration.clone()))?;
+        registry.register(Box::new(batch_size.clone()))?;
+        Ok(Metrics {
+            registry,
+            http_requests,
+            http_duration,
+            store_calls,
+            store_duration,
+            loader: LoaderMetrics { batch_size },
+        })
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Encoding into a String only fails on invalid metric names, which `new` rejects.
+        if let Err(e) = prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %e, "rendering metrics");
+        }
+        out
+    }
+}

@@ -1,0 +1,179 @@
+//! The `Movie` and `Genre` types.
+
+use std::sync::Arc;
+
+use async_graphql::{Context, ID, Object, SimpleObject};
+use marquee_store::{GenreCount, Movie, SimilarQuery};
+
+use super::{CreditObject, loaders, page_size};
+use crate::SchemaConfig;
+
+/// A movie's public rating summary.
+#[derive(SimpleObject)]
+pub(crate) struct Rating {
+    /// Mean score, 1-10 (0 when unrated).
+    average: f64,
+    /// Number of ratings.
+    count: i32,
+}
+
+/// A genre with the number of movies listing it.
+#[derive(SimpleObject)]
+#[graphql(name = "Genre")]
+pub(crate) struct GenreObject {
+    /// Genre name, as accepted by `browse(genre:)`.
+    name: String,
+    /// Movies listing this genre.
+    movie_count: i32,
+}
+
+impl From<GenreCount> for GenreObject {
+    fn from(g: GenreCount) -> Self {
+        GenreObject {
+            name: g.genre.name().to_owned(),
+            movie_count: i32::try_from(g.movies).unwrap_or(i32::MAX),
+        }
+    }
+}
+
+/// A movie.
+pub(crate) struct MovieObject(pub(crate) Arc<Movie>);
+
+/// A movie.
+#[Object(name = "Movie")]
+impl MovieObject {
+    /// Opaque id (IMDb-style, e.g. `tt0111161`).
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    /// Display title.
+    async fn title(&self) -> &str {
+        &self.0.title
+    }
+
+    /// Title in the original language, when it differs.
+    async fn original_title(&self) -> Option<&str> {
+        self.0.original_title.as_deref()
+    }
+
+    /// Release year.
+    async fn year(&self) -> Option<i32> {
+        self.0.year.map(i32::from)
+    }
+
+    /// Release date, `YYYY-MM-DD`.
+    async fn release_date(&self) -> Option<String> {
+        self.0.release_date.map(|d| d.to_string())
+    }
+
+    /// Runtime in minutes.
+    async fn runtime_minutes(&self) -> Option<i32> {
+        self.0.runtime_minutes.map(i32::from)
+    }
+
+    /// Genre names, most important first.
+    async fn genres(&self) -> Vec<&'static str> {
+        self.0.genres.iter().map(|g| g.name()).collect()
+    }
+
+    /// Short synopsis.
+    async fn overview(&self) -> Option<&str> {
+        self.0.overview.as_deref()
+    }
+
+    /// ISO 639-1 code of the original language.
+    async fn original_language(&self) -> Option<&str> {
+        self.0.original_language.as_deref()
+    }
+
+    /// Absolute poster URL.
+    async fn poster_url(&self, ctx: &Context<'_>) -> Option<String> {
+        let base = ctx.data_opt::<SchemaConfig>().map_or("", |c| c.image_base_url.trim_end_matches('/'));
+        self.0.poster_path.as_ref().map(|p| format!("{base}{p}"))
+    }
+
+    /// Popularity score; higher is more popular.
+    async fn popularity(&self) -> f64 {
+        f64::from(self.0.popularity)
+    }
+
+    /// Public rating summary.
+    async fn rating(&self) -> Rating {
+        Rating {
+            average: (f64::from(self.0.rating.average) * 10.0).round() / 10.0,
+            count: i32::try_from(self.0.rating.count).unwrap_or(i32::MAX),
+        }
+    }
+
+    /// Cast in billing order.
+    async fn cast(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 10)] first: i32,
+    ) -> async_graphql::Result<Vec<CreditObject>> {
+        crate::error::resolve(async move {
+            let first = page_size(first)?;
+            let credits = loaders(ctx)?.credits.load_one(self.0.id).await?.unwrap_or_default();
+            Ok(credits
+                .iter()
+                .filter(|c| c.is_cast())
+                .take(first)
+                .enumerate()
+                .map(|(i, c)| CreditObject {
+                    movie: self.0.id,
+                    person: c.person,
+                    department: c.department,
+                    role: c.role.clone(),
+                    billing: Some(i),
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// Crew, optionally only those with `job` (case-insensitive, e.g. `Director`).
+    async fn crew(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] first: i32,
+        job: Option<String>,
+    ) -> async_graphql::Result<Vec<CreditObject>> {
+        crate::error::resolve(async move {
+            let first = page_size(first)?;
+            let credits = loaders(ctx)?.credits.load_one(self.0.id).await?.unwrap_or_default();
+            Ok(credits
+                .iter()
+                .filter(|c| !c.is_cast())
+                .filter(|c| job.as_deref().is_none_or(|j| c.role.eq_ignore_ascii_case(j)))
+                .take(first)
+                .map(|c| CreditObject {
+                    movie: self.0.id,
+                    person: c.person,
+                    department: c.department,
+                    role: c.role.clone(),
+                    billing: None,
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// Movies like this one: same primary genre, released around the same time, close in
+    /// popularity.
+    async fn similar(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 5)] first: i32,
+    ) -> async_graphql::Result<Vec<MovieObject>> {
+        crate::error::resolve(async move {
+            let first = page_size(first)?;
+            let loaders = loaders(ctx)?;
+            let ids =
+                loaders.similar.load_one(SimilarQuery { movie: self.0.id, first }).await?.unwrap_or_default();
+            let found = loaders.movies.load_many(ids.iter().copied()).await?;
+            Ok(ids.iter().filter_map(|id| found.get(id).cloned().map(MovieObject)).collect())
+        })
+        .await
+    }
+}
