@@ -91,7 +91,7 @@ pub fn seed(
     for record in rx {
         sink.put_movie(&record)?;
         written += 1;
-        if written % 10_000 == 0 {
+        if written.is_multiple_of(10_000) {
             progress(Progress::Advance { done: written });
         }
     }

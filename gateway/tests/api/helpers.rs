@@ -1,0 +1,134 @@
+//! `spawn_app()` and friends: start the real Application on port 0 with a freshly seeded
+//! temporary data directory, and talk to it over HTTP.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use marquee_gateway::config::{Config, DemoConfig, StoreConfig};
+use marquee_gateway::startup::Application;
+use marquee_store::catalog::seed::{Generator, SeedOptions};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The catalog every test app serves.
+pub(crate) const CATALOG: SeedOptions = SeedOptions { movies: 2_000, people: Some(1_200), seed: 99 };
+
+pub(crate) fn generator() -> Generator {
+    Generator::new(&CATALOG)
+}
+
+/// A running gateway.
+pub(crate) struct TestApp {
+    pub(crate) addr: SocketAddr,
+    pub(crate) client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<std::io::Result<()>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub(crate) fn test_config(data_dir: &Path) -> Config {
+    let defaults = Config::default();
+    Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: data_dir.to_owned(),
+        region: "test-region".into(),
+        demo: DemoConfig { movies: 0, ..defaults.demo.clone() },
+        store: StoreConfig { cache_mib: 16 },
+        ..defaults
+    }
+}
+
+/// Seeds a catalog into a new temporary directory.
+pub(crate) fn seeded_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    marquee_gateway::catalog::seed(dir.path(), &CATALOG).expect("seed");
+    dir
+}
+
+/// Starts a gateway over a freshly seeded catalog.
+pub(crate) async fn spawn_app() -> TestApp {
+    let dir = seeded_dir();
+    let config = test_config(dir.path());
+    let mut app = spawn_with(config).await;
+    app._dir = Some(dir);
+    app
+}
+
+/// Starts a gateway with `config` (its data directory must hold a catalog).
+pub(crate) async fn spawn_with(config: Config) -> TestApp {
+    let app = Application::build(config).await.expect("application builds");
+    let addr = app.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let handle = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    TestApp { addr, client: reqwest::Client::new(), stop: Some(stop), handle: Some(handle), _dir: None }
+}
+
+impl TestApp {
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// POSTs a query and returns the JSON body, asserting a 200.
+    pub(crate) async fn graphql(&self, query: &str, variables: Value) -> Value {
+        let response = self
+            .client
+            .post(self.url("/graphql"))
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), 200, "query {query}");
+        response.json().await.expect("json body")
+    }
+
+    /// POSTs a query that must succeed without errors; returns `data`.
+    pub(crate) async fn data(&self, query: &str, variables: Value) -> Value {
+        let body = self.graphql(query, variables).await;
+        assert!(body.get("errors").is_none(), "unexpected errors: {body}");
+        body["data"].clone()
+    }
+
+    /// The value of the metric series `name{labels}` (0 when absent).
+    pub(crate) async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text =
+            self.client.get(self.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.rsplit_once(' '))
+            .filter(|(series, _)| {
+                series.split('{').next() == Some(name)
+                    && labels.iter().all(|(k, v)| series.contains(&format!("{k}=\"{v}\"")))
+            })
+            .map(|(_, value)| value.parse::<f64>().expect("number"))
+            .sum()
+    }
+
+    /// Asks the gateway to stop and waits until it has.
+    pub(crate) async fn stop(mut self) -> std::io::Result<()> {
+        self.begin_stop();
+        self.stopped().await
+    }
+
+    /// Sends the shutdown signal without waiting.
+    pub(crate) fn begin_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Waits for a stop begun with `begin_stop`.
+    pub(crate) async fn stopped(&mut self) -> std::io::Result<()> {
+        match self.handle.take() {
+            Some(handle) => handle.await.expect("server task"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The GraphQL error code of the first error in `body`.
+pub(crate) fn first_code(body: &Value) -> &str {
+    body["errors"][0]["extensions"]["code"].as_str().unwrap_or("<none>")
+}

@@ -1,0 +1,77 @@
+//! Restart persistence, readiness while draining, and graceful shutdown with a request in
+//! flight.
+
+use std::time::Duration;
+
+use marquee_store::embedded::{EmbeddedOptions, EmbeddedStore};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::{seeded_dir, spawn_with, test_config};
+
+const QUERY: &str = r#"{ movie(id: "tt0000007") { title cast(first: 2) { person { name } } } }"#;
+
+#[tokio::test]
+async fn a_restart_keeps_all_data() {
+    let dir = seeded_dir();
+    let app = spawn_with(test_config(dir.path())).await;
+    let before = app.data(QUERY, json!({})).await;
+    app.stop().await.expect("clean stop");
+    let app = spawn_with(test_config(dir.path())).await;
+    let after = app.data(QUERY, json!({})).await;
+    assert_eq!(before, after);
+    assert!(after["movie"]["title"].is_string());
+}
+
+#[tokio::test]
+async fn draining_turns_readiness_off_then_finishes_in_flight_requests() {
+    let dir = seeded_dir();
+    let mut config = test_config(dir.path());
+    config.http.drain_delay_ms = 600;
+    let mut app = spawn_with(config).await;
+    assert_eq!(app.client.get(app.url("/readyz")).send().await.expect("readyz").status(), 200);
+
+    // A request in flight: headers and half the body sent before shutdown begins.
+    let body = serde_json::to_vec(&json!({ "query": QUERY })).expect("json");
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.expect("connect");
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        app.addr,
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("head");
+    let (first, rest) = body.split_at(body.len() / 2);
+    stream.write_all(first).await.expect("first half");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    app.begin_stop();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let ready = app.client.get(app.url("/readyz")).send().await.expect("still answering while draining");
+    assert_eq!(ready.status(), 503);
+    // Traffic that still arrives during the drain delay is served.
+    let served =
+        app.client.post(app.url("/graphql")).json(&json!({ "query": QUERY })).send().await.expect("served");
+    assert_eq!(served.status(), 200);
+
+    // Wait until the listener has closed (the drain delay is over), then finish the request.
+    let closed = async {
+        while tokio::net::TcpStream::connect(app.addr).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), closed)
+        .await
+        .expect("the listener closes after the drain delay");
+    stream.write_all(rest).await.expect("second half");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("response");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("\"title\""), "{response}");
+
+    tokio::time::timeout(Duration::from_secs(10), app.stopped())
+        .await
+        .expect("stops in time")
+        .expect("clean stop");
+    // The store was closed: the data directory can be opened again.
+    EmbeddedStore::open(dir.path(), &EmbeddedOptions::default()).expect("store released");
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests: the real gateway on a real socket (port 0) over a temporary data
+//! directory, driven with a real HTTP client. One binary, one module per area.
+
+mod batching;
+mod helpers;
+mod http;
+mod import;
+mod lifecycle;
+mod queries;
