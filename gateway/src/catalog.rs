@@ -30,6 +30,7 @@ impl Bars {
                 if let Some(bar) = self.bar.take() {
                     bar.finish();
                 }
+                tracing::info!(phase = name, total, "load phase started");
                 let bar = if total > 0 {
                     let bar = ProgressBar::new(total);
                     if let Ok(style) = ProgressStyle::with_template(
