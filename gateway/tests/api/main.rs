@@ -2,6 +2,7 @@
 //! directory, driven with a real HTTP client. One binary, one module per area.
 
 mod batching;
+mod binary;
 mod helpers;
 mod http;
 mod import;

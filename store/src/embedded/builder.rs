@@ -13,7 +13,9 @@ use std::sync::Arc;
 
 use redb::{Database, Durability, Key, TableDefinition, Value};
 
-use super::sorter::ExternalSorter;
+use serde::de::DeserializeOwned;
+
+use super::sorter::{ExternalSorter, Sorted};
 use super::tables::*;
 use crate::catalog::CatalogSink;
 use crate::{CatalogStats, FilmographyEntry, GENRES, MovieRecord, MovieSort, Person, StoreError, keys, text};
@@ -22,6 +24,8 @@ use crate::{CatalogStats, FilmographyEntry, GENRES, MovieRecord, MovieSort, Pers
 const ROWS_PER_TXN: usize = 1_000_000;
 /// Rows per external-sort run (bounds the loader's memory to a few hundred MB).
 const RUN_ROWS: usize = 2_000_000;
+/// Rows handed from the merge thread to the inserting thread at a time.
+const MERGE_BATCH: usize = 16_384;
 
 type FilmRow = ((u64, u64, u64), Vec<u8>);
 type BrowseRow = (u8, u8, u16, u64, u64);
@@ -119,31 +123,58 @@ impl CatalogBuilder {
         Ok(())
     }
 
+    /// Inserts `rows` (ascending) into `table`. A helper thread merges and decodes the sort
+    /// runs while this one inserts, so the two halves of the work overlap.
     fn load_sorted<K, V, T>(
         &self,
         table: TableDefinition<'_, K, V>,
-        rows: impl Iterator<Item = Result<T, StoreError>>,
+        rows: Sorted<T>,
         insert: impl Fn(&mut redb::Table<'_, K, V>, T) -> Result<(), StoreError>,
     ) -> Result<(), StoreError>
     where
         K: Key + 'static,
         V: Value + 'static,
+        T: Ord + DeserializeOwned + Send + 'static,
     {
-        let mut rows = rows.peekable();
-        loop {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<T>, StoreError>>(8);
+        let merger = std::thread::spawn(move || {
+            let mut batch = Vec::with_capacity(MERGE_BATCH);
+            for row in rows {
+                match row {
+                    Ok(row) => batch.push(row),
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+                if batch.len() == MERGE_BATCH && tx.send(Ok(std::mem::take(&mut batch))).is_err() {
+                    return;
+                }
+            }
+            if !batch.is_empty() {
+                let _ = tx.send(Ok(batch));
+            }
+        });
+        let mut batches = rx.into_iter().peekable();
+        while batches.peek().is_some() {
             let mut txn = self.db()?.begin_write()?;
             txn.set_durability(Durability::None)?;
             {
                 let mut t = txn.open_table(table)?;
-                for row in rows.by_ref().take(ROWS_PER_TXN) {
-                    insert(&mut t, row?)?;
+                let mut inserted = 0;
+                while inserted < ROWS_PER_TXN {
+                    let Some(batch) = batches.next() else { break };
+                    let batch = batch?;
+                    inserted += batch.len();
+                    for row in batch {
+                        insert(&mut t, row)?;
+                    }
                 }
             }
             txn.commit()?;
-            if rows.peek().is_none() {
-                return Ok(());
-            }
         }
+        merger.join().map_err(|_| StoreError::InvalidInput("the merge thread panicked".into()))?;
+        Ok(())
     }
 
     fn write_summary(&self) -> Result<(), StoreError> {

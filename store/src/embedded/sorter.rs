@@ -1,12 +1,15 @@
 //! External sort for bulk loads: rows are buffered, sorted and spilled to run files, then
 //! merged back in key order. Inserting in key order keeps redb's writes appends, and memory
-//! stays bounded by one run however large the catalog.
+//! stays bounded by two runs however large the catalog. Sorting and writing a full run happens
+//! on a background thread while the loader keeps filling the next one, so both cores work.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::thread::JoinHandle;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -19,13 +22,33 @@ pub(crate) struct ExternalSorter<T> {
     name: &'static str,
     run_rows: usize,
     buffer: Vec<T>,
-    runs: Vec<PathBuf>,
+    runs: usize,
+    /// Full buffers go to the spill thread; `None` once `sorted` has been called.
+    spill: Option<(SyncSender<(Vec<T>, PathBuf)>, JoinHandle<Result<Vec<PathBuf>, StoreError>>)>,
 }
 
-impl<T: Ord + Serialize + DeserializeOwned> ExternalSorter<T> {
+impl<T: Ord + Serialize + DeserializeOwned + Send + 'static> ExternalSorter<T> {
     /// Spills to files named after `name` in `dir`, `run_rows` rows at a time.
     pub(crate) fn new(dir: &Path, name: &'static str, run_rows: usize) -> Self {
-        ExternalSorter { dir: dir.to_owned(), name, run_rows, buffer: Vec::new(), runs: Vec::new() }
+        // One buffer may wait while the thread writes another: at most three in memory.
+        let (tx, rx) = sync_channel::<(Vec<T>, PathBuf)>(1);
+        let worker = std::thread::spawn(move || {
+            let mut written = Vec::new();
+            for (mut rows, path) in rx {
+                rows.sort_unstable();
+                write_run(&rows, &path)?;
+                written.push(path);
+            }
+            Ok(written)
+        });
+        ExternalSorter {
+            dir: dir.to_owned(),
+            name,
+            run_rows,
+            buffer: Vec::with_capacity(run_rows),
+            runs: 0,
+            spill: Some((tx, worker)),
+        }
     }
 
     pub(crate) fn push(&mut self, row: T) -> Result<(), StoreError> {
@@ -37,38 +60,37 @@ impl<T: Ord + Serialize + DeserializeOwned> ExternalSorter<T> {
     }
 
     fn spill(&mut self) -> Result<(), StoreError> {
-        self.buffer.sort_unstable();
-        let path = self.dir.join(format!("{}-{}.run", self.name, self.runs.len()));
-        let io = |e| StoreError::io(format!("writing sort run {}", path.display()), e);
-        let mut out = BufWriter::with_capacity(1 << 20, File::create(&path).map_err(io)?);
-        let mut scratch = Vec::new();
-        for row in self.buffer.drain(..) {
-            scratch.clear();
-            scratch = postcard::to_extend(&row, scratch)
-                .map_err(|e| StoreError::Corrupt { what: "sort row", detail: e.to_string() })?;
-            out.write_all(&(scratch.len() as u32).to_le_bytes()).map_err(io)?;
-            out.write_all(&scratch).map_err(io)?;
+        let rows = std::mem::replace(&mut self.buffer, Vec::with_capacity(self.run_rows));
+        let path = self.dir.join(format!("{}-{}.run", self.name, self.runs));
+        self.runs += 1;
+        let sent = self.spill.as_ref().map(|(tx, _)| tx.send((rows, path)));
+        if !matches!(sent, Some(Ok(()))) {
+            // The worker stopped early: its error says why.
+            return Err(self.join_worker().err().unwrap_or(StoreError::Closed));
         }
-        out.flush().map_err(io)?;
-        self.runs.push(path);
         Ok(())
     }
 
-    /// Every row pushed so far, in ascending order; the sorter is left empty.
+    fn join_worker(&mut self) -> Result<Vec<PathBuf>, StoreError> {
+        let Some((tx, worker)) = self.spill.take() else { return Ok(Vec::new()) };
+        drop(tx);
+        worker.join().map_err(|_| StoreError::InvalidInput("the sort thread panicked".into()))?
+    }
+
+    /// Every row pushed so far, in ascending order; the sorter cannot be used afterwards.
     pub(crate) fn sorted(&mut self) -> Result<Sorted<T>, StoreError> {
-        if self.runs.is_empty() {
+        if self.runs == 0 {
+            self.join_worker()?;
             self.buffer.sort_unstable();
-            return Ok(Sorted {
-                memory: std::mem::take(&mut self.buffer).into_iter(),
-                runs: Vec::new(),
-                heap: BinaryHeap::new(),
-            });
+            let memory = std::mem::take(&mut self.buffer).into_iter();
+            return Ok(Sorted { memory, runs: Vec::new(), heap: BinaryHeap::new() });
         }
         if !self.buffer.is_empty() {
             self.spill()?;
         }
-        let mut runs = Vec::with_capacity(self.runs.len());
-        for path in std::mem::take(&mut self.runs) {
+        let paths = self.join_worker()?;
+        let mut runs = Vec::with_capacity(paths.len());
+        for path in paths {
             let file = File::open(&path)
                 .map_err(|e| StoreError::io(format!("reading sort run {}", path.display()), e))?;
             runs.push(Run { reader: BufReader::with_capacity(1 << 20, file), path, scratch: Vec::new() });
@@ -81,6 +103,29 @@ impl<T: Ord + Serialize + DeserializeOwned> ExternalSorter<T> {
         }
         Ok(sorted)
     }
+}
+
+impl<T> Drop for ExternalSorter<T> {
+    fn drop(&mut self) {
+        if let Some((tx, worker)) = self.spill.take() {
+            drop(tx);
+            let _ = worker.join();
+        }
+    }
+}
+
+fn write_run<T: Serialize>(rows: &[T], path: &Path) -> Result<(), StoreError> {
+    let io = |e| StoreError::io(format!("writing sort run {}", path.display()), e);
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(path).map_err(io)?);
+    let mut scratch = Vec::new();
+    for row in rows {
+        scratch.clear();
+        scratch = postcard::to_extend(row, scratch)
+            .map_err(|e| StoreError::Corrupt { what: "sort row", detail: e.to_string() })?;
+        out.write_all(&(scratch.len() as u32).to_le_bytes()).map_err(io)?;
+        out.write_all(&scratch).map_err(io)?;
+    }
+    out.flush().map_err(io)
 }
 
 struct Run {
@@ -137,15 +182,17 @@ mod tests {
     #[test]
     fn merges_runs_in_order() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut sorter: ExternalSorter<(u64, String)> = ExternalSorter::new(dir.path(), "t", 7);
-        let rows: Vec<(u64, String)> = (0..100u64).map(|i| ((i * 37) % 101, format!("v{i}"))).collect();
-        for row in rows.iter().cloned() {
-            sorter.push(row).expect("push");
+        for run_rows in [7, 1000] {
+            let mut sorter: ExternalSorter<(u64, String)> = ExternalSorter::new(dir.path(), "t", run_rows);
+            let rows: Vec<(u64, String)> = (0..100u64).map(|i| ((i * 37) % 101, format!("v{i}"))).collect();
+            for row in rows.iter().cloned() {
+                sorter.push(row).expect("push");
+            }
+            let out: Vec<(u64, String)> =
+                sorter.sorted().expect("sorted").collect::<Result<_, _>>().expect("rows");
+            let mut expected = rows;
+            expected.sort();
+            assert_eq!(out, expected, "run size {run_rows}");
         }
-        let out: Vec<(u64, String)> =
-            sorter.sorted().expect("sorted").collect::<Result<_, _>>().expect("rows");
-        let mut expected = rows;
-        expected.sort();
-        assert_eq!(out, expected);
     }
 }
