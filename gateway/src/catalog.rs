@@ -70,37 +70,32 @@ pub fn catalog_bytes(data_dir: &Path) -> u64 {
     std::fs::metadata(marquee_store::embedded::catalog_path(data_dir)).map_or(0, |m| m.len())
 }
 
+/// Runs one bulk load into a fresh builder for `data_dir`, with progress bars.
+fn load<T>(
+    data_dir: &Path,
+    run: impl FnOnce(Box<CatalogBuilder>, &mut dyn FnMut(Progress)) -> Result<T, StoreError>,
+) -> Result<(T, f64), StoreError> {
+    let started = Instant::now();
+    let builder = Box::new(CatalogBuilder::create(data_dir, LOAD_CACHE_BYTES)?);
+    let mut bars = Bars::new();
+    let out = run(builder, &mut |e| bars.update(e))?;
+    bars.finish();
+    Ok((out, started.elapsed().as_secs_f64()))
+}
+
 /// Generates the demo catalog into `data_dir`, replacing any catalog there atomically.
 pub fn seed(data_dir: &Path, options: &SeedOptions) -> Result<CatalogStats, StoreError> {
-    let started = Instant::now();
-    let builder = CatalogBuilder::create(data_dir, LOAD_CACHE_BYTES)?;
-    let mut bars = Bars::new();
-    let stats = seed::seed(options, Box::new(builder), &mut |e| bars.update(e))?;
-    bars.finish();
-    tracing::info!(
-        movies = stats.movies,
-        people = stats.people,
-        seconds = started.elapsed().as_secs_f64(),
-        bytes = catalog_bytes(data_dir),
-        "seeded catalog"
-    );
+    let (stats, seconds) = load(data_dir, |builder, progress| seed::seed(options, builder, progress))?;
+    let bytes = catalog_bytes(data_dir);
+    tracing::info!(movies = stats.movies, people = stats.people, seconds, bytes, "seeded catalog");
     Ok(stats)
 }
 
 /// Imports the IMDb dataset in `dir` into `data_dir`, replacing any catalog there atomically.
 pub fn import_imdb(dir: &Path, data_dir: &Path) -> Result<ImportReport, StoreError> {
-    let started = Instant::now();
-    let builder = CatalogBuilder::create(data_dir, LOAD_CACHE_BYTES)?;
-    let mut bars = Bars::new();
-    let report = imdb::import(dir, Box::new(builder), &mut |e| bars.update(e))?;
-    bars.finish();
-    tracing::info!(
-        movies = report.stats.movies,
-        people = report.stats.people,
-        bad_rows = report.bad_rows(),
-        seconds = started.elapsed().as_secs_f64(),
-        "imported IMDb dataset"
-    );
+    let (report, seconds) = load(data_dir, |builder, progress| imdb::import(dir, builder, progress))?;
+    let (movies, people, bad_rows) = (report.stats.movies, report.stats.people, report.bad_rows());
+    tracing::info!(movies, people, bad_rows, seconds, "imported IMDb dataset");
     Ok(report)
 }
 

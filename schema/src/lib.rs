@@ -10,6 +10,7 @@
 mod cursor;
 mod error;
 mod loaders;
+mod ordering;
 mod query;
 mod types;
 
@@ -45,7 +46,11 @@ impl Default for SchemaConfig {
 
 /// Builds the schema over `store`.
 pub fn build(store: DynStore, config: SchemaConfig) -> MarqueeSchema {
-    Schema::build(Query, EmptyMutation, EmptySubscription).data(store).data(config).finish()
+    Schema::build(Query, EmptyMutation, EmptySubscription)
+        .data(store)
+        .data(config)
+        .extension(ordering::QueryOrder)
+        .finish()
 }
 
 /// The schema in SDL, as checked in at `schema/schema.graphql`.

@@ -62,7 +62,8 @@ async fn first_start_seeds_serves_and_stops_on_sigterm() {
 fn schema_command_prints_the_checked_in_sdl() {
     let out = Command::new(BIN).arg("schema").output().expect("runs");
     assert!(out.status.success());
-    assert_eq!(String::from_utf8(out.stdout).expect("utf8"), include_str!("../../../schema/schema.graphql"));
+    let printed = String::from_utf8(out.stdout).expect("utf8");
+    assert!(printed == include_str!("../../../schema/schema.graphql"), "`gateway schema` differs from schema/schema.graphql");
 }
 
 #[test]

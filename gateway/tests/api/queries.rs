@@ -285,3 +285,26 @@ async fn get_requests_follow_the_spec() {
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["data"]["movie"]["id"], "tt0000002");
 }
+
+#[tokio::test]
+async fn response_fields_follow_query_order() {
+    let app = spawn_app().await;
+    let query = r#"{ genres { movieCount name } m: movie(id: "tt0000005") { similar(first: 2) { id } crew { job } cast(first: 2) { person { name id } character } title } }"#;
+    let mut bodies = Vec::new();
+    for _ in 0..5 {
+        let response =
+            app.client.post(app.url("/graphql")).json(&json!({ "query": query })).send().await.expect("post");
+        bodies.push(response.text().await.expect("text"));
+    }
+    let body = &bodies[0];
+    assert!(bodies.iter().all(|b| b == body), "identical queries give identical bodies");
+    let at = |needle: &str| body.find(needle).unwrap_or_else(|| panic!("{needle} in {body}"));
+    assert!(at("\"genres\"") < at("\"m\""));
+    assert!(at("\"movieCount\"") < at("\"name\""));
+    assert!(
+        at("\"similar\"") < at("\"crew\"")
+            && at("\"crew\"") < at("\"cast\"")
+            && at("\"cast\"") < at("\"title\"")
+    );
+    assert!(at("\"character\"") > at("\"person\""));
+}

@@ -1,13 +1,13 @@
 //! Credits: a person's part in a movie, seen from either side.
 
 use async_graphql::{Context, Enum, Object};
-use marquee_store::{Department, MovieId, PersonId};
+use marquee_store::{Credit, Department, MovieId, PersonId};
 
 use super::{MovieObject, PersonObject, loaders};
 
-/// Department of a credit or a person.
+/// Department of a credit or a person (the store's `Department`, exposed as a GraphQL enum).
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
-#[graphql(name = "Department")]
+#[graphql(name = "Department", remote = "marquee_store::Department")]
 pub(crate) enum DepartmentEnum {
     /// Cast.
     Acting,
@@ -29,22 +29,6 @@ pub(crate) enum DepartmentEnum {
     Crew,
 }
 
-impl From<Department> for DepartmentEnum {
-    fn from(d: Department) -> Self {
-        match d {
-            Department::Acting => DepartmentEnum::Acting,
-            Department::Directing => DepartmentEnum::Directing,
-            Department::Writing => DepartmentEnum::Writing,
-            Department::Production => DepartmentEnum::Production,
-            Department::Sound => DepartmentEnum::Sound,
-            Department::Camera => DepartmentEnum::Camera,
-            Department::Editing => DepartmentEnum::Editing,
-            Department::Art => DepartmentEnum::Art,
-            Department::Crew => DepartmentEnum::Crew,
-        }
-    }
-}
-
 /// A person's credit on a movie.
 pub(crate) struct CreditObject {
     pub(crate) movie: MovieId,
@@ -53,6 +37,19 @@ pub(crate) struct CreditObject {
     pub(crate) role: String,
     /// Position in the cast list (cast credits only).
     pub(crate) billing: Option<usize>,
+}
+
+impl CreditObject {
+    /// A credit of `movie`, as listed on the movie (`billing` for cast credits).
+    pub(crate) fn on_movie(movie: MovieId, credit: &Credit, billing: Option<usize>) -> CreditObject {
+        CreditObject {
+            movie,
+            person: credit.person,
+            department: credit.department,
+            role: credit.role.clone(),
+            billing,
+        }
+    }
 }
 
 /// A person's credit on a movie: a cast role or a crew job.

@@ -120,13 +120,7 @@ impl MovieObject {
                 .filter(|c| c.is_cast())
                 .take(first)
                 .enumerate()
-                .map(|(i, c)| CreditObject {
-                    movie: self.0.id,
-                    person: c.person,
-                    department: c.department,
-                    role: c.role.clone(),
-                    billing: Some(i),
-                })
+                .map(|(i, c)| CreditObject::on_movie(self.0.id, c, Some(i)))
                 .collect())
         })
         .await
@@ -147,13 +141,7 @@ impl MovieObject {
                 .filter(|c| !c.is_cast())
                 .filter(|c| job.as_deref().is_none_or(|j| c.role.eq_ignore_ascii_case(j)))
                 .take(first)
-                .map(|c| CreditObject {
-                    movie: self.0.id,
-                    person: c.person,
-                    department: c.department,
-                    role: c.role.clone(),
-                    billing: None,
-                })
+                .map(|c| CreditObject::on_movie(self.0.id, c, None))
                 .collect())
         })
         .await

@@ -16,6 +16,9 @@ use serde::de::DeserializeOwned;
 
 use crate::StoreError;
 
+/// The spill thread: where full buffers go, and the run files it wrote.
+type SpillWorker<T> = (SyncSender<(Vec<T>, PathBuf)>, JoinHandle<Result<Vec<PathBuf>, StoreError>>);
+
 /// Sorts rows of type `T` that may not fit in memory.
 pub(crate) struct ExternalSorter<T> {
     dir: PathBuf,
@@ -24,7 +27,7 @@ pub(crate) struct ExternalSorter<T> {
     buffer: Vec<T>,
     runs: usize,
     /// Full buffers go to the spill thread; `None` once `sorted` has been called.
-    spill: Option<(SyncSender<(Vec<T>, PathBuf)>, JoinHandle<Result<Vec<PathBuf>, StoreError>>)>,
+    spill: Option<SpillWorker<T>>,
 }
 
 impl<T: Ord + Serialize + DeserializeOwned + Send + 'static> ExternalSorter<T> {
