@@ -63,7 +63,10 @@ fn schema_command_prints_the_checked_in_sdl() {
     let out = Command::new(BIN).arg("schema").output().expect("runs");
     assert!(out.status.success());
     let printed = String::from_utf8(out.stdout).expect("utf8");
-    assert!(printed == include_str!("../../../schema/schema.graphql"), "`gateway schema` differs from schema/schema.graphql");
+    assert!(
+        printed == include_str!("../../../schema/schema.graphql"),
+        "`gateway schema` differs from schema/schema.graphql"
+    );
 }
 
 #[test]

@@ -43,9 +43,10 @@ async fn imports_fixtures_and_reports_bad_rows_by_line() {
     assert_eq!(principals.bad_rows[0].line, 11);
 
     let names = file("name.basics.tsv");
-    assert_eq!((names.rows, names.imported, names.ignored, names.bad), (15, 12, 1, 2));
-    assert_eq!(names.bad_rows.iter().map(|b| b.line).collect::<Vec<_>>(), [11, 15]);
-    assert_eq!(report.bad_rows(), 8);
+    assert_eq!((names.rows, names.imported, names.ignored, names.bad), (16, 12, 1, 3));
+    assert_eq!(names.bad_rows.iter().map(|b| b.line).collect::<Vec<_>>(), [11, 15, 17]);
+    assert_eq!(names.bad_rows[2].reason, "not valid UTF-8");
+    assert_eq!(report.bad_rows(), 9);
     let printed = report.to_string();
     assert!(printed.contains("line 9: unknown genre `Polka`"), "{printed}");
 

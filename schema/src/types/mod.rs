@@ -27,7 +27,7 @@ pub(crate) fn page_size(first: i32) -> Result<usize, ApiError> {
 /// The request's loaders (attached by the HTTP layer).
 pub(crate) fn loaders<'a>(ctx: &Context<'a>) -> Result<&'a Loaders, ApiError> {
     ctx.data::<Loaders>().map_err(|_| {
-        ApiError::Store(std::sync::Arc::new(marquee_store::StoreError::InvalidInput(
+        ApiError::Store(std::sync::Arc::new(marquee_store::StoreError::Backend(
             "request executed without loaders".into(),
         )))
     })

@@ -291,7 +291,7 @@ impl TsvFile {
             report: FileReport { file: name, ..FileReport::default() },
         };
         match tsv.read()? {
-            Some(()) if tsv.line.trim_end_matches(['\r', '\n']) == header => Ok(tsv),
+            Some(true) if tsv.line.trim_end_matches(['\r', '\n']) == header => Ok(tsv),
             _ => Err(StoreError::InvalidInput(format!(
                 "{} does not start with the IMDb header `{}`",
                 path.display(),
@@ -300,9 +300,11 @@ impl TsvFile {
         }
     }
 
-    fn read(&mut self) -> Result<Option<()>, StoreError> {
+    /// Reads the next line into `self.line`; `Ok(None)` at the end, `Ok(Some(false))` for a
+    /// line that is not UTF-8.
+    fn read(&mut self) -> Result<Option<bool>, StoreError> {
         self.line.clear();
-        let mut bytes = Vec::new();
+        let mut bytes = std::mem::take(&mut self.line).into_bytes();
         let n = self
             .reader
             .read_until(b'\n', &mut bytes)
@@ -311,26 +313,29 @@ impl TsvFile {
             return Ok(None);
         }
         self.number += 1;
-        self.line = String::from_utf8_lossy(&bytes).into_owned();
-        Ok(Some(()))
+        match String::from_utf8(bytes) {
+            Ok(line) => {
+                self.line = line;
+                Ok(Some(true))
+            }
+            Err(_) => Ok(Some(false)),
+        }
     }
 
     /// The next data line without its line ending; `None` at the end.
     fn next_line(&mut self) -> Result<Option<&str>, StoreError> {
         loop {
-            if self.read()?.is_none() {
-                return Ok(None);
-            }
+            let Some(utf8) = self.read()? else { return Ok(None) };
             self.report.rows += 1;
+            if !utf8 {
+                let number = self.number;
+                self.report.bad(number, "not valid UTF-8");
+                continue;
+            }
             let line = self.line.trim_end_matches(['\r', '\n']);
             if line.is_empty() {
                 let number = self.number;
                 self.report.bad(number, "empty line");
-                continue;
-            }
-            if self.line.contains('\u{FFFD}') {
-                let number = self.number;
-                self.report.bad(number, "not valid UTF-8");
                 continue;
             }
             return Ok(Some(self.line.trim_end_matches(['\r', '\n'])));

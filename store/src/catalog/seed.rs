@@ -95,7 +95,7 @@ pub fn seed(
             progress(Progress::Advance { done: written });
         }
     }
-    producer.join().map_err(|_| StoreError::InvalidInput("the generator thread panicked".into()))?;
+    producer.join().map_err(|_| StoreError::Backend("the generator thread panicked".into()))?;
     progress(Progress::Phase { name: "indexes", total: 0 });
     sink.finish()
 }

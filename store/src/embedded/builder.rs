@@ -20,6 +20,8 @@ use super::tables::*;
 use crate::catalog::CatalogSink;
 use crate::{CatalogStats, FilmographyEntry, GENRES, MovieRecord, MovieSort, Person, StoreError, keys, text};
 
+/// Name prefix of the external sort's scratch directory inside the data directory.
+const SCRATCH_PREFIX: &str = ".catalog-build-";
 /// Rows per redb transaction while loading.
 const ROWS_PER_TXN: usize = 1_000_000;
 /// Rows per external-sort run (bounds the loader's memory to a few hundred MB).
@@ -81,8 +83,9 @@ impl CatalogBuilder {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(data_dir.display().to_string()),
             other => StoreError::backend(other),
         })?;
+        remove_stale_scratch(data_dir);
         let scratch = tempfile::Builder::new()
-            .prefix(".catalog-build-")
+            .prefix(SCRATCH_PREFIX)
             .tempdir_in(data_dir)
             .map_err(|e| StoreError::io("creating the sort directory", e))?;
         Ok(CatalogBuilder {
@@ -173,7 +176,7 @@ impl CatalogBuilder {
             }
             txn.commit()?;
         }
-        merger.join().map_err(|_| StoreError::InvalidInput("the merge thread panicked".into()))?;
+        merger.join().map_err(|_| StoreError::Backend("the merge thread panicked".into()))?;
         Ok(())
     }
 
@@ -289,6 +292,16 @@ impl CatalogSink for CatalogBuilder {
                 .map_err(|e| StoreError::io(format!("syncing {}", dir.display()), e))?;
         }
         Ok(self.stats)
+    }
+}
+
+/// Sort directories left by a load that was killed (a clean stop removes its own).
+fn remove_stale_scratch(data_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(data_dir) else { return };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(SCRATCH_PREFIX) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 

@@ -77,7 +77,7 @@ impl<T: Ord + Serialize + DeserializeOwned + Send + 'static> ExternalSorter<T> {
     fn join_worker(&mut self) -> Result<Vec<PathBuf>, StoreError> {
         let Some((tx, worker)) = self.spill.take() else { return Ok(Vec::new()) };
         drop(tx);
-        worker.join().map_err(|_| StoreError::InvalidInput("the sort thread panicked".into()))?
+        worker.join().map_err(|_| StoreError::Backend("the sort thread panicked".into()))?
     }
 
     /// Every row pushed so far, in ascending order; the sorter cannot be used afterwards.
