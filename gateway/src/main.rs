@@ -12,6 +12,11 @@ use marquee_gateway::{catalog, telemetry};
 use marquee_store::catalog::seed::SeedOptions;
 
 /// Marquee: a movie-metadata GraphQL API.
+/// mimalloc: the loaders allocate on one thread and free on another, and the server does the
+/// same across tokio workers; glibc's allocator spends much of that time in its arenas.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "gateway", version, about)]
 struct Cli {

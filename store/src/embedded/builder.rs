@@ -23,7 +23,7 @@ use crate::{CatalogStats, FilmographyEntry, GENRES, MovieRecord, MovieSort, Pers
 /// Name prefix of the external sort's scratch directory inside the data directory.
 const SCRATCH_PREFIX: &str = ".catalog-build-";
 /// Rows per redb transaction while loading.
-const ROWS_PER_TXN: usize = 1_000_000;
+const ROWS_PER_TXN: usize = 4_000_000;
 /// Rows per external-sort run (bounds the loader's memory to a few hundred MB).
 const RUN_ROWS: usize = 2_000_000;
 /// Rows handed from the merge thread to the inserting thread at a time.
@@ -92,9 +92,9 @@ impl CatalogBuilder {
             db: Some(db),
             tmp,
             target,
-            filmography: ExternalSorter::new(scratch.path(), "filmography", RUN_ROWS),
-            browse: ExternalSorter::new(scratch.path(), "browse", RUN_ROWS * 2),
-            search: ExternalSorter::new(scratch.path(), "search", RUN_ROWS),
+            filmography: ExternalSorter::new(scratch.path(), "filmography", RUN_ROWS)?,
+            browse: ExternalSorter::new(scratch.path(), "browse", RUN_ROWS * 2)?,
+            search: ExternalSorter::new(scratch.path(), "search", RUN_ROWS)?,
             _scratch: scratch,
             direct: Direct::default(),
             stats: CatalogStats::default(),
@@ -140,7 +140,7 @@ impl CatalogBuilder {
         T: Ord + DeserializeOwned + Send + 'static,
     {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<T>, StoreError>>(8);
-        let merger = std::thread::spawn(move || {
+        let merge = move || {
             let mut batch = Vec::with_capacity(MERGE_BATCH);
             for row in rows {
                 match row {
@@ -157,7 +157,11 @@ impl CatalogBuilder {
             if !batch.is_empty() {
                 let _ = tx.send(Ok(batch));
             }
-        });
+        };
+        let merger = std::thread::Builder::new()
+            .name("catalog-merge".into())
+            .spawn(merge)
+            .map_err(|e| StoreError::io("starting the merge thread", e))?;
         let mut batches = rx.into_iter().peekable();
         while batches.peek().is_some() {
             let mut txn = self.db()?.begin_write()?;

@@ -32,10 +32,10 @@ pub(crate) struct ExternalSorter<T> {
 
 impl<T: Ord + Serialize + DeserializeOwned + Send + 'static> ExternalSorter<T> {
     /// Spills to files named after `name` in `dir`, `run_rows` rows at a time.
-    pub(crate) fn new(dir: &Path, name: &'static str, run_rows: usize) -> Self {
+    pub(crate) fn new(dir: &Path, name: &'static str, run_rows: usize) -> Result<Self, StoreError> {
         // One buffer may wait while the thread writes another: at most three in memory.
         let (tx, rx) = sync_channel::<(Vec<T>, PathBuf)>(1);
-        let worker = std::thread::spawn(move || {
+        let spill = move || {
             let mut written = Vec::new();
             for (mut rows, path) in rx {
                 rows.sort_unstable();
@@ -43,15 +43,19 @@ impl<T: Ord + Serialize + DeserializeOwned + Send + 'static> ExternalSorter<T> {
                 written.push(path);
             }
             Ok(written)
-        });
-        ExternalSorter {
+        };
+        let worker = std::thread::Builder::new()
+            .name(format!("sort-{name}"))
+            .spawn(spill)
+            .map_err(|e| StoreError::io("starting a sort thread", e))?;
+        Ok(ExternalSorter {
             dir: dir.to_owned(),
             name,
             run_rows,
             buffer: Vec::with_capacity(run_rows),
             runs: 0,
             spill: Some((tx, worker)),
-        }
+        })
     }
 
     pub(crate) fn push(&mut self, row: T) -> Result<(), StoreError> {
@@ -186,7 +190,8 @@ mod tests {
     fn merges_runs_in_order() {
         let dir = tempfile::tempdir().expect("tempdir");
         for run_rows in [7, 1000] {
-            let mut sorter: ExternalSorter<(u64, String)> = ExternalSorter::new(dir.path(), "t", run_rows);
+            let mut sorter: ExternalSorter<(u64, String)> =
+                ExternalSorter::new(dir.path(), "t", run_rows).expect("sorter");
             let rows: Vec<(u64, String)> = (0..100u64).map(|i| ((i * 37) % 101, format!("v{i}"))).collect();
             for row in rows.iter().cloned() {
                 sorter.push(row).expect("push");
