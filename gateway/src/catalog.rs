@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use marquee_store::catalog::Progress;
 use marquee_store::catalog::imdb::{self, ImportReport};
 use marquee_store::catalog::seed::{self, SeedOptions};
-use marquee_store::embedded::{CatalogBuilder, has_catalog};
+use marquee_store::embedded::{CatalogBuilder, catalog_bytes, has_catalog};
 use marquee_store::{CatalogStats, StoreError};
 
 /// redb page cache while bulk loading.
@@ -63,11 +63,6 @@ impl Bars {
             bar.finish();
         }
     }
-}
-
-/// Size of the catalog file(s) in `data_dir`, in bytes.
-pub fn catalog_bytes(data_dir: &Path) -> u64 {
-    std::fs::metadata(marquee_store::embedded::catalog_path(data_dir)).map_or(0, |m| m.len())
 }
 
 /// Runs one bulk load into a fresh builder for `data_dir`, with progress bars.

@@ -55,7 +55,7 @@ async fn first_start_seeds_serves_and_stops_on_sigterm() {
     assert!(status.success());
     let exit = tokio::task::spawn_blocking(move || child.wait()).await.expect("task").expect("wait");
     assert!(exit.success(), "SIGTERM is a clean stop: {exit}");
-    assert!(dir.path().join("data/catalog.redb").is_file());
+    assert!(marquee_store::embedded::has_catalog(&dir.path().join("data")));
 }
 
 #[test]

@@ -7,7 +7,9 @@ use marquee_store::embedded::{EmbeddedOptions, EmbeddedStore};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{seeded_dir, spawn_with, test_config};
+use marquee_store::catalog::seed::{Generator, SeedOptions};
+
+use crate::helpers::{CATALOG, seeded_dir, spawn_with, test_config};
 
 const QUERY: &str = r#"{ movie(id: "tt0000007") { title cast(first: 2) { person { name } } } }"#;
 
@@ -74,4 +76,25 @@ async fn draining_turns_readiness_off_then_finishes_in_flight_requests() {
         .expect("clean stop");
     // The store was closed: the data directory can be opened again.
     EmbeddedStore::open(dir.path(), &EmbeddedOptions::default()).expect("store released");
+}
+
+#[tokio::test]
+async fn reseeding_switches_generations_while_a_gateway_serves() {
+    let dir = seeded_dir();
+    let app = spawn_with(test_config(dir.path())).await;
+    let before = app.data(QUERY, json!({})).await;
+    let other = SeedOptions { seed: CATALOG.seed + 1, ..CATALOG };
+    marquee_gateway::catalog::seed(dir.path(), &other).expect("re-seed beside a running gateway");
+    // The running gateway keeps serving the generation it opened, whole.
+    assert_eq!(app.data(QUERY, json!({})).await, before);
+    app.stop().await.expect("clean stop");
+
+    let app = spawn_with(test_config(dir.path())).await;
+    let after = app.data(QUERY, json!({})).await;
+    assert_eq!(after["movie"]["title"], Generator::new(&other).movie(6).movie.title);
+    let generations = std::fs::read_dir(dir.path())
+        .expect("ls")
+        .filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().starts_with("catalog-")))
+        .count();
+    assert_eq!(generations, 1, "the replaced generation was removed");
 }

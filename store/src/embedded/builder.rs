@@ -1,27 +1,33 @@
-//! Bulk loading a catalog into a fresh file.
+//! Bulk loading a catalog into a fresh catalog generation.
 //!
 //! Movies and people arrive in id order, so the by-id tables are appended chunk by chunk. The
 //! other access paths (credits by person, browse partitions, title search) are keyed by
 //! something else: their rows go through an external sort and are inserted in key order at
 //! the end, so every B-tree is built by appends and memory stays bounded whatever the catalog
-//! size. The file is written as `catalog.redb.tmp` and renamed over `catalog.redb` only after
-//! the final durable commit: readers see the old catalog or the whole new one, never a part.
+//! size. Credits by person and title search live in their own files so that two threads can
+//! build them at once (redb allows one writer per file).
+//!
+//! A load writes a new generation directory (`catalog-<id>.building`), renames it to
+//! `catalog-<id>` after the final durable commits, and then atomically repoints the `catalog`
+//! symlink at it: readers see the old catalog or the whole new one, never a part.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use redb::{Database, Durability, Key, TableDefinition, Value};
-
 use serde::de::DeserializeOwned;
 
 use super::sorter::{ExternalSorter, Sorted};
 use super::tables::*;
+use super::{CATALOG_LINK, FILMOGRAPHY_FILE, MAIN_FILE, SEARCH_FILE};
 use crate::catalog::CatalogSink;
 use crate::{CatalogStats, FilmographyEntry, GENRES, MovieRecord, MovieSort, Person, StoreError, keys, text};
 
 /// Name prefix of the external sort's scratch directory inside the data directory.
 const SCRATCH_PREFIX: &str = ".catalog-build-";
+/// Suffix of a generation directory still being written.
+const BUILDING_SUFFIX: &str = ".building";
 /// Rows per redb transaction while loading.
 const ROWS_PER_TXN: usize = 4_000_000;
 /// Rows per external-sort run (bounds the loader's memory to a few hundred MB).
@@ -33,12 +39,20 @@ type FilmRow = ((u64, u64, u64), Vec<u8>);
 type BrowseRow = (u8, u8, u16, u64, u64);
 type SearchRow = ((String, u8, u64, u64), Arc<str>);
 
-/// Builds a catalog file from a stream of people and movies. See the module docs.
+/// The three files of a generation, open for writing.
+struct Files {
+    main: Database,
+    filmography: Database,
+    search: Database,
+}
+
+/// Builds a catalog from a stream of people and movies. See the module docs.
 pub struct CatalogBuilder {
-    /// `None` after `finish` hands the file over.
-    db: Option<Database>,
-    tmp: PathBuf,
-    target: PathBuf,
+    /// `None` after `finish` hands the generation over.
+    files: Option<Files>,
+    data_dir: PathBuf,
+    /// `catalog-<id>.building` while loading.
+    building: PathBuf,
     /// Holds the sort runs; removed with the builder.
     _scratch: tempfile::TempDir,
     direct: Direct,
@@ -65,33 +79,33 @@ impl Direct {
 }
 
 impl CatalogBuilder {
-    /// Starts a new catalog for `data_dir` (created if missing). `cache_bytes` sizes redb's
-    /// page cache for the load.
+    /// Starts a new catalog generation in `data_dir` (created if missing). `cache_bytes` sizes
+    /// redb's page cache of each file for the load.
     pub fn create(data_dir: &Path, cache_bytes: usize) -> Result<CatalogBuilder, StoreError> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| StoreError::io(format!("creating data directory {}", data_dir.display()), e))?;
-        let target = super::catalog_path(data_dir);
-        let tmp = target.with_extension("redb.tmp");
-        match std::fs::remove_file(&tmp) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(StoreError::io(format!("removing stale {}", tmp.display()), e));
-            }
-        }
-        let db = redb::Builder::new().set_cache_size(cache_bytes).create(&tmp).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(data_dir.display().to_string()),
-            other => StoreError::backend(other),
-        })?;
-        remove_stale_scratch(data_dir);
+        remove_leftovers(data_dir);
+        let id =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let building = data_dir.join(format!("catalog-{id}{BUILDING_SUFFIX}"));
+        std::fs::create_dir(&building)
+            .map_err(|e| StoreError::io(format!("creating {}", building.display()), e))?;
+        let create = |name: &str| -> Result<Database, StoreError> {
+            Ok(redb::Builder::new().set_cache_size(cache_bytes).create(building.join(name))?)
+        };
+        let files = Files {
+            main: create(MAIN_FILE)?,
+            filmography: create(FILMOGRAPHY_FILE)?,
+            search: create(SEARCH_FILE)?,
+        };
         let scratch = tempfile::Builder::new()
             .prefix(SCRATCH_PREFIX)
             .tempdir_in(data_dir)
             .map_err(|e| StoreError::io("creating the sort directory", e))?;
         Ok(CatalogBuilder {
-            db: Some(db),
-            tmp,
-            target,
+            files: Some(files),
+            data_dir: data_dir.to_owned(),
+            building,
             filmography: ExternalSorter::new(scratch.path(), "filmography", RUN_ROWS)?,
             browse: ExternalSorter::new(scratch.path(), "browse", RUN_ROWS * 2)?,
             search: ExternalSorter::new(scratch.path(), "search", RUN_ROWS)?,
@@ -103,13 +117,13 @@ impl CatalogBuilder {
         })
     }
 
-    fn db(&self) -> Result<&Database, StoreError> {
-        self.db.as_ref().ok_or(StoreError::Closed)
+    fn files(&self) -> Result<&Files, StoreError> {
+        self.files.as_ref().ok_or(StoreError::Closed)
     }
 
     fn flush_direct(&mut self) -> Result<(), StoreError> {
         let mut direct = std::mem::take(&mut self.direct);
-        let mut txn = self.db()?.begin_write()?;
+        let mut txn = self.files()?.main.begin_write()?;
         txn.set_durability(Durability::None)?;
         for (table, rows) in [
             (MOVIES, &mut direct.movies),
@@ -126,66 +140,9 @@ impl CatalogBuilder {
         Ok(())
     }
 
-    /// Inserts `rows` (ascending) into `table`. A helper thread merges and decodes the sort
-    /// runs while this one inserts, so the two halves of the work overlap.
-    fn load_sorted<K, V, T>(
-        &self,
-        table: TableDefinition<'_, K, V>,
-        rows: Sorted<T>,
-        insert: impl Fn(&mut redb::Table<'_, K, V>, T) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError>
-    where
-        K: Key + 'static,
-        V: Value + 'static,
-        T: Ord + DeserializeOwned + Send + 'static,
-    {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<T>, StoreError>>(8);
-        let merge = move || {
-            let mut batch = Vec::with_capacity(MERGE_BATCH);
-            for row in rows {
-                match row {
-                    Ok(row) => batch.push(row),
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
-                }
-                if batch.len() == MERGE_BATCH && tx.send(Ok(std::mem::take(&mut batch))).is_err() {
-                    return;
-                }
-            }
-            if !batch.is_empty() {
-                let _ = tx.send(Ok(batch));
-            }
-        };
-        let merger = std::thread::Builder::new()
-            .name("catalog-merge".into())
-            .spawn(merge)
-            .map_err(|e| StoreError::io("starting the merge thread", e))?;
-        let mut batches = rx.into_iter().peekable();
-        while batches.peek().is_some() {
-            let mut txn = self.db()?.begin_write()?;
-            txn.set_durability(Durability::None)?;
-            {
-                let mut t = txn.open_table(table)?;
-                let mut inserted = 0;
-                while inserted < ROWS_PER_TXN {
-                    let Some(batch) = batches.next() else { break };
-                    let batch = batch?;
-                    inserted += batch.len();
-                    for row in batch {
-                        insert(&mut t, row)?;
-                    }
-                }
-            }
-            txn.commit()?;
-        }
-        merger.join().map_err(|_| StoreError::Backend("the merge thread panicked".into()))?;
-        Ok(())
-    }
-
     fn write_summary(&self) -> Result<(), StoreError> {
-        let mut txn = self.db()?.begin_write()?;
+        let files = self.files()?;
+        let mut txn = files.main.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         {
             let mut t = txn.open_table(GENRE_COUNTS)?;
@@ -200,16 +157,140 @@ impl CatalogBuilder {
             txn.open_table(MOVIES)?;
             txn.open_table(PEOPLE)?;
             txn.open_table(CREDITS_BY_MOVIE)?;
-            txn.open_table(CREDITS_BY_PERSON)?;
             txn.open_table(MOVIES_BY_GENRE_YEAR)?;
-            txn.open_table(TITLE_SEARCH)?;
             let mut t = txn.open_table(META)?;
             t.insert("format_version", FORMAT_VERSION)?;
             t.insert("movies", self.stats.movies)?;
             t.insert("people", self.stats.people)?;
         }
         txn.commit()?;
+        seal(&files.filmography, CREDITS_BY_PERSON)?;
+        seal(&files.search, TITLE_SEARCH)?;
         Ok(())
+    }
+
+    /// Moves the finished generation into place and points `catalog` at it.
+    fn publish(&mut self) -> Result<(), StoreError> {
+        let io = |what: &str, e| StoreError::io(what.to_owned(), e);
+        drop(self.files.take());
+        let name = self
+            .building
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(BUILDING_SUFFIX))
+            .ok_or_else(|| StoreError::InvalidInput("generation directory has an unexpected name".into()))?
+            .to_owned();
+        let generation = self.data_dir.join(&name);
+        sync_dir(&self.building)?;
+        std::fs::rename(&self.building, &generation)
+            .map_err(|e| io("moving the new catalog into place", e))?;
+        let link = self.data_dir.join(CATALOG_LINK);
+        let next = self.data_dir.join(format!("{CATALOG_LINK}.next"));
+        let _ = std::fs::remove_file(&next);
+        std::os::unix::fs::symlink(&name, &next).map_err(|e| io("linking the new catalog", e))?;
+        std::fs::rename(&next, &link).map_err(|e| io("switching to the new catalog", e))?;
+        sync_dir(&self.data_dir)?;
+        // Older generations are no longer reachable; a gateway still reading one keeps its open
+        // files until it restarts.
+        if let Ok(entries) = std::fs::read_dir(&self.data_dir) {
+            for entry in entries.flatten() {
+                let file_name = entry.file_name();
+                let other = file_name.to_string_lossy();
+                if other.starts_with("catalog-") && other != name && !other.ends_with(BUILDING_SUFFIX) {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A final durable commit on an index file (its loads committed without syncing).
+fn seal<K: Key + 'static, V: Value + 'static>(
+    db: &Database,
+    table: TableDefinition<'_, K, V>,
+) -> Result<(), StoreError> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    txn.open_table(table)?;
+    txn.commit()?;
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io(format!("syncing {}", dir.display()), e))
+}
+
+/// Inserts `rows` (ascending) into `table` of `db`. A helper thread merges and decodes the sort
+/// runs while this one inserts, so the two halves of the work overlap.
+fn load_sorted<K, V, T>(
+    db: &Database,
+    table: TableDefinition<'_, K, V>,
+    rows: Sorted<T>,
+    insert: impl Fn(&mut redb::Table<'_, K, V>, T) -> Result<(), StoreError>,
+) -> Result<(), StoreError>
+where
+    K: Key + 'static,
+    V: Value + 'static,
+    T: Ord + DeserializeOwned + Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<T>, StoreError>>(8);
+    let merge = move || {
+        let mut batch = Vec::with_capacity(MERGE_BATCH);
+        for row in rows {
+            match row {
+                Ok(row) => batch.push(row),
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            }
+            if batch.len() == MERGE_BATCH && tx.send(Ok(std::mem::take(&mut batch))).is_err() {
+                return;
+            }
+        }
+        if !batch.is_empty() {
+            let _ = tx.send(Ok(batch));
+        }
+    };
+    let merger = std::thread::Builder::new()
+        .name("catalog-merge".into())
+        .spawn(merge)
+        .map_err(|e| StoreError::io("starting the merge thread", e))?;
+    let mut batches = rx.into_iter().peekable();
+    while batches.peek().is_some() {
+        let mut txn = db.begin_write()?;
+        txn.set_durability(Durability::None)?;
+        {
+            let mut t = txn.open_table(table)?;
+            let mut inserted = 0;
+            while inserted < ROWS_PER_TXN {
+                let Some(batch) = batches.next() else { break };
+                let batch = batch?;
+                inserted += batch.len();
+                for row in batch {
+                    insert(&mut t, row)?;
+                }
+            }
+        }
+        txn.commit()?;
+    }
+    merger.join().map_err(|_| StoreError::Backend("the merge thread panicked".into()))?;
+    Ok(())
+}
+
+/// Removes what a killed load left behind: sort scratch and unfinished generations.
+fn remove_leftovers(data_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(data_dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(SCRATCH_PREFIX)
+            || (name.starts_with("catalog-") && name.ends_with(BUILDING_SUFFIX))
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
@@ -271,49 +352,45 @@ impl CatalogSink for CatalogBuilder {
 
     fn finish(mut self: Box<Self>) -> Result<CatalogStats, StoreError> {
         self.flush_direct()?;
-        let rows = self.filmography.sorted()?;
-        self.load_sorted(CREDITS_BY_PERSON, rows, |t, (k, v)| {
-            t.insert(k, v.as_slice())?;
-            Ok(())
-        })?;
-        let rows = self.browse.sorted()?;
-        self.load_sorted(MOVIES_BY_GENRE_YEAR, rows, |t, k| {
-            t.insert(k, ())?;
-            Ok(())
-        })?;
-        let rows = self.search.sorted()?;
-        self.load_sorted(TITLE_SEARCH, rows, |t, ((prefix, bucket, key, id), words)| {
-            t.insert((prefix.as_str(), bucket, key, id), &*words)?;
-            Ok(())
+        let film_rows = self.filmography.sorted()?;
+        let browse_rows = self.browse.sorted()?;
+        let search_rows = self.search.sorted()?;
+        let files = self.files()?;
+        // Two writers on two files at once: credits by person on one thread, browse (main
+        // file) then title search on the other. Each also has its own merge thread.
+        std::thread::scope(|scope| -> Result<(), StoreError> {
+            let film = scope.spawn(|| {
+                load_sorted(&files.filmography, CREDITS_BY_PERSON, film_rows, |t, (k, v)| {
+                    t.insert(k, v.as_slice())?;
+                    Ok(())
+                })
+            });
+            load_sorted(&files.main, MOVIES_BY_GENRE_YEAR, browse_rows, |t, k| {
+                t.insert(k, ())?;
+                Ok(())
+            })?;
+            load_sorted(
+                &files.search,
+                TITLE_SEARCH,
+                search_rows,
+                |t, ((prefix, bucket, key, id), words)| {
+                    t.insert((prefix.as_str(), bucket, key, id), &*words)?;
+                    Ok(())
+                },
+            )?;
+            film.join().map_err(|_| StoreError::Backend("the filmography loader panicked".into()))?
         })?;
         self.write_summary()?;
-        drop(self.db.take());
-        std::fs::rename(&self.tmp, &self.target)
-            .map_err(|e| StoreError::io(format!("moving {} into place", self.tmp.display()), e))?;
-        if let Some(dir) = self.target.parent() {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| StoreError::io(format!("syncing {}", dir.display()), e))?;
-        }
+        self.publish()?;
         Ok(self.stats)
-    }
-}
-
-/// Sort directories left by a load that was killed (a clean stop removes its own).
-fn remove_stale_scratch(data_dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(data_dir) else { return };
-    for entry in entries.flatten() {
-        if entry.file_name().to_string_lossy().starts_with(SCRATCH_PREFIX) {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
     }
 }
 
 impl Drop for CatalogBuilder {
     fn drop(&mut self) {
-        // An abandoned build leaves no partial file behind (after `finish` it was renamed).
-        if self.db.take().is_some() {
-            let _ = std::fs::remove_file(&self.tmp);
+        // An abandoned build leaves no partial generation behind (after `finish` it was moved).
+        if self.files.take().is_some() {
+            let _ = std::fs::remove_dir_all(&self.building);
         }
     }
 }

@@ -2,9 +2,11 @@
 //!
 //! redb is an ACID, copy-on-write B-tree store: readers see a consistent snapshot without
 //! blocking the writer, and a commit is durable when it returns. It makes one machine a
-//! complete Marquee with no server to run. The catalog file is only ever produced whole by
-//! [`CatalogBuilder`] (written under a temporary name, then renamed into place), so a failed
-//! seed or import never leaves a half-written catalog behind.
+//! complete Marquee with no server to run. A catalog is a generation directory of three files
+//! (`main.redb`; `filmography.redb` and `search.redb`, separate so they can be built in
+//! parallel) reached through the `catalog` symlink in the data directory. Generations are only
+//! ever produced whole by [`CatalogBuilder`] and switched to atomically, so a failed seed or
+//! import never leaves a half-written catalog behind.
 //!
 //! redb calls block, so every read runs on tokio's blocking pool; a batch is one read
 //! transaction, i.e. one "round trip" in `store_calls_total`.
@@ -18,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
-use redb::{Database, ReadableDatabase};
+use redb::Database;
 
 pub use builder::CatalogBuilder;
 
@@ -27,17 +29,33 @@ use crate::{
     Person, PersonId, SearchQuery, SimilarQuery, Store, StoreError,
 };
 
-/// Name of the catalog file inside the data directory.
-pub const CATALOG_FILE: &str = "catalog.redb";
+/// The symlink in the data directory that names the current catalog generation.
+pub const CATALOG_LINK: &str = "catalog";
+/// By-id tables, browse partitions, counts and metadata.
+pub(crate) const MAIN_FILE: &str = "main.redb";
+/// Credits by person.
+pub(crate) const FILMOGRAPHY_FILE: &str = "filmography.redb";
+/// Title search index.
+pub(crate) const SEARCH_FILE: &str = "search.redb";
 
-/// Where the catalog lives inside `data_dir`.
+/// The current catalog generation's directory inside `data_dir`.
 pub fn catalog_path(data_dir: &Path) -> PathBuf {
-    data_dir.join(CATALOG_FILE)
+    data_dir.join(CATALOG_LINK)
 }
 
 /// Whether `data_dir` already holds a catalog.
 pub fn has_catalog(data_dir: &Path) -> bool {
-    catalog_path(data_dir).is_file()
+    catalog_path(data_dir).join(MAIN_FILE).is_file()
+}
+
+/// Bytes taken by the current catalog's files.
+pub fn catalog_bytes(data_dir: &Path) -> u64 {
+    let dir = catalog_path(data_dir);
+    [MAIN_FILE, FILMOGRAPHY_FILE, SEARCH_FILE]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
+        .map(|m| m.len())
+        .sum()
 }
 
 /// Tuning for [`EmbeddedStore::open`].
@@ -53,9 +71,11 @@ impl Default for EmbeddedOptions {
     }
 }
 
-/// Read state shared by every call: the open database and the year partitions that exist.
+/// Read state shared by every call: the open files and the year partitions that exist.
 struct Inner {
-    db: Database,
+    main: Database,
+    filmography: Database,
+    search: Database,
     /// Year partitions present in the catalog, ascending (0 = unknown year). Loaded once at
     /// open so browse enumerates only partitions that exist.
     years: Vec<u16>,
@@ -71,19 +91,28 @@ pub struct EmbeddedStore {
 impl EmbeddedStore {
     /// Opens the catalog in `data_dir`.
     pub fn open(data_dir: &Path, options: &EmbeddedOptions) -> Result<EmbeddedStore, StoreError> {
-        let path = catalog_path(data_dir);
-        if !path.is_file() {
+        if !has_catalog(data_dir) {
             return Err(StoreError::NoCatalog(data_dir.display().to_string()));
         }
-        let db =
-            redb::Builder::new().set_cache_size(options.cache_bytes).open(&path).map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => {
-                    StoreError::Locked(data_dir.display().to_string())
-                }
-                other => StoreError::backend(other),
-            })?;
-        let years = read::check_format_and_years(&db)?;
-        Ok(EmbeddedStore { inner: RwLock::new(Some(Arc::new(Inner { db, years }))) })
+        // Resolve the link once: a later switch to a new generation does not move this store.
+        let link = catalog_path(data_dir);
+        let dir = std::fs::canonicalize(&link)
+            .map_err(|e| StoreError::io(format!("resolving {}", link.display()), e))?;
+        let open = |file: &str, share: usize| {
+            redb::Builder::new().set_cache_size(options.cache_bytes / share).open(dir.join(file)).map_err(
+                |e| match e {
+                    redb::DatabaseError::DatabaseAlreadyOpen => {
+                        StoreError::Locked(data_dir.display().to_string())
+                    }
+                    other => StoreError::backend(other),
+                },
+            )
+        };
+        let main = open(MAIN_FILE, 2)?;
+        let years = read::check_format_and_years(&main)?;
+        let inner =
+            Inner { main, filmography: open(FILMOGRAPHY_FILE, 4)?, search: open(SEARCH_FILE, 4)?, years };
+        Ok(EmbeddedStore { inner: RwLock::new(Some(Arc::new(inner))) })
     }
 
     fn inner(&self) -> Result<Arc<Inner>, StoreError> {
@@ -98,8 +127,7 @@ impl EmbeddedStore {
     {
         let inner = self.inner()?;
         tokio::task::spawn_blocking(move || {
-            let txn = inner.db.begin_read()?;
-            let snapshot = read::Snapshot::new(&txn, &inner.years)?;
+            let snapshot = read::Snapshot::new(&inner.main, &inner.filmography, &inner.search, &inner.years)?;
             f(&snapshot)
         })
         .await

@@ -5,7 +5,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::ops::Bound;
 
-use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable};
 
 use super::tables::*;
 use crate::keys;
@@ -58,14 +58,22 @@ pub(super) struct Snapshot<'a> {
 }
 
 impl<'a> Snapshot<'a> {
-    pub(super) fn new(txn: &ReadTransaction, years: &'a [u16]) -> Result<Self, StoreError> {
+    /// Opens the tables of the three files. The catalog is immutable once published, so the
+    /// three read transactions see one consistent catalog.
+    pub(super) fn new(
+        main: &Database,
+        filmography: &Database,
+        search: &Database,
+        years: &'a [u16],
+    ) -> Result<Self, StoreError> {
+        let txn = main.begin_read()?;
         Ok(Snapshot {
             movies: txn.open_table(MOVIES)?,
             people: txn.open_table(PEOPLE)?,
             credits_by_movie: txn.open_table(CREDITS_BY_MOVIE)?,
-            credits_by_person: txn.open_table(CREDITS_BY_PERSON)?,
+            credits_by_person: filmography.begin_read()?.open_table(CREDITS_BY_PERSON)?,
             by_genre_year: txn.open_table(MOVIES_BY_GENRE_YEAR)?,
-            title_search: txn.open_table(TITLE_SEARCH)?,
+            title_search: search.begin_read()?.open_table(TITLE_SEARCH)?,
             genre_counts: txn.open_table(GENRE_COUNTS)?,
             meta: txn.open_table(META)?,
             years,
