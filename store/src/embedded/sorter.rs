@@ -1,7 +1,8 @@
 //! External sort for bulk loads: rows are buffered, sorted and spilled to run files, then
 //! merged back in key order. Inserting in key order keeps redb's writes appends, and memory
-//! stays bounded by two runs however large the catalog. Sorting and writing a full run happens
-//! on a background thread while the loader keeps filling the next one, so both cores work.
+//! stays bounded by three runs (one filling, one queued, one being written) however large
+//! the catalog. Sorting and writing a full run happens on a background thread while the
+//! loader keeps filling the next one, so both cores work.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
