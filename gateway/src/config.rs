@@ -78,6 +78,14 @@ pub struct GraphqlConfig {
     pub image_base_url: String,
     /// Serve GraphiQL at `GET /graphql` to browsers.
     pub graphiql: bool,
+    /// Deepest field nesting a query may have.
+    pub max_depth: usize,
+    /// Largest estimated query cost (list fields multiply by their page size).
+    pub max_complexity: u64,
+    /// Most aliases a query may use.
+    pub max_aliases: usize,
+    /// Most root fields an operation may have.
+    pub max_root_fields: usize,
 }
 
 /// Embedded store tuning.
@@ -115,6 +123,10 @@ impl Default for Config {
                 batch_delay_us: 500,
                 image_base_url: "https://images.marquee.example".into(),
                 graphiql: true,
+                max_depth: 12,
+                max_complexity: 5_000,
+                max_aliases: 30,
+                max_root_fields: 20,
             },
             store: StoreConfig { cache_mib: 512 },
             demo: DemoConfig { movies: 50_000, seed: 1 },

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use marquee_schema::{MarqueeSchema, SchemaConfig};
+use marquee_schema::{MarqueeSchema, QueryLimits, SchemaConfig};
 use marquee_store::embedded::{EmbeddedOptions, EmbeddedStore};
 use marquee_store::{DynStore, StoreError};
 use tokio::net::TcpListener;
@@ -80,6 +80,12 @@ impl Application {
         let schema_config = SchemaConfig {
             image_base_url: config.graphql.image_base_url.clone(),
             batch_delay: Duration::from_micros(config.graphql.batch_delay_us),
+            limits: QueryLimits {
+                max_depth: config.graphql.max_depth,
+                max_complexity: config.graphql.max_complexity,
+                max_aliases: config.graphql.max_aliases,
+                max_root_fields: config.graphql.max_root_fields,
+            },
         };
         let schema = marquee_schema::build(store.clone(), schema_config.clone());
         let listener = TcpListener::bind(config.listen)

@@ -9,6 +9,7 @@
 
 mod cursor;
 mod error;
+mod limits;
 mod loaders;
 mod ordering;
 mod query;
@@ -20,6 +21,7 @@ use async_graphql::{EmptyMutation, EmptySubscription, Schema};
 use marquee_store::DynStore;
 
 pub use error::{ApiError, codes};
+pub use limits::{QueryLimits, codes as limit_codes};
 pub use loaders::{LoaderMetrics, Loaders};
 pub use query::Query;
 
@@ -33,6 +35,8 @@ pub struct SchemaConfig {
     pub image_base_url: String,
     /// How long a dataloader waits to collect a batch.
     pub batch_delay: Duration,
+    /// Depth, complexity, alias and root-field limits.
+    pub limits: QueryLimits,
 }
 
 impl Default for SchemaConfig {
@@ -40,6 +44,7 @@ impl Default for SchemaConfig {
         SchemaConfig {
             image_base_url: "https://images.marquee.example".into(),
             batch_delay: Duration::from_micros(500),
+            limits: QueryLimits::default(),
         }
     }
 }
@@ -48,6 +53,7 @@ impl Default for SchemaConfig {
 pub fn build(store: DynStore, config: SchemaConfig) -> MarqueeSchema {
     Schema::build(Query, EmptyMutation, EmptySubscription)
         .data(store)
+        .extension(config.limits)
         .data(config)
         .extension(ordering::QueryOrder)
         .finish()

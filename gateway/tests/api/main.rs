@@ -7,4 +7,5 @@ mod helpers;
 mod http;
 mod import;
 mod lifecycle;
+mod limits;
 mod queries;
