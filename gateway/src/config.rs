@@ -31,6 +31,20 @@ pub struct Config {
     pub store: StoreConfig,
     /// The demo catalog seeded on first start when the data directory is empty.
     pub demo: DemoConfig,
+    /// Per-identity request rate on `/graphql`.
+    pub rate_limit: RateLimitConfig,
+}
+
+/// Per-identity request rate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Off: no limit.
+    pub enabled: bool,
+    /// Sustained requests per second per identity.
+    pub per_second: u32,
+    /// Requests an identity may send at once after being idle.
+    pub burst: u32,
 }
 
 /// Log output.
@@ -130,6 +144,7 @@ impl Default for Config {
             },
             store: StoreConfig { cache_mib: 512 },
             demo: DemoConfig { movies: 50_000, seed: 1 },
+            rate_limit: RateLimitConfig { enabled: true, per_second: 50, burst: 100 },
         }
     }
 }

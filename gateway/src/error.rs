@@ -20,6 +20,8 @@ pub mod codes {
     pub const METHOD_NOT_ALLOWED: &str = "METHOD_NOT_ALLOWED";
     /// No such route.
     pub const NOT_FOUND: &str = "NOT_FOUND";
+    /// The caller is over its request rate; see `Retry-After`.
+    pub const RATE_LIMITED: &str = "RATE_LIMITED";
     /// The request took longer than `http.request_timeout_ms`.
     pub const TIMEOUT: &str = "TIMEOUT";
     /// Something failed that is not the client's fault.

@@ -10,5 +10,6 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod instrumented;
+pub mod limits;
 pub mod startup;
 pub mod telemetry;

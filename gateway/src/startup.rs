@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -15,6 +16,7 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::instrumented::InstrumentedStore;
+use crate::limits::{InProcessLimiter, RateLimiter};
 use crate::telemetry::Metrics;
 
 /// Shared state of one gateway: a cheap clone of `Arc`s handed to every handler.
@@ -36,6 +38,8 @@ pub struct AppState {
     pub body_limit: usize,
     /// Whether GraphiQL is served.
     pub graphiql: bool,
+    /// Per-identity rate limiter for `/graphql` (`None`: unlimited).
+    pub limiter: Option<Arc<dyn RateLimiter>>,
 }
 
 /// Why a gateway could not start.
@@ -54,9 +58,26 @@ pub enum StartupError {
         #[source]
         source: std::io::Error,
     },
+    /// A setting is out of range.
+    #[error("invalid configuration: {0}")]
+    Config(String),
     /// Metrics could not be registered.
     #[error("registering metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+}
+
+fn rate_limiter(config: &Config) -> Result<Option<Arc<dyn RateLimiter>>, StartupError> {
+    let limits = &config.rate_limit;
+    if !limits.enabled {
+        return Ok(None);
+    }
+    let (Some(per_second), Some(burst)) = (NonZeroU32::new(limits.per_second), NonZeroU32::new(limits.burst))
+    else {
+        return Err(StartupError::Config(
+            "rate_limit.per_second and rate_limit.burst must be above 0".into(),
+        ));
+    };
+    Ok(Some(Arc::new(InProcessLimiter::new(per_second, burst))))
 }
 
 /// A built gateway, bound and ready to serve.
@@ -102,6 +123,7 @@ impl Application {
             region: config.region.as_str().into(),
             body_limit: config.http.body_limit_bytes,
             graphiql: config.graphql.graphiql,
+            limiter: rate_limiter(&config)?,
         };
         Ok(Application { listener, addr, state, config })
     }
@@ -142,7 +164,9 @@ impl Application {
             tracing::info!("closing the listener; finishing in-flight requests");
             let _ = stopping_tx.send(());
         };
-        let server = axum::serve(listener, router).with_graceful_shutdown(signal).into_future();
+        let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(signal)
+            .into_future();
         let deadline = async move {
             if stopping_rx.await.is_ok() {
                 tokio::time::sleep(grace).await;

@@ -17,13 +17,19 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::error;
 use crate::startup::AppState;
+use crate::{error, limits};
 
 /// The gateway's router over `state`.
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
     Router::new()
-        .route("/graphql", get(graphql::get).post(graphql::post).fallback(graphql::method_not_allowed))
+        .route(
+            "/graphql",
+            get(graphql::get)
+                .post(graphql::post)
+                .fallback(graphql::method_not_allowed)
+                .route_layer(middleware::from_fn_with_state(state.clone(), limits::rate_limit)),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))

@@ -1,9 +1,11 @@
-//! Query limits: depth, complexity, aliases and root fields are refused with stable codes
-//! before anything executes.
+//! Query limits (depth, complexity, aliases, root fields: refused with stable codes before
+//! anything executes) and the per-identity rate limit.
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, first_code, spawn_app};
+use marquee_gateway::config::RateLimitConfig;
+
+use crate::helpers::{TestApp, first_code, seeded_dir, spawn_app, spawn_with, test_config};
 
 async fn refused(app: &TestApp, query: &str, code: &str) {
     let calls_before = app.metric("store_calls_total", &[]).await;
@@ -55,4 +57,31 @@ async fn introspection_is_not_limited_by_depth() {
         ofType { kind name ofType { kind name } } } } } } } }";
     let body = app.data(query, json!({})).await;
     assert_eq!(body["__schema"]["queryType"]["name"], "Query");
+}
+
+#[tokio::test]
+async fn over_the_rate_gets_429_with_retry_after() {
+    let dir = seeded_dir();
+    let mut config = test_config(dir.path());
+    config.rate_limit = RateLimitConfig { enabled: true, per_second: 1, burst: 3 };
+    let app = spawn_with(config).await;
+    for _ in 0..3 {
+        app.data("{ genres { name } }", json!({})).await;
+    }
+    let response = app
+        .client
+        .post(app.url("/graphql"))
+        .json(&json!({ "query": "{ genres { name } }" }))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 429);
+    let retry_after: u64 =
+        response.headers()["retry-after"].to_str().expect("ascii").parse().expect("seconds");
+    assert!((1..=2).contains(&retry_after), "retry after {retry_after}");
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(first_code(&body), "RATE_LIMITED");
+    // Health checks and metrics are never limited.
+    assert_eq!(app.client.get(app.url("/readyz")).send().await.expect("readyz").status(), 200);
+    assert_eq!(app.metric("http_requests_total", &[("route", "/graphql"), ("status", "429")]).await, 1.0);
 }
