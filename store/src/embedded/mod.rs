@@ -1,4 +1,4 @@
-//! The embedded backend: a single `redb` file in the data directory.
+//! The embedded backend: `redb` files in the data directory.
 //!
 //! redb is an ACID, copy-on-write B-tree store: readers see a consistent snapshot without
 //! blocking the writer, and a commit is durable when it returns. It makes one machine a
@@ -195,7 +195,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn close(&self) -> Result<(), StoreError> {
-        // Reads hold their own `Arc`; the file closes when the last one finishes. Every
+        // Reads hold their own `Arc`; the files close when the last one finishes. Every
         // write is committed durably before it is acknowledged, so there is nothing to flush.
         let taken = self.inner.write().map_err(|_| StoreError::Closed)?.take();
         drop(taken);
