@@ -33,6 +33,18 @@ pub struct Config {
     pub demo: DemoConfig,
     /// Per-identity request rate on `/graphql`.
     pub rate_limit: RateLimitConfig,
+    /// HTTP caching of public GET responses.
+    pub cache: CacheConfig,
+}
+
+/// HTTP caching of public GET responses (max-age comes from the schema's field hints).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// `stale-while-revalidate` seconds on public responses.
+    pub stale_while_revalidate_secs: u32,
+    /// `stale-if-error` seconds on public responses.
+    pub stale_if_error_secs: u32,
 }
 
 /// Per-identity request rate.
@@ -145,6 +157,7 @@ impl Default for Config {
             store: StoreConfig { cache_mib: 512 },
             demo: DemoConfig { movies: 50_000, seed: 1 },
             rate_limit: RateLimitConfig { enabled: true, per_second: 50, burst: 100 },
+            cache: CacheConfig { stale_while_revalidate_secs: 60, stale_if_error_secs: 86_400 },
         }
     }
 }

@@ -5,6 +5,7 @@
 //! those stages together behind [`startup::Application`]; `config` and `telemetry` are the
 //! cross-cutting pieces; `catalog` holds the seed and import commands.
 
+pub mod cache_policy;
 pub mod catalog;
 pub mod config;
 pub mod error;

@@ -14,6 +14,7 @@ use marquee_store::embedded::{EmbeddedOptions, EmbeddedStore};
 use marquee_store::{DynStore, StoreError};
 use tokio::net::TcpListener;
 
+use crate::cache_policy::CachePolicy;
 use crate::config::Config;
 use crate::instrumented::InstrumentedStore;
 use crate::limits::{InProcessLimiter, RateLimiter};
@@ -40,6 +41,8 @@ pub struct AppState {
     pub graphiql: bool,
     /// Per-identity rate limiter for `/graphql` (`None`: unlimited).
     pub limiter: Option<Arc<dyn RateLimiter>>,
+    /// Staleness allowances for cacheable responses.
+    pub cache_policy: CachePolicy,
 }
 
 /// Why a gateway could not start.
@@ -124,6 +127,10 @@ impl Application {
             body_limit: config.http.body_limit_bytes,
             graphiql: config.graphql.graphiql,
             limiter: rate_limiter(&config)?,
+            cache_policy: CachePolicy {
+                stale_while_revalidate: config.cache.stale_while_revalidate_secs,
+                stale_if_error: config.cache.stale_if_error_secs,
+            },
         };
         Ok(Application { listener, addr, state, config })
     }

@@ -80,6 +80,7 @@ async fn movie_connection(
 #[Object]
 impl Query {
     /// A movie by id, or null if there is none.
+    #[graphql(cache_control(max_age = 3600))]
     async fn movie(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<MovieObject>> {
         crate::error::resolve(async move {
             let id: MovieId = id.parse()?;
@@ -89,6 +90,7 @@ impl Query {
     }
 
     /// Movies by id, in the order asked, with null for unknown ids (at most 100).
+    #[graphql(cache_control(max_age = 3600))]
     async fn movies(
         &self,
         ctx: &Context<'_>,
@@ -103,6 +105,7 @@ impl Query {
     }
 
     /// A person by id, or null if there is none.
+    #[graphql(cache_control(max_age = 3600))]
     async fn person(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<PersonObject>> {
         crate::error::resolve(async move {
             let id: PersonId = id.parse()?;
@@ -112,6 +115,7 @@ impl Query {
     }
 
     /// People by id, in the order asked, with null for unknown ids (at most 100).
+    #[graphql(cache_control(max_age = 3600))]
     async fn people(
         &self,
         ctx: &Context<'_>,
@@ -127,6 +131,7 @@ impl Query {
 
     /// Title search: every word typed must start a word of the title (case and accents
     /// ignored). Most popular first.
+    #[graphql(cache_control(max_age = 300))]
     async fn search(
         &self,
         ctx: &Context<'_>,
@@ -148,6 +153,7 @@ impl Query {
 
     /// Browse the catalog by genre and release years.
     #[allow(clippy::too_many_arguments)]
+    #[graphql(cache_control(max_age = 300))]
     async fn browse(
         &self,
         ctx: &Context<'_>,
@@ -188,6 +194,7 @@ impl Query {
     }
 
     /// Every genre with its movie count.
+    #[graphql(cache_control(max_age = 3600))]
     async fn genres(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<GenreObject>> {
         crate::error::resolve(async move {
             Ok(store(ctx).genres().await?.into_iter().map(GenreObject::from).collect())

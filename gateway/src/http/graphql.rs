@@ -13,6 +13,7 @@ use axum::response::{Html, IntoResponse, Response};
 use marquee_schema::Loaders;
 use serde::Deserialize;
 
+use crate::cache_policy::{self, Decision};
 use crate::error::{HttpError, codes};
 use crate::startup::AppState;
 
@@ -123,7 +124,7 @@ pub(super) async fn get(
             .transpose()
             .map_err(|e| HttpError::bad_request(format!("`variables` is not valid JSON: {e}")))?;
         let request = build_request(params.query, params.operation_name, variables)?;
-        Ok::<_, HttpError>(execute(&state, request, media).await)
+        Ok::<_, HttpError>(execute(&state, request, media, Some(&headers)).await)
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -163,7 +164,7 @@ pub(super) async fn post(State(state): State<AppState>, headers: HeaderMap, body
             Err(e) => return Err(HttpError::bad_request(format!("the body is not valid JSON: {e}"))),
         };
         let request = build_request(body.query, body.operation_name, body.variables)?;
-        Ok(execute(&state, request, media).await)
+        Ok(execute(&state, request, media, None).await)
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -173,7 +174,13 @@ pub(super) async fn method_not_allowed() -> HttpError {
     HttpError::new(StatusCode::METHOD_NOT_ALLOWED, codes::METHOD_NOT_ALLOWED, "/graphql accepts GET and POST")
 }
 
-async fn execute(state: &AppState, request: Request, media: MediaType) -> Response {
+/// Executes `request`; `get_headers` are the request headers of a GET (only GETs are cacheable).
+async fn execute(
+    state: &AppState,
+    request: Request,
+    media: MediaType,
+    get_headers: Option<&HeaderMap>,
+) -> Response {
     let loaders = Loaders::new(&state.store, &state.schema_config, Some(&state.metrics.loader));
     let response = state.schema.execute(request.data(loaders)).await;
     // A request error (parse or validation failure) means execution never started: no data.
@@ -183,6 +190,7 @@ async fn execute(state: &AppState, request: Request, media: MediaType) -> Respon
     } else {
         StatusCode::OK
     };
+    let decision = cache_policy::decide(get_headers.is_some(), response.is_err(), response.cache_control);
     let body = match serde_json::to_vec(&response) {
         Ok(body) => body,
         Err(e) => {
@@ -195,7 +203,13 @@ async fn execute(state: &AppState, request: Request, media: MediaType) -> Respon
             .into_response();
         }
     };
-    let mut http = (status, body).into_response();
-    http.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(media.as_str()));
+    let etag = matches!(decision, Decision::Public { .. }).then(|| cache_policy::etag(&body));
+    let unchanged = matches!((&etag, get_headers), (Some(tag), Some(headers)) if cache_policy::not_modified(headers, tag));
+    let mut http =
+        if unchanged { StatusCode::NOT_MODIFIED.into_response() } else { (status, body).into_response() };
+    if !unchanged {
+        http.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(media.as_str()));
+    }
+    cache_policy::apply(state.cache_policy, decision, etag.as_deref(), http.headers_mut());
     http
 }

@@ -3,6 +3,7 @@
 
 mod batching;
 mod binary;
+mod caching;
 mod helpers;
 mod http;
 mod import;

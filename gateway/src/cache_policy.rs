@@ -1,0 +1,108 @@
+//! HTTP caching decisions for GraphQL responses, so CDNs and browsers can cache public catalog
+//! reads. The max-age of a response is the minimum over the cache hints of the fields it
+//! touched (async-graphql computes it from the schema's `cache_control` hints). Only GET
+//! responses without errors whose hints are all public are cacheable; everything else is
+//! `no-store`. Cacheable responses carry a strong ETag over the exact body (bodies are
+//! byte-stable: fields come out in query order) and answer a matching `If-None-Match` with 304.
+
+use axum::http::{HeaderMap, HeaderValue, header};
+use sha2::{Digest, Sha256};
+
+/// Staleness allowances added to every public response.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct CachePolicy {
+    /// Seconds a cache may serve a stale copy while it revalidates.
+    pub stale_while_revalidate: u32,
+    /// Seconds a cache may serve a stale copy when the origin fails.
+    pub stale_if_error: u32,
+}
+
+/// What to do with one response.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Shared caches may keep it this many seconds.
+    Public {
+        /// Seconds.
+        max_age: u32,
+    },
+    /// Nobody may store it.
+    NoStore,
+}
+
+/// Decides for a response of `method_is_get` with `has_errors` and async-graphql's merged hints.
+pub fn decide(method_is_get: bool, has_errors: bool, hints: async_graphql::CacheControl) -> Decision {
+    match u32::try_from(hints.max_age) {
+        Ok(max_age) if method_is_get && !has_errors && hints.public && max_age > 0 => {
+            Decision::Public { max_age }
+        }
+        _ => Decision::NoStore,
+    }
+}
+
+/// The strong ETag of `body`.
+pub fn etag(body: &[u8]) -> String {
+    let digest = Sha256::digest(body);
+    format!("\"{}\"", hex::encode(&digest[..16]))
+}
+
+/// Whether `If-None-Match` in `request` matches `etag` (weak comparison, as RFC 9110 asks).
+pub fn not_modified(request: &HeaderMap, etag: &str) -> bool {
+    request.get_all(header::IF_NONE_MATCH).iter().filter_map(|v| v.to_str().ok()).any(|list| {
+        list.split(',')
+            .map(str::trim)
+            .any(|candidate| candidate == "*" || candidate.trim_start_matches("W/") == etag)
+    })
+}
+
+/// Sets `Cache-Control`, `Vary` and (when public) `ETag` on `response` headers.
+pub fn apply(policy: CachePolicy, decision: Decision, etag: Option<&str>, headers: &mut HeaderMap) {
+    // The body's media type follows `Accept`, so caches must key on it.
+    headers.insert(header::VARY, HeaderValue::from_static("Accept"));
+    match (decision, etag) {
+        (Decision::Public { max_age }, Some(etag)) => {
+            let value = format!(
+                "public, max-age={max_age}, s-maxage={max_age}, stale-while-revalidate={}, stale-if-error={}",
+                policy.stale_while_revalidate, policy.stale_if_error
+            );
+            if let (Ok(value), Ok(etag)) = (HeaderValue::from_str(&value), HeaderValue::from_str(etag)) {
+                headers.insert(header::CACHE_CONTROL, value);
+                headers.insert(header::ETAG, etag);
+                return;
+            }
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
+        _ => {
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hints(public: bool, max_age: i32) -> async_graphql::CacheControl {
+        async_graphql::CacheControl { public, max_age }
+    }
+
+    #[test]
+    fn only_clean_public_gets_are_cacheable() {
+        assert_eq!(decide(true, false, hints(true, 300)), Decision::Public { max_age: 300 });
+        assert_eq!(decide(false, false, hints(true, 300)), Decision::NoStore);
+        assert_eq!(decide(true, true, hints(true, 300)), Decision::NoStore);
+        assert_eq!(decide(true, false, hints(false, 300)), Decision::NoStore);
+        assert_eq!(decide(true, false, hints(true, 0)), Decision::NoStore);
+        assert_eq!(decide(true, false, hints(true, -1)), Decision::NoStore);
+    }
+
+    #[test]
+    fn if_none_match_lists_and_weak_tags_match() {
+        let tag = etag(b"body");
+        let mut headers = HeaderMap::new();
+        headers
+            .insert(header::IF_NONE_MATCH, HeaderValue::from_str(&format!("\"x\", W/{tag}")).expect("ascii"));
+        assert!(not_modified(&headers, &tag));
+        assert!(!not_modified(&headers, &etag(b"other")));
+        assert!(!not_modified(&HeaderMap::new(), &tag));
+    }
+}
