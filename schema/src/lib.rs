@@ -8,6 +8,7 @@
 //! with [`Loaders::new`], so no request can see another's data.
 
 mod cursor;
+mod document;
 mod error;
 mod limits;
 mod loaders;

@@ -3,11 +3,10 @@
 //! their page size: `first`, or the number of `ids`). A query over a limit is refused with a
 //! stable code and never reaches a resolver or the store.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery};
-use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, Field, Selection, SelectionSet};
+use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, Field, SelectionSet};
 use async_graphql::{ErrorExtensionValues, ServerError, ServerResult, Value, Variables};
 use marquee_store::MAX_PAGE;
 
@@ -71,24 +70,6 @@ struct Walker<'a> {
 }
 
 impl<'a> Walker<'a> {
-    /// The fields of `set` with fragments expanded, in order.
-    fn fields(&self, set: &'a SelectionSet, out: &mut Vec<&'a Field>, spread: &mut HashSet<&'a str>) {
-        for item in &set.items {
-            match &item.node {
-                Selection::Field(f) => out.push(&f.node),
-                Selection::FragmentSpread(s) => {
-                    let name = s.node.fragment_name.node.as_str();
-                    if let Some(fragment) = self.document.fragments.get(&s.node.fragment_name.node)
-                        && spread.insert(name)
-                    {
-                        self.fields(&fragment.node.selection_set.node, out, spread);
-                    }
-                }
-                Selection::InlineFragment(i) => self.fields(&i.node.selection_set.node, out, spread),
-            }
-        }
-    }
-
     /// The page size a list field asks for.
     fn page(&self, field: &Field) -> u64 {
         let name = field.name.node.as_str();
@@ -106,10 +87,8 @@ impl<'a> Walker<'a> {
 
     /// Cost of the selection `set` at `depth`, counting its aliases and deepest level.
     fn cost(&mut self, set: &'a SelectionSet, depth: usize) -> u64 {
-        let mut fields = Vec::new();
-        self.fields(set, &mut fields, &mut HashSet::new());
         let mut total = 0u64;
-        for field in fields {
+        for field in crate::document::fields(self.document, &[set]) {
             if field.name.node.starts_with("__") {
                 continue;
             }
@@ -141,10 +120,9 @@ pub(crate) fn measure(
     let Some(operation) = operation else { return Cost::default() };
     let mut walker = Walker { document, variables, aliases: 0, max_depth: 0 };
     let set = &operation.node.selection_set.node;
-    let mut roots = Vec::new();
-    walker.fields(set, &mut roots, &mut HashSet::new());
+    let root_fields = crate::document::fields(document, &[set]).len();
     let complexity = walker.cost(set, 1);
-    Cost { depth: walker.max_depth, complexity, aliases: walker.aliases, root_fields: roots.len() }
+    Cost { depth: walker.max_depth, complexity, aliases: walker.aliases, root_fields }
 }
 
 impl QueryLimits {

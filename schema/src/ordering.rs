@@ -4,11 +4,10 @@
 //! CDN keys). This extension keeps the parsed document and, after execution, reorders every
 //! object in `data` to the order its fields first appear in the query (fragments included).
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery};
-use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, Selection, SelectionSet};
+use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, SelectionSet};
 use async_graphql::{Response, ServerResult, Value, Variables};
 
 /// Installs the reordering extension (one instance per request).
@@ -67,41 +66,23 @@ impl Extension for QueryOrderExtension {
 fn collect<'a>(
     document: &'a ExecutableDocument,
     sets: &[&'a SelectionSet],
-    fields: &mut Vec<(&'a str, Vec<&'a SelectionSet>)>,
-    spread: &mut HashSet<&'a str>,
-) {
-    for set in sets {
-        for item in &set.items {
-            match &item.node {
-                Selection::Field(field) => {
-                    let key = field.node.response_key().node.as_str();
-                    let sub = &field.node.selection_set.node;
-                    match fields.iter_mut().find(|(k, _)| *k == key) {
-                        Some((_, subs)) => subs.push(sub),
-                        None => fields.push((key, vec![sub])),
-                    }
-                }
-                Selection::FragmentSpread(s) => {
-                    let name = s.node.fragment_name.node.as_str();
-                    if let Some(fragment) = document.fragments.get(&s.node.fragment_name.node)
-                        && spread.insert(name)
-                    {
-                        collect(document, &[&fragment.node.selection_set.node], fields, spread);
-                    }
-                }
-                Selection::InlineFragment(inline) => {
-                    collect(document, &[&inline.node.selection_set.node], fields, spread);
-                }
-            }
+) -> Vec<(&'a str, Vec<&'a SelectionSet>)> {
+    let mut keys: Vec<(&str, Vec<&SelectionSet>)> = Vec::new();
+    for field in crate::document::fields(document, sets) {
+        let key = field.response_key().node.as_str();
+        let sub = &field.selection_set.node;
+        match keys.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, subs)) => subs.push(sub),
+            None => keys.push((key, vec![sub])),
         }
     }
+    keys
 }
 
 fn reorder(document: &ExecutableDocument, value: &mut Value, sets: &[&SelectionSet]) {
     match value {
         Value::Object(map) => {
-            let mut fields = Vec::new();
-            collect(document, sets, &mut fields, &mut HashSet::new());
+            let fields = collect(document, sets);
             let mut unordered = std::mem::take(map);
             for (key, subs) in &fields {
                 if let Some((name, mut child)) = unordered.shift_remove_entry(*key) {
