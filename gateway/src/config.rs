@@ -35,6 +35,37 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     /// HTTP caching of public GET responses.
     pub cache: CacheConfig,
+    /// Tokens: the gateway's signing keys and the identity provider's JWKS.
+    pub auth: AuthConfig,
+}
+
+/// Token verification and issuing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `iss` of the tokens this gateway issues.
+    pub issuer: String,
+    /// `aud` every accepted token must carry (the gateway's own and the identity provider's).
+    pub audience: String,
+    /// PKCS#8 PEM Ed25519 keys (`gateway keygen`); the first signs, all verify. Empty: a key
+    /// generated at startup, valid for this process only.
+    pub signing_key_files: Vec<PathBuf>,
+    /// Lifetime of anonymous tokens from `POST /auth/anonymous`, in seconds.
+    pub anonymous_ttl_secs: u64,
+    /// Accept user tokens signed with the gateway's own key (`gateway token`); for development.
+    pub dev_tokens: bool,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    pub leeway_secs: u64,
+    /// The identity provider's JWKS URL.
+    pub jwks_url: Option<String>,
+    /// The identity provider's JWKS as a local file (instead of a URL).
+    pub jwks_file: Option<PathBuf>,
+    /// The identity provider's `iss` (required with a JWKS).
+    pub jwks_issuer: Option<String>,
+    /// How often the JWKS is fetched again, in seconds.
+    pub jwks_refresh_secs: u64,
+    /// Least time between two fetches caused by unknown `kid`s, in seconds.
+    pub jwks_min_refresh_secs: u64,
 }
 
 /// HTTP caching of public GET responses (max-age comes from the schema's field hints).
@@ -158,6 +189,19 @@ impl Default for Config {
             demo: DemoConfig { movies: 50_000, seed: 1 },
             rate_limit: RateLimitConfig { enabled: true, per_second: 50, burst: 100 },
             cache: CacheConfig { stale_while_revalidate_secs: 60, stale_if_error_secs: 86_400 },
+            auth: AuthConfig {
+                issuer: "marquee".into(),
+                audience: "marquee-api".into(),
+                signing_key_files: Vec::new(),
+                anonymous_ttl_secs: 3600,
+                dev_tokens: false,
+                leeway_secs: 30,
+                jwks_url: None,
+                jwks_file: None,
+                jwks_issuer: None,
+                jwks_refresh_secs: 300,
+                jwks_min_refresh_secs: 30,
+            },
         }
     }
 }

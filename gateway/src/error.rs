@@ -2,7 +2,7 @@
 //! (`{"errors":[{"message":…,"extensions":{"code":…}}]}`) so clients parse one format whatever
 //! went wrong, and every status is the one the GraphQL-over-HTTP spec and HTTP itself expect.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -20,10 +20,18 @@ pub mod codes {
     pub const METHOD_NOT_ALLOWED: &str = "METHOD_NOT_ALLOWED";
     /// No such route.
     pub const NOT_FOUND: &str = "NOT_FOUND";
+    /// The bearer token is missing its scheme, malformed, expired, or does not verify.
+    pub const INVALID_TOKEN: &str = "INVALID_TOKEN";
     /// The caller is over its request rate; see `Retry-After`.
     pub const RATE_LIMITED: &str = "RATE_LIMITED";
     /// The request took longer than `http.request_timeout_ms`.
     pub const TIMEOUT: &str = "TIMEOUT";
+    /// A persisted query's hash is unknown here; send the full query with the hash.
+    pub const PERSISTED_QUERY_NOT_FOUND: &str = "PERSISTED_QUERY_NOT_FOUND";
+    /// Only the operations of the persisted-query manifest may run on this gateway.
+    pub const PERSISTED_QUERY_NOT_IN_LIST: &str = "PERSISTED_QUERY_NOT_IN_LIST";
+    /// The query text does not hash to the `sha256Hash` sent with it.
+    pub const PERSISTED_QUERY_HASH_MISMATCH: &str = "PERSISTED_QUERY_HASH_MISMATCH";
     /// Something failed that is not the client's fault.
     pub const INTERNAL_SERVER_ERROR: &str = "INTERNAL_SERVER_ERROR";
 }
@@ -35,12 +43,19 @@ pub struct HttpError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl HttpError {
     /// An error with `status`, stable `code` and a message saying what to do.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> HttpError {
-        HttpError { status, code, message: message.into() }
+        HttpError { status, code, message: message.into(), headers: Vec::new() }
+    }
+
+    /// Adds a response header (`Retry-After`, `WWW-Authenticate`, `Allow`...).
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> HttpError {
+        self.headers.push((name, value));
+        self
     }
 
     /// 400: the request is malformed.
@@ -59,8 +74,8 @@ impl IntoResponse for HttpError {
         let body = json!({ "errors": [{ "message": self.message, "extensions": { "code": self.code } }] });
         let mut response = (self.status, axum::Json(body)).into_response();
         response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if self.status == StatusCode::METHOD_NOT_ALLOWED {
-            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+        for (name, value) in self.headers {
+            response.headers_mut().insert(name, value);
         }
         response
     }

@@ -1,10 +1,11 @@
 //! Marquee's regional GraphQL gateway.
 //!
-//! A request flows `http` (routes, limits, metrics) → `marquee_schema` resolvers → per-request
+//! A request flows `http` (routes, metrics) → `auth` (bearer token → caller) → `limits` (rate) → `marquee_schema` resolvers → per-request
 //! dataloaders → the store (`instrumented` wraps it with metrics and spans). `startup` wires
 //! those stages together behind [`startup::Application`]; `config` and `telemetry` are the
 //! cross-cutting pieces; `catalog` holds the seed and import commands.
 
+pub mod auth;
 pub mod cache_policy;
 pub mod catalog;
 pub mod config;

@@ -1,5 +1,5 @@
-//! Per-identity rate limiting (GCRA). The identity is the caller's token subject once tokens
-//! exist, and the client address until then. The limiter sits behind the [`RateLimiter`] trait so
+//! Per-identity rate limiting (GCRA). The identity is the caller's token subject (an anonymous
+//! token's `anon:<uuid>` or the user id), and the client address for requests without a token. The limiter sits behind the [`RateLimiter`] trait so
 //! a regional, Redis-backed limiter can replace the in-process one without touching the HTTP
 //! stage. (Query depth and complexity limits live with the schema, in `marquee_schema`.)
 
@@ -15,6 +15,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
+use marquee_schema::Caller;
 
 use crate::error::{HttpError, codes};
 use crate::startup::AppState;
@@ -61,12 +62,13 @@ impl RateLimiter for InProcessLimiter {
     }
 }
 
-/// The identity a request is limited as.
+/// The identity a request is limited as: the token subject, else the client address.
 fn identity(request: &Request) -> String {
-    match request.extensions().get::<ConnectInfo<SocketAddr>>() {
-        Some(ConnectInfo(addr)) => format!("ip:{}", addr.ip()),
-        None => "ip:unknown".to_owned(),
-    }
+    let client = match request.extensions().get::<ConnectInfo<SocketAddr>>() {
+        Some(ConnectInfo(addr)) => addr.ip().to_string(),
+        None => "unknown".to_owned(),
+    };
+    request.extensions().get::<Caller>().unwrap_or(&Caller::Anonymous).rate_limit_key(&client)
 }
 
 /// Middleware: 429 with `Retry-After` when the caller is over its rate.
@@ -77,14 +79,13 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
         Err(wait) => {
             let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             let seconds = seconds.max(1);
-            let mut response = HttpError::new(
+            HttpError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 codes::RATE_LIMITED,
                 format!("too many requests; retry after {seconds} s"),
             )
-            .into_response();
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-            response
+            .with_header(header::RETRY_AFTER, HeaderValue::from(seconds))
+            .into_response()
         }
     }
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use figment::providers::Serialized;
+use marquee_gateway::auth::{Authenticator, generate_pem};
 use marquee_gateway::config::Config;
 use marquee_gateway::startup::{Application, shutdown_signal};
 use marquee_gateway::{catalog, telemetry};
@@ -62,6 +63,21 @@ enum Command {
     },
     /// Print the GraphQL schema (SDL).
     Schema,
+    /// Write a new Ed25519 signing key (PKCS#8 PEM) for `auth.signing_key_files`.
+    Keygen {
+        /// Where to write it (refuses to overwrite).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Mint a development user token with the configured signing key (needs auth.dev_tokens).
+    Token {
+        /// The user id (token subject).
+        #[arg(long)]
+        user: String,
+        /// Lifetime, e.g. `30m`, `12h`.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+    },
 }
 
 #[derive(Subcommand)]
@@ -92,7 +108,20 @@ async fn main() -> anyhow::Result<()> {
     if let Some(listen) = serve.listen {
         overrides.insert("listen".into(), listen.to_string().into());
     }
+    if let Some(Command::Keygen { out }) = &cli.command {
+        write_new_key(out)?;
+        println!("wrote a new signing key to {}; list it first in auth.signing_key_files", out.display());
+        return Ok(());
+    }
     let config = Config::load(cli.config.as_deref(), Serialized::defaults(overrides.into()))?;
+    if let Some(Command::Token { user, ttl }) = &cli.command {
+        if config.auth.signing_key_files.is_empty() {
+            anyhow::bail!("auth.signing_key_files is empty: a token signed now would verify nowhere");
+        }
+        let auth = Authenticator::new(&config.auth).await?;
+        println!("{}", auth.issue_dev_user(user, *ttl)?.token);
+        return Ok(());
+    }
     telemetry::init_tracing(&config.log);
     let data_dir = config.data_dir.clone();
     match cli.command {
@@ -112,7 +141,7 @@ async fn main() -> anyhow::Result<()> {
             let report = tokio::task::spawn_blocking(move || catalog::import_imdb(&dir, &data_dir)).await??;
             print!("{report}");
         }
-        Some(Command::Schema) => {}
+        Some(Command::Schema | Command::Keygen { .. } | Command::Token { .. }) => {}
         Some(Command::Serve(_)) | None => {
             let (movies, seed) = (config.demo.movies, config.demo.seed);
             tokio::task::spawn_blocking(move || catalog::ensure_catalog(&data_dir, movies, seed))
@@ -123,5 +152,19 @@ async fn main() -> anyhow::Result<()> {
             app.run_until_stopped(shutdown_signal()).await.context("serving")?;
         }
     }
+    Ok(())
+}
+
+/// Writes a new key to `path`, readable by its owner only.
+fn write_new_key(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    let pem = generate_pem()?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(pem.as_bytes())?;
+    file.sync_all()?;
     Ok(())
 }

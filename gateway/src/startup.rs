@@ -14,6 +14,7 @@ use marquee_store::embedded::{EmbeddedOptions, EmbeddedStore};
 use marquee_store::{DynStore, StoreError};
 use tokio::net::TcpListener;
 
+use crate::auth::{AuthSetupError, Authenticator};
 use crate::cache_policy::CachePolicy;
 use crate::config::Config;
 use crate::instrumented::InstrumentedStore;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub limiter: Option<Arc<dyn RateLimiter>>,
     /// Staleness allowances for cacheable responses.
     pub cache_policy: CachePolicy,
+    /// Token verification and issuing.
+    pub auth: Arc<Authenticator>,
 }
 
 /// Why a gateway could not start.
@@ -64,6 +67,9 @@ pub enum StartupError {
     /// A setting is out of range.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// Signing keys or the JWKS are unusable.
+    #[error("authentication: {0}")]
+    Auth(#[from] AuthSetupError),
     /// Metrics could not be registered.
     #[error("registering metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -112,6 +118,7 @@ impl Application {
             },
         };
         let schema = marquee_schema::build(store.clone(), schema_config.clone());
+        let auth = Arc::new(Authenticator::new(&config.auth).await?);
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| StartupError::Bind { addr: config.listen, source })?;
@@ -131,6 +138,7 @@ impl Application {
                 stale_while_revalidate: config.cache.stale_while_revalidate_secs,
                 stale_if_error: config.cache.stale_if_error_secs,
             },
+            auth,
         };
         Ok(Application { listener, addr, state, config })
     }
@@ -158,6 +166,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let Application { listener, state, config, .. } = self;
+        state.auth.spawn_refresh();
         let router = crate::http::router(state.clone(), config.request_timeout());
         let drain_delay = Duration::from_millis(config.http.drain_delay_ms);
         let grace = Duration::from_millis(config.http.shutdown_grace_ms);

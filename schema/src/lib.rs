@@ -7,6 +7,7 @@
 //! per-request — the loaders and their caches — is attached to each request by the HTTP layer
 //! with [`Loaders::new`], so no request can see another's data.
 
+mod caller;
 mod cursor;
 mod document;
 mod error;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use async_graphql::{EmptyMutation, EmptySubscription, Schema};
 use marquee_store::DynStore;
 
+pub use caller::Caller;
 pub use error::{ApiError, codes};
 pub use limits::{QueryLimits, codes as limit_codes};
 pub use loaders::{LoaderMetrics, Loaders};

@@ -6,11 +6,12 @@
 
 use async_graphql::http::GraphiQLSource;
 use async_graphql::{Request, Variables};
+use axum::Extension;
 use axum::body::{Body, to_bytes};
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use marquee_schema::Loaders;
+use marquee_schema::{Caller, Loaders};
 use serde::Deserialize;
 
 use crate::cache_policy::{self, Decision};
@@ -107,9 +108,11 @@ fn build_request(
 /// `GET /graphql`.
 pub(super) async fn get(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Response {
+    let caller = caller.map_or(Caller::Anonymous, |Extension(c)| c);
     let raw = raw.unwrap_or_default();
     if raw.is_empty() && state.graphiql && wants_html(&headers) {
         return Html(GraphiQLSource::build().endpoint("/graphql").title("Marquee").finish()).into_response();
@@ -124,13 +127,19 @@ pub(super) async fn get(
             .transpose()
             .map_err(|e| HttpError::bad_request(format!("`variables` is not valid JSON: {e}")))?;
         let request = build_request(params.query, params.operation_name, variables)?;
-        Ok::<_, HttpError>(execute(&state, request, media, Some(&headers)).await)
+        Ok::<_, HttpError>(execute(&state, request.data(caller), media, Some(&headers)).await)
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `POST /graphql`.
-pub(super) async fn post(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+pub(super) async fn post(
+    State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let caller = caller.map_or(Caller::Anonymous, |Extension(c)| c);
     let result = async {
         let media = negotiate(&headers)?;
         let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -164,7 +173,7 @@ pub(super) async fn post(State(state): State<AppState>, headers: HeaderMap, body
             Err(e) => return Err(HttpError::bad_request(format!("the body is not valid JSON: {e}"))),
         };
         let request = build_request(body.query, body.operation_name, body.variables)?;
-        Ok(execute(&state, request, media, None).await)
+        Ok(execute(&state, request.data(caller), media, None).await)
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -172,6 +181,7 @@ pub(super) async fn post(State(state): State<AppState>, headers: HeaderMap, body
 /// Any other method.
 pub(super) async fn method_not_allowed() -> HttpError {
     HttpError::new(StatusCode::METHOD_NOT_ALLOWED, codes::METHOD_NOT_ALLOWED, "/graphql accepts GET and POST")
+        .with_header(header::ALLOW, HeaderValue::from_static("GET, POST"))
 }
 
 /// Executes `request`; `get_headers` are the request headers of a GET (only GETs are cacheable).

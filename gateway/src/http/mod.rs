@@ -1,9 +1,11 @@
 //! The HTTP stage: routes, and the middleware every request passes through (panic guard,
-//! tracing span, metrics, timeout) before it reaches a handler.
+//! tracing span, metrics, timeout) before it reaches a handler; `/graphql` then passes the
+//! authentication and rate-limit stages.
 
 mod graphql;
 mod health;
 mod metrics;
+mod token;
 
 use std::time::{Duration, Instant};
 
@@ -12,13 +14,13 @@ use axum::error_handling::HandleErrorLayer;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::startup::AppState;
-use crate::{error, limits};
+use crate::{auth, error, limits};
 
 /// The gateway's router over `state`.
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
@@ -28,8 +30,17 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
             get(graphql::get)
                 .post(graphql::post)
                 .fallback(graphql::method_not_allowed)
+                // Outermost first: who is asking, then whether they may ask again.
+                .route_layer(middleware::from_fn_with_state(state.clone(), limits::rate_limit))
+                .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate)),
+        )
+        .route(
+            "/auth/anonymous",
+            post(token::anonymous)
+                .fallback(token::anonymous_method_not_allowed)
                 .route_layer(middleware::from_fn_with_state(state.clone(), limits::rate_limit)),
         )
+        .route("/.well-known/jwks.json", get(token::jwks))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
@@ -54,6 +65,8 @@ async fn track(State(state): State<AppState>, request: Request, next: Next) -> R
         "/healthz" => "/healthz",
         "/readyz" => "/readyz",
         "/metrics" => "/metrics",
+        "/auth/anonymous" => "/auth/anonymous",
+        "/.well-known/jwks.json" => "/.well-known/jwks.json",
         _ => "other",
     });
     let start = Instant::now();

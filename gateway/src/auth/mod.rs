@@ -1,0 +1,345 @@
+//! The authentication stage: turns the `Authorization: Bearer` header into a [`Caller`].
+//!
+//! Gateways keep no sessions. A token is verified locally, either against the gateway's own
+//! Ed25519 keys (anonymous tokens and, when enabled, development user tokens) or against the
+//! identity provider's JWKS, cached in memory. Algorithms are pinned (RS256, ES256, EdDSA) and
+//! each key may only be used with its own algorithm, which rules out `alg: none` and HS/RS
+//! confusion; `exp`, `nbf`, `iss` and `aud` are checked with a small clock skew. A request with
+//! no token is anonymous; a request with a bad token is refused with 401, never downgraded.
+
+mod jwks;
+mod keys;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, Validation};
+use marquee_schema::Caller;
+use serde::{Deserialize, Serialize};
+
+pub use keys::generate_pem;
+
+use crate::config::AuthConfig;
+use crate::error::{HttpError, codes};
+use crate::startup::AppState;
+use jwks::{JwksSource, RemoteKeys, VerifyingKey};
+
+/// The only algorithms a token may be signed with.
+pub(crate) const ALLOWED_ALGORITHMS: [Algorithm; 3] = [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA];
+
+/// Subject prefix of anonymous tokens.
+const ANONYMOUS_PREFIX: &str = "anon:";
+/// `role` claim values.
+const ROLE_ANONYMOUS: &str = "anonymous";
+const ROLE_USER: &str = "user";
+
+/// Why authentication could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthSetupError {
+    /// A signing key is missing or unreadable.
+    #[error("signing key: {0}")]
+    Key(String),
+    /// The JWKS settings or the key set are unusable.
+    #[error("JWKS: {0}")]
+    Jwks(String),
+    /// A token could not be signed.
+    #[error("signing a token: {0}")]
+    Sign(String),
+    /// Development tokens are off.
+    #[error("development tokens are disabled; set auth.dev_tokens = true to mint them")]
+    DevTokensDisabled,
+}
+
+/// Why a token was refused. Every variant is a 401 `invalid_token`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// Not a JWT, or an unparseable header or claims.
+    #[error("the token is malformed")]
+    Malformed,
+    /// Signed with an algorithm the gateway does not accept (including `none` and HMAC).
+    #[error("the token's algorithm is not accepted (use RS256, ES256 or EdDSA)")]
+    Algorithm,
+    /// No `kid`, or a `kid` no known key has.
+    #[error("the token was signed by an unknown key")]
+    UnknownKey,
+    /// The signature does not verify.
+    #[error("the token's signature is invalid")]
+    Signature,
+    /// Past `exp`.
+    #[error("the token has expired")]
+    Expired,
+    /// Before `nbf`.
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    /// Wrong `iss`.
+    #[error("the token's issuer is not accepted")]
+    Issuer,
+    /// Wrong `aud`.
+    #[error("the token is not for this audience")]
+    Audience,
+    /// A required claim (`exp`, `sub`, `iss`, `aud`) is missing or empty.
+    #[error("the token lacks a required claim")]
+    MissingClaim,
+    /// A development user token while those are disabled.
+    #[error("development user tokens are not accepted here")]
+    DevToken,
+    /// The `Authorization` header is not `Bearer <token>`.
+    #[error("the Authorization header must be `Bearer <token>`")]
+    Scheme,
+}
+
+impl From<TokenError> for HttpError {
+    fn from(e: TokenError) -> Self {
+        let error = if e == TokenError::Scheme { "invalid_request" } else { "invalid_token" };
+        let challenge = format!("Bearer error=\"{error}\", error_description=\"{e}\"");
+        let mut http = HttpError::new(StatusCode::UNAUTHORIZED, codes::INVALID_TOKEN, e.to_string());
+        if let Ok(value) = HeaderValue::from_str(&challenge) {
+            http = http.with_header(header::WWW_AUTHENTICATE, value);
+        }
+        http
+    }
+}
+
+/// The claims Marquee reads and writes.
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    iss: String,
+    aud: serde_json::Value,
+    exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nbf: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iat: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    role: Option<String>,
+}
+
+/// A freshly issued token.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuedToken {
+    /// The JWT.
+    pub token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+    /// Its subject.
+    pub subject: String,
+}
+
+/// Verifies tokens and issues the gateway's own.
+pub struct Authenticator {
+    own: keys::OwnKeys,
+    remote: Option<Arc<RemoteKeys>>,
+    issuer: String,
+    audience: String,
+    idp_issuer: Option<String>,
+    leeway: u64,
+    dev_tokens: bool,
+    anonymous_ttl: Duration,
+    refresh_every: Duration,
+}
+
+impl Authenticator {
+    /// Loads the signing keys and, when configured, the identity provider's JWKS (a failed
+    /// first fetch of a JWKS URL is logged and retried; an unreadable JWKS file is an error).
+    pub async fn new(config: &AuthConfig) -> Result<Authenticator, AuthSetupError> {
+        let own = keys::OwnKeys::load(&config.signing_key_files)?;
+        if own.ephemeral {
+            tracing::warn!(
+                "auth.signing_key_files is empty: signing with a key generated for this process; \
+                 its tokens stop verifying at restart and on other gateways"
+            );
+        }
+        let source = match (&config.jwks_url, &config.jwks_file) {
+            (Some(_), Some(_)) => {
+                return Err(AuthSetupError::Jwks("set auth.jwks_url or auth.jwks_file, not both".into()));
+            }
+            (Some(url), None) => Some(JwksSource::Url(url.clone())),
+            (None, Some(path)) => Some(JwksSource::File(path.clone())),
+            (None, None) => None,
+        };
+        let remote = match source {
+            None => None,
+            Some(source) => {
+                if config.jwks_issuer.as_deref().is_none_or(str::is_empty) {
+                    return Err(AuthSetupError::Jwks(
+                        "auth.jwks_issuer must name the identity provider's `iss`".into(),
+                    ));
+                }
+                let remote =
+                    RemoteKeys::new(source.clone(), Duration::from_secs(config.jwks_min_refresh_secs))?;
+                match (remote.refresh().await, &source) {
+                    (Ok(count), _) => tracing::info!(keys = count, "loaded the identity provider's JWKS"),
+                    (Err(e), JwksSource::File(_)) => return Err(e),
+                    (Err(e), JwksSource::Url(_)) => {
+                        tracing::warn!(error = %e, "the JWKS is unreachable; user tokens fail until it loads");
+                    }
+                }
+                Some(Arc::new(remote))
+            }
+        };
+        Ok(Authenticator {
+            own,
+            remote,
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+            idp_issuer: config.jwks_issuer.clone(),
+            leeway: config.leeway_secs,
+            dev_tokens: config.dev_tokens,
+            anonymous_ttl: Duration::from_secs(config.anonymous_ttl_secs),
+            refresh_every: Duration::from_secs(config.jwks_refresh_secs.max(1)),
+        })
+    }
+
+    /// Starts the periodic JWKS refresh (no-op without a JWKS); it stops with the runtime.
+    pub fn spawn_refresh(&self) {
+        let Some(remote) = self.remote.clone() else { return };
+        let every = self.refresh_every;
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            ticker.tick().await;
+            loop {
+                ticker.tick().await;
+                if let Err(e) = remote.refresh().await {
+                    tracing::warn!(error = %e, "periodic JWKS refresh failed; keeping the last good keys");
+                }
+            }
+        });
+    }
+
+    /// The gateway's public keys.
+    pub fn jwks(&self) -> JwkSet {
+        self.own.jwks()
+    }
+
+    /// Verifies `token` and says who it is for.
+    pub async fn verify(&self, token: &str) -> Result<Caller, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+            ErrorKind::InvalidAlgorithmName => TokenError::Algorithm,
+            _ => TokenError::Malformed,
+        })?;
+        if !ALLOWED_ALGORITHMS.contains(&header.alg) {
+            return Err(TokenError::Algorithm);
+        }
+        let kid = header.kid.as_deref().ok_or(TokenError::UnknownKey)?;
+        let (key, issuer, ours) = if let Some(own) = self.own.find(kid) {
+            (
+                VerifyingKey { key: own.decoding.clone(), algorithm: Algorithm::EdDSA },
+                self.issuer.as_str(),
+                true,
+            )
+        } else {
+            let (Some(remote), Some(issuer)) = (&self.remote, &self.idp_issuer) else {
+                return Err(TokenError::UnknownKey);
+            };
+            (remote.get(kid).await.ok_or(TokenError::UnknownKey)?, issuer.as_str(), false)
+        };
+        if header.alg != key.algorithm {
+            return Err(TokenError::Algorithm);
+        }
+        let mut validation = Validation::new(key.algorithm);
+        validation.leeway = self.leeway;
+        validation.validate_nbf = true;
+        validation.set_audience(&[&self.audience]);
+        validation.set_issuer(&[issuer]);
+        validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
+        let claims = jsonwebtoken::decode::<Claims>(token, &key.key, &validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::InvalidSignature => TokenError::Signature,
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+                ErrorKind::InvalidIssuer => TokenError::Issuer,
+                ErrorKind::InvalidAudience => TokenError::Audience,
+                ErrorKind::MissingRequiredClaim(_) => TokenError::MissingClaim,
+                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => TokenError::Algorithm,
+                _ => TokenError::Malformed,
+            })?
+            .claims;
+        if claims.sub.trim().is_empty() || claims.sub.len() > 256 {
+            return Err(TokenError::MissingClaim);
+        }
+        let anonymous = claims.sub.starts_with(ANONYMOUS_PREFIX);
+        match (ours, anonymous) {
+            (true, true) if claims.role.as_deref() == Some(ROLE_ANONYMOUS) => {
+                Ok(Caller::Guest { subject: claims.sub })
+            }
+            (true, false) if self.dev_tokens => Ok(Caller::User { id: claims.sub }),
+            (true, false) => Err(TokenError::DevToken),
+            // An identity provider may not mint subjects that look like ours.
+            (true, true) | (false, true) => Err(TokenError::MissingClaim),
+            (false, false) => Ok(Caller::User { id: claims.sub }),
+        }
+    }
+
+    fn issue(&self, subject: String, role: &str, ttl: Duration) -> Result<IssuedToken, AuthSetupError> {
+        let now = jsonwebtoken::get_current_timestamp();
+        let claims = Claims {
+            sub: subject.clone(),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone().into(),
+            exp: now + ttl.as_secs(),
+            nbf: Some(now),
+            iat: Some(now),
+            role: Some(role.to_owned()),
+        };
+        let token = self.own.sign(&claims).map_err(|e| AuthSetupError::Sign(e.to_string()))?;
+        Ok(IssuedToken { token, token_type: "Bearer", expires_in: ttl.as_secs(), subject })
+    }
+
+    /// A new anonymous token (`anon:<uuid>`).
+    pub fn issue_anonymous(&self) -> Result<IssuedToken, AuthSetupError> {
+        let subject = format!("{ANONYMOUS_PREFIX}{}", uuid::Uuid::new_v4());
+        self.issue(subject, ROLE_ANONYMOUS, self.anonymous_ttl)
+    }
+
+    /// A development user token for `user` (only when `auth.dev_tokens` is on).
+    pub fn issue_dev_user(&self, user: &str, ttl: Duration) -> Result<IssuedToken, AuthSetupError> {
+        if !self.dev_tokens {
+            return Err(AuthSetupError::DevTokensDisabled);
+        }
+        if user.is_empty() || user.starts_with(ANONYMOUS_PREFIX) || user.len() > 256 {
+            return Err(AuthSetupError::Sign(format!("`{user}` is not a usable user id")));
+        }
+        self.issue(user.to_owned(), ROLE_USER, ttl)
+    }
+}
+
+/// Middleware: verifies the bearer token (if any) and attaches the [`Caller`] to the request.
+pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let caller = match request.headers().get(header::AUTHORIZATION) {
+        None => Caller::Anonymous,
+        Some(value) => {
+            let token = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, token)| token.trim())
+                .filter(|token| !token.is_empty());
+            let verified = match token {
+                None => Err(TokenError::Scheme),
+                Some(token) => state.auth.verify(token).await,
+            };
+            match verified {
+                Ok(caller) => caller,
+                Err(e) => {
+                    tracing::debug!(error = %e, "refusing a bearer token");
+                    return HttpError::from(e).into_response();
+                }
+            }
+        }
+    };
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}

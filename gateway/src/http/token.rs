@@ -1,0 +1,40 @@
+//! Token endpoints: `POST /auth/anonymous` issues an anonymous token so a client without an
+//! account gets its own rate-limit bucket, and `GET /.well-known/jwks.json` publishes the
+//! gateway's public keys so anything downstream can verify the tokens it issues.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::error::{HttpError, codes};
+use crate::startup::AppState;
+
+/// `POST /auth/anonymous`.
+pub(super) async fn anonymous(State(state): State<AppState>) -> Response {
+    match state.auth.issue_anonymous() {
+        Ok(token) => {
+            let mut response = (StatusCode::OK, Json(token)).into_response();
+            response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "issuing an anonymous token");
+            HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL_SERVER_ERROR, "internal error")
+                .into_response()
+        }
+    }
+}
+
+/// `GET /.well-known/jwks.json`.
+pub(super) async fn jwks(State(state): State<AppState>) -> Response {
+    let mut response = Json(state.auth.jwks()).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    response
+}
+
+/// Any method but POST on `/auth/anonymous`.
+pub(super) async fn anonymous_method_not_allowed() -> HttpError {
+    HttpError::new(StatusCode::METHOD_NOT_ALLOWED, codes::METHOD_NOT_ALLOWED, "/auth/anonymous accepts POST")
+        .with_header(header::ALLOW, HeaderValue::from_static("POST"))
+}
