@@ -1,7 +1,8 @@
 //! HTTP caching decisions for GraphQL responses, so CDNs and browsers can cache public catalog
 //! reads. The max-age of a response is the minimum over the cache hints of the fields it
-//! touched (async-graphql computes it from the schema's `cache_control` hints). Only GET
-//! responses without errors whose hints are all public are cacheable; everything else is
+//! touched (async-graphql computes it from the schema's `cache_control` hints). A response that
+//! touched a caller-specific field (`me`, `myRating`, mutations) is `private, no-store`. Only
+//! GET responses without errors whose hints are all public are cacheable; everything else is
 //! `no-store`. Cacheable responses carry a strong ETag over the exact body (bodies are
 //! byte-stable: fields come out in query order) and answer a matching `If-None-Match` with 304.
 
@@ -25,12 +26,17 @@ pub enum Decision {
         /// Seconds.
         max_age: u32,
     },
-    /// Nobody may store it.
+    /// It depends on the caller (`me`, `myRating`, mutations): `private, no-store`.
+    Private,
+    /// Nobody may store it (POST, errors, or no max-age).
     NoStore,
 }
 
 /// Decides for a response of `method_is_get` with `has_errors` and async-graphql's merged hints.
 pub fn decide(method_is_get: bool, has_errors: bool, hints: async_graphql::CacheControl) -> Decision {
+    if !hints.public {
+        return Decision::Private;
+    }
     match u32::try_from(hints.max_age) {
         Ok(max_age) if method_is_get && !has_errors && hints.public && max_age > 0 => {
             Decision::Public { max_age }
@@ -56,8 +62,9 @@ pub fn not_modified(request: &HeaderMap, etag: &str) -> bool {
 
 /// Sets `Cache-Control`, `Vary` and (when public) `ETag` on `response` headers.
 pub fn apply(policy: CachePolicy, decision: Decision, etag: Option<&str>, headers: &mut HeaderMap) {
-    // The body's media type follows `Accept`, so caches must key on it.
-    headers.insert(header::VARY, HeaderValue::from_static("Accept"));
+    // The body's media type follows `Accept`, and whether a request is answered at all (401)
+    // follows `Authorization`: shared caches must key on both.
+    headers.insert(header::VARY, HeaderValue::from_static("Accept, Authorization"));
     match (decision, etag) {
         (Decision::Public { max_age }, Some(etag)) => {
             let value = format!(
@@ -70,6 +77,9 @@ pub fn apply(policy: CachePolicy, decision: Decision, etag: Option<&str>, header
                 return;
             }
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
+        (Decision::Private, _) => {
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
         }
         _ => {
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -90,7 +100,8 @@ mod tests {
         assert_eq!(decide(true, false, hints(true, 300)), Decision::Public { max_age: 300 });
         assert_eq!(decide(false, false, hints(true, 300)), Decision::NoStore);
         assert_eq!(decide(true, true, hints(true, 300)), Decision::NoStore);
-        assert_eq!(decide(true, false, hints(false, 300)), Decision::NoStore);
+        assert_eq!(decide(true, false, hints(false, 300)), Decision::Private);
+        assert_eq!(decide(false, true, hints(false, 0)), Decision::Private, "private wins over everything");
         assert_eq!(decide(true, false, hints(true, 0)), Decision::NoStore);
         assert_eq!(decide(true, false, hints(true, -1)), Decision::NoStore);
     }

@@ -8,7 +8,8 @@ use std::time::Instant;
 use async_trait::async_trait;
 use marquee_store::{
     BrowseQuery, CatalogStats, Credit, DynStore, FilmographyEntry, FilmographyQuery, GenreCount, Movie,
-    MovieId, Page, Person, PersonId, SearchQuery, SimilarQuery, Store, StoreError,
+    MovieId, Page, Person, PersonId, Rating, SearchQuery, SimilarQuery, Store, StoreError, UserId, UserPage,
+    WatchlistEntry,
 };
 use tracing::Instrument;
 
@@ -90,6 +91,42 @@ impl Store for InstrumentedStore {
 
     async fn stats(&self) -> Result<CatalogStats, StoreError> {
         self.call("stats", 1, self.inner.stats()).await
+    }
+
+    async fn rate(&self, user: &UserId, movie: MovieId, score: u8) -> Result<Rating, StoreError> {
+        self.call("rate", 1, self.inner.rate(user, movie, score)).await
+    }
+
+    async fn delete_rating(&self, user: &UserId, movie: MovieId) -> Result<bool, StoreError> {
+        self.call("delete_rating", 1, self.inner.delete_rating(user, movie)).await
+    }
+
+    async fn user_ratings(
+        &self,
+        user: &UserId,
+        movies: &[MovieId],
+    ) -> Result<Vec<Option<Rating>>, StoreError> {
+        self.call("user_ratings", movies.len(), self.inner.user_ratings(user, movies)).await
+    }
+
+    async fn ratings_page(&self, user: &UserId, page: UserPage) -> Result<Page<Rating>, StoreError> {
+        self.call("ratings_page", 1, self.inner.ratings_page(user, page)).await
+    }
+
+    async fn add_to_watchlist(&self, user: &UserId, movie: MovieId) -> Result<WatchlistEntry, StoreError> {
+        self.call("add_to_watchlist", 1, self.inner.add_to_watchlist(user, movie)).await
+    }
+
+    async fn remove_from_watchlist(&self, user: &UserId, movie: MovieId) -> Result<bool, StoreError> {
+        self.call("remove_from_watchlist", 1, self.inner.remove_from_watchlist(user, movie)).await
+    }
+
+    async fn watchlist_page(
+        &self,
+        user: &UserId,
+        page: UserPage,
+    ) -> Result<Page<WatchlistEntry>, StoreError> {
+        self.call("watchlist_page", 1, self.inner.watchlist_page(user, page)).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -16,6 +16,8 @@ pub(crate) enum CursorKind {
     Search,
     Browse(u8),
     Filmography,
+    Ratings,
+    Watchlist,
 }
 
 impl CursorKind {
@@ -24,6 +26,8 @@ impl CursorKind {
             CursorKind::Search => 1,
             CursorKind::Browse(sort) => 0x10 | sort,
             CursorKind::Filmography => 2,
+            CursorKind::Ratings => 3,
+            CursorKind::Watchlist => 4,
         }
     }
 }

@@ -10,6 +10,10 @@ use marquee_store::StoreError;
 pub mod codes {
     /// An argument is invalid (bad id, out-of-range `first`, unknown genre...).
     pub const BAD_USER_INPUT: &str = "BAD_USER_INPUT";
+    /// The field or mutation needs a signed-in user; send a user token.
+    pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
+    /// A mutation names something that does not exist (e.g. an unknown movie).
+    pub const NOT_FOUND: &str = "NOT_FOUND";
     /// A cursor was not produced by this API for this field.
     pub const INVALID_CURSOR: &str = "INVALID_CURSOR";
     /// The gateway is shutting down or its store is unreachable; retry elsewhere.
@@ -25,6 +29,9 @@ pub enum ApiError {
     /// The client sent something invalid.
     #[error("{0}")]
     BadUserInput(String),
+    /// The caller is not signed in.
+    #[error("{0} needs a signed-in user; send `Authorization: Bearer <user token>`")]
+    Unauthenticated(&'static str),
     /// The cursor does not decode or belongs to another field.
     #[error("`after` is not a cursor returned by this field; start again without it")]
     InvalidCursor,
@@ -39,6 +46,8 @@ impl ApiError {
         match self {
             ApiError::BadUserInput(_) => codes::BAD_USER_INPUT,
             ApiError::InvalidCursor => codes::INVALID_CURSOR,
+            ApiError::Unauthenticated(_) => codes::UNAUTHENTICATED,
+            ApiError::Store(e) if matches!(**e, StoreError::NotFound { .. }) => codes::NOT_FOUND,
             ApiError::Store(e) if e.is_client_error() => codes::BAD_USER_INPUT,
             ApiError::Store(e) if matches!(**e, StoreError::Closed) => codes::SERVICE_UNAVAILABLE,
             ApiError::Store(_) => codes::INTERNAL_SERVER_ERROR,

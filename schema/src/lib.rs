@@ -13,23 +13,25 @@ mod document;
 mod error;
 mod limits;
 mod loaders;
+mod mutation;
 mod ordering;
 mod query;
 mod types;
 
 use std::time::Duration;
 
-use async_graphql::{EmptyMutation, EmptySubscription, Schema};
+use async_graphql::{EmptySubscription, Schema};
 use marquee_store::DynStore;
 
 pub use caller::Caller;
 pub use error::{ApiError, codes};
 pub use limits::{QueryLimits, codes as limit_codes};
 pub use loaders::{LoaderMetrics, Loaders};
+pub use mutation::Mutation;
 pub use query::Query;
 
 /// The executable schema type.
-pub type MarqueeSchema = Schema<Query, EmptyMutation, EmptySubscription>;
+pub type MarqueeSchema = Schema<Query, Mutation, EmptySubscription>;
 
 /// Settings the resolvers need.
 #[derive(Clone, Debug)]
@@ -54,7 +56,7 @@ impl Default for SchemaConfig {
 
 /// Builds the schema over `store`.
 pub fn build(store: DynStore, config: SchemaConfig) -> MarqueeSchema {
-    Schema::build(Query, EmptyMutation, EmptySubscription)
+    Schema::build(Query, Mutation, EmptySubscription)
         .data(store)
         .extension(config.limits)
         .data(config)
@@ -64,5 +66,5 @@ pub fn build(store: DynStore, config: SchemaConfig) -> MarqueeSchema {
 
 /// The schema in SDL, as checked in at `schema/schema.graphql`.
 pub fn sdl() -> String {
-    Schema::build(Query, EmptyMutation, EmptySubscription).finish().sdl()
+    Schema::build(Query, Mutation, EmptySubscription).finish().sdl()
 }

@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 use marquee_store::{
-    Credit, DynStore, FilmographyEntry, FilmographyQuery, Movie, MovieId, Page, Person, PersonId,
-    SimilarQuery, StoreError,
+    Credit, DynStore, FilmographyEntry, FilmographyQuery, Movie, MovieId, Page, Person, PersonId, Rating,
+    SimilarQuery, StoreError, UserId,
 };
 use prometheus::HistogramVec;
 
-use crate::SchemaConfig;
+use crate::{Caller, SchemaConfig};
 
 /// Where loaders report their batch sizes (`dataloader_batch_size{loader}`).
 #[derive(Clone, Debug)]
@@ -29,11 +29,18 @@ pub struct Loaders {
     pub(crate) credits: DataLoader<CreditsLoader, HashMapCache>,
     pub(crate) filmography: DataLoader<FilmographyLoader, HashMapCache>,
     pub(crate) similar: DataLoader<SimilarLoader, HashMapCache>,
+    /// The signed-in caller's own ratings (`Movie.myRating`); `None` for anonymous callers.
+    pub(crate) my_ratings: Option<DataLoader<MyRatingLoader, HashMapCache>>,
 }
 
 impl Loaders {
-    /// Fresh loaders over `store` for one request.
-    pub fn new(store: &DynStore, config: &SchemaConfig, metrics: Option<&LoaderMetrics>) -> Loaders {
+    /// Fresh loaders over `store` for one request by `caller`.
+    pub fn new(
+        store: &DynStore,
+        config: &SchemaConfig,
+        metrics: Option<&LoaderMetrics>,
+        caller: &Caller,
+    ) -> Loaders {
         fn loader<T: Send + Sync + 'static>(inner: T, config: &SchemaConfig) -> DataLoader<T, HashMapCache> {
             DataLoader::with_cache(inner, tokio::spawn, HashMapCache::default()).delay(config.batch_delay)
         }
@@ -47,6 +54,10 @@ impl Loaders {
             credits: loader(CreditsLoader(base("credits")), config),
             filmography: loader(FilmographyLoader(base("filmography")), config),
             similar: loader(SimilarLoader(base("similar")), config),
+            my_ratings: caller
+                .user_id()
+                .and_then(|id| UserId::new(id).ok())
+                .map(|user| loader(MyRatingLoader { base: base("my_rating"), user }, config)),
         }
     }
 }
@@ -71,6 +82,10 @@ pub(crate) struct PersonLoader(Base);
 pub(crate) struct CreditsLoader(Base);
 pub(crate) struct FilmographyLoader(Base);
 pub(crate) struct SimilarLoader(Base);
+pub(crate) struct MyRatingLoader {
+    base: Base,
+    user: UserId,
+}
 
 impl Loader<MovieId> for MovieLoader {
     type Value = Arc<Movie>;
@@ -127,5 +142,16 @@ impl Loader<SimilarQuery> for SimilarLoader {
         self.0.observe(keys.len());
         let found = self.0.store.similar(keys).await?;
         Ok(keys.iter().cloned().zip(found.into_iter().map(Arc::new)).collect())
+    }
+}
+
+impl Loader<MovieId> for MyRatingLoader {
+    type Value = Rating;
+    type Error = Arc<StoreError>;
+
+    async fn load(&self, keys: &[MovieId]) -> LoadResult<MovieId, Rating> {
+        self.base.observe(keys.len());
+        let found = self.base.store.user_ratings(&self.user, keys).await?;
+        Ok(keys.iter().zip(found).filter_map(|(k, v)| Some((*k, v?))).collect())
     }
 }

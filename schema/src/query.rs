@@ -9,7 +9,9 @@ use marquee_store::{
 
 use crate::cursor::{self, CursorKind};
 use crate::error::ApiError;
-use crate::types::{GenreObject, MovieConnection, MovieObject, PersonObject, loaders, page_size};
+use crate::types::{
+    GenreObject, MovieConnection, MovieObject, PersonObject, ViewerObject, loaders, page_size,
+};
 use crate::types::{MovieEdge, PageInfo};
 
 /// Orders for `browse`.
@@ -37,7 +39,7 @@ impl From<MovieSortEnum> for MovieSort {
 /// The catalog's entry points.
 pub struct Query;
 
-fn store<'a>(ctx: &Context<'a>) -> &'a DynStore {
+pub(crate) fn store<'a>(ctx: &Context<'a>) -> &'a DynStore {
     ctx.data_unchecked::<DynStore>()
 }
 
@@ -191,6 +193,14 @@ impl Query {
             movie_connection(ctx, kind, page).await
         })
         .await
+    }
+
+    /// The signed-in caller. Needs a user token (`UNAUTHENTICATED` otherwise); makes the
+    /// response private.
+    #[graphql(cache_control(private))]
+    async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<ViewerObject>> {
+        crate::error::resolve(async move { Ok(Some(ViewerObject(crate::mutation::signed_in(ctx, "`me`")?))) })
+            .await
     }
 
     /// Every genre with its movie count.

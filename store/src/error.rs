@@ -16,6 +16,14 @@ pub enum StoreError {
     /// A query argument is out of range or malformed.
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// A write names something that does not exist (e.g. rating an unknown movie).
+    #[error("there is no {kind} {id}")]
+    NotFound {
+        /// What was looked for.
+        kind: &'static str,
+        /// Its id.
+        id: String,
+    },
     /// The store was closed (the gateway is shutting down).
     #[error("the store is closed; the gateway is shutting down")]
     Closed,
@@ -62,6 +70,9 @@ impl StoreError {
 
     /// Whether the caller sent something wrong (as opposed to the store failing).
     pub fn is_client_error(&self) -> bool {
-        matches!(self, StoreError::InvalidId { .. } | StoreError::InvalidInput(_))
+        matches!(
+            self,
+            StoreError::InvalidId { .. } | StoreError::InvalidInput(_) | StoreError::NotFound { .. }
+        )
     }
 }

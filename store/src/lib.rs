@@ -123,6 +123,15 @@ pub struct SimilarQuery {
     pub first: usize,
 }
 
+/// A page of one user's list (ratings or watchlist), newest first.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct UserPage {
+    /// Page size, at most [`MAX_PAGE`].
+    pub first: usize,
+    /// Resume after this position.
+    pub after: Option<Position>,
+}
+
 /// Size of the catalog.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct CatalogStats {
@@ -170,6 +179,34 @@ pub trait Store: Send + Sync + 'static {
 
     /// Catalog size.
     async fn stats(&self) -> Result<CatalogStats, StoreError>;
+
+    /// Sets `user`'s score for `movie` (1-10), replacing any earlier score, and updates the
+    /// movie's rating totals in the same atomic, durable write. An unknown movie or a score out
+    /// of range writes nothing.
+    async fn rate(&self, user: &UserId, movie: MovieId, score: u8) -> Result<Rating, StoreError>;
+
+    /// Removes `user`'s rating of `movie` (and its share of the totals); whether there was one.
+    async fn delete_rating(&self, user: &UserId, movie: MovieId) -> Result<bool, StoreError>;
+
+    /// `user`'s ratings of `movies`, one entry per input, `None` where there is none.
+    async fn user_ratings(
+        &self,
+        user: &UserId,
+        movies: &[MovieId],
+    ) -> Result<Vec<Option<Rating>>, StoreError>;
+
+    /// A page of `user`'s ratings, most recent first.
+    async fn ratings_page(&self, user: &UserId, page: UserPage) -> Result<Page<Rating>, StoreError>;
+
+    /// Adds `movie` to `user`'s watchlist (adding it again keeps the first entry).
+    async fn add_to_watchlist(&self, user: &UserId, movie: MovieId) -> Result<WatchlistEntry, StoreError>;
+
+    /// Removes `movie` from `user`'s watchlist; whether it was there.
+    async fn remove_from_watchlist(&self, user: &UserId, movie: MovieId) -> Result<bool, StoreError>;
+
+    /// A page of `user`'s watchlist, most recently added first.
+    async fn watchlist_page(&self, user: &UserId, page: UserPage)
+    -> Result<Page<WatchlistEntry>, StoreError>;
 
     /// A cheap round trip proving the backend answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;

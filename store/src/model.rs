@@ -326,3 +326,46 @@ mod tests {
         assert_eq!(Genre::all().count(), GENRES.len());
     }
 }
+
+/// A signed-in user's id: the subject of their token, 1 to 256 bytes of printable text.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct UserId(String);
+
+impl UserId {
+    /// Validates `id`.
+    pub fn new(id: impl Into<String>) -> Result<UserId, StoreError> {
+        let id = id.into();
+        if id.is_empty() || id.len() > 256 || id.chars().any(char::is_control) {
+            return Err(StoreError::InvalidInput("a user id is 1 to 256 printable characters".into()));
+        }
+        Ok(UserId(id))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Lowest and highest score a user may give.
+pub const SCORES: std::ops::RangeInclusive<u8> = 1..=10;
+
+/// One user's rating of one movie.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rating {
+    /// The movie.
+    pub movie: MovieId,
+    /// 1 to 10.
+    pub score: u8,
+    /// When it was (last) given, in milliseconds since the Unix epoch.
+    pub rated_at_ms: u64,
+}
+
+/// One movie on a user's watchlist.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchlistEntry {
+    /// The movie.
+    pub movie: MovieId,
+    /// When it was added, in milliseconds since the Unix epoch.
+    pub added_at_ms: u64,
+}

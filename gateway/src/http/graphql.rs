@@ -5,6 +5,7 @@
 //! HTML get GraphiQL.
 
 use async_graphql::http::GraphiQLSource;
+use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql::{Request, Variables};
 use axum::Extension;
 use axum::body::{Body, to_bytes};
@@ -105,6 +106,21 @@ fn build_request(
     Ok(request)
 }
 
+/// Whether the operation `request` selects is a mutation. Unparseable documents are not: they
+/// fail in execution with the parser's error.
+fn is_mutation(request: &Request) -> bool {
+    let Ok(document) = async_graphql::parser::parse_query(&request.query) else { return false };
+    let ty = match (&document.operations, request.operation_name.as_deref()) {
+        (DocumentOperations::Single(op), _) => Some(op.node.ty),
+        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name).map(|op| op.node.ty),
+        (DocumentOperations::Multiple(ops), None) => {
+            // Ambiguous without a name: refuse if any operation could write.
+            ops.values().any(|op| op.node.ty == OperationType::Mutation).then_some(OperationType::Mutation)
+        }
+    };
+    ty == Some(OperationType::Mutation)
+}
+
 /// `GET /graphql`.
 pub(super) async fn get(
     State(state): State<AppState>,
@@ -127,7 +143,15 @@ pub(super) async fn get(
             .transpose()
             .map_err(|e| HttpError::bad_request(format!("`variables` is not valid JSON: {e}")))?;
         let request = build_request(params.query, params.operation_name, variables)?;
-        Ok::<_, HttpError>(execute(&state, request.data(caller), media, Some(&headers)).await)
+        if is_mutation(&request) {
+            return Err(HttpError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                codes::METHOD_NOT_ALLOWED,
+                "mutations are not executed over GET; send them with POST",
+            )
+            .with_header(header::ALLOW, HeaderValue::from_static("POST")));
+        }
+        Ok::<_, HttpError>(execute(&state, request, &caller, media, Some(&headers)).await)
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -173,7 +197,7 @@ pub(super) async fn post(
             Err(e) => return Err(HttpError::bad_request(format!("the body is not valid JSON: {e}"))),
         };
         let request = build_request(body.query, body.operation_name, body.variables)?;
-        Ok(execute(&state, request.data(caller), media, None).await)
+        Ok(execute(&state, request, &caller, media, None).await)
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -188,11 +212,12 @@ pub(super) async fn method_not_allowed() -> HttpError {
 async fn execute(
     state: &AppState,
     request: Request,
+    caller: &Caller,
     media: MediaType,
     get_headers: Option<&HeaderMap>,
 ) -> Response {
-    let loaders = Loaders::new(&state.store, &state.schema_config, Some(&state.metrics.loader));
-    let response = state.schema.execute(request.data(loaders)).await;
+    let loaders = Loaders::new(&state.store, &state.schema_config, Some(&state.metrics.loader), caller);
+    let response = state.schema.execute(request.data(loaders).data(caller.clone())).await;
     // A request error (parse or validation failure) means execution never started: no data.
     let request_error = response.data == async_graphql::Value::Null && response.is_err();
     let status = if media == MediaType::GraphqlResponseJson && request_error {

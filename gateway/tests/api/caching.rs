@@ -27,7 +27,7 @@ async fn public_gets_are_cacheable_with_the_smallest_max_age() {
         header(&movie, "cache-control"),
         Some("public, max-age=3600, s-maxage=3600, stale-while-revalidate=60, stale-if-error=86400")
     );
-    assert_eq!(header(&movie, "vary"), Some("Accept"));
+    assert_eq!(header(&movie, "vary"), Some("Accept, Authorization"));
     assert!(header(&movie, "etag").is_some_and(|t| t.starts_with('"') && t.len() == 34));
 
     let mixed =

@@ -119,7 +119,8 @@ async fn a_failed_import_leaves_the_catalog_untouched() {
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
     leftovers.sort();
-    assert_eq!(leftovers.len(), 2, "only the link and one generation remain: {leftovers:?}");
+    assert_eq!(leftovers.len(), 3, "only the link, one generation and the user data remain: {leftovers:?}");
     assert_eq!(leftovers[0], "catalog");
     assert!(leftovers[1].starts_with("catalog-") && !leftovers[1].ends_with(".building"), "{leftovers:?}");
+    assert_eq!(leftovers[2], "users.redb");
 }

@@ -11,3 +11,4 @@ mod import;
 mod lifecycle;
 mod limits;
 mod queries;
+mod users;

@@ -5,6 +5,7 @@ mod connection;
 mod credit;
 mod movie;
 mod person;
+mod user;
 
 use async_graphql::Context;
 use marquee_store::MAX_PAGE;
@@ -13,6 +14,7 @@ pub(crate) use connection::{CreditConnection, MovieConnection, MovieEdge, PageIn
 pub(crate) use credit::{CreditObject, DepartmentEnum};
 pub(crate) use movie::{GenreObject, MovieObject};
 pub(crate) use person::PersonObject;
+pub(crate) use user::{UserRatingObject, ViewerObject, WatchlistEntryObject};
 
 use crate::error::ApiError;
 use crate::loaders::Loaders;

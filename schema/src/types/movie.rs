@@ -5,12 +5,13 @@ use std::sync::Arc;
 use async_graphql::{Context, ID, Object, SimpleObject};
 use marquee_store::{GenreCount, Movie, SimilarQuery};
 
-use super::{CreditObject, loaders, page_size};
+use super::{CreditObject, UserRatingObject, loaders, page_size};
 use crate::SchemaConfig;
+use crate::error::ApiError;
 
-/// A movie's public rating summary.
+/// A movie's public rating summary: the catalog's votes plus Marquee users' ratings.
 #[derive(SimpleObject)]
-pub(crate) struct Rating {
+pub(crate) struct RatingSummary {
     /// Mean score, 1-10 (0 when unrated).
     average: f64,
     /// Number of ratings.
@@ -99,11 +100,22 @@ impl MovieObject {
     }
 
     /// Public rating summary.
-    async fn rating(&self) -> Rating {
-        Rating {
+    async fn rating(&self) -> RatingSummary {
+        RatingSummary {
             average: (f64::from(self.0.rating.average) * 10.0).round() / 10.0,
             count: i32::try_from(self.0.rating.count).unwrap_or(i32::MAX),
         }
+    }
+
+    /// The signed-in caller's own rating of this movie (null if they have not rated it).
+    /// Needs a user token; makes the response private.
+    #[graphql(cache_control(private))]
+    async fn my_rating(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<UserRatingObject>> {
+        crate::error::resolve(async move {
+            let loader = loaders(ctx)?.my_ratings.as_ref().ok_or(ApiError::Unauthenticated("`myRating`"))?;
+            Ok(loader.load_one(self.0.id).await?.map(UserRatingObject))
+        })
+        .await
     }
 
     /// Cast in billing order.

@@ -8,25 +8,29 @@
 //! ever produced whole by [`CatalogBuilder`] and switched to atomically, so a failed seed or
 //! import never leaves a half-written catalog behind.
 //!
-//! redb calls block, so every read runs on tokio's blocking pool; a batch is one read
+//! User data (ratings, watchlists, rating totals) lives in `users.redb` directly in the data
+//! directory, outside the generations, so a new catalog keeps every user's data.
+//!
+//! redb calls block, so every call runs on tokio's blocking pool; a batch is one read
 //! transaction, i.e. one "round trip" in `store_calls_total`.
 
 mod builder;
 mod read;
 mod sorter;
 pub(crate) mod tables;
+mod users;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
-use redb::Database;
+use redb::{Database, ReadableDatabase};
 
 pub use builder::CatalogBuilder;
 
 use crate::{
     BrowseQuery, CatalogStats, Credit, FilmographyEntry, FilmographyQuery, GenreCount, Movie, MovieId, Page,
-    Person, PersonId, SearchQuery, SimilarQuery, Store, StoreError,
+    Person, PersonId, Rating, SearchQuery, SimilarQuery, Store, StoreError, UserId, UserPage, WatchlistEntry,
 };
 
 /// The symlink in the data directory that names the current catalog generation.
@@ -58,6 +62,9 @@ pub fn catalog_bytes(data_dir: &Path) -> u64 {
         .sum()
 }
 
+/// Page cache of the user-data file.
+const USERS_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 /// Tuning for [`EmbeddedStore::open`].
 #[derive(Clone, Debug)]
 pub struct EmbeddedOptions {
@@ -79,6 +86,14 @@ struct Inner {
     /// Year partitions present in the catalog, ascending (0 = unknown year). Loaded once at
     /// open so browse enumerates only partitions that exist.
     years: Vec<u16>,
+    /// Ratings and watchlists (outside the catalog generations).
+    users: Database,
+}
+
+impl Inner {
+    fn movie_exists(&self, movie: MovieId) -> Result<bool, StoreError> {
+        Ok(self.main.begin_read()?.open_table(tables::MOVIES)?.get(movie.0)?.is_some())
+    }
 }
 
 /// The embedded [`Store`].
@@ -110,8 +125,23 @@ impl EmbeddedStore {
         };
         let main = open(MAIN_FILE, 2)?;
         let years = read::check_format_and_years(&main)?;
-        let inner =
-            Inner { main, filmography: open(FILMOGRAPHY_FILE, 4)?, search: open(SEARCH_FILE, 4)?, years };
+        let users = redb::Builder::new()
+            .set_cache_size(USERS_CACHE_BYTES)
+            .create(data_dir.join(users::USERS_FILE))
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    StoreError::Locked(data_dir.display().to_string())
+                }
+                other => StoreError::backend(other),
+            })?;
+        users::init(&users)?;
+        let inner = Inner {
+            main,
+            filmography: open(FILMOGRAPHY_FILE, 4)?,
+            search: open(SEARCH_FILE, 4)?,
+            years,
+            users,
+        };
         Ok(EmbeddedStore { inner: RwLock::new(Some(Arc::new(inner))) })
     }
 
@@ -136,6 +166,19 @@ impl EmbeddedStore {
             StoreError::backend(e)
         })?
     }
+
+    /// Runs `f` against the open files on the blocking pool (user-data reads and writes).
+    async fn with<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner()?;
+        tokio::task::spawn_blocking(move || f(&inner)).await.map_err(|e| {
+            tracing::error!(op, error = %e, "store call did not complete");
+            StoreError::backend(e)
+        })?
+    }
 }
 
 #[async_trait]
@@ -146,7 +189,13 @@ impl Store for EmbeddedStore {
 
     async fn movies(&self, ids: &[MovieId]) -> Result<Vec<Option<Movie>>, StoreError> {
         let ids = ids.to_vec();
-        self.read("movies", move |s| s.movies(&ids)).await
+        self.with("movies", move |inner| {
+            let snapshot = read::Snapshot::new(&inner.main, &inner.filmography, &inner.search, &inner.years)?;
+            let mut movies = snapshot.movies(&ids)?;
+            users::apply_totals(&inner.users, &mut movies)?;
+            Ok(movies)
+        })
+        .await
     }
 
     async fn people(&self, ids: &[PersonId]) -> Result<Vec<Option<Person>>, StoreError> {
@@ -188,6 +237,60 @@ impl Store for EmbeddedStore {
 
     async fn stats(&self) -> Result<CatalogStats, StoreError> {
         self.read("stats", |s| s.stats()).await
+    }
+
+    async fn rate(&self, user: &UserId, movie: MovieId, score: u8) -> Result<Rating, StoreError> {
+        let user = user.clone();
+        self.with("rate", move |inner| {
+            let exists = inner.movie_exists(movie)?;
+            users::rate(&inner.users, &user, movie, score, exists)
+        })
+        .await
+    }
+
+    async fn delete_rating(&self, user: &UserId, movie: MovieId) -> Result<bool, StoreError> {
+        let user = user.clone();
+        self.with("delete_rating", move |inner| users::delete_rating(&inner.users, &user, movie)).await
+    }
+
+    async fn user_ratings(
+        &self,
+        user: &UserId,
+        movies: &[MovieId],
+    ) -> Result<Vec<Option<Rating>>, StoreError> {
+        let (user, movies) = (user.clone(), movies.to_vec());
+        self.with("user_ratings", move |inner| users::user_ratings(&inner.users, &user, &movies)).await
+    }
+
+    async fn ratings_page(&self, user: &UserId, page: UserPage) -> Result<Page<Rating>, StoreError> {
+        let user = user.clone();
+        self.with("ratings_page", move |inner| users::ratings_page(&inner.users, &user, page)).await
+    }
+
+    async fn add_to_watchlist(&self, user: &UserId, movie: MovieId) -> Result<WatchlistEntry, StoreError> {
+        let user = user.clone();
+        self.with("add_to_watchlist", move |inner| {
+            let exists = inner.movie_exists(movie)?;
+            users::add_to_watchlist(&inner.users, &user, movie, exists)
+        })
+        .await
+    }
+
+    async fn remove_from_watchlist(&self, user: &UserId, movie: MovieId) -> Result<bool, StoreError> {
+        let user = user.clone();
+        self.with("remove_from_watchlist", move |inner| {
+            users::remove_from_watchlist(&inner.users, &user, movie)
+        })
+        .await
+    }
+
+    async fn watchlist_page(
+        &self,
+        user: &UserId,
+        page: UserPage,
+    ) -> Result<Page<WatchlistEntry>, StoreError> {
+        let user = user.clone();
+        self.with("watchlist_page", move |inner| users::watchlist_page(&inner.users, &user, page)).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

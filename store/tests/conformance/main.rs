@@ -50,4 +50,7 @@ conformance!(embedded:
     genres_count_every_movie,
     stats_and_ping,
     closed_store_refuses_calls,
+    ratings_replace_and_totals_never_double_count,
+    bad_writes_write_nothing,
+    user_lists_page_newest_first_and_stay_private,
 );

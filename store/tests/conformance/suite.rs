@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use marquee_store::catalog::seed::Generator;
 use marquee_store::{
     BrowseQuery, DynStore, FilmographyQuery, Genre, MovieId, MovieSort, PersonId, Position, SearchQuery,
-    SimilarQuery, StoreError, keys, text,
+    SimilarQuery, StoreError, UserId, UserPage, keys, text,
 };
 
 use crate::OPTIONS;
@@ -264,4 +264,84 @@ pub(crate) async fn closed_store_refuses_calls(store: DynStore) {
     store.close().await.expect("close");
     assert!(matches!(store.ping().await, Err(StoreError::Closed)));
     assert!(matches!(store.movies(&[MovieId(1)]).await, Err(StoreError::Closed)));
+}
+
+fn user(id: &str) -> UserId {
+    UserId::new(id).expect("valid user id")
+}
+
+pub(crate) async fn ratings_replace_and_totals_never_double_count(store: DynStore) {
+    let movie = MovieId(7);
+    let catalog = generator().movie(6).movie.rating;
+    let (alice, bob) = (user("alice"), user("bob"));
+    store.rate(&alice, movie, 10).await.expect("rate");
+    store.rate(&alice, movie, 2).await.expect("re-rate");
+    store.rate(&bob, movie, 6).await.expect("rate");
+    let summary = store.movies(&[movie]).await.expect("movies")[0].as_ref().expect("movie").rating;
+    assert_eq!(summary.count, catalog.count + 2, "alice's re-rate replaced her first score");
+    let expected =
+        (f64::from(catalog.average) * f64::from(catalog.count) + 8.0) / f64::from(catalog.count + 2);
+    assert!((f64::from(summary.average) - expected).abs() < 1e-3, "{} vs {expected}", summary.average);
+
+    let mine = store.user_ratings(&alice, &[movie, MovieId(8)]).await.expect("mine");
+    assert_eq!(mine[0].map(|r| r.score), Some(2));
+    assert_eq!(mine[1], None);
+    assert!(store.delete_rating(&alice, movie).await.expect("delete"));
+    assert!(!store.delete_rating(&alice, movie).await.expect("delete twice"), "already gone");
+    store.delete_rating(&bob, movie).await.expect("delete");
+    let back = store.movies(&[movie]).await.expect("movies")[0].as_ref().expect("movie").rating;
+    assert_eq!(back, catalog, "every user score was removed exactly once");
+}
+
+pub(crate) async fn bad_writes_write_nothing(store: DynStore) {
+    let alice = user("alice");
+    for score in [0, 11] {
+        let err = store.rate(&alice, MovieId(3), score).await.expect_err("out of range");
+        assert!(matches!(err, StoreError::InvalidInput(_)), "{err}");
+    }
+    let err = store.rate(&alice, MovieId(999_999), 5).await.expect_err("unknown movie");
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
+    let err = store.add_to_watchlist(&alice, MovieId(999_999)).await.expect_err("unknown movie");
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
+    let page = UserPage { first: 10, after: None };
+    assert!(store.ratings_page(&alice, page).await.expect("ratings").items.is_empty());
+    assert!(store.watchlist_page(&alice, page).await.expect("watchlist").items.is_empty());
+    assert_eq!(store.user_ratings(&alice, &[MovieId(3)]).await.expect("mine")[0], None);
+    assert!(UserId::new("").is_err());
+    assert!(UserId::new("a\nb").is_err());
+    assert!(store.ratings_page(&alice, UserPage { first: 0, after: None }).await.is_err());
+}
+
+pub(crate) async fn user_lists_page_newest_first_and_stay_private(store: DynStore) {
+    let (alice, bob) = (user("alice"), user("bob"));
+    for id in 1..=5 {
+        store.add_to_watchlist(&alice, MovieId(id)).await.expect("add");
+        store.rate(&alice, MovieId(id), u8::try_from(id).expect("small")).await.expect("rate");
+        // Distinct timestamps so the order is the order of the writes.
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let first = store.add_to_watchlist(&alice, MovieId(1)).await.expect("add again");
+    store.add_to_watchlist(&bob, MovieId(9)).await.expect("bob's");
+
+    let page = store.watchlist_page(&alice, UserPage { first: 3, after: None }).await.expect("page");
+    let ids: Vec<u64> = page.items.iter().map(|(_, e)| e.movie.0).collect();
+    assert_eq!(ids, [5, 4, 3], "newest first; adding again kept the first entry");
+    assert!(page.has_next);
+    let after = page.items.last().map(|(p, _)| *p);
+    let rest = store.watchlist_page(&alice, UserPage { first: 3, after }).await.expect("page");
+    let ids: Vec<u64> = rest.items.iter().map(|(_, e)| e.movie.0).collect();
+    assert_eq!(ids, [2, 1]);
+    assert!(!rest.has_next);
+    assert_eq!(rest.items[1].1.added_at_ms, first.added_at_ms);
+
+    let ratings = store.ratings_page(&alice, UserPage { first: 10, after: None }).await.expect("ratings");
+    let scores: Vec<u8> = ratings.items.iter().map(|(_, r)| r.score).collect();
+    assert_eq!(scores, [5, 4, 3, 2, 1]);
+    let bobs = store.watchlist_page(&bob, UserPage { first: 10, after: None }).await.expect("bob");
+    assert_eq!(bobs.items.len(), 1, "lists are per user");
+
+    assert!(store.remove_from_watchlist(&alice, MovieId(3)).await.expect("remove"));
+    assert!(!store.remove_from_watchlist(&alice, MovieId(3)).await.expect("remove twice"));
+    let left = store.watchlist_page(&alice, UserPage { first: 10, after: None }).await.expect("page");
+    assert_eq!(left.items.len(), 4);
 }
