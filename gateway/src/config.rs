@@ -37,6 +37,38 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Tokens: the gateway's signing keys and the identity provider's JWKS.
     pub auth: AuthConfig,
+    /// Automatic persisted queries, the partner manifest and safelist mode.
+    pub persisted_queries: PersistedQueryConfig,
+    /// The in-process cache of whole public GET responses.
+    pub response_cache: ResponseCacheConfig,
+}
+
+/// Persisted queries.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersistedQueryConfig {
+    /// Partner manifest in Apollo's `apollo-persisted-query-manifest` format (re-read on change).
+    pub manifest_file: Option<PathBuf>,
+    /// Run manifest operations only (`PERSISTED_QUERY_NOT_IN_LIST` for anything else).
+    pub safelist: bool,
+    /// Accept automatic persisted queries (ignored in safelist mode).
+    pub apq: bool,
+    /// Memory for registered APQ documents, in MiB.
+    pub apq_cache_mib: u64,
+    /// How often the manifest file is checked for changes, in milliseconds.
+    pub reload_ms: u64,
+}
+
+/// The in-process response cache.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseCacheConfig {
+    /// Off: every GET executes.
+    pub enabled: bool,
+    /// Memory for cached responses, in MiB.
+    pub max_mib: u64,
+    /// Longest an entry lives, in seconds (shorter when the response's max-age is).
+    pub max_ttl_secs: u64,
 }
 
 /// Token verification and issuing.
@@ -202,6 +234,14 @@ impl Default for Config {
                 jwks_refresh_secs: 300,
                 jwks_min_refresh_secs: 30,
             },
+            persisted_queries: PersistedQueryConfig {
+                manifest_file: None,
+                safelist: false,
+                apq: true,
+                apq_cache_mib: 16,
+                reload_ms: 5_000,
+            },
+            response_cache: ResponseCacheConfig { enabled: true, max_mib: 64, max_ttl_secs: 60 },
         }
     }
 }

@@ -13,5 +13,7 @@ pub mod error;
 pub mod http;
 pub mod instrumented;
 pub mod limits;
+pub mod persisted;
+pub mod response_cache;
 pub mod startup;
 pub mod telemetry;

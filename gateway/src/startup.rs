@@ -19,6 +19,8 @@ use crate::cache_policy::CachePolicy;
 use crate::config::Config;
 use crate::instrumented::InstrumentedStore;
 use crate::limits::{InProcessLimiter, RateLimiter};
+use crate::persisted::{ManifestError, PersistedQueries};
+use crate::response_cache::ResponseCache;
 use crate::telemetry::Metrics;
 
 /// Shared state of one gateway: a cheap clone of `Arc`s handed to every handler.
@@ -46,6 +48,10 @@ pub struct AppState {
     pub cache_policy: CachePolicy,
     /// Token verification and issuing.
     pub auth: Arc<Authenticator>,
+    /// APQ, manifest and safelist.
+    pub persisted: Arc<PersistedQueries>,
+    /// Whole public GET responses (`None`: disabled).
+    pub response_cache: Option<Arc<ResponseCache>>,
 }
 
 /// Why a gateway could not start.
@@ -70,6 +76,9 @@ pub enum StartupError {
     /// Signing keys or the JWKS are unusable.
     #[error("authentication: {0}")]
     Auth(#[from] AuthSetupError),
+    /// The persisted-query manifest is unusable.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
     /// Metrics could not be registered.
     #[error("registering metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -119,6 +128,14 @@ impl Application {
         };
         let schema = marquee_schema::build(store.clone(), schema_config.clone());
         let auth = Arc::new(Authenticator::new(&config.auth).await?);
+        let persisted = Arc::new(PersistedQueries::new(&config.persisted_queries)?);
+        let response_cache = config.response_cache.enabled.then(|| {
+            Arc::new(ResponseCache::new(
+                config.response_cache.max_mib * 1024 * 1024,
+                Duration::from_secs(config.response_cache.max_ttl_secs),
+                metrics.cache_requests.clone(),
+            ))
+        });
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| StartupError::Bind { addr: config.listen, source })?;
@@ -139,6 +156,8 @@ impl Application {
                 stale_if_error: config.cache.stale_if_error_secs,
             },
             auth,
+            persisted,
+            response_cache,
         };
         Ok(Application { listener, addr, state, config })
     }
@@ -167,6 +186,7 @@ impl Application {
     ) -> std::io::Result<()> {
         let Application { listener, state, config, .. } = self;
         state.auth.spawn_refresh();
+        state.persisted.spawn_reload();
         let router = crate::http::router(state.clone(), config.request_timeout());
         let drain_delay = Duration::from_millis(config.http.drain_delay_ms);
         let grace = Duration::from_millis(config.http.shutdown_grace_ms);

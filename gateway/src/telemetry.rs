@@ -37,6 +37,8 @@ pub struct Metrics {
     pub store_duration: HistogramVec,
     /// `dataloader_batch_size{loader}`.
     pub loader: LoaderMetrics,
+    /// `cache_requests_total{tier,result}`: lookups per cache tier, `hit` or `miss`.
+    pub cache_requests: IntCounterVec,
 }
 
 /// Latency buckets from 100µs to 10s.
@@ -71,6 +73,11 @@ impl Metrics {
                 .buckets(vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0]),
             &["loader"],
         )?;
+        let cache_requests = IntCounterVec::new(
+            Opts::new("cache_requests_total", "Cache lookups by tier and result"),
+            &["tier", "result"],
+        )?;
+        registry.register(Box::new(cache_requests.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(store_calls.clone()))?;
@@ -83,6 +90,7 @@ impl Metrics {
             store_calls,
             store_duration,
             loader: LoaderMetrics { batch_size },
+            cache_requests,
         })
     }
 

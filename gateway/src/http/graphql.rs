@@ -3,20 +3,26 @@
 //! `application/graphql-response+json` when the client accepts it (request errors are then
 //! 400) or as `application/json` (always 200 for a well-formed request). Browsers asking for
 //! HTML get GraphiQL.
+//!
+//! Every request first passes the persisted-query stage (`crate::persisted`), which names the
+//! document to run; public GETs are then answered from the response cache when they can be.
 
 use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql::{Request, Variables};
 use axum::Extension;
-use axum::body::{Body, to_bytes};
+use axum::body::{Body, Bytes, to_bytes};
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use marquee_schema::{Caller, Loaders};
 use serde::Deserialize;
+use serde_json::Value;
 
 use crate::cache_policy::{self, Decision};
 use crate::error::{HttpError, codes};
+use crate::persisted::{Document, DocumentRef, PersistedQueryError};
+use crate::response_cache::{CacheKey, Entry};
 use crate::startup::AppState;
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
@@ -74,36 +80,100 @@ fn wants_html(headers: &HeaderMap) -> bool {
 struct PostBody {
     query: Option<String>,
     operation_name: Option<String>,
-    variables: Option<serde_json::Value>,
+    variables: Option<Value>,
+    extensions: Option<Value>,
+    id: Option<String>,
+    document_id: Option<String>,
 }
 
-/// A GraphQL request as sent over HTTP (GET query string; variables are JSON text).
+/// A GraphQL request as sent over HTTP (GET query string; variables and extensions are JSON).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct GetParams {
     query: Option<String>,
     operation_name: Option<String>,
     variables: Option<String>,
+    extensions: Option<String>,
+    id: Option<String>,
+    document_id: Option<String>,
 }
 
-fn build_request(
+/// What a client sent, whichever method carried it.
+struct Incoming {
     query: Option<String>,
     operation_name: Option<String>,
-    variables: Option<serde_json::Value>,
-) -> Result<Request, HttpError> {
-    let query = query
-        .filter(|q| !q.trim().is_empty())
-        .ok_or_else(|| HttpError::bad_request("the request has no `query`"))?;
-    let variables = match variables {
-        None | Some(serde_json::Value::Null) => Variables::default(),
-        Some(v @ serde_json::Value::Object(_)) => Variables::from_json(v),
+    variables: Option<Value>,
+    extensions: Option<Value>,
+    id: Option<String>,
+}
+
+impl From<PostBody> for Incoming {
+    fn from(b: PostBody) -> Self {
+        Incoming {
+            query: b.query,
+            operation_name: b.operation_name,
+            variables: b.variables,
+            extensions: b.extensions,
+            id: b.id.or(b.document_id),
+        }
+    }
+}
+
+impl TryFrom<GetParams> for Incoming {
+    type Error = HttpError;
+
+    fn try_from(p: GetParams) -> Result<Self, HttpError> {
+        let json = |name: &str, text: Option<String>| {
+            text.map(|t| serde_json::from_str::<Value>(&t))
+                .transpose()
+                .map_err(|e| HttpError::bad_request(format!("`{name}` is not valid JSON: {e}")))
+        };
+        Ok(Incoming {
+            variables: json("variables", p.variables)?,
+            extensions: json("extensions", p.extensions)?,
+            query: p.query,
+            operation_name: p.operation_name,
+            id: p.id.or(p.document_id),
+        })
+    }
+}
+
+/// A persisted-query refusal: a request error, so 400 under the GraphQL response type and 200
+/// under plain JSON (where stock Apollo clients look for `PERSISTED_QUERY_NOT_FOUND`).
+fn persisted_error(e: PersistedQueryError, media: MediaType) -> HttpError {
+    let code = match e {
+        PersistedQueryError::NotFound => codes::PERSISTED_QUERY_NOT_FOUND,
+        PersistedQueryError::NotInList => codes::PERSISTED_QUERY_NOT_IN_LIST,
+        PersistedQueryError::HashMismatch => codes::PERSISTED_QUERY_HASH_MISMATCH,
+        PersistedQueryError::BadRequest(message) => return HttpError::bad_request(message),
+    };
+    let status =
+        if media == MediaType::GraphqlResponseJson { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    HttpError::new(status, code, e.to_string())
+}
+
+/// Runs the persisted-query stage and builds the executable request.
+fn prepare(
+    state: &AppState,
+    incoming: &Incoming,
+    media: MediaType,
+) -> Result<(Document, Request), HttpError> {
+    let variables = match &incoming.variables {
+        None | Some(Value::Null) => Variables::default(),
+        Some(v @ Value::Object(_)) => Variables::from_json(v.clone()),
         Some(_) => return Err(HttpError::bad_request("`variables` must be a JSON object")),
     };
-    let mut request = Request::new(query).variables(variables);
-    if let Some(name) = operation_name {
-        request = request.operation_name(name);
+    let reference = DocumentRef {
+        query: incoming.query.as_deref(),
+        persisted: incoming.extensions.as_ref().and_then(|e| e.get("persistedQuery")),
+        id: incoming.id.as_deref(),
+    };
+    let document = state.persisted.resolve(&reference).map_err(|e| persisted_error(e, media))?;
+    let mut request = Request::new(document.query.to_string()).variables(variables);
+    if let Some(name) = &incoming.operation_name {
+        request = request.operation_name(name.clone());
     }
-    Ok(request)
+    Ok((document, request))
 }
 
 /// Whether the operation `request` selects is a mutation. Unparseable documents are not: they
@@ -121,6 +191,10 @@ fn is_mutation(request: &Request) -> bool {
     ty == Some(OperationType::Mutation)
 }
 
+fn caller_of(caller: Option<Extension<Caller>>) -> Caller {
+    caller.map_or(Caller::Anonymous, |Extension(c)| c)
+}
+
 /// `GET /graphql`.
 pub(super) async fn get(
     State(state): State<AppState>,
@@ -128,7 +202,7 @@ pub(super) async fn get(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let caller = caller.map_or(Caller::Anonymous, |Extension(c)| c);
+    let caller = caller_of(caller);
     let raw = raw.unwrap_or_default();
     if raw.is_empty() && state.graphiql && wants_html(&headers) {
         return Html(GraphiQLSource::build().endpoint("/graphql").title("Marquee").finish()).into_response();
@@ -137,12 +211,22 @@ pub(super) async fn get(
         let media = negotiate(&headers)?;
         let params: GetParams = serde_urlencoded::from_str(&raw)
             .map_err(|e| HttpError::bad_request(format!("the query string is malformed: {e}")))?;
-        let variables = params
-            .variables
-            .map(|v| serde_json::from_str(&v))
-            .transpose()
-            .map_err(|e| HttpError::bad_request(format!("`variables` is not valid JSON: {e}")))?;
-        let request = build_request(params.query, params.operation_name, variables)?;
+        let incoming = Incoming::try_from(params)?;
+        let (document, request) = prepare(&state, &incoming, media)?;
+        let cached = state.response_cache.as_ref().map(|cache| {
+            let scope = if caller.user_id().is_some() { "user" } else { "public" };
+            let key = CacheKey {
+                scope,
+                media: media.as_str(),
+                document_hash: &document.hash,
+                operation_name: incoming.operation_name.as_deref(),
+                variables: incoming.variables.as_ref(),
+            };
+            (cache, cache.get(&key))
+        });
+        if let Some((_, (_, Some(entry)))) = &cached {
+            return Ok(from_cache(&state, entry, media, &headers));
+        }
         if is_mutation(&request) {
             return Err(HttpError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -151,7 +235,13 @@ pub(super) async fn get(
             )
             .with_header(header::ALLOW, HeaderValue::from_static("POST")));
         }
-        Ok::<_, HttpError>(execute(&state, request, &caller, media, Some(&headers)).await)
+        let executed = execute(&state, request, &caller, true).await?;
+        if let (Some((cache, (key, None))), Decision::Public { max_age }, Some(etag)) =
+            (cached, executed.decision, &executed.etag)
+        {
+            cache.put(key, executed.body.clone(), etag.clone(), max_age);
+        }
+        Ok(respond(&state, executed, media, Some(&headers)))
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -163,7 +253,7 @@ pub(super) async fn post(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let caller = caller.map_or(Caller::Anonymous, |Extension(c)| c);
+    let caller = caller_of(caller);
     let result = async {
         let media = negotiate(&headers)?;
         let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -186,8 +276,8 @@ pub(super) async fn post(
                 HttpError::bad_request(format!("the request body could not be read: {e}"))
             }
         })?;
-        let body: PostBody = match serde_json::from_slice::<serde_json::Value>(&bytes) {
-            Ok(serde_json::Value::Array(_)) => {
+        let body: PostBody = match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Array(_)) => {
                 return Err(HttpError::bad_request(
                     "batched requests are not enabled; send one operation per request",
                 ));
@@ -196,8 +286,9 @@ pub(super) async fn post(
                 .map_err(|e| HttpError::bad_request(format!("the body is not a GraphQL request: {e}")))?,
             Err(e) => return Err(HttpError::bad_request(format!("the body is not valid JSON: {e}"))),
         };
-        let request = build_request(body.query, body.operation_name, body.variables)?;
-        Ok(execute(&state, request, &caller, media, None).await)
+        let (_, request) = prepare(&state, &Incoming::from(body), media)?;
+        let executed = execute(&state, request, &caller, false).await?;
+        Ok(respond(&state, executed, media, None))
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -208,43 +299,71 @@ pub(super) async fn method_not_allowed() -> HttpError {
         .with_header(header::ALLOW, HeaderValue::from_static("GET, POST"))
 }
 
-/// Executes `request`; `get_headers` are the request headers of a GET (only GETs are cacheable).
+/// An executed operation, serialised, with its caching decision.
+struct Executed {
+    /// A request error (parse or validation failure): execution never started.
+    request_error: bool,
+    body: Bytes,
+    decision: Decision,
+    etag: Option<String>,
+}
+
+/// Executes `request` for `caller`; only GETs (`is_get`) are cacheable.
 async fn execute(
     state: &AppState,
     request: Request,
     caller: &Caller,
+    is_get: bool,
+) -> Result<Executed, HttpError> {
+    let loaders = Loaders::new(&state.store, &state.schema_config, Some(&state.metrics.loader), caller);
+    let response = state.schema.execute(request.data(loaders).data(caller.clone())).await;
+    let request_error = response.data == async_graphql::Value::Null && response.is_err();
+    let decision = cache_policy::decide(is_get, response.is_err(), response.cache_control);
+    let body = serde_json::to_vec(&response).map_err(|e| {
+        tracing::error!(error = %e, "serialising a GraphQL response");
+        HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL_SERVER_ERROR, "internal error")
+    })?;
+    let etag = matches!(decision, Decision::Public { .. }).then(|| cache_policy::etag(&body));
+    Ok(Executed { request_error, body: Bytes::from(body), decision, etag })
+}
+
+/// The HTTP response for `executed`; `get_headers` are a GET's request headers (for 304).
+fn respond(
+    state: &AppState,
+    executed: Executed,
     media: MediaType,
     get_headers: Option<&HeaderMap>,
 ) -> Response {
-    let loaders = Loaders::new(&state.store, &state.schema_config, Some(&state.metrics.loader), caller);
-    let response = state.schema.execute(request.data(loaders).data(caller.clone())).await;
-    // A request error (parse or validation failure) means execution never started: no data.
-    let request_error = response.data == async_graphql::Value::Null && response.is_err();
-    let status = if media == MediaType::GraphqlResponseJson && request_error {
+    let status = if media == MediaType::GraphqlResponseJson && executed.request_error {
         StatusCode::BAD_REQUEST
     } else {
         StatusCode::OK
     };
-    let decision = cache_policy::decide(get_headers.is_some(), response.is_err(), response.cache_control);
-    let body = match serde_json::to_vec(&response) {
-        Ok(body) => body,
-        Err(e) => {
-            tracing::error!(error = %e, "serialising a GraphQL response");
-            return HttpError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                codes::INTERNAL_SERVER_ERROR,
-                "internal error",
-            )
-            .into_response();
-        }
+    let unchanged = matches!((&executed.etag, get_headers), (Some(tag), Some(headers)) if cache_policy::not_modified(headers, tag));
+    let mut http = if unchanged {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        (status, executed.body).into_response()
     };
-    let etag = matches!(decision, Decision::Public { .. }).then(|| cache_policy::etag(&body));
-    let unchanged = matches!((&etag, get_headers), (Some(tag), Some(headers)) if cache_policy::not_modified(headers, tag));
-    let mut http =
-        if unchanged { StatusCode::NOT_MODIFIED.into_response() } else { (status, body).into_response() };
     if !unchanged {
         http.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(media.as_str()));
     }
-    cache_policy::apply(state.cache_policy, decision, etag.as_deref(), http.headers_mut());
+    cache_policy::apply(state.cache_policy, executed.decision, executed.etag.as_deref(), http.headers_mut());
+    http
+}
+
+/// A response-cache hit, answered like the original (including 304) plus its `Age`.
+fn from_cache(state: &AppState, entry: &Entry, media: MediaType, headers: &HeaderMap) -> Response {
+    let unchanged = cache_policy::not_modified(headers, &entry.etag);
+    let mut http = if unchanged {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let mut http = (StatusCode::OK, entry.body.clone()).into_response();
+        http.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(media.as_str()));
+        http
+    };
+    let decision = Decision::Public { max_age: entry.max_age };
+    cache_policy::apply(state.cache_policy, decision, Some(&entry.etag), http.headers_mut());
+    http.headers_mut().insert(header::AGE, HeaderValue::from(entry.stored_at.elapsed().as_secs()));
     http
 }

@@ -10,5 +10,6 @@ mod http;
 mod import;
 mod lifecycle;
 mod limits;
+mod persisted;
 mod queries;
 mod users;

@@ -1,0 +1,341 @@
+//! The persisted-query stage: turns what a client sent (full text, an Apollo APQ hash, or a
+//! manifest id) into the document to execute, before anything is parsed.
+//!
+//! - Automatic persisted queries (Apollo's protocol): `extensions.persistedQuery.sha256Hash`
+//!   alone runs a document registered earlier; with the text as well, the text must hash to it
+//!   and is registered. A miss is `PERSISTED_QUERY_NOT_FOUND`, which stock Apollo clients
+//!   answer by sending the text. Registered documents live in a bounded in-process cache: each
+//!   gateway learns them on its own, which costs a client one retry per gateway at worst.
+//! - The partner manifest (`apollo-persisted-query-manifest` format) lists operations by id;
+//!   `?id=` / `?documentId=` (or an APQ hash equal to an id) runs them. It is re-read when the
+//!   file changes, so partners' operations are published without a restart.
+//! - Safelist mode runs manifest operations only (`PERSISTED_QUERY_NOT_IN_LIST` otherwise),
+//!   so a public endpoint executes nothing a partner did not register.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::config::PersistedQueryConfig;
+
+/// Why the persisted-query stage refused a request.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PersistedQueryError {
+    /// The hash or id is not known here; send the full text (APQ) or check the id.
+    #[error("persisted query not found; send the query text with its hash")]
+    NotFound,
+    /// Safelist mode: the document is not in the manifest.
+    #[error("only operations from the persisted-query manifest run on this endpoint")]
+    NotInList,
+    /// The text does not hash to the hash sent with it.
+    #[error("the query text does not hash to the sha256Hash sent with it")]
+    HashMismatch,
+    /// Malformed extension, unsupported version, or no document at all.
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+/// What a client sent to name its document.
+#[derive(Debug, Default)]
+pub struct DocumentRef<'a> {
+    /// The query text, if sent.
+    pub query: Option<&'a str>,
+    /// `extensions.persistedQuery`, if sent.
+    pub persisted: Option<&'a serde_json::Value>,
+    /// `id` or `documentId`, if sent.
+    pub id: Option<&'a str>,
+}
+
+/// The document to execute.
+#[derive(Clone, Debug)]
+pub struct Document {
+    /// Its text.
+    pub query: Arc<str>,
+    /// SHA-256 of the text, lowercase hex (the response-cache key).
+    pub hash: Arc<str>,
+}
+
+/// One manifest operation.
+#[derive(Clone, Debug, Deserialize)]
+struct ManifestOperation {
+    id: String,
+    body: String,
+    #[allow(dead_code)] // documented in the format; the executed document decides the type
+    #[serde(default)]
+    name: Option<String>,
+    #[allow(dead_code)]
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+}
+
+/// The manifest file.
+#[derive(Debug, Deserialize)]
+struct ManifestFile {
+    format: String,
+    version: u32,
+    operations: Vec<ManifestOperation>,
+}
+
+/// Parsed manifest: operations by id and by the hash of their text.
+#[derive(Debug, Default)]
+struct Manifest {
+    by_id: HashMap<String, Document>,
+    by_hash: HashMap<String, Document>,
+    /// Fingerprint of the file bytes it was read from.
+    source: [u8; 32],
+}
+
+impl Manifest {
+    fn parse(bytes: &[u8]) -> Result<Manifest, String> {
+        let file: ManifestFile = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if file.format != "apollo-persisted-query-manifest" || file.version != 1 {
+            return Err(format!(
+                "expected format `apollo-persisted-query-manifest` version 1, got `{}` version {}",
+                file.format, file.version
+            ));
+        }
+        let mut manifest = Manifest { source: Sha256::digest(bytes).into(), ..Manifest::default() };
+        for op in file.operations {
+            let document = Document { hash: sha256_hex(&op.body).into(), query: op.body.into() };
+            manifest.by_hash.insert(document.hash.to_string(), document.clone());
+            if manifest.by_id.insert(op.id.clone(), document).is_some() {
+                return Err(format!("operation id `{}` appears twice", op.id));
+            }
+        }
+        Ok(manifest)
+    }
+
+    fn get(&self, key: &str) -> Option<&Document> {
+        self.by_id.get(key).or_else(|| self.by_hash.get(key))
+    }
+}
+
+/// SHA-256 of `text`, lowercase hex.
+pub fn sha256_hex(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// Persisted-query lookup for one gateway.
+pub struct PersistedQueries {
+    manifest: RwLock<Arc<Manifest>>,
+    manifest_file: Option<PathBuf>,
+    apq: Option<moka::sync::Cache<String, Arc<str>>>,
+    safelist: bool,
+    reload_every: Duration,
+}
+
+/// Why the manifest could not be loaded at startup.
+#[derive(Debug, thiserror::Error)]
+#[error("persisted-query manifest {path}: {reason}")]
+pub struct ManifestError {
+    path: String,
+    reason: String,
+}
+
+impl PersistedQueries {
+    /// Loads the manifest (if configured); an unreadable or invalid manifest stops startup.
+    pub fn new(config: &PersistedQueryConfig) -> Result<PersistedQueries, ManifestError> {
+        let manifest = match &config.manifest_file {
+            None => Manifest::default(),
+            Some(path) => {
+                let err = |reason: String| ManifestError { path: path.display().to_string(), reason };
+                let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+                Manifest::parse(&bytes).map_err(err)?
+            }
+        };
+        if config.safelist && config.manifest_file.is_none() {
+            return Err(ManifestError {
+                path: "(none)".into(),
+                reason: "persisted_queries.safelist needs persisted_queries.manifest_file".into(),
+            });
+        }
+        let apq = (config.apq && !config.safelist).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(config.apq_cache_mib * 1024 * 1024)
+                .weigher(|k: &String, v: &Arc<str>| u32::try_from(k.len() + v.len()).unwrap_or(u32::MAX))
+                .build()
+        });
+        Ok(PersistedQueries {
+            manifest: RwLock::new(Arc::new(manifest)),
+            manifest_file: config.manifest_file.clone(),
+            apq,
+            safelist: config.safelist,
+            reload_every: Duration::from_millis(config.reload_ms.max(10)),
+        })
+    }
+
+    fn manifest(&self) -> Arc<Manifest> {
+        match self.manifest.read() {
+            Ok(m) => Arc::clone(&m),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Operations in the manifest.
+    pub fn manifest_len(&self) -> usize {
+        self.manifest().by_id.len()
+    }
+
+    /// Re-reads the manifest if the file changed; an invalid new file keeps the old manifest.
+    pub fn reload(&self) {
+        let Some(path) = &self.manifest_file else { return };
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "reading the persisted-query manifest");
+                return;
+            }
+        };
+        if <[u8; 32]>::from(Sha256::digest(&bytes)) == self.manifest().source {
+            return;
+        }
+        match Manifest::parse(&bytes) {
+            Ok(manifest) => {
+                tracing::info!(operations = manifest.by_id.len(), "reloaded the persisted-query manifest");
+                match self.manifest.write() {
+                    Ok(mut m) => *m = Arc::new(manifest),
+                    Err(poisoned) => *poisoned.into_inner() = Arc::new(manifest),
+                }
+            }
+            Err(e) => tracing::error!(path = %path.display(), error = %e, "keeping the previous manifest"),
+        }
+    }
+
+    /// Starts watching the manifest file (no-op without one); stops with the runtime.
+    pub fn spawn_reload(self: &Arc<Self>) {
+        if self.manifest_file.is_none() {
+            return;
+        }
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(this.reload_every);
+            loop {
+                ticker.tick().await;
+                let this = Arc::clone(&this);
+                if tokio::task::spawn_blocking(move || this.reload()).await.is_err() {
+                    tracing::error!("manifest reload task failed");
+                }
+            }
+        });
+    }
+
+    /// The document `request` names.
+    pub fn resolve(&self, request: &DocumentRef<'_>) -> Result<Document, PersistedQueryError> {
+        let manifest = self.manifest();
+        if let Some(id) = request.id {
+            let document = manifest.by_id.get(id).ok_or(PersistedQueryError::NotFound)?;
+            if request.query.is_some_and(|q| *q != *document.query) {
+                return Err(PersistedQueryError::BadRequest(
+                    "send either a manifest id or a query, not both".into(),
+                ));
+            }
+            return Ok(document.clone());
+        }
+        let hash = request.persisted.map(parse_extension).transpose()?;
+        match (request.query.filter(|q| !q.trim().is_empty()), hash) {
+            (Some(query), Some(hash)) => {
+                let actual = sha256_hex(query);
+                if actual != hash {
+                    return Err(PersistedQueryError::HashMismatch);
+                }
+                if let Some(document) = manifest.by_hash.get(&actual) {
+                    return Ok(document.clone());
+                }
+                if self.safelist {
+                    return Err(PersistedQueryError::NotInList);
+                }
+                let query: Arc<str> = query.into();
+                if let Some(apq) = &self.apq {
+                    apq.insert(actual.clone(), Arc::clone(&query));
+                }
+                Ok(Document { query, hash: actual.into() })
+            }
+            (None, Some(hash)) => {
+                if let Some(document) = manifest.get(hash) {
+                    return Ok(document.clone());
+                }
+                if self.safelist {
+                    return Err(PersistedQueryError::NotInList);
+                }
+                let query =
+                    self.apq.as_ref().and_then(|apq| apq.get(hash)).ok_or(PersistedQueryError::NotFound)?;
+                Ok(Document { query, hash: hash.into() })
+            }
+            (Some(query), None) => {
+                let hash = sha256_hex(query);
+                if let Some(document) = manifest.by_hash.get(&hash) {
+                    return Ok(document.clone());
+                }
+                if self.safelist {
+                    return Err(PersistedQueryError::NotInList);
+                }
+                Ok(Document { query: query.into(), hash: hash.into() })
+            }
+            (None, None) => Err(PersistedQueryError::BadRequest("the request has no `query`".into())),
+        }
+    }
+}
+
+/// The `sha256Hash` of a `persistedQuery` extension (version 1, 64 hex digits).
+fn parse_extension(value: &serde_json::Value) -> Result<&str, PersistedQueryError> {
+    let bad = |m: &str| PersistedQueryError::BadRequest(m.to_owned());
+    if value.get("version").and_then(serde_json::Value::as_u64) != Some(1) {
+        return Err(bad("extensions.persistedQuery.version must be 1"));
+    }
+    let hash = value
+        .get("sha256Hash")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| bad("extensions.persistedQuery.sha256Hash is missing"))?;
+    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad("extensions.persistedQuery.sha256Hash must be 64 hex digits"));
+    }
+    Ok(hash)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config(manifest: Option<PathBuf>, safelist: bool) -> PersistedQueryConfig {
+        PersistedQueryConfig {
+            manifest_file: manifest,
+            safelist,
+            apq: true,
+            apq_cache_mib: 1,
+            reload_ms: 1000,
+        }
+    }
+
+    #[test]
+    fn apq_registers_then_serves_by_hash() {
+        let pq = PersistedQueries::new(&config(None, false)).expect("pq");
+        let query = "{ genres { name } }";
+        let hash = sha256_hex(query);
+        let ext = json!({ "version": 1, "sha256Hash": hash });
+        let miss = DocumentRef { persisted: Some(&ext), ..DocumentRef::default() };
+        assert_eq!(pq.resolve(&miss).expect_err("unknown"), PersistedQueryError::NotFound);
+        let register = DocumentRef { query: Some(query), persisted: Some(&ext), id: None };
+        assert_eq!(&*pq.resolve(&register).expect("registers").query, query);
+        assert_eq!(&*pq.resolve(&miss).expect("now known").query, query);
+        let wrong = DocumentRef { query: Some("{ x }"), persisted: Some(&ext), id: None };
+        assert_eq!(pq.resolve(&wrong).expect_err("mismatch"), PersistedQueryError::HashMismatch);
+        let v2 = json!({ "version": 2, "sha256Hash": hash });
+        let v2 = DocumentRef { persisted: Some(&v2), ..DocumentRef::default() };
+        assert!(matches!(pq.resolve(&v2), Err(PersistedQueryError::BadRequest(_))));
+    }
+
+    #[test]
+    fn manifests_must_be_the_apollo_format() {
+        assert!(Manifest::parse(br#"{"format":"other","version":1,"operations":[]}"#).is_err());
+        assert!(Manifest::parse(b"not json").is_err());
+        let twice = br#"{"format":"apollo-persisted-query-manifest","version":1,"operations":[
+            {"id":"a","name":"A","type":"query","body":"{ a }"},{"id":"a","name":"B","type":"query","body":"{ b }"}]}"#;
+        assert!(Manifest::parse(twice).is_err());
+    }
+}

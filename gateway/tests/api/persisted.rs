@@ -1,0 +1,250 @@
+//! Persisted queries over real HTTP: the Apollo APQ round trip (GET and POST), the partner
+//! manifest by id and hot reload, safelist mode, and the in-process response cache that answers
+//! hot persisted GETs without touching the store.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use marquee_gateway::config::Config;
+
+use crate::helpers::{TestApp, first_code, seeded_dir, spawn_with, test_config};
+
+const GENRES: &str = "query Genres { genres { name movieCount } }";
+const MOVIE: &str =
+    "query Movie($id: ID!) { movie(id: $id) { id title cast(first: 3) { person { name } } } }";
+
+fn sha256(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+fn apq(hash: &str) -> String {
+    json!({ "persistedQuery": { "version": 1, "sha256Hash": hash } }).to_string()
+}
+
+fn manifest(operations: &[(&str, &str, &str)]) -> String {
+    let operations: Vec<Value> = operations
+        .iter()
+        .map(|(id, kind, body)| json!({ "id": id, "name": id, "type": kind, "body": body }))
+        .collect();
+    json!({ "format": "apollo-persisted-query-manifest", "version": 1, "operations": operations }).to_string()
+}
+
+fn config(dir: &Path, change: impl FnOnce(&mut Config)) -> Config {
+    let mut config = test_config(dir);
+    config.rate_limit.enabled = false;
+    change(&mut config);
+    config
+}
+
+async fn get(app: &TestApp, params: &[(&str, &str)]) -> reqwest::Response {
+    app.client.get(app.url("/graphql")).query(params).send().await.expect("get")
+}
+
+async fn get_json(app: &TestApp, params: &[(&str, &str)]) -> (reqwest::StatusCode, Value) {
+    let response = get(app, params).await;
+    (response.status(), response.json().await.expect("json"))
+}
+
+#[tokio::test]
+async fn apq_round_trip_over_get_and_post() {
+    let dir = seeded_dir();
+    let app = spawn_with(config(dir.path(), |_| {})).await;
+    let hash = sha256(GENRES);
+    let ext = apq(&hash);
+
+    // What Apollo Client sends first: the hash alone. A miss is never cacheable.
+    let miss = get(&app, &[("extensions", &ext)]).await;
+    assert_eq!(miss.status(), 200);
+    assert_eq!(miss.headers()["cache-control"], "no-store");
+    let body: Value = miss.json().await.expect("json");
+    assert_eq!(first_code(&body), "PERSISTED_QUERY_NOT_FOUND");
+    let strict = app
+        .client
+        .get(app.url("/graphql"))
+        .query(&[("extensions", &ext)])
+        .header("accept", "application/graphql-response+json")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(strict.status(), 400, "a request error under the GraphQL response type");
+
+    // The retry with the text registers it; from then on the hash alone runs it.
+    let (status, registered) = get_json(&app, &[("query", GENRES), ("extensions", &ext)]).await;
+    assert_eq!(status, 200);
+    assert!(registered["data"]["genres"].is_array(), "{registered}");
+    let (_, by_hash) = get_json(&app, &[("extensions", &ext)]).await;
+    assert_eq!(by_hash, registered);
+
+    // The text must hash to the hash sent with it.
+    let (_, mismatch) = get_json(&app, &[("query", "{ genres { name } }"), ("extensions", &ext)]).await;
+    assert_eq!(first_code(&mismatch), "PERSISTED_QUERY_HASH_MISMATCH");
+    let (_, version) = get_json(
+        &app,
+        &[("extensions", &json!({ "persistedQuery": { "version": 2, "sha256Hash": hash } }).to_string())],
+    )
+    .await;
+    assert_eq!(first_code(&version), "BAD_REQUEST");
+
+    // POST works the same way.
+    let post_hash = sha256(MOVIE);
+    let post = |with_query: bool| {
+        let mut body = json!({
+            "variables": { "id": "tt0000001" },
+            "extensions": { "persistedQuery": { "version": 1, "sha256Hash": post_hash } },
+        });
+        if with_query {
+            body["query"] = MOVIE.into();
+        }
+        app.client.post(app.url("/graphql")).json(&body).send()
+    };
+    let first: Value = post(false).await.expect("post").json().await.expect("json");
+    assert_eq!(first_code(&first), "PERSISTED_QUERY_NOT_FOUND");
+    let second: Value = post(true).await.expect("post").json().await.expect("json");
+    assert_eq!(second["data"]["movie"]["id"], "tt0000001", "{second}");
+    let third: Value = post(false).await.expect("post").json().await.expect("json");
+    assert_eq!(third, second);
+}
+
+#[tokio::test]
+async fn manifest_operations_run_by_id_and_reload_when_the_file_changes() {
+    let dir = seeded_dir();
+    let path = dir.path().join("manifest.json");
+    let rate = "mutation Rate { rateMovie(movieId: \"tt0000001\", score: 5) { score } }";
+    std::fs::write(&path, manifest(&[("genres-v1", "query", GENRES), ("rate-v1", "mutation", rate)]))
+        .expect("write");
+    let manifest_path = path.clone();
+    let app = spawn_with(config(dir.path(), move |c| {
+        c.persisted_queries.manifest_file = Some(manifest_path);
+        c.persisted_queries.reload_ms = 20;
+    }))
+    .await;
+
+    let (_, by_id) = get_json(&app, &[("id", "genres-v1")]).await;
+    assert!(by_id["data"]["genres"].is_array(), "{by_id}");
+    let (_, by_document_id) = get_json(&app, &[("documentId", "genres-v1")]).await;
+    assert_eq!(by_document_id, by_id);
+    let (_, by_extension) = get_json(&app, &[("extensions", &apq(&sha256(GENRES)))]).await;
+    assert_eq!(by_extension, by_id, "the APQ hash of a manifest operation's text runs it");
+    let (_, unknown) = get_json(&app, &[("id", "nope")]).await;
+    assert_eq!(first_code(&unknown), "PERSISTED_QUERY_NOT_FOUND");
+    let mutation = get(&app, &[("id", "rate-v1")]).await;
+    assert_eq!(mutation.status(), 405, "a manifest mutation still never runs over GET");
+
+    // Publish a new operation: the running gateway picks it up without a restart.
+    std::fs::write(&path, manifest(&[("genres-v1", "query", GENRES), ("movie-v1", "query", MOVIE)]))
+        .expect("write");
+    let variables = json!({ "id": "tt0000002" }).to_string();
+    let mut reloaded = Value::Null;
+    for _ in 0..200 {
+        let (_, body) = get_json(&app, &[("id", "movie-v1"), ("variables", &variables)]).await;
+        if body["data"]["movie"]["id"] == "tt0000002" {
+            reloaded = body;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(reloaded.is_object(), "the new manifest was loaded within 5 s");
+
+    // A broken file keeps the last good manifest.
+    std::fs::write(&path, "{ not json").expect("write");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, still) = get_json(&app, &[("id", "movie-v1"), ("variables", &variables)]).await;
+    assert_eq!(still, reloaded);
+}
+
+#[tokio::test]
+async fn safelist_mode_runs_manifest_operations_only() {
+    let dir = seeded_dir();
+    let path = dir.path().join("manifest.json");
+    std::fs::write(&path, manifest(&[("genres-v1", "query", GENRES)])).expect("write");
+    let app = spawn_with(config(dir.path(), |c| {
+        c.persisted_queries.manifest_file = Some(path);
+        c.persisted_queries.safelist = true;
+    }))
+    .await;
+    let app = &app;
+    let post = |body: Value| async move {
+        let response = app.client.post(app.url("/graphql")).json(&body).send().await.expect("post");
+        response.json::<Value>().await.expect("json")
+    };
+    let ad_hoc = post(json!({ "query": "{ genres { name } }" })).await;
+    assert_eq!(first_code(&ad_hoc), "PERSISTED_QUERY_NOT_IN_LIST");
+    assert!(ad_hoc.get("data").is_none(), "nothing executed");
+    let register = "{ movie(id: \"tt0000001\") { title } }";
+    let apq_attempt = post(json!({ "query": register, "extensions": { "persistedQuery": { "version": 1, "sha256Hash": sha256(register) } } })).await;
+    assert_eq!(first_code(&apq_attempt), "PERSISTED_QUERY_NOT_IN_LIST", "no registration in safelist mode");
+    let same_text = post(json!({ "query": GENRES })).await;
+    assert!(same_text["data"]["genres"].is_array(), "the manifest's own text runs: {same_text}");
+    let (_, by_id) = get_json(app, &[("id", "genres-v1")]).await;
+    assert!(by_id["data"]["genres"].is_array());
+}
+
+#[tokio::test]
+async fn hot_persisted_gets_are_answered_from_the_response_cache() {
+    let dir = seeded_dir();
+    let path = dir.path().join("manifest.json");
+    std::fs::write(&path, manifest(&[("movie-v1", "query", MOVIE)])).expect("write");
+    let app = spawn_with(config(dir.path(), |c| c.persisted_queries.manifest_file = Some(path))).await;
+    let hits = || app.metric("cache_requests_total", &[("tier", "response"), ("result", "hit")]);
+    let misses = || app.metric("cache_requests_total", &[("tier", "response"), ("result", "miss")]);
+
+    let vars = json!({ "id": "tt0000005" }).to_string();
+    let first = get(&app, &[("id", "movie-v1"), ("variables", &vars)]).await;
+    assert_eq!(first.status(), 200);
+    assert!(first.headers().get("age").is_none(), "executed, not cached");
+    let etag = first.headers()["etag"].clone();
+    let body = first.bytes().await.expect("body");
+    assert_eq!((hits().await, misses().await), (0.0, 1.0));
+
+    let calls = app.metric("store_calls_total", &[]).await;
+    let again = get(&app, &[("id", "movie-v1"), ("variables", &vars)]).await;
+    assert_eq!(again.status(), 200);
+    assert!(again.headers().contains_key("age"));
+    assert_eq!(again.headers()["etag"], etag);
+    assert!(again.headers()["cache-control"].to_str().expect("ascii").starts_with("public, max-age=3600"));
+    assert_eq!(again.bytes().await.expect("body"), body, "the same bytes");
+    assert_eq!(app.metric("store_calls_total", &[]).await, calls, "a hit touches no store");
+    assert_eq!(hits().await, 1.0);
+
+    // The same request by hash and through the query text is the same document.
+    let by_text = get(&app, &[("query", MOVIE), ("variables", &vars)]).await.bytes().await.expect("body");
+    assert_eq!(by_text, body);
+    assert_eq!(hits().await, 2.0);
+    let not_modified = app
+        .client
+        .get(app.url("/graphql"))
+        .query(&[("id", "movie-v1"), ("variables", &vars)])
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(not_modified.status(), 304);
+
+    // Other variables are another entry.
+    let other = json!({ "id": "tt0000006" }).to_string();
+    get(&app, &[("id", "movie-v1"), ("variables", &other)]).await;
+    assert_eq!(misses().await, 2.0);
+    assert!(app.metric("store_calls_total", &[]).await > calls);
+}
+
+#[tokio::test]
+async fn private_and_errored_responses_are_never_cached_and_the_cache_can_be_off() {
+    let dir = seeded_dir();
+    let app = spawn_with(config(dir.path(), |_| {})).await;
+    for _ in 0..2 {
+        let bad = get(&app, &[("query", "{ movie(id: \"bad\") { title } }")]).await;
+        assert_eq!(bad.headers()["cache-control"], "no-store");
+    }
+    assert_eq!(app.metric("cache_requests_total", &[("tier", "response"), ("result", "hit")]).await, 0.0);
+
+    let off_dir = seeded_dir();
+    let off = spawn_with(config(off_dir.path(), |c| c.response_cache.enabled = false)).await;
+    for _ in 0..2 {
+        get(&off, &[("query", GENRES)]).await;
+    }
+    assert_eq!(off.metric("cache_requests_total", &[("tier", "response")]).await, 0.0);
+    assert_eq!(off.metric("store_calls_total", &[("op", "genres")]).await, 2.0, "each GET executed");
+}
