@@ -85,3 +85,34 @@ async fn over_the_rate_gets_429_with_retry_after() {
     assert_eq!(app.client.get(app.url("/readyz")).send().await.expect("readyz").status(), 200);
     assert_eq!(app.metric("http_requests_total", &[("route", "/graphql"), ("status", "429")]).await, 1.0);
 }
+
+#[tokio::test]
+async fn a_request_over_the_time_limit_gets_504() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = seeded_dir();
+    let mut config = test_config(dir.path());
+    config.http.request_timeout_ms = 300;
+    let app = spawn_with(config).await;
+    // A client that announces a body and never sends it: the handler waits on the body inside
+    // the time limit, so the limit is what ends the request.
+    let mut socket = tokio::net::TcpStream::connect(app.addr).await.expect("connect");
+    let head = "POST /graphql HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+                Content-Length: 100\r\n\r\n{\"query\":";
+    socket.write_all(head.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = socket.read(&mut buf).await.expect("read");
+            response.extend_from_slice(&buf[..n]);
+            if n == 0 || response.windows(4).any(|w| w == b"\r\n\r\n") && response.ends_with(b"}") {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the gateway answered instead of waiting forever");
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 504"), "{text}");
+    assert!(text.contains("\"TIMEOUT\""), "{text}");
+}
