@@ -360,3 +360,27 @@ async fn gateway_token_mints_development_tokens_that_every_gateway_with_the_key_
 async fn refused_dev(app: &TestApp, token: &str) {
     refused(app, &format!("Bearer {token}"), "invalid_token", "development token while disabled").await;
 }
+
+#[tokio::test]
+async fn the_periodic_jwks_refresh_retires_keys_without_any_trigger() {
+    let a = rsa_a();
+    let (url, published) = idp(jwks(&[&a])).await;
+    let dir = seeded_dir();
+    let mut config = test_config(dir.path());
+    config.auth.jwks_url = Some(url);
+    config.auth.jwks_issuer = Some(IDP_ISSUER.into());
+    config.auth.jwks_refresh_secs = 1;
+    let app = spawn_with(config).await;
+    let token = a.sign(&claims("alice", json!({})));
+    assert_eq!(call(&app, Some(&token)).await.status(), 200);
+    *published.lock().expect("lock") = jwks(&[&rsa_b()]);
+    let mut status = 200;
+    for _ in 0..100 {
+        status = call(&app, Some(&token)).await.status().as_u16();
+        if status == 401 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, 401, "the refresh within 5 s dropped the retired key");
+}
