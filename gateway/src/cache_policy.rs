@@ -45,6 +45,34 @@ pub fn decide(method_is_get: bool, has_errors: bool, hints: async_graphql::Cache
     }
 }
 
+/// What a request's own `Cache-Control` asks of caches.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestDirectives {
+    /// `no-cache` (or `no-store`, or `max-age=0`): do not answer from a stored copy.
+    pub no_cache: bool,
+    /// `no-store`: do not store the response either.
+    pub no_store: bool,
+}
+
+/// Reads the request's `Cache-Control` (and the legacy `Pragma: no-cache`).
+pub fn request_directives(request: &HeaderMap) -> RequestDirectives {
+    let mut directives = RequestDirectives::default();
+    let values = request.get_all(header::CACHE_CONTROL).iter().chain(request.get_all(header::PRAGMA).iter());
+    for value in values.filter_map(|v| v.to_str().ok()) {
+        for directive in value.split(',').map(|d| d.trim().to_ascii_lowercase()) {
+            match directive.as_str() {
+                "no-cache" | "max-age=0" => directives.no_cache = true,
+                "no-store" => {
+                    directives.no_cache = true;
+                    directives.no_store = true;
+                }
+                _ => {}
+            }
+        }
+    }
+    directives
+}
+
 /// The strong ETag of `body`.
 pub fn etag(body: &[u8]) -> String {
     let digest = Sha256::digest(body);
@@ -104,6 +132,19 @@ mod tests {
         assert_eq!(decide(false, true, hints(false, 0)), Decision::Private, "private wins over everything");
         assert_eq!(decide(true, false, hints(true, 0)), Decision::NoStore);
         assert_eq!(decide(true, false, hints(true, -1)), Decision::NoStore);
+    }
+
+    #[test]
+    fn request_directives_are_read_from_cache_control_and_pragma() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(request_directives(&headers), RequestDirectives::default());
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-stale, No-Cache"));
+        assert_eq!(request_directives(&headers), RequestDirectives { no_cache: true, no_store: false });
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        assert_eq!(request_directives(&headers), RequestDirectives { no_cache: true, no_store: true });
+        let mut pragma = HeaderMap::new();
+        pragma.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        assert!(request_directives(&pragma).no_cache);
     }
 
     #[test]

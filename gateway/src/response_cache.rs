@@ -7,7 +7,9 @@
 //! scope-dependent field cannot leak across scopes either. Keys are the document hash, the
 //! operation name, the variables in canonical form (keys sorted) and the response media type,
 //! behind a version prefix. Entries live for the response's max-age, capped by
-//! `response_cache.max_ttl_secs`, and the cache is bounded in bytes.
+//! `response_cache.max_ttl_secs`, and the cache is bounded in bytes. A request with
+//! `Cache-Control: no-cache` (a browser's forced reload, a CDN revalidating) skips the lookup
+//! and refreshes the entry; `no-store` also keeps the response out.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,7 +66,8 @@ pub struct CacheKey<'a> {
 }
 
 impl CacheKey<'_> {
-    fn render(&self) -> String {
+    /// The key as stored.
+    pub fn render(&self) -> String {
         let mut key = format!(
             "{KEY_VERSION}|{}|{}|{}|{}|",
             self.scope,
@@ -125,13 +128,17 @@ impl ResponseCache {
         ResponseCache { cache, max_ttl, requests }
     }
 
-    /// The stored response for `key`, counting a hit or a miss.
-    pub fn get(&self, key: &CacheKey<'_>) -> (String, Option<Arc<Entry>>) {
-        let key = key.render();
-        let found = self.cache.get(&key);
+    /// The stored response for `key` (from [`CacheKey::render`]), counting a hit or a miss.
+    pub fn get(&self, key: &str) -> Option<Arc<Entry>> {
+        let found = self.cache.get(key);
         let result = if found.is_some() { "hit" } else { "miss" };
         self.requests.with_label_values(&["response", result]).inc();
-        (key, found)
+        found
+    }
+
+    /// Counts a lookup the client asked to skip (`Cache-Control: no-cache`).
+    pub fn bypass(&self) {
+        self.requests.with_label_values(&["response", "bypass"]).inc();
     }
 
     /// Stores a public response under the key `get` returned.

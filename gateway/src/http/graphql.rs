@@ -213,6 +213,7 @@ pub(super) async fn get(
             .map_err(|e| HttpError::bad_request(format!("the query string is malformed: {e}")))?;
         let incoming = Incoming::try_from(params)?;
         let (document, request) = prepare(&state, &incoming, media)?;
+        let directives = cache_policy::request_directives(&headers);
         let cached = state.response_cache.as_ref().map(|cache| {
             let scope = if caller.user_id().is_some() { "user" } else { "public" };
             let key = CacheKey {
@@ -221,10 +222,17 @@ pub(super) async fn get(
                 document_hash: &document.hash,
                 operation_name: incoming.operation_name.as_deref(),
                 variables: incoming.variables.as_ref(),
-            };
-            (cache, cache.get(&key))
+            }
+            .render();
+            if directives.no_cache {
+                cache.bypass();
+                (cache, key, None)
+            } else {
+                let found = cache.get(&key);
+                (cache, key, found)
+            }
         });
-        if let Some((_, (_, Some(entry)))) = &cached {
+        if let Some((_, _, Some(entry))) = &cached {
             return Ok(from_cache(&state, entry, media, &headers));
         }
         if is_mutation(&request) {
@@ -236,8 +244,8 @@ pub(super) async fn get(
             .with_header(header::ALLOW, HeaderValue::from_static("POST")));
         }
         let executed = execute(&state, request, &caller, true).await?;
-        if let (Some((cache, (key, None))), Decision::Public { max_age }, Some(etag)) =
-            (cached, executed.decision, &executed.etag)
+        if let (Some((cache, key, None)), Decision::Public { max_age }, Some(etag), false) =
+            (cached, executed.decision, &executed.etag, directives.no_store)
         {
             cache.put(key, executed.body.clone(), etag.clone(), max_age);
         }

@@ -223,6 +223,20 @@ async fn hot_persisted_gets_are_answered_from_the_response_cache() {
         .expect("get");
     assert_eq!(not_modified.status(), 304);
 
+    // `Cache-Control: no-cache` (a forced reload) skips the stored copy and executes.
+    let calls = app.metric("store_calls_total", &[]).await;
+    let reload = app
+        .client
+        .get(app.url("/graphql"))
+        .query(&[("id", "movie-v1"), ("variables", &vars)])
+        .header("cache-control", "no-cache")
+        .send()
+        .await
+        .expect("get");
+    assert!(reload.headers().get("age").is_none());
+    assert!(app.metric("store_calls_total", &[]).await > calls, "it executed");
+    assert_eq!(app.metric("cache_requests_total", &[("tier", "response"), ("result", "bypass")]).await, 1.0);
+
     // Other variables are another entry.
     let other = json!({ "id": "tt0000006" }).to_string();
     get(&app, &[("id", "movie-v1"), ("variables", &other)]).await;

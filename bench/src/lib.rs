@@ -1,0 +1,370 @@
+//! Marquee's load generator and report.
+//!
+//! - `workload`: what requests a run sends (Zipf popularity, the request mix, tokens).
+//! - `load`: the open-loop driver and its HDR-histogram recorder.
+//! - `targets`: gateways started by `bench`, plain URLs, and the static-bytes limit.
+//! - `report`: JSON, Markdown and SVG output.
+//!
+//! The three scenarios (`run`, `ramp`, `compare`) are functions here so the smoke test drives
+//! the same code as the command line.
+
+pub mod load;
+pub mod report;
+pub mod targets;
+pub mod workload;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+
+use load::{LoadSpec, Recorder, Target};
+use report::{Machine, RampStep, Report, TargetResult};
+use targets::{GatewayCounters, GatewaySettings, ManagedGateway, StaticServer};
+use workload::{Generator, Workload};
+
+/// Where the gateway under test comes from.
+#[derive(Clone, Debug, Serialize)]
+pub enum GatewaySource {
+    /// `bench` starts `bin` over `data_dir` (and can mint user tokens).
+    Managed {
+        /// The `gateway` binary.
+        bin: PathBuf,
+        /// A data directory holding a catalog.
+        data_dir: PathBuf,
+    },
+    /// An already running gateway (public requests only, unless it shares `bench`'s tokens).
+    Url(String),
+}
+
+/// What every scenario needs.
+#[derive(Clone, Debug, Serialize)]
+pub struct Setup {
+    /// The gateway.
+    pub gateway: GatewaySource,
+    /// The workload.
+    pub workload: Workload,
+    /// Load settings (for `ramp`, the rate is the first step).
+    pub spec: LoadSpec,
+    /// Signed-in users to mint tokens for.
+    pub users: usize,
+    /// The exact command line, for the report.
+    #[serde(skip)]
+    pub command: String,
+    /// User tokens minted elsewhere (by the gateway's own tools) for a gateway `bench` did not
+    /// start; used instead of minting.
+    #[serde(skip)]
+    pub preset_tokens: Vec<Arc<str>>,
+}
+
+/// A gateway ready to take load, with tokens.
+struct Prepared {
+    _managed: Option<ManagedGateway>,
+    target: Target,
+    users: Vec<Arc<str>>,
+    /// A real response body, replayed by the static server.
+    sample_body: axum::body::Bytes,
+    client: reqwest::Client,
+    _scratch: tempfile::TempDir,
+}
+
+async fn prepare(setup: &Setup) -> anyhow::Result<Prepared> {
+    let scratch = tempfile::tempdir()?;
+    let client = load::client(setup.spec.timeout);
+    let (managed, target) = match &setup.gateway {
+        GatewaySource::Managed { bin, data_dir } => {
+            let (bin, data_dir, dir) = (bin.clone(), data_dir.clone(), scratch.path().to_owned());
+            let gateway = tokio::task::spawn_blocking(move || {
+                ManagedGateway::start(&GatewaySettings {
+                    bin: &bin,
+                    data_dir: &data_dir,
+                    scratch: &dir,
+                    response_cache: true,
+                    name: "marquee",
+                })
+            })
+            .await??;
+            let target = gateway.target.clone();
+            (Some(gateway), target)
+        }
+        GatewaySource::Url(url) => (None, Target::new("marquee", url.clone())?),
+    };
+    let wants_users = setup.users > 0 && !setup.workload.hot;
+    let users = match (&managed, wants_users) {
+        _ if wants_users && !setup.preset_tokens.is_empty() => setup.preset_tokens.clone(),
+        (Some(gateway), true) => gateway.mint_user_tokens(setup.users)?,
+        (None, true) => {
+            bail!("signed-in load needs a gateway started by bench (--gateway-bin and --data-dir)")
+        }
+        (_, false) => Vec::new(),
+    };
+    let sample_body = targets::register_persisted(&client, &target).await?;
+    Ok(Prepared { _managed: managed, target, users, sample_body, client, _scratch: scratch })
+}
+
+fn settings(setup: &Setup, extra: serde_json::Value) -> serde_json::Value {
+    let mut value = serde_json::to_value(setup).unwrap_or_default();
+    if let (Some(map), Some(extra)) = (value.as_object_mut(), extra.as_object()) {
+        map.extend(extra.clone());
+    }
+    value
+}
+
+/// One slice of load against `target`, with gateway counters when it is one.
+async fn slice(
+    client: &reqwest::Client,
+    target: &Target,
+    gateway: bool,
+    generator: &mut Generator,
+    spec: &LoadSpec,
+    recorder: &mut Recorder,
+) -> anyhow::Result<Option<GatewayCounters>> {
+    let before = if gateway { Some(GatewayCounters::scrape(client, target).await?) } else { None };
+    load::run(client, target, generator, spec, recorder).await?;
+    match before {
+        Some(before) => Ok(Some(GatewayCounters::scrape(client, target).await?.since(before))),
+        None => Ok(None),
+    }
+}
+
+fn add(a: Option<GatewayCounters>, b: Option<GatewayCounters>) -> Option<GatewayCounters> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(GatewayCounters {
+            store_calls: a.store_calls + b.store_calls,
+            response_hits: a.response_hits + b.response_hits,
+            response_misses: a.response_misses + b.response_misses,
+            graphql_requests: a.graphql_requests + b.graphql_requests,
+        }),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+/// `bench run`: one rate against the gateway.
+pub async fn run(setup: &Setup, title: &str) -> anyhow::Result<Report> {
+    let prepared = prepare(setup).await?;
+    let mut generator =
+        Generator::new(setup.workload.clone(), prepared.users.clone()).map_err(anyhow::Error::msg)?;
+    let mut recorder = Recorder::default();
+    let counters =
+        slice(&prepared.client, &prepared.target, true, &mut generator, &setup.spec, &mut recorder).await?;
+    let result = TargetResult::new("marquee", setup.spec.rate, &recorder, counters);
+    let findings = vec![format!(
+        "{:.0} req/s offered, {:.0} ok req/s, p99 {:.2} ms, {} errors",
+        setup.spec.rate,
+        result.throughput,
+        result.latency.p99_ms,
+        result.error_count()
+    )];
+    Ok(Report {
+        title: title.to_owned(),
+        command: setup.command.clone(),
+        machine: Machine::this(),
+        settings: settings(setup, serde_json::json!({})),
+        targets: vec![result],
+        ramp: Vec::new(),
+        findings,
+    })
+}
+
+/// Settings of `bench ramp`.
+#[derive(Clone, Debug, Serialize)]
+pub struct RampSpec {
+    /// Added to the rate after each step.
+    pub step: f64,
+    /// Highest rate tried.
+    pub max_rate: f64,
+    /// p99 objective, milliseconds.
+    pub slo_p99_ms: f64,
+}
+
+/// `bench ramp`: steps the rate up until p99 breaks the SLO or errors appear.
+pub async fn ramp(setup: &Setup, ramp: &RampSpec, title: &str) -> anyhow::Result<Report> {
+    if ramp.step <= 0.0 || ramp.max_rate < setup.spec.rate {
+        bail!("the ramp needs a positive step and a max rate at or above the start rate");
+    }
+    let prepared = prepare(setup).await?;
+    let mut steps = Vec::new();
+    let mut rate = setup.spec.rate;
+    let mut all = Recorder::default();
+    let mut total = None;
+    while rate <= ramp.max_rate + 1e-9 {
+        let spec = LoadSpec { rate, ..setup.spec.clone() };
+        let mut generator =
+            Generator::new(setup.workload.clone(), prepared.users.clone()).map_err(anyhow::Error::msg)?;
+        let mut recorder = Recorder::default();
+        let counters =
+            slice(&prepared.client, &prepared.target, true, &mut generator, &spec, &mut recorder).await?;
+        total = add(total, counters);
+        let result = TargetResult::new("marquee", rate, &recorder, counters);
+        let within_slo = result.error_count() == 0 && result.latency.p99_ms <= ramp.slo_p99_ms;
+        println!(
+            "ramp: {rate:.0} req/s offered -> {:.0} ok/s, p99 {:.2} ms, {} errors{}",
+            result.throughput,
+            result.latency.p99_ms,
+            result.error_count(),
+            if within_slo { "" } else { "  (over the SLO)" }
+        );
+        steps.push(RampStep { rate, result, within_slo });
+        all.absorb(&recorder);
+        if !within_slo {
+            break;
+        }
+        rate += ramp.step;
+    }
+    let last_good = steps.iter().take_while(|s| s.within_slo).last().map(|s| s.rate);
+    let findings = vec![match last_good {
+        Some(r) => format!(
+            "saturation: the highest rate with p99 <= {} ms and no errors was {r:.0} req/s{}",
+            ramp.slo_p99_ms,
+            if steps.iter().all(|s| s.within_slo) {
+                " (the ramp's maximum; the limit is higher)"
+            } else {
+                ""
+            }
+        ),
+        None => format!("even the first step ({:.0} req/s) broke the SLO", setup.spec.rate),
+    }];
+    let overall = TargetResult::new("marquee", setup.spec.rate, &all, total);
+    Ok(Report {
+        title: title.to_owned(),
+        command: setup.command.clone(),
+        machine: Machine::this(),
+        settings: settings(setup, serde_json::json!({ "ramp": ramp })),
+        targets: vec![overall],
+        ramp: steps,
+        findings,
+    })
+}
+
+/// Targets `bench compare` can measure.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub enum CompareTarget {
+    /// The gateway as configured (response cache on).
+    Marquee,
+    /// The same gateway with every request asking caches to step aside (`Cache-Control:
+    /// no-cache`).
+    MarqueeNoCache,
+    /// The static-bytes server inside `bench`: the machine's limit for this response size.
+    Static,
+    /// Any other loopback URL (e.g. a peer).
+    Url(String),
+}
+
+impl CompareTarget {
+    /// Parses `marquee`, `marquee-nocache`, `static` or `name=http://127.0.0.1:port`.
+    pub fn parse(text: &str) -> Result<CompareTarget, String> {
+        match text {
+            "marquee" => Ok(CompareTarget::Marquee),
+            "marquee-nocache" => Ok(CompareTarget::MarqueeNoCache),
+            "static" => Ok(CompareTarget::Static),
+            other if other.contains("http://") => Ok(CompareTarget::Url(other.to_owned())),
+            other => Err(format!("unknown target `{other}`: marquee, marquee-nocache, static or name=URL")),
+        }
+    }
+}
+
+/// `bench compare`: several targets, interleaved in slices so machine noise hits all alike.
+pub async fn compare(
+    setup: &Setup,
+    which: &[CompareTarget],
+    rounds: usize,
+    title: &str,
+) -> anyhow::Result<Report> {
+    if which.is_empty() || rounds == 0 {
+        bail!("compare needs at least one target and one round");
+    }
+    let prepared = prepare(setup).await?;
+    let mut statics = Vec::new();
+    let mut targets: Vec<(Target, bool)> = Vec::new();
+    for t in which {
+        match t {
+            CompareTarget::Marquee => targets.push((prepared.target.clone(), true)),
+            CompareTarget::MarqueeNoCache => {
+                let mut target = prepared.target.clone();
+                target.name = "marquee-nocache".into();
+                target.headers.push(("cache-control".into(), "no-cache".into()));
+                targets.push((target, true));
+            }
+            CompareTarget::Static => {
+                let server = StaticServer::start("static", prepared.sample_body.clone()).await?;
+                targets.push((server.target.clone(), false));
+                statics.push(server);
+            }
+            CompareTarget::Url(spec) => {
+                let (name, url) = spec.split_once('=').context("a URL target is name=http://...")?;
+                targets.push((Target::new(name, url)?, false));
+            }
+        }
+    }
+    let mut recorders: Vec<Recorder> = targets.iter().map(|_| Recorder::default()).collect();
+    let mut generators = targets
+        .iter()
+        .map(|_| Generator::new(setup.workload.clone(), prepared.users.clone()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
+    let mut counters: Vec<Option<GatewayCounters>> = targets.iter().map(|_| None).collect();
+    for round in 0..rounds {
+        // Rotate the order each round so no target always runs first (or right after another).
+        for k in 0..targets.len() {
+            let i = (k + round) % targets.len();
+            let (target, gateway) = &targets[i];
+            let delta =
+                slice(&prepared.client, target, *gateway, &mut generators[i], &setup.spec, &mut recorders[i])
+                    .await?;
+            counters[i] = add(counters[i], delta);
+            println!(
+                "compare: round {} {}: {} requests so far",
+                round + 1,
+                target.name,
+                recorders[i].completed()
+            );
+        }
+    }
+    let results: Vec<TargetResult> = targets
+        .iter()
+        .zip(&recorders)
+        .zip(&counters)
+        .map(|(((t, _), r), c)| TargetResult::new(&t.name, setup.spec.rate, r, *c))
+        .collect();
+    let mut findings = Vec::new();
+    if let Some(base) = results.iter().find(|r| r.name == "static") {
+        for r in results.iter().filter(|r| r.name != "static") {
+            if base.throughput > 0.0 {
+                findings.push(format!(
+                    "{}: {:.0} ok req/s = {:.0}% of the static-bytes limit's {:.0}; p99 {:.2} ms vs {:.2} ms",
+                    r.name,
+                    r.throughput,
+                    100.0 * r.throughput / base.throughput,
+                    base.throughput,
+                    r.latency.p99_ms,
+                    base.latency.p99_ms
+                ));
+            }
+        }
+    }
+    if let (Some(on), Some(off)) =
+        (results.iter().find(|r| r.name == "marquee"), results.iter().find(|r| r.name == "marquee-nocache"))
+    {
+        findings.push(format!(
+            "caches on vs off: {} vs {} store calls per request; {:.0} vs {:.0} ok req/s; p99 {:.2} vs {:.2} ms",
+            on.store_calls_per_request.map_or("-".into(), |v| format!("{v:.2}")),
+            off.store_calls_per_request.map_or("-".into(), |v| format!("{v:.2}")),
+            on.throughput,
+            off.throughput,
+            on.latency.p99_ms,
+            off.latency.p99_ms
+        ));
+    }
+    drop(statics);
+    Ok(Report {
+        title: title.to_owned(),
+        command: setup.command.clone(),
+        machine: Machine::this(),
+        settings: settings(setup, serde_json::json!({ "rounds": rounds, "targets": which })),
+        targets: results,
+        ramp: Vec::new(),
+        findings,
+    })
+}

@@ -1,0 +1,192 @@
+//! The `bench` binary: parse the command line, run a scenario, write the report.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use marquee_bench::load::LoadSpec;
+use marquee_bench::workload::{Mix, Workload};
+use marquee_bench::{CompareTarget, GatewaySource, RampSpec, Setup};
+
+/// Marquee's load generator: open-loop load, HDR latencies, JSON + Markdown + SVG reports.
+#[derive(Parser)]
+#[command(name = "bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// One rate against the gateway.
+    Run(Common),
+    /// Step the rate up until p99 breaks the SLO or errors appear.
+    Ramp {
+        #[command(flatten)]
+        common: Common,
+        /// Added to the rate after each step.
+        #[arg(long, default_value_t = 500.0)]
+        step: f64,
+        /// Highest rate tried.
+        #[arg(long, default_value_t = 10_000.0)]
+        max_rate: f64,
+        /// p99 objective in milliseconds.
+        #[arg(long, default_value_t = 10.0)]
+        slo_p99_ms: f64,
+    },
+    /// Several targets side by side, interleaved in slices of --duration each.
+    Compare {
+        #[command(flatten)]
+        common: Common,
+        /// Comma-separated: marquee, marquee-nocache, static, name=http://127.0.0.1:PORT.
+        #[arg(long, default_value = "marquee,marquee-nocache,static", value_delimiter = ',')]
+        targets: Vec<String>,
+        /// Slices per target.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
+}
+
+#[derive(Copy, Clone, ValueEnum)]
+enum Kind {
+    /// The realistic mix (movie, browse, search, person, me, writes at 100:1).
+    Mix,
+    /// One movie's detail as a persisted GET: the response-cache hit path.
+    Hot,
+    /// The nested movie → cast → person query only.
+    Nested,
+}
+
+#[derive(Args)]
+struct Common {
+    /// The `gateway` binary to start (with --data-dir); bench mints user tokens with it.
+    #[arg(long, default_value = "target/release/gateway")]
+    gateway_bin: PathBuf,
+    /// Data directory of the gateway bench starts (must hold a catalog).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Or: an already running gateway on loopback (public requests only).
+    #[arg(long, conflicts_with = "data_dir")]
+    target: Option<String>,
+    /// Workload.
+    #[arg(long, value_enum, default_value_t = Kind::Mix)]
+    scenario: Kind,
+    /// Request mix for `--scenario mix`, e.g. movie=40,browse=15,search=15,person=15,me=15,write=1.
+    #[arg(long)]
+    mix: Option<String>,
+    /// Requests per second (the first step for `ramp`).
+    #[arg(long, default_value_t = 500.0)]
+    rate: f64,
+    /// Length of the run (of each step or slice), e.g. 30s.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Most requests per run (step, slice).
+    #[arg(long, default_value_t = 1_000_000)]
+    max_requests: u64,
+    /// Movies in the catalog (ids tt0000001..).
+    #[arg(long)]
+    movies: u64,
+    /// People in the catalog [default: 60% of movies, as `gateway seed` makes].
+    #[arg(long)]
+    people: Option<u64>,
+    /// Zipf exponent of popularity.
+    #[arg(long, default_value_t = 1.0)]
+    zipf: f64,
+    /// Share of public reads sent with a user token.
+    #[arg(long, default_value_t = 0.3)]
+    signed_in: f64,
+    /// Share of public reads sent as persisted GETs (the rest are ad hoc POSTs).
+    #[arg(long, default_value_t = 0.7)]
+    persisted: f64,
+    /// Signed-in users (tokens minted with `gateway token`).
+    #[arg(long, default_value_t = 100)]
+    users: usize,
+    /// Per-request timeout.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Requests in flight before new ones count as client overload.
+    #[arg(long, default_value_t = 20_000)]
+    max_in_flight: usize,
+    /// Generator seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Output directory for results.json, report.md and the plots.
+    #[arg(long)]
+    out: PathBuf,
+    /// Report title.
+    #[arg(long)]
+    title: Option<String>,
+}
+
+impl Common {
+    fn setup(&self) -> anyhow::Result<Setup> {
+        let gateway = match (&self.target, &self.data_dir) {
+            (Some(url), None) => GatewaySource::Url(url.clone()),
+            (None, Some(dir)) => {
+                GatewaySource::Managed { bin: self.gateway_bin.clone(), data_dir: dir.clone() }
+            }
+            _ => anyhow::bail!("give --data-dir (bench starts the gateway) or --target URL"),
+        };
+        let mix = match (self.scenario, &self.mix) {
+            (Kind::Nested, _) => Mix::parse("nested=1").map_err(anyhow::Error::msg)?,
+            (_, Some(text)) => Mix::parse(text).map_err(anyhow::Error::msg)?,
+            (_, None) => Mix::realistic(),
+        };
+        let hot = matches!(self.scenario, Kind::Hot);
+        let public_only = hot || matches!(self.scenario, Kind::Nested);
+        Ok(Setup {
+            gateway,
+            workload: Workload {
+                movies: self.movies,
+                people: self.people.unwrap_or(self.movies * 3 / 5).max(1),
+                zipf: self.zipf,
+                mix,
+                signed_in: if public_only { 0.0 } else { self.signed_in },
+                persisted: self.persisted,
+                hot,
+                seed: self.seed,
+            },
+            spec: LoadSpec {
+                rate: self.rate,
+                duration: self.duration,
+                max_requests: self.max_requests,
+                timeout: self.timeout,
+                max_in_flight: self.max_in_flight,
+            },
+            users: if public_only { 0 } else { self.users },
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            preset_tokens: Vec::new(),
+        })
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let (report, out) = match &cli.command {
+        Scenario::Run(common) => {
+            let title = common.title.clone().unwrap_or_else(|| "Marquee: bench run".into());
+            (marquee_bench::run(&common.setup()?, &title).await?, &common.out)
+        }
+        Scenario::Ramp { common, step, max_rate, slo_p99_ms } => {
+            let title = common.title.clone().unwrap_or_else(|| "Marquee: bench ramp".into());
+            let spec = RampSpec { step: *step, max_rate: *max_rate, slo_p99_ms: *slo_p99_ms };
+            (marquee_bench::ramp(&common.setup()?, &spec, &title).await?, &common.out)
+        }
+        Scenario::Compare { common, targets, rounds } => {
+            let title = common.title.clone().unwrap_or_else(|| "Marquee: bench compare".into());
+            let which = targets
+                .iter()
+                .map(|t| CompareTarget::parse(t))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(anyhow::Error::msg)?;
+            (marquee_bench::compare(&common.setup()?, &which, *rounds, &title).await?, &common.out)
+        }
+    };
+    report.write(out)?;
+    for finding in &report.findings {
+        println!("{finding}");
+    }
+    println!("wrote {}/report.md", out.display());
+    Ok(())
+}

@@ -1,0 +1,220 @@
+//! What `bench` measures against: a gateway it starts itself (so it can mint user tokens
+//! with the gateway's own `token` command and turn caches off), any loopback URL, or the
+//! physical limit — a minimal HTTP server inside `bench` answering every request with the same
+//! pre-serialized bytes.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use axum::body::Bytes;
+use axum::http::header;
+
+use crate::load::Target;
+
+/// A gateway process started by `bench`; stopped (SIGTERM by PID) when dropped.
+pub struct ManagedGateway {
+    child: Child,
+    /// Where it listens.
+    pub target: Target,
+    bin: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+/// Settings for a managed gateway.
+pub struct GatewaySettings<'a> {
+    /// The `gateway` binary.
+    pub bin: &'a Path,
+    /// Its data directory (must hold a catalog).
+    pub data_dir: &'a Path,
+    /// Directory for the signing key.
+    pub scratch: &'a Path,
+    /// Keep the response cache on.
+    pub response_cache: bool,
+    /// Name in reports.
+    pub name: &'a str,
+}
+
+impl ManagedGateway {
+    /// Starts a gateway on a free loopback port with development tokens, no rate limit, and
+    /// the response cache as asked; waits until it serves.
+    pub fn start(settings: &GatewaySettings<'_>) -> anyhow::Result<ManagedGateway> {
+        let key = settings.scratch.join("bench-signing.pem");
+        if !key.exists() {
+            let status = Command::new(settings.bin)
+                .args(["keygen", "--out"])
+                .arg(&key)
+                .stdout(Stdio::null())
+                .status()
+                .context("running gateway keygen")?;
+            if !status.success() {
+                bail!("gateway keygen failed");
+            }
+        }
+        let env = vec![
+            ("MARQUEE_AUTH__SIGNING_KEY_FILES".to_owned(), format!("[\"{}\"]", key.display())),
+            ("MARQUEE_AUTH__DEV_TOKENS".to_owned(), "true".to_owned()),
+            ("MARQUEE_RATE_LIMIT__ENABLED".to_owned(), "false".to_owned()),
+            ("MARQUEE_RESPONSE_CACHE__ENABLED".to_owned(), settings.response_cache.to_string()),
+            ("MARQUEE_DEMO__MOVIES".to_owned(), "0".to_owned()),
+            ("MARQUEE_LOG__FILTER".to_owned(), "warn".to_owned()),
+            ("MARQUEE_GRAPHQL__GRAPHIQL".to_owned(), "false".to_owned()),
+        ];
+        let mut child = Command::new(settings.bin)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(settings.data_dir)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting the gateway")?;
+        let stdout = child.stdout.take().context("gateway stdout")?;
+        let line = BufReader::new(stdout).lines().map_while(Result::ok).find(|l| l.contains("GraphiQL"));
+        let Some(line) = line else {
+            let _ = child.kill();
+            bail!("the gateway exited before serving (does {} hold a catalog?)", settings.data_dir.display());
+        };
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .and_then(|u| u.strip_suffix("/graphql"))
+            .context("the gateway did not print its address")?
+            .to_owned();
+        let target = Target::new(settings.name, url)?;
+        Ok(ManagedGateway { child, target, bin: settings.bin.to_owned(), env })
+    }
+
+    /// The PID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Development user tokens for `users` users, minted by `gateway token`.
+    pub fn mint_user_tokens(&self, users: usize) -> anyhow::Result<Vec<Arc<str>>> {
+        (0..users)
+            .map(|i| {
+                let out = Command::new(&self.bin)
+                    .args(["token", "--ttl", "6h", "--user"])
+                    .arg(format!("bench-user-{i}"))
+                    .envs(self.env.iter().map(|(k, v)| (k, v)))
+                    .output()
+                    .context("running gateway token")?;
+                if !out.status.success() {
+                    bail!("gateway token failed: {}", String::from_utf8_lossy(&out.stderr));
+                }
+                Ok(Arc::from(String::from_utf8(out.stdout)?.trim()))
+            })
+            .collect()
+    }
+}
+
+impl Drop for ManagedGateway {
+    fn drop(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        for _ in 0..100 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The static-bytes server: every request gets `body` as JSON.
+pub struct StaticServer {
+    /// Where it listens.
+    pub target: Target,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl StaticServer {
+    /// Serves `body` on a free loopback port.
+    pub async fn start(name: &str, body: Bytes) -> anyhow::Result<StaticServer> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let app = axum::Router::new().fallback(move || {
+            let body = body.clone();
+            async move { ([(header::CONTENT_TYPE, "application/json")], body) }
+        });
+        let handle = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(StaticServer { target: Target::new(name, format!("http://{addr}"))?, handle })
+    }
+}
+
+impl Drop for StaticServer {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}
+
+/// Sends each APQ registration (document text with its hash) once, so later hash-only GETs
+/// find it; returns the body of the hot request (a real response for the static server to
+/// replay).
+pub async fn register_persisted(client: &reqwest::Client, target: &Target) -> anyhow::Result<Bytes> {
+    for path in crate::workload::registrations() {
+        let status = client.get(format!("{}{path}", target.base_url)).send().await?.status();
+        if !status.is_success() {
+            bail!("registering a persisted query with {} failed: {status}", target.name);
+        }
+    }
+    let hot = crate::workload::hot_path();
+    let body = client.get(format!("{}{hot}", target.base_url)).send().await?.bytes().await?;
+    if body.windows(9).any(|w| w == b"\"errors\":") {
+        bail!("the hot request failed on {}: {}", target.name, String::from_utf8_lossy(&body));
+    }
+    Ok(body)
+}
+
+/// Sums of the gateway counters a report needs.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct GatewayCounters {
+    /// `store_calls_total`.
+    pub store_calls: f64,
+    /// `cache_requests_total{tier="response",result="hit"}`.
+    pub response_hits: f64,
+    /// `cache_requests_total{tier="response",result="miss"}`.
+    pub response_misses: f64,
+    /// `http_requests_total{route="/graphql"}`.
+    pub graphql_requests: f64,
+}
+
+impl GatewayCounters {
+    /// Reads `/metrics` of `target`.
+    pub async fn scrape(client: &reqwest::Client, target: &Target) -> anyhow::Result<GatewayCounters> {
+        let text = client.get(format!("{}/metrics", target.base_url)).send().await?.text().await?;
+        let sum = |name: &str, labels: &[&str]| -> f64 {
+            text.lines()
+                .filter(|l| !l.starts_with('#'))
+                .filter_map(|l| l.rsplit_once(' '))
+                .filter(|(series, _)| {
+                    series.split('{').next() == Some(name) && labels.iter().all(|l| series.contains(l))
+                })
+                .filter_map(|(_, v)| v.parse::<f64>().ok())
+                .sum()
+        };
+        Ok(GatewayCounters {
+            store_calls: sum("store_calls_total", &[]),
+            response_hits: sum("cache_requests_total", &["tier=\"response\"", "result=\"hit\""]),
+            response_misses: sum("cache_requests_total", &["tier=\"response\"", "result=\"miss\""]),
+            graphql_requests: sum("http_requests_total", &["route=\"/graphql\""]),
+        })
+    }
+
+    /// `self - before`.
+    pub fn since(self, before: GatewayCounters) -> GatewayCounters {
+        GatewayCounters {
+            store_calls: self.store_calls - before.store_calls,
+            response_hits: self.response_hits - before.response_hits,
+            response_misses: self.response_misses - before.response_misses,
+            graphql_requests: self.graphql_requests - before.graphql_requests,
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! A seconds-long smoke run of every scenario against a real gateway (started in-process on
+//! port 0 over a small seeded catalog), so the tool keeps working. It checks what the tool
+//! reports, never how fast anything was: speed is measured by running `bench`, not by tests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use marquee_bench::load::LoadSpec;
+use marquee_bench::workload::{Mix, Workload};
+use marquee_bench::{CompareTarget, GatewaySource, RampSpec, Setup};
+use marquee_gateway::auth::{Authenticator, generate_pem};
+use marquee_gateway::config::Config;
+use marquee_gateway::startup::Application;
+use marquee_store::catalog::seed::SeedOptions;
+
+const MOVIES: u64 = 500;
+
+async fn gateway(dir: &std::path::Path) -> (String, Vec<Arc<str>>) {
+    marquee_gateway::catalog::seed(dir, &SeedOptions { movies: MOVIES, people: Some(300), seed: 3 })
+        .expect("seed");
+    let key = dir.join("key.pem");
+    std::fs::write(&key, generate_pem().expect("key")).expect("write");
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: dir.to_owned(),
+        ..Config::default()
+    };
+    config.demo.movies = 0;
+    config.rate_limit.enabled = false;
+    config.auth.signing_key_files = vec![key];
+    config.auth.dev_tokens = true;
+    let auth = Authenticator::new(&config.auth).await.expect("auth");
+    let tokens = (0..5)
+        .map(|i| {
+            Arc::from(
+                auth.issue_dev_user(&format!("smoke-{i}"), Duration::from_secs(600)).expect("token").token,
+            )
+        })
+        .collect();
+    let app = Application::build(config).await.expect("gateway builds");
+    let url = format!("http://{}", app.local_addr());
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    (url, tokens)
+}
+
+fn setup(url: &str, tokens: Vec<Arc<str>>, mix: Mix, hot: bool) -> Setup {
+    Setup {
+        gateway: GatewaySource::Url(url.to_owned()),
+        workload: Workload {
+            movies: MOVIES,
+            people: 300,
+            zipf: 1.0,
+            mix,
+            signed_in: if hot { 0.0 } else { 0.3 },
+            persisted: 0.7,
+            hot,
+            seed: 5,
+        },
+        spec: LoadSpec {
+            rate: 150.0,
+            duration: Duration::from_secs(1),
+            max_requests: 1_000,
+            timeout: Duration::from_secs(5),
+            max_in_flight: 1_000,
+        },
+        users: tokens.len(),
+        command: "smoke".into(),
+        preset_tokens: tokens,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_scenario_runs_and_reports() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (url, tokens) = gateway(dir.path()).await;
+    let out = tempfile::tempdir().expect("out");
+
+    // `run` with the realistic mix: reads, `me` and writes, signed in and anonymous.
+    let report = marquee_bench::run(&setup(&url, tokens.clone(), Mix::realistic(), false), "smoke run")
+        .await
+        .expect("run");
+    let t = &report.targets[0];
+    assert_eq!(t.errors, Default::default(), "{:?}", t.errors);
+    assert_eq!(t.completed, t.sent);
+    assert!(t.sent >= 100, "about 150 requests were due in one second: {}", t.sent);
+    assert!(t.per_op.contains_key("movie") && t.per_op.contains_key("me"), "{:?}", t.per_op.keys());
+    assert!(t.store_calls_per_request.is_some_and(|c| c > 0.0));
+    report.write(out.path()).expect("writes");
+    for file in ["results.json", "report.md", "latency.svg", "throughput.svg"] {
+        assert!(out.path().join(file).is_file(), "{file}");
+    }
+    let md = std::fs::read_to_string(out.path().join("report.md")).expect("md");
+    assert!(md.contains("| marquee |") && md.contains("logical CPUs"), "{md}");
+
+    // `compare`: the hot persisted GET with the cache, without it, and the static limit.
+    let which = [CompareTarget::Marquee, CompareTarget::MarqueeNoCache, CompareTarget::Static];
+    let report =
+        marquee_bench::compare(&setup(&url, vec![], Mix::realistic(), true), &which, 2, "smoke compare")
+            .await
+            .expect("compare");
+    let by_name = |n: &str| report.targets.iter().find(|t| t.name == n).expect("target");
+    for t in &report.targets {
+        assert_eq!(t.errors, Default::default(), "{}: {:?}", t.name, t.errors);
+    }
+    assert!(
+        by_name("marquee").response_hit_ratio.is_some_and(|r| r > 0.9),
+        "hot GETs hit the response cache"
+    );
+    assert!(by_name("marquee").store_calls_per_request.is_some_and(|c| c < 0.1));
+    assert!(
+        by_name("marquee-nocache").store_calls_per_request.is_some_and(|c| c >= 2.0),
+        "without the cache every request executes (movie, credits, people)"
+    );
+    assert!(by_name("static").counters.is_none());
+    assert_eq!(report.findings.len(), 3, "{:?}", report.findings);
+
+    // `ramp`: two steps, both far below any limit.
+    let mut ramp_setup = setup(&url, vec![], Mix::parse("movie=1,browse=1").expect("mix"), false);
+    ramp_setup.workload.signed_in = 0.0;
+    ramp_setup.users = 0;
+    ramp_setup.spec.rate = 50.0;
+    let ramp = RampSpec { step: 50.0, max_rate: 100.0, slo_p99_ms: 5_000.0 };
+    let report = marquee_bench::ramp(&ramp_setup, &ramp, "smoke ramp").await.expect("ramp");
+    assert_eq!(report.ramp.len(), 2);
+    assert!(report.ramp.iter().all(|s| s.within_slo));
+    assert!(report.findings[0].contains("100 req/s"), "{:?}", report.findings);
+}
