@@ -49,6 +49,8 @@ pub struct Setup {
     pub spec: LoadSpec,
     /// Signed-in users to mint tokens for.
     pub users: usize,
+    /// Load sent to each target before measuring (not recorded): warms page caches and pools.
+    pub warmup: std::time::Duration,
     /// The exact command line, for the report.
     #[serde(skip)]
     pub command: String,
@@ -128,6 +130,21 @@ async fn slice(
     }
 }
 
+/// Sends `setup.warmup` of the workload to `target` and forgets what it measured.
+async fn warm(setup: &Setup, prepared: &Prepared, target: &Target) -> anyhow::Result<()> {
+    if setup.warmup.is_zero() {
+        return Ok(());
+    }
+    let mut generator = Generator::new(
+        Workload { seed: setup.workload.seed ^ 0x5eed, ..setup.workload.clone() },
+        prepared.users.clone(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let spec = LoadSpec { duration: setup.warmup, ..setup.spec.clone() };
+    load::run(&prepared.client, target, &mut generator, &spec, &mut Recorder::default()).await?;
+    Ok(())
+}
+
 fn add(a: Option<GatewayCounters>, b: Option<GatewayCounters>) -> Option<GatewayCounters> {
     match (a, b) {
         (Some(a), Some(b)) => Some(GatewayCounters {
@@ -149,10 +166,13 @@ pub async fn run(setup: &Setup, title: &str) -> anyhow::Result<Report> {
     let mut recorder = Recorder::default();
     let counters =
         slice(&prepared.client, &prepared.target, true, &mut generator, &setup.spec, &mut recorder).await?;
-    let result = TargetResult::new("marquee", setup.spec.rate, &recorder, counters);
+    let result = TargetResult::new("marquee", &setup.spec, &recorder, counters);
     let findings = vec![format!(
-        "{:.0} req/s offered, {:.0} ok req/s, p99 {:.2} ms, {} errors",
-        setup.spec.rate,
+        "{} offered, {:.0} ok req/s, p99 {:.2} ms, {} errors",
+        setup
+            .spec
+            .saturate
+            .map_or_else(|| format!("{:.0} req/s", setup.spec.rate), |n| format!("closed loop ×{n}")),
         result.throughput,
         result.latency.p99_ms,
         result.error_count()
@@ -181,10 +201,14 @@ pub struct RampSpec {
 
 /// `bench ramp`: steps the rate up until p99 breaks the SLO or errors appear.
 pub async fn ramp(setup: &Setup, ramp: &RampSpec, title: &str) -> anyhow::Result<Report> {
+    if setup.spec.saturate.is_some() {
+        bail!("ramp steps an open-loop rate; drop --saturate");
+    }
     if ramp.step <= 0.0 || ramp.max_rate < setup.spec.rate {
         bail!("the ramp needs a positive step and a max rate at or above the start rate");
     }
     let prepared = prepare(setup).await?;
+    warm(setup, &prepared, &prepared.target).await?;
     let mut steps = Vec::new();
     let mut rate = setup.spec.rate;
     let mut all = Recorder::default();
@@ -197,7 +221,7 @@ pub async fn ramp(setup: &Setup, ramp: &RampSpec, title: &str) -> anyhow::Result
         let counters =
             slice(&prepared.client, &prepared.target, true, &mut generator, &spec, &mut recorder).await?;
         total = add(total, counters);
-        let result = TargetResult::new("marquee", rate, &recorder, counters);
+        let result = TargetResult::new("marquee", &spec, &recorder, counters);
         let within_slo = result.error_count() == 0 && result.latency.p99_ms <= ramp.slo_p99_ms;
         println!(
             "ramp: {rate:.0} req/s offered -> {:.0} ok/s, p99 {:.2} ms, {} errors{}",
@@ -226,7 +250,7 @@ pub async fn ramp(setup: &Setup, ramp: &RampSpec, title: &str) -> anyhow::Result
         ),
         None => format!("even the first step ({:.0} req/s) broke the SLO", setup.spec.rate),
     }];
-    let overall = TargetResult::new("marquee", setup.spec.rate, &all, total);
+    let overall = TargetResult::new("marquee (all steps)", &setup.spec, &all, total);
     Ok(Report {
         title: title.to_owned(),
         command: setup.command.clone(),
@@ -266,10 +290,13 @@ impl CompareTarget {
 }
 
 /// `bench compare`: several targets, interleaved in slices so machine noise hits all alike.
+/// `static_exe`: the bench binary, to run the static server in its own process (`None`: in
+/// this one).
 pub async fn compare(
     setup: &Setup,
     which: &[CompareTarget],
     rounds: usize,
+    static_exe: Option<&std::path::Path>,
     title: &str,
 ) -> anyhow::Result<Report> {
     if which.is_empty() || rounds == 0 {
@@ -288,7 +315,15 @@ pub async fn compare(
                 targets.push((target, true));
             }
             CompareTarget::Static => {
-                let server = StaticServer::start("static", prepared.sample_body.clone()).await?;
+                let server = match static_exe {
+                    Some(exe) => StaticServer::start_process(
+                        exe,
+                        "static",
+                        &prepared.sample_body,
+                        prepared._scratch.path(),
+                    )?,
+                    None => StaticServer::start("static", prepared.sample_body.clone()).await?,
+                };
                 targets.push((server.target.clone(), false));
                 statics.push(server);
             }
@@ -297,6 +332,9 @@ pub async fn compare(
                 targets.push((Target::new(name, url)?, false));
             }
         }
+    }
+    for (target, _) in &targets {
+        warm(setup, &prepared, target).await?;
     }
     let mut recorders: Vec<Recorder> = targets.iter().map(|_| Recorder::default()).collect();
     let mut generators = targets
@@ -326,7 +364,7 @@ pub async fn compare(
         .iter()
         .zip(&recorders)
         .zip(&counters)
-        .map(|(((t, _), r), c)| TargetResult::new(&t.name, setup.spec.rate, r, *c))
+        .map(|(((t, _), r), c)| TargetResult::new(&t.name, &setup.spec, r, *c))
         .collect();
     let mut findings = Vec::new();
     if let Some(base) = results.iter().find(|r| r.name == "static") {

@@ -77,11 +77,18 @@ pub struct LoadSpec {
     pub timeout: Duration,
     /// Requests allowed in flight before new ones are counted as client overload.
     pub max_in_flight: usize,
+    /// Saturation mode: this many connections each send their next request as soon as the
+    /// last one is answered (closed loop: measures capacity; `rate` is ignored).
+    pub saturate: Option<usize>,
 }
 
 impl LoadSpec {
     fn check(&self) -> Result<(), LoadError> {
-        if !(self.rate.is_finite() && self.rate > 0.0 && self.rate <= 1_000_000.0) {
+        if self.saturate.is_some_and(|n| n == 0 || n > 4096) {
+            return Err(LoadError::Bounds("saturation connections must be 1 to 4096".into()));
+        }
+        if self.saturate.is_none() && !(self.rate.is_finite() && self.rate > 0.0 && self.rate <= 1_000_000.0)
+        {
             return Err(LoadError::Bounds(format!("rate {} is not in (0, 1e6]", self.rate)));
         }
         if self.duration.is_zero() || self.duration > MAX_DURATION {
@@ -334,8 +341,9 @@ async fn send(client: &reqwest::Client, target: &Target, planned: Planned) -> Ou
     }
 }
 
-/// Sends open-loop load from `generator` to `target` and records it into `recorder`, whose
-/// per-second series continues after what it already holds.
+/// Sends load from `generator` to `target` (open loop at `spec.rate`, or closed loop when
+/// `spec.saturate` is set) and records it into `recorder`, whose per-second series continues
+/// after what it already holds.
 pub async fn run(
     client: &reqwest::Client,
     target: &Target,
@@ -344,6 +352,10 @@ pub async fn run(
     recorder: &mut Recorder,
 ) -> Result<(), LoadError> {
     spec.check()?;
+    if let Some(connections) = spec.saturate {
+        saturate(client, target, generator, spec, connections, recorder).await;
+        return Ok(());
+    }
     let second_offset = recorder.per_second.len();
     let (tx, mut rx) = mpsc::unbounded_channel::<Sample>();
     let in_flight = Arc::new(AtomicUsize::new(0));
@@ -393,6 +405,49 @@ pub async fn run(
     Ok(())
 }
 
+/// Closed loop: `connections` worker tasks, each sending its next request when the last
+/// returns, until the duration or the request budget runs out. Each worker draws from its own
+/// fork of the generator. Latency is each request's own.
+async fn saturate(
+    client: &reqwest::Client,
+    target: &Target,
+    generator: &mut Generator,
+    spec: &LoadSpec,
+    connections: usize,
+    recorder: &mut Recorder,
+) {
+    let second_offset = recorder.per_second.len();
+    let budget = Arc::new(std::sync::atomic::AtomicU64::new(spec.max_requests));
+    let target = Arc::new(target.clone());
+    let start = Instant::now();
+    let deadline = start + spec.duration;
+    let (tx, mut rx) = mpsc::unbounded_channel::<Sample>();
+    for worker in 0..connections {
+        let mut generator = generator.fork(worker as u64);
+        let (client, target, tx, budget) =
+            (client.clone(), Arc::clone(&target), tx.clone(), Arc::clone(&budget));
+        tokio::spawn(async move {
+            while Instant::now() < deadline
+                && budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1)).is_ok()
+            {
+                let planned = generator.next_request();
+                let op = planned.op;
+                let sent_at = Instant::now();
+                let outcome = send(&client, &target, planned).await;
+                let second = sent_at.duration_since(start).as_secs() as usize;
+                let latency_us = u64::try_from(sent_at.elapsed().as_micros()).unwrap_or(u64::MAX);
+                let _ = tx.send(Sample { op, second, latency_us, outcome });
+            }
+        });
+    }
+    drop(tx);
+    while let Some(sample) = rx.recv().await {
+        recorder.record(&sample, second_offset);
+    }
+    recorder.elapsed += start.elapsed();
+    recorder.sent += spec.max_requests - budget.load(Ordering::Relaxed);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -415,6 +470,7 @@ mod tests {
             max_requests: max,
             timeout: Duration::from_secs(1),
             max_in_flight: 10,
+            saturate: None,
         };
         assert!(spec(100.0, 10, 1000).check().is_ok());
         assert!(spec(0.0, 10, 1000).check().is_err());

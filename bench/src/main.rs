@@ -45,6 +45,13 @@ enum Scenario {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// Serve one file's bytes to every request (the static target of `compare`).
+    #[command(hide = true)]
+    ServeStatic {
+        /// The body.
+        #[arg(long)]
+        body: PathBuf,
+    },
 }
 
 #[derive(Copy, Clone, ValueEnum)]
@@ -98,15 +105,22 @@ struct Common {
     /// Share of public reads sent as persisted GETs (the rest are ad hoc POSTs).
     #[arg(long, default_value_t = 0.7)]
     persisted: f64,
+    /// Load sent to each target before measuring, not recorded (page caches, pools).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
     /// Signed-in users (tokens minted with `gateway token`).
     #[arg(long, default_value_t = 100)]
     users: usize,
     /// Per-request timeout.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     timeout: Duration,
-    /// Requests in flight before new ones count as client overload.
-    #[arg(long, default_value_t = 20_000)]
+    /// Requests in flight before new ones count as client overload (open loop).
+    #[arg(long, default_value_t = 1_000)]
     max_in_flight: usize,
+    /// Measure capacity instead: this many connections, each sending its next request as soon
+    /// as the last is answered (closed loop; --rate is ignored).
+    #[arg(long)]
+    saturate: Option<usize>,
     /// Generator seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -152,8 +166,10 @@ impl Common {
                 max_requests: self.max_requests,
                 timeout: self.timeout,
                 max_in_flight: self.max_in_flight,
+                saturate: self.saturate,
             },
             users: if public_only { 0 } else { self.users },
+            warmup: self.warmup,
             command: std::env::args().collect::<Vec<_>>().join(" "),
             preset_tokens: Vec::new(),
         })
@@ -173,6 +189,13 @@ async fn main() -> anyhow::Result<()> {
             let spec = RampSpec { step: *step, max_rate: *max_rate, slo_p99_ms: *slo_p99_ms };
             (marquee_bench::ramp(&common.setup()?, &spec, &title).await?, &common.out)
         }
+        Scenario::ServeStatic { body } => {
+            let body = std::fs::read(body)?;
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            println!("listening on http://{}", listener.local_addr()?);
+            axum::serve(listener, marquee_bench::targets::static_router(body.into())).await?;
+            return Ok(());
+        }
         Scenario::Compare { common, targets, rounds } => {
             let title = common.title.clone().unwrap_or_else(|| "Marquee: bench compare".into());
             let which = targets
@@ -180,7 +203,11 @@ async fn main() -> anyhow::Result<()> {
                 .map(|t| CompareTarget::parse(t))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(anyhow::Error::msg)?;
-            (marquee_bench::compare(&common.setup()?, &which, *rounds, &title).await?, &common.out)
+            let exe = std::env::current_exe()?;
+            (
+                marquee_bench::compare(&common.setup()?, &which, *rounds, Some(&exe), &title).await?,
+                &common.out,
+            )
         }
     };
     report.write(out)?;

@@ -9,7 +9,7 @@ use anyhow::Context;
 use plotters::prelude::*;
 use serde::Serialize;
 
-use crate::load::{Percentiles, Recorder, SecondStats};
+use crate::load::{LoadSpec, Percentiles, Recorder, SecondStats};
 use crate::targets::GatewayCounters;
 
 /// The machine a run was measured on.
@@ -52,8 +52,10 @@ impl Machine {
 pub struct TargetResult {
     /// Name.
     pub name: String,
-    /// Offered rate, requests per second.
-    pub offered_rate: f64,
+    /// Offered rate, requests per second (`None`: closed-loop saturation).
+    pub offered_rate: Option<f64>,
+    /// Connections of a closed-loop saturation run.
+    pub saturation_connections: Option<usize>,
     /// Requests sent.
     pub sent: u64,
     /// Requests completed (any outcome).
@@ -78,16 +80,12 @@ pub struct TargetResult {
 
 impl TargetResult {
     /// Summarises `recorder` for `name`.
-    pub fn new(
-        name: &str,
-        offered_rate: f64,
-        recorder: &Recorder,
-        counters: Option<GatewayCounters>,
-    ) -> Self {
+    pub fn new(name: &str, spec: &LoadSpec, recorder: &Recorder, counters: Option<GatewayCounters>) -> Self {
         let requests = counters.map(|c| c.graphql_requests).filter(|n| *n > 0.0);
         TargetResult {
             name: name.to_owned(),
-            offered_rate,
+            offered_rate: spec.saturate.is_none().then_some(spec.rate),
+            saturation_connections: spec.saturate,
             sent: recorder.sent,
             completed: recorder.completed(),
             throughput: recorder.throughput(),
@@ -178,15 +176,19 @@ impl Report {
         let _ = writeln!(md, "## Targets\n");
         let _ = writeln!(
             md,
-            "| target | offered req/s | ok req/s | p50 ms | p95 ms | p99 ms | max ms | errors | store calls/req | response-cache hits |"
+            "| target | offered load | ok req/s | p50 ms | p95 ms | p99 ms | max ms | errors | store calls/req | response-cache hits |"
         );
         let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for t in &self.targets {
             let _ = writeln!(
                 md,
-                "| {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
+                "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
                 t.name,
-                t.offered_rate,
+                match (t.offered_rate, t.saturation_connections) {
+                    (Some(rate), _) => format!("{rate:.0} req/s"),
+                    (None, Some(n)) => format!("closed loop, {n} connections"),
+                    (None, None) => "-".into(),
+                },
                 t.throughput,
                 t.latency.p50_ms,
                 t.latency.p95_ms,

@@ -126,32 +126,74 @@ impl Drop for ManagedGateway {
     }
 }
 
-/// The static-bytes server: every request gets `body` as JSON.
+/// The static-bytes server: every request gets the same bytes as JSON. It runs in its own
+/// process (like the gateway) when `bench` can start itself, else inside this one.
 pub struct StaticServer {
     /// Where it listens.
     pub target: Target,
-    handle: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    child: Option<Child>,
+}
+
+/// The router answering everything with `body`.
+pub fn static_router(body: Bytes) -> axum::Router {
+    axum::Router::new().fallback(move || {
+        let body = body.clone();
+        async move { ([(header::CONTENT_TYPE, "application/json")], body) }
+    })
 }
 
 impl StaticServer {
-    /// Serves `body` on a free loopback port.
+    /// Serves `body` on a free loopback port inside this process.
     pub async fn start(name: &str, body: Bytes) -> anyhow::Result<StaticServer> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let app = axum::Router::new().fallback(move || {
-            let body = body.clone();
-            async move { ([(header::CONTENT_TYPE, "application/json")], body) }
-        });
-        let handle = tokio::spawn(async move {
+        let app = static_router(body);
+        let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(StaticServer { target: Target::new(name, format!("http://{addr}"))?, handle })
+        Ok(StaticServer {
+            target: Target::new(name, format!("http://{addr}"))?,
+            task: Some(task),
+            child: None,
+        })
+    }
+
+    /// Serves `body` from a separate `bench serve-static` process (`exe` is the bench binary).
+    pub fn start_process(
+        exe: &Path,
+        name: &str,
+        body: &Bytes,
+        scratch: &Path,
+    ) -> anyhow::Result<StaticServer> {
+        let file = scratch.join("static-body.json");
+        std::fs::write(&file, body)?;
+        let mut child = Command::new(exe)
+            .args(["serve-static", "--body"])
+            .arg(&file)
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting bench serve-static")?;
+        let stdout = child.stdout.take().context("static server stdout")?;
+        let line =
+            BufReader::new(stdout).lines().map_while(Result::ok).find(|l| l.starts_with("listening on "));
+        let Some(url) = line.and_then(|l| l.strip_prefix("listening on ").map(str::to_owned)) else {
+            let _ = child.kill();
+            bail!("the static server did not start");
+        };
+        Ok(StaticServer { target: Target::new(name, url)?, task: None, child: Some(child) })
     }
 }
 
 impl Drop for StaticServer {
     fn drop(&mut self) {
-        self.handle.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+        if let Some(child) = &mut self.child {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let _ = child.wait();
+        }
     }
 }
 

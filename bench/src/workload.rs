@@ -257,6 +257,7 @@ pub fn registrations() -> Vec<String> {
 }
 
 /// Draws requests.
+#[derive(Clone)]
 pub struct Generator {
     workload: Workload,
     rng: Pcg64Mcg,
@@ -303,6 +304,14 @@ impl Generator {
             workload,
             users,
         })
+    }
+
+    /// An independent generator for worker `stream` (same workload, its own random stream).
+    pub fn fork(&self, stream: u64) -> Generator {
+        let mut fork = self.clone();
+        fork.rng =
+            Pcg64Mcg::seed_from_u64(self.workload.seed ^ (stream + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        fork
     }
 
     fn movie_id(&mut self) -> String {

@@ -62,8 +62,10 @@ fn setup(url: &str, tokens: Vec<Arc<str>>, mix: Mix, hot: bool) -> Setup {
             max_requests: 1_000,
             timeout: Duration::from_secs(5),
             max_in_flight: 1_000,
+            saturate: None,
         },
         users: tokens.len(),
+        warmup: Duration::from_millis(200),
         command: "smoke".into(),
         preset_tokens: tokens,
     }
@@ -94,10 +96,15 @@ async fn every_scenario_runs_and_reports() {
 
     // `compare`: the hot persisted GET with the cache, without it, and the static limit.
     let which = [CompareTarget::Marquee, CompareTarget::MarqueeNoCache, CompareTarget::Static];
-    let report =
-        marquee_bench::compare(&setup(&url, vec![], Mix::realistic(), true), &which, 2, "smoke compare")
-            .await
-            .expect("compare");
+    let report = marquee_bench::compare(
+        &setup(&url, vec![], Mix::realistic(), true),
+        &which,
+        2,
+        None,
+        "smoke compare",
+    )
+    .await
+    .expect("compare");
     let by_name = |n: &str| report.targets.iter().find(|t| t.name == n).expect("target");
     for t in &report.targets {
         assert_eq!(t.errors, Default::default(), "{}: {:?}", t.name, t.errors);

@@ -15,6 +15,7 @@ mod limits;
 mod loaders;
 mod mutation;
 mod ordering;
+mod parse_cache;
 mod query;
 mod types;
 
@@ -32,6 +33,9 @@ pub use query::Query;
 
 /// The executable schema type.
 pub type MarqueeSchema = Schema<Query, Mutation, EmptySubscription>;
+
+/// Query text whose parsed form is kept across requests.
+const PARSE_CACHE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Settings the resolvers need.
 #[derive(Clone, Debug)]
@@ -61,6 +65,8 @@ pub fn build(store: DynStore, config: SchemaConfig) -> MarqueeSchema {
         .extension(config.limits)
         .data(config)
         .extension(ordering::QueryOrder)
+        // Innermost: only the text → AST step is shared between requests.
+        .extension(parse_cache::ParseCache::new(PARSE_CACHE_BYTES))
         .finish()
 }
 

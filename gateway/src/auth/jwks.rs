@@ -37,6 +37,8 @@ pub(crate) struct RemoteKeys {
     source: JwksSource,
     client: reqwest::Client,
     keys: RwLock<Arc<KeyMap>>,
+    /// Bumped whenever the key set is replaced, so verdicts cached under an older set expire.
+    generation: std::sync::atomic::AtomicU64,
     /// When the last fetch was attempted (success or not).
     last_attempt: tokio::sync::Mutex<Option<Instant>>,
     min_interval: Duration,
@@ -52,6 +54,7 @@ impl RemoteKeys {
             source,
             client,
             keys: RwLock::new(Arc::new(HashMap::new())),
+            generation: std::sync::atomic::AtomicU64::new(0),
             last_attempt: tokio::sync::Mutex::new(None),
             min_interval,
         })
@@ -86,6 +89,11 @@ impl RemoteKeys {
         self.current().get(kid).cloned()
     }
 
+    /// Which key set is current (changes on every refresh).
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Fetches the set now (startup and the periodic refresh).
     pub(crate) async fn refresh(&self) -> Result<usize, AuthSetupError> {
         *self.last_attempt.lock().await = Some(Instant::now());
@@ -118,6 +126,7 @@ impl RemoteKeys {
             Ok(mut current) => *current = Arc::new(keys),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(keys),
         }
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(count)
     }
 }

@@ -137,8 +137,24 @@ pub struct IssuedToken {
     pub subject: String,
 }
 
+/// A token that verified: who it is for, until when, under which key-set generation.
+#[derive(Clone)]
+struct Verdict {
+    caller: Caller,
+    exp: u64,
+    nbf: u64,
+    generation: u64,
+}
+
+/// Memory for remembered verdicts.
+const VERDICT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
 /// Verifies tokens and issues the gateway's own.
 pub struct Authenticator {
+    /// Tokens already verified, by their exact text: a client sends the same token on every
+    /// request, and a signature check costs far more than the lookup. A verdict is used only
+    /// while the token is within `exp`/`nbf` and the JWKS has not changed since.
+    verdicts: moka::sync::Cache<Arc<str>, Verdict>,
     own: keys::OwnKeys,
     remote: Option<Arc<RemoteKeys>>,
     issuer: String,
@@ -190,6 +206,10 @@ impl Authenticator {
             }
         };
         Ok(Authenticator {
+            verdicts: moka::sync::Cache::builder()
+                .max_capacity(VERDICT_CACHE_BYTES)
+                .weigher(|token: &Arc<str>, _: &Verdict| u32::try_from(token.len() + 96).unwrap_or(u32::MAX))
+                .build(),
             own,
             remote,
             issuer: config.issuer.clone(),
@@ -223,8 +243,27 @@ impl Authenticator {
         self.own.jwks()
     }
 
+    fn generation(&self) -> u64 {
+        self.remote.as_ref().map_or(0, |r| r.generation())
+    }
+
     /// Verifies `token` and says who it is for.
     pub async fn verify(&self, token: &str) -> Result<Caller, TokenError> {
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some(v) = self.verdicts.get(token) {
+            if v.generation == self.generation() && now <= v.exp + self.leeway && now + self.leeway >= v.nbf {
+                return Ok(v.caller);
+            }
+            self.verdicts.invalidate(token);
+        }
+        let generation = self.generation();
+        let (caller, exp, nbf) = self.verify_signature(token).await?;
+        self.verdicts.insert(token.into(), Verdict { caller: caller.clone(), exp, nbf, generation });
+        Ok(caller)
+    }
+
+    /// The full check: header, key, signature and claims.
+    async fn verify_signature(&self, token: &str) -> Result<(Caller, u64, u64), TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
             ErrorKind::InvalidAlgorithmName => TokenError::Algorithm,
             _ => TokenError::Malformed,
@@ -270,16 +309,18 @@ impl Authenticator {
             return Err(TokenError::MissingClaim);
         }
         let anonymous = claims.sub.starts_with(ANONYMOUS_PREFIX);
-        match (ours, anonymous) {
+        let (exp, nbf) = (claims.exp, claims.nbf.unwrap_or(0));
+        let caller = match (ours, anonymous) {
             (true, true) if claims.role.as_deref() == Some(ROLE_ANONYMOUS) => {
-                Ok(Caller::Guest { subject: claims.sub })
+                Caller::Guest { subject: claims.sub }
             }
-            (true, false) if self.dev_tokens => Ok(Caller::User { id: claims.sub }),
-            (true, false) => Err(TokenError::DevToken),
+            (true, false) if self.dev_tokens => Caller::User { id: claims.sub },
+            (true, false) => return Err(TokenError::DevToken),
             // An identity provider may not mint subjects that look like ours.
-            (true, true) | (false, true) => Err(TokenError::MissingClaim),
-            (false, false) => Ok(Caller::User { id: claims.sub }),
-        }
+            (true, true) | (false, true) => return Err(TokenError::MissingClaim),
+            (false, false) => Caller::User { id: claims.sub },
+        };
+        Ok((caller, exp, nbf))
     }
 
     fn issue(&self, subject: String, role: &str, ttl: Duration) -> Result<IssuedToken, AuthSetupError> {

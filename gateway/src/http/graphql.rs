@@ -152,28 +152,30 @@ fn persisted_error(e: PersistedQueryError, media: MediaType) -> HttpError {
     HttpError::new(status, code, e.to_string())
 }
 
-/// Runs the persisted-query stage and builds the executable request.
-fn prepare(
-    state: &AppState,
-    incoming: &Incoming,
-    media: MediaType,
-) -> Result<(Document, Request), HttpError> {
-    let variables = match &incoming.variables {
-        None | Some(Value::Null) => Variables::default(),
-        Some(v @ Value::Object(_)) => Variables::from_json(v.clone()),
-        Some(_) => return Err(HttpError::bad_request("`variables` must be a JSON object")),
-    };
+/// Checks the request's shape and runs the persisted-query stage: the document to execute.
+fn resolve_document(state: &AppState, incoming: &Incoming, media: MediaType) -> Result<Document, HttpError> {
+    if !matches!(&incoming.variables, None | Some(Value::Null | Value::Object(_))) {
+        return Err(HttpError::bad_request("`variables` must be a JSON object"));
+    }
     let reference = DocumentRef {
         query: incoming.query.as_deref(),
         persisted: incoming.extensions.as_ref().and_then(|e| e.get("persistedQuery")),
         id: incoming.id.as_deref(),
     };
-    let document = state.persisted.resolve(&reference).map_err(|e| persisted_error(e, media))?;
+    state.persisted.resolve(&reference).map_err(|e| persisted_error(e, media))
+}
+
+/// The executable request for `document` with the client's variables and operation name.
+fn build_request(document: &Document, incoming: Incoming) -> Request {
+    let variables = match incoming.variables {
+        Some(v @ Value::Object(_)) => Variables::from_json(v),
+        _ => Variables::default(),
+    };
     let mut request = Request::new(document.query.to_string()).variables(variables);
-    if let Some(name) = &incoming.operation_name {
-        request = request.operation_name(name.clone());
+    if let Some(name) = incoming.operation_name {
+        request = request.operation_name(name);
     }
-    Ok((document, request))
+    request
 }
 
 /// Whether the operation `request` selects is a mutation. Unparseable documents are not: they
@@ -212,7 +214,7 @@ pub(super) async fn get(
         let params: GetParams = serde_urlencoded::from_str(&raw)
             .map_err(|e| HttpError::bad_request(format!("the query string is malformed: {e}")))?;
         let incoming = Incoming::try_from(params)?;
-        let (document, request) = prepare(&state, &incoming, media)?;
+        let document = resolve_document(&state, &incoming, media)?;
         let directives = cache_policy::request_directives(&headers);
         let cached = state.response_cache.as_ref().map(|cache| {
             let scope = if caller.user_id().is_some() { "user" } else { "public" };
@@ -235,6 +237,7 @@ pub(super) async fn get(
         if let Some((_, _, Some(entry))) = &cached {
             return Ok(from_cache(&state, entry, media, &headers));
         }
+        let request = build_request(&document, incoming);
         if is_mutation(&request) {
             return Err(HttpError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -294,7 +297,9 @@ pub(super) async fn post(
                 .map_err(|e| HttpError::bad_request(format!("the body is not a GraphQL request: {e}")))?,
             Err(e) => return Err(HttpError::bad_request(format!("the body is not valid JSON: {e}"))),
         };
-        let (_, request) = prepare(&state, &Incoming::from(body), media)?;
+        let incoming = Incoming::from(body);
+        let document = resolve_document(&state, &incoming, media)?;
+        let request = build_request(&document, incoming);
         let executed = execute(&state, request, &caller, false).await?;
         Ok(respond(&state, executed, media, None))
     };

@@ -384,3 +384,14 @@ async fn the_periodic_jwks_refresh_retires_keys_without_any_trigger() {
     }
     assert_eq!(status, 401, "the refresh within 5 s dropped the retired key");
 }
+
+#[tokio::test]
+async fn a_remembered_token_still_expires_on_time() {
+    let a = rsa_a();
+    let (app, _dir) = with_jwks_file(&[&a], |c| c.auth.leeway_secs = 0).await;
+    let token = a.sign(&claims("alice", json!({ "exp": now() + 2 })));
+    assert_eq!(call(&app, Some(&token)).await.status(), 200);
+    assert_eq!(call(&app, Some(&token)).await.status(), 200, "verified once, then remembered");
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    assert_eq!(call(&app, Some(&token)).await.status(), 401, "the verdict does not outlive exp");
+}
