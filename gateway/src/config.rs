@@ -209,7 +209,7 @@ impl Default for Config {
                 shutdown_grace_ms: 10_000,
             },
             graphql: GraphqlConfig {
-                batch_delay_us: 500,
+                batch_delay_us: 0,
                 image_base_url: "https://images.marquee.example".into(),
                 graphiql: true,
                 max_depth: 12,

@@ -52,7 +52,7 @@ impl Default for SchemaConfig {
     fn default() -> Self {
         SchemaConfig {
             image_base_url: "https://images.marquee.example".into(),
-            batch_delay: Duration::from_micros(500),
+            batch_delay: Duration::ZERO,
             limits: QueryLimits::default(),
         }
     }
