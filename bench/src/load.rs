@@ -77,6 +77,10 @@ pub struct LoadSpec {
     pub timeout: Duration,
     /// Requests allowed in flight before new ones are counted as client overload.
     pub max_in_flight: usize,
+    /// Open loop: most requests on the wire at once (each holds a connection); requests due
+    /// while all are busy wait for one, and that wait counts in their latency, as behind a
+    /// load balancer's connection pool.
+    pub connections: usize,
     /// Saturation mode: this many connections each send their next request as soon as the
     /// last one is answered (closed loop: measures capacity; `rate` is ignored).
     pub saturate: Option<usize>,
@@ -84,6 +88,9 @@ pub struct LoadSpec {
 
 impl LoadSpec {
     fn check(&self) -> Result<(), LoadError> {
+        if self.connections == 0 || self.connections > 4096 {
+            return Err(LoadError::Bounds("connections must be 1 to 4096".into()));
+        }
         if self.saturate.is_some_and(|n| n == 0 || n > 4096) {
             return Err(LoadError::Bounds("saturation connections must be 1 to 4096".into()));
         }
@@ -364,6 +371,7 @@ pub async fn run(
     let deadline = start + spec.duration;
     let mut sent = 0u64;
     let target = Arc::new(target.clone());
+    let wire = Arc::new(tokio::sync::Semaphore::new(spec.connections));
     let collector = async {
         while let Some(sample) = rx.recv().await {
             recorder.record(&sample, second_offset);
@@ -386,11 +394,14 @@ pub async fn run(
                 continue;
             }
             in_flight.fetch_add(1, Ordering::Relaxed);
-            let (client, target, tx, in_flight) =
-                (client.clone(), Arc::clone(&target), tx.clone(), Arc::clone(&in_flight));
+            let (client, target, tx, in_flight, wire) =
+                (client.clone(), Arc::clone(&target), tx.clone(), Arc::clone(&in_flight), Arc::clone(&wire));
             tokio::spawn(async move {
                 let op = planned.op;
-                let outcome = send(&client, &target, planned).await;
+                let outcome = match wire.acquire().await {
+                    Ok(_permit) => send(&client, &target, planned).await,
+                    Err(_) => Outcome::Transport,
+                };
                 let latency_us = u64::try_from(due.elapsed().as_micros()).unwrap_or(u64::MAX);
                 in_flight.fetch_sub(1, Ordering::Relaxed);
                 let _ = tx.send(Sample { op, second, latency_us, outcome });
@@ -470,6 +481,7 @@ mod tests {
             max_requests: max,
             timeout: Duration::from_secs(1),
             max_in_flight: 10,
+            connections: 8,
             saturate: None,
         };
         assert!(spec(100.0, 10, 1000).check().is_ok());

@@ -117,6 +117,10 @@ struct Common {
     /// Requests in flight before new ones count as client overload (open loop).
     #[arg(long, default_value_t = 1_000)]
     max_in_flight: usize,
+    /// Open loop: most requests on the wire at once (a load balancer's connection pool);
+    /// requests due while all are busy wait, and the wait counts in their latency.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
     /// Measure capacity instead: this many connections, each sending its next request as soon
     /// as the last is answered (closed loop; --rate is ignored).
     #[arg(long)]
@@ -166,11 +170,12 @@ impl Common {
                 max_requests: self.max_requests,
                 timeout: self.timeout,
                 max_in_flight: self.max_in_flight,
+                connections: self.connections,
                 saturate: self.saturate,
             },
             users: if public_only { 0 } else { self.users },
             warmup: self.warmup,
-            command: std::env::args().collect::<Vec<_>>().join(" "),
+            command: std::env::args().map(|a| shell_quote(&a)).collect::<Vec<_>>().join(" "),
             preset_tokens: Vec::new(),
         })
     }
@@ -216,4 +221,13 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("wrote {}/report.md", out.display());
     Ok(())
+}
+
+/// `arg` as a shell would need it typed.
+fn shell_quote(arg: &str) -> String {
+    if !arg.is_empty() && arg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@%+".contains(&b)) {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
+    }
 }

@@ -62,6 +62,7 @@ fn setup(url: &str, tokens: Vec<Arc<str>>, mix: Mix, hot: bool) -> Setup {
             max_requests: 1_000,
             timeout: Duration::from_secs(5),
             max_in_flight: 1_000,
+            connections: 16,
             saturate: None,
         },
         users: tokens.len(),
