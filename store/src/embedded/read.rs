@@ -5,7 +5,9 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::ops::Bound;
 
-use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable};
+use std::cell::OnceCell;
+
+use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable};
 
 use super::tables::*;
 use crate::keys;
@@ -44,44 +46,103 @@ pub(super) fn check_format_and_years(db: &Database) -> Result<Vec<u16>, StoreErr
     Ok(out)
 }
 
-/// The tables of one read transaction.
+type ByIdTable = ReadOnlyTable<u64, &'static [u8]>;
+type CreditsByPersonTable = ReadOnlyTable<(u64, u64, u64), &'static [u8]>;
+type ByGenreYearTable = ReadOnlyTable<(u8, u8, u16, u64, u64), ()>;
+type TitleSearchTable = ReadOnlyTable<(&'static str, u8, u64, u64), &'static str>;
+
+/// The catalog as one call sees it. Transactions and tables are opened on first use, so a
+/// call pays only for the tables it reads (opening all of them cost ~5% of gateway CPU on the
+/// realistic mix). The catalog is immutable once published, so transactions begun at
+/// different moments of one call still see one consistent catalog.
 pub(super) struct Snapshot<'a> {
-    movies: ReadOnlyTable<u64, &'static [u8]>,
-    people: ReadOnlyTable<u64, &'static [u8]>,
-    credits_by_movie: ReadOnlyTable<u64, &'static [u8]>,
-    credits_by_person: ReadOnlyTable<(u64, u64, u64), &'static [u8]>,
-    by_genre_year: ReadOnlyTable<(u8, u8, u16, u64, u64), ()>,
-    title_search: ReadOnlyTable<(&'static str, u8, u64, u64), &'static str>,
-    genre_counts: ReadOnlyTable<u8, u64>,
-    meta: ReadOnlyTable<&'static str, u64>,
+    main: &'a Database,
+    filmography: &'a Database,
+    search: &'a Database,
+    main_txn: OnceCell<ReadTransaction>,
+    movies: OnceCell<ByIdTable>,
+    people: OnceCell<ByIdTable>,
+    credits_by_movie: OnceCell<ByIdTable>,
+    credits_by_person: OnceCell<CreditsByPersonTable>,
+    by_genre_year: OnceCell<ByGenreYearTable>,
+    title_search: OnceCell<TitleSearchTable>,
+    genre_counts: OnceCell<ReadOnlyTable<u8, u64>>,
+    meta: OnceCell<ReadOnlyTable<&'static str, u64>>,
     years: &'a [u16],
 }
 
+/// The value of `cell`, opening it with `open` the first time.
+fn lazy<T>(cell: &OnceCell<T>, open: impl FnOnce() -> Result<T, StoreError>) -> Result<&T, StoreError> {
+    if let Some(value) = cell.get() {
+        return Ok(value);
+    }
+    let value = open()?;
+    Ok(cell.get_or_init(|| value))
+}
+
 impl<'a> Snapshot<'a> {
-    /// Opens the tables of the three files. The catalog is immutable once published, so the
-    /// three read transactions see one consistent catalog.
+    /// A view over the three files of the catalog; nothing is opened yet.
     pub(super) fn new(
-        main: &Database,
-        filmography: &Database,
-        search: &Database,
+        main: &'a Database,
+        filmography: &'a Database,
+        search: &'a Database,
         years: &'a [u16],
     ) -> Result<Self, StoreError> {
-        let txn = main.begin_read()?;
         Ok(Snapshot {
-            movies: txn.open_table(MOVIES)?,
-            people: txn.open_table(PEOPLE)?,
-            credits_by_movie: txn.open_table(CREDITS_BY_MOVIE)?,
-            credits_by_person: filmography.begin_read()?.open_table(CREDITS_BY_PERSON)?,
-            by_genre_year: txn.open_table(MOVIES_BY_GENRE_YEAR)?,
-            title_search: search.begin_read()?.open_table(TITLE_SEARCH)?,
-            genre_counts: txn.open_table(GENRE_COUNTS)?,
-            meta: txn.open_table(META)?,
+            main,
+            filmography,
+            search,
+            main_txn: OnceCell::new(),
+            movies: OnceCell::new(),
+            people: OnceCell::new(),
+            credits_by_movie: OnceCell::new(),
+            credits_by_person: OnceCell::new(),
+            by_genre_year: OnceCell::new(),
+            title_search: OnceCell::new(),
+            genre_counts: OnceCell::new(),
+            meta: OnceCell::new(),
             years,
         })
     }
 
+    fn main_txn(&self) -> Result<&ReadTransaction, StoreError> {
+        lazy(&self.main_txn, || Ok(self.main.begin_read()?))
+    }
+
+    fn movies_table(&self) -> Result<&ByIdTable, StoreError> {
+        lazy(&self.movies, || Ok(self.main_txn()?.open_table(MOVIES)?))
+    }
+
+    fn people_table(&self) -> Result<&ByIdTable, StoreError> {
+        lazy(&self.people, || Ok(self.main_txn()?.open_table(PEOPLE)?))
+    }
+
+    fn credits_by_movie_table(&self) -> Result<&ByIdTable, StoreError> {
+        lazy(&self.credits_by_movie, || Ok(self.main_txn()?.open_table(CREDITS_BY_MOVIE)?))
+    }
+
+    fn credits_by_person_table(&self) -> Result<&CreditsByPersonTable, StoreError> {
+        lazy(&self.credits_by_person, || Ok(self.filmography.begin_read()?.open_table(CREDITS_BY_PERSON)?))
+    }
+
+    fn by_genre_year_table(&self) -> Result<&ByGenreYearTable, StoreError> {
+        lazy(&self.by_genre_year, || Ok(self.main_txn()?.open_table(MOVIES_BY_GENRE_YEAR)?))
+    }
+
+    fn title_search_table(&self) -> Result<&TitleSearchTable, StoreError> {
+        lazy(&self.title_search, || Ok(self.search.begin_read()?.open_table(TITLE_SEARCH)?))
+    }
+
+    fn genre_counts_table(&self) -> Result<&ReadOnlyTable<u8, u64>, StoreError> {
+        lazy(&self.genre_counts, || Ok(self.main_txn()?.open_table(GENRE_COUNTS)?))
+    }
+
+    fn meta_table(&self) -> Result<&ReadOnlyTable<&'static str, u64>, StoreError> {
+        lazy(&self.meta, || Ok(self.main_txn()?.open_table(META)?))
+    }
+
     pub(super) fn movie(&self, id: MovieId) -> Result<Option<Movie>, StoreError> {
-        self.movies.get(id.0)?.map(|v| decode("movie", v.value())).transpose()
+        self.movies_table()?.get(id.0)?.map(|v| decode("movie", v.value())).transpose()
     }
 
     pub(super) fn movies(&self, ids: &[MovieId]) -> Result<Vec<Option<Movie>>, StoreError> {
@@ -89,14 +150,16 @@ impl<'a> Snapshot<'a> {
     }
 
     pub(super) fn people(&self, ids: &[PersonId]) -> Result<Vec<Option<Person>>, StoreError> {
-        ids.iter().map(|id| self.people.get(id.0)?.map(|v| decode("person", v.value())).transpose()).collect()
+        ids.iter()
+            .map(|id| self.people_table()?.get(id.0)?.map(|v| decode("person", v.value())).transpose())
+            .collect()
     }
 
     pub(super) fn credits(&self, ids: &[MovieId]) -> Result<Vec<Vec<Credit>>, StoreError> {
         ids.iter()
             .map(|id| {
                 Ok(self
-                    .credits_by_movie
+                    .credits_by_movie_table()?
                     .get(id.0)?
                     .map(|v| decode("credits", v.value()))
                     .transpose()?
@@ -115,7 +178,7 @@ impl<'a> Snapshot<'a> {
         let mut items = Vec::with_capacity(q.first);
         let mut has_next = false;
         for entry in self
-            .credits_by_person
+            .credits_by_person_table()?
             .range::<(u64, u64, u64)>((start, Bound::Included((p, u64::MAX, u64::MAX))))?
         {
             let (k, v) = entry?;
@@ -148,7 +211,7 @@ impl<'a> Snapshot<'a> {
                 None => Bound::Included((driver, bucket, 0, 0)),
             };
             let end = Bound::Included((driver, bucket, u64::MAX, u64::MAX));
-            let range = self.title_search.range::<(&str, u8, u64, u64)>((start, end))?;
+            let range = self.title_search_table()?.range::<(&str, u8, u64, u64)>((start, end))?;
             streams.push(range.map(|entry| {
                 let (k, v) = entry?;
                 let (_, _, key, id) = k.value();
@@ -189,7 +252,7 @@ impl<'a> Snapshot<'a> {
                 None => Bound::Included((sort, genre, year, 0, 0)),
             };
             let end = Bound::Included((sort, genre, year, u64::MAX, u64::MAX));
-            let range = self.by_genre_year.range::<(u8, u8, u16, u64, u64)>((start, end))?;
+            let range = self.by_genre_year_table()?.range::<(u8, u8, u16, u64, u64)>((start, end))?;
             streams.push(range.map(|entry| {
                 let (k, _) = entry?;
                 let (_, _, _, key, id) = k.value();
@@ -233,10 +296,10 @@ impl<'a> Snapshot<'a> {
                 let hi = (partition.0, partition.1, partition.2, u64::MAX, u64::MAX);
                 let pivot = (partition.0, partition.1, partition.2, own, movie.id.0);
                 let after = self
-                    .by_genre_year
+                    .by_genre_year_table()?
                     .range::<(u8, u8, u16, u64, u64)>((Bound::Excluded(pivot), Bound::Included(hi)))?;
                 let before = self
-                    .by_genre_year
+                    .by_genre_year_table()?
                     .range::<(u8, u8, u16, u64, u64)>((Bound::Included(lo), Bound::Excluded(pivot)))?
                     .rev();
                 for entry in after.take(q.first).chain(before.take(q.first)) {
@@ -258,15 +321,16 @@ impl<'a> Snapshot<'a> {
     pub(super) fn genres(&self) -> Result<Vec<GenreCount>, StoreError> {
         Genre::all()
             .map(|genre| {
-                let movies = self.genre_counts.get(genre.code())?.map_or(0, |v| v.value());
+                let movies = self.genre_counts_table()?.get(genre.code())?.map_or(0, |v| v.value());
                 Ok(GenreCount { genre, movies })
             })
             .collect()
     }
 
     pub(super) fn stats(&self) -> Result<CatalogStats, StoreError> {
-        let get =
-            |name: &str| -> Result<u64, StoreError> { Ok(self.meta.get(name)?.map_or(0, |v| v.value())) };
+        let get = |name: &str| -> Result<u64, StoreError> {
+            Ok(self.meta_table()?.get(name)?.map_or(0, |v| v.value()))
+        };
         Ok(CatalogStats { movies: get("movies")?, people: get("people")? })
     }
 }
