@@ -161,7 +161,12 @@ pub struct HttpConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GraphqlConfig {
-    /// How long a dataloader waits to collect a batch, in microseconds.
+    /// How long a dataloader waits to collect a batch, in microseconds. 0 (the default) waits
+    /// on no timer: a batch is every key asked for before the loader's task first runs, which
+    /// is spawned onto the resolving worker and normally runs once the execution step yields,
+    /// so a step's keys share one batch (asserted by the batching tests). Above 0 arms a timer
+    /// per batch (async-io's timer thread): it can merge keys from concurrent work, at that
+    /// much added latency per nesting level.
     pub batch_delay_us: u64,
     /// Prefix for poster URLs.
     pub image_base_url: String,
