@@ -22,7 +22,7 @@ use serde::Serialize;
 use load::{LoadSpec, Recorder, Target};
 use report::{Machine, RampStep, Report, TargetResult};
 use targets::{GatewayCounters, GatewaySettings, ManagedGateway, StaticServer};
-use workload::{Generator, Workload};
+use workload::{Dialect, Generator, Workload, documents, nested_answer};
 
 /// Where the gateway under test comes from.
 #[derive(Clone, Debug, Serialize)]
@@ -139,6 +139,7 @@ async fn warm(setup: &Setup, prepared: &Prepared, target: &Target) -> anyhow::Re
         Workload { seed: setup.workload.seed ^ 0x5eed, ..setup.workload.clone() },
         prepared.users.clone(),
     )
+    .and_then(|g| g.for_dialect(target.dialect))
     .map_err(anyhow::Error::msg)?;
     let spec = LoadSpec { duration: setup.warmup, ..setup.spec.clone() };
     load::run(&prepared.client, target, &mut generator, &spec, &mut Recorder::default()).await?;
@@ -156,6 +157,47 @@ fn add(a: Option<GatewayCounters>, b: Option<GatewayCounters>) -> Option<Gateway
         (a, None) => a,
         (None, b) => b,
     }
+}
+
+/// Movies whose nested answers a peer must match before it is measured.
+const EQUIVALENCE_SAMPLE: usize = 20;
+
+/// Asks Marquee and `peer` the nested query for the same movies (drawn like the workload's) and
+/// fails unless both give the same title, year and cast: a peer that answered a different or
+/// cheaper question would make the comparison meaningless.
+async fn check_same_answers(setup: &Setup, prepared: &Prepared, peer: &Target) -> anyhow::Result<()> {
+    let mut generator = Generator::new(setup.workload.clone(), Vec::new()).map_err(anyhow::Error::msg)?;
+    let ask = |target: &Target, document: &'static str, id: String| {
+        let url = format!("{}/graphql", target.base_url);
+        let body = serde_json::json!({ "query": document, "variables": { "id": id } });
+        let request = prepared.client.post(url).json(&body);
+        async move {
+            let response = request.send().await?.error_for_status()?;
+            anyhow::Ok(response.json::<serde_json::Value>().await?)
+        }
+    };
+    for _ in 0..EQUIVALENCE_SAMPLE {
+        let id = generator.next_movie_id();
+        let ours = ask(&prepared.target, documents::NESTED, id.clone()).await?;
+        let theirs = ask(peer, documents::POSTGRAPHILE_NESTED, id.clone()).await?;
+        let (a, b) = (nested_answer(Dialect::Marquee, &ours), nested_answer(peer.dialect, &theirs));
+        match (a, b) {
+            (Some(a), Some(b)) if a == b => {}
+            (a, b) => bail!(
+                "{} and Marquee answer the nested query for {id} differently (is the peer loaded with \
+                 this catalog?)\n  marquee: {}\n  {}: {}",
+                peer.name,
+                a.map_or_else(|| ours.to_string(), |v| v.to_string()),
+                peer.name,
+                b.map_or_else(|| theirs.to_string(), |v| v.to_string())
+            ),
+        }
+    }
+    println!(
+        "compare: {} gives the same nested answers as Marquee for {EQUIVALENCE_SAMPLE} movies",
+        peer.name
+    );
+    Ok(())
 }
 
 /// `bench run`: one rate against the gateway.
@@ -329,7 +371,12 @@ pub async fn compare(
             }
             CompareTarget::Url(spec) => {
                 let (name, url) = spec.split_once('=').context("a URL target is name=http://...")?;
-                targets.push((Target::new(name, url)?, false));
+                let mut target = Target::new(name, url)?;
+                if name.starts_with("postgraphile") {
+                    target.dialect = Dialect::PostGraphile;
+                    check_same_answers(setup, &prepared, &target).await?;
+                }
+                targets.push((target, false));
             }
         }
     }
@@ -339,7 +386,10 @@ pub async fn compare(
     let mut recorders: Vec<Recorder> = targets.iter().map(|_| Recorder::default()).collect();
     let mut generators = targets
         .iter()
-        .map(|_| Generator::new(setup.workload.clone(), prepared.users.clone()))
+        .map(|(t, _)| {
+            Generator::new(setup.workload.clone(), prepared.users.clone())
+                .and_then(|g| g.for_dialect(t.dialect))
+        })
         .collect::<Result<Vec<_>, _>>()
         .map_err(anyhow::Error::msg)?;
     let mut counters: Vec<Option<GatewayCounters>> = targets.iter().map(|_| None).collect();

@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::workload::{Generator, Method, Op, Planned};
+use crate::workload::{Dialect, Generator, Method, Op, Planned};
 
 /// Hard ceilings, whatever the command line says.
 pub const MAX_DURATION: Duration = Duration::from_secs(900);
@@ -46,6 +46,8 @@ pub struct Target {
     pub base_url: String,
     /// Sent with every request (e.g. `Cache-Control: no-cache` to bypass response caches).
     pub headers: Vec<(String, String)>,
+    /// The schema it speaks.
+    pub dialect: Dialect,
 }
 
 impl Target {
@@ -60,7 +62,7 @@ impl Target {
         if !loopback {
             return Err(LoadError::NotLoopback(host.to_owned()));
         }
-        Ok(Target { name: name.into(), base_url, headers: Vec::new() })
+        Ok(Target { name: name.into(), base_url, headers: Vec::new(), dialect: Dialect::Marquee })
     }
 }
 

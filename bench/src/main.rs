@@ -38,7 +38,9 @@ enum Scenario {
     Compare {
         #[command(flatten)]
         common: Common,
-        /// Comma-separated: marquee, marquee-nocache, static, name=http://127.0.0.1:PORT.
+        /// Comma-separated: marquee, marquee-nocache, static, name=http://127.0.0.1:PORT. A URL
+        /// target named postgraphile… speaks PostGraphile's schema (started by `cargo xtask
+        /// bench-peer`) and takes the nested scenario only.
         #[arg(long, default_value = "marquee,marquee-nocache,static", value_delimiter = ',')]
         targets: Vec<String>,
         /// Slices per target.

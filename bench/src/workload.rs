@@ -87,6 +87,40 @@ pub mod documents {
     /// Movie → cast → person, the shape compared against peers.
     pub const NESTED: &str = "query Nested($id: ID!) { movie(id: $id) { id title year cast(first: 10) { character \
         person { id name birthYear } } } }";
+    /// The same question in PostGraphile's dialect over the exported catalog (`bench/peer/`):
+    /// the movie by primary key, its first ten credits in billing order whose department is
+    /// Acting (the cast), and each credit's person through the foreign key.
+    pub const POSTGRAPHILE_NESTED: &str = "query Nested($id: String!) { movieByRowId(rowId: $id) { rowId title year \
+        creditsByMovieId(first: 10, condition: { department: \"Acting\" }, orderBy: PRIMARY_KEY_ASC) { nodes { \
+        role personByPersonId { rowId name birthYear } } } } }";
+}
+
+/// The GraphQL schema a target speaks.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dialect {
+    /// Marquee's schema.
+    #[default]
+    Marquee,
+    /// PostGraphile's generated schema over the exported catalog: only the nested query.
+    PostGraphile,
+}
+
+/// The nested query's answer reduced to what both dialects return: title, year and the cast as
+/// (character, person id, name, birth year). `None` when `body` is not a nested-query answer.
+pub fn nested_answer(dialect: Dialect, body: &Value) -> Option<Value> {
+    let (movie, cast, character, person, id) = match dialect {
+        Dialect::Marquee => (&body["data"]["movie"], "/cast", "character", "person", "id"),
+        Dialect::PostGraphile => {
+            (&body["data"]["movieByRowId"], "/creditsByMovieId/nodes", "role", "personByPersonId", "rowId")
+        }
+    };
+    let cast = movie.pointer(cast)?.as_array()?;
+    let cast: Vec<Value> = cast
+        .iter()
+        .map(|c| json!([c[character], c[person][id], c[person]["name"], c[person]["birthYear"]]))
+        .collect();
+    Some(json!({ "id": movie[id], "title": movie["title"], "year": movie["year"], "cast": cast }))
 }
 
 const GENRES: [&str; 12] = [
@@ -267,6 +301,7 @@ pub struct Generator {
     users: Vec<Arc<str>>,
     movie_stride: u64,
     person_stride: u64,
+    dialect: Dialect,
 }
 
 /// A stride coprime to `n`, so `rank * stride mod n` permutes 0..n.
@@ -303,7 +338,19 @@ impl Generator {
             person_stride: stride(workload.people),
             workload,
             users,
+            dialect: Dialect::Marquee,
         })
+    }
+
+    /// This generator speaking `dialect`. Peers answer only the nested query, as ad hoc POSTs
+    /// without tokens.
+    pub fn for_dialect(mut self, dialect: Dialect) -> Result<Generator, String> {
+        let only_nested = self.workload.mix.0.iter().all(|(op, w)| *w == 0 || *op == Op::Nested);
+        if dialect != Dialect::Marquee && (self.workload.hot || !only_nested) {
+            return Err("a peer target answers the nested scenario only (--scenario nested)".into());
+        }
+        self.dialect = dialect;
+        Ok(self)
     }
 
     /// An independent generator for worker `stream` (same workload, its own random stream).
@@ -312,6 +359,11 @@ impl Generator {
         fork.rng =
             Pcg64Mcg::seed_from_u64(self.workload.seed ^ (stream + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         fork
+    }
+
+    /// The next movie id, drawn by popularity.
+    pub fn next_movie_id(&mut self) -> String {
+        self.movie_id()
     }
 
     fn movie_id(&mut self) -> String {
@@ -351,6 +403,18 @@ impl Generator {
             return Planned { op: Op::Movie, method: Method::Get, path: hot_path(), body: None, token: None };
         }
         let op = self.pick();
+        if self.dialect == Dialect::PostGraphile {
+            let body =
+                json!({ "query": documents::POSTGRAPHILE_NESTED, "variables": { "id": self.movie_id() } });
+            let body = body.to_string().into_bytes();
+            return Planned {
+                op,
+                method: Method::Post,
+                path: "/graphql".into(),
+                body: Some(body),
+                token: None,
+            };
+        }
         let (document, variables) = match op {
             Op::Movie | Op::Nested => (document(op), json!({ "id": self.movie_id() })),
             Op::Browse => {
@@ -443,5 +507,35 @@ mod tests {
         assert!(top > 500, "the hottest movie gets a large share under Zipf(1): {top}");
         assert!(Mix::parse("movie=0").is_err());
         assert!(Mix::parse("nope=1").is_err());
+    }
+
+    #[test]
+    fn a_peer_gets_the_nested_query_in_its_own_dialect() {
+        let nested = Workload { signed_in: 0.0, ..workload(Mix::parse("nested=1").expect("mix")) };
+        let mut peer = Generator::new(nested.clone(), vec![])
+            .and_then(|g| g.for_dialect(Dialect::PostGraphile))
+            .expect("nested only");
+        let planned = peer.next_request();
+        assert_eq!(planned.method, Method::Post);
+        let body: Value = serde_json::from_slice(planned.body.as_deref().expect("a body")).expect("json");
+        assert_eq!(body["query"], documents::POSTGRAPHILE_NESTED);
+        assert!(body["variables"]["id"].as_str().is_some_and(|id| id.starts_with("tt")));
+        let mixed = Generator::new(workload(Mix::realistic()), vec![Arc::from("t")]).expect("generator");
+        assert!(mixed.for_dialect(Dialect::PostGraphile).is_err(), "peers answer the nested query only");
+    }
+
+    #[test]
+    fn nested_answers_compare_across_dialects() {
+        let ours = json!({ "data": { "movie": { "id": "tt0000001", "title": "A", "year": 1999,
+            "cast": [{ "character": "Hero", "person": { "id": "nm0000001", "name": "P", "birthYear": null } }] } } });
+        let theirs = json!({ "data": { "movieByRowId": { "rowId": "tt0000001", "title": "A", "year": 1999,
+            "creditsByMovieId": { "nodes": [{ "role": "Hero",
+                "personByPersonId": { "rowId": "nm0000001", "name": "P", "birthYear": null } }] } } } });
+        let a = nested_answer(Dialect::Marquee, &ours).expect("an answer");
+        assert_eq!(Some(a.clone()), nested_answer(Dialect::PostGraphile, &theirs));
+        let mut other = theirs.clone();
+        other["data"]["movieByRowId"]["creditsByMovieId"]["nodes"][0]["role"] = json!("Villain");
+        assert_ne!(Some(a), nested_answer(Dialect::PostGraphile, &other));
+        assert_eq!(nested_answer(Dialect::Marquee, &json!({ "data": { "movie": null } })), None);
     }
 }

@@ -1,5 +1,5 @@
-//! The catalog commands behind `gateway seed`, `gateway import imdb` and the demo seeding on
-//! first start: they drive the store's seeder and importer and draw progress bars.
+//! The catalog commands behind `gateway seed`, `gateway import imdb`, `gateway export` and the
+//! demo seeding on first start: they drive the store's seeder and importer and draw progress bars.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -8,7 +8,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use marquee_store::catalog::Progress;
 use marquee_store::catalog::imdb::{self, ImportReport};
 use marquee_store::catalog::seed::{self, SeedOptions};
-use marquee_store::embedded::{CatalogBuilder, catalog_bytes, has_catalog};
+use marquee_store::embedded::{
+    CatalogBuilder, EmbeddedOptions, EmbeddedStore, ExportStats, catalog_bytes, has_catalog,
+};
 use marquee_store::{CatalogStats, StoreError};
 
 /// redb page cache for each of a catalog's three files while bulk loading (3 GiB in all).
@@ -92,6 +94,19 @@ pub fn import_imdb(dir: &Path, data_dir: &Path) -> Result<ImportReport, StoreErr
     let (movies, people, bad_rows) = (report.stats.movies, report.stats.people, report.bad_rows());
     tracing::info!(movies, people, bad_rows, seconds, "imported IMDb dataset");
     Ok(report)
+}
+
+/// Writes the catalog in `data_dir` to `out_dir` as PostgreSQL `COPY` files (movie, person,
+/// credit), with progress bars. Needs the data directory to itself (a serving gateway holds it).
+pub fn export(data_dir: &Path, out_dir: &Path) -> Result<ExportStats, StoreError> {
+    let started = Instant::now();
+    let store = EmbeddedStore::open(data_dir, &EmbeddedOptions::default())?;
+    let mut bars = Bars::new();
+    let stats = store.export_tsv(out_dir, &mut |e| bars.update(e))?;
+    bars.finish();
+    let seconds = started.elapsed().as_secs_f64();
+    tracing::info!(stats.movies, stats.people, stats.credits, seconds, out = %out_dir.display(), "exported catalog");
+    Ok(stats)
 }
 
 /// Seeds the demo catalog if `data_dir` has none (`movies` = 0 refuses instead).

@@ -61,6 +61,12 @@ enum Command {
         #[command(subcommand)]
         source: ImportSource,
     },
+    /// Write the catalog as PostgreSQL COPY files (movie.tsv, person.tsv, credit.tsv).
+    Export {
+        /// Directory to write into (created if missing; files in it are replaced).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Print the GraphQL schema (SDL).
     Schema,
     /// Write a new Ed25519 signing key (PKCS#8 PEM) for `auth.signing_key_files`.
@@ -140,6 +146,16 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Import { source: ImportSource::Imdb { dir } }) => {
             let report = tokio::task::spawn_blocking(move || catalog::import_imdb(&dir, &data_dir)).await??;
             print!("{report}");
+        }
+        Some(Command::Export { out }) => {
+            let stats = tokio::task::spawn_blocking(move || catalog::export(&data_dir, &out)).await??;
+            println!(
+                "exported {} movies, {} people and {} credits from {}",
+                stats.movies,
+                stats.people,
+                stats.credits,
+                config.data_dir.display()
+            );
         }
         Some(Command::Schema | Command::Keygen { .. } | Command::Token { .. }) => {}
         Some(Command::Serve(_)) | None => {

@@ -4,7 +4,10 @@
 //! warnings denied, and every test (nextest when installed). The checked-in schema diff is
 //! among the tests: `schema/tests/sdl.rs` compares the generated SDL with
 //! `schema/schema.graphql`, and the gateway's binary tests compare `gateway schema` with it.
-//! `cargo xtask schema` regenerates `schema/schema.graphql`.
+//! `cargo xtask schema` regenerates `schema/schema.graphql`. `cargo xtask bench-peer` runs the
+//! PostGraphile peer the benchmark compares against (see `peer`).
+
+mod peer;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,12 +28,18 @@ enum Task {
     Ci,
     /// Regenerate schema/schema.graphql from the code.
     Schema,
+    /// The benchmark's peer: PostGraphile on PostgreSQL, loaded with a gateway's catalog.
+    BenchPeer {
+        #[command(subcommand)]
+        task: peer::PeerTask,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let root = workspace_root();
     match Cli::parse().command {
         Task::Ci => ci(&root),
+        Task::BenchPeer { task } => peer::run(&root, task),
         Task::Schema => {
             let sdl = output(&root, "cargo", &["run", "--quiet", "-p", "marquee-gateway", "--", "schema"])?;
             std::fs::write(root.join("schema/schema.graphql"), sdl)

@@ -92,3 +92,92 @@ fn bad_config_is_reported_not_ignored() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("seeded 300 movies"));
 }
+
+/// One `COPY` text-format line back into its columns (`None` for `\N`).
+fn copy_columns(line: &str) -> Vec<Option<String>> {
+    line.split('\t')
+        .map(|field| {
+            (field != "\\N").then(|| {
+                let mut out = String::new();
+                let mut chars = field.chars();
+                while let Some(c) = chars.next() {
+                    if c == '\\' {
+                        match chars.next() {
+                            Some('t') => out.push('\t'),
+                            Some('n') => out.push('\n'),
+                            Some('r') => out.push('\r'),
+                            Some(other) => out.push(other),
+                            None => {}
+                        }
+                    } else {
+                        out.push(c);
+                    }
+                }
+                out
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn export_writes_the_catalog_as_copy_files_row_for_row() {
+    use marquee_store::catalog::seed::{Generator, SeedOptions};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let seed = Command::new(BIN)
+        .args(["seed", "--movies", "400", "--seed", "3", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("runs");
+    assert!(seed.status.success(), "{}", String::from_utf8_lossy(&seed.stderr));
+    let out_dir = dir.path().join("export");
+    let export =
+        Command::new(BIN).args(["export", "--out"]).arg(&out_dir).arg("--data-dir").arg(&data).output();
+    let export = export.expect("runs");
+    assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
+
+    let read = |name: &str| std::fs::read_to_string(out_dir.join(name)).expect("file written");
+    let (movies, people, credits) = (read("movie.tsv"), read("person.tsv"), read("credit.tsv"));
+    let generator = Generator::new(&SeedOptions { movies: 400, people: None, seed: 3 });
+    let options = SeedOptions { movies: 400, people: None, seed: 3 };
+    assert_eq!(people.lines().count() as u64, options.people());
+    assert_eq!(movies.lines().count(), 400);
+    let expected_credits: usize = (0..400).map(|i| generator.movie(i).credits.len()).sum();
+    assert_eq!(credits.lines().count(), expected_credits);
+    assert!(
+        String::from_utf8_lossy(&export.stdout).contains(&format!(
+            "exported 400 movies, {} people and {expected_credits} credits",
+            options.people()
+        )),
+        "{}",
+        String::from_utf8_lossy(&export.stdout)
+    );
+
+    // Every movie row and its credits say what the catalog says, in billing order.
+    let credit_rows: Vec<Vec<Option<String>>> = credits.lines().map(copy_columns).collect();
+    for (index, line) in movies.lines().enumerate() {
+        let record = generator.movie(index as u64);
+        let row = copy_columns(line);
+        assert_eq!(row.len(), 13, "{line}");
+        assert_eq!(row[0].as_deref(), Some(record.movie.id.to_string().as_str()));
+        assert_eq!(row[1].as_deref(), Some(record.movie.title.as_str()));
+        assert_eq!(row[2], record.movie.original_title);
+        assert_eq!(row[3], record.movie.year.map(|y| y.to_string()));
+        let genres: Vec<String> = record.movie.genres.iter().map(|g| format!("\"{}\"", g.name())).collect();
+        assert_eq!(row[6], Some(format!("{{{}}}", genres.join(","))));
+        let mine: Vec<_> = credit_rows.iter().filter(|c| c[0] == row[0]).collect();
+        assert_eq!(mine.len(), record.credits.len());
+        for (order, (credit, expected)) in mine.iter().zip(&record.credits).enumerate() {
+            assert_eq!(credit[1], Some(order.to_string()));
+            assert_eq!(credit[2], Some(expected.person.to_string()));
+            assert_eq!(credit[3].as_deref() == Some("Acting"), expected.is_cast());
+            assert_eq!(credit[4].as_deref(), Some(expected.role.as_str()));
+        }
+    }
+    let first_person = copy_columns(people.lines().next().expect("a person"));
+    let expected = generator.person(0);
+    assert_eq!(first_person[0], Some(expected.id.to_string()));
+    assert_eq!(first_person[1], Some(expected.name));
+    assert_eq!(first_person[2], expected.birth_year.map(|y| y.to_string()));
+}

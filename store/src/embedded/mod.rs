@@ -15,6 +15,7 @@
 //! transaction, i.e. one "round trip" in `store_calls_total`.
 
 mod builder;
+mod export;
 mod read;
 mod sorter;
 pub(crate) mod tables;
@@ -27,6 +28,7 @@ use async_trait::async_trait;
 use redb::{Database, ReadableDatabase};
 
 pub use builder::CatalogBuilder;
+pub use export::ExportStats;
 
 use crate::{
     BrowseQuery, CatalogStats, Credit, FilmographyEntry, FilmographyQuery, GenreCount, Movie, MovieId, Page,
@@ -143,6 +145,17 @@ impl EmbeddedStore {
             users,
         };
         Ok(EmbeddedStore { inner: RwLock::new(Some(Arc::new(inner))) })
+    }
+
+    /// Writes the catalog as PostgreSQL `COPY` text files (`movie.tsv`, `person.tsv`,
+    /// `credit.tsv`) into `out_dir`, from one consistent snapshot. Blocks: call it off the
+    /// async runtime.
+    pub fn export_tsv(
+        &self,
+        out_dir: &Path,
+        progress: &mut dyn FnMut(crate::catalog::Progress),
+    ) -> Result<ExportStats, StoreError> {
+        export::export(&self.inner()?.main, out_dir, progress)
     }
 
     fn inner(&self) -> Result<Arc<Inner>, StoreError> {
