@@ -445,6 +445,24 @@ pub async fn compare(
             off.latency.p99_ms
         ));
     }
+    for peer in targets.iter().filter(|(t, _)| t.dialect != Dialect::Marquee).map(|(t, _)| &t.name) {
+        let Some(theirs) = results.iter().find(|r| &r.name == peer) else { continue };
+        for ours in results.iter().filter(|r| r.name.starts_with("marquee")) {
+            if theirs.throughput > 0.0 {
+                findings.push(format!(
+                    "{} vs {peer}: {:.0} vs {:.0} ok req/s = {:.2}x; p99 {:.2} vs {:.2} ms; errors {} vs {}",
+                    ours.name,
+                    ours.throughput,
+                    theirs.throughput,
+                    ours.throughput / theirs.throughput,
+                    ours.latency.p99_ms,
+                    theirs.latency.p99_ms,
+                    ours.error_count(),
+                    theirs.error_count()
+                ));
+            }
+        }
+    }
     drop(statics);
     Ok(Report {
         title: title.to_owned(),

@@ -1,7 +1,9 @@
 //! `cargo xtask`: the single entry point for Marquee's automation.
 //!
 //! `cargo xtask ci` is what CI runs (`.ci/run` calls exactly this): formatting, clippy with
-//! warnings denied, and every test (nextest when installed). The checked-in schema diff is
+//! warnings denied, every test (nextest when installed), and a seconds-long run of the
+//! benchmark against its PostGraphile peer (`cargo xtask bench-peer smoke`, which installs
+//! PostgreSQL and PostGraphile when missing). The checked-in schema diff is
 //! among the tests: `schema/tests/sdl.rs` compares the generated SDL with
 //! `schema/schema.graphql`, and the gateway's binary tests compare `gateway schema` with it.
 //! `cargo xtask schema` regenerates `schema/schema.graphql`. `cargo xtask bench-peer` runs the
@@ -58,6 +60,8 @@ fn ci(root: &Path) -> anyhow::Result<()> {
     } else {
         run(root, "cargo", &["test", "--workspace", "--locked", "--no-fail-fast"])?;
     }
+    // The benchmark's peer path end to end (PostgreSQL, PostGraphile, the equivalence check).
+    peer::run(root, peer::PeerTask::Smoke)?;
     println!("xtask ci: all checks passed");
     Ok(())
 }

@@ -31,6 +31,10 @@ pub(crate) enum PeerTask {
     Start(StartArgs),
     /// Stop the peer's PostGraphile and PostgreSQL by their PIDs.
     Stop(WorkArg),
+    /// CI's check that the peer path works end to end: a small catalog, the peer started on
+    /// its own ports, a one-second `bench compare --scenario nested` (which first checks that
+    /// both answer alike), then the peer stopped. Uses the debug binaries the tests built.
+    Smoke,
 }
 
 #[derive(Args)]
@@ -56,13 +60,99 @@ pub(crate) struct StartArgs {
     /// PostgreSQL's shared_buffers (tuned as a user of this machine would).
     #[arg(long, default_value = "4GB")]
     shared_buffers: String,
+    /// The `gateway` binary that exports the catalog (built in release when missing).
+    #[arg(long, default_value = "target/release/gateway")]
+    gateway_bin: PathBuf,
 }
 
 pub(crate) fn run(root: &Path, task: PeerTask) -> anyhow::Result<()> {
     match task {
         PeerTask::Start(args) => start(root, &args),
         PeerTask::Stop(WorkArg { work }) => stop(&root.join(work)),
+        PeerTask::Smoke => smoke(root),
     }
+}
+
+/// Movies in the smoke test's catalog.
+const SMOKE_MOVIES: &str = "2000";
+
+fn smoke(root: &Path) -> anyhow::Result<()> {
+    // Under the system temp dir: when we are root, the `postgres` user must reach the cluster,
+    // and a checkout under /root would not let it.
+    let work = std::env::temp_dir().join(format!("marquee-peer-smoke-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let result = smoke_in(root, &work);
+    let stopped = stop(&work.join("peer"));
+    if result.is_ok() && stopped.is_ok() {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    result.and(stopped)
+}
+
+fn smoke_in(root: &Path, work: &Path) -> anyhow::Result<()> {
+    let (gateway, bench) = (root.join("target/debug/gateway"), root.join("target/debug/bench"));
+    // Current binaries, whatever an earlier build left behind (a no-op after the tests).
+    crate::run(root, "cargo", &["build", "--locked", "-p", "marquee-gateway", "-p", "marquee-bench"])?;
+    let data = work.join("data");
+    let (gateway_s, data_s) = (gateway.display().to_string(), data.display().to_string());
+    crate::run(root, &gateway_s, &["seed", "--movies", SMOKE_MOVIES, "--data-dir", &data_s])?;
+    let args = StartArgs {
+        work: WorkArg { work: work.join("peer") },
+        data_dir: data.clone(),
+        pg_port: 55433,
+        port: 55679,
+        shared_buffers: "128MB".into(),
+        gateway_bin: gateway.clone(),
+    };
+    start(root, &args)?;
+    let out = work.join("report");
+    let peer = format!("marquee,postgraphile=http://127.0.0.1:{}", args.port);
+    let out_s = out.display().to_string();
+    crate::run(
+        root,
+        &bench.display().to_string(),
+        &[
+            "compare",
+            "--gateway-bin",
+            &gateway_s,
+            "--data-dir",
+            &data_s,
+            "--movies",
+            SMOKE_MOVIES,
+            "--scenario",
+            "nested",
+            "--persisted",
+            "0",
+            "--targets",
+            &peer,
+            "--rate",
+            "50",
+            "--duration",
+            "1s",
+            "--warmup",
+            "0s",
+            "--rounds",
+            "1",
+            "--out",
+            &out_s,
+        ],
+    )?;
+    let results = std::fs::read_to_string(out.join("results.json")).context("reading the smoke results")?;
+    // Both targets answered every request: each has a result line with no errors.
+    let json: serde_json::Value = serde_json::from_str(&results).context("results.json is not JSON")?;
+    let targets = json["targets"].as_array().context("results.json has no targets")?;
+    for name in ["marquee", "postgraphile"] {
+        let target =
+            targets.iter().find(|t| t["name"] == name).with_context(|| format!("no result for {name}"))?;
+        let ok = target["throughput"].as_f64().unwrap_or(0.0);
+        let errors =
+            target["errors"].as_object().map_or(0, |e| e.values().filter_map(|v| v.as_u64()).sum::<u64>());
+        if ok <= 0.0 || errors > 0 {
+            bail!("{name} in the peer smoke run: {ok} ok req/s, {errors} errors\n{results}");
+        }
+    }
+    println!("bench-peer smoke: Marquee and PostGraphile answered alike and without errors");
+    Ok(())
 }
 
 struct Layout {
@@ -116,7 +206,7 @@ fn start(root: &Path, args: &StartArgs) -> anyhow::Result<()> {
         println!("bench-peer: the cluster already holds {catalog_id}");
         start_postgres(&pg_bin, &layout, args)?;
     } else {
-        let gateway = root.join("target/release/gateway");
+        let gateway = root.join(&args.gateway_bin);
         if !gateway.exists() {
             crate::run(
                 root,
@@ -153,7 +243,7 @@ fn start(root: &Path, args: &StartArgs) -> anyhow::Result<()> {
         args.data_dir.display(),
         args.port
     );
-    println!("bench-peer: stop with: cargo xtask bench-peer stop");
+    println!("bench-peer: stop with: cargo xtask bench-peer stop --work {}", args.work.work.display());
     Ok(())
 }
 
@@ -239,6 +329,18 @@ fn init_cluster(bin: &Path, layout: &Layout) -> anyhow::Result<()> {
             },
             "chown the cluster directory to postgres",
         )?;
+        let reachable = Command::new("runuser")
+            .args(["-u", "postgres", "--", "test", "-w"])
+            .arg(&pg_dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !reachable {
+            bail!(
+                "the postgres user cannot reach {} (a parent directory is closed to it); pass a --work \
+                 under a directory it can traverse, e.g. /var/tmp/marquee-peer",
+                pg_dir.display()
+            );
+        }
     }
     let mut initdb = pg_command(bin, "initdb");
     initdb
