@@ -177,7 +177,7 @@ async fn check_same_answers(setup: &Setup, prepared: &Prepared, peer: &Target) -
         }
     };
     for _ in 0..EQUIVALENCE_SAMPLE {
-        let id = generator.next_movie_id();
+        let id = generator.movie_id();
         let ours = ask(&prepared.target, documents::NESTED, id.clone()).await?;
         let theirs = ask(peer, documents::POSTGRAPHILE_NESTED, id.clone()).await?;
         let (a, b) = (nested_answer(Dialect::Marquee, &ours), nested_answer(peer.dialect, &theirs));

@@ -362,11 +362,7 @@ impl Generator {
     }
 
     /// The next movie id, drawn by popularity.
-    pub fn next_movie_id(&mut self) -> String {
-        self.movie_id()
-    }
-
-    fn movie_id(&mut self) -> String {
+    pub fn movie_id(&mut self) -> String {
         let rank = self.movie_rank.sample(&mut self.rng) as u64 - 1;
         let id = (rank.wrapping_mul(self.movie_stride)) % self.workload.movies + 1;
         format!("tt{id:07}")

@@ -75,14 +75,17 @@ fn has_nextest(root: &Path) -> bool {
 }
 
 fn run(root: &Path, program: &str, args: &[&str]) -> anyhow::Result<()> {
-    println!("$ {program} {}", args.join(" "));
-    let status = Command::new(program)
-        .args(args)
-        .current_dir(root)
-        .status()
-        .with_context(|| format!("running {program}"))?;
+    let mut command = Command::new(program);
+    command.args(args).current_dir(root);
+    check(command, &format!("{program} {}", args.join(" ")))
+}
+
+/// Runs `command`, echoing `what`; fails unless it exits successfully.
+fn check(mut command: Command, what: &str) -> anyhow::Result<()> {
+    println!("$ {what}");
+    let status = command.status().with_context(|| format!("running `{what}`"))?;
     if !status.success() {
-        bail!("`{program} {}` failed ({status})", args.join(" "));
+        bail!("`{what}` failed ({status})");
     }
     Ok(())
 }

@@ -15,9 +15,12 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+
+use crate::check;
 use clap::{Args, Subcommand};
 
 /// The peer's database.
@@ -276,24 +279,29 @@ fn ensure_node() -> anyhow::Result<()> {
 }
 
 fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
-    let here = Path::new(".");
-    let sudo = !is_root();
-    let with_sudo = |args: &[&str]| -> Vec<String> {
-        let mut all: Vec<String> = if sudo { vec!["-n".into(), "apt-get".into()] } else { Vec::new() };
-        all.extend(args.iter().map(|a| (*a).to_owned()));
-        all
+    let apt = |args: &[&str]| {
+        let mut command = if is_root() {
+            Command::new("apt-get")
+        } else {
+            let mut sudo = Command::new("sudo");
+            sudo.args(["-n", "apt-get"]);
+            sudo
+        };
+        command.args(args);
+        command
     };
-    let program = if sudo { "sudo" } else { "apt-get" };
-    let update = with_sudo(&["update"]);
-    crate::run(here, program, &update.iter().map(String::as_str).collect::<Vec<_>>())?;
+    check(apt(&["update"]), "apt-get update")?;
     let mut install = vec!["install", "-y", "--no-install-recommends"];
     install.extend_from_slice(packages);
-    let install = with_sudo(&install);
-    crate::run(here, program, &install.iter().map(String::as_str).collect::<Vec<_>>())
+    check(apt(&install), &format!("apt-get install {}", packages.join(" ")))
 }
 
+/// Whether xtask runs as root (asked once).
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+    static ROOT: OnceLock<bool> = OnceLock::new();
+    *ROOT.get_or_init(|| {
+        Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+    })
 }
 
 /// A PostgreSQL server command, run as `postgres` when we are root.
@@ -305,15 +313,6 @@ fn pg_command(bin: &Path, program: &str) -> Command {
     } else {
         Command::new(bin.join(program))
     }
-}
-
-fn check(mut command: Command, what: &str) -> anyhow::Result<()> {
-    println!("$ {what}");
-    let status = command.status().with_context(|| format!("running {what}"))?;
-    if !status.success() {
-        bail!("{what} failed ({status})");
-    }
-    Ok(())
 }
 
 fn init_cluster(bin: &Path, layout: &Layout) -> anyhow::Result<()> {

@@ -139,8 +139,8 @@ fn export_writes_the_catalog_as_copy_files_row_for_row() {
 
     let read = |name: &str| std::fs::read_to_string(out_dir.join(name)).expect("file written");
     let (movies, people, credits) = (read("movie.tsv"), read("person.tsv"), read("credit.tsv"));
-    let generator = Generator::new(&SeedOptions { movies: 400, people: None, seed: 3 });
     let options = SeedOptions { movies: 400, people: None, seed: 3 };
+    let generator = Generator::new(&options);
     assert_eq!(people.lines().count() as u64, options.people());
     assert_eq!(movies.lines().count(), 400);
     let expected_credits: usize = (0..400).map(|i| generator.movie(i).credits.len()).sum();
