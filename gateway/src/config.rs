@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use marquee_schema::QueryLimits;
 use serde::{Deserialize, Serialize};
 
 /// Everything the gateway can be configured with.
@@ -142,14 +143,27 @@ pub enum LogFormat {
     Json,
 }
 
-/// HTTP limits and shutdown behaviour.
+/// HTTP limits, connection handling and shutdown behaviour.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// Largest accepted request body, in bytes (413 above).
     pub body_limit_bytes: usize,
-    /// Per-request time limit, in milliseconds (504 after).
+    /// Per-request time limit, in milliseconds (504 after): reading the body, parsing,
+    /// analysis and execution.
     pub request_timeout_ms: u64,
+    /// Largest request line plus headers, in bytes (431 above; at least 8192).
+    pub max_header_bytes: usize,
+    /// Time a client has to send a whole request head once its first byte arrived, in
+    /// milliseconds; the connection is closed after it (slow-header clients).
+    pub header_read_timeout_ms: u64,
+    /// How long a connection may wait for its next request, or stall a response it is not
+    /// reading, in milliseconds before it is closed. Keep it above the load balancer's idle
+    /// timeout, so the balancer is the one that closes idle connections.
+    pub idle_timeout_ms: u64,
+    /// Most connections open at once; further clients wait in the listen backlog until one
+    /// closes. Lowered at startup to what the file-descriptor limit allows.
+    pub max_connections: usize,
     /// After SIGTERM, how long `/readyz` answers 503 while requests are still served, so load
     /// balancers stop sending traffic before the listener closes.
     pub drain_delay_ms: u64,
@@ -172,14 +186,37 @@ pub struct GraphqlConfig {
     pub image_base_url: String,
     /// Serve GraphiQL at `GET /graphql` to browsers.
     pub graphiql: bool,
-    /// Deepest field nesting a query may have.
-    pub max_depth: usize,
-    /// Largest estimated query cost (list fields multiply by their page size).
+    /// Deepest nesting of catalog fields a query may have.
+    pub max_depth: u32,
+    /// Largest estimated query cost (list fields multiply by their page size); also the most
+    /// fields a document may hold once its fragments are expanded.
     pub max_complexity: u64,
-    /// Most aliases a query may use.
-    pub max_aliases: usize,
+    /// Deepest nesting of introspection fields.
+    pub max_introspection_depth: u32,
+    /// Largest estimated cost of introspection fields (lists count with the schema's sizes).
+    pub max_introspection_complexity: u64,
+    /// Most aliases a query may use (each use of a fragment counts).
+    pub max_aliases: u64,
     /// Most root fields an operation may have.
-    pub max_root_fields: usize,
+    pub max_root_fields: u64,
+    /// Most fields (and list items) one request may resolve before it is stopped with
+    /// `RESPONSE_TOO_LARGE`.
+    pub max_response_fields: u64,
+}
+
+impl GraphqlConfig {
+    /// The query limits these settings describe.
+    pub fn limits(&self) -> QueryLimits {
+        QueryLimits {
+            max_depth: self.max_depth,
+            max_complexity: self.max_complexity,
+            max_introspection_depth: self.max_introspection_depth,
+            max_introspection_complexity: self.max_introspection_complexity,
+            max_aliases: self.max_aliases,
+            max_root_fields: self.max_root_fields,
+            max_response_fields: self.max_response_fields,
+        }
+    }
 }
 
 /// Embedded store tuning.
@@ -202,6 +239,7 @@ pub struct DemoConfig {
 
 impl Default for Config {
     fn default() -> Self {
+        let limits = QueryLimits::default();
         Config {
             region: "local".into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -210,6 +248,10 @@ impl Default for Config {
             http: HttpConfig {
                 body_limit_bytes: 64 * 1024,
                 request_timeout_ms: 10_000,
+                max_header_bytes: 32 * 1024,
+                header_read_timeout_ms: 10_000,
+                idle_timeout_ms: 75_000,
+                max_connections: 10_000,
                 drain_delay_ms: 0,
                 shutdown_grace_ms: 10_000,
             },
@@ -217,10 +259,13 @@ impl Default for Config {
                 batch_delay_us: 0,
                 image_base_url: "https://images.marquee.example".into(),
                 graphiql: true,
-                max_depth: 12,
-                max_complexity: 5_000,
-                max_aliases: 30,
-                max_root_fields: 20,
+                max_depth: limits.max_depth,
+                max_complexity: limits.max_complexity,
+                max_introspection_depth: limits.max_introspection_depth,
+                max_introspection_complexity: limits.max_introspection_complexity,
+                max_aliases: limits.max_aliases,
+                max_root_fields: limits.max_root_fields,
+                max_response_fields: limits.max_response_fields,
             },
             store: StoreConfig { cache_mib: 512 },
             demo: DemoConfig { movies: 50_000, seed: 1 },

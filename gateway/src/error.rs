@@ -1,8 +1,13 @@
 //! The one place errors become HTTP responses. Every error body is GraphQL-shaped
 //! (`{"errors":[{"message":…,"extensions":{"code":…}}]}`) so clients parse one format whatever
 //! went wrong, and every status is the one the GraphQL-over-HTTP spec and HTTP itself expect.
+//! That includes responses no handler wrote: hyper's own refusals of malformed or oversized
+//! request heads (rewritten by the connection stage with [`protocol_error_response`]) and the
+//! router's bodiless ones ([`graphql_shaped`]).
 
+use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -34,6 +39,10 @@ pub mod codes {
     pub const PERSISTED_QUERY_HASH_MISMATCH: &str = "PERSISTED_QUERY_HASH_MISMATCH";
     /// Something failed that is not the client's fault.
     pub const INTERNAL_SERVER_ERROR: &str = "INTERNAL_SERVER_ERROR";
+    /// The request line and headers are larger than `http.max_header_bytes` (or over 100 headers).
+    pub const REQUEST_HEADER_FIELDS_TOO_LARGE: &str = "REQUEST_HEADER_FIELDS_TOO_LARGE";
+    /// The request URI is longer than HTTP allows here; send the query with POST.
+    pub const URI_TOO_LONG: &str = "URI_TOO_LONG";
 }
 
 /// An error answered without executing GraphQL.
@@ -69,16 +78,77 @@ impl HttpError {
     }
 }
 
+/// A GraphQL-shaped error body.
+fn body(code: &str, message: &str) -> serde_json::Value {
+    json!({ "errors": [{ "message": message, "extensions": { "code": code } }] })
+}
+
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        let body = json!({ "errors": [{ "message": self.message, "extensions": { "code": self.code } }] });
-        let mut response = (self.status, axum::Json(body)).into_response();
+        let mut response = (self.status, axum::Json(body(self.code, &self.message))).into_response();
         response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         for (name, value) in self.headers {
             response.headers_mut().insert(name, value);
         }
         response
     }
+}
+
+/// The whole HTTP/1.1 response for a request head hyper refused before any handler ran:
+/// hyper answers those with a bare status line (`status`: 400 malformed, 414 URI too long, 431
+/// head too large) and closes the connection; the connection stage sends this instead.
+pub fn protocol_error_response(status: u16, max_header_bytes: usize) -> Vec<u8> {
+    let (status, code, message) = match status {
+        431 => (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            codes::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("the request line and headers must fit in {max_header_bytes} bytes and 100 headers"),
+        ),
+        414 => (
+            StatusCode::URI_TOO_LONG,
+            codes::URI_TOO_LONG,
+            "the request URI is too long; send large queries with POST".to_owned(),
+        ),
+        _ => (StatusCode::BAD_REQUEST, codes::BAD_REQUEST, "the request is not valid HTTP/1.1".to_owned()),
+    };
+    let body = body(code, &message).to_string();
+    format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n{body}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Middleware: an error response without a body (the router's own 405 for a method a route
+/// does not take, for instance) gets a GraphQL-shaped one, keeping its status and headers.
+pub async fn graphql_shaped(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error())
+        || response.headers().contains_key(header::CONTENT_TYPE)
+    {
+        return response;
+    }
+    let code = match status {
+        StatusCode::METHOD_NOT_ALLOWED => codes::METHOD_NOT_ALLOWED,
+        StatusCode::NOT_FOUND => codes::NOT_FOUND,
+        StatusCode::PAYLOAD_TOO_LARGE => codes::PAYLOAD_TOO_LARGE,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => codes::UNSUPPORTED_MEDIA_TYPE,
+        s if s.is_server_error() => codes::INTERNAL_SERVER_ERROR,
+        _ => codes::BAD_REQUEST,
+    };
+    let message = format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or("error"));
+    let (mut parts, _) = response.into_parts();
+    let mut fresh = HttpError::new(status, code, message).into_response();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    for (name, value) in fresh.headers_mut().drain() {
+        if let Some(name) = name {
+            parts.headers.insert(name, value);
+        }
+    }
+    Response::from_parts(parts, fresh.into_body())
 }
 
 /// Fallback for unknown routes.

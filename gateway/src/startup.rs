@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use marquee_schema::{MarqueeSchema, QueryLimits, SchemaConfig};
+use marquee_schema::{MarqueeSchema, SchemaConfig};
 use marquee_store::embedded::{EmbeddedOptions, EmbeddedStore};
 use marquee_store::{DynStore, StoreError};
 use tokio::net::TcpListener;
@@ -21,6 +21,7 @@ use crate::instrumented::InstrumentedStore;
 use crate::limits::{InProcessLimiter, RateLimiter};
 use crate::persisted::{ManifestError, PersistedQueries};
 use crate::response_cache::ResponseCache;
+use crate::server::ConnectionLimits;
 use crate::telemetry::Metrics;
 
 /// Shared state of one gateway: a cheap clone of `Arc`s handed to every handler.
@@ -104,6 +105,7 @@ pub struct Application {
     addr: SocketAddr,
     state: AppState,
     config: Config,
+    connections: ConnectionLimits,
 }
 
 impl Application {
@@ -119,12 +121,7 @@ impl Application {
         let schema_config = SchemaConfig {
             image_base_url: config.graphql.image_base_url.clone(),
             batch_delay: Duration::from_micros(config.graphql.batch_delay_us),
-            limits: QueryLimits {
-                max_depth: config.graphql.max_depth,
-                max_complexity: config.graphql.max_complexity,
-                max_aliases: config.graphql.max_aliases,
-                max_root_fields: config.graphql.max_root_fields,
-            },
+            limits: config.graphql.limits(),
         };
         let schema = marquee_schema::build(store.clone(), schema_config.clone());
         let auth = Arc::new(Authenticator::new(&config.auth).await?);
@@ -136,6 +133,7 @@ impl Application {
                 metrics.cache_requests.clone(),
             ))
         });
+        let connections = ConnectionLimits::from_config(&config.http);
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| StartupError::Bind { addr: config.listen, source })?;
@@ -159,7 +157,7 @@ impl Application {
             persisted,
             response_cache,
         };
-        Ok(Application { listener, addr, state, config })
+        Ok(Application { listener, addr, state, config, connections })
     }
 
     /// The bound port.
@@ -184,7 +182,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let Application { listener, state, config, .. } = self;
+        let Application { listener, state, config, connections, .. } = self;
         state.auth.spawn_refresh();
         state.persisted.spawn_reload();
         let router = crate::http::router(state.clone(), config.request_timeout());
@@ -200,9 +198,8 @@ impl Application {
             tracing::info!("closing the listener; finishing in-flight requests");
             let _ = stopping_tx.send(());
         };
-        let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(signal)
-            .into_future();
+        let server =
+            crate::server::serve(listener, router, connections, state.metrics.connections.clone(), signal);
         let deadline = async move {
             if stopping_rx.await.is_ok() {
                 tokio::time::sleep(grace).await;
@@ -210,18 +207,17 @@ impl Application {
                 std::future::pending::<()>().await;
             }
         };
-        let result = tokio::select! {
-            result = server => result,
+        tokio::select! {
+            () = server => {}
             () = deadline => {
                 tracing::warn!(?grace, "in-flight requests did not finish within the grace period; stopping anyway");
-                Ok(())
             }
-        };
+        }
         if let Err(e) = state.store.close().await {
             tracing::error!(error = %e, "closing the store");
         }
         tracing::info!("stopped");
-        result
+        Ok(())
     }
 }
 

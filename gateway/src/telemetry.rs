@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use marquee_schema::LoaderMetrics;
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
@@ -39,6 +39,49 @@ pub struct Metrics {
     pub loader: LoaderMetrics,
     /// `cache_requests_total{tier,result}`: lookups per cache tier, `hit` or `miss`.
     pub cache_requests: IntCounterVec,
+    /// Client connections.
+    pub connections: ConnectionMetrics,
+}
+
+/// What the connection stage reports.
+#[derive(Clone)]
+pub struct ConnectionMetrics {
+    /// `http_connections_open`: connections being served now.
+    pub open: IntGauge,
+    /// `http_connections_accepted_total`.
+    pub accepted: IntCounter,
+    /// `http_connections_closed_total{reason}`: `done`, `idle_timeout`, `header_timeout`,
+    /// `write_timeout`, `protocol_error` (hyper refused the request head) or `error`.
+    pub closed: IntCounterVec,
+    /// `http_connections_limit_reached_total`: times the accept loop waited for a free slot
+    /// because `http.max_connections` were open.
+    pub limit_reached: IntCounter,
+    /// `http_connections_max`: the connection cap in force (after the file-descriptor limit).
+    pub max: IntGauge,
+}
+
+impl ConnectionMetrics {
+    fn new(registry: &Registry) -> Result<ConnectionMetrics, prometheus::Error> {
+        let metrics = ConnectionMetrics {
+            open: IntGauge::new("http_connections_open", "Client connections being served")?,
+            accepted: IntCounter::new("http_connections_accepted_total", "Client connections accepted")?,
+            closed: IntCounterVec::new(
+                Opts::new("http_connections_closed_total", "Client connections closed, by reason"),
+                &["reason"],
+            )?,
+            limit_reached: IntCounter::new(
+                "http_connections_limit_reached_total",
+                "Times accepting waited because the connection cap was reached",
+            )?,
+            max: IntGauge::new("http_connections_max", "The connection cap in force")?,
+        };
+        registry.register(Box::new(metrics.open.clone()))?;
+        registry.register(Box::new(metrics.accepted.clone()))?;
+        registry.register(Box::new(metrics.closed.clone()))?;
+        registry.register(Box::new(metrics.limit_reached.clone()))?;
+        registry.register(Box::new(metrics.max.clone()))?;
+        Ok(metrics)
+    }
 }
 
 /// Latency buckets from 100µs to 10s.
@@ -83,6 +126,7 @@ impl Metrics {
         registry.register(Box::new(store_calls.clone()))?;
         registry.register(Box::new(store_duration.clone()))?;
         registry.register(Box::new(batch_size.clone()))?;
+        let connections = ConnectionMetrics::new(&registry)?;
         Ok(Metrics {
             registry,
             http_requests,
@@ -91,6 +135,7 @@ impl Metrics {
             store_duration,
             loader: LoaderMetrics { batch_size },
             cache_requests,
+            connections,
         })
     }
 

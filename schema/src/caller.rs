@@ -8,10 +8,13 @@ pub enum Caller {
     /// No token at all: public catalog only, rate-limited by client address.
     Anonymous,
     /// An anonymous token issued by a gateway (`anon:<uuid>`): public catalog only, with its own
-    /// rate-limit bucket.
+    /// rate-limit bucket, and charged to the address that minted it as well.
     Guest {
         /// The token subject, `anon:<uuid>`.
         subject: String,
+        /// The client address the token was issued to (tokens from before addresses were
+        /// recorded have none).
+        issued_to: Option<String>,
     },
     /// A signed-in user.
     User {
@@ -26,15 +29,6 @@ impl Caller {
         match self {
             Caller::User { id } => Some(id),
             Caller::Anonymous | Caller::Guest { .. } => None,
-        }
-    }
-
-    /// The key a rate limiter counts this caller under, given its client address.
-    pub fn rate_limit_key(&self, client: &str) -> String {
-        match self {
-            Caller::Anonymous => format!("ip:{client}"),
-            Caller::Guest { subject } => subject.clone(),
-            Caller::User { id } => format!("user:{id}"),
         }
     }
 }

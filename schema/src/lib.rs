@@ -2,11 +2,14 @@
 //! per-request dataloaders that turn a query's many small reads into one store call per
 //! entity kind per level.
 //!
-//! This is the resolver stage of the read path (`http` → **schema** → loaders → store). The
+//! This is the resolver stage of the read path (`http` → **schema** → loaders → store). Inside
+//! it, a request is parsed, measured against the query limits (`analysis`, `limits`), executed
+//! within a budget of resolved fields and put back in query order (`pipeline`, `ordering`). The
 //! schema holds only shared, immutable things (the store handle and settings); everything
 //! per-request — the loaders and their caches — is attached to each request by the HTTP layer
 //! with [`Loaders::new`], so no request can see another's data.
 
+mod analysis;
 mod caller;
 mod cursor;
 mod document;
@@ -16,26 +19,28 @@ mod loaders;
 mod mutation;
 mod ordering;
 mod parse_cache;
+mod pipeline;
 mod query;
+mod shape;
 mod types;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::{EmptySubscription, Schema};
 use marquee_store::DynStore;
 
+pub use analysis::Cost;
 pub use caller::Caller;
 pub use error::{ApiError, codes};
 pub use limits::{QueryLimits, codes as limit_codes};
 pub use loaders::{LoaderMetrics, Loaders};
 pub use mutation::Mutation;
+pub use pipeline::Analyzer;
 pub use query::Query;
 
 /// The executable schema type.
 pub type MarqueeSchema = Schema<Query, Mutation, EmptySubscription>;
-
-/// Query text whose parsed form is kept across requests.
-const PARSE_CACHE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Settings the resolvers need.
 #[derive(Clone, Debug)]
@@ -44,7 +49,7 @@ pub struct SchemaConfig {
     pub image_base_url: String,
     /// How long a dataloader waits to collect a batch.
     pub batch_delay: Duration,
-    /// Depth, complexity, alias and root-field limits.
+    /// Depth, complexity, alias, root-field and response-size limits.
     pub limits: QueryLimits,
 }
 
@@ -60,13 +65,11 @@ impl Default for SchemaConfig {
 
 /// Builds the schema over `store`.
 pub fn build(store: DynStore, config: SchemaConfig) -> MarqueeSchema {
+    let analyzer = Arc::new(Analyzer::new(config.limits));
     Schema::build(Query, Mutation, EmptySubscription)
         .data(store)
-        .extension(config.limits)
         .data(config)
-        .extension(ordering::QueryOrder)
-        // Innermost: only the text → AST step is shared between requests.
-        .extension(parse_cache::ParseCache::new(PARSE_CACHE_BYTES))
+        .extension(pipeline::Pipeline(analyzer))
         .finish()
 }
 

@@ -1,99 +1,72 @@
 //! Response field order. async-graphql resolves sibling fields concurrently and emits them in
 //! completion order, so the same query could produce differently ordered bodies. The GraphQL
 //! spec asks for the order of the query, and byte-identical bodies matter for caching (ETags,
-//! CDN keys). This extension keeps the parsed document and, after execution, reorders every
-//! object in `data` to the order its fields first appear in the query (fragments included).
+//! CDN keys). After execution, every object in `data` is reordered to the order its fields
+//! first appear in the query (fragments included).
+//!
+//! The order of a selection is worked out once per distinct selection, not once per object:
+//! the items of a list share it, so a response of thousands of objects costs what its
+//! document costs, not the product of the two.
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::rc::Rc;
 
-use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery};
-use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, SelectionSet};
-use async_graphql::{Response, ServerResult, Value, Variables};
+use async_graphql::Value;
+use async_graphql::parser::types::{ExecutableDocument, SelectionSet};
 
-/// Installs the reordering extension (one instance per request).
-pub(crate) struct QueryOrder;
+/// Response keys in order, each with the sub-selections that apply to its value.
+type Keys<'a> = Rc<Vec<(&'a str, Vec<&'a SelectionSet>)>>;
 
-impl ExtensionFactory for QueryOrder {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(QueryOrderExtension { document: Mutex::new(None) })
+/// Puts every object of `data` in the order of the operation `operation_name` of `document`.
+pub(crate) fn reorder(document: &ExecutableDocument, operation_name: Option<&str>, data: &mut Value) {
+    if let Some(operation) = crate::analysis::operation(document, operation_name) {
+        let mut order = Order { document, memo: HashMap::new() };
+        order.value(data, &[&operation.node.selection_set.node]);
     }
 }
 
-struct QueryOrderExtension {
-    /// The request's parsed document, kept from parsing until the response is ready.
-    document: Mutex<Option<ExecutableDocument>>,
-}
-
-#[async_trait::async_trait]
-impl Extension for QueryOrderExtension {
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        let document = next.run(ctx, query, variables).await?;
-        if let Ok(mut slot) = self.document.lock() {
-            *slot = Some(document.clone());
-        }
-        Ok(document)
-    }
-
-    async fn execute(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        operation_name: Option<&str>,
-        next: NextExecute<'_>,
-    ) -> Response {
-        let mut response = next.run(ctx, operation_name).await;
-        let document = self.document.lock().ok().and_then(|mut slot| slot.take());
-        if let Some(document) = document {
-            let operation = match &document.operations {
-                DocumentOperations::Single(op) => Some(op),
-                DocumentOperations::Multiple(ops) => operation_name.and_then(|name| ops.get(name)),
-            };
-            if let Some(op) = operation {
-                reorder(&document, &mut response.data, &[&op.node.selection_set.node]);
-            }
-        }
-        response
-    }
-}
-
-/// Response keys of `sets`, in order of first appearance, each with the sub-selections that
-/// apply to its value.
-fn collect<'a>(
+struct Order<'a> {
     document: &'a ExecutableDocument,
-    sets: &[&'a SelectionSet],
-) -> Vec<(&'a str, Vec<&'a SelectionSet>)> {
-    let mut keys: Vec<(&str, Vec<&SelectionSet>)> = Vec::new();
-    for field in crate::document::fields(document, sets) {
-        let key = field.response_key().node.as_str();
-        let sub = &field.selection_set.node;
-        match keys.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, subs)) => subs.push(sub),
-            None => keys.push((key, vec![sub])),
-        }
-    }
-    keys
+    /// Keys by the identity of the selection sets they were collected from.
+    memo: HashMap<Vec<usize>, Keys<'a>>,
 }
 
-fn reorder(document: &ExecutableDocument, value: &mut Value, sets: &[&SelectionSet]) {
-    match value {
-        Value::Object(map) => {
-            let fields = collect(document, sets);
-            let mut unordered = std::mem::take(map);
-            for (key, subs) in &fields {
-                if let Some((name, mut child)) = unordered.shift_remove_entry(*key) {
-                    reorder(document, &mut child, subs);
-                    map.insert(name, child);
-                }
-            }
-            map.extend(unordered);
+impl<'a> Order<'a> {
+    fn keys(&mut self, sets: &[&'a SelectionSet]) -> Keys<'a> {
+        let id: Vec<usize> = sets.iter().map(|s| std::ptr::from_ref(*s) as usize).collect();
+        if let Some(keys) = self.memo.get(&id) {
+            return keys.clone();
         }
-        Value::List(items) => items.iter_mut().for_each(|item| reorder(document, item, sets)),
-        _ => {}
+        let mut keys: Vec<(&str, Vec<&SelectionSet>)> = Vec::new();
+        for field in crate::document::fields(self.document, sets) {
+            let key = field.response_key().node.as_str();
+            let sub = &field.selection_set.node;
+            match keys.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, subs)) => subs.push(sub),
+                None => keys.push((key, vec![sub])),
+            }
+        }
+        let keys = Rc::new(keys);
+        self.memo.insert(id, keys.clone());
+        keys
+    }
+
+    fn value(&mut self, value: &mut Value, sets: &[&'a SelectionSet]) {
+        match value {
+            Value::Object(map) => {
+                let keys = self.keys(sets);
+                let mut unordered = std::mem::take(map);
+                for (key, subs) in keys.iter() {
+                    if let Some((name, mut child)) = unordered.shift_remove_entry(*key) {
+                        self.value(&mut child, subs);
+                        map.insert(name, child);
+                    }
+                }
+                map.extend(unordered);
+            }
+            Value::List(items) => items.iter_mut().for_each(|item| self.value(item, sets)),
+            _ => {}
+        }
     }
 }
 
@@ -112,21 +85,16 @@ mod tests {
     fn objects_follow_query_order_through_lists_aliases_and_fragments() {
         let doc = parse_query("{ b: movie { z a ...F } list { y ... on T { x } w } } fragment F on M { m }")
             .expect("parses");
-        let DocumentOperations::Single(op) = &doc.operations else { panic!("single operation") };
+        let item = || object(&[("w", Value::Null), ("x", Value::Null), ("y", Value::Null)]);
         let mut data = object(&[
-            (
-                "list",
-                Value::List(vec![object(&[("w", Value::Null), ("x", Value::Null), ("y", Value::Null)])]),
-            ),
+            ("list", Value::List(vec![item(), item()])),
             ("b", object(&[("m", Value::Null), ("a", Value::Null), ("z", Value::Null)])),
         ]);
-        reorder(&doc, &mut data, &[&op.node.selection_set.node]);
+        reorder(&doc, None, &mut data);
+        let ordered = || object(&[("y", Value::Null), ("x", Value::Null), ("w", Value::Null)]);
         let expected = object(&[
             ("b", object(&[("z", Value::Null), ("a", Value::Null), ("m", Value::Null)])),
-            (
-                "list",
-                Value::List(vec![object(&[("y", Value::Null), ("x", Value::Null), ("w", Value::Null)])]),
-            ),
+            ("list", Value::List(vec![ordered(), ordered()])),
         ]);
         assert_eq!(serde_json::to_string(&data).ok(), serde_json::to_string(&expected).ok());
     }

@@ -1,17 +1,15 @@
 //! Parsed documents, kept across requests. Parsing is a sizeable share of a small query's CPU
 //! (the parser is a PEG grammar), and a real workload sends the same few documents over and
-//! over — persisted queries by construction. This extension sits innermost, right before the
-//! parser: the limit checks and the ordering extension still run on every request (limits
-//! depend on the variables), only the text → AST step is shared. Bounded in bytes of query
+//! over — persisted queries by construction. Only the text → AST step is shared: the analysis
+//! still runs on every request, because it depends on the variables. Bounded in bytes of query
 //! text; failed parses are never kept.
 
 use std::sync::Arc;
 
-use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery};
+use async_graphql::ServerError;
 use async_graphql::parser::types::ExecutableDocument;
-use async_graphql::{ServerResult, Variables};
 
-/// The shared cache, installed once per schema.
+/// The shared cache.
 pub(crate) struct ParseCache {
     documents: moka::sync::Cache<Arc<str>, Arc<ExecutableDocument>>,
 }
@@ -28,32 +26,14 @@ impl ParseCache {
             .build();
         ParseCache { documents }
     }
-}
 
-impl ExtensionFactory for ParseCache {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(ParseCacheExtension { documents: self.documents.clone() })
-    }
-}
-
-struct ParseCacheExtension {
-    documents: moka::sync::Cache<Arc<str>, Arc<ExecutableDocument>>,
-}
-
-#[async_trait::async_trait]
-impl Extension for ParseCacheExtension {
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
+    /// The parsed `query`, from the cache or the parser.
+    pub(crate) fn parse(&self, query: &str) -> Result<Arc<ExecutableDocument>, ServerError> {
         if let Some(document) = self.documents.get(query) {
-            return Ok((*document).clone());
+            return Ok(document);
         }
-        let document = next.run(ctx, query, variables).await?;
-        self.documents.insert(query.into(), Arc::new(document.clone()));
+        let document = Arc::new(async_graphql::parser::parse_query(query)?);
+        self.documents.insert(query.into(), document.clone());
         Ok(document)
     }
 }

@@ -5,7 +5,10 @@
 //! identity provider's JWKS, cached in memory. Algorithms are pinned (RS256, ES256, EdDSA) and
 //! each key may only be used with its own algorithm, which rules out `alg: none` and HS/RS
 //! confusion; `exp`, `nbf`, `iss` and `aud` are checked with a small clock skew. A request with
-//! no token is anonymous; a request with a bad token is refused with 401, never downgraded.
+//! no token is anonymous; a request with a bad token is refused with 401, never downgraded; a
+//! request with two `Authorization` headers is refused with 400. A signature check is the
+//! expensive step, so each one that is not answered from memory is first charged to the client
+//! address's rate-limit bucket: bad tokens cannot be checked faster than that rate.
 
 mod jwks;
 mod keys;
@@ -27,6 +30,7 @@ pub use keys::generate_pem;
 
 use crate::config::AuthConfig;
 use crate::error::{HttpError, codes};
+use crate::limits;
 use crate::startup::AppState;
 use jwks::{JwksSource, RemoteKeys, VerifyingKey};
 
@@ -94,13 +98,25 @@ pub enum TokenError {
     /// The `Authorization` header is not `Bearer <token>`.
     #[error("the Authorization header must be `Bearer <token>`")]
     Scheme,
+    /// More than one `Authorization` header.
+    #[error("send one Authorization header, not several")]
+    Duplicate,
 }
 
 impl From<TokenError> for HttpError {
     fn from(e: TokenError) -> Self {
-        let error = if e == TokenError::Scheme { "invalid_request" } else { "invalid_token" };
+        let error = if matches!(e, TokenError::Scheme | TokenError::Duplicate) {
+            "invalid_request"
+        } else {
+            "invalid_token"
+        };
         let challenge = format!("Bearer error=\"{error}\", error_description=\"{e}\"");
-        let mut http = HttpError::new(StatusCode::UNAUTHORIZED, codes::INVALID_TOKEN, e.to_string());
+        // RFC 6750: a repeated parameter is a bad request, not a failed authentication.
+        let mut http = if e == TokenError::Duplicate {
+            HttpError::new(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, e.to_string())
+        } else {
+            HttpError::new(StatusCode::UNAUTHORIZED, codes::INVALID_TOKEN, e.to_string())
+        };
         if let Ok(value) = HeaderValue::from_str(&challenge) {
             http = http.with_header(header::WWW_AUTHENTICATE, value);
         }
@@ -121,6 +137,9 @@ struct Claims {
     iat: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     role: Option<String>,
+    /// Anonymous tokens: the client address they were issued to, charged with their requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    addr: Option<String>,
 }
 
 /// A freshly issued token.
@@ -247,14 +266,21 @@ impl Authenticator {
         self.remote.as_ref().map_or(0, |r| r.generation())
     }
 
+    /// Who `token` is for, when it verified recently and is still valid: no signature check.
+    pub fn remembered(&self, token: &str) -> Option<Caller> {
+        let now = jsonwebtoken::get_current_timestamp();
+        let v = self.verdicts.get(token)?;
+        if v.generation == self.generation() && now <= v.exp + self.leeway && now + self.leeway >= v.nbf {
+            return Some(v.caller);
+        }
+        self.verdicts.invalidate(token);
+        None
+    }
+
     /// Verifies `token` and says who it is for.
     pub async fn verify(&self, token: &str) -> Result<Caller, TokenError> {
-        let now = jsonwebtoken::get_current_timestamp();
-        if let Some(v) = self.verdicts.get(token) {
-            if v.generation == self.generation() && now <= v.exp + self.leeway && now + self.leeway >= v.nbf {
-                return Ok(v.caller);
-            }
-            self.verdicts.invalidate(token);
+        if let Some(caller) = self.remembered(token) {
+            return Ok(caller);
         }
         let generation = self.generation();
         let (caller, exp, nbf) = self.verify_signature(token).await?;
@@ -312,7 +338,7 @@ impl Authenticator {
         let (exp, nbf) = (claims.exp, claims.nbf.unwrap_or(0));
         let caller = match (ours, anonymous) {
             (true, true) if claims.role.as_deref() == Some(ROLE_ANONYMOUS) => {
-                Caller::Guest { subject: claims.sub }
+                Caller::Guest { subject: claims.sub, issued_to: claims.addr }
             }
             (true, false) if self.dev_tokens => Caller::User { id: claims.sub },
             (true, false) => return Err(TokenError::DevToken),
@@ -323,7 +349,13 @@ impl Authenticator {
         Ok((caller, exp, nbf))
     }
 
-    fn issue(&self, subject: String, role: &str, ttl: Duration) -> Result<IssuedToken, AuthSetupError> {
+    fn issue(
+        &self,
+        subject: String,
+        role: &str,
+        ttl: Duration,
+        addr: Option<String>,
+    ) -> Result<IssuedToken, AuthSetupError> {
         let now = jsonwebtoken::get_current_timestamp();
         let claims = Claims {
             sub: subject.clone(),
@@ -333,15 +365,17 @@ impl Authenticator {
             nbf: Some(now),
             iat: Some(now),
             role: Some(role.to_owned()),
+            addr,
         };
         let token = self.own.sign(&claims).map_err(|e| AuthSetupError::Sign(e.to_string()))?;
         Ok(IssuedToken { token, token_type: "Bearer", expires_in: ttl.as_secs(), subject })
     }
 
-    /// A new anonymous token (`anon:<uuid>`).
-    pub fn issue_anonymous(&self) -> Result<IssuedToken, AuthSetupError> {
+    /// A new anonymous token (`anon:<uuid>`) for a client at `address` (what its requests are
+    /// also charged to).
+    pub fn issue_anonymous(&self, address: &str) -> Result<IssuedToken, AuthSetupError> {
         let subject = format!("{ANONYMOUS_PREFIX}{}", uuid::Uuid::new_v4());
-        self.issue(subject, ROLE_ANONYMOUS, self.anonymous_ttl)
+        self.issue(subject, ROLE_ANONYMOUS, self.anonymous_ttl, Some(address.to_owned()))
     }
 
     /// A development user token for `user` (only when `auth.dev_tokens` is on).
@@ -352,15 +386,18 @@ impl Authenticator {
         if user.is_empty() || user.starts_with(ANONYMOUS_PREFIX) || user.len() > 256 {
             return Err(AuthSetupError::Sign(format!("`{user}` is not a usable user id")));
         }
-        self.issue(user.to_owned(), ROLE_USER, ttl)
+        self.issue(user.to_owned(), ROLE_USER, ttl, None)
     }
 }
 
 /// Middleware: verifies the bearer token (if any) and attaches the [`Caller`] to the request.
 pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let caller = match request.headers().get(header::AUTHORIZATION) {
-        None => Caller::Anonymous,
-        Some(value) => {
+    let mut charged = None;
+    let mut values = request.headers().get_all(header::AUTHORIZATION).iter();
+    let caller = match (values.next(), values.next()) {
+        (None, _) => Caller::Anonymous,
+        (Some(_), Some(_)) => return HttpError::from(TokenError::Duplicate).into_response(),
+        (Some(value), None) => {
             let token = value
                 .to_str()
                 .ok()
@@ -370,7 +407,19 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
                 .filter(|token| !token.is_empty());
             let verified = match token {
                 None => Err(TokenError::Scheme),
-                Some(token) => state.auth.verify(token).await,
+                Some(token) => match state.auth.remembered(token) {
+                    Some(caller) => Ok(caller),
+                    None => {
+                        if let Some(limiter) = &state.limiter {
+                            let bucket = limits::address_bucket(&limits::client_address(&request));
+                            if let Err(refused) = limits::charge(limiter.as_ref(), &bucket).await {
+                                return refused;
+                            }
+                            charged = Some(limits::Charged(bucket));
+                        }
+                        state.auth.verify(token).await
+                    }
+                },
             };
             match verified {
                 Ok(caller) => caller,
@@ -381,6 +430,9 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
             }
         }
     };
+    if let Some(charged) = charged {
+        request.extensions_mut().insert(charged);
+    }
     request.extensions_mut().insert(caller);
     next.run(request).await
 }

@@ -47,6 +47,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .fallback(error::not_found)
         .layer(
             ServiceBuilder::new()
+                .layer(middleware::from_fn(error::graphql_shaped))
                 .layer(CatchPanicLayer::custom(error::panic_response))
                 .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
                     tracing::info_span!("request", method = %req.method(), path = %req.uri().path())

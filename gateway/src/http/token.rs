@@ -1,9 +1,10 @@
 //! Token endpoints: `POST /auth/anonymous` issues an anonymous token so a client without an
-//! account gets its own rate-limit bucket, and `GET /.well-known/jwks.json` publishes the
-//! gateway's public keys so anything downstream can verify the tokens it issues.
+//! account gets its own rate-limit bucket (within its address's: the token records the address
+//! it was issued to, and its requests are charged there too), and `GET /.well-known/jwks.json`
+//! publishes the gateway's public keys so anything downstream can verify the tokens it issues.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -11,8 +12,8 @@ use crate::error::{HttpError, codes};
 use crate::startup::AppState;
 
 /// `POST /auth/anonymous`.
-pub(super) async fn anonymous(State(state): State<AppState>) -> Response {
-    match state.auth.issue_anonymous() {
+pub(super) async fn anonymous(State(state): State<AppState>, request: Request) -> Response {
+    match state.auth.issue_anonymous(&crate::limits::client_address(&request)) {
         Ok(token) => {
             let mut response = (StatusCode::OK, Json(token)).into_response();
             response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

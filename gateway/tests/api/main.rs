@@ -1,6 +1,7 @@
 //! End-to-end tests: the real gateway on a real socket (port 0) over a temporary data
 //! directory, driven with a real HTTP client. One binary, one module per area.
 
+mod abuse;
 mod auth;
 mod batching;
 mod binary;

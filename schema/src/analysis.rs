@@ -1,0 +1,597 @@
+//! What a query would cost, worked out on the parsed document before anything runs: the
+//! first step of the request inside the schema (`http` → **analysis** → resolvers). A query
+//! over a limit (see [`QueryLimits`]) is refused here and never reaches a resolver or the store.
+//!
+//! The walk is linear in the size of the document, whatever its fragments do. Every fragment
+//! is summarised once — fragments that spread no other fragment first, then those that spread
+//! only summarised ones — and a spread adds the fragment's summary instead of walking it again.
+//! (Expanding fragments at every spread costs the product of the fan-outs, which for a 1.5 KB
+//! document nine fragments deep is billions of steps.) Spread chains are handled in that
+//! order, not by recursion, so no document can exhaust the stack; selection nesting is capped
+//! at 64 by the parser.
+//!
+//! The walk follows the schema's types ([`Shape`]): a list field multiplies the cost of what it
+//! selects by how many items it can return (`first`, its default from the schema, the number
+//! of `ids`, or a fixed bound). Variables count with their values, and with the operation's
+//! defaults for those not sent (`with_defaults`); `@skip`/`@include` parts that will not run
+//! cost nothing, but still count in the document's size, because validation walks them.
+//! Introspection fields have their own depth and cost, with list sizes taken from this
+//! schema's real counts, and their aliases count like any other.
+
+use std::collections::{HashMap, HashSet};
+
+use async_graphql::parser::types::{
+    Directive, DocumentOperations, ExecutableDocument, Field, OperationType, Selection, SelectionSet,
+};
+use async_graphql::{Positioned, Value, Variables};
+use async_graphql_value::Value as InputValue;
+
+use crate::limits::{QueryLimits, Refusal};
+use crate::shape::{FieldShape, Items, Shape};
+
+/// What a document costs: the largest of each measure over its operations, and the size of
+/// the whole document.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cost {
+    /// Deepest nesting of catalog fields.
+    pub depth: u32,
+    /// Estimated cost of catalog fields: each field 1, lists multiply what they select.
+    pub complexity: u64,
+    /// Deepest nesting of introspection fields, from the root.
+    pub introspection_depth: u32,
+    /// Estimated cost of introspection fields, by the same rule with this schema's counts.
+    pub introspection_complexity: u64,
+    /// Aliased fields, counting each use of a fragment.
+    pub aliases: u64,
+    /// Fields at the top of the operation.
+    pub root_fields: u64,
+    /// Fields in the document with every fragment expanded where it is used, skipped parts
+    /// included and pages not multiplied: the work validation does.
+    pub size: u64,
+    /// Selections the walk visited: at most one per selection written in the document.
+    pub visited: u64,
+}
+
+/// What a selection costs, relative to where it is used.
+#[derive(Copy, Clone, Debug, Default)]
+struct Summary {
+    cost: u64,
+    introspection: u64,
+    depth: u32,
+    introspection_depth: u32,
+    aliases: u64,
+    width: u64,
+    size: u64,
+}
+
+impl Summary {
+    /// Adds `part` (a field, or a fragment's summary); a part that will not run (`included`
+    /// false) still adds to the size and aliases.
+    fn absorb(&mut self, part: &Summary, included: bool) {
+        self.size = self.size.saturating_add(part.size);
+        self.aliases = self.aliases.saturating_add(part.aliases);
+        if included {
+            self.cost = self.cost.saturating_add(part.cost);
+            self.introspection = self.introspection.saturating_add(part.introspection);
+            self.width = self.width.saturating_add(part.width);
+            self.depth = self.depth.max(part.depth);
+            self.introspection_depth = self.introspection_depth.max(part.introspection_depth);
+        }
+    }
+}
+
+/// Where a selection runs inside an operation.
+#[derive(Copy, Clone, Debug)]
+struct Place {
+    /// How many times it runs (the product of the page sizes above it).
+    scale: u64,
+    /// How deep its parent field is (0 at the root).
+    level: u32,
+}
+
+/// The root field names that enter introspection, and the types they return.
+fn meta_field(name: &str) -> Option<&'static str> {
+    match name {
+        "__schema" => Some("__Schema"),
+        "__type" => Some("__Type"),
+        _ => None,
+    }
+}
+
+struct Walk<'a> {
+    document: &'a ExecutableDocument,
+    shape: &'a Shape,
+    variables: &'a Variables,
+    limits: &'a QueryLimits,
+    /// Fragment summaries, filled in dependency order.
+    fragments: HashMap<&'a str, Summary>,
+    visited: u64,
+}
+
+impl<'a> Walk<'a> {
+    /// A number argument: a literal, or a variable's value.
+    fn number(&self, value: &InputValue) -> Option<u64> {
+        match value {
+            InputValue::Number(n) => n.as_u64(),
+            InputValue::Variable(name) => match self.variables.get(name) {
+                Some(Value::Number(n)) => n.as_u64(),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// A boolean argument: a literal, or a variable's value.
+    fn boolean(&self, value: &InputValue) -> Option<bool> {
+        match value {
+            InputValue::Boolean(b) => Some(*b),
+            InputValue::Variable(name) => match self.variables.get(name) {
+                Some(Value::Boolean(b)) => Some(*b),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// How many values a list argument holds (a single value is coerced into a list of one).
+    fn length(&self, value: &InputValue) -> u64 {
+        let literal = |value: &InputValue| match value {
+            InputValue::List(items) => items.len() as u64,
+            InputValue::Null => 0,
+            _ => 1,
+        };
+        match value {
+            InputValue::Variable(name) => match self.variables.get(name) {
+                Some(Value::List(items)) => items.len() as u64,
+                Some(Value::Null) => 0,
+                _ => 1,
+            },
+            other => literal(other),
+        }
+    }
+
+    /// Whether `@skip`/`@include` keep this selection out of execution (as execution decides:
+    /// a condition that is not a boolean keeps it in).
+    fn skipped(&self, directives: &[Positioned<Directive>]) -> bool {
+        directives.iter().any(|d| {
+            let include = match d.node.name.node.as_str() {
+                "skip" => false,
+                "include" => true,
+                _ => return false,
+            };
+            d.node.get_argument("if").and_then(|v| self.boolean(&v.node)).is_some_and(|c| c != include)
+        })
+    }
+
+    /// How many items `field` returns per parent.
+    fn items(&self, field: &Field, shape: Option<&FieldShape>) -> u64 {
+        let argument = |name: &str| field.get_argument(name).map(|v| &v.node);
+        match shape.map(|s| s.items) {
+            None | Some(Items::One) => 1,
+            Some(Items::Fixed(n)) => n,
+            Some(Items::Unbounded) => marquee_store::MAX_PAGE as u64,
+            Some(Items::First(default)) => argument("first").and_then(|v| self.number(v)).unwrap_or(default),
+            Some(Items::Ids) => argument("ids").map_or(1, |v| self.length(v)),
+        }
+    }
+
+    /// The summary of `set` selected on `ty` (`None`: an unknown type, whose fields each cost 1).
+    /// `place` is where the set runs when that is known (inside an operation, not in a
+    /// fragment), so a field past a limit ends the walk at once.
+    fn selection(
+        &mut self,
+        set: &'a SelectionSet,
+        ty: Option<&'a str>,
+        place: Option<Place>,
+    ) -> Result<Summary, Refusal> {
+        let mut out = Summary::default();
+        let mut spread = HashSet::new();
+        self.items_of(set, ty, place, &mut out, &mut spread)?;
+        Ok(out)
+    }
+
+    fn items_of(
+        &mut self,
+        set: &'a SelectionSet,
+        ty: Option<&'a str>,
+        place: Option<Place>,
+        out: &mut Summary,
+        spread: &mut HashSet<&'a str>,
+    ) -> Result<(), Refusal> {
+        for item in &set.items {
+            self.visited += 1;
+            let included = !self.skipped(item.node.directives());
+            // A part that will not run has no place: it only adds to the size.
+            let place = place.filter(|_| included);
+            match &item.node {
+                Selection::Field(field) => {
+                    let part = self.field(&field.node, ty, place)?;
+                    out.absorb(&part, included);
+                }
+                Selection::InlineFragment(inline) => {
+                    let on = inline.node.type_condition.as_ref().map(|c| c.node.on.node.as_str()).or(ty);
+                    let mut part = Summary::default();
+                    self.items_of(&inline.node.selection_set.node, on, place, &mut part, spread)?;
+                    out.absorb(&part, included);
+                }
+                Selection::FragmentSpread(s) => {
+                    // A fragment spread twice in one selection set runs once.
+                    let name = s.node.fragment_name.node.as_str();
+                    if spread.insert(name)
+                        && let Some(summary) = self.fragments.get(name)
+                    {
+                        out.absorb(summary, included);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The summary of one field on `parent`.
+    fn field(
+        &mut self,
+        field: &'a Field,
+        parent: Option<&'a str>,
+        place: Option<Place>,
+    ) -> Result<Summary, Refusal> {
+        let name = field.name.node.as_str();
+        let meta = meta_field(name);
+        let shape = parent.and_then(|p| self.shape.field(p, name));
+        let child_type = meta.or(shape.map(|s| s.ty.as_str()));
+        let introspection = meta.is_some() || parent.is_some_and(|p| p.starts_with("__"));
+        let items = if meta.is_some() { 1 } else { self.items(field, shape) };
+        let below = place.map(|p| Place { scale: p.scale.saturating_mul(items), level: p.level + 1 });
+        let child = self.selection(&field.selection_set.node, child_type, below)?;
+        let own = |is_kind: bool| u64::from(is_kind);
+        let level = |below: u32, is_kind: bool| if below > 0 { below + 1 } else { u32::from(is_kind) };
+        let summary = Summary {
+            cost: own(!introspection).saturating_add(items.saturating_mul(child.cost)),
+            introspection: own(introspection).saturating_add(items.saturating_mul(child.introspection)),
+            depth: level(child.depth, !introspection),
+            introspection_depth: level(child.introspection_depth, introspection),
+            aliases: own(field.alias.is_some()).saturating_add(child.aliases),
+            width: 1,
+            size: child.size.saturating_add(1),
+        };
+        // Inside an operation this field sits at a known depth and runs a known number of
+        // times: past a limit already means refused (depth first, as the full check orders them).
+        if let Some(place) = place {
+            let at = |depth: u32| if depth > 0 { place.level + depth } else { 0 };
+            self.limits.check_depth(at(summary.depth), at(summary.introspection_depth))?;
+            self.limits.check_complexity(place.scale.saturating_mul(summary.cost))?;
+            self.limits.check_introspection_complexity(place.scale.saturating_mul(summary.introspection))?;
+        }
+        Ok(summary)
+    }
+
+    /// Summarises every fragment, each after the fragments it spreads. Fragments in a cycle
+    /// (which validation refuses) are left out. Returns what each fragment spreads.
+    fn summarise_fragments(&mut self) -> Result<HashMap<&'a str, Vec<&'a str>>, Refusal> {
+        let document = self.document;
+        let mut spreads: HashMap<&'a str, Vec<&'a str>> = HashMap::new();
+        let mut waiting_on: HashMap<&'a str, usize> = HashMap::new();
+        let mut dependents: HashMap<&'a str, Vec<&'a str>> = HashMap::new();
+        for (name, fragment) in &document.fragments {
+            let mut names = Vec::new();
+            spreads_in(&fragment.node.selection_set.node, &mut names);
+            names.retain(|n| document.fragments.contains_key(*n));
+            names.sort_unstable();
+            names.dedup();
+            for n in &names {
+                dependents.entry(*n).or_default().push(name.as_str());
+            }
+            waiting_on.insert(name.as_str(), names.len());
+            spreads.insert(name.as_str(), names);
+        }
+        let mut ready: Vec<&'a str> = waiting_on.iter().filter(|(_, n)| **n == 0).map(|(f, _)| *f).collect();
+        while let Some(name) = ready.pop() {
+            let Some(fragment) = document.fragments.get(name) else { continue };
+            let on = fragment.node.type_condition.node.on.node.as_str();
+            let summary = self.selection(&fragment.node.selection_set.node, Some(on), None)?;
+            // Size and aliases only grow where a fragment is used: past a limit here is past it.
+            self.limits.check_size(summary.size)?;
+            self.limits.check_aliases(summary.aliases)?;
+            self.fragments.insert(name, summary);
+            for dependent in dependents.get(name).into_iter().flatten() {
+                if let Some(n) = waiting_on.get_mut(dependent) {
+                    *n -= 1;
+                    if *n == 0 {
+                        ready.push(dependent);
+                    }
+                }
+            }
+        }
+        Ok(spreads)
+    }
+}
+
+/// The names of the fragments spread anywhere in `set`.
+fn spreads_in<'a>(set: &'a SelectionSet, out: &mut Vec<&'a str>) {
+    for item in &set.items {
+        match &item.node {
+            Selection::Field(field) => spreads_in(&field.node.selection_set.node, out),
+            Selection::InlineFragment(inline) => spreads_in(&inline.node.selection_set.node, out),
+            Selection::FragmentSpread(s) => out.push(s.node.fragment_name.node.as_str()),
+        }
+    }
+}
+
+/// Measures every operation of `document` with `variables` and checks each against `limits`.
+pub(crate) fn measure(
+    document: &ExecutableDocument,
+    shape: &Shape,
+    variables: &Variables,
+    limits: &QueryLimits,
+) -> Result<Cost, Refusal> {
+    let mut walk = Walk { document, shape, variables, limits, fragments: HashMap::new(), visited: 0 };
+    let spreads = walk.summarise_fragments()?;
+    let mut cost = Cost::default();
+    let mut used: Vec<&str> = Vec::new();
+    for (_, operation) in document.operations.iter() {
+        let root = match operation.node.ty {
+            OperationType::Query => Some(shape.query.as_str()),
+            OperationType::Mutation => shape.mutation.as_deref(),
+            OperationType::Subscription => None,
+        };
+        let set = &operation.node.selection_set.node;
+        let summary = walk.selection(set, root, Some(Place { scale: 1, level: 0 }))?;
+        spreads_in(set, &mut used);
+        let measured = Cost {
+            depth: summary.depth,
+            complexity: summary.cost,
+            introspection_depth: summary.introspection_depth,
+            introspection_complexity: summary.introspection,
+            aliases: summary.aliases,
+            root_fields: summary.width,
+            size: summary.size,
+            visited: 0,
+        };
+        limits.check(&measured)?;
+        cost = Cost {
+            depth: cost.depth.max(measured.depth),
+            complexity: cost.complexity.max(measured.complexity),
+            introspection_depth: cost.introspection_depth.max(measured.introspection_depth),
+            introspection_complexity: cost.introspection_complexity.max(measured.introspection_complexity),
+            aliases: cost.aliases.max(measured.aliases),
+            root_fields: cost.root_fields.max(measured.root_fields),
+            size: cost.size.saturating_add(measured.size),
+            visited: 0,
+        };
+    }
+    // Fragments no operation uses are still validated: their size counts too.
+    let mut reached: HashSet<&str> = HashSet::new();
+    while let Some(name) = used.pop() {
+        if reached.insert(name) {
+            used.extend(spreads.get(name).into_iter().flatten());
+        }
+    }
+    for (name, summary) in &walk.fragments {
+        if !reached.contains(name) {
+            cost.size = cost.size.saturating_add(summary.size);
+        }
+    }
+    limits.check_size(cost.size)?;
+    cost.visited = walk.visited;
+    Ok(cost)
+}
+
+/// The operation a request runs: the one named, or the only one.
+pub(crate) fn operation<'d>(
+    document: &'d ExecutableDocument,
+    name: Option<&str>,
+) -> Option<&'d Positioned<async_graphql::parser::types::OperationDefinition>> {
+    match (&document.operations, name) {
+        (DocumentOperations::Single(op), None) => Some(op),
+        (DocumentOperations::Single(_), Some(_)) => None,
+        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name),
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops.values().next(),
+        (DocumentOperations::Multiple(_), None) => None,
+    }
+}
+
+/// Adds the declared defaults of the operation's variables that the request did not send, so
+/// that the cost estimate and `@skip`/`@include` see the values execution will use.
+pub(crate) fn with_defaults(
+    document: &ExecutableDocument,
+    operation_name: Option<&str>,
+    variables: &mut Variables,
+) {
+    let Some(op) = operation(document, operation_name) else { return };
+    for definition in &op.node.variable_definitions {
+        let name = &definition.node.name.node;
+        if let Some(default) = &definition.node.default_value
+            && !variables.contains_key(name)
+        {
+            variables.insert(name.clone(), default.node.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_graphql::parser::parse_query;
+    use std::sync::LazyLock;
+
+    use super::*;
+    use crate::limits::codes;
+
+    static SHAPE: LazyLock<Shape> = LazyLock::new(Shape::of_marquee);
+
+    fn unlimited() -> QueryLimits {
+        QueryLimits {
+            max_depth: u32::MAX,
+            max_complexity: u64::MAX,
+            max_introspection_depth: u32::MAX,
+            max_introspection_complexity: u64::MAX,
+            max_aliases: u64::MAX,
+            max_root_fields: u64::MAX,
+            max_response_fields: u64::MAX,
+        }
+    }
+
+    fn cost_with(query: &str, variables: serde_json::Value, limits: &QueryLimits) -> Result<Cost, Refusal> {
+        let document = parse_query(query).expect("parses");
+        let mut variables = Variables::from_json(variables);
+        with_defaults(&document, None, &mut variables);
+        measure(&document, &SHAPE, &variables, limits)
+    }
+
+    fn cost(query: &str, variables: serde_json::Value) -> Cost {
+        cost_with(query, variables, &unlimited()).expect("within unlimited limits")
+    }
+
+    #[test]
+    fn lists_multiply_by_their_page_size() {
+        let c = cost(
+            "{ browse(first: 20) { edges { node { id title cast(first: 10) { character person { id name } } } } } }",
+            serde_json::json!({}),
+        );
+        // cast: 1 + 10*(1 + (1 + 2)); node: 1 + (1 + 1 + 41); edges: 1 + 44; browse: 1 + 20*45.
+        assert_eq!(c.complexity, 901);
+        assert_eq!(c.depth, 6);
+        assert_eq!(c.root_fields, 1);
+        let with_variable = cost(
+            "query($n: Int) { browse(first: $n) { edges { node { id } } } }",
+            serde_json::json!({ "n": 3 }),
+        );
+        assert_eq!(with_variable.complexity, 1 + 3 * (1 + 2));
+        let defaulted = cost("{ movie(id: \"tt1\") { cast { id: character } } }", serde_json::json!({}));
+        assert_eq!(defaulted.complexity, 1 + (1 + 10));
+        let ids = cost("{ movies(ids: [\"tt1\", \"tt2\"]) { title } }", serde_json::json!({}));
+        assert_eq!(ids.complexity, 1 + 2);
+        let ids_variable = cost(
+            "query($ids: [ID!]!) { movies(ids: $ids) { title } }",
+            serde_json::json!({ "ids": ["tt1", "tt2", "tt3"] }),
+        );
+        assert_eq!(ids_variable.complexity, 1 + 3);
+    }
+
+    #[test]
+    fn every_paged_field_multiplies_including_the_signed_in_ones() {
+        // `me { ratings }` pages like `browse`: the schema says so, not a list of names.
+        let c = cost(
+            "{ me { ratings(first: 50) { edges { node { movie { similar(first: 10) { title } } } } } } }",
+            serde_json::json!({}),
+        );
+        // similar: 1 + 10; movie: 1 + 11; node: 1 + 12; edges: 1 + 13; ratings: 1 + 50*14; me: 1 + 701.
+        assert_eq!(c.complexity, 702);
+    }
+
+    #[test]
+    fn variable_defaults_are_the_values_that_run() {
+        let q = "query($n: Int = 100) { browse(first: $n) { edges { node { id } } } }";
+        assert_eq!(cost(q, serde_json::json!({})).complexity, 1 + 100 * (1 + 2));
+        assert_eq!(cost(q, serde_json::json!({ "n": 2 })).complexity, 1 + 2 * (1 + 2));
+    }
+
+    #[test]
+    fn skipped_parts_cost_nothing_but_count_in_the_size() {
+        let q = "query($all: Boolean = false) { movie(id: \"tt1\") { title similar(first: 50) @include(if: $all) { title } } }";
+        let c = cost(q, serde_json::json!({}));
+        assert_eq!(c.complexity, 2);
+        assert_eq!(c.size, 4);
+        assert_eq!(cost(q, serde_json::json!({ "all": true })).complexity, 2 + 1 + 50);
+        let skip =
+            cost("{ movie(id: \"tt1\") { title ... @skip(if: true) { year } } }", serde_json::json!({}));
+        assert_eq!(skip.complexity, 2);
+    }
+
+    #[test]
+    fn fragments_aliases_and_introspection() {
+        let c = cost(
+            "{ a: movie(id: \"tt1\") { ...M } b: movie(id: \"tt2\") { ...M } __schema { types { name } } } fragment M on Movie { title similar { title } }",
+            serde_json::json!({}),
+        );
+        assert_eq!(c.aliases, 2);
+        assert_eq!(c.root_fields, 3);
+        assert_eq!(c.depth, 3);
+        assert_eq!(c.complexity, 2 * (1 + (1 + (1 + 5))));
+        let Some(Items::Fixed(types)) = SHAPE.field("__Schema", "types").map(|f| f.items) else {
+            panic!("__Schema.types has a fixed size")
+        };
+        // __schema: 1 + (types: 1 + types × name).
+        assert_eq!(c.introspection_complexity, 2 + types);
+        assert_eq!(c.introspection_depth, 3);
+    }
+
+    #[test]
+    fn a_fragment_fan_out_is_walked_once_per_fragment() {
+        // Eight copies of `similar { ...Next }` per level, nine levels: 8^9 paths through 146
+        // selections (movie and the first spread, then 9 × 8 fields each holding a spread).
+        let mut fragments = String::new();
+        for level in 0..9 {
+            let next = if level < 8 { format!("...N{}", level + 1) } else { "title".into() };
+            let copies: Vec<String> = (0..8).map(|_| format!("similar {{ {next} }}")).collect();
+            fragments.push_str(&format!("fragment N{level} on Movie {{ {} }} ", copies.join(" ")));
+        }
+        let query = format!("{{ movie(id: \"tt1\") {{ ...N0 }} }} {fragments}");
+        let c = cost(&query, serde_json::json!({}));
+        assert_eq!(c.visited, 146, "each selection of the document is visited once");
+        assert_eq!(c.depth, 11, "movie, nine levels of similar, title");
+        assert!(c.complexity > 1_000_000_000, "{}", c.complexity);
+        let refused = cost_with(&query, serde_json::json!({}), &QueryLimits::default());
+        assert_eq!(refused.err().map(|r| r.code), Some(codes::QUERY_TOO_COMPLEX));
+    }
+
+    #[test]
+    fn spread_chains_and_cycles_do_not_recurse() {
+        // A chain of 20,000 fragments, each spreading the next: no stack overflow, linear work.
+        let n = 20_000;
+        let mut query = String::from("{ movie(id: \"tt1\") { ...F0 } } ");
+        for i in 0..n {
+            let next = if i + 1 < n { format!("...F{}", i + 1) } else { "title".into() };
+            query.push_str(&format!("fragment F{i} on Movie {{ {next} }} "));
+        }
+        let c = cost(&query, serde_json::json!({}));
+        assert_eq!(c.complexity, 2);
+        assert!(c.visited <= 2 * n as u64 + 2);
+        // A cycle is left to validation (which names it); the walk ends.
+        let cyclic = cost(
+            "{ movie(id: \"tt1\") { ...A } } fragment A on Movie { ...B } fragment B on Movie { ...A }",
+            serde_json::json!({}),
+        );
+        assert_eq!(cyclic.complexity, 1);
+    }
+
+    #[test]
+    fn each_limit_refuses_with_its_code() {
+        let limits = QueryLimits::default();
+        let refused = |q: &str| cost_with(q, serde_json::json!({}), &limits).err().map(|r| r.code);
+        // Too deep and too costly: depth is reported, as the checks are ordered.
+        let deep = "{ movie(id: \"1\") { cast { person { filmography { edges { node { movie { cast { person {
+            filmography { edges { node { movie { title } } } } } } } } } } } } } }";
+        assert_eq!(refused(deep), Some(codes::QUERY_TOO_DEEP));
+        let aliases: String = (0..31).map(|i| format!("t{i}: title ")).collect();
+        assert_eq!(
+            refused(&format!("{{ movie(id: \"1\") {{ {aliases} }} }}")),
+            Some(codes::TOO_MANY_ALIASES)
+        );
+        // Aliases inside introspection count too.
+        let intro_aliases: String = (0..31).map(|i| format!("n{i}: name ")).collect();
+        assert_eq!(
+            refused(&format!("{{ __schema {{ queryType {{ {intro_aliases} }} }} }}")),
+            Some(codes::TOO_MANY_ALIASES)
+        );
+        let deep_introspection = format!(
+            "{{ __schema {{ types {{ {} }} }} }}",
+            "ofType { ".repeat(40) + "name" + &" }".repeat(40)
+        );
+        assert_eq!(refused(&deep_introspection), Some(codes::QUERY_TOO_DEEP));
+        let wide_introspection = "{ __schema { types { fields { type { fields { type { fields { type { fields { name } } } } } } } } } }";
+        assert_eq!(refused(wide_introspection), Some(codes::QUERY_TOO_COMPLEX));
+        let skipped_but_huge: String = (0..6_000).map(|_| "title ").collect();
+        assert_eq!(
+            refused(&format!("{{ movie(id: \"1\") @skip(if: true) {{ {skipped_but_huge} }} }}")),
+            Some(codes::QUERY_TOO_COMPLEX)
+        );
+    }
+
+    #[test]
+    fn the_standard_introspection_query_fits_the_default_limits() {
+        let query = include_str!("../tests/fixtures/introspection.graphql");
+        // Estimated at 136,414 with depth 15 when written: the defaults leave room to grow.
+        let c = cost_with(query, serde_json::json!({}), &QueryLimits::default());
+        assert!(c.is_ok(), "{c:?}");
+    }
+}
