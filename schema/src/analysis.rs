@@ -7,8 +7,14 @@
 //! only summarised ones — and a spread adds the fragment's summary instead of walking it again.
 //! (Expanding fragments at every spread costs the product of the fan-outs, which for a 1.5 KB
 //! document nine fragments deep is billions of steps.) Spread chains are handled in that
-//! order, not by recursion, so no document can exhaust the stack; selection nesting is capped
-//! at 64 by the parser.
+//! order, not by recursion, so no document can exhaust the stack here.
+//!
+//! What it measures is what runs after it. async-graphql's validation walks every fragment
+//! again at every spread (its cache-control, complexity and depth pass), and execution collects
+//! fields through every spread, repeated ones included: so every spread counts each time it is
+//! written, a fragment cycle — on which that pass would recurse forever — is refused here, and
+//! so is selection nesting (fields, spreads and inline fragments) deeper than [`MAX_NESTING`],
+//! the recursion limit async-graphql's own check enforced before this walk replaced it.
 //!
 //! The walk follows the schema's types ([`Shape`]): a list field multiplies the cost of what it
 //! selects by how many items it can return (`first`, its default from the schema, the number
@@ -26,7 +32,7 @@ use async_graphql::parser::types::{
 use async_graphql::{Positioned, Value, Variables};
 use async_graphql_value::Value as InputValue;
 
-use crate::limits::{QueryLimits, Refusal};
+use crate::limits::{QueryLimits, Refusal, codes};
 use crate::shape::{FieldShape, Items, Shape};
 
 /// What a document costs: the largest of each measure over its operations, and the size of
@@ -62,6 +68,9 @@ struct Summary {
     aliases: u64,
     width: u64,
     size: u64,
+    /// Deepest selection nesting below here: a field with a selection, a fragment spread and
+    /// an inline fragment each enter one level.
+    nesting: u32,
 }
 
 impl Summary {
@@ -70,6 +79,7 @@ impl Summary {
     fn absorb(&mut self, part: &Summary, included: bool) {
         self.size = self.size.saturating_add(part.size);
         self.aliases = self.aliases.saturating_add(part.aliases);
+        self.nesting = self.nesting.max(part.nesting);
         if included {
             self.cost = self.cost.saturating_add(part.cost);
             self.introspection = self.introspection.saturating_add(part.introspection);
@@ -185,19 +195,6 @@ impl<'a> Walk<'a> {
         place: Option<Place>,
     ) -> Result<Summary, Refusal> {
         let mut out = Summary::default();
-        let mut spread = HashSet::new();
-        self.items_of(set, ty, place, &mut out, &mut spread)?;
-        Ok(out)
-    }
-
-    fn items_of(
-        &mut self,
-        set: &'a SelectionSet,
-        ty: Option<&'a str>,
-        place: Option<Place>,
-        out: &mut Summary,
-        spread: &mut HashSet<&'a str>,
-    ) -> Result<(), Refusal> {
         for item in &set.items {
             self.visited += 1;
             let included = !self.skipped(item.node.directives());
@@ -210,22 +207,21 @@ impl<'a> Walk<'a> {
                 }
                 Selection::InlineFragment(inline) => {
                     let on = inline.node.type_condition.as_ref().map(|c| c.node.on.node.as_str()).or(ty);
-                    let mut part = Summary::default();
-                    self.items_of(&inline.node.selection_set.node, on, place, &mut part, spread)?;
+                    let mut part = self.selection(&inline.node.selection_set.node, on, place)?;
+                    part.nesting += 1;
                     out.absorb(&part, included);
                 }
                 Selection::FragmentSpread(s) => {
-                    // A fragment spread twice in one selection set runs once.
-                    let name = s.node.fragment_name.node.as_str();
-                    if spread.insert(name)
-                        && let Some(summary) = self.fragments.get(name)
-                    {
-                        out.absorb(summary, included);
+                    // Unknown fragments are left to validation, which names them.
+                    if let Some(fragment) = self.fragments.get(s.node.fragment_name.node.as_str()) {
+                        let mut part = *fragment;
+                        part.nesting += 1;
+                        out.absorb(&part, included);
                     }
                 }
             }
         }
-        Ok(())
+        Ok(out)
     }
 
     /// The summary of one field on `parent`.
@@ -253,6 +249,7 @@ impl<'a> Walk<'a> {
             aliases: own(field.alias.is_some()).saturating_add(child.aliases),
             width: 1,
             size: child.size.saturating_add(1),
+            nesting: if field.selection_set.node.items.is_empty() { 0 } else { child.nesting + 1 },
         };
         // Inside an operation this field sits at a known depth and runs a known number of
         // times: past a limit already means refused (depth first, as the full check orders them).
@@ -265,8 +262,8 @@ impl<'a> Walk<'a> {
         Ok(summary)
     }
 
-    /// Summarises every fragment, each after the fragments it spreads. Fragments in a cycle
-    /// (which validation refuses) are left out. Returns what each fragment spreads.
+    /// Summarises every fragment, each after the fragments it spreads; refuses a document whose
+    /// fragments spread each other in a cycle. Returns what each fragment spreads.
     fn summarise_fragments(&mut self) -> Result<HashMap<&'a str, Vec<&'a str>>, Refusal> {
         let document = self.document;
         let mut spreads: HashMap<&'a str, Vec<&'a str>> = HashMap::new();
@@ -289,9 +286,10 @@ impl<'a> Walk<'a> {
             let Some(fragment) = document.fragments.get(name) else { continue };
             let on = fragment.node.type_condition.node.on.node.as_str();
             let summary = self.selection(&fragment.node.selection_set.node, Some(on), None)?;
-            // Size and aliases only grow where a fragment is used: past a limit here is past it.
+            // These only grow where a fragment is used: past a limit here is past it.
             self.limits.check_size(summary.size)?;
             self.limits.check_aliases(summary.aliases)?;
+            check_nesting(summary.nesting)?;
             self.fragments.insert(name, summary);
             for dependent in dependents.get(name).into_iter().flatten() {
                 if let Some(n) = waiting_on.get_mut(dependent) {
@@ -302,8 +300,39 @@ impl<'a> Walk<'a> {
                 }
             }
         }
+        if self.fragments.len() < document.fragments.len() {
+            let mut cyclic: Vec<&str> = document
+                .fragments
+                .keys()
+                .map(|n| n.as_str())
+                .filter(|n| !self.fragments.contains_key(n))
+                .collect();
+            cyclic.sort_unstable();
+            return Err(Refusal {
+                code: codes::GRAPHQL_VALIDATION_FAILED,
+                message: format!(
+                    "fragments spread each other in a cycle (among {}); a fragment cannot contain itself",
+                    cyclic.join(", ")
+                ),
+            });
+        }
         Ok(spreads)
     }
+}
+
+/// Deepest selection nesting a document may have (async-graphql's recursion limit).
+pub(crate) const MAX_NESTING: u32 = 32;
+
+fn check_nesting(nesting: u32) -> Result<(), Refusal> {
+    if nesting > MAX_NESTING {
+        return Err(Refusal {
+            code: codes::QUERY_TOO_DEEP,
+            message: format!(
+                "the document nests selections (fields, fragment spreads, inline fragments) at least {nesting} deep; the limit is {MAX_NESTING}"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The names of the fragments spread anywhere in `set`.
@@ -336,6 +365,7 @@ pub(crate) fn measure(
         };
         let set = &operation.node.selection_set.node;
         let summary = walk.selection(set, root, Some(Place { scale: 1, level: 0 }))?;
+        check_nesting(summary.nesting)?;
         spreads_in(set, &mut used);
         let measured = Cost {
             depth: summary.depth,
@@ -414,7 +444,6 @@ mod tests {
     use std::sync::LazyLock;
 
     use super::*;
-    use crate::limits::codes;
 
     static SHAPE: LazyLock<Shape> = LazyLock::new(Shape::of_marquee);
 
@@ -534,24 +563,53 @@ mod tests {
         assert_eq!(refused.err().map(|r| r.code), Some(codes::QUERY_TOO_COMPLEX));
     }
 
-    #[test]
-    fn spread_chains_and_cycles_do_not_recurse() {
-        // A chain of 20,000 fragments, each spreading the next: no stack overflow, linear work.
-        let n = 20_000;
+    /// A chain of `n` fragments, each spreading the next `copies` times.
+    fn chain(n: usize, copies: usize) -> String {
         let mut query = String::from("{ movie(id: \"tt1\") { ...F0 } } ");
         for i in 0..n {
-            let next = if i + 1 < n { format!("...F{}", i + 1) } else { "title".into() };
+            let next =
+                if i + 1 < n { vec![format!("...F{}", i + 1); copies].join(" ") } else { "title".into() };
             query.push_str(&format!("fragment F{i} on Movie {{ {next} }} "));
         }
-        let c = cost(&query, serde_json::json!({}));
+        query
+    }
+
+    #[test]
+    fn spread_chains_nest_and_long_ones_are_refused_without_recursing() {
+        // movie, then 31 spreads: 32 levels, the most async-graphql's recursion allows.
+        let c = cost(&chain(31, 1), serde_json::json!({}));
         assert_eq!(c.complexity, 2);
-        assert!(c.visited <= 2 * n as u64 + 2);
-        // A cycle is left to validation (which names it); the walk ends.
-        let cyclic = cost(
-            "{ movie(id: \"tt1\") { ...A } } fragment A on Movie { ...B } fragment B on Movie { ...A }",
-            serde_json::json!({}),
+        assert!(
+            cost_with(&chain(32, 1), serde_json::json!({}), &unlimited())
+                .is_err_and(|r| r.code == codes::QUERY_TOO_DEEP)
         );
-        assert_eq!(cyclic.complexity, 1);
+        // Twenty thousand: refused, without a recursion as deep as the chain.
+        let refused = cost_with(&chain(20_000, 1), serde_json::json!({}), &unlimited());
+        assert_eq!(refused.err().map(|r| r.code), Some(codes::QUERY_TOO_DEEP));
+    }
+
+    #[test]
+    fn every_spread_counts_where_it_is_written() {
+        // Execution and validation walk each spread: four spreads of one fragment cost four times.
+        let once = cost(&chain(3, 1), serde_json::json!({}));
+        let four = cost(&chain(3, 4), serde_json::json!({}));
+        assert_eq!(once.size, 2);
+        assert_eq!(four.size, 1 + 4 * 4);
+        assert_eq!(four.complexity, 1 + 4 * 4);
+        let fixture = include_str!("../tests/fixtures/adversarial/repeated-spreads.graphql");
+        let refused = cost_with(fixture, serde_json::json!({}), &QueryLimits::default());
+        assert_eq!(refused.err().map(|r| r.code), Some(codes::QUERY_TOO_COMPLEX));
+    }
+
+    #[test]
+    fn fragment_cycles_are_refused() {
+        let fixture = include_str!("../tests/fixtures/adversarial/fragment-cycle.graphql");
+        let refused = cost_with(fixture, serde_json::json!({}), &unlimited()).err();
+        assert_eq!(refused.as_ref().map(|r| r.code), Some(codes::GRAPHQL_VALIDATION_FAILED));
+        assert!(refused.is_some_and(|r| r.message.contains("A, B")));
+        // An unused cycle too: the document is invalid whatever runs.
+        let unused = "{ genres { name } } fragment A on Movie { ...A }";
+        assert!(cost_with(unused, serde_json::json!({}), &unlimited()).is_err());
     }
 
     #[test]

@@ -55,6 +55,9 @@ pub mod codes {
     pub const TOO_MANY_ROOT_FIELDS: &str = "TOO_MANY_ROOT_FIELDS";
     /// The response grew past `max_response_fields` while executing; nothing of it is sent.
     pub const RESPONSE_TOO_LARGE: &str = "RESPONSE_TOO_LARGE";
+    /// The document is invalid in a way the analysis must refuse before validation runs
+    /// (fragments spreading each other in a cycle).
+    pub const GRAPHQL_VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
 }
 
 /// Why a query was refused: a stable code and a message saying what to change.

@@ -1,14 +1,16 @@
 //! `cargo xtask`: the single entry point for Marquee's automation.
 //!
 //! `cargo xtask ci` is what CI runs (`.ci/run` calls exactly this): formatting, clippy with
-//! warnings denied, every test (nextest when installed), and a seconds-long run of the
-//! benchmark against its PostGraphile peer (`cargo xtask bench-peer smoke`, which installs
+//! warnings denied, every test (nextest when installed), a minute of fuzzing, and a
+//! seconds-long run of the benchmark against its PostGraphile peer (`cargo xtask bench-peer smoke`, which installs
 //! PostgreSQL and PostGraphile when missing). The checked-in schema diff is
 //! among the tests: `schema/tests/sdl.rs` compares the generated SDL with
 //! `schema/schema.graphql`, and the gateway's binary tests compare `gateway schema` with it.
 //! `cargo xtask schema` regenerates `schema/schema.graphql`. `cargo xtask bench-peer` runs the
-//! PostGraphile peer the benchmark compares against (see `peer`).
+//! PostGraphile peer the benchmark compares against (see `peer`). `cargo xtask fuzz` runs the
+//! fuzz targets for a bounded time (see `fuzz`); CI runs the request target for 60 seconds.
 
+mod fuzz;
 mod peer;
 
 use std::path::{Path, PathBuf};
@@ -35,6 +37,8 @@ enum Task {
         #[command(subcommand)]
         task: peer::PeerTask,
     },
+    /// Fuzz a target in fuzz/ for a bounded time (stable toolchain, libFuzzer).
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,6 +46,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Task::Ci => ci(&root),
         Task::BenchPeer { task } => peer::run(&root, task),
+        Task::Fuzz(args) => fuzz::run(&root, &args),
         Task::Schema => {
             let sdl = output(&root, "cargo", &["run", "--quiet", "-p", "marquee-gateway", "--", "schema"])?;
             std::fs::write(root.join("schema/schema.graphql"), sdl)
@@ -60,6 +65,8 @@ fn ci(root: &Path) -> anyhow::Result<()> {
     } else {
         run(root, "cargo", &["test", "--workspace", "--locked", "--no-fail-fast"])?;
     }
+    // A minute of coverage-guided fuzzing of a request's way through the schema.
+    fuzz::run(root, &fuzz::FuzzArgs::for_ci())?;
     // The benchmark's peer path end to end (PostgreSQL, PostGraphile, the equivalence check).
     peer::run(root, peer::PeerTask::Smoke)?;
     println!("xtask ci: all checks passed");
