@@ -13,21 +13,31 @@
 //! kept here instead, in a wrapper around the socket ([`TimedIo`]) that knows, through the
 //! service, whether a request is in flight. Inside a request, the request timeout applies.
 //!
+//! A response that comes before its request's body was read (a 401, 413 or 429 decided from
+//! the head) says `Connection: close`: hyper cannot reuse the connection without that body,
+//! and closing it unannounced would leave the client to find out on its next request.
+//!
 //! When hyper refuses a request head (malformed, URI too long, head over the buffer) it writes
-//! a bare status line and closes. It is the only thing ever written while a head is being
-//! read, so the wrapper recognises it there and sends the GraphQL-shaped response instead.
+//! a bare status line and closes. The wrapper recognises it — an error status with no
+//! `content-type`, written while no request is in flight (every response of the router has a
+//! content type, and a request counts as in flight until hyper has written its whole
+//! response) — and sends the GraphQL-shaped response instead.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use axum::Router;
+use axum::body::{Body, Bytes};
 use axum::extract::ConnectInfo;
+use axum::http::{HeaderValue, header};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -70,14 +80,20 @@ pub(super) fn serve(
     let io = TokioIo::new(TimedIo::new(stream, state.clone(), limits));
     let service = {
         let state = state.clone();
-        hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(remote));
+        hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             let in_flight = InFlight::start(state.clone());
+            let ended = Arc::new(AtomicBool::new(request.body().is_end_stream()));
+            let mut request = request.map(|body| Watched { body, ended: ended.clone() });
+            request.extensions_mut().insert(ConnectInfo(remote));
             let router = router.clone();
             async move {
-                let response = router.oneshot(request).await;
-                drop(in_flight);
-                response
+                let mut response = router.oneshot(request).await?;
+                if !ended.load(Ordering::Acquire) {
+                    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                // In flight until hyper is done with the response body: it may still be skipping
+                // the request's body until then, and those bytes are not a new request.
+                Ok::<_, Infallible>(response.map(|body| Tracked { body, _in_flight: in_flight }))
             }
         })
     };
@@ -123,7 +139,8 @@ impl ConnState {
     }
 }
 
-/// A request in the router, from the call until its response is ready (or it is dropped).
+/// A request in the router, from the call until hyper drops its response body (or the call is
+/// dropped).
 struct InFlight(Arc<ConnState>);
 
 impl InFlight {
@@ -139,6 +156,62 @@ impl Drop for InFlight {
             *at = Instant::now();
         }
         self.0.finished.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// A request body that records when it has been read to the end.
+struct Watched {
+    body: Incoming,
+    ended: Arc<AtomicBool>,
+}
+
+impl http_body::Body for Watched {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        let frame = Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(frame, Poll::Ready(None)) || self.body.is_end_stream() {
+            self.ended.store(true, Ordering::Release);
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A response body that keeps its request in flight until hyper drops it.
+struct Tracked {
+    body: Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -252,11 +325,17 @@ impl TimedIo {
     }
 }
 
-/// The status of a response head hyper wrote by itself (`HTTP/1.1 4xx …`).
+/// The status of a response head hyper wrote by itself: an error status and no content type
+/// (a whole head, `HTTP/1.1 4xx …\r\n…\r\n\r\n`, as hyper writes it in one piece).
 fn hyper_error_status(buf: &[u8]) -> Option<u16> {
     let rest = buf.strip_prefix(b"HTTP/1.1 ")?;
     let digits = std::str::from_utf8(rest.get(..3)?).ok()?;
-    digits.parse::<u16>().ok().filter(|s| (400..600).contains(s))
+    let status = digits.parse::<u16>().ok().filter(|s| (400..600).contains(s))?;
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let typed = buf[..end]
+        .split(|b| *b == b'\n')
+        .any(|line| line.len() >= 13 && line[..13].eq_ignore_ascii_case(b"content-type:"));
+    (!typed).then_some(status)
 }
 
 impl AsyncRead for TimedIo {
@@ -295,8 +374,10 @@ impl AsyncWrite for TimedIo {
             Rewrite::Sent => return Poll::Ready(Ok(buf.len())),
             Rewrite::Sending { .. } => {}
             Rewrite::No => {
-                // Nothing but hyper's own refusal is written while a head is being read.
-                if let (Phase::Head(_), Some(status)) = (this.phase(), hyper_error_status(buf)) {
+                // hyper's own refusal: no request in flight, and a head the router never writes.
+                if let (Phase::Head(_) | Phase::Idle(_), Some(status)) =
+                    (this.phase(), hyper_error_status(buf))
+                {
                     let _ = this.state.closed_by.set("protocol_error");
                     let bytes = protocol_error_response(status, this.limits.max_header_bytes);
                     this.rewrite = Rewrite::Sending { bytes, sent: 0 };
@@ -350,10 +431,13 @@ mod tests {
 
     #[test]
     fn recognises_hyper_error_heads_only() {
-        assert_eq!(hyper_error_status(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"), Some(431));
+        let bare = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
+        assert_eq!(hyper_error_status(bare), Some(431));
         assert_eq!(hyper_error_status(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n"), Some(400));
-        assert_eq!(hyper_error_status(b"HTTP/1.1 200 OK\r\n"), None);
+        let ours = b"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\ncontent-length: 9\r\n\r\n{\"x\":1}";
+        assert_eq!(hyper_error_status(ours), None, "the router's responses have a content type");
+        assert_eq!(hyper_error_status(b"HTTP/1.1 200 OK\r\n\r\n"), None);
         assert_eq!(hyper_error_status(b"{\"data\":1}"), None);
-        assert_eq!(hyper_error_status(b"HTTP/1.1 4"), None);
+        assert_eq!(hyper_error_status(b"HTTP/1.1 431 Request"), None, "a partial head is not judged");
     }
 }

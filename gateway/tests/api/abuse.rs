@@ -155,6 +155,72 @@ async fn errors_from_the_http_layer_itself_are_graphql_shaped() {
     assert!(app.metric("http_connections_closed_total", &[("reason", "protocol_error")]).await >= 2.0);
 }
 
+/// Sends `request` and reads one response (head and `content-length` body).
+async fn exchange(socket: &mut TcpStream, request: &str) -> String {
+    socket.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    let mut byte = [0u8; 1];
+    while !response.ends_with(b"\r\n\r\n") {
+        assert_eq!(socket.read(&mut byte).await.expect("read"), 1, "closed mid-head: {response:?}");
+        response.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&response).to_ascii_lowercase();
+    let length: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    let mut content = vec![0u8; length];
+    socket.read_exact(&mut content).await.expect("body");
+    response.extend_from_slice(&content);
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[tokio::test]
+async fn refusals_keep_the_connection_or_say_they_close_it() {
+    let dir = seeded_dir();
+    let mut config = test_config(dir.path());
+    config.rate_limit = RateLimitConfig { enabled: true, per_second: 1, burst: 3 };
+    let app = spawn_with(config).await;
+    let get = "GET /graphql?query=%7Bgenres%7Bname%7D%7D HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer not.a.token\r\n\r\n";
+    // Refusals of requests without a body (401s, then 429s once the address is spent) leave
+    // the connection as it was.
+    let mut socket = TcpStream::connect(app.addr).await.expect("connect");
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        let response = exchange(&mut socket, get).await;
+        assert!(response.contains("\"code\""), "a GraphQL-shaped body: {response}");
+        assert!(!response.to_ascii_lowercase().contains("connection: close"), "{response}");
+        statuses.push(response[9..12].to_owned());
+    }
+    assert_eq!(statuses[..3], ["401", "401", "401"], "{statuses:?}");
+    assert!(statuses[3..].iter().all(|s| s == "429"), "{statuses:?}");
+    let response = exchange(&mut socket, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(response.starts_with("HTTP/1.1 200"), "the same connection still serves: {response}");
+
+    // A refusal decided before the body was read says the connection closes, and it does.
+    let body = r#"{"query":"{ genres { name } }"}"#;
+    let post = format!(
+        "POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAuthorization: Bearer x\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut socket = TcpStream::connect(app.addr).await.expect("connect");
+    let response = exchange(&mut socket, &post).await;
+    assert!(response.starts_with("HTTP/1.1 429"), "{response}");
+    assert!(response.to_ascii_lowercase().contains("connection: close"), "{response}");
+    assert!(closed_by_server(&mut socket).await);
+
+    // A request whose body was read keeps its connection.
+    let app = spawn_app().await;
+    let post = post.replace("Authorization: Bearer x\r\n", "");
+    let mut socket = TcpStream::connect(app.addr).await.expect("connect");
+    for _ in 0..3 {
+        let response = exchange(&mut socket, &post).await;
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(!response.to_ascii_lowercase().contains("connection: close"), "{response}");
+    }
+}
+
 #[tokio::test]
 async fn two_authorization_headers_are_a_bad_request() {
     let app = spawn_app().await;
