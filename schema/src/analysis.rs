@@ -145,18 +145,15 @@ impl<'a> Walk<'a> {
 
     /// How many values a list argument holds (a single value is coerced into a list of one).
     fn length(&self, value: &InputValue) -> u64 {
-        let literal = |value: &InputValue| match value {
+        match value {
             InputValue::List(items) => items.len() as u64,
             InputValue::Null => 0,
-            _ => 1,
-        };
-        match value {
             InputValue::Variable(name) => match self.variables.get(name) {
                 Some(Value::List(items)) => items.len() as u64,
                 Some(Value::Null) => 0,
                 _ => 1,
             },
-            other => literal(other),
+            _ => 1,
         }
     }
 
@@ -269,19 +266,24 @@ impl<'a> Walk<'a> {
         let mut spreads: HashMap<&'a str, Vec<&'a str>> = HashMap::new();
         let mut waiting_on: HashMap<&'a str, usize> = HashMap::new();
         let mut dependents: HashMap<&'a str, Vec<&'a str>> = HashMap::new();
-        for (name, fragment) in &document.fragments {
+        // In name order, so that a document over two limits is always refused for the same one.
+        let mut ordered: Vec<(&'a str, _)> =
+            document.fragments.iter().map(|(n, f)| (n.as_str(), f)).collect();
+        ordered.sort_unstable_by_key(|(name, _)| *name);
+        for (name, fragment) in ordered {
             let mut names = Vec::new();
             spreads_in(&fragment.node.selection_set.node, &mut names);
             names.retain(|n| document.fragments.contains_key(*n));
             names.sort_unstable();
             names.dedup();
             for n in &names {
-                dependents.entry(*n).or_default().push(name.as_str());
+                dependents.entry(*n).or_default().push(name);
             }
-            waiting_on.insert(name.as_str(), names.len());
-            spreads.insert(name.as_str(), names);
+            waiting_on.insert(name, names.len());
+            spreads.insert(name, names);
         }
         let mut ready: Vec<&'a str> = waiting_on.iter().filter(|(_, n)| **n == 0).map(|(f, _)| *f).collect();
+        ready.sort_unstable_by(|a, b| b.cmp(a));
         while let Some(name) = ready.pop() {
             let Some(fragment) = document.fragments.get(name) else { continue };
             let on = fragment.node.type_condition.node.on.node.as_str();
@@ -447,18 +449,6 @@ mod tests {
 
     static SHAPE: LazyLock<Shape> = LazyLock::new(Shape::of_marquee);
 
-    fn unlimited() -> QueryLimits {
-        QueryLimits {
-            max_depth: u32::MAX,
-            max_complexity: u64::MAX,
-            max_introspection_depth: u32::MAX,
-            max_introspection_complexity: u64::MAX,
-            max_aliases: u64::MAX,
-            max_root_fields: u64::MAX,
-            max_response_fields: u64::MAX,
-        }
-    }
-
     fn cost_with(query: &str, variables: serde_json::Value, limits: &QueryLimits) -> Result<Cost, Refusal> {
         let document = parse_query(query).expect("parses");
         let mut variables = Variables::from_json(variables);
@@ -467,7 +457,7 @@ mod tests {
     }
 
     fn cost(query: &str, variables: serde_json::Value) -> Cost {
-        cost_with(query, variables, &unlimited()).expect("within unlimited limits")
+        cost_with(query, variables, &QueryLimits::unlimited()).expect("within unlimited limits")
     }
 
     #[test]
@@ -580,11 +570,11 @@ mod tests {
         let c = cost(&chain(31, 1), serde_json::json!({}));
         assert_eq!(c.complexity, 2);
         assert!(
-            cost_with(&chain(32, 1), serde_json::json!({}), &unlimited())
+            cost_with(&chain(32, 1), serde_json::json!({}), &QueryLimits::unlimited())
                 .is_err_and(|r| r.code == codes::QUERY_TOO_DEEP)
         );
         // Twenty thousand: refused, without a recursion as deep as the chain.
-        let refused = cost_with(&chain(20_000, 1), serde_json::json!({}), &unlimited());
+        let refused = cost_with(&chain(20_000, 1), serde_json::json!({}), &QueryLimits::unlimited());
         assert_eq!(refused.err().map(|r| r.code), Some(codes::QUERY_TOO_DEEP));
     }
 
@@ -604,12 +594,12 @@ mod tests {
     #[test]
     fn fragment_cycles_are_refused() {
         let fixture = include_str!("../tests/fixtures/adversarial/fragment-cycle.graphql");
-        let refused = cost_with(fixture, serde_json::json!({}), &unlimited()).err();
+        let refused = cost_with(fixture, serde_json::json!({}), &QueryLimits::unlimited()).err();
         assert_eq!(refused.as_ref().map(|r| r.code), Some(codes::GRAPHQL_VALIDATION_FAILED));
         assert!(refused.is_some_and(|r| r.message.contains("A, B")));
         // An unused cycle too: the document is invalid whatever runs.
         let unused = "{ genres { name } } fragment A on Movie { ...A }";
-        assert!(cost_with(unused, serde_json::json!({}), &unlimited()).is_err());
+        assert!(cost_with(unused, serde_json::json!({}), &QueryLimits::unlimited()).is_err());
     }
 
     #[test]

@@ -42,6 +42,22 @@ impl Default for QueryLimits {
     }
 }
 
+impl QueryLimits {
+    /// No limit at all: for measuring a document's whole cost (benchmarks, tests). Never for
+    /// serving.
+    pub fn unlimited() -> QueryLimits {
+        QueryLimits {
+            max_depth: u32::MAX,
+            max_complexity: u64::MAX,
+            max_introspection_depth: u32::MAX,
+            max_introspection_complexity: u64::MAX,
+            max_aliases: u64::MAX,
+            max_root_fields: u64::MAX,
+            max_response_fields: u64::MAX,
+        }
+    }
+}
+
 /// Stable codes for refused documents.
 pub mod codes {
     /// Nesting deeper than `max_depth` (or `max_introspection_depth`).

@@ -3,7 +3,6 @@
 //! now be refused before it runs, or be answered within a small budget. The last test runs
 //! them against the real binary and holds the process to budgets of CPU time and peak memory.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -13,7 +12,7 @@ use tokio::net::TcpStream;
 
 use marquee_gateway::config::RateLimitConfig;
 
-use crate::helpers::{TestApp, first_code, seeded_dir, spawn_app, spawn_with, test_config};
+use crate::helpers::{TestApp, first_code, seeded_dir, served_url, spawn_app, spawn_with, test_config};
 
 const FAN_OUT: &str = include_str!("../../../schema/tests/fixtures/adversarial/fragment-fan-out.graphql");
 const INTROSPECTION_FAN_OUT: &str =
@@ -382,13 +381,7 @@ async fn abuse_costs_the_real_process_little_cpu_and_memory() {
         .spawn()
         .expect("gateway starts");
     let pid = child.id();
-    let stdout = child.stdout.take().expect("stdout");
-    let line = tokio::task::spawn_blocking(move || {
-        BufReader::new(stdout).lines().map_while(Result::ok).find(|l| l.contains("GraphiQL"))
-    });
-    let line = tokio::time::timeout(Duration::from_secs(60), line).await.expect("starts").expect("task");
-    let url = line.expect("prints its URL");
-    let url = url.split_whitespace().find(|w| w.starts_with("http://")).expect("url").to_owned();
+    let url = served_url(&mut child).await;
     let client = reqwest::Client::new();
     let send = |query: &'static str| {
         let client = client.clone();

@@ -1,11 +1,11 @@
 //! The real `gateway` binary: first start seeds the demo catalog and prints the GraphiQL URL,
 //! SIGTERM stops it cleanly, and the CLI's other commands work.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use serde_json::{Value, json};
+
+use crate::helpers::served_url;
 
 const BIN: &str = env!("CARGO_BIN_EXE_gateway");
 
@@ -21,17 +21,8 @@ async fn first_start_seeds_serves_and_stops_on_sigterm() {
         .stderr(Stdio::null())
         .spawn()
         .expect("gateway starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let line = tokio::task::spawn_blocking(move || {
-        BufReader::new(stdout).lines().map_while(Result::ok).find(|l| l.contains("GraphiQL"))
-    });
-    let line = tokio::time::timeout(Duration::from_secs(60), line)
-        .await
-        .expect("starts in time")
-        .expect("task")
-        .expect("prints the URL");
-    let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("a URL").to_owned();
-    assert!(url.ends_with("/graphql"), "{line}");
+    let url = served_url(&mut child).await;
+    assert!(url.ends_with("/graphql"), "{url}");
 
     let client = reqwest::Client::new();
     let body: Value = client

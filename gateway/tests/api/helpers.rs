@@ -128,6 +128,22 @@ impl TestApp {
     }
 }
 
+/// Waits until a `gateway` binary started with piped stdout prints its GraphiQL line; returns
+/// the `/graphql` URL it serves.
+pub(crate) async fn served_url(child: &mut std::process::Child) -> String {
+    use std::io::{BufRead, BufReader};
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let line = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout).lines().map_while(Result::ok).find(|l| l.contains("GraphiQL"))
+    });
+    let line = tokio::time::timeout(std::time::Duration::from_secs(60), line)
+        .await
+        .expect("starts in time")
+        .expect("task")
+        .expect("prints the URL");
+    line.split_whitespace().find(|w| w.starts_with("http://")).expect("a URL").to_owned()
+}
+
 /// The GraphQL error code of the first error in `body`.
 pub(crate) fn first_code(body: &Value) -> &str {
     body["errors"][0]["extensions"]["code"].as_str().unwrap_or("<none>")
