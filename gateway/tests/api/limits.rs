@@ -50,7 +50,7 @@ async fn each_limit_has_its_code() {
 }
 
 #[tokio::test]
-async fn introspection_is_not_limited_by_depth() {
+async fn introspection_nesting_is_not_counted_in_max_depth() {
     let app = spawn_app().await;
     let query = "{ __schema { queryType { name } types { name kind fields { name args { name type { kind name ofType {
         kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } type { kind name ofType { kind name
