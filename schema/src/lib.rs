@@ -12,7 +12,6 @@
 mod analysis;
 mod caller;
 mod cursor;
-mod document;
 mod error;
 mod limits;
 mod loaders;

@@ -8,11 +8,11 @@
 //! the items of a list share it, so a response of thousands of objects costs what its
 //! document costs, not the product of the two.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use async_graphql::Value;
-use async_graphql::parser::types::{ExecutableDocument, SelectionSet};
+use async_graphql::parser::types::{ExecutableDocument, Field, Selection, SelectionSet};
 
 /// Response keys in order, each with the sub-selections that apply to its value.
 type Keys<'a> = Rc<Vec<(&'a str, Vec<&'a SelectionSet>)>>;
@@ -38,7 +38,7 @@ impl<'a> Order<'a> {
             return keys.clone();
         }
         let mut keys: Vec<(&str, Vec<&SelectionSet>)> = Vec::new();
-        for field in crate::document::fields(self.document, sets) {
+        for field in fields(self.document, sets) {
             let key = field.response_key().node.as_str();
             let sub = &field.selection_set.node;
             match keys.iter_mut().find(|(k, _)| *k == key) {
@@ -66,6 +66,41 @@ impl<'a> Order<'a> {
             }
             Value::List(items) => items.iter_mut().for_each(|item| self.value(item, sets)),
             _ => {}
+        }
+    }
+}
+
+/// The fields selected by `sets`, in document order, fragments expanded in place (each
+/// fragment once: a repeat adds no new response key; the analysis has refused cycles and
+/// nesting deeper than 32).
+fn fields<'a>(document: &'a ExecutableDocument, sets: &[&'a SelectionSet]) -> Vec<&'a Field> {
+    let mut out = Vec::new();
+    let mut spread = HashSet::new();
+    for set in sets {
+        expand(document, set, &mut out, &mut spread);
+    }
+    out
+}
+
+fn expand<'a>(
+    document: &'a ExecutableDocument,
+    set: &'a SelectionSet,
+    out: &mut Vec<&'a Field>,
+    spread: &mut HashSet<&'a str>,
+) {
+    for item in &set.items {
+        match &item.node {
+            Selection::Field(field) => out.push(&field.node),
+            Selection::FragmentSpread(s) => {
+                if let Some(fragment) = document.fragments.get(&s.node.fragment_name.node)
+                    && spread.insert(s.node.fragment_name.node.as_str())
+                {
+                    expand(document, &fragment.node.selection_set.node, out, spread);
+                }
+            }
+            Selection::InlineFragment(inline) => {
+                expand(document, &inline.node.selection_set.node, out, spread)
+            }
         }
     }
 }
