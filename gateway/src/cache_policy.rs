@@ -73,9 +73,14 @@ pub fn request_directives(request: &HeaderMap) -> RequestDirectives {
     directives
 }
 
-/// The strong ETag of `body`.
-pub fn etag(body: &[u8]) -> String {
-    let digest = Sha256::digest(body);
+/// The strong ETag of `body` sent as `media_type`: the same bytes under another media type are
+/// another representation, so another tag.
+pub fn etag(media_type: &str, body: &[u8]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(media_type.as_bytes());
+    hasher.update([0]);
+    hasher.update(body);
+    let digest = hasher.finalize();
     format!("\"{}\"", hex::encode(&digest[..16]))
 }
 
@@ -88,11 +93,9 @@ pub fn not_modified(request: &HeaderMap, etag: &str) -> bool {
     })
 }
 
-/// Sets `Cache-Control`, `Vary` and (when public) `ETag` on `response` headers.
+/// Sets `Cache-Control` and (when public) `ETag` on `response` headers. (`Vary` is set on
+/// every `/graphql` response by the route's media-type stage.)
 pub fn apply(policy: CachePolicy, decision: Decision, etag: Option<&str>, headers: &mut HeaderMap) {
-    // The body's media type follows `Accept`, and whether a request is answered at all (401)
-    // follows `Authorization`: shared caches must key on both.
-    headers.insert(header::VARY, HeaderValue::from_static("Accept, Authorization"));
     match (decision, etag) {
         (Decision::Public { max_age }, Some(etag)) => {
             let value = format!(
@@ -149,12 +152,13 @@ mod tests {
 
     #[test]
     fn if_none_match_lists_and_weak_tags_match() {
-        let tag = etag(b"body");
+        let tag = etag("application/json", b"body");
         let mut headers = HeaderMap::new();
         headers
             .insert(header::IF_NONE_MATCH, HeaderValue::from_str(&format!("\"x\", W/{tag}")).expect("ascii"));
         assert!(not_modified(&headers, &tag));
-        assert!(!not_modified(&headers, &etag(b"other")));
+        assert!(!not_modified(&headers, &etag("application/json", b"other")));
+        assert_ne!(etag("application/json", b"body"), etag("application/graphql-response+json", b"body"));
         assert!(!not_modified(&HeaderMap::new(), &tag));
     }
 }

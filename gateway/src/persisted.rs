@@ -7,14 +7,15 @@
 //!   answer by sending the text. Registered documents live in a bounded in-process cache: each
 //!   gateway learns them on its own, which costs a client one retry per gateway at worst.
 //! - The partner manifest (`apollo-persisted-query-manifest` format) lists operations by id;
-//!   `?id=` / `?documentId=` (or an APQ hash equal to an id) runs them. It is re-read when the
+//!   `?id=` / `?documentId=`, or an id in `extensions.persistedQuery.sha256Hash` (what Apollo's
+//!   persisted-queries link sends for a manifest with custom ids), runs them. It is re-read when the
 //!   file changes, so partners' operations are published without a restart.
 //! - Safelist mode runs manifest operations only (`PERSISTED_QUERY_NOT_IN_LIST` otherwise),
 //!   so a public endpoint executes nothing a partner did not register.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -127,6 +128,23 @@ pub struct PersistedQueries {
     apq: Option<moka::sync::Cache<String, Arc<str>>>,
     safelist: bool,
     reload_every: Duration,
+    /// Fingerprint of the last file refused, so a bad file is reported once, not every tick.
+    rejected: Mutex<Option<[u8; 32]>>,
+}
+
+/// What a manifest check found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reload {
+    /// No manifest file is configured.
+    NoManifest,
+    /// The file is the one in force.
+    Unchanged,
+    /// A new manifest with this many operations is in force.
+    Loaded(usize),
+    /// The file is unreadable or invalid (logged); the previous manifest stays.
+    Rejected,
+    /// The file is the same bad one as at the last check (not logged again).
+    StillRejected,
 }
 
 /// Why the manifest could not be loaded at startup.
@@ -166,6 +184,7 @@ impl PersistedQueries {
             apq,
             safelist: config.safelist,
             reload_every: Duration::from_millis(config.reload_ms.max(10)),
+            rejected: Mutex::new(None),
         })
     }
 
@@ -181,28 +200,46 @@ impl PersistedQueries {
         self.manifest().by_id.len()
     }
 
-    /// Re-reads the manifest if the file changed; an invalid new file keeps the old manifest.
-    pub fn reload(&self) {
-        let Some(path) = &self.manifest_file else { return };
-        let bytes = match std::fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "reading the persisted-query manifest");
-                return;
+    /// Re-reads the manifest if the file changed; an invalid new file keeps the old manifest
+    /// and is logged once (until the file changes again).
+    pub fn reload(&self) -> Reload {
+        let Some(path) = &self.manifest_file else { return Reload::NoManifest };
+        let (fingerprint, parsed) = match std::fs::read(path) {
+            Ok(bytes) => {
+                let fingerprint = <[u8; 32]>::from(Sha256::digest(&bytes));
+                if fingerprint == self.manifest().source {
+                    self.set_rejected(None);
+                    return Reload::Unchanged;
+                }
+                (fingerprint, Manifest::parse(&bytes))
             }
+            // An unreadable file has no content to fingerprint: its error text stands in.
+            Err(e) => (Sha256::digest(e.to_string().as_bytes()).into(), Err(e.to_string())),
         };
-        if <[u8; 32]>::from(Sha256::digest(&bytes)) == self.manifest().source {
-            return;
-        }
-        match Manifest::parse(&bytes) {
+        match parsed {
             Ok(manifest) => {
-                tracing::info!(operations = manifest.by_id.len(), "reloaded the persisted-query manifest");
+                let operations = manifest.by_id.len();
+                tracing::info!(operations, "reloaded the persisted-query manifest");
                 match self.manifest.write() {
                     Ok(mut m) => *m = Arc::new(manifest),
                     Err(poisoned) => *poisoned.into_inner() = Arc::new(manifest),
                 }
+                self.set_rejected(None);
+                Reload::Loaded(operations)
             }
-            Err(e) => tracing::error!(path = %path.display(), error = %e, "keeping the previous manifest"),
+            Err(_) if self.set_rejected(Some(fingerprint)) == Some(fingerprint) => Reload::StillRejected,
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "keeping the previous persisted-query manifest");
+                Reload::Rejected
+            }
+        }
+    }
+
+    /// Records the fingerprint of the refused file (or none); returns the previous one.
+    fn set_rejected(&self, fingerprint: Option<[u8; 32]>) -> Option<[u8; 32]> {
+        match self.rejected.lock() {
+            Ok(mut r) => std::mem::replace(&mut *r, fingerprint),
+            Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), fingerprint),
         }
     }
 
@@ -236,8 +273,23 @@ impl PersistedQueries {
             }
             return Ok(document.clone());
         }
-        let hash = request.persisted.map(parse_extension).transpose()?;
-        match (request.query.filter(|q| !q.trim().is_empty()), hash) {
+        let key = request.persisted.map(parse_extension).transpose()?;
+        let query = request.query.filter(|q| !q.trim().is_empty());
+        // A key that is not a SHA-256 is a manifest id (Apollo's link sends custom manifest ids
+        // in the hash field): it names a manifest operation or nothing, and never registers.
+        let hash = match key {
+            Some(key) if !is_sha256(key) => match (manifest.by_id.get(key), query) {
+                (Some(document), None) => return Ok(document.clone()),
+                (Some(document), Some(query)) if *document.query == *query => return Ok(document.clone()),
+                (Some(_), Some(_)) => return Err(PersistedQueryError::HashMismatch),
+                (None, None) => return Err(PersistedQueryError::NotFound),
+                // An unknown id with its text (the link's retry after NOT_FOUND): the text runs
+                // as an ordinary query.
+                (None, Some(_)) => None,
+            },
+            key => key,
+        };
+        match (query, hash) {
             (Some(query), Some(hash)) => {
                 let actual = sha256_hex(query);
                 if actual != hash {
@@ -281,7 +333,13 @@ impl PersistedQueries {
     }
 }
 
-/// The `sha256Hash` of a `persistedQuery` extension (version 1, 64 hex digits).
+/// Whether `key` is a SHA-256 in hex (the APQ form) rather than a manifest id.
+fn is_sha256(key: &str) -> bool {
+    key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The `sha256Hash` of a `persistedQuery` extension (version 1): a SHA-256 in hex, or a
+/// manifest id.
 fn parse_extension(value: &serde_json::Value) -> Result<&str, PersistedQueryError> {
     let bad = |m: &str| PersistedQueryError::BadRequest(m.to_owned());
     if value.get("version").and_then(serde_json::Value::as_u64) != Some(1) {
@@ -291,8 +349,8 @@ fn parse_extension(value: &serde_json::Value) -> Result<&str, PersistedQueryErro
         .get("sha256Hash")
         .and_then(serde_json::Value::as_str)
         .ok_or_else(|| bad("extensions.persistedQuery.sha256Hash is missing"))?;
-    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(bad("extensions.persistedQuery.sha256Hash must be 64 hex digits"));
+    if hash.is_empty() {
+        return Err(bad("extensions.persistedQuery.sha256Hash is empty"));
     }
     Ok(hash)
 }
@@ -328,6 +386,68 @@ mod tests {
         let v2 = json!({ "version": 2, "sha256Hash": hash });
         let v2 = DocumentRef { persisted: Some(&v2), ..DocumentRef::default() };
         assert!(matches!(pq.resolve(&v2), Err(PersistedQueryError::BadRequest(_))));
+    }
+
+    #[test]
+    fn a_bad_manifest_is_reported_once_per_change() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("manifest.json");
+        let good = |body: &str| {
+            format!(
+                r#"{{"format":"apollo-persisted-query-manifest","version":1,"operations":[{{"id":"a","body":"{body}"}}]}}"#
+            )
+        };
+        std::fs::write(&path, good("{ genres { name } }")).expect("write");
+        let pq = PersistedQueries::new(&config(Some(path.clone()), false)).expect("loads");
+        assert_eq!(pq.reload(), Reload::Unchanged);
+        std::fs::write(&path, "{ not json").expect("write");
+        assert_eq!(pq.reload(), Reload::Rejected);
+        assert_eq!(pq.reload(), Reload::StillRejected);
+        assert_eq!(pq.reload(), Reload::StillRejected);
+        std::fs::write(&path, "{ still not json").expect("write");
+        assert_eq!(pq.reload(), Reload::Rejected, "a different bad file is reported again");
+        assert_eq!(pq.manifest_len(), 1, "the previous manifest stays in force");
+        std::fs::remove_file(&path).expect("remove");
+        assert_eq!(pq.reload(), Reload::Rejected);
+        assert_eq!(pq.reload(), Reload::StillRejected);
+        std::fs::write(&path, good("{ movies(ids: []) { title } }")).expect("write");
+        assert_eq!(pq.reload(), Reload::Loaded(1));
+        std::fs::write(&path, "{ not json").expect("write");
+        assert_eq!(pq.reload(), Reload::Rejected, "reported again after a good file");
+    }
+
+    #[test]
+    fn custom_manifest_ids_work_in_the_hash_field() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("manifest.json");
+        std::fs::write(
+            &path,
+            r#"{"format":"apollo-persisted-query-manifest","version":1,"operations":[{"id":"genre-list-v1","body":"{ genres { name } }"}]}"#,
+        )
+        .expect("write");
+        for safelist in [false, true] {
+            let pq = PersistedQueries::new(&config(Some(path.clone()), safelist)).expect("loads");
+            let ext = |id: &str| json!({ "version": 1, "sha256Hash": id });
+            let known = ext("genre-list-v1");
+            let by_id = DocumentRef { persisted: Some(&known), ..DocumentRef::default() };
+            assert_eq!(&*pq.resolve(&by_id).expect("runs").query, "{ genres { name } }");
+            let with_text =
+                DocumentRef { query: Some("{ genres { name } }"), persisted: Some(&known), id: None };
+            assert_eq!(&*pq.resolve(&with_text).expect("runs").query, "{ genres { name } }");
+            let other_text =
+                DocumentRef { query: Some("{ genres { movieCount } }"), persisted: Some(&known), id: None };
+            assert_eq!(pq.resolve(&other_text).expect_err("mismatch"), PersistedQueryError::HashMismatch);
+            let unknown = ext("no-such-op");
+            let missing = DocumentRef { persisted: Some(&unknown), ..DocumentRef::default() };
+            assert_eq!(pq.resolve(&missing).expect_err("unknown"), PersistedQueryError::NotFound);
+            // The link's retry with the text runs it as an ordinary query (not in safelist mode).
+            let retry =
+                DocumentRef { query: Some("{ genres { movieCount } }"), persisted: Some(&unknown), id: None };
+            match pq.resolve(&retry) {
+                Ok(document) => assert!(!safelist && &*document.query == "{ genres { movieCount } }"),
+                Err(e) => assert!(safelist && e == PersistedQueryError::NotInList, "{e:?}"),
+            }
+        }
     }
 
     #[test]

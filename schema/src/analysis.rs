@@ -131,18 +131,6 @@ impl<'a> Walk<'a> {
         }
     }
 
-    /// A boolean argument: a literal, or a variable's value.
-    fn boolean(&self, value: &InputValue) -> Option<bool> {
-        match value {
-            InputValue::Boolean(b) => Some(*b),
-            InputValue::Variable(name) => match self.variables.get(name) {
-                Some(Value::Boolean(b)) => Some(*b),
-                _ => None,
-            },
-            _ => None,
-        }
-    }
-
     /// How many values a list argument holds (a single value is coerced into a list of one).
     fn length(&self, value: &InputValue) -> u64 {
         match value {
@@ -157,17 +145,8 @@ impl<'a> Walk<'a> {
         }
     }
 
-    /// Whether `@skip`/`@include` keep this selection out of execution (as execution decides:
-    /// a condition that is not a boolean keeps it in).
     fn skipped(&self, directives: &[Positioned<Directive>]) -> bool {
-        directives.iter().any(|d| {
-            let include = match d.node.name.node.as_str() {
-                "skip" => false,
-                "include" => true,
-                _ => return false,
-            };
-            d.node.get_argument("if").and_then(|v| self.boolean(&v.node)).is_some_and(|c| c != include)
-        })
+        skipped(directives, self.variables)
     }
 
     /// How many items `field` returns per parent.
@@ -406,6 +385,27 @@ pub(crate) fn measure(
     limits.check_size(cost.size)?;
     cost.visited = walk.visited;
     Ok(cost)
+}
+
+/// Whether `@skip`/`@include` keep a selection out of execution (as execution decides: a
+/// condition that is not a boolean keeps it in).
+pub(crate) fn skipped(directives: &[Positioned<Directive>], variables: &Variables) -> bool {
+    let boolean = |value: &InputValue| match value {
+        InputValue::Boolean(b) => Some(*b),
+        InputValue::Variable(name) => match variables.get(name) {
+            Some(Value::Boolean(b)) => Some(*b),
+            _ => None,
+        },
+        _ => None,
+    };
+    directives.iter().any(|d| {
+        let include = match d.node.name.node.as_str() {
+            "skip" => false,
+            "include" => true,
+            _ => return false,
+        };
+        d.node.get_argument("if").and_then(|v| boolean(&v.node)).is_some_and(|c| c != include)
+    })
 }
 
 /// The operation a request runs: the one named, or the only one.

@@ -4,19 +4,20 @@
 //!
 //! This is the resolver stage of the read path (`http` → **schema** → loaders → store). Inside
 //! it, a request is parsed, measured against the query limits (`analysis`, `limits`), executed
-//! within a budget of resolved fields and put back in query order (`pipeline`, `ordering`). The
+//! within a budget of resolved fields and completed — query order, and field errors as nulls
+//! that propagate as the spec says (`pipeline`, `completion`). The
 //! schema holds only shared, immutable things (the store handle and settings); everything
 //! per-request — the loaders and their caches — is attached to each request by the HTTP layer
 //! with [`Loaders::new`], so no request can see another's data.
 
 mod analysis;
 mod caller;
+mod completion;
 mod cursor;
 mod error;
 mod limits;
 mod loaders;
 mod mutation;
-mod ordering;
 mod parse_cache;
 mod pipeline;
 mod query;
@@ -35,7 +36,7 @@ pub use error::{ApiError, codes};
 pub use limits::{QueryLimits, codes as limit_codes};
 pub use loaders::{LoaderMetrics, Loaders};
 pub use mutation::Mutation;
-pub use pipeline::Analyzer;
+pub use pipeline::{Analyzer, ExecutionStarted};
 pub use query::Query;
 
 /// The executable schema type.

@@ -69,6 +69,21 @@ impl Analyzer {
     }
 }
 
+/// Attach one to a request (`Request::data`) to learn whether its execution started. A
+/// response whose request never got that far — it did not parse, was over a limit or failed
+/// validation — is a request error: the GraphQL spec gives it no `data` entry, and
+/// GraphQL-over-HTTP a 4xx status under its own media type. One that started has `data`, even
+/// when a field error nulled all of it.
+#[derive(Clone, Debug, Default)]
+pub struct ExecutionStarted(Arc<AtomicBool>);
+
+impl ExecutionStarted {
+    /// Whether execution started.
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// Installs the pipeline on a schema (one instance per request).
 pub(crate) struct Pipeline(pub(crate) Arc<Analyzer>);
 
@@ -85,8 +100,9 @@ impl ExtensionFactory for Pipeline {
 
 struct RequestPipeline {
     analyzer: Arc<Analyzer>,
-    /// The measured document, from preparation until the response is reordered.
-    document: Mutex<Option<Arc<ExecutableDocument>>>,
+    /// The measured document and the variables it runs with (defaults added), from
+    /// preparation until the response is completed.
+    document: Mutex<Option<(Arc<ExecutableDocument>, Variables)>>,
     /// Fields and list items resolved so far.
     resolved: AtomicU64,
     /// Set once `resolved` passes the budget.
@@ -95,12 +111,16 @@ struct RequestPipeline {
 
 impl RequestPipeline {
     fn document(&self) -> Option<Arc<ExecutableDocument>> {
-        self.document.lock().ok().and_then(|slot| slot.clone())
+        self.document.lock().ok().and_then(|slot| slot.as_ref().map(|(d, _)| d.clone()))
     }
 
-    fn keep(&self, document: Arc<ExecutableDocument>) {
+    fn take(&self) -> Option<(Arc<ExecutableDocument>, Variables)> {
+        self.document.lock().ok().and_then(|mut slot| slot.take())
+    }
+
+    fn keep(&self, document: Arc<ExecutableDocument>, variables: &Variables) {
         if let Ok(mut slot) = self.document.lock() {
-            *slot = Some(document);
+            *slot = Some((document, variables.clone()));
         }
     }
 }
@@ -116,7 +136,7 @@ impl Extension for RequestPipeline {
         let mut request = next.run(ctx, request).await?;
         let document = self.analyzer.parse(&request.query)?;
         self.analyzer.measure(&document, request.operation_name.as_deref(), &mut request.variables)?;
-        self.keep(document);
+        self.keep(document, &request.variables);
         Ok(request)
     }
 
@@ -133,7 +153,7 @@ impl Extension for RequestPipeline {
             None => {
                 let document = self.analyzer.parse(query)?;
                 measure(&document, &self.analyzer.shape, variables, &self.analyzer.limits)?;
-                self.keep(document.clone());
+                self.keep(document.clone(), variables);
                 document
             }
         };
@@ -161,6 +181,9 @@ impl Extension for RequestPipeline {
         operation_name: Option<&str>,
         next: NextExecute<'_>,
     ) -> Response {
+        if let Some(started) = ctx.data_opt::<ExecutionStarted>() {
+            started.0.store(true, Ordering::Relaxed);
+        }
         let mut response = next.run(ctx, operation_name).await;
         if self.spent.load(Ordering::Relaxed) {
             let limit = self.analyzer.limits.max_response_fields;
@@ -171,8 +194,15 @@ impl Extension for RequestPipeline {
                 ),
             })]);
         }
-        if let Some(document) = self.document() {
-            crate::ordering::reorder(&document, operation_name, &mut response.data);
+        if let Some((document, variables)) = self.take() {
+            crate::completion::complete(
+                &document,
+                operation_name,
+                &self.analyzer.shape,
+                &variables,
+                &response.errors,
+                &mut response.data,
+            );
         }
         response
     }

@@ -50,6 +50,9 @@ pub(crate) struct FieldShape {
     pub(crate) ty: String,
     /// How many values it returns.
     pub(crate) items: Items,
+    /// Whether each level of the type may be null, outermost first: one entry per list level
+    /// and one for the named type (`[Movie!]!` is `[false, false]`, `Movie` is `[true]`).
+    pub(crate) nullable: Vec<bool>,
 }
 
 /// The schema's object types and their fields, by name.
@@ -146,7 +149,8 @@ impl Shape {
                 } else {
                     Items::Unbounded
                 };
-                by_name.insert(name.to_owned(), FieldShape { ty: named, items });
+                let nullable = nullability(&field["type"]);
+                by_name.insert(name.to_owned(), FieldShape { ty: named, items, nullable });
             }
             shape.types.insert(type_name.to_owned(), by_name);
         }
@@ -183,6 +187,24 @@ fn unwrap_type(mut ty: &Value) -> (String, bool, bool) {
     (String::new(), list, false)
 }
 
+/// Whether each level of an introspected type may be null, outermost first.
+fn nullability(mut ty: &Value) -> Vec<bool> {
+    let mut levels = Vec::new();
+    let mut non_null = false;
+    while let Some(kind) = ty["kind"].as_str() {
+        match kind {
+            "NON_NULL" => non_null = true,
+            "LIST" => levels.push(!std::mem::take(&mut non_null)),
+            _ => {
+                levels.push(!non_null);
+                break;
+            }
+        }
+        ty = &ty["ofType"];
+    }
+    levels
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,6 +236,11 @@ mod tests {
         // __Type.enumValues is at least the 19 values of __DirectiveLocation.
         assert!(matches!(items("__Type", "enumValues"), Some(Items::Fixed(n)) if n >= 19));
         assert!(matches!(items("__Schema", "types"), Some(Items::Fixed(n)) if n > 20));
+        let nullable = |t: &str, f: &str| shape.field(t, f).map(|f| f.nullable.clone());
+        assert_eq!(nullable("Query", "movie"), Some(vec![true]), "Movie");
+        assert_eq!(nullable("Query", "movies"), Some(vec![false, true]), "[Movie]!");
+        assert_eq!(nullable("Movie", "cast"), Some(vec![false, false]), "[Credit!]!");
+        assert_eq!(nullable("Movie", "title"), Some(vec![false]), "String!");
         assert_eq!(shape.query, "Query");
         assert_eq!(shape.mutation.as_deref(), Some("Mutation"));
     }

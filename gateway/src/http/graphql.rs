@@ -1,21 +1,29 @@
 //! `/graphql`, following the GraphQL-over-HTTP spec: `POST` with an `application/json` body,
 //! `GET` with `query`/`variables`/`operationName` in the query string, responses as
 //! `application/graphql-response+json` when the client accepts it (request errors are then
-//! 400) or as `application/json` (always 200 for a well-formed request). Browsers asking for
+//! 4xx) or as `application/json` (always 200 for a well-formed request). Browsers asking for
 //! HTML get GraphiQL.
+//!
+//! The media type is chosen once per request, by [`media`], a middleware around everything
+//! else on the route: every response of `/graphql` — the handler's, and the refusals of the
+//! authentication, rate-limit and timeout stages — is labelled with the type the client
+//! negotiated and says `Vary: Accept, Authorization`, so a client that asked for the spec's
+//! type can read `extensions.code` whatever went wrong. A request error (nothing executed)
+//! has no `data` entry; an executed request always has one.
 //!
 //! Every request first passes the persisted-query stage (`crate::persisted`), which names the
 //! document to run; public GETs are then answered from the response cache when they can be.
 
 use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
-use async_graphql::{Request, Variables};
+use async_graphql::{Request, ServerError, Variables};
 use axum::Extension;
 use axum::body::{Body, Bytes, to_bytes};
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
-use marquee_schema::{Caller, Loaders};
+use marquee_schema::{Caller, ExecutionStarted, Loaders};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -30,7 +38,7 @@ const JSON: &str = "application/json";
 
 /// The response media type chosen from `Accept`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-enum MediaType {
+pub(super) enum MediaType {
     GraphqlResponseJson,
     Json,
 }
@@ -65,6 +73,29 @@ fn negotiate(headers: &HeaderMap) -> Result<MediaType, HttpError> {
             format!("responses are {GRAPHQL_RESPONSE_JSON} or {JSON}; the Accept header allows neither"),
         ))
     }
+}
+
+/// Middleware for `/graphql`: negotiates the media type for the handler, and labels every JSON
+/// response of the route with it, with `Vary`. (When `Accept` allows neither type, the handler
+/// answers 406, after authentication and rate limits like any other request.)
+pub(super) async fn media(mut request: axum::extract::Request, next: Next) -> Response {
+    let media = negotiate(request.headers()).ok();
+    if let Some(media) = media {
+        request.extensions_mut().insert(media);
+    }
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case(JSON)));
+    if let (true, Some(media)) = (json, media) {
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(media.as_str()));
+    }
+    // The body's media type follows `Accept`, and whether a request is answered at all (401)
+    // follows `Authorization`: shared caches must key on both.
+    headers.insert(header::VARY, HeaderValue::from_static("Accept, Authorization"));
+    response
 }
 
 fn wants_html(headers: &HeaderMap) -> bool {
@@ -157,6 +188,9 @@ fn resolve_document(state: &AppState, incoming: &Incoming, media: MediaType) -> 
     if !matches!(&incoming.variables, None | Some(Value::Null | Value::Object(_))) {
         return Err(HttpError::bad_request("`variables` must be a JSON object"));
     }
+    if !matches!(&incoming.extensions, None | Some(Value::Null | Value::Object(_))) {
+        return Err(HttpError::bad_request("`extensions` must be a JSON object"));
+    }
     let reference = DocumentRef {
         query: incoming.query.as_deref(),
         persisted: incoming.extensions.as_ref().and_then(|e| e.get("persistedQuery")),
@@ -193,6 +227,19 @@ fn is_mutation(request: &Request) -> bool {
     ty == Some(OperationType::Mutation)
 }
 
+/// The media type [`media`] negotiated (negotiated here when the handler runs without it).
+fn media_of(media: Option<Extension<MediaType>>, headers: &HeaderMap) -> Result<MediaType, HttpError> {
+    media.map_or_else(|| negotiate(headers), |Extension(media)| Ok(media))
+}
+
+/// GraphiQL's page. It names no data, but browsers revalidate it so a new version is seen.
+fn graphiql() -> Response {
+    let mut page =
+        Html(GraphiQLSource::build().endpoint("/graphql").title("Marquee").finish()).into_response();
+    page.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    page
+}
+
 fn caller_of(caller: Option<Extension<Caller>>) -> Caller {
     caller.map_or(Caller::Anonymous, |Extension(c)| c)
 }
@@ -201,16 +248,17 @@ fn caller_of(caller: Option<Extension<Caller>>) -> Caller {
 pub(super) async fn get(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
+    media: Option<Extension<MediaType>>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Response {
     let caller = caller_of(caller);
     let raw = raw.unwrap_or_default();
     if raw.is_empty() && state.graphiql && wants_html(&headers) {
-        return Html(GraphiQLSource::build().endpoint("/graphql").title("Marquee").finish()).into_response();
+        return graphiql();
     }
     let result = async {
-        let media = negotiate(&headers)?;
+        let media = media_of(media, &headers)?;
         let params: GetParams = serde_urlencoded::from_str(&raw)
             .map_err(|e| HttpError::bad_request(format!("the query string is malformed: {e}")))?;
         let incoming = Incoming::try_from(params)?;
@@ -246,7 +294,7 @@ pub(super) async fn get(
             )
             .with_header(header::ALLOW, HeaderValue::from_static("POST")));
         }
-        let executed = execute(&state, request, &caller, true).await?;
+        let executed = execute(&state, request, &caller, media, true).await?;
         if let (Some((cache, key, None)), Decision::Public { max_age }, Some(etag), false) =
             (cached, executed.decision, &executed.etag, directives.no_store)
         {
@@ -261,12 +309,13 @@ pub(super) async fn get(
 pub(super) async fn post(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
+    media: Option<Extension<MediaType>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let caller = caller_of(caller);
     let result = async {
-        let media = negotiate(&headers)?;
+        let media = media_of(media, &headers)?;
         let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         let essence = content_type.split(';').next().unwrap_or("").trim();
         if !essence.eq_ignore_ascii_case(JSON) {
@@ -300,7 +349,7 @@ pub(super) async fn post(
         let incoming = Incoming::from(body);
         let document = resolve_document(&state, &incoming, media)?;
         let request = build_request(&document, incoming);
-        let executed = execute(&state, request, &caller, false).await?;
+        let executed = execute(&state, request, &caller, media, false).await?;
         Ok(respond(&state, executed, media, None))
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
@@ -321,22 +370,39 @@ struct Executed {
     etag: Option<String>,
 }
 
-/// Executes `request` for `caller`; only GETs (`is_get`) are cacheable.
+/// The body of a request error: the GraphQL spec gives it no `data` entry.
+#[derive(serde::Serialize)]
+struct RequestErrors<'a> {
+    errors: &'a [ServerError],
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    extensions: &'a std::collections::BTreeMap<String, async_graphql::Value>,
+}
+
+/// Executes `request` for `caller`, to be answered as `media`; only GETs (`is_get`) are
+/// cacheable.
 async fn execute(
     state: &AppState,
     request: Request,
     caller: &Caller,
+    media: MediaType,
     is_get: bool,
 ) -> Result<Executed, HttpError> {
     let loaders = Loaders::new(&state.store, &state.schema_config, Some(&state.metrics.loader), caller);
-    let response = state.schema.execute(request.data(loaders).data(caller.clone())).await;
-    let request_error = response.data == async_graphql::Value::Null && response.is_err();
+    let started = ExecutionStarted::default();
+    let response =
+        state.schema.execute(request.data(loaders).data(caller.clone()).data(started.clone())).await;
+    let request_error = !started.get();
     let decision = cache_policy::decide(is_get, response.is_err(), response.cache_control);
-    let body = serde_json::to_vec(&response).map_err(|e| {
+    let body = if request_error {
+        serde_json::to_vec(&RequestErrors { errors: &response.errors, extensions: &response.extensions })
+    } else {
+        serde_json::to_vec(&response)
+    };
+    let body = body.map_err(|e| {
         tracing::error!(error = %e, "serialising a GraphQL response");
         HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL_SERVER_ERROR, "internal error")
     })?;
-    let etag = matches!(decision, Decision::Public { .. }).then(|| cache_policy::etag(&body));
+    let etag = matches!(decision, Decision::Public { .. }).then(|| cache_policy::etag(media.as_str(), &body));
     Ok(Executed { request_error, body: Bytes::from(body), decision, etag })
 }
 

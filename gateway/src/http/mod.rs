@@ -47,6 +47,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .fallback(error::not_found)
         .layer(
             ServiceBuilder::new()
+                .layer(middleware::from_fn(graphql_media))
                 .layer(middleware::from_fn(error::graphql_shaped))
                 .layer(CatchPanicLayer::custom(error::panic_response))
                 .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
@@ -57,6 +58,16 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
                 .timeout(request_timeout),
         )
         .with_state(state)
+}
+
+/// The media-type stage of `/graphql` (see `graphql::media`), outermost so it labels every
+/// response of the route, the timeout's and the panic guard's included.
+async fn graphql_media(request: Request, next: Next) -> Response {
+    if request.uri().path() == "/graphql" {
+        graphql::media(request, next).await
+    } else {
+        next.run(request).await
+    }
 }
 
 /// Records `http_requests_total` and `http_request_duration_seconds` by matched route.

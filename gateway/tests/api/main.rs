@@ -13,4 +13,5 @@ mod lifecycle;
 mod limits;
 mod persisted;
 mod queries;
+mod spec;
 mod users;
