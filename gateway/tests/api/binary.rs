@@ -5,14 +5,12 @@ use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 
-use crate::helpers::served_url;
-
-const BIN: &str = env!("CARGO_BIN_EXE_gateway");
+use crate::helpers::{gateway_command, served_url};
 
 #[tokio::test]
 async fn first_start_seeds_serves_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(BIN)
+    let mut child = gateway_command()
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path().join("data"))
         .env("MARQUEE_DEMO__MOVIES", "500")
@@ -51,7 +49,7 @@ async fn first_start_seeds_serves_and_stops_on_sigterm() {
 
 #[test]
 fn schema_command_prints_the_checked_in_sdl() {
-    let out = Command::new(BIN).arg("schema").output().expect("runs");
+    let out = gateway_command().arg("schema").output().expect("runs");
     assert!(out.status.success());
     let printed = String::from_utf8(out.stdout).expect("utf8");
     assert!(
@@ -63,7 +61,7 @@ fn schema_command_prints_the_checked_in_sdl() {
 #[test]
 fn bad_config_is_reported_not_ignored() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = Command::new(BIN)
+    let out = gateway_command()
         .args(["seed", "--movies", "10", "--data-dir"])
         .arg(dir.path())
         .env("MARQUEE_HTTP__BODY_LIMT", "5")
@@ -75,7 +73,7 @@ fn bad_config_is_reported_not_ignored() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = Command::new(BIN)
+    let out = gateway_command()
         .args(["seed", "--movies", "300", "--seed", "5", "--data-dir"])
         .arg(dir.path())
         .output()
@@ -116,7 +114,7 @@ fn export_writes_the_catalog_as_copy_files_row_for_row() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let seed = Command::new(BIN)
+    let seed = gateway_command()
         .args(["seed", "--movies", "400", "--seed", "3", "--data-dir"])
         .arg(&data)
         .output()
@@ -124,7 +122,7 @@ fn export_writes_the_catalog_as_copy_files_row_for_row() {
     assert!(seed.status.success(), "{}", String::from_utf8_lossy(&seed.stderr));
     let out_dir = dir.path().join("export");
     let export =
-        Command::new(BIN).args(["export", "--out"]).arg(&out_dir).arg("--data-dir").arg(&data).output();
+        gateway_command().args(["export", "--out"]).arg(&out_dir).arg("--data-dir").arg(&data).output();
     let export = export.expect("runs");
     assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
 

@@ -128,6 +128,27 @@ impl TestApp {
     }
 }
 
+/// The `gateway` binary.
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_gateway");
+
+/// The `gateway` binary as a command that does not inherit the caller's settings.
+pub(crate) fn gateway_command() -> std::process::Command {
+    let mut command = std::process::Command::new(BIN);
+    isolated(&mut command);
+    command
+}
+
+/// Removes the caller's `MARQUEE_*` and `RUST_LOG` from `command`'s environment: a developer
+/// who exported the README's settings must get the same results as CI.
+pub(crate) fn isolated(command: &mut std::process::Command) -> &mut std::process::Command {
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(|n| n.starts_with("MARQUEE_") || n == "RUST_LOG") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
 /// Waits until a `gateway` binary started with piped stdout prints its GraphiQL line; returns
 /// the `/graphql` URL it serves.
 pub(crate) async fn served_url(child: &mut std::process::Child) -> String {

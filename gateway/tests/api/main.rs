@@ -6,6 +6,7 @@ mod auth;
 mod batching;
 mod binary;
 mod caching;
+mod clients;
 mod helpers;
 mod http;
 mod import;

@@ -1,0 +1,62 @@
+//! What the tests and tools need from the machine, installed when missing: Debian packages
+//! through apt-get (as root, or with passwordless sudo), and the npm packages of the stock
+//! clients the gateway's tests drive.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use crate::check;
+
+/// Debian's Node.js and npm, installed when missing.
+pub(crate) fn ensure_node() -> anyhow::Result<()> {
+    let has =
+        |program: &str| Command::new(program).arg("--version").output().is_ok_and(|o| o.status.success());
+    if has("node") && has("npm") {
+        return Ok(());
+    }
+    apt_install(&["nodejs", "npm"])
+}
+
+/// Installs Debian `packages` (as root, or with passwordless sudo).
+pub(crate) fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+    let apt = |args: &[&str]| {
+        let mut command = if is_root() {
+            Command::new("apt-get")
+        } else {
+            let mut sudo = Command::new("sudo");
+            sudo.args(["-n", "apt-get"]);
+            sudo
+        };
+        command.args(args);
+        command
+    };
+    check(apt(&["update"]), "apt-get update")?;
+    let mut install = vec!["install", "-y", "--no-install-recommends"];
+    install.extend_from_slice(packages);
+    check(apt(&install), &format!("apt-get install {}", packages.join(" ")))
+}
+
+/// Whether xtask runs as root (asked once).
+pub(crate) fn is_root() -> bool {
+    static ROOT: OnceLock<bool> = OnceLock::new();
+    *ROOT.get_or_init(|| {
+        Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+    })
+}
+
+/// The stock clients' packages (`gateway/tests/clients`), installed from the lockfile when
+/// missing or older than it.
+pub(crate) fn client_packages(root: &Path) -> anyhow::Result<()> {
+    ensure_node()?;
+    let dir = root.join("gateway/tests/clients");
+    let installed = dir.join("node_modules/.package-lock.json");
+    let stale = match (std::fs::metadata(&installed), std::fs::metadata(dir.join("package-lock.json"))) {
+        (Ok(installed), Ok(lock)) => installed.modified()? < lock.modified()?,
+        _ => true,
+    };
+    if stale {
+        crate::run(&dir, "npm", &["ci", "--no-audit", "--no-fund"])?;
+    }
+    Ok(())
+}
