@@ -58,6 +58,10 @@ pub struct PersistedQueryConfig {
     pub apq_cache_mib: u64,
     /// How often the manifest file is checked for changes, in milliseconds.
     pub reload_ms: u64,
+    /// A file holding a token that lets introspection through safelist mode: a POST with it
+    /// in `Marquee-Introspection-Token` may run a document that selects only `__schema`,
+    /// `__type` and `__typename`.
+    pub introspection_token_file: Option<PathBuf>,
 }
 
 /// The in-process response cache.
@@ -290,6 +294,7 @@ impl Default for Config {
                 apq: true,
                 apq_cache_mib: 16,
                 reload_ms: 5_000,
+                introspection_token_file: None,
             },
             response_cache: ResponseCacheConfig { enabled: true, max_mib: 64, max_ttl_secs: 60 },
         }

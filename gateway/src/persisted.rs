@@ -11,7 +11,9 @@
 //!   persisted-queries link sends for a manifest with custom ids), runs them. It is re-read when the
 //!   file changes, so partners' operations are published without a restart.
 //! - Safelist mode runs manifest operations only (`PERSISTED_QUERY_NOT_IN_LIST` otherwise),
-//!   so a public endpoint executes nothing a partner did not register.
+//!   so a public endpoint executes nothing a partner did not register. Tooling (codegen,
+//!   schema checks) still needs introspection: a request carrying the configured introspection
+//!   token may run a document that selects nothing but `__schema`, `__type` and `__typename`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -50,6 +52,8 @@ pub struct DocumentRef<'a> {
     pub persisted: Option<&'a serde_json::Value>,
     /// `id` or `documentId`, if sent.
     pub id: Option<&'a str>,
+    /// The introspection token, if sent.
+    pub introspection_token: Option<&'a str>,
 }
 
 /// The document to execute.
@@ -130,6 +134,8 @@ pub struct PersistedQueries {
     reload_every: Duration,
     /// Fingerprint of the last file refused, so a bad file is reported once, not every tick.
     rejected: Mutex<Option<[u8; 32]>>,
+    /// SHA-256 of the introspection token (the token itself is never kept).
+    introspection_token: Option<[u8; 32]>,
 }
 
 /// What a manifest check found.
@@ -172,6 +178,18 @@ impl PersistedQueries {
                 reason: "persisted_queries.safelist needs persisted_queries.manifest_file".into(),
             });
         }
+        let introspection_token = match &config.introspection_token_file {
+            None => None,
+            Some(path) => {
+                let err = |reason: String| ManifestError { path: path.display().to_string(), reason };
+                let token = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+                let token = token.trim();
+                if token.len() < 16 {
+                    return Err(err("the introspection token must be at least 16 characters".into()));
+                }
+                Some(Sha256::digest(token.as_bytes()).into())
+            }
+        };
         let apq = (config.apq && !config.safelist).then(|| {
             moka::sync::Cache::builder()
                 .max_capacity(config.apq_cache_mib * 1024 * 1024)
@@ -185,6 +203,7 @@ impl PersistedQueries {
             safelist: config.safelist,
             reload_every: Duration::from_millis(config.reload_ms.max(10)),
             rejected: Mutex::new(None),
+            introspection_token,
         })
     }
 
@@ -263,6 +282,28 @@ impl PersistedQueries {
 
     /// The document `request` names.
     pub fn resolve(&self, request: &DocumentRef<'_>) -> Result<Document, PersistedQueryError> {
+        match self.lookup(request) {
+            Err(PersistedQueryError::NotInList) => match request.query {
+                Some(query) if self.tooling(request) && introspection_only(query) => {
+                    Ok(Document { hash: sha256_hex(query).into(), query: query.into() })
+                }
+                _ => Err(PersistedQueryError::NotInList),
+            },
+            other => other,
+        }
+    }
+
+    /// Whether `request` carries the introspection token.
+    fn tooling(&self, request: &DocumentRef<'_>) -> bool {
+        match (self.introspection_token, request.introspection_token) {
+            (Some(expected), Some(sent)) => {
+                <[u8; 32]>::from(Sha256::digest(sent.trim().as_bytes())) == expected
+            }
+            _ => false,
+        }
+    }
+
+    fn lookup(&self, request: &DocumentRef<'_>) -> Result<Document, PersistedQueryError> {
         let manifest = self.manifest();
         if let Some(id) = request.id {
             let document = manifest.by_id.get(id).ok_or(PersistedQueryError::NotFound)?;
@@ -333,6 +374,35 @@ impl PersistedQueries {
     }
 }
 
+/// Whether every operation of `query` is a query selecting only introspection fields at its
+/// root (fragments included). Unparseable text is not.
+fn introspection_only(query: &str) -> bool {
+    use async_graphql::parser::types::{DocumentOperations, OperationType, Selection, SelectionSet};
+    let Ok(document) = async_graphql::parser::parse_query(query) else { return false };
+    fn only_meta(
+        document: &async_graphql::parser::types::ExecutableDocument,
+        set: &SelectionSet,
+        depth: u32,
+    ) -> bool {
+        depth < 8
+            && set.items.iter().all(|item| match &item.node {
+                Selection::Field(f) => f.node.name.node.starts_with("__"),
+                Selection::InlineFragment(i) => only_meta(document, &i.node.selection_set.node, depth + 1),
+                Selection::FragmentSpread(s) => document
+                    .fragments
+                    .get(&s.node.fragment_name.node)
+                    .is_some_and(|f| only_meta(document, &f.node.selection_set.node, depth + 1)),
+            })
+    }
+    let operations: Vec<_> = match &document.operations {
+        DocumentOperations::Single(op) => vec![op],
+        DocumentOperations::Multiple(ops) => ops.values().collect(),
+    };
+    operations
+        .iter()
+        .all(|op| op.node.ty == OperationType::Query && only_meta(&document, &op.node.selection_set.node, 0))
+}
+
 /// Whether `key` is a SHA-256 in hex (the APQ form) rather than a manifest id.
 fn is_sha256(key: &str) -> bool {
     key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit())
@@ -367,7 +437,52 @@ mod tests {
             apq: true,
             apq_cache_mib: 1,
             reload_ms: 1000,
+            introspection_token_file: None,
         }
+    }
+
+    #[test]
+    fn the_introspection_token_lets_only_introspection_through_the_safelist() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let manifest = dir.path().join("manifest.json");
+        std::fs::write(
+            &manifest,
+            r#"{"format":"apollo-persisted-query-manifest","version":1,"operations":[{"id":"g","body":"{ genres { name } }"}]}"#,
+        )
+        .expect("write");
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, "tooling-token-0123456789\n").expect("write");
+        let mut settings = config(Some(manifest), true);
+        settings.introspection_token_file = Some(token_file);
+        let pq = PersistedQueries::new(&settings).expect("loads");
+        let ask = |query: &'static str, token: Option<&'static str>| {
+            pq.resolve(&DocumentRef {
+                query: Some(query),
+                introspection_token: token,
+                ..DocumentRef::default()
+            })
+        };
+        let introspection = "query IntrospectionQuery { __schema { types { name } } ...T } fragment T on Query { __typename }";
+        assert!(ask(introspection, Some("tooling-token-0123456789")).is_ok());
+        assert_eq!(ask(introspection, None).expect_err("no token"), PersistedQueryError::NotInList);
+        assert_eq!(
+            ask(introspection, Some("wrong-token-0123456789")).expect_err("bad"),
+            PersistedQueryError::NotInList
+        );
+        for other in [
+            "{ __schema { types { name } } movie(id: \"x\") { title } }",
+            "{ genres { movieCount } }",
+            "{ __type(name: \"Movie\") { name } ...F } fragment F on Query { genres { name } }",
+            "mutation { __typename }",
+            "{ nope",
+        ] {
+            assert_eq!(
+                ask(other, Some("tooling-token-0123456789")).expect_err("not introspection only"),
+                PersistedQueryError::NotInList,
+                "{other}"
+            );
+        }
+        assert!(ask("{ genres { name } }", None).is_ok(), "manifest operations still run");
     }
 
     #[test]
@@ -378,10 +493,10 @@ mod tests {
         let ext = json!({ "version": 1, "sha256Hash": hash });
         let miss = DocumentRef { persisted: Some(&ext), ..DocumentRef::default() };
         assert_eq!(pq.resolve(&miss).expect_err("unknown"), PersistedQueryError::NotFound);
-        let register = DocumentRef { query: Some(query), persisted: Some(&ext), id: None };
+        let register = DocumentRef { query: Some(query), persisted: Some(&ext), ..DocumentRef::default() };
         assert_eq!(&*pq.resolve(&register).expect("registers").query, query);
         assert_eq!(&*pq.resolve(&miss).expect("now known").query, query);
-        let wrong = DocumentRef { query: Some("{ x }"), persisted: Some(&ext), id: None };
+        let wrong = DocumentRef { query: Some("{ x }"), persisted: Some(&ext), ..DocumentRef::default() };
         assert_eq!(pq.resolve(&wrong).expect_err("mismatch"), PersistedQueryError::HashMismatch);
         let v2 = json!({ "version": 2, "sha256Hash": hash });
         let v2 = DocumentRef { persisted: Some(&v2), ..DocumentRef::default() };
@@ -431,18 +546,27 @@ mod tests {
             let known = ext("genre-list-v1");
             let by_id = DocumentRef { persisted: Some(&known), ..DocumentRef::default() };
             assert_eq!(&*pq.resolve(&by_id).expect("runs").query, "{ genres { name } }");
-            let with_text =
-                DocumentRef { query: Some("{ genres { name } }"), persisted: Some(&known), id: None };
+            let with_text = DocumentRef {
+                query: Some("{ genres { name } }"),
+                persisted: Some(&known),
+                ..DocumentRef::default()
+            };
             assert_eq!(&*pq.resolve(&with_text).expect("runs").query, "{ genres { name } }");
-            let other_text =
-                DocumentRef { query: Some("{ genres { movieCount } }"), persisted: Some(&known), id: None };
+            let other_text = DocumentRef {
+                query: Some("{ genres { movieCount } }"),
+                persisted: Some(&known),
+                ..DocumentRef::default()
+            };
             assert_eq!(pq.resolve(&other_text).expect_err("mismatch"), PersistedQueryError::HashMismatch);
             let unknown = ext("no-such-op");
             let missing = DocumentRef { persisted: Some(&unknown), ..DocumentRef::default() };
             assert_eq!(pq.resolve(&missing).expect_err("unknown"), PersistedQueryError::NotFound);
             // The link's retry with the text runs it as an ordinary query (not in safelist mode).
-            let retry =
-                DocumentRef { query: Some("{ genres { movieCount } }"), persisted: Some(&unknown), id: None };
+            let retry = DocumentRef {
+                query: Some("{ genres { movieCount } }"),
+                persisted: Some(&unknown),
+                ..DocumentRef::default()
+            };
             match pq.resolve(&retry) {
                 Ok(document) => assert!(!safelist && &*document.query == "{ genres { movieCount } }"),
                 Err(e) => assert!(safelist && e == PersistedQueryError::NotInList, "{e:?}"),

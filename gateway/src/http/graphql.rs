@@ -183,8 +183,18 @@ fn persisted_error(e: PersistedQueryError, media: MediaType) -> HttpError {
     HttpError::new(status, code, e.to_string())
 }
 
+/// The header tooling sends the introspection token in (honoured on POST only, whose responses
+/// no cache keeps).
+const INTROSPECTION_TOKEN: &str = "marquee-introspection-token";
+
 /// Checks the request's shape and runs the persisted-query stage: the document to execute.
-fn resolve_document(state: &AppState, incoming: &Incoming, media: MediaType) -> Result<Document, HttpError> {
+/// `tooling_headers` are a POST's headers, where the introspection token may be.
+fn resolve_document(
+    state: &AppState,
+    incoming: &Incoming,
+    media: MediaType,
+    tooling_headers: Option<&HeaderMap>,
+) -> Result<Document, HttpError> {
     if !matches!(&incoming.variables, None | Some(Value::Null | Value::Object(_))) {
         return Err(HttpError::bad_request("`variables` must be a JSON object"));
     }
@@ -195,6 +205,9 @@ fn resolve_document(state: &AppState, incoming: &Incoming, media: MediaType) -> 
         query: incoming.query.as_deref(),
         persisted: incoming.extensions.as_ref().and_then(|e| e.get("persistedQuery")),
         id: incoming.id.as_deref(),
+        introspection_token: tooling_headers
+            .and_then(|h| h.get(INTROSPECTION_TOKEN))
+            .and_then(|v| v.to_str().ok()),
     };
     state.persisted.resolve(&reference).map_err(|e| persisted_error(e, media))
 }
@@ -262,7 +275,7 @@ pub(super) async fn get(
         let params: GetParams = serde_urlencoded::from_str(&raw)
             .map_err(|e| HttpError::bad_request(format!("the query string is malformed: {e}")))?;
         let incoming = Incoming::try_from(params)?;
-        let document = resolve_document(&state, &incoming, media)?;
+        let document = resolve_document(&state, &incoming, media, None)?;
         let directives = cache_policy::request_directives(&headers);
         let cached = state.response_cache.as_ref().map(|cache| {
             let scope = if caller.user_id().is_some() { "user" } else { "public" };
@@ -347,7 +360,7 @@ pub(super) async fn post(
             Err(e) => return Err(HttpError::bad_request(format!("the body is not valid JSON: {e}"))),
         };
         let incoming = Incoming::from(body);
-        let document = resolve_document(&state, &incoming, media)?;
+        let document = resolve_document(&state, &incoming, media, Some(&headers))?;
         let request = build_request(&document, incoming);
         let executed = execute(&state, request, &caller, media, false).await?;
         Ok(respond(&state, executed, media, None))

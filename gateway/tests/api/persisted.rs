@@ -213,6 +213,22 @@ async fn hot_persisted_gets_are_answered_from_the_response_cache() {
     let by_text = get(&app, &[("query", MOVIE), ("variables", &vars)]).await.bytes().await.expect("body");
     assert_eq!(by_text, body);
     assert_eq!(hits().await, 2.0);
+
+    // What Apollo Client 4 adds to GET extensions (`clientLibrary`, its version) does not
+    // change the response, so it does not split the cache: any client version hits.
+    let apq_with = |version: &str| {
+        json!({
+            "persistedQuery": { "version": 1, "sha256Hash": sha256(MOVIE) },
+            "clientLibrary": { "name": "@apollo/client", "version": version },
+        })
+        .to_string()
+    };
+    for version in ["4.3.8", "4.4.0"] {
+        let response = get(&app, &[("extensions", &apq_with(version)), ("variables", &vars)]).await;
+        assert!(response.headers().contains_key("age"), "a hit for client {version}");
+        assert_eq!(response.bytes().await.expect("body"), body);
+    }
+    assert_eq!(hits().await, 4.0);
     let not_modified = app
         .client
         .get(app.url("/graphql"))
@@ -261,4 +277,49 @@ async fn private_and_errored_responses_are_never_cached_and_the_cache_can_be_off
     }
     assert_eq!(off.metric("cache_requests_total", &[("tier", "response")]).await, 0.0);
     assert_eq!(off.metric("store_calls_total", &[("op", "genres")]).await, 2.0, "each GET executed");
+}
+
+#[tokio::test]
+async fn the_introspection_token_lets_tooling_introspect_a_safelisted_gateway() {
+    let dir = seeded_dir();
+    let path = dir.path().join("manifest.json");
+    std::fs::write(&path, manifest(&[("genres-v1", "query", GENRES)])).expect("write");
+    let token_file = dir.path().join("introspection-token");
+    std::fs::write(&token_file, "tooling-0123456789abcdef\n").expect("write");
+    let app = spawn_with(config(dir.path(), |c| {
+        c.persisted_queries.manifest_file = Some(path);
+        c.persisted_queries.safelist = true;
+        c.persisted_queries.introspection_token_file = Some(token_file);
+    }))
+    .await;
+    let introspect = "query IntrospectionQuery { __schema { queryType { name } types { name } } }";
+    let post = |token: Option<&'static str>, query: &'static str| {
+        let mut request = app.client.post(app.url("/graphql")).json(&json!({ "query": query }));
+        if let Some(token) = token {
+            request = request.header("marquee-introspection-token", token);
+        }
+        request.send()
+    };
+    let allowed: Value =
+        post(Some("tooling-0123456789abcdef"), introspect).await.expect("post").json().await.expect("json");
+    assert_eq!(allowed["data"]["__schema"]["queryType"]["name"], "Query", "{allowed}");
+    let refused: Value = post(None, introspect).await.expect("post").json().await.expect("json");
+    assert_eq!(first_code(&refused), "PERSISTED_QUERY_NOT_IN_LIST");
+    let catalog: Value = post(Some("tooling-0123456789abcdef"), "{ genres { movieCount } }")
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(first_code(&catalog), "PERSISTED_QUERY_NOT_IN_LIST", "the token opens introspection only");
+    // Over GET (cacheable by a CDN) the token is not honoured.
+    let over_get = app
+        .client
+        .get(app.url("/graphql"))
+        .query(&[("query", introspect)])
+        .header("marquee-introspection-token", "tooling-0123456789abcdef")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(first_code(&over_get.json().await.expect("json")), "PERSISTED_QUERY_NOT_IN_LIST");
 }
