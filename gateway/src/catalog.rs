@@ -13,12 +13,16 @@ use marquee_store::embedded::{
 };
 use marquee_store::{CatalogStats, StoreError};
 
+use crate::telemetry::PROGRESS;
+
 /// redb page cache for each of a catalog's three files while bulk loading (3 GiB in all).
 const LOAD_CACHE_BYTES: usize = 1 << 30;
 
-/// Turns store progress events into progress bars on stderr (hidden when not a terminal).
+/// Turns store progress events into progress bars on stderr (hidden when not a terminal). A
+/// phase's bar is cleared when it ends and a log line says what it did, so the terminal shows
+/// log lines and at most one live bar below them.
 struct Bars {
-    bar: Option<ProgressBar>,
+    bar: Option<(ProgressBar, &'static str, Instant)>,
 }
 
 impl Bars {
@@ -26,12 +30,19 @@ impl Bars {
         Bars { bar: None }
     }
 
+    /// Ends the current phase, if any.
+    fn end_phase(&mut self) {
+        if let Some((bar, phase, started)) = self.bar.take() {
+            PROGRESS.clear();
+            let (done, seconds) = (bar.position(), started.elapsed().as_secs_f64());
+            tracing::info!(phase, done, seconds, "load phase finished");
+        }
+    }
+
     fn update(&mut self, event: Progress) {
         match event {
             Progress::Phase { name, total } => {
-                if let Some(bar) = self.bar.take() {
-                    bar.finish();
-                }
+                self.end_phase();
                 tracing::info!(phase = name, total, "load phase started");
                 let bar = if total > 0 {
                     let bar = ProgressBar::new(total);
@@ -50,20 +61,18 @@ impl Bars {
                     bar
                 };
                 bar.set_prefix(name);
-                self.bar = Some(bar);
+                self.bar = Some((PROGRESS.show(bar), name, Instant::now()));
             }
             Progress::Advance { done } => {
-                if let Some(bar) = &self.bar {
+                if let Some((bar, _, _)) = &self.bar {
                     bar.set_position(done);
                 }
             }
         }
     }
 
-    fn finish(self) {
-        if let Some(bar) = self.bar {
-            bar.finish();
-        }
+    fn finish(mut self) {
+        self.end_phase();
     }
 }
 

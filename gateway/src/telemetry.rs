@@ -1,20 +1,82 @@
 //! Telemetry: the `tracing` subscriber (human or JSON lines) and the Prometheus metrics every
-//! stage reports into. Metrics live in a registry owned by the application rather than a
+//! stage reports into. Log lines go to stderr around the progress bar being drawn
+//! ([`PROGRESS`]): the bar is lifted while a line is written, so a line never lands at the end
+//! of a bar. Colours only when stderr is a terminal, so logs written to a file stay plain.
+//! Metrics live in a registry owned by the application rather than a
 //! process global, so tests can run several gateways in one process and read each one's
 //! counters; every series carries the configured `region` label.
 
 use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
 
+use indicatif::ProgressBar;
 use marquee_schema::LoaderMetrics;
 use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
+/// The progress bar being drawn on stderr, if any, so log lines can be written around it.
+pub static PROGRESS: ActiveBar = ActiveBar(Mutex::new(None));
+
+/// At most one progress bar at a time (see [`PROGRESS`]).
+pub struct ActiveBar(Mutex<Option<ProgressBar>>);
+
+impl ActiveBar {
+    /// Makes `bar` the one drawn; log lines lift it while they are written.
+    pub fn show(&self, bar: ProgressBar) -> ProgressBar {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(bar.clone());
+        }
+        bar
+    }
+
+    /// Clears the bar from the terminal and forgets it.
+    pub fn clear(&self) {
+        if let Some(bar) = self.0.lock().ok().and_then(|mut slot| slot.take()) {
+            bar.finish_and_clear();
+        }
+    }
+
+    fn suspend<R>(&self, write: impl FnOnce() -> R) -> R {
+        match self.0.lock().ok().and_then(|slot| slot.clone()) {
+            Some(bar) => bar.suspend(write),
+            None => write(),
+        }
+    }
+}
+
+/// A log line on its way to stderr: written whole when dropped, with the bars lifted.
+struct LogLine(Vec<u8>);
+
+impl Write for LogLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogLine {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            // A failed write to stderr has nowhere to be reported.
+            let _ = PROGRESS.suspend(|| std::io::stderr().lock().write_all(&self.0));
+        }
+    }
+}
+
 /// Installs the global `tracing` subscriber. `RUST_LOG`, when set, overrides the config filter.
 pub fn init_tracing(config: &LogConfig) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(|| LogLine(Vec::new()));
     // `try_init` fails only when a subscriber is already set (tests); keeping it is right.
     let _ = match config.format {
         LogFormat::Human => builder.try_init(),

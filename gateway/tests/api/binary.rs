@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{gateway_command, served_url};
+use crate::helpers::{BIN, gateway_command, isolated, served_url};
 
 #[tokio::test]
 async fn first_start_seeds_serves_and_stops_on_sigterm() {
@@ -45,6 +45,73 @@ async fn first_start_seeds_serves_and_stops_on_sigterm() {
     let exit = tokio::task::spawn_blocking(move || child.wait()).await.expect("task").expect("wait");
     assert!(exit.success(), "SIGTERM is a clean stop: {exit}");
     assert!(marquee_store::embedded::has_catalog(&dir.path().join("data")));
+}
+
+/// Removes ANSI escape sequences (`ESC [ … letter`) from `text`.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[test]
+fn logs_written_to_a_file_have_no_colour_codes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = gateway_command()
+        .args(["seed", "--movies", "200", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("runs");
+    assert!(out.status.success());
+    let logs = String::from_utf8(out.stderr).expect("utf8");
+    assert!(logs.contains("load phase finished"), "{logs}");
+    assert!(!logs.contains('\u{1b}'), "no escape sequences in logs that are not on a terminal: {logs:?}");
+}
+
+#[test]
+fn on_a_terminal_log_lines_start_on_their_own_line_beside_progress_bars() {
+    // `script` (util-linux) runs the command on a pseudo-terminal and records what it drew.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let record = dir.path().join("terminal.out");
+    let command = format!("{BIN} seed --movies 3000 --data-dir {}", dir.path().join("data").display());
+    let status = isolated(&mut Command::new("script"))
+        .args(["-q", "-e", "-c", &command])
+        .arg(&record)
+        .stdout(Stdio::null())
+        .status()
+        .expect("script (util-linux) runs");
+    assert!(status.success());
+    let drawn = std::fs::read_to_string(&record).expect("recorded");
+    let mut log_lines = 0;
+    for (at, _) in drawn.match_indices("load phase") {
+        // What the terminal shows on this row before the log line: everything since the last
+        // newline, minus anything a clear-line (ESC [2K) erased, minus colours.
+        let row = &drawn[..at];
+        let row = &row[row.rfind('\n').map_or(0, |i| i + 1)..];
+        let row = &row[row.rfind("\u{1b}[2K").map_or(0, |i| i + 4)..];
+        let shown = strip_ansi(row);
+        let shown = shown.trim_start_matches('\r');
+        let timestamp = shown.split_whitespace().next().unwrap_or_default();
+        assert!(
+            timestamp.len() >= 20
+                && timestamp.ends_with('Z')
+                && shown.trim_end().ends_with("marquee_gateway::catalog:"),
+            "a log line shares its row with {shown:?}"
+        );
+        log_lines += 1;
+    }
+    assert!(log_lines >= 6, "started and finished lines for each phase: {drawn:?}");
 }
 
 #[test]
