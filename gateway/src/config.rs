@@ -190,6 +190,12 @@ pub struct GraphqlConfig {
     pub image_base_url: String,
     /// Serve GraphiQL at `GET /graphql` to browsers.
     pub graphiql: bool,
+    /// The CDN GraphiQL's scripts are loaded from (unpkg's layout), unless `graphiql_assets_dir`
+    /// is set.
+    pub graphiql_assets_url: String,
+    /// A `node_modules` directory holding GraphiQL's npm packages: the gateway serves them
+    /// itself, and the page loads nothing from the internet.
+    pub graphiql_assets_dir: Option<PathBuf>,
     /// Deepest nesting of catalog fields a query may have.
     pub max_depth: u32,
     /// Largest estimated query cost (list fields multiply by their page size); also the most
@@ -263,6 +269,8 @@ impl Default for Config {
                 batch_delay_us: 0,
                 image_base_url: "https://images.marquee.example".into(),
                 graphiql: true,
+                graphiql_assets_url: "https://unpkg.com".into(),
+                graphiql_assets_dir: None,
                 max_depth: limits.max_depth,
                 max_complexity: limits.max_complexity,
                 max_introspection_depth: limits.max_introspection_depth,

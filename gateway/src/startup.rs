@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use crate::auth::{AuthSetupError, Authenticator};
 use crate::cache_policy::CachePolicy;
 use crate::config::Config;
+use crate::http::graphiql::{self, AssetSource, MissingAsset};
 use crate::instrumented::InstrumentedStore;
 use crate::limits::{InProcessLimiter, RateLimiter};
 use crate::persisted::{ManifestError, PersistedQueries};
@@ -41,8 +42,8 @@ pub struct AppState {
     pub region: Arc<str>,
     /// Largest accepted request body.
     pub body_limit: usize,
-    /// Whether GraphiQL is served.
-    pub graphiql: bool,
+    /// GraphiQL's page, rendered once (`None`: not served).
+    pub graphiql: Option<Arc<str>>,
     /// Per-identity rate limiter for `/graphql` (`None`: unlimited).
     pub limiter: Option<Arc<dyn RateLimiter>>,
     /// Staleness allowances for cacheable responses.
@@ -80,6 +81,9 @@ pub enum StartupError {
     /// The persisted-query manifest is unusable.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    /// GraphiQL's assets directory is incomplete.
+    #[error(transparent)]
+    Graphiql(#[from] MissingAsset),
     /// Metrics could not be registered.
     #[error("registering metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -133,6 +137,13 @@ impl Application {
                 metrics.cache_requests.clone(),
             ))
         });
+        let graphiql_assets = match &config.graphql.graphiql_assets_dir {
+            Some(dir) => AssetSource::Dir(dir.clone()),
+            None => AssetSource::Cdn(config.graphql.graphiql_assets_url.clone()),
+        };
+        if config.graphql.graphiql {
+            graphiql_assets.check()?;
+        }
         let connections = ConnectionLimits::from_config(&config.http);
         let listener = TcpListener::bind(config.listen)
             .await
@@ -147,7 +158,7 @@ impl Application {
             draining: Arc::new(AtomicBool::new(false)),
             region: config.region.as_str().into(),
             body_limit: config.http.body_limit_bytes,
-            graphiql: config.graphql.graphiql,
+            graphiql: config.graphql.graphiql.then(|| graphiql::page(&graphiql_assets, "/graphql")),
             limiter: rate_limiter(&config)?,
             cache_policy: CachePolicy {
                 stale_while_revalidate: config.cache.stale_while_revalidate_secs,
@@ -185,7 +196,11 @@ impl Application {
         let Application { listener, state, config, connections, .. } = self;
         state.auth.spawn_refresh();
         state.persisted.spawn_reload();
-        let router = crate::http::router(state.clone(), config.request_timeout());
+        let router = crate::http::router(
+            state.clone(),
+            config.request_timeout(),
+            config.graphql.graphiql_assets_dir.as_deref().filter(|_| config.graphql.graphiql),
+        );
         let drain_delay = Duration::from_millis(config.http.drain_delay_ms);
         let grace = Duration::from_millis(config.http.shutdown_grace_ms);
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();

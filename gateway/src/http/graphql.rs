@@ -14,7 +14,6 @@
 //! Every request first passes the persisted-query stage (`crate::persisted`), which names the
 //! document to run; public GETs are then answered from the response cache when they can be.
 
-use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql::{Request, ServerError, Variables};
 use axum::Extension;
@@ -22,7 +21,7 @@ use axum::body::{Body, Bytes, to_bytes};
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use marquee_schema::{Caller, ExecutionStarted, Loaders};
 use serde::Deserialize;
 use serde_json::Value;
@@ -245,14 +244,6 @@ fn media_of(media: Option<Extension<MediaType>>, headers: &HeaderMap) -> Result<
     media.map_or_else(|| negotiate(headers), |Extension(media)| Ok(media))
 }
 
-/// GraphiQL's page. It names no data, but browsers revalidate it so a new version is seen.
-fn graphiql() -> Response {
-    let mut page =
-        Html(GraphiQLSource::build().endpoint("/graphql").title("Marquee").finish()).into_response();
-    page.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    page
-}
-
 fn caller_of(caller: Option<Extension<Caller>>) -> Caller {
     caller.map_or(Caller::Anonymous, |Extension(c)| c)
 }
@@ -267,8 +258,8 @@ pub(super) async fn get(
 ) -> Response {
     let caller = caller_of(caller);
     let raw = raw.unwrap_or_default();
-    if raw.is_empty() && state.graphiql && wants_html(&headers) {
-        return graphiql();
+    if let Some(page) = state.graphiql.as_deref().filter(|_| raw.is_empty() && wants_html(&headers)) {
+        return super::graphiql::respond(page);
     }
     let result = async {
         let media = media_of(media, &headers)?;

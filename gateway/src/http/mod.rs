@@ -2,11 +2,13 @@
 //! tracing span, metrics, timeout) before it reaches a handler; `/graphql` then passes the
 //! authentication and rate-limit stages.
 
+pub mod graphiql;
 mod graphql;
 mod health;
 mod metrics;
 mod token;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -17,14 +19,20 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
 
 use crate::startup::AppState;
 use crate::{auth, error, limits};
 
-/// The gateway's router over `state`.
-pub fn router(state: AppState, request_timeout: Duration) -> Router {
-    Router::new()
+/// The gateway's router over `state`; `graphiql_assets` is a directory of GraphiQL's npm
+/// packages to serve, if the page is to load them from the gateway.
+pub fn router(state: AppState, request_timeout: Duration, graphiql_assets: Option<&Path>) -> Router {
+    let router = match graphiql_assets {
+        Some(dir) => Router::new().nest_service(graphiql::ASSETS_ROUTE, ServeDir::new(dir)),
+        None => Router::new(),
+    };
+    router
         .route(
             "/graphql",
             get(graphql::get)
@@ -79,6 +87,7 @@ async fn track(State(state): State<AppState>, request: Request, next: Next) -> R
         "/metrics" => "/metrics",
         "/auth/anonymous" => "/auth/anonymous",
         "/.well-known/jwks.json" => "/.well-known/jwks.json",
+        p if p.starts_with(graphiql::ASSETS_ROUTE) => graphiql::ASSETS_ROUTE,
         _ => "other",
     });
     let start = Instant::now();

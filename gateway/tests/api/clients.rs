@@ -4,6 +4,9 @@
 //! with manifests written by Apollo's own `generate-persisted-query-manifest`; and
 //! `graphql-http`'s GraphQL-over-HTTP server audit, which must end with no error and no warning.
 //!
+//! GraphiQL served with its scripts from the gateway (the same packages, from the npm registry)
+//! is here too.
+//!
 //! The scripts and their pinned packages are in `gateway/tests/clients/` (`npm ci` there, which
 //! `cargo xtask ci` runs; Node.js and npm from Debian).
 
@@ -12,6 +15,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::process::Command;
+
+use marquee_gateway::startup::Application;
 
 use crate::helpers::{TestApp, seeded_dir, spawn_with, test_config};
 
@@ -96,4 +101,44 @@ async fn apollo_client_4_and_the_graphql_over_http_audit_pass() {
 
     let audit = node("audit.mjs", &[("GRAPHQL_URL", &open_url)]).await;
     assert!(audit.contains(", 0 not ok"), "{audit}");
+}
+
+#[tokio::test]
+async fn graphiql_can_be_served_without_internet_access() {
+    let node_modules = clients_dir().join("node_modules");
+    assert!(node_modules.join("graphiql").exists(), "run `npm ci` in {}", clients_dir().display());
+    let dir = seeded_dir();
+    let mut config = test_config(dir.path());
+    config.graphql.graphiql_assets_dir = Some(node_modules);
+    let app = spawn_with(config).await;
+    let page = app
+        .client
+        .get(app.url("/graphql"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .expect("graphiql")
+        .text()
+        .await
+        .expect("page");
+    assert!(!page.contains("https://"), "nothing from the internet: {page}");
+    let assets: Vec<&str> = page
+        .split('"')
+        .filter(|part| part.starts_with(marquee_gateway::http::graphiql::ASSETS_ROUTE))
+        .collect();
+    assert_eq!(assets.len(), marquee_gateway::http::graphiql::ASSETS.len(), "{page}");
+    for asset in assets {
+        let response = app.client.get(app.url(asset)).send().await.expect("asset");
+        assert_eq!(response.status(), 200, "{asset}");
+        assert!(response.bytes().await.expect("body").len() > 1000, "{asset}");
+    }
+    let missing = app.client.get(app.url("/graphiql/assets/nope.js")).send().await.expect("asset");
+    assert_eq!(missing.status(), 404);
+    app.stop().await.expect("stops");
+
+    // A directory without the packages stops startup with what to install.
+    let mut config = test_config(dir.path());
+    config.graphql.graphiql_assets_dir = Some(dir.path().to_owned());
+    let error = Application::build(config).await.err().expect("refused").to_string();
+    assert!(error.contains("npm install") && error.contains("graphiql@4.1.2"), "{error}");
 }

@@ -292,4 +292,7 @@ async fn graphiql_is_revalidated_and_varies() {
     assert!(header(&response, "content-type").starts_with("text/html"));
     assert_eq!(header(&response, "cache-control"), "no-cache");
     assert_eq!(header(&response, VARY.as_str()), "Accept, Authorization");
+    // By default its scripts come from the CDN, pinned.
+    let page = response.text().await.expect("page");
+    assert!(page.contains("https://unpkg.com/graphiql@4.1.2/graphiql.min.js"), "{page}");
 }
