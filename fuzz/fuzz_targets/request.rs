@@ -1,5 +1,5 @@
 //! A GraphQL request's whole way through the schema: parsing, the limit analysis, validation,
-//! execution under the response budget and reordering, against a small seeded catalog.
+//! execution under the response budget and completion, against a small seeded catalog.
 //!
 //! Input: the query text, then optionally a NUL byte and the variables as JSON, then another
 //! NUL and the operation name. Besides "never panics", each run checks what the hardening

@@ -61,7 +61,7 @@ pub struct AppState {
 #[non_exhaustive]
 pub enum StartupError {
     /// The store would not open.
-    #[error("opening the store: {0}")]
+    #[error("opening the store")]
     Store(#[from] StoreError),
     /// The listen address could not be bound.
     #[error("binding {addr}: {source}")]
@@ -76,7 +76,7 @@ pub enum StartupError {
     #[error("invalid configuration: {0}")]
     Config(String),
     /// Signing keys or the JWKS are unusable.
-    #[error("authentication: {0}")]
+    #[error("setting up authentication")]
     Auth(#[from] AuthSetupError),
     /// The persisted-query manifest is unusable.
     #[error(transparent)]
@@ -85,7 +85,7 @@ pub enum StartupError {
     #[error(transparent)]
     Graphiql(#[from] MissingAsset),
     /// Metrics could not be registered.
-    #[error("registering metrics: {0}")]
+    #[error("registering metrics")]
     Metrics(#[from] prometheus::Error),
 }
 

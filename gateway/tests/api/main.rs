@@ -14,5 +14,6 @@ mod lifecycle;
 mod limits;
 mod persisted;
 mod queries;
+mod readme;
 mod spec;
 mod users;

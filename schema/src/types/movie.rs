@@ -16,6 +16,10 @@ pub(crate) struct RatingSummary {
     average: f64,
     /// Number of ratings.
     count: i32,
+    /// The vote-weighted rating `browse(sort: RATING)` orders by: the average pulled towards
+    /// 6.0 as if by 100 more votes, so a few high scores cannot top the list. The order is the
+    /// catalog's as loaded; Marquee users' ratings since then move this value, not the order.
+    weighted: f64,
 }
 
 /// A genre with the number of movies listing it.
@@ -104,6 +108,12 @@ impl MovieObject {
         RatingSummary {
             average: (f64::from(self.0.rating.average) * 10.0).round() / 10.0,
             count: i32::try_from(self.0.rating.count).unwrap_or(i32::MAX),
+            weighted: (f64::from(marquee_store::keys::weighted_rating(
+                self.0.rating.average,
+                self.0.rating.count,
+            )) * 100.0)
+                .round()
+                / 100.0,
         }
     }
 
