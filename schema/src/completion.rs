@@ -49,7 +49,7 @@ struct Key<'a> {
 type Keys<'a> = Rc<Vec<Key<'a>>>;
 
 /// One step of a response path.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy)]
 enum Step<'a> {
     Key(&'a str),
     Index(usize),
@@ -117,7 +117,7 @@ impl<'a> Completion<'a> {
             return keys.clone();
         }
         let mut keys: Vec<Key<'a>> = Vec::new();
-        for field in fields(self.document, self.variables, sets) {
+        for field in fields(self.document, self.variables, ty, sets) {
             let name = field.response_key().node.as_str();
             let sub = &field.selection_set.node;
             if let Some(key) = keys.iter_mut().find(|k| k.name == name) {
@@ -219,15 +219,18 @@ impl<'a> Completion<'a> {
         self.failed_below.contains(&key)
     }
 }
-/// The fields `sets` select, in document order: fragments expanded in place (each fragment
-/// once: a repeat adds no new response key; the analysis has refused cycles and nesting deeper
-/// than 32), parts `@skip`/`@include` leave out left out.
+/// The fields `sets` select on an object of type `ty`, in document order: fragments expanded
+/// in place (each fragment once: a repeat adds no new response key; the analysis has refused
+/// cycles and nesting deeper than 32), parts `@skip`/`@include` leave out left out, and so are
+/// fragments on another type (so a field they select is never made null where it does not
+/// apply; such fields, if present, keep their place after the others).
 fn fields<'a>(
     document: &'a ExecutableDocument,
     variables: &Variables,
+    ty: Option<&str>,
     sets: &[&'a SelectionSet],
 ) -> Vec<&'a Field> {
-    let mut walk = Expand { document, variables, out: Vec::new(), spread: HashSet::new() };
+    let mut walk = Expand { document, variables, ty, out: Vec::new(), spread: HashSet::new() };
     for set in sets {
         walk.set(set);
     }
@@ -237,11 +240,20 @@ fn fields<'a>(
 struct Expand<'a, 'v> {
     document: &'a ExecutableDocument,
     variables: &'v Variables,
+    ty: Option<&'v str>,
     out: Vec<&'a Field>,
     spread: HashSet<&'a str>,
 }
 
 impl<'a> Expand<'a, '_> {
+    /// Whether a fragment on `condition` applies here.
+    fn applies(&self, condition: Option<&str>) -> bool {
+        match (condition, self.ty) {
+            (Some(on), Some(ty)) => on == ty,
+            _ => true,
+        }
+    }
+
     fn set(&mut self, set: &'a SelectionSet) {
         for item in &set.items {
             if skipped(item.node.directives(), self.variables) {
@@ -252,12 +264,18 @@ impl<'a> Expand<'a, '_> {
                 Selection::FragmentSpread(s) => {
                     let name = s.node.fragment_name.node.as_str();
                     if let Some(fragment) = self.document.fragments.get(&s.node.fragment_name.node)
+                        && self.applies(Some(fragment.node.type_condition.node.on.node.as_str()))
                         && self.spread.insert(name)
                     {
                         self.set(&fragment.node.selection_set.node);
                     }
                 }
-                Selection::InlineFragment(inline) => self.set(&inline.node.selection_set.node),
+                Selection::InlineFragment(inline) => {
+                    let on = inline.node.type_condition.as_ref().map(|c| c.node.on.node.as_str());
+                    if self.applies(on) {
+                        self.set(&inline.node.selection_set.node);
+                    }
+                }
             }
         }
     }
@@ -422,6 +440,17 @@ mod tests {
         // With no error below it, a null movie is the resolver's own null.
         let got = completed("{ movie(id: \"m\") { overview } }", json!({}), &[], json!({ "movie": null }));
         assert_eq!(got, r#"{"movie":null}"#);
+    }
+
+    #[test]
+    fn fragments_on_another_type_add_no_nulls() {
+        let got = completed(
+            "{ movie(id: \"m\") { title ... on Person { name } ...P } } fragment P on Person { id }",
+            json!({}),
+            &[],
+            json!({ "movie": { "title": "T" } }),
+        );
+        assert_eq!(got, r#"{"movie":{"title":"T"}}"#);
     }
 
     #[test]
