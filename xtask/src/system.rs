@@ -45,10 +45,20 @@ pub(crate) fn is_root() -> bool {
     })
 }
 
-/// The stock clients' packages (`gateway/tests/clients`), installed from the lockfile when
-/// missing or older than it.
+/// What the gateway's client tests run: the stock clients' packages (`gateway/tests/clients`),
+/// installed from the lockfile when missing or older than it, and `curl` and `script`, which
+/// run the README's examples and a terminal.
 pub(crate) fn client_packages(root: &Path) -> anyhow::Result<()> {
     ensure_node()?;
+    let has = |program: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {program}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !has("curl") || !has("script") {
+        apt_install(&["curl", "bsdutils"])?;
+    }
     let dir = root.join("gateway/tests/clients");
     let installed = dir.join("node_modules/.package-lock.json");
     let stale = match (std::fs::metadata(&installed), std::fs::metadata(dir.join("package-lock.json"))) {
