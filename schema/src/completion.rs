@@ -49,7 +49,7 @@ struct Key<'a> {
 type Keys<'a> = Rc<Vec<Key<'a>>>;
 
 /// One step of a response path.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Step<'a> {
     Key(&'a str),
     Index(usize),
@@ -57,12 +57,12 @@ enum Step<'a> {
 
 /// Completes `data`, the result of running the operation `operation_name` of `document` with
 /// `variables` (defaults included), whose field errors are `errors`.
-pub(crate) fn complete(
-    document: &ExecutableDocument,
+pub(crate) fn complete<'a>(
+    document: &'a ExecutableDocument,
     operation_name: Option<&str>,
-    shape: &Shape,
-    variables: &Variables,
-    errors: &[ServerError],
+    shape: &'a Shape,
+    variables: &'a Variables,
+    errors: &'a [ServerError],
     data: &mut Value,
 ) {
     let Some(op) = operation(document, operation_name) else { return };
@@ -71,8 +71,13 @@ pub(crate) fn complete(
         OperationType::Mutation => shape.mutation.as_deref(),
         OperationType::Subscription => None,
     };
-    let failed_below =
-        errors.iter().flat_map(|e| (0..e.path.len()).map(move |n| path_key(&e.path[..n]))).collect();
+    let failed_below = errors
+        .iter()
+        .flat_map(|e| {
+            let path: Vec<Step<'a>> = e.path.iter().map(Step::from).collect();
+            (0..path.len()).map(move |n| path[..n].to_vec())
+        })
+        .collect();
     let mut completion =
         Completion { document, shape, variables, memo: HashMap::new(), failed_below, path: Vec::new() };
     // Execution ran (request errors never get here): `data` is the root object, even when
@@ -85,17 +90,13 @@ pub(crate) fn complete(
     }
 }
 
-/// A path as text, one line per step, for comparing async-graphql's paths with the walk's.
-fn path_key(path: &[PathSegment]) -> String {
-    let mut key = String::new();
-    for segment in path {
+impl<'a> From<&'a PathSegment> for Step<'a> {
+    fn from(segment: &'a PathSegment) -> Step<'a> {
         match segment {
-            PathSegment::Field(name) => key.push_str(name),
-            PathSegment::Index(i) => key.push_str(&format!("#{i}")),
+            PathSegment::Field(name) => Step::Key(name),
+            PathSegment::Index(i) => Step::Index(*i),
         }
-        key.push('\n');
     }
-    key
 }
 
 struct Completion<'a> {
@@ -105,7 +106,7 @@ struct Completion<'a> {
     /// Keys by the identity of the selection sets they were collected from.
     memo: HashMap<Vec<usize>, Keys<'a>>,
     /// Every proper prefix of an error's path: positions with an error somewhere below.
-    failed_below: HashSet<String>,
+    failed_below: HashSet<Vec<Step<'a>>>,
     /// Where the walk is.
     path: Vec<Step<'a>>,
 }
@@ -205,20 +206,10 @@ impl<'a> Completion<'a> {
 
     /// Whether an error was reported below the current position.
     fn resolved_below(&self) -> bool {
-        if self.failed_below.is_empty() {
-            return false;
-        }
-        let mut key = String::new();
-        for step in &self.path {
-            match step {
-                Step::Key(name) => key.push_str(name),
-                Step::Index(i) => key.push_str(&format!("#{i}")),
-            }
-            key.push('\n');
-        }
-        self.failed_below.contains(&key)
+        !self.failed_below.is_empty() && self.failed_below.contains(&self.path)
     }
 }
+
 /// The fields `sets` select on an object of type `ty`, in document order: fragments expanded
 /// in place (each fragment once: a repeat adds no new response key; the analysis has refused
 /// cycles and nesting deeper than 32), parts `@skip`/`@include` leave out left out, and so are

@@ -10,12 +10,18 @@ use crate::check;
 
 /// Debian's Node.js and npm, installed when missing.
 pub(crate) fn ensure_node() -> anyhow::Result<()> {
-    let has =
-        |program: &str| Command::new(program).arg("--version").output().is_ok_and(|o| o.status.success());
-    if has("node") && has("npm") {
+    if installed("node") && installed("npm") {
         return Ok(());
     }
     apt_install(&["nodejs", "npm"])
+}
+
+/// Whether `program` is on the `PATH`.
+fn installed(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// Installs Debian `packages` (as root, or with passwordless sudo).
@@ -50,13 +56,7 @@ pub(crate) fn is_root() -> bool {
 /// run the README's examples and a terminal.
 pub(crate) fn client_packages(root: &Path) -> anyhow::Result<()> {
     ensure_node()?;
-    let has = |program: &str| {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {program}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if !has("curl") || !has("script") {
+    if !installed("curl") || !installed("script") {
         apt_install(&["curl", "bsdutils"])?;
     }
     let dir = root.join("gateway/tests/clients");
