@@ -9,22 +9,21 @@ use marquee_bench::load::LoadSpec;
 use marquee_bench::workload::{Mix, Workload};
 use marquee_bench::{CompareTarget, GatewaySource, RampSpec, Setup};
 use marquee_gateway::auth::{Authenticator, generate_pem};
-use marquee_gateway::config::Config;
+use marquee_gateway::config::{Config, EmbeddedConfig, StoreConfig};
 use marquee_gateway::startup::Application;
-use marquee_store::catalog::seed::SeedOptions;
+use marquee_store::bulk::seed::SeedOptions;
 
 const MOVIES: u64 = 500;
 
 async fn gateway(dir: &std::path::Path) -> (String, Vec<Arc<str>>) {
-    marquee_gateway::catalog::seed(dir, &SeedOptions { movies: MOVIES, people: Some(300), seed: 3 })
+    let store =
+        StoreConfig::Embedded(EmbeddedConfig { data_dir: dir.to_owned(), ..EmbeddedConfig::default() });
+    let bulk = marquee_gateway::store::bulk(&store);
+    marquee_gateway::bulk::seed(bulk.as_ref(), &SeedOptions { movies: MOVIES, people: Some(300), seed: 3 })
         .expect("seed");
     let key = dir.join("key.pem");
     std::fs::write(&key, generate_pem().expect("key")).expect("write");
-    let mut config = Config {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        data_dir: dir.to_owned(),
-        ..Config::default()
-    };
+    let mut config = Config { listen: "127.0.0.1:0".parse().expect("addr"), store, ..Config::default() };
     config.demo.movies = 0;
     config.rate_limit.enabled = false;
     config.auth.signing_key_files = vec![key];

@@ -15,14 +15,15 @@ use std::sync::LazyLock;
 use async_graphql::{Request, Value, Variables};
 use libfuzzer_sys::fuzz_target;
 use marquee_schema::{Analyzer, Caller, Loaders, MarqueeSchema, QueryLimits, SchemaConfig};
-use marquee_store::DynStore;
-use marquee_store::catalog::seed::{SeedOptions, seed};
-use marquee_store::embedded::{CatalogBuilder, EmbeddedOptions, EmbeddedStore};
+use marquee_store::Store;
+use marquee_store::bulk::BulkLoad;
+use marquee_store::bulk::seed::{SeedOptions, seed};
+use marquee_store_embedded::{EmbeddedBulk, EmbeddedOptions, EmbeddedStore};
 
 struct World {
     analyzer: Analyzer,
     schema: MarqueeSchema,
-    store: DynStore,
+    store: Store,
     config: SchemaConfig,
     runtime: tokio::runtime::Runtime,
     _dir: tempfile::TempDir,
@@ -30,12 +31,12 @@ struct World {
 
 static WORLD: LazyLock<World> = LazyLock::new(|| {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let builder = CatalogBuilder::create(dir.path(), 16 << 20).expect("a catalog builder");
+    let sink = EmbeddedBulk::new(dir.path(), 16 << 20).sink().expect("a catalog sink");
     let options = SeedOptions { movies: 300, people: Some(200), seed: 7 };
-    seed(&options, Box::new(builder), &mut |_| {}).expect("seeded");
-    let store: DynStore = std::sync::Arc::new(
+    seed(&options, sink, &mut |_| {}).expect("seeded");
+    let store = Store::new(std::sync::Arc::new(
         EmbeddedStore::open(dir.path(), &EmbeddedOptions { cache_bytes: 16 << 20 }).expect("opens"),
-    );
+    ));
     let config = SchemaConfig::default();
     World {
         analyzer: Analyzer::new(config.limits),

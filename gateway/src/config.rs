@@ -20,15 +20,13 @@ pub struct Config {
     pub region: String,
     /// Address the HTTP server binds.
     pub listen: SocketAddr,
-    /// Directory of the embedded store.
-    pub data_dir: PathBuf,
     /// Logging.
     pub log: LogConfig,
     /// HTTP limits and shutdown.
     pub http: HttpConfig,
     /// GraphQL execution.
     pub graphql: GraphqlConfig,
-    /// Embedded store tuning.
+    /// The storage backend and its settings.
     pub store: StoreConfig,
     /// The demo catalog seeded on first start when the data directory is empty.
     pub demo: DemoConfig,
@@ -113,6 +111,11 @@ pub struct CacheConfig {
     pub stale_while_revalidate_secs: u32,
     /// `stale-if-error` seconds on public responses.
     pub stale_if_error_secs: u32,
+    /// How long a gateway caches a movie's users' rating totals, in seconds: the longest a
+    /// rating taken by another gateway of the region takes to show here (0: not cached).
+    pub rating_totals_ttl_secs: u64,
+    /// Memory for cached rating totals, in MiB.
+    pub rating_totals_mib: u64,
 }
 
 /// Per-identity request rate.
@@ -229,12 +232,36 @@ impl GraphqlConfig {
     }
 }
 
-/// Embedded store tuning.
+/// The storage backend: `[store]` with `backend = "..."` and that backend's own settings
+/// beside it (only those are accepted). Missing settings take the backend's defaults.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StoreConfig {
+#[serde(tag = "backend", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum StoreConfig {
+    /// redb files in a local data directory: one machine, no server to run.
+    Embedded(EmbeddedConfig),
+}
+
+/// `[store] backend = "embedded"`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbeddedConfig {
+    /// The data directory (the catalog generations and `users.redb`).
+    pub data_dir: PathBuf,
     /// redb page cache while serving, in MiB.
     pub cache_mib: usize,
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        EmbeddedConfig { data_dir: PathBuf::from("data"), cache_mib: 512 }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig::Embedded(EmbeddedConfig::default())
+    }
 }
 
 /// The demo catalog.
@@ -253,7 +280,6 @@ impl Default for Config {
         Config {
             region: "local".into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            data_dir: PathBuf::from("data"),
             log: LogConfig { format: LogFormat::Human, filter: "info".into() },
             http: HttpConfig {
                 body_limit_bytes: 64 * 1024,
@@ -279,10 +305,15 @@ impl Default for Config {
                 max_root_fields: limits.max_root_fields,
                 max_response_fields: limits.max_response_fields,
             },
-            store: StoreConfig { cache_mib: 512 },
+            store: StoreConfig::default(),
             demo: DemoConfig { movies: 50_000, seed: 1 },
             rate_limit: RateLimitConfig { enabled: true, per_second: 50, burst: 100 },
-            cache: CacheConfig { stale_while_revalidate_secs: 60, stale_if_error_secs: 86_400 },
+            cache: CacheConfig {
+                stale_while_revalidate_secs: 60,
+                stale_if_error_secs: 86_400,
+                rating_totals_ttl_secs: 10,
+                rating_totals_mib: 8,
+            },
             auth: AuthConfig {
                 issuer: "marquee".into(),
                 audience: "marquee-api".into(),
@@ -326,7 +357,14 @@ impl Config {
         file: Option<&Path>,
         overrides: Serialized<serde_json::Value>,
     ) -> Result<Config, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        // The store section's defaults are only its backend: the other settings default inside
+        // the chosen backend's own section, so choosing another backend in a file does not
+        // inherit the default backend's keys (which it would refuse as unknown).
+        let mut defaults = serde_json::to_value(Config::default()).map_err(|e| {
+            ConfigError::Invalid(Box::new(figment::Error::from(format!("serialising defaults: {e}"))))
+        })?;
+        defaults["store"] = serde_json::json!({ "backend": "embedded" });
+        let mut figment = Figment::from(Serialized::defaults(defaults));
         if let Some(file) = file {
             if !file.is_file() {
                 return Err(ConfigError::MissingFile(file.to_owned()));
@@ -365,6 +403,17 @@ mod tests {
             assert_eq!(config.region, "eu-west");
             assert_eq!(config.http.body_limit_bytes, 2000);
             assert_eq!(config.listen.port(), 9999);
+            assert_eq!(config.store, StoreConfig::default());
+
+            jail.create_file("store.toml", "[store]\nbackend = \"embedded\"\ndata_dir = \"/srv/marquee\"\n")?;
+            jail.set_env("MARQUEE_STORE__CACHE_MIB", "64");
+            let config = Config::load(Some(Path::new("store.toml")), no_overrides()).expect("valid");
+            let StoreConfig::Embedded(embedded) = &config.store;
+            assert_eq!((embedded.data_dir.as_path(), embedded.cache_mib), (Path::new("/srv/marquee"), 64));
+            jail.create_file("unknown.toml", "[store]\nbackend = \"cassandra\"\n")?;
+            assert!(Config::load(Some(Path::new("unknown.toml")), no_overrides()).is_err());
+            jail.create_file("foreign.toml", "[store]\nbackend = \"embedded\"\nkeyspace = \"x\"\n")?;
+            assert!(Config::load(Some(Path::new("foreign.toml")), no_overrides()).is_err());
 
             jail.create_file("typo.toml", "regoin = \"x\"\n")?;
             assert!(Config::load(Some(Path::new("typo.toml")), no_overrides()).is_err());
@@ -372,6 +421,14 @@ mod tests {
             assert!(Config::load(None, no_overrides()).is_err());
             Ok(())
         });
+    }
+
+    #[test]
+    fn the_local_region_file_loads() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../regions/local.toml");
+        let config = Config::load(Some(&file), no_overrides()).expect("regions/local.toml is valid");
+        assert_eq!(config.region, "local");
+        assert_eq!(config.store, StoreConfig::default());
     }
 
     #[test]

@@ -1,22 +1,35 @@
 //! Marquee's regional GraphQL gateway.
 //!
-//! A request flows `server` (connections: cap, header and idle time limits) → `http` (routes,
-//! metrics) → `auth` (bearer token → caller) → `limits` (rate) → `marquee_schema` (query limits,
-//! resolvers) → per-request dataloaders → the store (`instrumented` wraps it with metrics and
-//! spans). `startup` wires
-//! those stages together behind [`startup::Application`]; `config` and `telemetry` are the
-//! cross-cutting pieces; `catalog` holds the seed and import commands.
+//! A request flows through these stages, one module each:
+//!
+//! 1. `server` — connections: cap, header and idle time limits;
+//! 2. `http` — routes, media type, error shape, metrics, timeout (`http/graphql.rs` reads the
+//!    GraphQL request from GET or POST);
+//! 3. `auth` — bearer token → caller;
+//! 4. `rate_limit` — per-identity rate;
+//! 5. `pipeline` — in order: `persisted` (which document), `response_cache` (public GETs),
+//!    query limits and execution (`pipeline/execute.rs` → `marquee_schema`), cache headers
+//!    (`pipeline/respond.rs`, `cache_policy`);
+//! 6. `marquee_schema`'s resolvers and per-request dataloaders → `store` (the store stack:
+//!    caches, instrumentation, the backend chosen in config).
+//!
+//! `startup` builds all of it behind [`startup::Application`] and `state` holds what the
+//! stages share; `config` and `telemetry` are cross-cutting; `cache` is the cache abstraction
+//! every shared cache uses; `bulk` holds the seed, import and export commands.
 
 pub mod auth;
+pub mod bulk;
+pub mod cache;
 pub mod cache_policy;
-pub mod catalog;
 pub mod config;
 pub mod error;
 pub mod http;
-pub mod instrumented;
-pub mod limits;
 pub mod persisted;
+pub mod pipeline;
+pub mod rate_limit;
 pub mod response_cache;
 pub mod server;
 pub mod startup;
+pub mod state;
+pub mod store;
 pub mod telemetry;

@@ -1,5 +1,10 @@
 //! The `gateway` binary: parse the command line, load config, start telemetry, run.
 
+// mimalloc: the loaders allocate on one thread and free on another, and the server does the
+// same across tokio workers; glibc's allocator spends much of that time in its arenas.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -9,22 +14,17 @@ use figment::providers::Serialized;
 use marquee_gateway::auth::{Authenticator, generate_pem};
 use marquee_gateway::config::Config;
 use marquee_gateway::startup::{Application, shutdown_signal};
-use marquee_gateway::{catalog, telemetry};
-use marquee_store::catalog::seed::SeedOptions;
+use marquee_gateway::{bulk, store, telemetry};
+use marquee_store::bulk::seed::SeedOptions;
 
 /// Marquee: a movie-metadata GraphQL API.
-/// mimalloc: the loaders allocate on one thread and free on another, and the server does the
-/// same across tokio workers; glibc's allocator spends much of that time in its arenas.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "gateway", version, about)]
 struct Cli {
     /// TOML config file (e.g. regions/local.toml); env MARQUEE_* and flags override it.
     #[arg(long, global = true)]
     config: Option<PathBuf>,
-    /// Data directory of the embedded store [default: data].
+    /// Data directory of the embedded store (`store.data_dir`) [default: data].
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
     #[command(flatten)]
@@ -109,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut overrides = serde_json::Map::new();
     if let Some(dir) = &cli.data_dir {
-        overrides.insert("data_dir".into(), dir.display().to_string().into());
+        overrides.insert("store".into(), serde_json::json!({ "data_dir": dir.display().to_string() }));
     }
     if let Some(listen) = serve.listen {
         overrides.insert("listen".into(), listen.to_string().into());
@@ -129,38 +129,32 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     telemetry::init_tracing(&config.log);
-    let data_dir = config.data_dir.clone();
+    let target = store::bulk(&config.store);
+    let location = target.location();
     match cli.command {
         Some(Command::Seed { movies, people, seed }) => {
             let stats = tokio::task::spawn_blocking(move || {
-                catalog::seed(&data_dir, &SeedOptions { movies, people, seed })
+                bulk::seed(target.as_ref(), &SeedOptions { movies, people, seed })
             })
             .await??;
-            println!(
-                "seeded {} movies and {} people into {}",
-                stats.movies,
-                stats.people,
-                config.data_dir.display()
-            );
+            println!("seeded {} movies and {} people into {location}", stats.movies, stats.people);
         }
         Some(Command::Import { source: ImportSource::Imdb { dir } }) => {
-            let report = tokio::task::spawn_blocking(move || catalog::import_imdb(&dir, &data_dir)).await??;
+            let report =
+                tokio::task::spawn_blocking(move || bulk::import_imdb(target.as_ref(), &dir)).await??;
             print!("{report}");
         }
         Some(Command::Export { out }) => {
-            let stats = tokio::task::spawn_blocking(move || catalog::export(&data_dir, &out)).await??;
+            let stats = tokio::task::spawn_blocking(move || bulk::export(target.as_ref(), &out)).await??;
             println!(
-                "exported {} movies, {} people and {} credits from {}",
-                stats.movies,
-                stats.people,
-                stats.credits,
-                config.data_dir.display()
+                "exported {} movies, {} people and {} credits from {location}",
+                stats.movies, stats.people, stats.credits,
             );
         }
         Some(Command::Schema | Command::Keygen { .. } | Command::Token { .. }) => {}
         Some(Command::Serve(_)) | None => {
             let (movies, seed) = (config.demo.movies, config.demo.seed);
-            tokio::task::spawn_blocking(move || catalog::ensure_catalog(&data_dir, movies, seed))
+            tokio::task::spawn_blocking(move || bulk::ensure_catalog(target.as_ref(), movies, seed))
                 .await?
                 .context("preparing the catalog")?;
             let app = Application::build(config).await.context("starting the gateway")?;

@@ -1,4 +1,4 @@
-//! The in-process response cache: whole public GET responses, so a hot persisted query (what a
+//! The response-cache stage: whole public GET responses, so a hot persisted query (what a
 //! CDN forwards on a miss, or what many clients ask at once) is answered without parsing,
 //! executing or touching the store.
 //!
@@ -7,7 +7,8 @@
 //! scope-dependent field cannot leak across scopes either. Keys are the document hash, the
 //! operation name, the variables in canonical form (keys sorted) and the response media type,
 //! behind a version prefix. Entries live for the response's max-age, capped by
-//! `response_cache.max_ttl_secs`, and the cache is bounded in bytes. A request with
+//! `response_cache.max_ttl_secs`, and the cache is bounded in bytes. It is a [`Cache`], so the
+//! regional tier will serve it too. A request with
 //! `Cache-Control: no-cache` (a browser's forced reload, a CDN revalidating) skips the lookup
 //! and refreshes the entry; `no-store` also keeps the response out.
 
@@ -15,9 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use moka::Expiry;
 use prometheus::IntCounterVec;
 use serde_json::Value;
+
+use crate::cache::{Cache, Weigh};
 
 /// Bumped when the key or entry shape changes.
 const KEY_VERSION: &str = "r1";
@@ -33,22 +35,18 @@ pub struct Entry {
     pub max_age: u32,
     /// When it was stored (for `Age`).
     pub stored_at: Instant,
-    ttl: Duration,
 }
 
-struct PerEntryTtl;
-
-impl Expiry<String, Arc<Entry>> for PerEntryTtl {
-    fn expire_after_create(&self, _: &String, entry: &Arc<Entry>, _: Instant) -> Option<Duration> {
-        Some(entry.ttl)
+impl Weigh for Arc<Entry> {
+    fn weight(&self) -> usize {
+        self.body.len() + self.etag.len()
     }
 }
 
-/// The cache of one gateway.
+/// The response cache of one gateway.
 pub struct ResponseCache {
-    cache: moka::sync::Cache<String, Arc<Entry>>,
+    cache: Cache<Arc<Entry>>,
     max_ttl: Duration,
-    requests: IntCounterVec,
 }
 
 /// What identifies a response.
@@ -116,38 +114,26 @@ fn canonical(value: &Value, out: &mut String) {
 
 impl ResponseCache {
     /// A cache of at most `max_bytes`, entries living at most `max_ttl`, counting into
-    /// `requests` (`cache_requests_total{tier,result}`).
+    /// `requests` (`cache_requests_total{tier="response",result}`).
     pub fn new(max_bytes: u64, max_ttl: Duration, requests: IntCounterVec) -> ResponseCache {
-        let cache = moka::sync::Cache::builder()
-            .max_capacity(max_bytes)
-            .weigher(|k: &String, e: &Arc<Entry>| {
-                u32::try_from(k.len() + e.body.len() + 64).unwrap_or(u32::MAX)
-            })
-            .expire_after(PerEntryTtl)
-            .build();
-        ResponseCache { cache, max_ttl, requests }
+        ResponseCache { cache: Cache::new("response", max_bytes, requests), max_ttl }
     }
 
     /// The stored response for `key` (from [`CacheKey::render`]), counting a hit or a miss.
-    pub fn get(&self, key: &str) -> Option<Arc<Entry>> {
-        let found = self.cache.get(key);
-        let result = if found.is_some() { "hit" } else { "miss" };
-        self.requests.with_label_values(&["response", result]).inc();
-        found
+    pub async fn get(&self, key: &str) -> Option<Arc<Entry>> {
+        self.cache.get(key).await
     }
 
     /// Counts a lookup the client asked to skip (`Cache-Control: no-cache`).
     pub fn bypass(&self) {
-        self.requests.with_label_values(&["response", "bypass"]).inc();
+        self.cache.bypass();
     }
 
-    /// Stores a public response under the key `get` returned.
-    pub fn put(&self, key: String, body: Bytes, etag: String, max_age: u32) {
+    /// Stores a public response under the key `get` was asked for.
+    pub async fn put(&self, key: String, body: Bytes, etag: String, max_age: u32) {
         let ttl = Duration::from_secs(u64::from(max_age)).min(self.max_ttl);
-        if ttl.is_zero() {
-            return;
-        }
-        self.cache.insert(key, Arc::new(Entry { body, etag, max_age, stored_at: Instant::now(), ttl }));
+        let entry = Arc::new(Entry { body, etag, max_age, stored_at: Instant::now() });
+        self.cache.put(key, entry, ttl).await;
     }
 }
 

@@ -1,5 +1,6 @@
-//! Assembling and running a gateway: open the store, build the schema, bind the listener, and
-//! serve until told to stop, then drain and close the store. `Application::build` binds before
+//! Assembling and running a gateway: open the configured store and stack its layers
+//! (`crate::store`), build the schema and every stage's state (`crate::state`), bind the
+//! listener, and serve until told to stop, then drain and close the store. `Application::build` binds before
 //! it returns, so tests start it on port 0 and read the real port.
 
 use std::future::Future;
@@ -9,52 +10,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use marquee_schema::{MarqueeSchema, SchemaConfig};
-use marquee_store::embedded::{EmbeddedOptions, EmbeddedStore};
-use marquee_store::{DynStore, StoreError};
+use marquee_schema::SchemaConfig;
+use marquee_store::StoreError;
 use tokio::net::TcpListener;
 
 use crate::auth::{AuthSetupError, Authenticator};
 use crate::cache_policy::CachePolicy;
 use crate::config::Config;
 use crate::http::graphiql::{self, AssetSource, MissingAsset};
-use crate::instrumented::InstrumentedStore;
-use crate::limits::{InProcessLimiter, RateLimiter};
 use crate::persisted::{ManifestError, PersistedQueries};
+use crate::pipeline::GraphqlState;
+use crate::rate_limit::{InProcessLimiter, RateLimit};
 use crate::response_cache::ResponseCache;
 use crate::server::ConnectionLimits;
+use crate::state::{AppState, BodyLimit, Graphiql, Readiness};
+use crate::store::StackConfig;
 use crate::telemetry::Metrics;
-
-/// Shared state of one gateway: a cheap clone of `Arc`s handed to every handler.
-#[derive(Clone)]
-pub struct AppState {
-    /// The store, wrapped so every call is counted and traced.
-    pub store: DynStore,
-    /// The executable schema (immutable; per-request loaders are attached per request).
-    pub schema: MarqueeSchema,
-    /// Resolver settings, also needed to build each request's loaders.
-    pub schema_config: SchemaConfig,
-    /// Metrics registry and handles.
-    pub metrics: Metrics,
-    /// Set once shutdown begins: `/readyz` turns 503 so traffic moves away first.
-    pub draining: Arc<AtomicBool>,
-    /// Region name, reported by `/readyz`.
-    pub region: Arc<str>,
-    /// Largest accepted request body.
-    pub body_limit: usize,
-    /// GraphiQL's page, rendered once (`None`: not served).
-    pub graphiql: Option<Arc<str>>,
-    /// Per-identity rate limiter for `/graphql` (`None`: unlimited).
-    pub limiter: Option<Arc<dyn RateLimiter>>,
-    /// Staleness allowances for cacheable responses.
-    pub cache_policy: CachePolicy,
-    /// Token verification and issuing.
-    pub auth: Arc<Authenticator>,
-    /// APQ, manifest and safelist.
-    pub persisted: Arc<PersistedQueries>,
-    /// Whole public GET responses (`None`: disabled).
-    pub response_cache: Option<Arc<ResponseCache>>,
-}
 
 /// Why a gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -89,10 +60,11 @@ pub enum StartupError {
     Metrics(#[from] prometheus::Error),
 }
 
-fn rate_limiter(config: &Config) -> Result<Option<Arc<dyn RateLimiter>>, StartupError> {
+fn rate_limit(config: &Config, metrics: &Metrics) -> Result<RateLimit, StartupError> {
     let limits = &config.rate_limit;
+    let fallbacks = metrics.rate_limiter_fallbacks.clone();
     if !limits.enabled {
-        return Ok(None);
+        return Ok(RateLimit::disabled(fallbacks));
     }
     let (Some(per_second), Some(burst)) = (NonZeroU32::new(limits.per_second), NonZeroU32::new(limits.burst))
     else {
@@ -100,7 +72,9 @@ fn rate_limiter(config: &Config) -> Result<Option<Arc<dyn RateLimiter>>, Startup
             "rate_limit.per_second and rate_limit.burst must be above 0".into(),
         ));
     };
-    Ok(Some(Arc::new(InProcessLimiter::new(per_second, burst))))
+    // The in-process limiter is never unavailable, so it needs no fallback; a shared
+    // (regional) limiter gets this one as its fallback.
+    Ok(RateLimit::new(Arc::new(InProcessLimiter::new(per_second, burst)), None, fallbacks))
 }
 
 /// A built gateway, bound and ready to serve.
@@ -113,22 +87,22 @@ pub struct Application {
 }
 
 impl Application {
-    /// Opens the store in `config.data_dir`, builds the schema and binds `config.listen`.
+    /// Opens the configured store, builds the schema and binds `config.listen`.
     pub async fn build(config: Config) -> Result<Application, StartupError> {
         let metrics = Metrics::new(&config.region)?;
-        let options = EmbeddedOptions { cache_bytes: config.store.cache_mib * 1024 * 1024 };
-        let data_dir = config.data_dir.clone();
-        let embedded = tokio::task::spawn_blocking(move || EmbeddedStore::open(&data_dir, &options))
-            .await
-            .map_err(StoreError::backend)??;
-        let store: DynStore = Arc::new(InstrumentedStore::new(Arc::new(embedded), metrics.clone()));
+        let backend = crate::store::open(&config.store).await?;
+        let stack = StackConfig {
+            rating_totals_ttl: Duration::from_secs(config.cache.rating_totals_ttl_secs),
+            rating_totals_bytes: config.cache.rating_totals_mib * 1024 * 1024,
+        };
+        let store = crate::store::stack(backend, &stack, &metrics);
         let schema_config = SchemaConfig {
             image_base_url: config.graphql.image_base_url.clone(),
             batch_delay: Duration::from_micros(config.graphql.batch_delay_us),
             limits: config.graphql.limits(),
         };
         let schema = marquee_schema::build(store.clone(), schema_config.clone());
-        let auth = Arc::new(Authenticator::new(&config.auth).await?);
+        let authenticator = Arc::new(Authenticator::new(&config.auth).await?);
         let persisted = Arc::new(PersistedQueries::new(&config.persisted_queries)?);
         let response_cache = config.response_cache.enabled.then(|| {
             Arc::new(ResponseCache::new(
@@ -151,22 +125,28 @@ impl Application {
         let addr =
             listener.local_addr().map_err(|source| StartupError::Bind { addr: config.listen, source })?;
         let state = AppState {
-            store,
-            schema,
-            schema_config,
-            metrics,
-            draining: Arc::new(AtomicBool::new(false)),
-            region: config.region.as_str().into(),
-            body_limit: config.http.body_limit_bytes,
-            graphiql: config.graphql.graphiql.then(|| graphiql::page(&graphiql_assets, "/graphql")),
-            limiter: rate_limiter(&config)?,
-            cache_policy: CachePolicy {
-                stale_while_revalidate: config.cache.stale_while_revalidate_secs,
-                stale_if_error: config.cache.stale_if_error_secs,
+            graphql: GraphqlState {
+                schema,
+                store: store.clone(),
+                schema_config,
+                loader_metrics: metrics.loader.clone(),
+                persisted,
+                response_cache,
+                cache_policy: CachePolicy {
+                    stale_while_revalidate: config.cache.stale_while_revalidate_secs,
+                    stale_if_error: config.cache.stale_if_error_secs,
+                },
             },
-            auth,
-            persisted,
-            response_cache,
+            authenticator,
+            rate_limit: rate_limit(&config, &metrics)?,
+            readiness: Readiness {
+                draining: Arc::new(AtomicBool::new(false)),
+                region: config.region.as_str().into(),
+                store: store.lifecycle.clone(),
+            },
+            metrics,
+            body_limit: BodyLimit(config.http.body_limit_bytes),
+            graphiql: Graphiql(config.graphql.graphiql.then(|| graphiql::page(&graphiql_assets, "/graphql"))),
         };
         Ok(Application { listener, addr, state, config, connections })
     }
@@ -194,8 +174,8 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let Application { listener, state, config, connections, .. } = self;
-        state.auth.spawn_refresh();
-        state.persisted.spawn_reload();
+        state.authenticator.spawn_refresh();
+        state.graphql.persisted.spawn_reload();
         let router = crate::http::router(
             state.clone(),
             config.request_timeout(),
@@ -204,7 +184,7 @@ impl Application {
         let drain_delay = Duration::from_millis(config.http.drain_delay_ms);
         let grace = Duration::from_millis(config.http.shutdown_grace_ms);
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let draining = state.draining.clone();
+        let draining = state.readiness.draining.clone();
         let signal = async move {
             shutdown.await;
             draining.store(true, Ordering::SeqCst);
@@ -228,7 +208,7 @@ impl Application {
                 tracing::warn!(?grace, "in-flight requests did not finish within the grace period; stopping anyway");
             }
         }
-        if let Err(e) = state.store.close().await {
+        if let Err(e) = state.readiness.store.close().await {
             tracing::error!(error = %e, "closing the store");
         }
         tracing::info!("stopped");

@@ -99,8 +99,12 @@ pub struct Metrics {
     pub store_duration: HistogramVec,
     /// `dataloader_batch_size{loader}`.
     pub loader: LoaderMetrics,
-    /// `cache_requests_total{tier,result}`: lookups per cache tier, `hit` or `miss`.
+    /// `cache_requests_total{tier,result}`: lookups per cache (`response`, `rating_totals`),
+    /// `hit`, `miss` or `bypass`, and keys `invalidated` by writes.
     pub cache_requests: IntCounterVec,
+    /// `rate_limiter_fallbacks_total`: checks the rate limiter could not answer, decided by
+    /// the in-process fallback instead.
+    pub rate_limiter_fallbacks: IntCounter,
     /// Client connections.
     pub connections: ConnectionMetrics,
 }
@@ -183,6 +187,11 @@ impl Metrics {
             &["tier", "result"],
         )?;
         registry.register(Box::new(cache_requests.clone()))?;
+        let rate_limiter_fallbacks = IntCounter::new(
+            "rate_limiter_fallbacks_total",
+            "Rate-limit checks decided by the in-process fallback because the limiter was unavailable",
+        )?;
+        registry.register(Box::new(rate_limiter_fallbacks.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(store_calls.clone()))?;
@@ -197,6 +206,7 @@ impl Metrics {
             store_duration,
             loader: LoaderMetrics { batch_size },
             cache_requests,
+            rate_limiter_fallbacks,
             connections,
         })
     }

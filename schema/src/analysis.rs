@@ -32,7 +32,7 @@ use async_graphql::parser::types::{
 use async_graphql::{Positioned, Value, Variables};
 use async_graphql_value::Value as InputValue;
 
-use crate::limits::{QueryLimits, Refusal, codes};
+use crate::query_limits::{QueryLimits, Refusal, codes};
 use crate::shape::{FieldShape, Items, Shape};
 
 /// What a document costs: the largest of each measure over its operations, and the size of

@@ -49,7 +49,7 @@ impl ApiError {
             ApiError::Unauthenticated(_) => codes::UNAUTHENTICATED,
             ApiError::Store(e) if matches!(**e, StoreError::NotFound { .. }) => codes::NOT_FOUND,
             ApiError::Store(e) if e.is_client_error() => codes::BAD_USER_INPUT,
-            ApiError::Store(e) if matches!(**e, StoreError::Closed) => codes::SERVICE_UNAVAILABLE,
+            ApiError::Store(e) if e.is_retryable() => codes::SERVICE_UNAVAILABLE,
             ApiError::Store(_) => codes::INTERNAL_SERVER_ERROR,
         }
     }

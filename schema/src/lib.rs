@@ -3,7 +3,7 @@
 //! entity kind per level.
 //!
 //! This is the resolver stage of the read path (`http` → **schema** → loaders → store). Inside
-//! it, a request is parsed, measured against the query limits (`analysis`, `limits`), executed
+//! it, a request is parsed, measured against the query limits (`analysis`, `query_limits`), executed
 //! within a budget of resolved fields and completed — query order, and field errors as nulls
 //! that propagate as the spec says (`pipeline`, `completion`). The
 //! schema holds only shared, immutable things (the store handle and settings); everything
@@ -15,12 +15,12 @@ mod caller;
 mod completion;
 mod cursor;
 mod error;
-mod limits;
 mod loaders;
 mod mutation;
 mod parse_cache;
 mod pipeline;
 mod query;
+mod query_limits;
 mod shape;
 mod types;
 
@@ -28,16 +28,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::{EmptySubscription, Schema};
-use marquee_store::DynStore;
+use marquee_store::Store;
 
 pub use analysis::Cost;
 pub use caller::Caller;
 pub use error::{ApiError, codes};
-pub use limits::{QueryLimits, codes as limit_codes};
 pub use loaders::{LoaderMetrics, Loaders};
 pub use mutation::Mutation;
 pub use pipeline::{Analyzer, ExecutionStarted};
 pub use query::Query;
+pub use query_limits::{QueryLimits, codes as limit_codes};
 
 /// The executable schema type.
 pub type MarqueeSchema = Schema<Query, Mutation, EmptySubscription>;
@@ -64,7 +64,7 @@ impl Default for SchemaConfig {
 }
 
 /// Builds the schema over `store`.
-pub fn build(store: DynStore, config: SchemaConfig) -> MarqueeSchema {
+pub fn build(store: Store, config: SchemaConfig) -> MarqueeSchema {
     let analyzer = Arc::new(Analyzer::new(config.limits));
     Schema::build(Query, Mutation, EmptySubscription)
         .data(store)

@@ -1,15 +1,18 @@
-//! Per-request dataloaders, one per entity kind. Fields register keys as they resolve; after
-//! a short delay each loader sends the whole batch as one store call, so a page of 20 movies
-//! with their casts and the cast's people costs three store calls, not hundreds. Each request
-//! gets fresh loaders (and so a fresh per-request cache): nothing leaks between callers.
+//! Per-request dataloaders, one per entity kind. Fields register keys as they resolve; once
+//! the resolvers of a level have all yielded (after `graphql.batch_delay_us`, zero by
+//! default), each loader sends the whole batch as one call to the store stack, so a page of
+//! 20 movies with their casts and the cast's people costs three store calls, not hundreds.
+//! Each request gets fresh loaders (and so a fresh per-request cache): nothing leaks between
+//! callers. Below the loaders sit the store stack's decorators (metrics, caches), then the
+//! backend.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 use marquee_store::{
-    Credit, DynStore, FilmographyEntry, FilmographyQuery, Movie, MovieId, Page, Person, PersonId, Rating,
-    SimilarQuery, StoreError, UserId,
+    CatalogReads, Credit, FilmographyEntry, FilmographyQuery, Movie, MovieId, Page, Person, PersonId, Rating,
+    RatingTotals, SimilarQuery, Store, StoreError, UserData, UserId,
 };
 use prometheus::HistogramVec;
 
@@ -29,6 +32,8 @@ pub struct Loaders {
     pub(crate) credits: DataLoader<CreditsLoader, HashMapCache>,
     pub(crate) filmography: DataLoader<FilmographyLoader, HashMapCache>,
     pub(crate) similar: DataLoader<SimilarLoader, HashMapCache>,
+    /// Marquee users' rating totals, added to each movie's catalog summary.
+    pub(crate) rating_totals: DataLoader<RatingTotalsLoader, HashMapCache>,
     /// The signed-in caller's own ratings (`Movie.myRating`); `None` for anonymous callers.
     pub(crate) my_ratings: Option<DataLoader<MyRatingLoader, HashMapCache>>,
 }
@@ -36,7 +41,7 @@ pub struct Loaders {
 impl Loaders {
     /// Fresh loaders over `store` for one request by `caller`.
     pub fn new(
-        store: &DynStore,
+        store: &Store,
         config: &SchemaConfig,
         metrics: Option<&LoaderMetrics>,
         caller: &Caller,
@@ -44,30 +49,31 @@ impl Loaders {
         fn loader<T: Send + Sync + 'static>(inner: T, config: &SchemaConfig) -> DataLoader<T, HashMapCache> {
             DataLoader::with_cache(inner, tokio::spawn, HashMapCache::default()).delay(config.batch_delay)
         }
-        let base = |name: &'static str| Base {
-            store: store.clone(),
-            batch_size: metrics.map(|m| m.batch_size.with_label_values(&[name])),
-        };
+        let batch_size = |name: &'static str| metrics.map(|m| m.batch_size.with_label_values(&[name]));
+        let catalog = |name| Base { store: store.catalog.clone(), batch_size: batch_size(name) };
+        let users = |name| Base { store: store.users.clone(), batch_size: batch_size(name) };
         Loaders {
-            movies: loader(MovieLoader(base("movie")), config),
-            people: loader(PersonLoader(base("person")), config),
-            credits: loader(CreditsLoader(base("credits")), config),
-            filmography: loader(FilmographyLoader(base("filmography")), config),
-            similar: loader(SimilarLoader(base("similar")), config),
+            movies: loader(MovieLoader(catalog("movie")), config),
+            people: loader(PersonLoader(catalog("person")), config),
+            credits: loader(CreditsLoader(catalog("credits")), config),
+            filmography: loader(FilmographyLoader(catalog("filmography")), config),
+            similar: loader(SimilarLoader(catalog("similar")), config),
+            rating_totals: loader(RatingTotalsLoader(users("rating_totals")), config),
             my_ratings: caller
                 .user_id()
                 .and_then(|id| UserId::new(id).ok())
-                .map(|user| loader(MyRatingLoader { base: base("my_rating"), user }, config)),
+                .map(|user| loader(MyRatingLoader { base: users("my_rating"), user }, config)),
         }
     }
 }
 
-pub(crate) struct Base {
-    store: DynStore,
+/// What every loader holds: the face of the store it reads, and its batch-size histogram.
+pub(crate) struct Base<S: ?Sized> {
+    store: Arc<S>,
     batch_size: Option<prometheus::Histogram>,
 }
 
-impl Base {
+impl<S: ?Sized> Base<S> {
     fn observe(&self, n: usize) {
         if let Some(h) = &self.batch_size {
             h.observe(n as f64);
@@ -77,13 +83,17 @@ impl Base {
 
 type LoadResult<K, V> = Result<HashMap<K, V>, Arc<StoreError>>;
 
-pub(crate) struct MovieLoader(Base);
-pub(crate) struct PersonLoader(Base);
-pub(crate) struct CreditsLoader(Base);
-pub(crate) struct FilmographyLoader(Base);
-pub(crate) struct SimilarLoader(Base);
+type CatalogBase = Base<dyn CatalogReads>;
+type UsersBase = Base<dyn UserData>;
+
+pub(crate) struct MovieLoader(CatalogBase);
+pub(crate) struct PersonLoader(CatalogBase);
+pub(crate) struct CreditsLoader(CatalogBase);
+pub(crate) struct FilmographyLoader(CatalogBase);
+pub(crate) struct SimilarLoader(CatalogBase);
+pub(crate) struct RatingTotalsLoader(UsersBase);
 pub(crate) struct MyRatingLoader {
-    base: Base,
+    base: UsersBase,
     user: UserId,
 }
 
@@ -142,6 +152,17 @@ impl Loader<SimilarQuery> for SimilarLoader {
         self.0.observe(keys.len());
         let found = self.0.store.similar(keys).await?;
         Ok(keys.iter().cloned().zip(found.into_iter().map(Arc::new)).collect())
+    }
+}
+
+impl Loader<MovieId> for RatingTotalsLoader {
+    type Value = RatingTotals;
+    type Error = Arc<StoreError>;
+
+    async fn load(&self, keys: &[MovieId]) -> LoadResult<MovieId, RatingTotals> {
+        self.0.observe(keys.len());
+        let found = self.0.store.rating_totals(keys).await?;
+        Ok(keys.iter().copied().zip(found).collect())
     }
 }
 

@@ -1,6 +1,8 @@
 //! The root `Mutation` type: a signed-in user's ratings and watchlist. Every mutation needs a
 //! user token, validates its input before writing, and returns only after the store has made
-//! the write durable. Mutations run over POST only (the HTTP stage refuses them over GET).
+//! the write durable and the caches in front of it have dropped what it changed (the store
+//! stack's user-data decorator does that, `gateway/src/store/`). Mutations run over POST only
+//! (the HTTP stage refuses them over GET).
 
 use async_graphql::{Context, ID, Object};
 use marquee_store::{MovieId, SCORES, UserId};
@@ -40,7 +42,7 @@ impl Mutation {
                     SCORES.end()
                 ))
             })?;
-            Ok(UserRatingObject(store(ctx).rate(&user, movie, score).await?))
+            Ok(UserRatingObject(store(ctx).users.rate(&user, movie, score).await?))
         })
         .await
     }
@@ -51,7 +53,7 @@ impl Mutation {
         crate::error::resolve(async move {
             let user = signed_in(ctx, "`deleteRating`")?;
             let movie: MovieId = movie_id.parse()?;
-            Ok(store(ctx).delete_rating(&user, movie).await?)
+            Ok(store(ctx).users.delete_rating(&user, movie).await?)
         })
         .await
     }
@@ -66,7 +68,7 @@ impl Mutation {
         crate::error::resolve(async move {
             let user = signed_in(ctx, "`addToWatchlist`")?;
             let movie: MovieId = movie_id.parse()?;
-            Ok(WatchlistEntryObject(store(ctx).add_to_watchlist(&user, movie).await?))
+            Ok(WatchlistEntryObject(store(ctx).users.add_to_watchlist(&user, movie).await?))
         })
         .await
     }
@@ -77,7 +79,7 @@ impl Mutation {
         crate::error::resolve(async move {
             let user = signed_in(ctx, "`removeFromWatchlist`")?;
             let movie: MovieId = movie_id.parse()?;
-            Ok(store(ctx).remove_from_watchlist(&user, movie).await?)
+            Ok(store(ctx).users.remove_from_watchlist(&user, movie).await?)
         })
         .await
     }

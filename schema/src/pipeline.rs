@@ -25,8 +25,8 @@ use async_graphql::parser::types::ExecutableDocument;
 use async_graphql::{Request, Response, ServerError, ServerResult, Value, Variables};
 
 use crate::analysis::{Cost, measure, with_defaults};
-use crate::limits::{QueryLimits, Refusal, codes};
 use crate::parse_cache::ParseCache;
+use crate::query_limits::{QueryLimits, Refusal, codes};
 use crate::shape::Shape;
 
 /// The document stage on its own: parse, add variable defaults, measure. The schema runs it

@@ -3,9 +3,7 @@
 use std::sync::Arc;
 
 use async_graphql::{Context, Enum, ID, Object};
-use marquee_store::{
-    BrowseQuery, DynStore, Genre, MAX_PAGE, MovieId, MovieSort, Page, PersonId, SearchQuery,
-};
+use marquee_store::{BrowseQuery, Genre, MAX_PAGE, MovieId, MovieSort, Page, PersonId, SearchQuery, Store};
 
 use crate::cursor::{self, CursorKind};
 use crate::error::ApiError;
@@ -14,9 +12,10 @@ use crate::types::{
 };
 use crate::types::{MovieEdge, PageInfo};
 
+// The store's `MovieSort` as a GraphQL enum: `remote` makes the compiler keep the two in step.
 /// Orders for `browse`.
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
-#[graphql(name = "MovieSort")]
+#[graphql(name = "MovieSort", remote = "marquee_store::MovieSort")]
 pub(crate) enum MovieSortEnum {
     /// Most popular first.
     Popularity,
@@ -26,21 +25,13 @@ pub(crate) enum MovieSortEnum {
     ReleaseDate,
 }
 
-impl From<MovieSortEnum> for MovieSort {
-    fn from(s: MovieSortEnum) -> Self {
-        match s {
-            MovieSortEnum::Popularity => MovieSort::Popularity,
-            MovieSortEnum::Rating => MovieSort::Rating,
-            MovieSortEnum::ReleaseDate => MovieSort::ReleaseDate,
-        }
-    }
-}
-
 /// The catalog's entry points.
 pub struct Query;
 
-pub(crate) fn store<'a>(ctx: &Context<'a>) -> &'a DynStore {
-    ctx.data_unchecked::<DynStore>()
+/// The store the schema was built over (for unbatched reads and writes; batched reads go
+/// through the request's loaders).
+pub(crate) fn store<'a>(ctx: &Context<'a>) -> &'a Store {
+    ctx.data_unchecked::<Store>()
 }
 
 fn parse_ids<T: std::str::FromStr<Err = marquee_store::StoreError>>(ids: &[ID]) -> Result<Vec<T>, ApiError> {
@@ -147,7 +138,7 @@ impl Query {
                 return Err(ApiError::BadUserInput("`query` may be at most 200 characters".into()));
             }
             let after = cursor::decode(CursorKind::Search, after.as_deref())?;
-            let page = store(ctx).search(&SearchQuery { text: query, first, after }).await?;
+            let page = store(ctx).catalog.search(&SearchQuery { text: query, first, after }).await?;
             movie_connection(ctx, CursorKind::Search, page).await
         })
         .await
@@ -189,7 +180,7 @@ impl Query {
                 first,
                 after,
             };
-            let page = store(ctx).browse(&query).await?;
+            let page = store(ctx).catalog.browse(&query).await?;
             movie_connection(ctx, kind, page).await
         })
         .await
@@ -207,7 +198,7 @@ impl Query {
     #[graphql(cache_control(max_age = 3600))]
     async fn genres(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<GenreObject>> {
         crate::error::resolve(async move {
-            Ok(store(ctx).genres().await?.into_iter().map(GenreObject::from).collect())
+            Ok(store(ctx).catalog.genres().await?.into_iter().map(GenreObject::from).collect())
         })
         .await
     }

@@ -27,15 +27,12 @@ pub enum StoreError {
     /// The store was closed (the gateway is shutting down).
     #[error("the store is closed; the gateway is shutting down")]
     Closed,
-    /// The data directory holds no catalog yet.
-    #[error("no catalog at {0}; run `gateway seed` or `gateway import imdb` first")]
+    /// The store holds no catalog yet.
+    #[error("no catalog in {0}; run `gateway seed` or `gateway import imdb` first")]
     NoCatalog(String),
-    /// The data directory is already open in another process.
-    #[error("the data directory {0} is in use by another process; stop it or choose another --data-dir")]
-    Locked(String),
     /// Stored bytes did not decode: the data was written by an incompatible version.
     #[error(
-        "stored {what} could not be decoded ({detail}); the data directory was written by an incompatible Marquee version: re-seed or re-import it"
+        "stored {what} could not be decoded ({detail}); it was written by an incompatible Marquee version: re-seed or re-import the catalog"
     )]
     Corrupt {
         /// Which record.
@@ -43,7 +40,12 @@ pub enum StoreError {
         /// Decoder message.
         detail: String,
     },
-    /// The backend failed (disk, driver, connection).
+    /// The backend could not answer now (unreachable, timed out, too few replicas): the same
+    /// call may succeed when retried, here or in another region.
+    #[error("storage backend unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The backend failed in a way a retry will not fix (disk, driver, a backend-specific
+    /// condition such as a data directory held by another process).
     #[error("storage backend error: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A file could not be read or written.
@@ -58,6 +60,11 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Wraps a transient backend error (see [`StoreError::Unavailable`]).
+    pub fn unavailable(err: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StoreError::Unavailable(Box::new(err))
+    }
+
     /// Wraps a backend error.
     pub fn backend(err: impl std::error::Error + Send + Sync + 'static) -> Self {
         StoreError::Backend(Box::new(err))
@@ -74,5 +81,11 @@ impl StoreError {
             self,
             StoreError::InvalidId { .. } | StoreError::InvalidInput(_) | StoreError::NotFound { .. }
         )
+    }
+
+    /// Whether the same call may succeed later (the backend is unreachable or shutting down):
+    /// the API answers `SERVICE_UNAVAILABLE` rather than an internal error.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Closed)
     }
 }

@@ -1,20 +1,31 @@
-//! Marquee's storage layer: the domain model, the [`Store`] trait every backend implements,
-//! and the embedded `redb` backend that makes a single machine a complete Marquee.
+//! Marquee's storage contract: the domain model and the traits every backend implements, split
+//! by what they serve and what they can promise.
+//!
+//! - [`CatalogReads`]: movies, people, credits and their indexes. Immutable between catalog
+//!   loads, so every answer is cacheable anywhere (in-process, Redis, CDN) until the next load.
+//! - [`UserData`]: users' ratings and watchlists, and the movies' rating totals derived from
+//!   them. A user's own rows are read-your-writes; the totals are eventually consistent, within
+//!   the bound the backend states ([`UserData::totals_lag`]), and never double-count.
+//! - [`Lifecycle`]: readiness and shutdown.
+//! - [`bulk::BulkLoad`]: how a whole new catalog gets in (seed, import) and out (export).
 //!
 //! The store is the last stage of the read path (`http` → resolvers → dataloaders → caches →
 //! **store**). Every read method takes a batch or a bounded page, so one dataloader batch is
 //! one backend round trip. Tables are designed query-first — one per access path, the way they
-//! are laid out in CQL — so the ScyllaDB backend can sit behind the same trait with the same
-//! shapes (see `ARCHITECTURE.md`).
+//! are laid out in CQL — so every backend answers the same query with the same shape of read.
+//! Backends live in their own crates (`marquee-store-embedded`; the ScyllaDB one next to it),
+//! so only they depend on their drivers; this crate names none of them.
 
-pub mod catalog;
-pub mod embedded;
+pub mod bulk;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod error;
 pub mod keys;
 pub mod model;
 pub mod text;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -141,16 +152,14 @@ pub struct CatalogStats {
     pub people: u64,
 }
 
-/// The storage backend behind every gateway, used as `Arc<dyn Store>`.
+/// Catalog reads: immutable between catalog loads, so cacheable everywhere.
 ///
 /// Batch methods return one entry per input, in input order, so a dataloader batch is one
 /// call. Each method is one backend round trip.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Short backend name for metrics and logs (`embedded`, `scylla`).
-    fn backend(&self) -> &'static str;
-
-    /// Movies by id; `None` for unknown ids.
+pub trait CatalogReads: Send + Sync + 'static {
+    /// Movies by id, as loaded (without users' ratings: see [`UserData::rating_totals`]);
+    /// `None` for unknown ids.
     async fn movies(&self, ids: &[MovieId]) -> Result<Vec<Option<Movie>>, StoreError>;
 
     /// People by id; `None` for unknown ids.
@@ -179,13 +188,29 @@ pub trait Store: Send + Sync + 'static {
 
     /// Catalog size.
     async fn stats(&self) -> Result<CatalogStats, StoreError>;
+}
 
-    /// Sets `user`'s score for `movie` (1-10), replacing any earlier score, and updates the
-    /// movie's rating totals in the same atomic, durable write. An unknown movie or a score out
-    /// of range writes nothing.
+/// Users' data: ratings, watchlists, and the rating totals derived from the ratings.
+///
+/// What every backend promises:
+/// - A write is durable when it returns `Ok` (a local commit, or a quorum of replicas).
+/// - A user's own rows (their ratings, their watchlist) are read-your-writes through the
+///   same backend in the same region. Across regions the last write wins.
+/// - A re-rate replaces the earlier score and a delete removes it, exactly once, however
+///   often the call is retried: [`UserData::rating_totals`] never counts one user twice.
+/// - [`UserData::rating_totals`] reflects a write within [`UserData::totals_lag`] of its
+///   acknowledgement (eventually consistent; a backend may be faster, never slower).
+/// - An unknown movie or a score out of range writes nothing.
+#[async_trait]
+pub trait UserData: Send + Sync + 'static {
+    /// The longest a rating write takes to show in [`UserData::rating_totals`] on this
+    /// backend; `Duration::ZERO` when it shows at once.
+    fn totals_lag(&self) -> Duration;
+
+    /// Sets `user`'s score for `movie` (1-10), replacing any earlier score.
     async fn rate(&self, user: &UserId, movie: MovieId, score: u8) -> Result<Rating, StoreError>;
 
-    /// Removes `user`'s rating of `movie` (and its share of the totals); whether there was one.
+    /// Removes `user`'s rating of `movie`; whether there was one.
     async fn delete_rating(&self, user: &UserId, movie: MovieId) -> Result<bool, StoreError>;
 
     /// `user`'s ratings of `movies`, one entry per input, `None` where there is none.
@@ -208,6 +233,17 @@ pub trait Store: Send + Sync + 'static {
     async fn watchlist_page(&self, user: &UserId, page: UserPage)
     -> Result<Page<WatchlistEntry>, StoreError>;
 
+    /// Marquee users' rating totals of each movie, one entry per input (zero where nobody
+    /// rated). Combine them with the catalog's summary with [`RatingSummary::with`].
+    async fn rating_totals(&self, movies: &[MovieId]) -> Result<Vec<RatingTotals>, StoreError>;
+}
+
+/// Readiness and shutdown of a backend.
+#[async_trait]
+pub trait Lifecycle: Send + Sync + 'static {
+    /// Short backend name for metrics and logs (`embedded`, `scylla`).
+    fn backend(&self) -> &'static str;
+
     /// A cheap round trip proving the backend answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
 
@@ -215,5 +251,21 @@ pub trait Store: Send + Sync + 'static {
     async fn close(&self) -> Result<(), StoreError>;
 }
 
-/// Shared handle to a store.
-pub type DynStore = Arc<dyn Store>;
+/// One backend as the gateway holds it: its three faces, each a trait object, so decorators
+/// (metrics, caches) wrap only the face they concern and nothing is generic over the backend.
+#[derive(Clone)]
+pub struct Store {
+    /// Catalog reads.
+    pub catalog: Arc<dyn CatalogReads>,
+    /// Users' data.
+    pub users: Arc<dyn UserData>,
+    /// Readiness and shutdown.
+    pub lifecycle: Arc<dyn Lifecycle>,
+}
+
+impl Store {
+    /// The three faces of one backend object.
+    pub fn new<B: CatalogReads + UserData + Lifecycle>(backend: Arc<B>) -> Store {
+        Store { catalog: backend.clone(), users: backend.clone(), lifecycle: backend }
+    }
+}

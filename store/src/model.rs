@@ -162,6 +162,33 @@ pub struct RatingSummary {
     pub count: u32,
 }
 
+/// Marquee users' ratings of one movie, summed: what [`crate::UserData::rating_totals`] returns.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RatingTotals {
+    /// Sum of the users' scores.
+    pub sum: u64,
+    /// Number of users who rated.
+    pub count: u64,
+}
+
+impl RatingSummary {
+    /// The public summary: this (the catalog's votes, as loaded) with Marquee users' ratings
+    /// added as further votes.
+    #[must_use]
+    pub fn with(self, users: RatingTotals) -> RatingSummary {
+        if users.count == 0 {
+            return self;
+        }
+        let base = u64::from(self.count);
+        let all = base + users.count;
+        let weighted = f64::from(self.average) * base as f64 + users.sum as f64;
+        RatingSummary {
+            average: (weighted / all as f64) as f32,
+            count: u32::try_from(all).unwrap_or(u32::MAX),
+        }
+    }
+}
+
 /// A movie, as stored in the movies-by-id table.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Movie {

@@ -30,8 +30,7 @@ pub use keys::generate_pem;
 
 use crate::config::AuthConfig;
 use crate::error::{HttpError, codes};
-use crate::limits;
-use crate::startup::AppState;
+use crate::rate_limit::{self, RateLimit};
 use jwks::{JwksSource, RemoteKeys, VerifyingKey};
 
 /// The only algorithms a token may be signed with.
@@ -390,8 +389,18 @@ impl Authenticator {
     }
 }
 
+/// What the authentication stage needs: the authenticator, and the rate limiter that charges
+/// token verifications to the client's address.
+#[derive(Clone)]
+pub struct AuthStage {
+    /// Verifies and issues tokens.
+    pub authenticator: Arc<Authenticator>,
+    /// Charges verifications.
+    pub rate_limit: RateLimit,
+}
+
 /// Middleware: verifies the bearer token (if any) and attaches the [`Caller`] to the request.
-pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+pub async fn authenticate(State(state): State<AuthStage>, mut request: Request, next: Next) -> Response {
     let mut charged = None;
     let mut values = request.headers().get_all(header::AUTHORIZATION).iter();
     let caller = match (values.next(), values.next()) {
@@ -407,17 +416,17 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
                 .filter(|token| !token.is_empty());
             let verified = match token {
                 None => Err(TokenError::Scheme),
-                Some(token) => match state.auth.remembered(token) {
+                Some(token) => match state.authenticator.remembered(token) {
                     Some(caller) => Ok(caller),
                     None => {
-                        if let Some(limiter) = &state.limiter {
-                            let bucket = limits::address_bucket(&limits::client_address(&request));
-                            if let Err(refused) = limits::charge(limiter.as_ref(), &bucket).await {
+                        if state.rate_limit.enabled() {
+                            let bucket = rate_limit::address_bucket(&rate_limit::client_address(&request));
+                            if let Err(refused) = state.rate_limit.charge(&bucket).await {
                                 return refused;
                             }
-                            charged = Some(limits::Charged(bucket));
+                            charged = Some(rate_limit::Charged(bucket));
                         }
-                        state.auth.verify(token).await
+                        state.authenticator.verify(token).await
                     }
                 },
             };

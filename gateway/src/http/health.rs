@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use crate::startup::AppState;
+use crate::state::Readiness;
 
 /// How long readiness waits for the store.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
@@ -21,7 +21,7 @@ pub(super) async fn healthz() -> Json<Value> {
 }
 
 /// `GET /readyz`: 200 when the store answers and the gateway is not draining, else 503.
-pub(super) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+pub(super) async fn readyz(State(state): State<Readiness>) -> (StatusCode, Json<Value>) {
     if state.draining.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "draining" })));
     }

@@ -1,6 +1,7 @@
-//! The HTTP stage: routes, and the middleware every request passes through (panic guard,
-//! tracing span, metrics, timeout) before it reaches a handler; `/graphql` then passes the
-//! authentication and rate-limit stages.
+//! The HTTP stage: routes, and the middleware every request passes through (media type for
+//! `/graphql`, error shape, panic guard, tracing span, metrics, timeout) before it reaches a
+//! handler; `/graphql` then passes the authentication (`crate::auth`) and rate-limit
+//! (`crate::rate_limit`) stages, and its handlers hand the request to `crate::pipeline`.
 
 pub mod graphiql;
 mod graphql;
@@ -22,8 +23,9 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
 
-use crate::startup::AppState;
-use crate::{auth, error, limits};
+use crate::state::AppState;
+use crate::telemetry::Metrics;
+use crate::{auth, error, rate_limit};
 
 /// The gateway's router over `state`; `graphiql_assets` is a directory of GraphiQL's npm
 /// packages to serve, if the page is to load them from the gateway.
@@ -39,14 +41,20 @@ pub fn router(state: AppState, request_timeout: Duration, graphiql_assets: Optio
                 .post(graphql::post)
                 .fallback(graphql::method_not_allowed)
                 // Outermost first: who is asking, then whether they may ask again.
-                .route_layer(middleware::from_fn_with_state(state.clone(), limits::rate_limit))
-                .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate)),
+                .route_layer(middleware::from_fn_with_state(state.rate_limit.clone(), rate_limit::rate_limit))
+                .route_layer(middleware::from_fn_with_state(
+                    auth::AuthStage {
+                        authenticator: state.authenticator.clone(),
+                        rate_limit: state.rate_limit.clone(),
+                    },
+                    auth::authenticate,
+                )),
         )
         .route(
             "/auth/anonymous",
             post(token::anonymous)
                 .fallback(token::anonymous_method_not_allowed)
-                .route_layer(middleware::from_fn_with_state(state.clone(), limits::rate_limit)),
+                .route_layer(middleware::from_fn_with_state(state.rate_limit.clone(), rate_limit::rate_limit)),
         )
         .route("/.well-known/jwks.json", get(token::jwks))
         .route("/healthz", get(health::healthz))
@@ -61,7 +69,7 @@ pub fn router(state: AppState, request_timeout: Duration, graphiql_assets: Optio
                 .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
                     tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
                 }))
-                .layer(middleware::from_fn_with_state(state.clone(), track))
+                .layer(middleware::from_fn_with_state(state.metrics.clone(), track))
                 .layer(HandleErrorLayer::new(error::middleware_error))
                 .timeout(request_timeout),
         )
@@ -79,7 +87,7 @@ async fn graphql_media(request: Request, next: Next) -> Response {
 }
 
 /// Records `http_requests_total` and `http_request_duration_seconds` by matched route.
-async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| match p.as_str() {
         "/graphql" => "/graphql",
         "/healthz" => "/healthz",
@@ -92,7 +100,6 @@ async fn track(State(state): State<AppState>, request: Request, next: Next) -> R
     });
     let start = Instant::now();
     let response = next.run(request).await;
-    let metrics = &state.metrics;
     metrics.http_requests.with_label_values(&[route, response.status().as_str()]).inc();
     metrics.http_duration.with_label_values(&[route]).observe(start.elapsed().as_secs_f64());
     response

@@ -3,17 +3,19 @@
 //! it was issued to, and its requests are charged there too), and `GET /.well-known/jwks.json`
 //! publishes the gateway's public keys so anything downstream can verify the tokens it issues.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::auth::Authenticator;
 use crate::error::{HttpError, codes};
-use crate::startup::AppState;
 
 /// `POST /auth/anonymous`.
-pub(super) async fn anonymous(State(state): State<AppState>, request: Request) -> Response {
-    match state.auth.issue_anonymous(&crate::limits::client_address(&request)) {
+pub(super) async fn anonymous(State(auth): State<Arc<Authenticator>>, request: Request) -> Response {
+    match auth.issue_anonymous(&crate::rate_limit::client_address(&request)) {
         Ok(token) => {
             let mut response = (StatusCode::OK, Json(token)).into_response();
             response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -28,8 +30,8 @@ pub(super) async fn anonymous(State(state): State<AppState>, request: Request) -
 }
 
 /// `GET /.well-known/jwks.json`.
-pub(super) async fn jwks(State(state): State<AppState>) -> Response {
-    let mut response = Json(state.auth.jwks()).into_response();
+pub(super) async fn jwks(State(auth): State<Arc<Authenticator>>) -> Response {
+    let mut response = Json(auth.jwks()).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
     response
 }

@@ -44,7 +44,8 @@ async fn first_start_seeds_serves_and_stops_on_sigterm() {
     assert!(status.success());
     let exit = tokio::task::spawn_blocking(move || child.wait()).await.expect("task").expect("wait");
     assert!(exit.success(), "SIGTERM is a clean stop: {exit}");
-    assert!(marquee_store::embedded::has_catalog(&dir.path().join("data")));
+    let bulk = marquee_gateway::store::bulk(&crate::helpers::store_config(&dir.path().join("data")));
+    assert!(bulk.has_catalog().expect("look"), "the demo catalog stays for the next start");
 }
 
 /// Removes ANSI escape sequences (`ESC [ … letter`) from `text`.
@@ -106,7 +107,7 @@ fn on_a_terminal_log_lines_start_on_their_own_line_beside_progress_bars() {
         assert!(
             timestamp.len() >= 20
                 && timestamp.ends_with('Z')
-                && shown.trim_end().ends_with("marquee_gateway::catalog:"),
+                && shown.trim_end().ends_with("marquee_gateway::bulk:"),
             "a log line shares its row with {shown:?}"
         );
         log_lines += 1;
@@ -177,7 +178,7 @@ fn copy_columns(line: &str) -> Vec<Option<String>> {
 
 #[test]
 fn export_writes_the_catalog_as_copy_files_row_for_row() {
-    use marquee_store::catalog::seed::{Generator, SeedOptions};
+    use marquee_store::bulk::seed::{Generator, SeedOptions};
 
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");

@@ -4,9 +4,9 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use marquee_gateway::config::{Config, DemoConfig, StoreConfig};
+use marquee_gateway::config::{Config, DemoConfig, EmbeddedConfig, StoreConfig};
 use marquee_gateway::startup::Application;
-use marquee_store::catalog::seed::{Generator, SeedOptions};
+use marquee_store::bulk::seed::{Generator, SeedOptions};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -31,18 +31,28 @@ pub(crate) fn test_config(data_dir: &Path) -> Config {
     let defaults = Config::default();
     Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
-        data_dir: data_dir.to_owned(),
         region: "test-region".into(),
         demo: DemoConfig { movies: 0, ..defaults.demo.clone() },
-        store: StoreConfig { cache_mib: 16 },
+        store: store_config(data_dir),
         ..defaults
     }
+}
+
+/// The default backend over `data_dir`, with a small page cache.
+pub(crate) fn store_config(data_dir: &Path) -> StoreConfig {
+    StoreConfig::Embedded(EmbeddedConfig { data_dir: data_dir.to_owned(), cache_mib: 16 })
+}
+
+/// Seeds `options` into the store over `data_dir`, through the bulk seam.
+pub(crate) fn seed_into(data_dir: &Path, options: &SeedOptions) {
+    let bulk = marquee_gateway::store::bulk(&store_config(data_dir));
+    marquee_gateway::bulk::seed(bulk.as_ref(), options).expect("seed");
 }
 
 /// Seeds a catalog into a new temporary directory.
 pub(crate) fn seeded_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
-    marquee_gateway::catalog::seed(dir.path(), &CATALOG).expect("seed");
+    seed_into(dir.path(), &CATALOG);
     dir
 }
 

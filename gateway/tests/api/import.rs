@@ -3,12 +3,19 @@
 
 use std::path::PathBuf;
 
-use marquee_gateway::catalog;
-use marquee_store::Store;
-use marquee_store::embedded::{EmbeddedOptions, EmbeddedStore};
+use std::path::Path;
+
+use marquee_gateway::{bulk, store};
+use marquee_store::StoreError;
+use marquee_store::bulk::imdb::ImportReport;
 use serde_json::{Value, json};
 
-use crate::helpers::{CATALOG, seeded_dir, spawn_with, test_config};
+use crate::helpers::{CATALOG, seeded_dir, spawn_with, store_config, test_config};
+
+/// `gateway import imdb --dir dir` into the store over `data_dir`.
+fn import(dir: &Path, data_dir: &Path) -> Result<ImportReport, StoreError> {
+    bulk::import_imdb(store::bulk(&store_config(data_dir)).as_ref(), dir)
+}
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/imdb")
@@ -17,7 +24,7 @@ fn fixtures() -> PathBuf {
 #[tokio::test]
 async fn imports_fixtures_and_reports_bad_rows_by_line() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let report = catalog::import_imdb(&fixtures(), dir.path()).expect("import succeeds despite bad rows");
+    let report = import(&fixtures(), dir.path()).expect("import succeeds despite bad rows");
     assert_eq!(report.stats.movies, 5);
     assert_eq!(report.stats.people, 12);
     let file = |name: &str| {
@@ -101,26 +108,18 @@ async fn a_failed_import_leaves_the_catalog_untouched() {
     for name in ["title.basics.tsv", "title.ratings.tsv"] {
         std::fs::copy(fixtures().join(name), broken.path().join(name)).expect("copy");
     }
-    let err = catalog::import_imdb(broken.path(), data_dir.path()).expect_err("name.basics is missing");
+    let err = import(broken.path(), data_dir.path()).expect_err("name.basics is missing");
     assert!(err.to_string().contains("name.basics"), "{err}");
 
     std::fs::write(broken.path().join("name.basics.tsv"), "id\tname\n").expect("write");
-    let err = catalog::import_imdb(broken.path(), data_dir.path()).expect_err("bad header");
+    let err = import(broken.path(), data_dir.path()).expect_err("bad header");
     assert!(err.to_string().contains("header"), "{err}");
 
-    let store = EmbeddedStore::open(data_dir.path(), &EmbeddedOptions::default()).expect("open");
+    let store = store::open(&store_config(data_dir.path())).await.expect("open");
     assert_eq!(
-        store.stats().await.expect("stats").movies,
+        store.catalog.stats().await.expect("stats").movies,
         CATALOG.movies,
         "the seeded catalog is still there"
     );
-    let mut leftovers: Vec<String> = std::fs::read_dir(data_dir.path())
-        .expect("ls")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    leftovers.sort();
-    assert_eq!(leftovers.len(), 3, "only the link, one generation and the user data remain: {leftovers:?}");
-    assert_eq!(leftovers[0], "catalog");
-    assert!(leftovers[1].starts_with("catalog-") && !leftovers[1].ends_with(".building"), "{leftovers:?}");
-    assert_eq!(leftovers[2], "users.redb");
+    // (That a failed load leaves no files behind is the backend's own test.)
 }

@@ -3,13 +3,12 @@
 
 use std::time::Duration;
 
-use marquee_store::embedded::{EmbeddedOptions, EmbeddedStore};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use marquee_store::catalog::seed::{Generator, SeedOptions};
+use marquee_store::bulk::seed::{Generator, SeedOptions};
 
-use crate::helpers::{CATALOG, seeded_dir, spawn_with, test_config};
+use crate::helpers::{CATALOG, seed_into, seeded_dir, spawn_with, store_config, test_config};
 
 const QUERY: &str = r#"{ movie(id: "tt0000007") { title cast(first: 2) { person { name } } } }"#;
 
@@ -75,7 +74,7 @@ async fn draining_turns_readiness_off_then_finishes_in_flight_requests() {
         .expect("stops in time")
         .expect("clean stop");
     // The store was closed: the data directory can be opened again.
-    EmbeddedStore::open(dir.path(), &EmbeddedOptions::default()).expect("store released");
+    marquee_gateway::store::open(&store_config(dir.path())).await.expect("store released");
 }
 
 #[tokio::test]
@@ -84,7 +83,7 @@ async fn reseeding_switches_generations_while_a_gateway_serves() {
     let app = spawn_with(test_config(dir.path())).await;
     let before = app.data(QUERY, json!({})).await;
     let other = SeedOptions { seed: CATALOG.seed + 1, ..CATALOG };
-    marquee_gateway::catalog::seed(dir.path(), &other).expect("re-seed beside a running gateway");
+    seed_into(dir.path(), &other); // beside a running gateway
     // The running gateway keeps serving the generation it opened, whole.
     assert_eq!(app.data(QUERY, json!({})).await, before);
     app.stop().await.expect("clean stop");

@@ -58,11 +58,10 @@ async fn every_curl_example_in_the_readme_works_when_pasted() {
     // The demo catalog `cargo run` seeds, and the manifest the README shows.
     let demo = marquee_gateway::config::Config::default().demo;
     let data = dir.path().join("data");
-    marquee_gateway::catalog::seed(
+    crate::helpers::seed_into(
         &data,
-        &marquee_store::catalog::seed::SeedOptions { movies: demo.movies, people: None, seed: demo.seed },
-    )
-    .expect("seed the demo catalog");
+        &marquee_store::bulk::seed::SeedOptions { movies: demo.movies, people: None, seed: demo.seed },
+    );
     let manifest = blocks(&text, "json")
         .into_iter()
         .find(|b| b.contains("apollo-persisted-query-manifest"))

@@ -1,5 +1,6 @@
-//! The GraphQL object types. Each wraps the store's model and resolves its relations through
-//! the request's loaders, never through the store directly.
+//! The GraphQL object types. Each wraps the store's model. Relations (a movie's cast, a
+//! person's films, rating totals, the caller's own ratings) resolve through the request's
+//! loaders, so they batch; only single paged reads of a user's lists call the store directly.
 
 mod connection;
 mod credit;

@@ -9,6 +9,9 @@ use super::{CreditObject, UserRatingObject, loaders, page_size};
 use crate::SchemaConfig;
 use crate::error::ApiError;
 
+// Users' ratings reach it eventually: at once on the gateway that took the rating, within
+// `cache.rating_totals_ttl_secs` on the region's other gateways (plus the backend's own lag),
+// and within the response's `max-age` in HTTP caches (ARCHITECTURE.md, "Consistency").
 /// A movie's public rating summary: the catalog's votes plus Marquee users' ratings.
 #[derive(SimpleObject)]
 pub(crate) struct RatingSummary {
@@ -104,17 +107,20 @@ impl MovieObject {
     }
 
     /// Public rating summary.
-    async fn rating(&self) -> RatingSummary {
-        RatingSummary {
-            average: (f64::from(self.0.rating.average) * 10.0).round() / 10.0,
-            count: i32::try_from(self.0.rating.count).unwrap_or(i32::MAX),
-            weighted: (f64::from(marquee_store::keys::weighted_rating(
-                self.0.rating.average,
-                self.0.rating.count,
-            )) * 100.0)
-                .round()
-                / 100.0,
-        }
+    async fn rating(&self, ctx: &Context<'_>) -> async_graphql::Result<RatingSummary> {
+        crate::error::resolve(async move {
+            let users = loaders(ctx)?.rating_totals.load_one(self.0.id).await?.unwrap_or_default();
+            let summary = self.0.rating.with(users);
+            Ok(RatingSummary {
+                average: (f64::from(summary.average) * 10.0).round() / 10.0,
+                count: i32::try_from(summary.count).unwrap_or(i32::MAX),
+                weighted: (f64::from(marquee_store::keys::weighted_rating(summary.average, summary.count))
+                    * 100.0)
+                    .round()
+                    / 100.0,
+            })
+        })
+        .await
     }
 
     /// The signed-in caller's own rating of this movie (null if they have not rated it).

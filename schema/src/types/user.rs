@@ -139,7 +139,7 @@ impl ViewerObject {
     ) -> async_graphql::Result<RatingConnection> {
         crate::error::resolve(async move {
             let page = user_page(CursorKind::Ratings, first, after.as_deref())?;
-            let page = crate::query::store(ctx).ratings_page(&self.0, page).await?;
+            let page = crate::query::store(ctx).users.ratings_page(&self.0, page).await?;
             let (edges, page_info) = edges(CursorKind::Ratings, page, |cursor, r| RatingEdge {
                 cursor,
                 node: UserRatingObject(r),
@@ -158,7 +158,7 @@ impl ViewerObject {
     ) -> async_graphql::Result<WatchlistConnection> {
         crate::error::resolve(async move {
             let page = user_page(CursorKind::Watchlist, first, after.as_deref())?;
-            let page = crate::query::store(ctx).watchlist_page(&self.0, page).await?;
+            let page = crate::query::store(ctx).users.watchlist_page(&self.0, page).await?;
             let (edges, page_info) = edges(CursorKind::Watchlist, page, |cursor, e| WatchlistEdge {
                 cursor,
                 node: WatchlistEntryObject(e),

@@ -11,6 +11,7 @@
 //! `catalog-<id>` after the final durable commits, and then atomically repoints the `catalog`
 //! symlink at it: readers see the old catalog or the whole new one, never a part.
 
+use crate::Db;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,8 +22,10 @@ use serde::de::DeserializeOwned;
 use super::sorter::{ExternalSorter, Sorted};
 use super::tables::*;
 use super::{CATALOG_LINK, FILMOGRAPHY_FILE, MAIN_FILE, SEARCH_FILE};
-use crate::catalog::CatalogSink;
-use crate::{CatalogStats, FilmographyEntry, GENRES, MovieRecord, MovieSort, Person, StoreError, keys, text};
+use marquee_store::bulk::CatalogSink;
+use marquee_store::{
+    CatalogStats, FilmographyEntry, GENRES, MovieRecord, MovieSort, Person, StoreError, keys, text,
+};
 
 /// Name prefix of the external sort's scratch directory inside the data directory.
 const SCRATCH_PREFIX: &str = ".catalog-build-";
@@ -91,7 +94,7 @@ impl CatalogBuilder {
         std::fs::create_dir(&building)
             .map_err(|e| StoreError::io(format!("creating {}", building.display()), e))?;
         let create = |name: &str| -> Result<Database, StoreError> {
-            Ok(redb::Builder::new().set_cache_size(cache_bytes).create(building.join(name))?)
+            redb::Builder::new().set_cache_size(cache_bytes).create(building.join(name)).db()
         };
         let files = Files {
             main: create(MAIN_FILE)?,
@@ -123,47 +126,47 @@ impl CatalogBuilder {
 
     fn flush_direct(&mut self) -> Result<(), StoreError> {
         let mut direct = std::mem::take(&mut self.direct);
-        let mut txn = self.files()?.main.begin_write()?;
-        txn.set_durability(Durability::None)?;
+        let mut txn = self.files()?.main.begin_write().db()?;
+        txn.set_durability(Durability::None).db()?;
         for (table, rows) in [
             (MOVIES, &mut direct.movies),
             (CREDITS_BY_MOVIE, &mut direct.credits),
             (PEOPLE, &mut direct.people),
         ] {
             rows.sort_unstable_by_key(|r| r.0);
-            let mut t = txn.open_table(table)?;
+            let mut t = txn.open_table(table).db()?;
             for (k, v) in rows.iter() {
-                t.insert(k, v.as_slice())?;
+                t.insert(k, v.as_slice()).db()?;
             }
         }
-        txn.commit()?;
+        txn.commit().db()?;
         Ok(())
     }
 
     fn write_summary(&self) -> Result<(), StoreError> {
         let files = self.files()?;
-        let mut txn = files.main.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
+        let mut txn = files.main.begin_write().db()?;
+        txn.set_durability(Durability::Immediate).db()?;
         {
-            let mut t = txn.open_table(GENRE_COUNTS)?;
+            let mut t = txn.open_table(GENRE_COUNTS).db()?;
             for (code, count) in self.genre_counts.iter().enumerate() {
-                t.insert(code as u8, count)?;
+                t.insert(code as u8, count).db()?;
             }
-            let mut t = txn.open_table(YEARS)?;
+            let mut t = txn.open_table(YEARS).db()?;
             for (year, count) in &self.years {
-                t.insert(year, count)?;
+                t.insert(year, count).db()?;
             }
             // Every table exists even in an empty catalog, so readers never meet a missing one.
-            txn.open_table(MOVIES)?;
-            txn.open_table(PEOPLE)?;
-            txn.open_table(CREDITS_BY_MOVIE)?;
-            txn.open_table(MOVIES_BY_GENRE_YEAR)?;
-            let mut t = txn.open_table(META)?;
-            t.insert("format_version", FORMAT_VERSION)?;
-            t.insert("movies", self.stats.movies)?;
-            t.insert("people", self.stats.people)?;
+            txn.open_table(MOVIES).db()?;
+            txn.open_table(PEOPLE).db()?;
+            txn.open_table(CREDITS_BY_MOVIE).db()?;
+            txn.open_table(MOVIES_BY_GENRE_YEAR).db()?;
+            let mut t = txn.open_table(META).db()?;
+            t.insert("format_version", FORMAT_VERSION).db()?;
+            t.insert("movies", self.stats.movies).db()?;
+            t.insert("people", self.stats.people).db()?;
         }
-        txn.commit()?;
+        txn.commit().db()?;
         seal(&files.filmography, CREDITS_BY_PERSON)?;
         seal(&files.search, TITLE_SEARCH)?;
         Ok(())
@@ -210,10 +213,10 @@ fn seal<K: Key + 'static, V: Value + 'static>(
     db: &Database,
     table: TableDefinition<'_, K, V>,
 ) -> Result<(), StoreError> {
-    let mut txn = db.begin_write()?;
-    txn.set_durability(Durability::Immediate)?;
-    txn.open_table(table)?;
-    txn.commit()?;
+    let mut txn = db.begin_write().db()?;
+    txn.set_durability(Durability::Immediate).db()?;
+    txn.open_table(table).db()?;
+    txn.commit().db()?;
     Ok(())
 }
 
@@ -261,10 +264,10 @@ where
         .map_err(|e| StoreError::io("starting the merge thread", e))?;
     let mut batches = rx.into_iter().peekable();
     while batches.peek().is_some() {
-        let mut txn = db.begin_write()?;
-        txn.set_durability(Durability::None)?;
+        let mut txn = db.begin_write().db()?;
+        txn.set_durability(Durability::None).db()?;
         {
-            let mut t = txn.open_table(table)?;
+            let mut t = txn.open_table(table).db()?;
             let mut inserted = 0;
             while inserted < ROWS_PER_TXN {
                 let Some(batch) = batches.next() else { break };
@@ -275,7 +278,7 @@ where
                 }
             }
         }
-        txn.commit()?;
+        txn.commit().db()?;
     }
     merger.join().map_err(|_| StoreError::Backend("the merge thread panicked".into()))?;
     Ok(())
@@ -361,12 +364,12 @@ impl CatalogSink for CatalogBuilder {
         std::thread::scope(|scope| -> Result<(), StoreError> {
             let film = scope.spawn(|| {
                 load_sorted(&files.filmography, CREDITS_BY_PERSON, film_rows, |t, (k, v)| {
-                    t.insert(k, v.as_slice())?;
+                    t.insert(k, v.as_slice()).db()?;
                     Ok(())
                 })
             });
             load_sorted(&files.main, MOVIES_BY_GENRE_YEAR, browse_rows, |t, k| {
-                t.insert(k, ())?;
+                t.insert(k, ()).db()?;
                 Ok(())
             })?;
             load_sorted(
@@ -374,7 +377,7 @@ impl CatalogSink for CatalogBuilder {
                 TITLE_SEARCH,
                 search_rows,
                 |t, ((prefix, bucket, key, id), words)| {
-                    t.insert((prefix.as_str(), bucket, key, id), &*words)?;
+                    t.insert((prefix.as_str(), bucket, key, id), &*words).db()?;
                     Ok(())
                 },
             )?;

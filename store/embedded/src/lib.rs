@@ -1,4 +1,5 @@
-//! The embedded backend: `redb` files in the data directory.
+//! Marquee's embedded backend: `redb` files in a data directory, which make one machine a
+//! complete Marquee with no server to run. The only crate that depends on `redb`.
 //!
 //! redb is an ACID, copy-on-write B-tree store: readers see a consistent snapshot without
 //! blocking the writer, and a commit is durable when it returns. It makes one machine a
@@ -13,6 +14,10 @@
 //!
 //! redb calls block, so every call runs on tokio's blocking pool; a batch is one read
 //! transaction, i.e. one "round trip" in `store_calls_total`.
+//!
+//! Stronger than the [`UserData`] contract: a rating shows in `rating_totals` as soon as it
+//! is acknowledged (one transaction writes the row and the totals), so
+//! [`UserData::totals_lag`] is zero.
 
 mod builder;
 mod export;
@@ -23,17 +28,36 @@ mod users;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use async_trait::async_trait;
+use marquee_store::bulk::{BulkLoad, CatalogSink, ExportStats, Progress};
+use marquee_store::{
+    BrowseQuery, CatalogReads, CatalogStats, Credit, FilmographyEntry, FilmographyQuery, GenreCount,
+    Lifecycle, Movie, MovieId, Page, Person, PersonId, Rating, RatingTotals, SearchQuery, SimilarQuery,
+    StoreError, UserData, UserId, UserPage, WatchlistEntry,
+};
 use redb::{Database, ReadableDatabase};
 
 pub use builder::CatalogBuilder;
-pub use export::ExportStats;
 
-use crate::{
-    BrowseQuery, CatalogStats, Credit, FilmographyEntry, FilmographyQuery, GenreCount, Movie, MovieId, Page,
-    Person, PersonId, Rating, SearchQuery, SimilarQuery, Store, StoreError, UserId, UserPage, WatchlistEntry,
-};
+/// Conditions only this backend has, wrapped in [`StoreError::Backend`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EmbeddedError {
+    /// The data directory is already open in another process.
+    #[error("the data directory {0} is in use by another process; stop it or choose another --data-dir")]
+    Locked(String),
+}
+
+fn open_error(data_dir: &Path, e: redb::DatabaseError) -> StoreError {
+    match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => {
+            StoreError::backend(EmbeddedError::Locked(data_dir.display().to_string()))
+        }
+        other => StoreError::backend(other),
+    }
+}
 
 /// The symlink in the data directory that names the current catalog generation.
 pub const CATALOG_LINK: &str = "catalog";
@@ -94,7 +118,7 @@ struct Inner {
 
 impl Inner {
     fn movie_exists(&self, movie: MovieId) -> Result<bool, StoreError> {
-        Ok(self.main.begin_read()?.open_table(tables::MOVIES)?.get(movie.0)?.is_some())
+        Ok(self.main.begin_read().db()?.open_table(tables::MOVIES).db()?.get(movie.0).db()?.is_some())
     }
 }
 
@@ -116,26 +140,17 @@ impl EmbeddedStore {
         let dir = std::fs::canonicalize(&link)
             .map_err(|e| StoreError::io(format!("resolving {}", link.display()), e))?;
         let open = |file: &str, share: usize| {
-            redb::Builder::new().set_cache_size(options.cache_bytes / share).open(dir.join(file)).map_err(
-                |e| match e {
-                    redb::DatabaseError::DatabaseAlreadyOpen => {
-                        StoreError::Locked(data_dir.display().to_string())
-                    }
-                    other => StoreError::backend(other),
-                },
-            )
+            redb::Builder::new()
+                .set_cache_size(options.cache_bytes / share)
+                .open(dir.join(file))
+                .map_err(|e| open_error(data_dir, e))
         };
         let main = open(MAIN_FILE, 2)?;
         let years = read::check_format_and_years(&main)?;
         let users = redb::Builder::new()
             .set_cache_size(USERS_CACHE_BYTES)
             .create(data_dir.join(users::USERS_FILE))
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => {
-                    StoreError::Locked(data_dir.display().to_string())
-                }
-                other => StoreError::backend(other),
-            })?;
+            .map_err(|e| open_error(data_dir, e))?;
         users::init(&users)?;
         let inner = Inner {
             main,
@@ -145,17 +160,6 @@ impl EmbeddedStore {
             users,
         };
         Ok(EmbeddedStore { inner: RwLock::new(Some(Arc::new(inner))) })
-    }
-
-    /// Writes the catalog as PostgreSQL `COPY` text files (`movie.tsv`, `person.tsv`,
-    /// `credit.tsv`) into `out_dir`, from one consistent snapshot. Blocks: call it off the
-    /// async runtime.
-    pub fn export_tsv(
-        &self,
-        out_dir: &Path,
-        progress: &mut dyn FnMut(crate::catalog::Progress),
-    ) -> Result<ExportStats, StoreError> {
-        export::export(&self.inner()?.main, out_dir, progress)
     }
 
     fn inner(&self) -> Result<Arc<Inner>, StoreError> {
@@ -195,20 +199,10 @@ impl EmbeddedStore {
 }
 
 #[async_trait]
-impl Store for EmbeddedStore {
-    fn backend(&self) -> &'static str {
-        "embedded"
-    }
-
+impl CatalogReads for EmbeddedStore {
     async fn movies(&self, ids: &[MovieId]) -> Result<Vec<Option<Movie>>, StoreError> {
         let ids = ids.to_vec();
-        self.with("movies", move |inner| {
-            let snapshot = read::Snapshot::new(&inner.main, &inner.filmography, &inner.search, &inner.years)?;
-            let mut movies = snapshot.movies(&ids)?;
-            users::apply_totals(&inner.users, &mut movies)?;
-            Ok(movies)
-        })
-        .await
+        self.read("movies", move |s| s.movies(&ids)).await
     }
 
     async fn people(&self, ids: &[PersonId]) -> Result<Vec<Option<Person>>, StoreError> {
@@ -250,6 +244,13 @@ impl Store for EmbeddedStore {
 
     async fn stats(&self) -> Result<CatalogStats, StoreError> {
         self.read("stats", |s| s.stats()).await
+    }
+}
+
+#[async_trait]
+impl UserData for EmbeddedStore {
+    fn totals_lag(&self) -> Duration {
+        Duration::ZERO
     }
 
     async fn rate(&self, user: &UserId, movie: MovieId, score: u8) -> Result<Rating, StoreError> {
@@ -306,6 +307,18 @@ impl Store for EmbeddedStore {
         self.with("watchlist_page", move |inner| users::watchlist_page(&inner.users, &user, page)).await
     }
 
+    async fn rating_totals(&self, movies: &[MovieId]) -> Result<Vec<RatingTotals>, StoreError> {
+        let movies = movies.to_vec();
+        self.with("rating_totals", move |inner| users::rating_totals(&inner.users, &movies)).await
+    }
+}
+
+#[async_trait]
+impl Lifecycle for EmbeddedStore {
+    fn backend(&self) -> &'static str {
+        "embedded"
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.read("ping", |_| Ok(())).await
     }
@@ -319,21 +332,50 @@ impl Store for EmbeddedStore {
     }
 }
 
-macro_rules! wrap_redb_errors {
-    ($($ty:ty),*) => {$(
-        impl From<$ty> for StoreError {
-            fn from(e: $ty) -> Self {
-                StoreError::backend(e)
-            }
-        }
-    )*};
+/// The bulk side of a data directory: new catalogs are built as a generation beside the
+/// current one and switched to atomically.
+pub struct EmbeddedBulk {
+    data_dir: PathBuf,
+    cache_bytes: usize,
 }
 
-wrap_redb_errors!(
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError,
-    redb::SetDurabilityError
-);
+impl EmbeddedBulk {
+    /// Bulk access to `data_dir`, with `cache_bytes` of redb page cache per file while loading.
+    pub fn new(data_dir: &Path, cache_bytes: usize) -> EmbeddedBulk {
+        EmbeddedBulk { data_dir: data_dir.to_owned(), cache_bytes }
+    }
+}
+
+impl BulkLoad for EmbeddedBulk {
+    fn location(&self) -> String {
+        self.data_dir.display().to_string()
+    }
+
+    fn has_catalog(&self) -> Result<bool, StoreError> {
+        Ok(has_catalog(&self.data_dir))
+    }
+
+    fn sink(&self) -> Result<Box<dyn CatalogSink>, StoreError> {
+        Ok(Box::new(CatalogBuilder::create(&self.data_dir, self.cache_bytes)?))
+    }
+
+    fn export(&self, out_dir: &Path, progress: &mut dyn FnMut(Progress)) -> Result<ExportStats, StoreError> {
+        // Its own handle: exporting needs the data directory to itself (a serving gateway
+        // holds it), like any other open.
+        let store = EmbeddedStore::open(&self.data_dir, &EmbeddedOptions::default())?;
+        export::export(&store.inner()?.main, out_dir, progress)
+    }
+}
+
+/// Turns a redb error into [`StoreError::Backend`] (`StoreError` lives in another crate, so
+/// `?` cannot do it through `From`).
+pub(crate) trait Db<T> {
+    /// The result with its error wrapped.
+    fn db(self) -> Result<T, StoreError>;
+}
+
+impl<T, E: Into<redb::Error>> Db<T> for Result<T, E> {
+    fn db(self) -> Result<T, StoreError> {
+        self.map_err(|e| StoreError::backend(e.into()))
+    }
+}

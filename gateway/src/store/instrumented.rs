@@ -1,39 +1,48 @@
-//! The store as the gateway sees it: every call wrapped in a `tracing` span and counted in
-//! `store_calls_total{backend,op}` / `store_call_duration_seconds`. Resolvers and loaders get
-//! this wrapper, so the counts are exactly the backend round trips a request caused.
+//! The instrumented layer of the store stack: every backend call wrapped in a `tracing` span
+//! and counted in `store_calls_total{backend,op}` / `store_call_duration_seconds`. It sits
+//! directly on the backend, under the caches, so the counts are exactly the backend round
+//! trips requests caused.
 
 use std::future::Future;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use marquee_store::{
-    BrowseQuery, CatalogStats, Credit, DynStore, FilmographyEntry, FilmographyQuery, GenreCount, Movie,
-    MovieId, Page, Person, PersonId, Rating, SearchQuery, SimilarQuery, Store, StoreError, UserId, UserPage,
-    WatchlistEntry,
+    BrowseQuery, CatalogReads, CatalogStats, Credit, FilmographyEntry, FilmographyQuery, GenreCount,
+    Lifecycle, Movie, MovieId, Page, Person, PersonId, Rating, RatingTotals, SearchQuery, SimilarQuery,
+    Store, StoreError, UserData, UserId, UserPage, WatchlistEntry,
 };
 use tracing::Instrument;
 
 use crate::telemetry::Metrics;
 
-/// A [`Store`] that reports every call.
-pub struct InstrumentedStore {
-    inner: DynStore,
+/// One face of the store (`S` is `dyn CatalogReads`, `dyn UserData` or `dyn Lifecycle`),
+/// reporting every call.
+pub struct Instrumented<S: ?Sized> {
+    inner: Arc<S>,
+    backend: &'static str,
     metrics: Metrics,
 }
 
-impl InstrumentedStore {
-    /// Wraps `inner`.
-    pub fn new(inner: DynStore, metrics: Metrics) -> InstrumentedStore {
-        InstrumentedStore { inner, metrics }
+/// Wraps each face of `store` (whose backend is called `backend` in metrics).
+pub fn wrap(store: Store, backend: &'static str, metrics: &Metrics) -> Store {
+    let metrics = metrics.clone();
+    Store {
+        catalog: Arc::new(Instrumented { inner: store.catalog, backend, metrics: metrics.clone() }),
+        users: Arc::new(Instrumented { inner: store.users, backend, metrics: metrics.clone() }),
+        lifecycle: Arc::new(Instrumented { inner: store.lifecycle, backend, metrics }),
     }
+}
 
+impl<S: ?Sized> Instrumented<S> {
     async fn call<T>(
         &self,
         op: &'static str,
         keys: usize,
         f: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        let backend = self.inner.backend();
+        let backend = self.backend;
         self.metrics.store_calls.with_label_values(&[backend, op]).inc();
         let start = Instant::now();
         let span = tracing::debug_span!("store", backend, op, keys);
@@ -49,11 +58,7 @@ impl InstrumentedStore {
 }
 
 #[async_trait]
-impl Store for InstrumentedStore {
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-
+impl CatalogReads for Instrumented<dyn CatalogReads> {
     async fn movies(&self, ids: &[MovieId]) -> Result<Vec<Option<Movie>>, StoreError> {
         self.call("movies", ids.len(), self.inner.movies(ids)).await
     }
@@ -92,6 +97,13 @@ impl Store for InstrumentedStore {
     async fn stats(&self) -> Result<CatalogStats, StoreError> {
         self.call("stats", 1, self.inner.stats()).await
     }
+}
+
+#[async_trait]
+impl UserData for Instrumented<dyn UserData> {
+    fn totals_lag(&self) -> Duration {
+        self.inner.totals_lag()
+    }
 
     async fn rate(&self, user: &UserId, movie: MovieId, score: u8) -> Result<Rating, StoreError> {
         self.call("rate", 1, self.inner.rate(user, movie, score)).await
@@ -127,6 +139,17 @@ impl Store for InstrumentedStore {
         page: UserPage,
     ) -> Result<Page<WatchlistEntry>, StoreError> {
         self.call("watchlist_page", 1, self.inner.watchlist_page(user, page)).await
+    }
+
+    async fn rating_totals(&self, movies: &[MovieId]) -> Result<Vec<RatingTotals>, StoreError> {
+        self.call("rating_totals", movies.len(), self.inner.rating_totals(movies)).await
+    }
+}
+
+#[async_trait]
+impl Lifecycle for Instrumented<dyn Lifecycle> {
+    fn backend(&self) -> &'static str {
+        self.backend
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -1,22 +1,17 @@
-//! The catalog commands behind `gateway seed`, `gateway import imdb`, `gateway export` and the
-//! demo seeding on first start: they drive the store's seeder and importer and draw progress bars.
+//! The bulk commands behind `gateway seed`, `gateway import imdb`, `gateway export` and the
+//! demo seeding on first start: they drive the seeder, the importer and the exporter through
+//! the configured backend's [`BulkLoad`] and draw progress bars.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use marquee_store::catalog::Progress;
-use marquee_store::catalog::imdb::{self, ImportReport};
-use marquee_store::catalog::seed::{self, SeedOptions};
-use marquee_store::embedded::{
-    CatalogBuilder, EmbeddedOptions, EmbeddedStore, ExportStats, catalog_bytes, has_catalog,
-};
+use marquee_store::bulk::imdb::{self, ImportReport};
+use marquee_store::bulk::seed::{self, SeedOptions};
+use marquee_store::bulk::{BulkLoad, CatalogSink, ExportStats, Progress};
 use marquee_store::{CatalogStats, StoreError};
 
 use crate::telemetry::PROGRESS;
-
-/// redb page cache for each of a catalog's three files while bulk loading (3 GiB in all).
-const LOAD_CACHE_BYTES: usize = 1 << 30;
 
 /// Turns store progress events into progress bars on stderr (hidden when not a terminal). A
 /// phase's bar is cleared when it ends and a log line says what it did, so the terminal shows
@@ -76,57 +71,61 @@ impl Bars {
     }
 }
 
-/// Runs one bulk load into a fresh builder for `data_dir`, with progress bars.
+/// Runs one bulk load into a fresh sink of `bulk`, with progress bars.
 fn load<T>(
-    data_dir: &Path,
-    run: impl FnOnce(Box<CatalogBuilder>, &mut dyn FnMut(Progress)) -> Result<T, StoreError>,
+    bulk: &dyn BulkLoad,
+    run: impl FnOnce(Box<dyn CatalogSink>, &mut dyn FnMut(Progress)) -> Result<T, StoreError>,
 ) -> Result<(T, f64), StoreError> {
     let started = Instant::now();
-    let builder = Box::new(CatalogBuilder::create(data_dir, LOAD_CACHE_BYTES)?);
+    let sink = bulk.sink()?;
     let mut bars = Bars::new();
-    let out = run(builder, &mut |e| bars.update(e))?;
+    let out = run(sink, &mut |e| bars.update(e))?;
     bars.finish();
     Ok((out, started.elapsed().as_secs_f64()))
 }
 
-/// Generates the demo catalog into `data_dir`, replacing any catalog there atomically.
-pub fn seed(data_dir: &Path, options: &SeedOptions) -> Result<CatalogStats, StoreError> {
-    let (stats, seconds) = load(data_dir, |builder, progress| seed::seed(options, builder, progress))?;
-    let bytes = catalog_bytes(data_dir);
-    tracing::info!(movies = stats.movies, people = stats.people, seconds, bytes, "seeded catalog");
+/// Generates the demo catalog, replacing the current one atomically.
+pub fn seed(bulk: &dyn BulkLoad, options: &SeedOptions) -> Result<CatalogStats, StoreError> {
+    let (stats, seconds) = load(bulk, |sink, progress| seed::seed(options, sink, progress))?;
+    tracing::info!(
+        movies = stats.movies,
+        people = stats.people,
+        seconds,
+        into = bulk.location(),
+        "seeded catalog"
+    );
     Ok(stats)
 }
 
-/// Imports the IMDb dataset in `dir` into `data_dir`, replacing any catalog there atomically.
-pub fn import_imdb(dir: &Path, data_dir: &Path) -> Result<ImportReport, StoreError> {
-    let (report, seconds) = load(data_dir, |builder, progress| imdb::import(dir, builder, progress))?;
+/// Imports the IMDb dataset in `dir`, replacing the current catalog atomically.
+pub fn import_imdb(bulk: &dyn BulkLoad, dir: &Path) -> Result<ImportReport, StoreError> {
+    let (report, seconds) = load(bulk, |sink, progress| imdb::import(dir, sink, progress))?;
     let (movies, people, bad_rows) = (report.stats.movies, report.stats.people, report.bad_rows());
     tracing::info!(movies, people, bad_rows, seconds, "imported IMDb dataset");
     Ok(report)
 }
 
-/// Writes the catalog in `data_dir` to `out_dir` as PostgreSQL `COPY` files (movie, person,
-/// credit), with progress bars. Needs the data directory to itself (a serving gateway holds it).
-pub fn export(data_dir: &Path, out_dir: &Path) -> Result<ExportStats, StoreError> {
+/// Writes the current catalog to `out_dir` as PostgreSQL `COPY` files (movie, person, credit),
+/// with progress bars.
+pub fn export(bulk: &dyn BulkLoad, out_dir: &Path) -> Result<ExportStats, StoreError> {
     let started = Instant::now();
-    let store = EmbeddedStore::open(data_dir, &EmbeddedOptions::default())?;
     let mut bars = Bars::new();
-    let stats = store.export_tsv(out_dir, &mut |e| bars.update(e))?;
+    let stats = bulk.export(out_dir, &mut |e| bars.update(e))?;
     bars.finish();
     let seconds = started.elapsed().as_secs_f64();
     tracing::info!(stats.movies, stats.people, stats.credits, seconds, out = %out_dir.display(), "exported catalog");
     Ok(stats)
 }
 
-/// Seeds the demo catalog if `data_dir` has none (`movies` = 0 refuses instead).
-pub fn ensure_catalog(data_dir: &Path, movies: u64, seed: u64) -> Result<(), StoreError> {
-    if has_catalog(data_dir) {
+/// Seeds the demo catalog if there is none yet (`movies` = 0 refuses instead).
+pub fn ensure_catalog(bulk: &dyn BulkLoad, movies: u64, seed: u64) -> Result<(), StoreError> {
+    if bulk.has_catalog()? {
         return Ok(());
     }
     if movies == 0 {
-        return Err(StoreError::NoCatalog(data_dir.display().to_string()));
+        return Err(StoreError::NoCatalog(bulk.location()));
     }
-    tracing::info!(movies, data_dir = %data_dir.display(), "no catalog yet: seeding the demo catalog");
-    self::seed(data_dir, &SeedOptions { movies, people: None, seed })?;
+    tracing::info!(movies, into = bulk.location(), "no catalog yet: seeding the demo catalog");
+    self::seed(bulk, &SeedOptions { movies, people: None, seed })?;
     Ok(())
 }

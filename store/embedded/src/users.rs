@@ -7,13 +7,15 @@
 //! re-rate replaces the old score in the totals exactly once and a delete removes it exactly
 //! once. Every write commits with redb's default durability (fsync) before it returns.
 
+use crate::Db;
 use std::ops::Bound;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::{
-    MAX_PAGE, Movie, MovieId, Page, Position, Rating, SCORES, StoreError, UserId, UserPage, WatchlistEntry,
+use marquee_store::{
+    MAX_PAGE, MovieId, Page, Position, Rating, RatingTotals, SCORES, StoreError, UserId, UserPage,
+    WatchlistEntry,
 };
 
 /// The user-data file in the data directory.
@@ -44,37 +46,33 @@ fn inverted(ms: u64) -> u64 {
 
 /// Creates the tables if the file is new.
 pub(super) fn init(db: &Database) -> Result<(), StoreError> {
-    let txn = db.begin_write()?;
-    txn.open_table(RATINGS_BY_USER)?;
-    txn.open_table(RATINGS_BY_USER_TIME)?;
-    txn.open_table(RATING_TOTALS)?;
-    txn.open_table(WATCHLIST_BY_USER)?;
-    txn.open_table(WATCHLIST_BY_USER_TIME)?;
-    txn.commit()?;
+    let txn = db.begin_write().db()?;
+    txn.open_table(RATINGS_BY_USER).db()?;
+    txn.open_table(RATINGS_BY_USER_TIME).db()?;
+    txn.open_table(RATING_TOTALS).db()?;
+    txn.open_table(WATCHLIST_BY_USER).db()?;
+    txn.open_table(WATCHLIST_BY_USER_TIME).db()?;
+    txn.commit().db()?;
     Ok(())
 }
 
-/// Folds users' ratings into each movie's public rating summary.
-pub(super) fn apply_totals(db: &Database, movies: &mut [Option<Movie>]) -> Result<(), StoreError> {
-    let totals = db.begin_read()?.open_table(RATING_TOTALS)?;
-    for movie in movies.iter_mut().flatten() {
-        if let Some(total) = totals.get(movie.id.0)? {
-            let (sum, count) = total.value();
-            if count == 0 {
-                continue;
-            }
-            let base = u64::from(movie.rating.count);
-            let weighted = f64::from(movie.rating.average) * base as f64 + sum as f64;
-            let all = base + count;
-            movie.rating.average = (weighted / all as f64) as f32;
-            movie.rating.count = u32::try_from(all).unwrap_or(u32::MAX);
-        }
-    }
-    Ok(())
+/// Users' rating totals of each movie (zero where nobody rated).
+pub(super) fn rating_totals(db: &Database, movies: &[MovieId]) -> Result<Vec<RatingTotals>, StoreError> {
+    let totals = db.begin_read().db()?.open_table(RATING_TOTALS).db()?;
+    movies
+        .iter()
+        .map(|movie| {
+            Ok(totals.get(movie.0).db()?.map_or_else(RatingTotals::default, |v| {
+                let (sum, count) = v.value();
+                RatingTotals { sum, count }
+            }))
+        })
+        .collect()
 }
 
-/// Sets a rating; `movie_exists` is checked inside the write so nothing is written for an
-/// unknown movie.
+/// Sets a rating; `movie_exists` (read from the catalog just before) refuses an unknown movie
+/// before anything is written. Catalogs only grow between loads, so a movie that existed
+/// a moment ago still does.
 pub(super) fn rate(
     db: &Database,
     user: &UserId,
@@ -94,44 +92,44 @@ pub(super) fn rate(
     }
     let at = now_ms();
     let u = user.as_str();
-    let txn = db.begin_write()?;
+    let txn = db.begin_write().db()?;
     {
-        let mut by_user = txn.open_table(RATINGS_BY_USER)?;
-        let mut by_time = txn.open_table(RATINGS_BY_USER_TIME)?;
-        let mut totals = txn.open_table(RATING_TOTALS)?;
-        let previous = by_user.insert((u, movie.0), (score, at))?.map(|v| v.value());
-        let (mut sum, mut count) = totals.get(movie.0)?.map_or((0, 0), |v| v.value());
+        let mut by_user = txn.open_table(RATINGS_BY_USER).db()?;
+        let mut by_time = txn.open_table(RATINGS_BY_USER_TIME).db()?;
+        let mut totals = txn.open_table(RATING_TOTALS).db()?;
+        let previous = by_user.insert((u, movie.0), (score, at)).db()?.map(|v| v.value());
+        let (mut sum, mut count) = totals.get(movie.0).db()?.map_or((0, 0), |v| v.value());
         if let Some((old_score, old_at)) = previous {
-            by_time.remove((u, inverted(old_at), movie.0))?;
+            by_time.remove((u, inverted(old_at), movie.0)).db()?;
             sum -= u64::from(old_score);
             count -= 1;
         }
-        by_time.insert((u, inverted(at), movie.0), score)?;
-        totals.insert(movie.0, (sum + u64::from(score), count + 1))?;
+        by_time.insert((u, inverted(at), movie.0), score).db()?;
+        totals.insert(movie.0, (sum + u64::from(score), count + 1)).db()?;
     }
-    txn.commit()?;
+    txn.commit().db()?;
     Ok(Rating { movie, score, rated_at_ms: at })
 }
 
 pub(super) fn delete_rating(db: &Database, user: &UserId, movie: MovieId) -> Result<bool, StoreError> {
     let u = user.as_str();
-    let txn = db.begin_write()?;
+    let txn = db.begin_write().db()?;
     let removed = {
-        let mut by_user = txn.open_table(RATINGS_BY_USER)?;
-        let Some((score, at)) = by_user.remove((u, movie.0))?.map(|v| v.value()) else {
+        let mut by_user = txn.open_table(RATINGS_BY_USER).db()?;
+        let Some((score, at)) = by_user.remove((u, movie.0)).db()?.map(|v| v.value()) else {
             return Ok(false);
         };
-        txn.open_table(RATINGS_BY_USER_TIME)?.remove((u, inverted(at), movie.0))?;
-        let mut totals = txn.open_table(RATING_TOTALS)?;
-        let (sum, count) = totals.get(movie.0)?.map_or((0, 0), |v| v.value());
+        txn.open_table(RATINGS_BY_USER_TIME).db()?.remove((u, inverted(at), movie.0)).db()?;
+        let mut totals = txn.open_table(RATING_TOTALS).db()?;
+        let (sum, count) = totals.get(movie.0).db()?.map_or((0, 0), |v| v.value());
         if count <= 1 {
-            totals.remove(movie.0)?;
+            totals.remove(movie.0).db()?;
         } else {
-            totals.insert(movie.0, (sum - u64::from(score), count - 1))?;
+            totals.insert(movie.0, (sum - u64::from(score), count - 1)).db()?;
         }
         true
     };
-    txn.commit()?;
+    txn.commit().db()?;
     Ok(removed)
 }
 
@@ -140,11 +138,11 @@ pub(super) fn user_ratings(
     user: &UserId,
     movies: &[MovieId],
 ) -> Result<Vec<Option<Rating>>, StoreError> {
-    let table = db.begin_read()?.open_table(RATINGS_BY_USER)?;
+    let table = db.begin_read().db()?.open_table(RATINGS_BY_USER).db()?;
     movies
         .iter()
         .map(|&movie| {
-            Ok(table.get((user.as_str(), movie.0))?.map(|v| {
+            Ok(table.get((user.as_str(), movie.0)).db()?.map(|v| {
                 let (score, at) = v.value();
                 Rating { movie, score, rated_at_ms: at }
             }))
@@ -175,8 +173,8 @@ fn page_of<V: redb::Value + 'static, T>(
     let end = Bound::Included((u, u64::MAX, u64::MAX));
     let mut items = Vec::with_capacity(page.first);
     let mut has_next = false;
-    for entry in table.range::<(&str, u64, u64)>((start, end))? {
-        let (key, value) = entry?;
+    for entry in table.range::<(&str, u64, u64)>((start, end)).db()? {
+        let (key, value) = entry.db()?;
         if items.len() == page.first {
             has_next = true;
             break;
@@ -188,7 +186,7 @@ fn page_of<V: redb::Value + 'static, T>(
 }
 
 pub(super) fn ratings_page(db: &Database, user: &UserId, page: UserPage) -> Result<Page<Rating>, StoreError> {
-    let table = db.begin_read()?.open_table(RATINGS_BY_USER_TIME)?;
+    let table = db.begin_read().db()?.open_table(RATINGS_BY_USER_TIME).db()?;
     page_of(&table, user, page, |inv, movie, score| Rating {
         movie: MovieId(movie),
         score,
@@ -206,18 +204,18 @@ pub(super) fn add_to_watchlist(
         return Err(StoreError::NotFound { kind: "movie", id: movie.to_string() });
     }
     let u = user.as_str();
-    let txn = db.begin_write()?;
+    let txn = db.begin_write().db()?;
     let entry = {
-        let mut by_user = txn.open_table(WATCHLIST_BY_USER)?;
-        if let Some(at) = by_user.get((u, movie.0))?.map(|v| v.value()) {
+        let mut by_user = txn.open_table(WATCHLIST_BY_USER).db()?;
+        if let Some(at) = by_user.get((u, movie.0)).db()?.map(|v| v.value()) {
             return Ok(WatchlistEntry { movie, added_at_ms: at });
         }
         let at = now_ms();
-        by_user.insert((u, movie.0), at)?;
-        txn.open_table(WATCHLIST_BY_USER_TIME)?.insert((u, inverted(at), movie.0), ())?;
+        by_user.insert((u, movie.0), at).db()?;
+        txn.open_table(WATCHLIST_BY_USER_TIME).db()?.insert((u, inverted(at), movie.0), ()).db()?;
         WatchlistEntry { movie, added_at_ms: at }
     };
-    txn.commit()?;
+    txn.commit().db()?;
     Ok(entry)
 }
 
@@ -227,14 +225,15 @@ pub(super) fn remove_from_watchlist(
     movie: MovieId,
 ) -> Result<bool, StoreError> {
     let u = user.as_str();
-    let txn = db.begin_write()?;
+    let txn = db.begin_write().db()?;
     {
-        let Some(at) = txn.open_table(WATCHLIST_BY_USER)?.remove((u, movie.0))?.map(|v| v.value()) else {
+        let Some(at) = txn.open_table(WATCHLIST_BY_USER).db()?.remove((u, movie.0)).db()?.map(|v| v.value())
+        else {
             return Ok(false);
         };
-        txn.open_table(WATCHLIST_BY_USER_TIME)?.remove((u, inverted(at), movie.0))?;
+        txn.open_table(WATCHLIST_BY_USER_TIME).db()?.remove((u, inverted(at), movie.0)).db()?;
     }
-    txn.commit()?;
+    txn.commit().db()?;
     Ok(true)
 }
 
@@ -243,7 +242,7 @@ pub(super) fn watchlist_page(
     user: &UserId,
     page: UserPage,
 ) -> Result<Page<WatchlistEntry>, StoreError> {
-    let table = db.begin_read()?.open_table(WATCHLIST_BY_USER_TIME)?;
+    let table = db.begin_read().db()?.open_table(WATCHLIST_BY_USER_TIME).db()?;
     page_of(&table, user, page, |inv, movie, ()| WatchlistEntry {
         movie: MovieId(movie),
         added_at_ms: inverted(inv),

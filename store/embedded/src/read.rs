@@ -1,6 +1,7 @@
 //! Read paths of the embedded backend, one method per access path. Every method works on one
 //! read snapshot, so a batch sees one consistent catalog.
 
+use crate::Db;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::ops::Bound;
@@ -10,9 +11,9 @@ use std::cell::OnceCell;
 use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable};
 
 use super::tables::*;
-use crate::keys;
-use crate::text;
-use crate::{
+use marquee_store::keys;
+use marquee_store::text;
+use marquee_store::{
     BrowseQuery, CatalogStats, Credit, FilmographyEntry, FilmographyQuery, Genre, GenreCount, MAX_PAGE,
     Movie, MovieId, MovieSort, Page, Person, PersonId, Position, SearchQuery, SimilarQuery, StoreError,
 };
@@ -29,19 +30,19 @@ const SIMILAR_YEAR_SPREAD: u16 = 2;
 
 /// Checks the file's format version and loads the year partitions.
 pub(super) fn check_format_and_years(db: &Database) -> Result<Vec<u16>, StoreError> {
-    let txn = db.begin_read()?;
-    let meta = txn.open_table(META)?;
-    let version = meta.get("format_version")?.map(|v| v.value());
+    let txn = db.begin_read().db()?;
+    let meta = txn.open_table(META).db()?;
+    let version = meta.get("format_version").db()?.map(|v| v.value());
     if version != Some(FORMAT_VERSION) {
         return Err(StoreError::Corrupt {
             what: "catalog",
             detail: format!("format version {version:?}, this build reads {FORMAT_VERSION}"),
         });
     }
-    let years = txn.open_table(YEARS)?;
+    let years = txn.open_table(YEARS).db()?;
     let mut out = Vec::new();
-    for entry in years.iter()? {
-        out.push(entry?.0.value());
+    for entry in years.iter().db()? {
+        out.push(entry.db()?.0.value());
     }
     Ok(out)
 }
@@ -106,43 +107,45 @@ impl<'a> Snapshot<'a> {
     }
 
     fn main_txn(&self) -> Result<&ReadTransaction, StoreError> {
-        lazy(&self.main_txn, || Ok(self.main.begin_read()?))
+        lazy(&self.main_txn, || self.main.begin_read().db())
     }
 
     fn movies_table(&self) -> Result<&ByIdTable, StoreError> {
-        lazy(&self.movies, || Ok(self.main_txn()?.open_table(MOVIES)?))
+        lazy(&self.movies, || self.main_txn()?.open_table(MOVIES).db())
     }
 
     fn people_table(&self) -> Result<&ByIdTable, StoreError> {
-        lazy(&self.people, || Ok(self.main_txn()?.open_table(PEOPLE)?))
+        lazy(&self.people, || self.main_txn()?.open_table(PEOPLE).db())
     }
 
     fn credits_by_movie_table(&self) -> Result<&ByIdTable, StoreError> {
-        lazy(&self.credits_by_movie, || Ok(self.main_txn()?.open_table(CREDITS_BY_MOVIE)?))
+        lazy(&self.credits_by_movie, || self.main_txn()?.open_table(CREDITS_BY_MOVIE).db())
     }
 
     fn credits_by_person_table(&self) -> Result<&CreditsByPersonTable, StoreError> {
-        lazy(&self.credits_by_person, || Ok(self.filmography.begin_read()?.open_table(CREDITS_BY_PERSON)?))
+        lazy(&self.credits_by_person, || {
+            self.filmography.begin_read().db()?.open_table(CREDITS_BY_PERSON).db()
+        })
     }
 
     fn by_genre_year_table(&self) -> Result<&ByGenreYearTable, StoreError> {
-        lazy(&self.by_genre_year, || Ok(self.main_txn()?.open_table(MOVIES_BY_GENRE_YEAR)?))
+        lazy(&self.by_genre_year, || self.main_txn()?.open_table(MOVIES_BY_GENRE_YEAR).db())
     }
 
     fn title_search_table(&self) -> Result<&TitleSearchTable, StoreError> {
-        lazy(&self.title_search, || Ok(self.search.begin_read()?.open_table(TITLE_SEARCH)?))
+        lazy(&self.title_search, || self.search.begin_read().db()?.open_table(TITLE_SEARCH).db())
     }
 
     fn genre_counts_table(&self) -> Result<&ReadOnlyTable<u8, u64>, StoreError> {
-        lazy(&self.genre_counts, || Ok(self.main_txn()?.open_table(GENRE_COUNTS)?))
+        lazy(&self.genre_counts, || self.main_txn()?.open_table(GENRE_COUNTS).db())
     }
 
     fn meta_table(&self) -> Result<&ReadOnlyTable<&'static str, u64>, StoreError> {
-        lazy(&self.meta, || Ok(self.main_txn()?.open_table(META)?))
+        lazy(&self.meta, || self.main_txn()?.open_table(META).db())
     }
 
     pub(super) fn movie(&self, id: MovieId) -> Result<Option<Movie>, StoreError> {
-        self.movies_table()?.get(id.0)?.map(|v| decode("movie", v.value())).transpose()
+        self.movies_table()?.get(id.0).db()?.map(|v| decode("movie", v.value())).transpose()
     }
 
     pub(super) fn movies(&self, ids: &[MovieId]) -> Result<Vec<Option<Movie>>, StoreError> {
@@ -151,7 +154,7 @@ impl<'a> Snapshot<'a> {
 
     pub(super) fn people(&self, ids: &[PersonId]) -> Result<Vec<Option<Person>>, StoreError> {
         ids.iter()
-            .map(|id| self.people_table()?.get(id.0)?.map(|v| decode("person", v.value())).transpose())
+            .map(|id| self.people_table()?.get(id.0).db()?.map(|v| decode("person", v.value())).transpose())
             .collect()
     }
 
@@ -160,7 +163,8 @@ impl<'a> Snapshot<'a> {
             .map(|id| {
                 Ok(self
                     .credits_by_movie_table()?
-                    .get(id.0)?
+                    .get(id.0)
+                    .db()?
                     .map(|v| decode("credits", v.value()))
                     .transpose()?
                     .unwrap_or_default())
@@ -179,9 +183,10 @@ impl<'a> Snapshot<'a> {
         let mut has_next = false;
         for entry in self
             .credits_by_person_table()?
-            .range::<(u64, u64, u64)>((start, Bound::Included((p, u64::MAX, u64::MAX))))?
+            .range::<(u64, u64, u64)>((start, Bound::Included((p, u64::MAX, u64::MAX))))
+            .db()?
         {
-            let (k, v) = entry?;
+            let (k, v) = entry.db()?;
             if items.len() == q.first {
                 has_next = true;
                 break;
@@ -211,9 +216,9 @@ impl<'a> Snapshot<'a> {
                 None => Bound::Included((driver, bucket, 0, 0)),
             };
             let end = Bound::Included((driver, bucket, u64::MAX, u64::MAX));
-            let range = self.title_search_table()?.range::<(&str, u8, u64, u64)>((start, end))?;
+            let range = self.title_search_table()?.range::<(&str, u8, u64, u64)>((start, end)).db()?;
             streams.push(range.map(|entry| {
-                let (k, v) = entry?;
+                let (k, v) = entry.db()?;
                 let (_, _, key, id) = k.value();
                 Ok((Position { key, id }, v.value().to_owned()))
             }));
@@ -252,9 +257,9 @@ impl<'a> Snapshot<'a> {
                 None => Bound::Included((sort, genre, year, 0, 0)),
             };
             let end = Bound::Included((sort, genre, year, u64::MAX, u64::MAX));
-            let range = self.by_genre_year_table()?.range::<(u8, u8, u16, u64, u64)>((start, end))?;
+            let range = self.by_genre_year_table()?.range::<(u8, u8, u16, u64, u64)>((start, end)).db()?;
             streams.push(range.map(|entry| {
-                let (k, _) = entry?;
+                let (k, _) = entry.db()?;
                 let (_, _, _, key, id) = k.value();
                 Ok((Position { key, id }, MovieId(id)))
             }));
@@ -297,13 +302,15 @@ impl<'a> Snapshot<'a> {
                 let pivot = (partition.0, partition.1, partition.2, own, movie.id.0);
                 let after = self
                     .by_genre_year_table()?
-                    .range::<(u8, u8, u16, u64, u64)>((Bound::Excluded(pivot), Bound::Included(hi)))?;
+                    .range::<(u8, u8, u16, u64, u64)>((Bound::Excluded(pivot), Bound::Included(hi)))
+                    .db()?;
                 let before = self
                     .by_genre_year_table()?
-                    .range::<(u8, u8, u16, u64, u64)>((Bound::Included(lo), Bound::Excluded(pivot)))?
+                    .range::<(u8, u8, u16, u64, u64)>((Bound::Included(lo), Bound::Excluded(pivot)))
+                    .db()?
                     .rev();
                 for entry in after.take(q.first).chain(before.take(q.first)) {
-                    let (_, _, _, key, id) = entry?.0.value();
+                    let (_, _, _, key, id) = entry.db()?.0.value();
                     if id != movie.id.0 {
                         candidates.push((key.abs_diff(own), id));
                     }
@@ -321,7 +328,7 @@ impl<'a> Snapshot<'a> {
     pub(super) fn genres(&self) -> Result<Vec<GenreCount>, StoreError> {
         Genre::all()
             .map(|genre| {
-                let movies = self.genre_counts_table()?.get(genre.code())?.map_or(0, |v| v.value());
+                let movies = self.genre_counts_table()?.get(genre.code()).db()?.map_or(0, |v| v.value());
                 Ok(GenreCount { genre, movies })
             })
             .collect()
@@ -329,7 +336,7 @@ impl<'a> Snapshot<'a> {
 
     pub(super) fn stats(&self) -> Result<CatalogStats, StoreError> {
         let get = |name: &str| -> Result<u64, StoreError> {
-            Ok(self.meta_table()?.get(name)?.map_or(0, |v| v.value()))
+            Ok(self.meta_table()?.get(name).db()?.map_or(0, |v| v.value()))
         };
         Ok(CatalogStats { movies: get("movies")?, people: get("people")? })
     }

@@ -14,6 +14,7 @@
 //! - `credit.tsv`: movie_id, billing_order (0-based: cast in billing order, then crew),
 //!   person_id, department, role.
 
+use crate::Db;
 use std::fmt::Display;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -22,19 +23,8 @@ use std::path::Path;
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::tables::{CREDITS_BY_MOVIE, META, MOVIES, PEOPLE, decode};
-use crate::catalog::Progress;
-use crate::{Credit, Department, Movie, Person, StoreError};
-
-/// What an export wrote.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
-pub struct ExportStats {
-    /// Rows in `movie.tsv`.
-    pub movies: u64,
-    /// Rows in `person.tsv`.
-    pub people: u64,
-    /// Rows in `credit.tsv`.
-    pub credits: u64,
-}
+use marquee_store::bulk::{ExportStats, Progress};
+use marquee_store::{Credit, Department, Movie, Person, StoreError};
 
 /// One `COPY` text-format file being written.
 struct CopyFile {
@@ -169,16 +159,16 @@ pub(super) fn export(
 ) -> Result<ExportStats, StoreError> {
     std::fs::create_dir_all(out_dir)
         .map_err(|e| StoreError::io(format!("creating {}", out_dir.display()), e))?;
-    let txn = main.begin_read()?;
-    let meta = txn.open_table(META)?;
-    let count = |name: &str| -> Result<u64, StoreError> { Ok(meta.get(name)?.map_or(0, |v| v.value())) };
+    let txn = main.begin_read().db()?;
+    let meta = txn.open_table(META).db()?;
+    let count = |name: &str| -> Result<u64, StoreError> { Ok(meta.get(name).db()?.map_or(0, |v| v.value())) };
     let (movie_total, people_total) = (count("movies")?, count("people")?);
     let mut stats = ExportStats::default();
 
     progress(Progress::Phase { name: "people", total: people_total });
     let mut file = CopyFile::create(out_dir, "person.tsv")?;
-    for row in txn.open_table(PEOPLE)?.iter()? {
-        let (_, value) = row?;
+    for row in txn.open_table(PEOPLE).db()?.iter().db()? {
+        let (_, value) = row.db()?;
         let p: Person = decode("person", value.value())?;
         file.plain(p.id)?
             .text(&p.name)?
@@ -197,9 +187,9 @@ pub(super) fn export(
     progress(Progress::Phase { name: "movies", total: movie_total });
     let mut movies = CopyFile::create(out_dir, "movie.tsv")?;
     let mut credits = CopyFile::create(out_dir, "credit.tsv")?;
-    let credit_table = txn.open_table(CREDITS_BY_MOVIE)?;
-    for row in txn.open_table(MOVIES)?.iter()? {
-        let (_, value) = row?;
+    let credit_table = txn.open_table(CREDITS_BY_MOVIE).db()?;
+    for row in txn.open_table(MOVIES).db()?.iter().db()? {
+        let (_, value) = row.db()?;
         let m: Movie = decode("movie", value.value())?;
         movies
             .plain(m.id)?
@@ -216,7 +206,7 @@ pub(super) fn export(
             .plain(m.rating.average)?
             .plain(m.rating.count)?;
         movies.end_row()?;
-        let list: Vec<Credit> = match credit_table.get(m.id.0)? {
+        let list: Vec<Credit> = match credit_table.get(m.id.0).db()? {
             Some(v) => decode("credits", v.value())?,
             None => Vec::new(),
         };

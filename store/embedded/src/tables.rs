@@ -6,7 +6,7 @@ use redb::TableDefinition;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::StoreError;
+use marquee_store::StoreError;
 
 /// Bumped whenever a table's key or value encoding changes; a data directory written with
 /// another version is refused at open instead of being misread.

@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::StoreError;
+use marquee_store::StoreError;
 
 /// The spill thread: where full buffers go, and the run files it wrote.
 type SpillWorker<T> = (SyncSender<(Vec<T>, PathBuf)>, JoinHandle<Result<Vec<PathBuf>, StoreError>>);

@@ -1,0 +1,169 @@
+//! The one cache abstraction every cache of shared data uses: whole GET responses
+//! (`response_cache`) and the store stack's read-through caches (`store::cached`).
+//!
+//! A [`Cache`] is keyed by strings that start with a version prefix (so a deploy that changes
+//! a value's shape never reads the old shape), bounded in bytes, and gives every entry its own
+//! time to live. Its interface is async and batch-shaped — `get_many`, `put_many`,
+//! `invalidate` — because the tier that comes next is a network one: the regional Redis
+//! Cluster sits behind this in-process tier, reached in one pipelined round trip per batch,
+//! without its callers changing. Today the in-process tier (moka) is the only one.
+//!
+//! Caches that hold what cannot be shared between processes keep their own moka cache: parsed
+//! documents (`marquee_schema`'s parse cache) and token verdicts (`auth`).
+
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use prometheus::IntCounterVec;
+
+/// A value as stored: shared, with its own lifetime.
+#[derive(Debug)]
+struct Stored<V> {
+    value: V,
+    ttl: Duration,
+}
+
+struct PerEntryTtl;
+
+impl<K, V> Expiry<K, Arc<Stored<V>>> for PerEntryTtl {
+    fn expire_after_create(&self, _: &K, stored: &Arc<Stored<V>>, _: Instant) -> Option<Duration> {
+        Some(stored.ttl)
+    }
+}
+
+/// How much memory a value takes, for the byte bound.
+pub trait Weigh {
+    /// Approximate bytes, key excluded.
+    fn weight(&self) -> usize;
+}
+
+/// A cache of `V` by string key, in front of whatever tier comes next.
+pub struct Cache<V> {
+    /// Label in `cache_requests_total{tier}`.
+    name: &'static str,
+    local: moka::future::Cache<Arc<str>, Arc<Stored<V>>>,
+    requests: IntCounterVec,
+}
+
+impl<V> Cache<V>
+where
+    V: Clone + Weigh + Send + Sync + 'static,
+{
+    /// A cache of at most `max_bytes` (keys and values), counting its lookups into `requests`
+    /// (`cache_requests_total{tier,result}`) under `tier = name`.
+    pub fn new(name: &'static str, max_bytes: u64, requests: IntCounterVec) -> Cache<V> {
+        let local = moka::future::Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|k: &Arc<str>, v: &Arc<Stored<V>>| {
+                u32::try_from(k.len() + v.value.weight() + 64).unwrap_or(u32::MAX)
+            })
+            .expire_after(PerEntryTtl)
+            .build();
+        Cache { name, local, requests }
+    }
+
+    /// The values of `keys`, in order (`None`: a miss), counting hits and misses.
+    pub async fn get_many<K: AsRef<str>>(&self, keys: &[K]) -> Vec<Option<V>> {
+        let mut out = Vec::with_capacity(keys.len());
+        let (mut hits, mut misses) = (0, 0);
+        for key in keys {
+            let found = self.local.get(key.as_ref()).await.map(|stored| stored.value.clone());
+            if found.is_some() {
+                hits += 1;
+            } else {
+                misses += 1;
+            }
+            out.push(found);
+        }
+        self.count("hit", hits);
+        self.count("miss", misses);
+        out
+    }
+
+    /// The value of one key.
+    pub async fn get(&self, key: &str) -> Option<V> {
+        self.get_many(&[key]).await.pop().flatten()
+    }
+
+    /// Stores values, each for its own time to live (zero: not stored).
+    pub async fn put_many(&self, entries: impl IntoIterator<Item = (String, V, Duration)>) {
+        for (key, value, ttl) in entries {
+            if !ttl.is_zero() {
+                self.local.insert(key.into(), Arc::new(Stored { value, ttl })).await;
+            }
+        }
+    }
+
+    /// Stores one value.
+    pub async fn put(&self, key: String, value: V, ttl: Duration) {
+        self.put_many([(key, value, ttl)]).await;
+    }
+
+    /// Drops `keys` (after a write changed what they hold).
+    pub async fn invalidate<K: AsRef<str>>(&self, keys: &[K]) {
+        for key in keys {
+            self.local.invalidate(key.as_ref()).await;
+        }
+        self.count("invalidated", keys.len());
+    }
+
+    /// Counts a lookup the client asked to skip (`Cache-Control: no-cache`).
+    pub fn bypass(&self) {
+        self.count("bypass", 1);
+    }
+
+    fn count(&self, result: &str, n: usize) {
+        if n > 0 {
+            self.requests.with_label_values(&[self.name, result]).inc_by(n as u64);
+        }
+    }
+}
+
+/// Keys of one kind of cached value: `<version>|<kind>|<id>`.
+pub fn key(version: &str, kind: &str, id: impl std::fmt::Display) -> String {
+    format!("{version}|{kind}|{id}")
+}
+
+/// Distinct ids of a batch, in first-seen order (a batch asks each key once).
+pub fn distinct<T: Copy + Eq + Hash>(ids: &[T]) -> Vec<T> {
+    let mut seen = std::collections::HashSet::with_capacity(ids.len());
+    ids.iter().copied().filter(|id| seen.insert(*id)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    impl Weigh for u64 {
+        fn weight(&self) -> usize {
+            8
+        }
+    }
+
+    fn counter() -> IntCounterVec {
+        IntCounterVec::new(prometheus::Opts::new("t", "t"), &["tier", "result"]).expect("counter")
+    }
+
+    #[tokio::test]
+    async fn batches_keep_order_and_invalidation_drops() {
+        let requests = counter();
+        let cache: Cache<u64> = Cache::new("test", 1 << 20, requests.clone());
+        cache.put_many([("a".to_owned(), 1, Duration::from_secs(60)), ("b".into(), 2, Duration::ZERO)]).await;
+        assert_eq!(cache.get_many(&["b", "a", "c"]).await, [None, Some(1), None], "zero ttl is not stored");
+        assert_eq!(requests.with_label_values(&["test", "hit"]).get(), 1);
+        assert_eq!(requests.with_label_values(&["test", "miss"]).get(), 2);
+        cache.invalidate(&["a"]).await;
+        assert_eq!(cache.get("a").await, None);
+    }
+
+    #[tokio::test]
+    async fn entries_expire_on_their_own_ttl() {
+        let cache: Cache<u64> = Cache::new("test", 1 << 20, counter());
+        cache.put("short".into(), 1, Duration::from_millis(50)).await;
+        cache.put("long".into(), 2, Duration::from_secs(60)).await;
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert_eq!(cache.get_many(&["short", "long"]).await, [None, Some(2)]);
+    }
+}

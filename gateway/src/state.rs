@@ -1,0 +1,76 @@
+//! The gateway's shared state: one [`AppState`], a cheap clone of `Arc`s, built once by
+//! `startup`. Handlers and middleware never take all of it: each takes the sub-state of its
+//! stage through axum's `FromRef` ([`GraphqlState`] for the pipeline, [`AuthStage`] for
+//! authentication, [`RateLimit`] for rate limits, [`Readiness`] for `/readyz`, [`Metrics`]),
+//! so what a stage can touch is visible in its signature. This module imports the stages'
+//! types and nothing imports it back but the HTTP routes, so there is no cycle.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use axum::extract::FromRef;
+use marquee_store::Lifecycle;
+
+use crate::auth::{AuthStage, Authenticator};
+use crate::pipeline::GraphqlState;
+use crate::rate_limit::RateLimit;
+use crate::telemetry::Metrics;
+
+/// Everything the routes share.
+#[derive(Clone)]
+pub struct AppState {
+    /// The GraphQL pipeline's state.
+    pub graphql: GraphqlState,
+    /// Token verification and issuing.
+    pub authenticator: Arc<Authenticator>,
+    /// Per-identity rate limits (on `/graphql` and `/auth/anonymous`).
+    pub rate_limit: RateLimit,
+    /// What `/readyz` reports.
+    pub readiness: Readiness,
+    /// Metrics registry and handles.
+    pub metrics: Metrics,
+    /// Largest accepted request body.
+    pub body_limit: BodyLimit,
+    /// GraphiQL's page.
+    pub graphiql: Graphiql,
+}
+
+/// What `/readyz` looks at.
+#[derive(Clone)]
+pub struct Readiness {
+    /// Set once shutdown begins: `/readyz` turns 503 so traffic moves away first.
+    pub draining: Arc<AtomicBool>,
+    /// Region name, reported by `/readyz`.
+    pub region: Arc<str>,
+    /// The store's lifecycle face (`ping`).
+    pub store: Arc<dyn Lifecycle>,
+}
+
+/// The largest request body `POST /graphql` reads, in bytes.
+#[derive(Copy, Clone, Debug)]
+pub struct BodyLimit(pub usize);
+
+/// GraphiQL's page, rendered once at startup (`None`: not served).
+#[derive(Clone, Debug, Default)]
+pub struct Graphiql(pub Option<Arc<str>>);
+
+macro_rules! substate {
+    ($($ty:ty => |$s:ident| $get:expr;)*) => {$(
+        impl FromRef<AppState> for $ty {
+            fn from_ref($s: &AppState) -> Self {
+                $get
+            }
+        }
+    )*};
+}
+
+substate! {
+    GraphqlState => |s| s.graphql.clone();
+    Arc<Authenticator> => |s| s.authenticator.clone();
+    AuthStage => |s| AuthStage { authenticator: s.authenticator.clone(), rate_limit: s.rate_limit.clone() };
+    RateLimit => |s| s.rate_limit.clone();
+    Readiness => |s| s.readiness.clone();
+    Metrics => |s| s.metrics.clone();
+    BodyLimit => |s| s.body_limit;
+    Graphiql => |s| s.graphiql.clone();
+}

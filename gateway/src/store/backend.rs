@@ -1,0 +1,36 @@
+//! Backend selection: the only file that names a concrete backend. `[store] backend` picks
+//! one; serving opens it as a [`Store`], the bulk commands reach it through [`BulkLoad`].
+
+use std::sync::Arc;
+
+use marquee_store::bulk::BulkLoad;
+use marquee_store::{Store, StoreError};
+use marquee_store_embedded::{EmbeddedBulk, EmbeddedOptions, EmbeddedStore};
+
+use crate::config::StoreConfig;
+
+/// redb page cache for each of a catalog's files while bulk loading (3 GiB in all).
+const EMBEDDED_LOAD_CACHE_BYTES: usize = 1 << 30;
+
+/// Opens the configured backend for serving.
+pub async fn open(config: &StoreConfig) -> Result<Store, StoreError> {
+    match config {
+        StoreConfig::Embedded(embedded) => {
+            let options = EmbeddedOptions { cache_bytes: embedded.cache_mib * 1024 * 1024 };
+            let data_dir = embedded.data_dir.clone();
+            let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(&data_dir, &options))
+                .await
+                .map_err(StoreError::backend)??;
+            Ok(Store::new(Arc::new(store)))
+        }
+    }
+}
+
+/// The configured backend's bulk side (seed, import, export).
+pub fn bulk(config: &StoreConfig) -> Box<dyn BulkLoad> {
+    match config {
+        StoreConfig::Embedded(embedded) => {
+            Box::new(EmbeddedBulk::new(&embedded.data_dir, EMBEDDED_LOAD_CACHE_BYTES))
+        }
+    }
+}

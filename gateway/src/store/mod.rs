@@ -1,0 +1,42 @@
+//! The store stack: the one place that decides which backend serves this gateway and what
+//! sits between it and the dataloaders.
+//!
+//! ```text
+//! dataloaders (marquee_schema)
+//!   → cached        read-through caches of shared data, dropped by the write path (rating
+//!                   totals today; the catalog's entity cache, L1 then regional Redis, next)
+//!   → instrumented  every backend call counted and traced (store_calls_total)
+//!   → backend       chosen by `[store] backend` (`backend.rs`)
+//! ```
+//!
+//! Each layer wraps only the faces of [`Store`] it concerns, so a new layer (the regional
+//! cache tier) is one more wrapper here and nothing else changes. Nothing outside this module
+//! and `startup` knows which backend runs.
+
+mod backend;
+pub mod cached;
+pub mod instrumented;
+
+use std::time::Duration;
+
+use marquee_store::Store;
+
+pub use backend::{bulk, open};
+
+use crate::telemetry::Metrics;
+
+/// Settings of the layers above the backend.
+#[derive(Clone, Debug)]
+pub struct StackConfig {
+    /// How long rating totals are cached (`cache.rating_totals_ttl_secs`).
+    pub rating_totals_ttl: Duration,
+    /// Memory for cached rating totals, in bytes.
+    pub rating_totals_bytes: u64,
+}
+
+/// Stacks the layers over `backend`, bottom up.
+pub fn stack(backend: Store, config: &StackConfig, metrics: &Metrics) -> Store {
+    let name = backend.lifecycle.backend();
+    let instrumented = instrumented::wrap(backend, name, metrics);
+    cached::wrap(instrumented, config, metrics.cache_requests.clone())
+}

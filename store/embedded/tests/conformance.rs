@@ -1,0 +1,58 @@
+//! The store conformance suite against the embedded backend, plus what this backend promises
+//! beyond it: rating totals exact the moment a write returns.
+
+use std::sync::Arc;
+
+use marquee_store::bulk::BulkLoad;
+use marquee_store::bulk::seed::seed;
+use marquee_store::conformance::OPTIONS;
+use marquee_store::{MovieId, RatingTotals, Store, UserId};
+use marquee_store_embedded::{EmbeddedBulk, EmbeddedOptions, EmbeddedStore};
+
+async fn embedded() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = EmbeddedBulk::new(dir.path(), 64 << 20).sink().expect("sink");
+    seed(&OPTIONS, sink, &mut |_| {}).expect("seed");
+    let store = EmbeddedStore::open(dir.path(), &EmbeddedOptions::default()).expect("open");
+    (dir, Store::new(Arc::new(store)))
+}
+
+marquee_store::conformance_cases!(embedded);
+
+#[tokio::test]
+async fn totals_are_exact_when_the_write_returns() {
+    let (_guard, store) = embedded().await;
+    assert!(store.users.totals_lag().is_zero());
+    let user = UserId::new("dave").expect("user");
+    for score in [3, 9, 4] {
+        store.users.rate(&user, MovieId(11), score).await.expect("rate");
+        let totals = store.users.rating_totals(&[MovieId(11)]).await.expect("totals");
+        assert_eq!(totals, [RatingTotals { sum: u64::from(score), count: 1 }]);
+    }
+}
+
+#[tokio::test]
+async fn an_unfinished_load_leaves_the_catalog_and_no_files_behind() {
+    let (dir, _store) = embedded().await;
+    let before = ls(dir.path());
+    let bulk = EmbeddedBulk::new(dir.path(), 16 << 20);
+    let mut sink = bulk.sink().expect("sink");
+    let record = marquee_store::bulk::seed::Generator::new(&OPTIONS).movie(0);
+    sink.put_movie(&record).expect("put");
+    drop(sink); // a load that failed half-way
+    assert_eq!(ls(dir.path()), before, "the link, one generation and the user data, as before");
+    assert!(before.iter().any(|f| f == "users.redb") && before.iter().any(|f| f.starts_with("catalog-")));
+    drop(_store);
+    let reopened = EmbeddedStore::open(dir.path(), &EmbeddedOptions::default()).expect("open");
+    let stats = marquee_store::CatalogReads::stats(&reopened).await.expect("stats");
+    assert_eq!(stats.movies, OPTIONS.movies, "the published catalog is untouched");
+}
+
+fn ls(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("ls")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
