@@ -238,7 +238,7 @@ impl GraphqlConfig {
 #[serde(tag = "backend", rename_all = "snake_case", deny_unknown_fields)]
 #[non_exhaustive]
 pub enum StoreConfig {
-    /// redb files in a local data directory: one machine, no server to run.
+    /// Files in a local data directory: one machine, no server to run.
     Embedded(EmbeddedConfig),
 }
 
@@ -246,9 +246,9 @@ pub enum StoreConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EmbeddedConfig {
-    /// The data directory (the catalog generations and `users.redb`).
+    /// The data directory (the catalog generations and the user data).
     pub data_dir: PathBuf,
-    /// redb page cache while serving, in MiB.
+    /// Page cache while serving, in MiB.
     pub cache_mib: usize,
 }
 

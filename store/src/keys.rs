@@ -1,7 +1,7 @@
 //! Sort keys for the ordered access paths, shared by every backend.
 //!
 //! Every order Marquee serves is stored ascending, with descending orders ("most popular
-//! first", "newest first") stored as inverted numbers. CQL clustering order and redb's B-tree
+//! first", "newest first") stored as inverted numbers. CQL clustering order and the embedded B-trees
 //! then agree, and no backend relies on `DESC` scans (which the CQL test server ignores).
 
 use crate::model::{Date, Movie};

@@ -9,7 +9,7 @@ use marquee_store_embedded::{EmbeddedBulk, EmbeddedOptions, EmbeddedStore};
 
 use crate::config::StoreConfig;
 
-/// redb page cache for each of a catalog's files while bulk loading (3 GiB in all).
+/// Embedded page cache for each of a catalog's files while bulk loading (3 GiB in all).
 const EMBEDDED_LOAD_CACHE_BYTES: usize = 1 << 30;
 
 /// Opens the configured backend for serving.
