@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{FromRef, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -43,10 +43,7 @@ pub fn router(state: AppState, request_timeout: Duration, graphiql_assets: Optio
                 // Outermost first: who is asking, then whether they may ask again.
                 .route_layer(middleware::from_fn_with_state(state.rate_limit.clone(), rate_limit::rate_limit))
                 .route_layer(middleware::from_fn_with_state(
-                    auth::AuthStage {
-                        authenticator: state.authenticator.clone(),
-                        rate_limit: state.rate_limit.clone(),
-                    },
+                    auth::AuthStage::from_ref(&state),
                     auth::authenticate,
                 )),
         )

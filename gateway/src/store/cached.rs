@@ -133,6 +133,10 @@ impl UserData for CachedUsers {
     }
 
     async fn rating_totals(&self, movies: &[MovieId]) -> Result<Vec<RatingTotals>, StoreError> {
+        if self.ttl.is_zero() {
+            // `cache.rating_totals_ttl_secs = 0`: nothing is ever stored, so do not look.
+            return self.inner.rating_totals(movies).await;
+        }
         let keys: Vec<String> = movies.iter().map(|m| totals_key(*m)).collect();
         let cached = self.totals.get_many(&keys).await;
         let misses: Vec<MovieId> =
