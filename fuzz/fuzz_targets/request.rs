@@ -31,7 +31,7 @@ struct World {
 
 static WORLD: LazyLock<World> = LazyLock::new(|| {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let sink = EmbeddedBulk::new(dir.path(), 16 << 20).sink().expect("a catalog sink");
+    let sink = EmbeddedBulk::new(dir.path(), 16 << 20).sink("fuzz").expect("a catalog sink");
     let options = SeedOptions { movies: 300, people: Some(200), seed: 7 };
     seed(&options, sink, &mut |_| {}).expect("seeded");
     let store = Store::new(std::sync::Arc::new(

@@ -74,10 +74,11 @@ impl Bars {
 /// Runs one bulk load into a fresh sink of `bulk`, with progress bars.
 fn load<T>(
     bulk: &dyn BulkLoad,
+    source: &str,
     run: impl FnOnce(Box<dyn CatalogSink>, &mut dyn FnMut(Progress)) -> Result<T, StoreError>,
 ) -> Result<(T, f64), StoreError> {
     let started = Instant::now();
-    let sink = bulk.sink()?;
+    let sink = bulk.sink(source)?;
     let mut bars = Bars::new();
     let out = run(sink, &mut |e| bars.update(e))?;
     bars.finish();
@@ -86,7 +87,8 @@ fn load<T>(
 
 /// Generates the demo catalog, replacing the current one atomically.
 pub fn seed(bulk: &dyn BulkLoad, options: &SeedOptions) -> Result<CatalogStats, StoreError> {
-    let (stats, seconds) = load(bulk, |sink, progress| seed::seed(options, sink, progress))?;
+    let source = format!("seed movies={} people={:?} seed={}", options.movies, options.people, options.seed);
+    let (stats, seconds) = load(bulk, &source, |sink, progress| seed::seed(options, sink, progress))?;
     tracing::info!(
         movies = stats.movies,
         people = stats.people,
@@ -99,7 +101,8 @@ pub fn seed(bulk: &dyn BulkLoad, options: &SeedOptions) -> Result<CatalogStats, 
 
 /// Imports the IMDb dataset in `dir`, replacing the current catalog atomically.
 pub fn import_imdb(bulk: &dyn BulkLoad, dir: &Path) -> Result<ImportReport, StoreError> {
-    let (report, seconds) = load(bulk, |sink, progress| imdb::import(dir, sink, progress))?;
+    let source = format!("imdb {}", dir.display());
+    let (report, seconds) = load(bulk, &source, |sink, progress| imdb::import(dir, sink, progress))?;
     let (movies, people, bad_rows) = (report.stats.movies, report.stats.people, report.bad_rows());
     tracing::info!(movies, people, bad_rows, seconds, "imported IMDb dataset");
     Ok(report)

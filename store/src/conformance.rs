@@ -50,7 +50,7 @@ macro_rules! conformance_cases {
     };
     ($open:path: $($case:ident),* $(,)?) => {
         $(
-            #[tokio::test]
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
                 let (_guard, store) = $open().await;
                 $crate::conformance::$case(store).await;

@@ -22,6 +22,7 @@ pub mod conformance;
 mod error;
 pub mod keys;
 pub mod model;
+pub mod plan;
 pub mod text;
 
 use std::sync::Arc;

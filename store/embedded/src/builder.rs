@@ -23,9 +23,8 @@ use super::sorter::{ExternalSorter, Sorted};
 use super::tables::*;
 use super::{CATALOG_LINK, FILMOGRAPHY_FILE, MAIN_FILE, SEARCH_FILE};
 use marquee_store::bulk::CatalogSink;
-use marquee_store::{
-    CatalogStats, FilmographyEntry, GENRES, MovieRecord, MovieSort, Person, StoreError, keys, text,
-};
+use marquee_store::plan;
+use marquee_store::{CatalogStats, GENRES, MovieRecord, Person, StoreError};
 
 /// Name prefix of the external sort's scratch directory inside the data directory.
 const SCRATCH_PREFIX: &str = ".catalog-build-";
@@ -312,40 +311,21 @@ impl CatalogSink for CatalogBuilder {
         let id = movie.id.0;
         self.direct.movies.push((id, encode(movie)?));
         self.direct.credits.push((id, encode(&record.credits)?));
-        let film_key = keys::filmography(movie.year, movie.popularity);
-        for (ordinal, credit) in record.credits.iter().enumerate().take(256) {
-            let entry = FilmographyEntry {
-                movie: movie.id,
-                department: credit.department,
-                role: credit.role.clone(),
-                year: movie.year,
-            };
-            self.filmography
-                .push(((credit.person.0, film_key, (id << 8) | ordinal as u64), encode(&entry)?))?;
+        let rows = plan::index_rows(record);
+        for (person, key, ordinal_id, entry) in &rows.filmography {
+            self.filmography.push(((*person, *key, *ordinal_id), encode(entry)?))?;
         }
-        let year = movie.year.unwrap_or(0);
-        let sort_keys = [
-            (MovieSort::Popularity, keys::popularity(movie.popularity)),
-            (MovieSort::Rating, keys::rating(movie)),
-            (MovieSort::ReleaseDate, keys::release(movie)),
-        ];
-        for (sort, key) in sort_keys {
-            self.browse.push((sort.code(), ANY_GENRE, year, key, id))?;
-            for genre in &movie.genres {
-                self.browse.push((sort.code(), genre.code(), year, key, id))?;
-            }
+        for (sort, genre, year, key) in rows.browse {
+            self.browse.push((sort, genre, year, key, id))?;
         }
-        let words = text::words(&movie.title);
-        let joined: Arc<str> = words.join(" ").into();
-        let bucket = search_bucket(id);
-        let pop = keys::popularity(movie.popularity);
-        for prefix in text::index_prefixes(&words) {
-            self.search.push(((prefix, bucket, pop, id), joined.clone()))?;
+        let joined: Arc<str> = rows.title_words.into();
+        for prefix in rows.prefixes {
+            self.search.push(((prefix, rows.bucket, rows.popularity_key, id), joined.clone()))?;
         }
         for genre in &movie.genres {
             self.genre_counts[usize::from(genre.code())] += 1;
         }
-        *self.years.entry(year).or_default() += 1;
+        *self.years.entry(movie.year.unwrap_or(0)).or_default() += 1;
         self.stats.movies += 1;
         if self.direct.len() >= ROWS_PER_TXN / 4 {
             self.flush_direct()?;

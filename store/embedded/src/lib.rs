@@ -355,7 +355,7 @@ impl BulkLoad for EmbeddedBulk {
         Ok(has_catalog(&self.data_dir))
     }
 
-    fn sink(&self) -> Result<Box<dyn CatalogSink>, StoreError> {
+    fn sink(&self, _source: &str) -> Result<Box<dyn CatalogSink>, StoreError> {
         Ok(Box::new(CatalogBuilder::create(&self.data_dir, self.cache_bytes)?))
     }
 

@@ -12,21 +12,12 @@ use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableT
 
 use super::tables::*;
 use marquee_store::keys;
+use marquee_store::plan::{self, SEARCH_BUCKETS, SEARCH_SCAN_LIMIT, check_page};
 use marquee_store::text;
 use marquee_store::{
-    BrowseQuery, CatalogStats, Credit, FilmographyEntry, FilmographyQuery, Genre, GenreCount, MAX_PAGE,
-    Movie, MovieId, MovieSort, Page, Person, PersonId, Position, SearchQuery, SimilarQuery, StoreError,
+    BrowseQuery, CatalogStats, Credit, FilmographyEntry, FilmographyQuery, Genre, GenreCount, Movie, MovieId,
+    MovieSort, Page, Person, PersonId, Position, SearchQuery, SimilarQuery, StoreError,
 };
-
-/// How many index entries one search may examine before it returns what it found so far
-/// (with `has_next`), so a query whose words rarely meet cannot scan a whole prefix.
-const SEARCH_SCAN_LIMIT: usize = 20_000;
-
-/// Most words a search query may have.
-const MAX_QUERY_WORDS: usize = 8;
-
-/// How many years either side of a movie `similar` looks in when its own year is short.
-const SIMILAR_YEAR_SPREAD: u16 = 2;
 
 /// Checks the file's format version and loads the year partitions.
 pub(super) fn check_format_and_years(db: &Database) -> Result<Vec<u16>, StoreError> {
@@ -198,17 +189,8 @@ impl<'a> Snapshot<'a> {
     }
 
     pub(super) fn search(&self, q: &SearchQuery) -> Result<Page<MovieId>, StoreError> {
-        check_page(q.first)?;
-        let words = text::words(&q.text);
-        if words.is_empty() {
-            return Err(StoreError::InvalidInput("search text needs at least one letter or digit".into()));
-        }
-        if words.len() > MAX_QUERY_WORDS {
-            return Err(StoreError::InvalidInput(format!(
-                "search text may have at most {MAX_QUERY_WORDS} words"
-            )));
-        }
-        let driver = words.iter().max_by_key(|w| w.len()).map_or("", |w| text::lookup_prefix(w));
+        let (words, driver) = plan::search_plan(q)?;
+        let driver = driver.as_str();
         let mut streams = Vec::with_capacity(usize::from(SEARCH_BUCKETS));
         for bucket in 0..SEARCH_BUCKETS {
             let start = match q.after {
@@ -239,19 +221,8 @@ impl<'a> Snapshot<'a> {
     }
 
     pub(super) fn browse(&self, q: &BrowseQuery) -> Result<Page<MovieId>, StoreError> {
-        check_page(q.first)?;
-        if let (Some(from), Some(to)) = (q.year_from, q.year_to)
-            && from > to
-        {
-            return Err(StoreError::InvalidInput(format!("yearFrom ({from}) is after yearTo ({to})")));
-        }
-        let filtered = q.year_from.is_some() || q.year_to.is_some();
-        let from = q.year_from.unwrap_or(0);
-        let to = q.year_to.unwrap_or(u16::MAX);
-        let genre = q.genre.map_or(ANY_GENRE, Genre::code);
-        let sort = q.sort.code();
         let mut streams = Vec::new();
-        for &year in self.years.iter().filter(|&&y| (from..=to).contains(&y) && (y != 0 || !filtered)) {
+        for (sort, genre, year) in plan::browse_partitions(q, self.years)? {
             let start = match q.after {
                 Some(pos) => Bound::Excluded((sort, genre, year, pos.key, pos.id)),
                 None => Bound::Included((sort, genre, year, 0, 0)),
@@ -289,12 +260,7 @@ impl<'a> Snapshot<'a> {
         // Nearest in popularity within the same genre and year; neighbouring years only when
         // the movie's own year has too few. Each partition read is bounded by `first` per side.
         let mut candidates: Vec<(u64, u64)> = Vec::new();
-        for spread in 0..=SIMILAR_YEAR_SPREAD {
-            let years = if spread == 0 {
-                vec![year]
-            } else {
-                vec![year.saturating_sub(spread), year.saturating_add(spread)]
-            };
+        for years in plan::similar_years(year) {
             for y in years {
                 let partition = (sort, genre.code(), y);
                 let lo = (partition.0, partition.1, partition.2, 0, 0);
@@ -320,9 +286,7 @@ impl<'a> Snapshot<'a> {
                 break;
             }
         }
-        candidates.sort_unstable();
-        candidates.dedup_by_key(|c| c.1);
-        Ok(candidates.into_iter().take(q.first).map(|(_, id)| MovieId(id)).collect())
+        Ok(plan::closest(candidates, q.first))
     }
 
     pub(super) fn genres(&self) -> Result<Vec<GenreCount>, StoreError> {
@@ -340,15 +304,6 @@ impl<'a> Snapshot<'a> {
         };
         Ok(CatalogStats { movies: get("movies")?, people: get("people")? })
     }
-}
-
-fn check_page(first: usize) -> Result<(), StoreError> {
-    if first > MAX_PAGE {
-        return Err(StoreError::InvalidInput(format!(
-            "page size {first} is above the maximum of {MAX_PAGE}"
-        )));
-    }
-    Ok(())
 }
 
 /// Lazy k-way merge of ascending streams: reading n items costs k + n entry reads, whatever

@@ -12,13 +12,6 @@ use marquee_store::StoreError;
 /// another version is refused at open instead of being misread.
 pub(crate) const FORMAT_VERSION: u64 = 1;
 
-/// `genre` partition value meaning "any genre" in [`MOVIES_BY_GENRE_YEAR`].
-pub(crate) const ANY_GENRE: u8 = u8::MAX;
-
-/// Buckets per search prefix, so a common prefix ("t", "the") is several bounded partitions
-/// rather than one hot, unbounded one.
-pub(crate) const SEARCH_BUCKETS: u8 = 8;
-
 /// movie id → postcard `Movie`.
 pub(crate) const MOVIES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("movies_by_id");
 /// person id → postcard `Person`.
@@ -28,7 +21,7 @@ pub(crate) const CREDITS_BY_MOVIE: TableDefinition<'_, u64, &[u8]> = TableDefini
 /// (person id, filmography key, movie id << 8 | credit ordinal) → postcard `FilmographyEntry`.
 pub(crate) const CREDITS_BY_PERSON: TableDefinition<'_, (u64, u64, u64), &[u8]> =
     TableDefinition::new("credits_by_person");
-/// (sort code, genre code or [`ANY_GENRE`], year, sort key, movie id) → ().
+/// (sort code, genre code or `plan::ANY_GENRE`, year, sort key, movie id) → ().
 pub(crate) const MOVIES_BY_GENRE_YEAR: TableDefinition<'_, (u8, u8, u16, u64, u64), ()> =
     TableDefinition::new("movies_by_genre_year");
 /// (prefix, bucket, popularity key, movie id) → the title's normalised words, space-separated.
@@ -40,11 +33,6 @@ pub(crate) const GENRE_COUNTS: TableDefinition<'_, u8, u64> = TableDefinition::n
 pub(crate) const YEARS: TableDefinition<'_, u16, u64> = TableDefinition::new("years");
 /// name → value: `format_version`, `movies`, `people`.
 pub(crate) const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
-
-/// The search bucket of a movie.
-pub(crate) fn search_bucket(movie: u64) -> u8 {
-    (movie % u64::from(SEARCH_BUCKETS)) as u8
-}
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     postcard::to_allocvec(value).map_err(|e| StoreError::Corrupt { what: "record", detail: e.to_string() })

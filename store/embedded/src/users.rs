@@ -13,9 +13,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use marquee_store::plan;
 use marquee_store::{
-    MAX_PAGE, MovieId, Page, Position, Rating, RatingTotals, SCORES, StoreError, UserId, UserPage,
-    WatchlistEntry,
+    MovieId, Page, Position, Rating, RatingTotals, StoreError, UserId, UserPage, WatchlistEntry,
 };
 
 /// The user-data file in the data directory.
@@ -80,13 +80,7 @@ pub(super) fn rate(
     score: u8,
     movie_exists: bool,
 ) -> Result<Rating, StoreError> {
-    if !SCORES.contains(&score) {
-        return Err(StoreError::InvalidInput(format!(
-            "a score is {} to {}, got {score}",
-            SCORES.start(),
-            SCORES.end()
-        )));
-    }
+    plan::check_score(score)?;
     if !movie_exists {
         return Err(StoreError::NotFound { kind: "movie", id: movie.to_string() });
     }
@@ -150,13 +144,6 @@ pub(super) fn user_ratings(
         .collect()
 }
 
-fn check(page: UserPage) -> Result<(), StoreError> {
-    if page.first == 0 || page.first > MAX_PAGE {
-        return Err(StoreError::InvalidInput(format!("`first` must be 1 to {MAX_PAGE}, got {}", page.first)));
-    }
-    Ok(())
-}
-
 /// Reads a newest-first page from a (user, inverted time, movie) table.
 fn page_of<V: redb::Value + 'static, T>(
     table: &impl ReadableTable<(&'static str, u64, u64), V>,
@@ -164,7 +151,7 @@ fn page_of<V: redb::Value + 'static, T>(
     page: UserPage,
     item: impl Fn(u64, u64, V::SelfType<'_>) -> T,
 ) -> Result<Page<T>, StoreError> {
-    check(page)?;
+    plan::check_user_page(page)?;
     let u = user.as_str();
     let start = match page.after {
         Some(pos) => Bound::Excluded((u, pos.key, pos.id)),

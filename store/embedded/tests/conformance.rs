@@ -11,7 +11,7 @@ use marquee_store_embedded::{EmbeddedBulk, EmbeddedOptions, EmbeddedStore};
 
 async fn embedded() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let sink = EmbeddedBulk::new(dir.path(), 64 << 20).sink().expect("sink");
+    let sink = EmbeddedBulk::new(dir.path(), 64 << 20).sink("conformance").expect("sink");
     seed(&OPTIONS, sink, &mut |_| {}).expect("seed");
     let store = EmbeddedStore::open(dir.path(), &EmbeddedOptions::default()).expect("open");
     (dir, Store::new(Arc::new(store)))
@@ -36,7 +36,7 @@ async fn an_unfinished_load_leaves_the_catalog_and_no_files_behind() {
     let (dir, _store) = embedded().await;
     let before = ls(dir.path());
     let bulk = EmbeddedBulk::new(dir.path(), 16 << 20);
-    let mut sink = bulk.sink().expect("sink");
+    let mut sink = bulk.sink("conformance").expect("sink");
     let record = marquee_store::bulk::seed::Generator::new(&OPTIONS).movie(0);
     sink.put_movie(&record).expect("put");
     drop(sink); // a load that failed half-way

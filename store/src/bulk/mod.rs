@@ -21,8 +21,10 @@ pub trait BulkLoad: Send + Sync {
     fn has_catalog(&self) -> Result<bool, StoreError>;
 
     /// A sink for a new catalog, published whole by [`CatalogSink::finish`] (readers switch
-    /// to it at once; until then they keep the old one).
-    fn sink(&self) -> Result<Box<dyn CatalogSink>, StoreError>;
+    /// to it at once; until then they keep the old one). `source` names what is loaded (for
+    /// example `seed movies=50000 seed=1`): a backend may complete an unfinished load of the
+    /// same source rather than start over.
+    fn sink(&self, source: &str) -> Result<Box<dyn CatalogSink>, StoreError>;
 
     /// Writes the current catalog as PostgreSQL `COPY` text files (`movie.tsv`, `person.tsv`,
     /// `credit.tsv`) into `out_dir`, from one consistent snapshot.

@@ -1,0 +1,185 @@
+//! A CQL v4 server for tests and the local rig: the in-memory engine of the `kassandra` crate
+//! behind a TCP accept loop, so the real `scylla` driver talks to it over the real wire
+//! protocol. No ScyllaDB or Cassandra server can run on the machines Marquee is developed on;
+//! this is the stand-in.
+//!
+//! What it does not prove (measured; the ScyllaDB backend is designed around it): it ignores
+//! `IN`, clustering-key ranges, `DESC` clustering order, TTL and lightweight transactions; it
+//! panics on counter columns and `timeuuid` values (answered here as a server error rather
+//! than a dropped connection); it has one node, one data center and no token ring, so
+//! token-aware routing, replication and consistency levels are accepted and not exercised.
+//! Schema agreement never settles on it: drivers must not wait for it.
+//!
+//! One engine serves every connection; each connection keeps its own `USE` keyspace.
+
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures::{SinkExt, StreamExt};
+use kassandra::KassandraSession;
+use kassandra::cql::query::{QueryString, QueryValue};
+use kassandra::error::DbError;
+use kassandra::frame::request::query::Query;
+use kassandra::frame::request::{Request, RequestOpcode};
+use kassandra::frame::response::Response;
+use kassandra::frame::response::error::Error as CqlError;
+use kassandra::frame::response::result::{PreparedMetadata, QueryResult};
+use kassandra::frame::{FrameParams, request_stream, response_sink};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The data center name a stand-in reports unless told otherwise (Cassandra's default).
+pub const DEFAULT_DATA_CENTER: &str = "datacenter1";
+
+/// One in-memory CQL node, shared by every connection to it.
+#[derive(Clone)]
+pub struct StandIn {
+    engine: Arc<Mutex<KassandraSession>>,
+}
+
+impl StandIn {
+    /// An empty node reporting `data_center` in `system.local` (what DC-aware drivers read).
+    pub fn new(data_center: &str) -> Result<StandIn, String> {
+        let mut session = KassandraSession::new();
+        let dc = data_center.replace('\'', "''");
+        let statement = format!("UPDATE system.local SET data_center = '{dc}' WHERE key = 'local'");
+        let query = Query::simple(&statement).map_err(|e| e.to_string())?;
+        session.process(query).map_err(|e| format!("{statement}: {e}"))?;
+        Ok(StandIn { engine: Arc::new(Mutex::new(session)) })
+    }
+
+    /// Serves connections from `listener` until the task is dropped or the listener fails.
+    pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
+        loop {
+            let (socket, peer) = listener.accept().await?;
+            socket.set_nodelay(true)?;
+            let node = self.clone();
+            tokio::spawn(async move {
+                if let Err(error) = node.connection(socket).await {
+                    tracing::debug!(%peer, %error, "CQL connection ended");
+                }
+            });
+        }
+    }
+
+    async fn connection(&self, socket: TcpStream) -> Result<(), String> {
+        let (read, write) = socket.into_split();
+        let mut requests = request_stream(read);
+        let mut responses = response_sink(write);
+        let mut keyspace: Option<String> = None;
+        while let Some(frame) = requests.next().await {
+            let (params, opcode, body): (FrameParams, RequestOpcode, _) = frame.map_err(|e| e.to_string())?;
+            let response = self.answer(&mut keyspace, opcode, &body, params);
+            responses.send((response, params.stream)).await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Answers one request frame; a request the engine cannot parse or run is an error
+    /// response on the same stream, never a closed connection.
+    fn answer(
+        &self,
+        keyspace: &mut Option<String>,
+        opcode: RequestOpcode,
+        body: &[u8],
+        params: FrameParams,
+    ) -> Response {
+        let request = match Request::deserialize(opcode, body, params.flags) {
+            Ok(request) => request,
+            Err(error) => return Response::Error(error),
+        };
+        let mut engine = self.engine.lock().unwrap_or_else(PoisonError::into_inner);
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            if let Some(ks) = keyspace.as_deref() {
+                engine.use_keyspace(ks);
+            }
+            let result = match request {
+                Request::StartUp(_) | Request::Register { .. } | Request::AuthResponse => {
+                    return Response::Ready;
+                }
+                Request::Options => return Response::options(),
+                Request::Query(query) => engine.process(query),
+                Request::Prepare(query) => {
+                    let literals = literal_positions(&query);
+                    engine.prepare(query).map(|mut result| {
+                        if let QueryResult::Prepared(prepared) = &mut result {
+                            drop_literal_markers(&mut prepared.prepared_metadata, &literals);
+                        }
+                        result
+                    })
+                }
+                Request::Execute(execute) => engine.execute(execute),
+                Request::Batch(batch) => engine.process_batch(batch),
+            };
+            match result {
+                Ok(result) => {
+                    if let QueryResult::SetKeyspace(set) = &result {
+                        *keyspace = Some(set.keyspace_name.clone());
+                    }
+                    Response::Result(result)
+                }
+                Err(error) => Response::Error(error),
+            }
+        }));
+        outcome.unwrap_or_else(|_| {
+            Response::Error(CqlError::new(DbError::ServerError, "the CQL stand-in cannot run this statement"))
+        })
+    }
+}
+
+/// For each value position of a statement (WHERE relations, INSERT values), whether it is a
+/// literal rather than a bind marker.
+fn literal_positions(query: &QueryString) -> Vec<bool> {
+    let is_literal = |v: &QueryValue| matches!(v, QueryValue::Literal(_));
+    match query {
+        QueryString::Select(select) => select.r#where.statements.iter().map(|(_, v)| is_literal(v)).collect(),
+        QueryString::Delete(delete) => delete.r#where.statements.iter().map(|(_, v)| is_literal(v)).collect(),
+        QueryString::Insert(insert) => insert.values.iter().map(is_literal).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// kassandra lists a literal (`WHERE key = 'local'`) among a prepared statement's bind markers,
+/// so drivers refuse to bind it (the `scylla` driver's own topology query among them): keep
+/// only the real markers, and renumber the partition-key indexes to match.
+fn drop_literal_markers(metadata: &mut PreparedMetadata, literals: &[bool]) {
+    if metadata.col_specs.len() != literals.len() || !literals.contains(&true) {
+        return;
+    }
+    let mut kept = literals.iter();
+    metadata.col_specs.retain(|_| kept.next().is_some_and(|literal| !literal));
+    let marker_index = |position: usize| literals[..position].iter().filter(|&&l| !l).count();
+    for index in &mut metadata.pk_indexes {
+        index.index = u16::try_from(marker_index(usize::from(index.index))).unwrap_or(index.index);
+    }
+}
+
+/// A stand-in listening on a free loopback port on a thread of its own (so it outlives any one
+/// test runtime); it stops when the process exits.
+pub fn spawn_local(data_center: &str) -> Result<SocketAddr, String> {
+    let node = StandIn::new(data_center)?;
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let addr = std_listener.local_addr().map_err(|e| e.to_string())?;
+    std_listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    std::thread::Builder::new()
+        .name("cql-stand-in".into())
+        .spawn(move || {
+            let runtime =
+                match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
+                    Ok(runtime) => runtime,
+                    Err(error) => return tracing::error!(%error, "CQL stand-in runtime"),
+                };
+            runtime.block_on(async move {
+                match TcpListener::from_std(std_listener) {
+                    Ok(listener) => {
+                        if let Err(error) = node.serve(listener).await {
+                            tracing::error!(%error, "CQL stand-in stopped");
+                        }
+                    }
+                    Err(error) => tracing::error!(%error, "CQL stand-in listener"),
+                }
+            });
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(addr)
+}

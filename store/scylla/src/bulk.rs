@@ -1,0 +1,421 @@
+//! Catalog loads into ScyllaDB.
+//!
+//! A load writes every row of the new catalog under a new generation number, with bounded
+//! concurrency; rows of one partition that arrive together go as one unlogged batch (never a
+//! batch across partitions). Only when every write is acknowledged does `finish` publish the
+//! generation (its row, then `catalog_state.current`); gateways resolve the current generation
+//! once at start, so a failed or partial load is never served. Every write is an upsert of
+//! given keys, so a rerun of the same load (same source) reuses the unfinished generation and
+//! completes it; a different source starts a new one.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use marquee_store::bulk::{BulkLoad, CatalogSink, ExportStats, Progress};
+use marquee_store::plan;
+use marquee_store::{CatalogStats, GENRES, MovieRecord, MovieSort, Person, Position, StoreError};
+use scylla::statement::batch::{Batch, BatchType};
+use scylla::statement::prepared::PreparedStatement;
+use scylla::value::CqlValue;
+use serde::Serialize;
+use tokio::runtime::Handle;
+
+use crate::catalog::{Generation, POPULARITY_MIRRORED};
+use crate::options::ScyllaOptions;
+use crate::ranged::encode;
+use crate::schema;
+use crate::session::{Cluster, Kind, decode_error, driver_error, execution_error};
+
+/// Encoding of `body` columns; a generation written with another is refused when opened.
+pub(crate) const BODY_FORMAT: i32 = 1;
+
+/// Rows buffered before they are written.
+const FLUSH_ROWS: usize = 8_192;
+
+/// Rows of one partition per unlogged batch.
+const BATCH_ROWS: usize = 64;
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+fn encode_body<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    postcard::to_allocvec(value).map_err(|e| StoreError::Corrupt { what: "record", detail: e.to_string() })
+}
+
+/// The generation gateways serve, if one is published.
+pub(crate) async fn current_generation(cluster: &Cluster) -> Result<Option<Generation>, StoreError> {
+    let current = cluster
+        .prepare(Kind::Read, "SELECT generation FROM {keyspace}.catalog_state WHERE name = 'current'")
+        .await?;
+    let result = cluster.session.execute_unpaged(&current, ()).await.map_err(execution_error)?;
+    let Some((id,)) =
+        result.into_rows_result().map_err(driver_error)?.maybe_first_row::<(i64,)>().map_err(decode_error)?
+    else {
+        return Ok(None);
+    };
+    let row = cluster
+        .prepare(
+            Kind::Read,
+            "SELECT format, movies, people, genre_movies, years FROM {keyspace}.catalog_generations WHERE generation = ?",
+        )
+        .await?;
+    let result = cluster.session.execute_unpaged(&row, (id,)).await.map_err(execution_error)?;
+    type Row = (Option<i32>, Option<i64>, Option<i64>, Option<Vec<i64>>, Option<Vec<i32>>);
+    let row: Option<Row> =
+        result.into_rows_result().map_err(driver_error)?.maybe_first_row().map_err(decode_error)?;
+    let Some((format, movies, people, genre_movies, years)) = row else {
+        return Err(StoreError::Corrupt {
+            what: "catalog",
+            detail: format!("generation {id} is current but not recorded"),
+        });
+    };
+    if format != Some(BODY_FORMAT) {
+        return Err(StoreError::Corrupt {
+            what: "catalog",
+            detail: format!("generation {id} has format {format:?}, this build reads {BODY_FORMAT}"),
+        });
+    }
+    let mut years: Vec<u16> =
+        years.unwrap_or_default().into_iter().filter_map(|y| u16::try_from(y).ok()).collect();
+    years.sort_unstable();
+    Ok(Some(Generation {
+        id,
+        stats: CatalogStats { movies: movies.unwrap_or(0) as u64, people: people.unwrap_or(0) as u64 },
+        genre_movies: genre_movies.unwrap_or_default().into_iter().map(|c| c.max(0) as u64).collect(),
+        years,
+    }))
+}
+
+/// The ScyllaDB backend's bulk side. Its calls block on `runtime` (they run off the async
+/// workers, on the blocking pool).
+pub struct ScyllaBulk {
+    options: ScyllaOptions,
+    runtime: Handle,
+}
+
+impl ScyllaBulk {
+    /// Bulk access to the keyspace of `options`, driving the driver on `runtime`.
+    pub fn new(options: ScyllaOptions, runtime: Handle) -> ScyllaBulk {
+        ScyllaBulk { options, runtime }
+    }
+
+    async fn connect(&self) -> Result<Cluster, StoreError> {
+        let cluster = Cluster::connect(&self.options).await?;
+        schema::check(&cluster).await?;
+        Ok(cluster)
+    }
+}
+
+impl BulkLoad for ScyllaBulk {
+    fn location(&self) -> String {
+        format!("keyspace {} at {}", self.options.keyspace, self.options.contact_points.join(","))
+    }
+
+    fn has_catalog(&self) -> Result<bool, StoreError> {
+        self.runtime.block_on(async {
+            let cluster = self.connect().await?;
+            Ok(current_generation(&cluster).await?.is_some())
+        })
+    }
+
+    fn sink(&self, source: &str) -> Result<Box<dyn CatalogSink>, StoreError> {
+        let sink = self.runtime.block_on(ScyllaSink::start(&self.options, source, self.runtime.clone()))?;
+        Ok(Box::new(sink))
+    }
+
+    fn export(
+        &self,
+        _out_dir: &Path,
+        _progress: &mut dyn FnMut(Progress),
+    ) -> Result<ExportStats, StoreError> {
+        Err(StoreError::InvalidInput(
+            "export reads the embedded backend; the ScyllaDB backend has no export yet (load the same catalog \
+             into a data directory with `gateway seed` or `gateway import` instead)"
+                .into(),
+        ))
+    }
+}
+
+/// The generation a load writes into: the unfinished one of the same source, or a new one.
+async fn choose_generation(cluster: &Cluster, source: &str) -> Result<i64, StoreError> {
+    let statement = format!("SELECT generation, source, state FROM {}.catalog_generations", cluster.keyspace);
+    let result = cluster.session.query_unpaged(statement, ()).await.map_err(execution_error)?;
+    let mut newest = 0;
+    let mut resumable = None;
+    for row in result
+        .into_rows_result()
+        .map_err(driver_error)?
+        .rows::<(i64, Option<String>, Option<String>)>()
+        .map_err(decode_error)?
+    {
+        let (generation, row_source, state) = row.map_err(decode_error)?;
+        newest = newest.max(generation);
+        if state.as_deref() == Some("building") && row_source.as_deref() == Some(source) {
+            resumable = Some(resumable.map_or(generation, |g: i64| g.max(generation)));
+        }
+    }
+    Ok(match resumable {
+        Some(generation) => {
+            tracing::info!(generation, source, "completing an unfinished load of the same source");
+            generation
+        }
+        None => newest + 1,
+    })
+}
+
+/// Prepared inserts of a load.
+struct Inserts {
+    movie: PreparedStatement,
+    person: PreparedStatement,
+    credits: PreparedStatement,
+    filmography: PreparedStatement,
+    browse: PreparedStatement,
+    search: PreparedStatement,
+}
+
+/// The table a buffered row goes to.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+enum Table {
+    Movie,
+    Person,
+    Credits,
+    Filmography,
+    Browse,
+    Search,
+}
+
+/// Writes a catalog into a new (or unfinished) generation. See the module docs.
+struct ScyllaSink {
+    cluster: Arc<Cluster>,
+    inserts: Arc<Inserts>,
+    runtime: Handle,
+    generation: i64,
+    source: String,
+    started_at: i64,
+    concurrency: usize,
+    /// Rows waiting to be written, by (table, partition): same-partition rows batch together.
+    pending: HashMap<(Table, String), Vec<Vec<CqlValue>>>,
+    pending_rows: usize,
+    stats: CatalogStats,
+    genre_movies: [u64; GENRES.len()],
+    years: BTreeSet<u16>,
+}
+
+impl ScyllaSink {
+    async fn start(options: &ScyllaOptions, source: &str, runtime: Handle) -> Result<ScyllaSink, StoreError> {
+        let cluster = Cluster::connect(options).await?;
+        schema::check(&cluster).await?;
+        let generation = choose_generation(&cluster, source).await?;
+        let record = cluster
+            .prepare(
+                Kind::Bulk,
+                "INSERT INTO {keyspace}.catalog_generations (generation, source, state, format, started_at) \
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .await?;
+        let started_at = now_ms();
+        let values = (generation, source, "building", BODY_FORMAT, started_at);
+        cluster.session.execute_unpaged(&record, values).await.map_err(execution_error)?;
+        let bulk = |cql: &'static str| cluster.prepare(Kind::Bulk, cql);
+        let inserts = Inserts {
+            movie: bulk("INSERT INTO {keyspace}.movies_by_id (generation, movie, body) VALUES (?, ?, ?)").await?,
+            person: bulk("INSERT INTO {keyspace}.people_by_id (generation, person, body) VALUES (?, ?, ?)").await?,
+            credits: bulk("INSERT INTO {keyspace}.credits_by_movie (generation, movie, body) VALUES (?, ?, ?)").await?,
+            filmography: bulk(
+                "INSERT INTO {keyspace}.credits_by_person (generation, person, pos, body) VALUES (?, ?, ?, ?)",
+            )
+            .await?,
+            browse: bulk(
+                "INSERT INTO {keyspace}.movies_by_genre_year (generation, sort_order, genre, year, pos) \
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .await?,
+            search: bulk(
+                "INSERT INTO {keyspace}.title_search (generation, prefix, bucket, pos, words) VALUES (?, ?, ?, ?, ?)",
+            )
+            .await?,
+        };
+        tracing::info!(generation, source, keyspace = %options.keyspace, "loading a catalog generation");
+        Ok(ScyllaSink {
+            cluster: Arc::new(cluster),
+            inserts: Arc::new(inserts),
+            runtime,
+            generation,
+            source: source.to_owned(),
+            started_at,
+            concurrency: options.load_concurrency,
+            pending: HashMap::new(),
+            pending_rows: 0,
+            stats: CatalogStats::default(),
+            genre_movies: [0; GENRES.len()],
+            years: BTreeSet::new(),
+        })
+    }
+
+    fn push(&mut self, table: Table, partition: String, row: Vec<CqlValue>) -> Result<(), StoreError> {
+        self.pending.entry((table, partition)).or_default().push(row);
+        self.pending_rows += 1;
+        if self.pending_rows >= FLUSH_ROWS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes everything buffered, `concurrency` requests at a time.
+    fn flush(&mut self) -> Result<(), StoreError> {
+        let pending = std::mem::take(&mut self.pending);
+        self.pending_rows = 0;
+        let mut units: Vec<BoxFuture<'static, Result<(), StoreError>>> = Vec::new();
+        for ((table, _), rows) in pending {
+            for chunk in rows.chunks(BATCH_ROWS) {
+                let (cluster, inserts, chunk) = (self.cluster.clone(), self.inserts.clone(), chunk.to_vec());
+                units.push(Box::pin(async move {
+                    let statement = match table {
+                        Table::Movie => &inserts.movie,
+                        Table::Person => &inserts.person,
+                        Table::Credits => &inserts.credits,
+                        Table::Filmography => &inserts.filmography,
+                        Table::Browse => &inserts.browse,
+                        Table::Search => &inserts.search,
+                    };
+                    if let [row] = chunk.as_slice() {
+                        cluster.session.execute_unpaged(statement, row).await.map_err(execution_error)?;
+                    } else {
+                        let mut batch = Batch::new(BatchType::Unlogged);
+                        batch.set_execution_profile_handle(Some(cluster.profile(Kind::Bulk)));
+                        batch.set_is_idempotent(true);
+                        for _ in &chunk {
+                            batch.append_statement(statement.clone());
+                        }
+                        cluster.session.batch(&batch, &chunk).await.map_err(execution_error)?;
+                    }
+                    Ok(())
+                }));
+            }
+        }
+        let concurrency = self.concurrency;
+        self.runtime.block_on(async move {
+            let mut results = futures::stream::iter(units).buffer_unordered(concurrency);
+            while let Some(result) = results.next().await {
+                result?;
+            }
+            Ok(())
+        })
+    }
+}
+
+fn big(v: u64) -> CqlValue {
+    CqlValue::BigInt(v as i64)
+}
+
+fn int(v: impl Into<i32>) -> CqlValue {
+    CqlValue::Int(v.into())
+}
+
+impl CatalogSink for ScyllaSink {
+    fn put_person(&mut self, person: &Person) -> Result<(), StoreError> {
+        let row =
+            vec![CqlValue::BigInt(self.generation), big(person.id.0), CqlValue::Blob(encode_body(person)?)];
+        self.stats.people += 1;
+        self.push(Table::Person, person.id.0.to_string(), row)
+    }
+
+    fn put_movie(&mut self, record: &MovieRecord) -> Result<(), StoreError> {
+        let movie = &record.movie;
+        let id = movie.id.0;
+        let generation = CqlValue::BigInt(self.generation);
+        self.push(
+            Table::Movie,
+            id.to_string(),
+            vec![generation.clone(), big(id), CqlValue::Blob(encode_body(movie)?)],
+        )?;
+        self.push(
+            Table::Credits,
+            id.to_string(),
+            vec![generation.clone(), big(id), CqlValue::Blob(encode_body(&record.credits)?)],
+        )?;
+        let rows = plan::index_rows(record);
+        for (person, key, ordinal_id, entry) in &rows.filmography {
+            let pos = encode(Position { key: *key, id: *ordinal_id });
+            let row = vec![
+                generation.clone(),
+                big(*person),
+                CqlValue::Blob(pos),
+                CqlValue::Blob(encode_body(entry)?),
+            ];
+            self.push(Table::Filmography, person.to_string(), row)?;
+        }
+        let popularity = MovieSort::Popularity.code();
+        for (sort, genre, year, key) in rows.browse {
+            let mut partitions = vec![(sort, Position { key, id })];
+            if sort == popularity && genre != plan::ANY_GENRE {
+                partitions.push((POPULARITY_MIRRORED, Position { key: u64::MAX - key, id: u64::MAX - id }));
+            }
+            for (sort, pos) in partitions {
+                let row =
+                    vec![generation.clone(), int(sort), int(genre), int(year), CqlValue::Blob(encode(pos))];
+                self.push(Table::Browse, format!("{sort}/{genre}/{year}"), row)?;
+            }
+        }
+        let pos = encode(Position { key: rows.popularity_key, id });
+        for prefix in rows.prefixes {
+            let partition = format!("{prefix}/{}", rows.bucket);
+            let row = vec![
+                generation.clone(),
+                CqlValue::Text(prefix),
+                int(rows.bucket),
+                CqlValue::Blob(pos.clone()),
+                CqlValue::Text(rows.title_words.clone()),
+            ];
+            self.push(Table::Search, partition, row)?;
+        }
+        for genre in &movie.genres {
+            self.genre_movies[usize::from(genre.code())] += 1;
+        }
+        self.years.insert(movie.year.unwrap_or(0));
+        self.stats.movies += 1;
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<CatalogStats, StoreError> {
+        self.flush()?;
+        let (cluster, generation, stats) = (self.cluster.clone(), self.generation, self.stats);
+        let (source, started_at) = (self.source.clone(), self.started_at);
+        let genre_movies: Vec<i64> = self.genre_movies.iter().map(|&c| c as i64).collect();
+        let years: Vec<i32> = self.years.iter().map(|&y| i32::from(y)).collect();
+        self.runtime.block_on(async move {
+            let publish = cluster
+                .prepare(
+                    Kind::Bulk,
+                    "INSERT INTO {keyspace}.catalog_generations (generation, source, state, format, movies, people, \
+                     genre_movies, years, started_at, published_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .await?;
+            let values = (
+                generation,
+                source,
+                "published",
+                BODY_FORMAT,
+                stats.movies as i64,
+                stats.people as i64,
+                genre_movies,
+                years,
+                started_at,
+                now_ms(),
+            );
+            cluster.session.execute_unpaged(&publish, values).await.map_err(execution_error)?;
+            let switch = cluster
+                .prepare(Kind::Bulk, "INSERT INTO {keyspace}.catalog_state (name, generation) VALUES (?, ?)")
+                .await?;
+            cluster.session.execute_unpaged(&switch, ("current", generation)).await.map_err(execution_error)?;
+            tracing::info!(generation, movies = stats.movies, people = stats.people, "published the catalog generation");
+            Ok::<_, StoreError>(())
+        })?;
+        Ok(stats)
+    }
+}

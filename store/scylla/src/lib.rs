@@ -1,0 +1,261 @@
+//! Marquee's ScyllaDB backend: one keyspace replicated to every region's data center, each
+//! region's gateways reading and writing their local data center (`LOCAL_QUORUM`), so a region
+//! that loses the others still has all the data and takes writes. The only crate that depends
+//! on the `scylla` driver.
+//!
+//! - [`schema`]: versioned CQL files applied by `gateway migrate`.
+//! - Catalog reads resolve the published catalog generation once at open (see `bulk`), so a
+//!   gateway serves one whole catalog until it restarts.
+//! - Users' data is plain upserts and deletes (last write wins by write timestamp across
+//!   regions); rating totals are derived per bucket of users and reconciled (see `users`), so
+//!   they never double-count and converge within [`UserData::totals_lag`].
+//! - Every request-path statement is prepared; a dataloader batch is concurrent
+//!   single-partition reads (one `store_calls_total` increment), never a multi-partition `IN`.
+
+mod bulk;
+mod catalog;
+mod options;
+mod ranged;
+pub mod schema;
+mod session;
+mod users;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use marquee_store::plan;
+use marquee_store::{
+    BrowseQuery, CatalogReads, CatalogStats, Credit, FilmographyEntry, FilmographyQuery, GenreCount,
+    Lifecycle, Movie, MovieId, Page, Person, PersonId, Rating, RatingTotals, SearchQuery, SimilarQuery,
+    StoreError, UserData, UserId, UserPage, WatchlistEntry,
+};
+use tokio::task::JoinHandle;
+
+pub use bulk::ScyllaBulk;
+pub use options::{Consistency, ScyllaOptions};
+pub use schema::{MigrationReport, SCHEMA_VERSION, migrate};
+pub use session::{DriverStats, ScyllaError};
+
+use catalog::{Catalog, CatalogStatements, Generation};
+use session::Cluster;
+use users::{UserStatements, Users};
+
+/// The connected backend.
+struct Inner {
+    cluster: Cluster,
+    catalog: CatalogStatements,
+    users: UserStatements,
+    generation: Generation,
+    ping: scylla::statement::prepared::PreparedStatement,
+}
+
+impl Inner {
+    fn catalog(&self) -> Catalog<'_> {
+        Catalog { cluster: &self.cluster, statements: &self.catalog, generation: &self.generation }
+    }
+
+    fn users(&self) -> Users<'_> {
+        Users { cluster: &self.cluster, statements: &self.users }
+    }
+
+    /// Refuses writes about movies the served catalog does not have.
+    async fn check_movie(&self, movie: MovieId) -> Result<(), StoreError> {
+        match self.catalog().movies(&[movie]).await?.pop().flatten() {
+            Some(_) => Ok(()),
+            None => Err(StoreError::NotFound { kind: "movie", id: movie.to_string() }),
+        }
+    }
+}
+
+/// The ScyllaDB backend (see the crate docs).
+pub struct ScyllaStore {
+    inner: Arc<Inner>,
+    totals_lag: Duration,
+    reconciler: JoinHandle<()>,
+}
+
+impl ScyllaStore {
+    /// Connects, checks the schema version and resolves the published catalog generation.
+    pub async fn open(options: &ScyllaOptions) -> Result<ScyllaStore, StoreError> {
+        let cluster = Cluster::connect(options).await?;
+        schema::check(&cluster).await?;
+        let generation = bulk::current_generation(&cluster).await?.ok_or_else(|| {
+            StoreError::NoCatalog(format!(
+                "keyspace {} at {}",
+                options.keyspace,
+                options.contact_points.join(",")
+            ))
+        })?;
+        tracing::info!(
+            generation = generation.id,
+            movies = generation.stats.movies,
+            "serving catalog generation"
+        );
+        let inner = Arc::new(Inner {
+            catalog: CatalogStatements::prepare(&cluster).await?,
+            users: UserStatements::prepare(&cluster).await?,
+            ping: cluster
+                .prepare(session::Kind::Read, "SELECT key FROM system.local WHERE key = 'local'")
+                .await?,
+            generation,
+            cluster,
+        });
+        let interval = Duration::from_millis(options.reconcile_interval_ms.max(10));
+        let reconciler = tokio::spawn(reconcile(Arc::downgrade(&inner), interval));
+        Ok(ScyllaStore { inner, totals_lag: users::totals_lag(interval), reconciler })
+    }
+
+    /// Driver-level figures (requests, errors, retries, speculative executions, timeouts).
+    pub fn driver_stats(&self) -> DriverStats {
+        self.inner.cluster.stats()
+    }
+
+    /// The catalog generation this store serves.
+    pub fn generation(&self) -> i64 {
+        self.inner.generation.id
+    }
+}
+
+impl Drop for ScyllaStore {
+    fn drop(&mut self) {
+        self.reconciler.abort();
+    }
+}
+
+/// Re-derives recently changed rating totals every `interval` until the store is dropped.
+async fn reconcile(store: std::sync::Weak<Inner>, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(inner) = store.upgrade() else { return };
+        match inner.users().reconcile().await {
+            Ok(buckets) if buckets > 0 => tracing::debug!(buckets, "rating totals reconciled"),
+            Ok(_) => {}
+            Err(StoreError::Closed) => return,
+            Err(error) => {
+                tracing::warn!(%error, "rating totals reconcile pass failed; retrying next interval")
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl CatalogReads for ScyllaStore {
+    async fn movies(&self, ids: &[MovieId]) -> Result<Vec<Option<Movie>>, StoreError> {
+        self.inner.catalog().movies(ids).await
+    }
+
+    async fn people(&self, ids: &[PersonId]) -> Result<Vec<Option<Person>>, StoreError> {
+        self.inner.catalog().people(ids).await
+    }
+
+    async fn credits(&self, movies: &[MovieId]) -> Result<Vec<Vec<Credit>>, StoreError> {
+        self.inner.catalog().credits(movies).await
+    }
+
+    async fn filmographies(
+        &self,
+        queries: &[FilmographyQuery],
+    ) -> Result<Vec<Page<FilmographyEntry>>, StoreError> {
+        self.inner.catalog().filmographies(queries).await
+    }
+
+    async fn similar(&self, queries: &[SimilarQuery]) -> Result<Vec<Vec<MovieId>>, StoreError> {
+        self.inner.catalog().similar(queries).await
+    }
+
+    async fn search(&self, query: &SearchQuery) -> Result<Page<MovieId>, StoreError> {
+        self.inner.catalog().search(query).await
+    }
+
+    async fn browse(&self, query: &BrowseQuery) -> Result<Page<MovieId>, StoreError> {
+        self.inner.catalog().browse(query).await
+    }
+
+    async fn genres(&self) -> Result<Vec<GenreCount>, StoreError> {
+        self.inner.cluster.check_open()?;
+        Ok(self.inner.catalog().genres())
+    }
+
+    async fn stats(&self) -> Result<CatalogStats, StoreError> {
+        self.inner.cluster.check_open()?;
+        Ok(self.inner.generation.stats)
+    }
+}
+
+#[async_trait]
+impl UserData for ScyllaStore {
+    fn totals_lag(&self) -> Duration {
+        self.totals_lag
+    }
+
+    async fn rate(&self, user: &UserId, movie: MovieId, score: u8) -> Result<Rating, StoreError> {
+        plan::check_score(score)?;
+        self.inner.check_movie(movie).await?;
+        self.inner.users().rate(user, movie, score).await
+    }
+
+    async fn delete_rating(&self, user: &UserId, movie: MovieId) -> Result<bool, StoreError> {
+        self.inner.users().delete_rating(user, movie).await
+    }
+
+    async fn user_ratings(
+        &self,
+        user: &UserId,
+        movies: &[MovieId],
+    ) -> Result<Vec<Option<Rating>>, StoreError> {
+        self.inner.users().user_ratings(user, movies).await
+    }
+
+    async fn ratings_page(&self, user: &UserId, page: UserPage) -> Result<Page<Rating>, StoreError> {
+        self.inner.users().ratings_page(user, page).await
+    }
+
+    async fn add_to_watchlist(&self, user: &UserId, movie: MovieId) -> Result<WatchlistEntry, StoreError> {
+        self.inner.check_movie(movie).await?;
+        self.inner.users().add_to_watchlist(user, movie).await
+    }
+
+    async fn remove_from_watchlist(&self, user: &UserId, movie: MovieId) -> Result<bool, StoreError> {
+        self.inner.users().remove_from_watchlist(user, movie).await
+    }
+
+    async fn watchlist_page(
+        &self,
+        user: &UserId,
+        page: UserPage,
+    ) -> Result<Page<WatchlistEntry>, StoreError> {
+        self.inner.users().watchlist_page(user, page).await
+    }
+
+    async fn rating_totals(&self, movies: &[MovieId]) -> Result<Vec<RatingTotals>, StoreError> {
+        self.inner.users().rating_totals(movies).await
+    }
+}
+
+#[async_trait]
+impl Lifecycle for ScyllaStore {
+    fn backend(&self) -> &'static str {
+        "scylla"
+    }
+
+    /// One read in the local data center (readiness: does the region's DC answer?).
+    async fn ping(&self) -> Result<(), StoreError> {
+        let _slot = self.inner.cluster.slot().await?;
+        self.inner
+            .cluster
+            .session
+            .execute_unpaged(&self.inner.ping, ())
+            .await
+            .map_err(session::execution_error)?;
+        Ok(())
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        self.inner.cluster.close();
+        self.reconciler.abort();
+        Ok(())
+    }
+}

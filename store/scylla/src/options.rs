@@ -1,0 +1,152 @@
+//! `[store] backend = "scylla"` settings: where the cluster is, which data center is local,
+//! the keyspace's replication, consistency and timeouts, and credentials.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Consistency levels Marquee lets an operator choose.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Consistency {
+    /// One replica anywhere.
+    One,
+    /// One replica in the local data center.
+    LocalOne,
+    /// A majority of the replicas in the local data center (the default): a region answers
+    /// on its own, and survives one node of three.
+    LocalQuorum,
+    /// A majority of all replicas (crosses regions on every request).
+    Quorum,
+    /// A majority in every data center.
+    EachQuorum,
+    /// Every replica.
+    All,
+}
+
+impl Consistency {
+    pub(crate) fn driver(self) -> scylla::statement::Consistency {
+        use scylla::statement::Consistency as C;
+        match self {
+            Consistency::One => C::One,
+            Consistency::LocalOne => C::LocalOne,
+            Consistency::LocalQuorum => C::LocalQuorum,
+            Consistency::Quorum => C::Quorum,
+            Consistency::EachQuorum => C::EachQuorum,
+            Consistency::All => C::All,
+        }
+    }
+}
+
+/// The ScyllaDB backend's settings (`[store]` with `backend = "scylla"`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScyllaOptions {
+    /// Nodes to discover the cluster from, `host:port` (names or addresses); prefer nodes of
+    /// the local data center.
+    pub contact_points: Vec<String>,
+    /// The keyspace holding Marquee's tables.
+    pub keyspace: String,
+    /// This region's data center: requests go to its nodes only (LOCAL_* consistency).
+    pub local_dc: String,
+    /// Replication factor per data center, used when `gateway migrate` creates the keyspace.
+    pub replication: BTreeMap<String, u32>,
+    /// Consistency of request-path reads.
+    pub read_consistency: Consistency,
+    /// Consistency of writes.
+    pub write_consistency: Consistency,
+    /// Per-request timeout, in milliseconds (a timed-out request is a retryable error).
+    pub request_timeout_ms: u64,
+    /// A second copy of an idempotent read is sent to another replica when the first has not
+    /// answered after this many milliseconds (0 disables speculative execution).
+    pub speculative_delay_ms: u64,
+    /// Requests one gateway keeps in flight at once; more wait for a slot.
+    pub max_in_flight: usize,
+    /// Rows per page when a read walks a partition.
+    pub page_size: u32,
+    /// Concurrent writes while loading a catalog.
+    pub load_concurrency: usize,
+    /// Wait for schema agreement after schema changes (on for real clusters; a single-node
+    /// stand-in never reports it).
+    pub await_schema_agreement: bool,
+    /// How often each gateway re-derives recently written rating totals, in milliseconds.
+    pub reconcile_interval_ms: u64,
+    /// User name for password authentication (`MARQUEE_STORE__USERNAME`).
+    pub username: Option<String>,
+    /// Password (`MARQUEE_STORE__PASSWORD`); prefer `password_file`.
+    pub password: Option<String>,
+    /// File holding the password (a mounted secret).
+    pub password_file: Option<PathBuf>,
+}
+
+impl Default for ScyllaOptions {
+    fn default() -> Self {
+        ScyllaOptions {
+            contact_points: vec!["127.0.0.1:9042".into()],
+            keyspace: "marquee".into(),
+            local_dc: "datacenter1".into(),
+            replication: BTreeMap::from([("datacenter1".into(), 3)]),
+            read_consistency: Consistency::LocalQuorum,
+            write_consistency: Consistency::LocalQuorum,
+            request_timeout_ms: 2_000,
+            speculative_delay_ms: 50,
+            max_in_flight: 1_024,
+            page_size: 1_000,
+            load_concurrency: 64,
+            await_schema_agreement: true,
+            reconcile_interval_ms: 1_000,
+            username: None,
+            password: None,
+            password_file: None,
+        }
+    }
+}
+
+impl ScyllaOptions {
+    pub(crate) fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms.max(1))
+    }
+
+    /// Checks what the driver would reject later with a less helpful message.
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.contact_points.is_empty() {
+            return Err("store.contact_points is empty".into());
+        }
+        if self.keyspace.is_empty()
+            || !self.keyspace.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || self.keyspace.len() > 48
+        {
+            return Err(format!(
+                "store.keyspace `{}` must be 1-48 letters, digits or underscores",
+                self.keyspace
+            ));
+        }
+        if self.replication.is_empty() || self.replication.values().any(|&rf| rf == 0) {
+            return Err("store.replication needs a factor of at least 1 for each data center".into());
+        }
+        if let Some(dc) = self.replication.keys().find(|dc| dc.contains('\'')) {
+            return Err(format!("store.replication names an invalid data center `{dc}`"));
+        }
+        if !self.replication.contains_key(&self.local_dc) {
+            return Err(format!(
+                "store.local_dc `{}` has no replicas in store.replication; LOCAL_* reads would fail",
+                self.local_dc
+            ));
+        }
+        if self.max_in_flight == 0 || self.page_size == 0 || self.load_concurrency == 0 {
+            return Err("store.max_in_flight, page_size and load_concurrency must be above 0".into());
+        }
+        Ok(())
+    }
+
+    /// The password from `password` or `password_file`.
+    pub(crate) fn password(&self) -> Result<Option<String>, std::io::Error> {
+        match (&self.password, &self.password_file) {
+            (Some(password), _) => Ok(Some(password.clone())),
+            (None, Some(file)) => Ok(Some(std::fs::read_to_string(file)?.trim_end().to_owned())),
+            (None, None) => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! The driver, set up the way ScyllaDB recommends for several data centers: token-aware,
+//! DC-aware load balancing that stays in the local data center, one execution profile per kind
+//! of statement (reads with speculative execution, writes, bulk loads), prepared statements
+//! marked idempotent where they are, and a bound on requests in flight. Driver errors become
+//! typed [`StoreError`]s here and nowhere else.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use marquee_store::StoreError;
+use scylla::client::execution_profile::{ExecutionProfile, ExecutionProfileHandle};
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::errors::{DbError, ExecutionError, RequestAttemptError, RequestError};
+use scylla::observability::history::{AttemptId, HistoryListener, RequestId, SpeculativeId};
+use scylla::policies::load_balancing::DefaultPolicy;
+use scylla::policies::retry::RetryDecision;
+use scylla::policies::speculative_execution::SimpleSpeculativeExecutionPolicy;
+use scylla::policies::timestamp_generator::MonotonicTimestampGenerator;
+use scylla::statement::prepared::PreparedStatement;
+use tokio::sync::Semaphore;
+
+use crate::options::ScyllaOptions;
+
+/// Bulk loads wait longer per request than the request path.
+const BULK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Conditions only this backend has, wrapped in [`StoreError`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScyllaError {
+    /// A driver error (the message says which).
+    #[error("{0}")]
+    Driver(String),
+    /// The settings are inconsistent.
+    #[error("invalid [store] settings: {0}")]
+    Config(String),
+    /// The keyspace's schema is not the one this build reads.
+    #[error("{0}")]
+    Schema(String),
+}
+
+/// Maps a request error: timeouts, unreachable or overloaded replicas and broken connections
+/// are retryable ([`StoreError::Unavailable`]); statements the server refuses are not.
+pub(crate) fn execution_error(error: ExecutionError) -> StoreError {
+    let retryable = match &error {
+        ExecutionError::LastAttemptError(RequestAttemptError::DbError(db, _)) => !matches!(
+            db,
+            DbError::SyntaxError
+                | DbError::Invalid
+                | DbError::AlreadyExists { .. }
+                | DbError::FunctionFailure { .. }
+                | DbError::AuthenticationError
+                | DbError::Unauthorized
+                | DbError::ConfigError
+                | DbError::ProtocolError
+        ),
+        ExecutionError::LastAttemptError(
+            RequestAttemptError::SerializationError(_)
+            | RequestAttemptError::CqlRequestSerialization(_)
+            | RequestAttemptError::CqlResultParseError(_)
+            | RequestAttemptError::UnexpectedResponse(_),
+        )
+        | ExecutionError::BadQuery(_)
+        | ExecutionError::UseKeyspaceError(_) => false,
+        _ => true,
+    };
+    let error = ScyllaError::Driver(error.to_string());
+    if retryable { StoreError::unavailable(error) } else { StoreError::backend(error) }
+}
+
+/// Any other driver error (preparing, connecting, decoding rows).
+pub(crate) fn driver_error(error: impl fmt::Display) -> StoreError {
+    StoreError::unavailable(ScyllaError::Driver(error.to_string()))
+}
+
+/// A row that did not decode as this build expects.
+pub(crate) fn decode_error(error: impl fmt::Display) -> StoreError {
+    StoreError::Corrupt { what: "row", detail: error.to_string() }
+}
+
+/// Driver-level figures an operator of ScyllaDB watches, read at scrape time.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct DriverStats {
+    /// Requests sent (pages of paged reads count one each).
+    pub requests: u64,
+    /// Requests that failed after the driver's retries.
+    pub errors: u64,
+    /// Retries the retry policy made.
+    pub retries: u64,
+    /// Speculative executions started (a second replica asked for the same read).
+    pub speculative_executions: u64,
+    /// Requests that hit the client-side timeout.
+    pub timeouts: u64,
+    /// Connections open to the cluster.
+    pub connections: u64,
+}
+
+/// Counts speculative executions of the statements it is attached to.
+#[derive(Debug, Default)]
+pub(crate) struct SpeculationCounter {
+    ids: AtomicUsize,
+    speculative: AtomicU64,
+}
+
+impl SpeculationCounter {
+    fn next(&self) -> usize {
+        self.ids.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+impl HistoryListener for SpeculationCounter {
+    fn log_request_start(&self) -> RequestId {
+        RequestId(self.next())
+    }
+    fn log_request_success(&self, _: RequestId) {}
+    fn log_request_error(&self, _: RequestId, _: &RequestError) {}
+    fn log_new_speculative_fiber(&self, _: RequestId) -> SpeculativeId {
+        self.speculative.fetch_add(1, Ordering::Relaxed);
+        SpeculativeId(self.next())
+    }
+    fn log_attempt_start(
+        &self,
+        _: RequestId,
+        _: Option<SpeculativeId>,
+        _: std::net::SocketAddr,
+    ) -> AttemptId {
+        AttemptId(self.next())
+    }
+    fn log_attempt_success(&self, _: AttemptId) {}
+    fn log_attempt_error(&self, _: AttemptId, _: &RequestAttemptError, _: &RetryDecision) {}
+}
+
+/// What kind of statement, which picks its execution profile.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Request-path read: idempotent, speculative execution, read consistency.
+    Read,
+    /// Request-path write (idempotent when it is an upsert or delete of given keys).
+    Write,
+    /// Catalog load and schema statements: longer timeout, write consistency.
+    Bulk,
+}
+
+/// One connected session with its profiles and in-flight bound.
+pub(crate) struct Cluster {
+    pub(crate) session: Session,
+    pub(crate) keyspace: String,
+    reads: ExecutionProfileHandle,
+    writes: ExecutionProfileHandle,
+    bulk: ExecutionProfileHandle,
+    slots: Semaphore,
+    speculation: Arc<SpeculationCounter>,
+    pub(crate) page_size: i32,
+}
+
+impl Cluster {
+    /// Connects to the contact points and discovers the cluster.
+    pub(crate) async fn connect(options: &ScyllaOptions) -> Result<Cluster, StoreError> {
+        options.validate().map_err(|e| StoreError::backend(ScyllaError::Config(e)))?;
+        let policy = DefaultPolicy::builder()
+            .prefer_datacenter(options.local_dc.clone())
+            .token_aware(true)
+            .permit_dc_failover(false)
+            .build();
+        let timeout = options.request_timeout();
+        let mut reads = ExecutionProfile::builder()
+            .consistency(options.read_consistency.driver())
+            .request_timeout(Some(timeout))
+            .load_balancing_policy(policy.clone());
+        if options.speculative_delay_ms > 0 {
+            reads = reads.speculative_execution_policy(Some(Arc::new(SimpleSpeculativeExecutionPolicy {
+                max_retry_count: 1,
+                retry_interval: Duration::from_millis(options.speculative_delay_ms),
+            })));
+        }
+        let writes = ExecutionProfile::builder()
+            .consistency(options.write_consistency.driver())
+            .request_timeout(Some(timeout))
+            .load_balancing_policy(policy.clone())
+            .build();
+        let bulk = ExecutionProfile::builder()
+            .consistency(options.write_consistency.driver())
+            .request_timeout(Some(BULK_TIMEOUT.max(timeout)))
+            .load_balancing_policy(policy)
+            .build();
+        let mut builder = SessionBuilder::new()
+            .known_nodes(&options.contact_points)
+            .default_execution_profile_handle(writes.clone().into_handle())
+            .auto_await_schema_agreement(options.await_schema_agreement)
+            // Client-side write timestamps: when two regions write the same row, the later
+            // write wins wherever it is read.
+            .timestamp_generator(Arc::new(MonotonicTimestampGenerator::new()))
+            .connection_timeout(timeout.max(Duration::from_secs(5)));
+        if let Some(user) = &options.username {
+            let password = options
+                .password()
+                .map_err(|e| StoreError::io("reading store.password_file", e))?
+                .unwrap_or_default();
+            builder = builder.user(user, password);
+        }
+        let session = builder.build().await.map_err(driver_error)?;
+        Ok(Cluster {
+            session,
+            keyspace: options.keyspace.clone(),
+            reads: reads.build().into_handle(),
+            writes: writes.into_handle(),
+            bulk: bulk.into_handle(),
+            slots: Semaphore::new(options.max_in_flight),
+            speculation: Arc::new(SpeculationCounter::default()),
+            page_size: i32::try_from(options.page_size).unwrap_or(i32::MAX),
+        })
+    }
+
+    /// Prepares `cql` (with `{keyspace}` replaced) for statements of `kind`.
+    pub(crate) async fn prepare(&self, kind: Kind, cql: &str) -> Result<PreparedStatement, StoreError> {
+        let text = cql.replace("{keyspace}", &self.keyspace);
+        let mut statement = self.session.prepare(text).await.map_err(driver_error)?;
+        statement.set_page_size(self.page_size);
+        match kind {
+            Kind::Read => {
+                statement.set_execution_profile_handle(Some(self.reads.clone()));
+                statement.set_is_idempotent(true);
+                statement.set_history_listener(self.speculation.clone());
+            }
+            Kind::Write => {
+                statement.set_execution_profile_handle(Some(self.writes.clone()));
+                statement.set_is_idempotent(true);
+            }
+            Kind::Bulk => {
+                statement.set_execution_profile_handle(Some(self.bulk.clone()));
+                statement.set_is_idempotent(true);
+            }
+        }
+        Ok(statement)
+    }
+
+    /// The profile of `kind`, for batches and unprepared statements.
+    pub(crate) fn profile(&self, kind: Kind) -> ExecutionProfileHandle {
+        match kind {
+            Kind::Read => self.reads.clone(),
+            Kind::Write => self.writes.clone(),
+            Kind::Bulk => self.bulk.clone(),
+        }
+    }
+
+    /// Waits for a slot among the requests in flight.
+    pub(crate) async fn slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, StoreError> {
+        self.slots.acquire().await.map_err(|_| StoreError::Closed)
+    }
+
+    /// [`StoreError::Closed`] once the store is closed.
+    pub(crate) fn check_open(&self) -> Result<(), StoreError> {
+        if self.slots.is_closed() { Err(StoreError::Closed) } else { Ok(()) }
+    }
+
+    /// Closes the in-flight gate: later requests fail with [`StoreError::Closed`].
+    pub(crate) fn close(&self) {
+        self.slots.close();
+    }
+
+    pub(crate) fn stats(&self) -> DriverStats {
+        let metrics = self.session.get_metrics();
+        DriverStats {
+            requests: metrics.get_requests_unpaged_num()
+                + metrics.get_requests_manually_paged_num()
+                + metrics.get_requests_automatically_paged_num(),
+            errors: metrics.get_errors_unpaged_num()
+                + metrics.get_errors_manually_paged_num()
+                + metrics.get_errors_automatically_paged_num(),
+            retries: metrics.get_retries_num(),
+            speculative_executions: self.speculation.speculative.load(Ordering::Relaxed),
+            timeouts: metrics.get_request_timeouts(),
+            connections: metrics.get_total_connections(),
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! Users' data without counters or lightweight transactions.
+//!
+//! A rating is the row `ratings_by_user (user, movie)`; the newest-first index
+//! `ratings_by_user_time` and the per-movie row `movie_ratings (movie, bucket, user)` are
+//! written with it in one logged batch, so they are applied together or not at all. Two
+//! regions writing the same row resolve by write timestamp (last write wins). Pages of the
+//! time index are checked against the by-user rows, so an index entry left by two concurrent
+//! re-rates of the same movie by the same user is never shown.
+//!
+//! Rating totals are never incremented: each of a movie's 64 buckets of users has a
+//! (sum, count) row recomputed from that bucket's rows after every write, so a retry, a re-rate
+//! or a write from another region replaces a value rather than adding to one, and a write costs
+//! one bucket (1/64 of the movie's ratings), not the whole movie. Two writes racing in one
+//! bucket can leave a total that misses one of them; every write also lists its bucket in
+//! `rating_changes` (in the same batch), and each gateway re-derives the buckets listed in the
+//! last 10-20 seconds every `reconcile_interval_ms`, so totals converge within
+//! [`totals_lag`] of the write reaching the region.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::TryStreamExt;
+use futures::future::try_join_all;
+use marquee_store::plan;
+use marquee_store::{
+    MovieId, Page, Position, Rating, RatingTotals, StoreError, UserId, UserPage, WatchlistEntry,
+};
+use scylla::statement::batch::{Batch, BatchType};
+use scylla::statement::prepared::PreparedStatement;
+use scylla::value::CqlValue;
+
+use crate::ranged::{Cursor, RangeRead, encode};
+use crate::session::{Cluster, Kind, decode_error, driver_error, execution_error};
+
+/// Buckets of users per movie for rating totals.
+pub(crate) const TOTAL_BUCKETS: i32 = 64;
+
+/// Seconds per `rating_changes` slot.
+const CHANGE_SLOT_SECS: u64 = 10;
+
+/// How long a change is re-derived by the reconcilers: the current and the previous slot.
+const RECONCILED_SLOTS: u64 = 2;
+
+/// The bound on [`marquee_store::UserData::totals_lag`] for a reconcile interval: a write
+/// racing another in its bucket is repaired by the next pass, which takes at most an interval
+/// to start and one to finish.
+pub(crate) fn totals_lag(reconcile_interval: Duration) -> Duration {
+    reconcile_interval * 2 + Duration::from_secs(1)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn slot(ms: u64) -> i64 {
+    (ms / 1000 / CHANGE_SLOT_SECS) as i64
+}
+
+fn inverted(ms: u64) -> u64 {
+    u64::MAX - ms
+}
+
+/// The bucket of a user's rows among a movie's rating totals (FNV-1a: stable across builds
+/// and regions, unlike std's hasher).
+pub(crate) fn bucket(user: &UserId) -> i32 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in user.as_str().bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % TOTAL_BUCKETS as u64) as i32
+}
+
+/// Prepared statements of users' data.
+pub(crate) struct UserStatements {
+    get_rating: PreparedStatement,
+    put_rating: PreparedStatement,
+    del_rating: PreparedStatement,
+    put_rating_time: PreparedStatement,
+    del_rating_time: PreparedStatement,
+    put_movie_rating: PreparedStatement,
+    del_movie_rating: PreparedStatement,
+    put_change: PreparedStatement,
+    bucket_scores: PreparedStatement,
+    put_totals: PreparedStatement,
+    totals: PreparedStatement,
+    changes: PreparedStatement,
+    rating_page: RangeRead,
+    get_watch: PreparedStatement,
+    put_watch: PreparedStatement,
+    del_watch: PreparedStatement,
+    put_watch_time: PreparedStatement,
+    del_watch_time: PreparedStatement,
+    watch_page: RangeRead,
+}
+
+impl UserStatements {
+    pub(crate) async fn prepare(c: &Cluster) -> Result<Self, StoreError> {
+        let read = |cql| c.prepare(Kind::Read, cql);
+        let write = |cql| c.prepare(Kind::Write, cql);
+        Ok(UserStatements {
+            get_rating: read("SELECT score, rated_at FROM {keyspace}.ratings_by_user WHERE user_id = ? AND movie = ?").await?,
+            put_rating: write("INSERT INTO {keyspace}.ratings_by_user (user_id, movie, score, rated_at) VALUES (?, ?, ?, ?)").await?,
+            del_rating: write("DELETE FROM {keyspace}.ratings_by_user WHERE user_id = ? AND movie = ?").await?,
+            put_rating_time: write("INSERT INTO {keyspace}.ratings_by_user_time (user_id, pos, score) VALUES (?, ?, ?)").await?,
+            del_rating_time: write("DELETE FROM {keyspace}.ratings_by_user_time WHERE user_id = ? AND pos = ?").await?,
+            put_movie_rating: write(
+                "INSERT INTO {keyspace}.movie_ratings (movie, bucket, user_id, score) VALUES (?, ?, ?, ?)",
+            )
+            .await?,
+            del_movie_rating: write("DELETE FROM {keyspace}.movie_ratings WHERE movie = ? AND bucket = ? AND user_id = ?").await?,
+            put_change: write("INSERT INTO {keyspace}.rating_changes (slot, movie, bucket) VALUES (?, ?, ?)").await?,
+            bucket_scores: read("SELECT score FROM {keyspace}.movie_ratings WHERE movie = ? AND bucket = ?").await?,
+            put_totals: write(
+                "INSERT INTO {keyspace}.rating_totals (movie, bucket, score_sum, ratings) VALUES (?, ?, ?, ?)",
+            )
+            .await?,
+            totals: read("SELECT score_sum, ratings FROM {keyspace}.rating_totals WHERE movie = ?").await?,
+            changes: read("SELECT movie, bucket FROM {keyspace}.rating_changes WHERE slot = ?").await?,
+            rating_page: RangeRead::prepare(c, "SELECT pos, score FROM {keyspace}.ratings_by_user_time WHERE user_id = ?").await?,
+            get_watch: read("SELECT added_at FROM {keyspace}.watchlist_by_user WHERE user_id = ? AND movie = ?").await?,
+            put_watch: write("INSERT INTO {keyspace}.watchlist_by_user (user_id, movie, added_at) VALUES (?, ?, ?)").await?,
+            del_watch: write("DELETE FROM {keyspace}.watchlist_by_user WHERE user_id = ? AND movie = ?").await?,
+            put_watch_time: write("INSERT INTO {keyspace}.watchlist_by_user_time (user_id, pos) VALUES (?, ?)").await?,
+            del_watch_time: write("DELETE FROM {keyspace}.watchlist_by_user_time WHERE user_id = ? AND pos = ?").await?,
+            watch_page: RangeRead::prepare(c, "SELECT pos FROM {keyspace}.watchlist_by_user_time WHERE user_id = ?").await?,
+        })
+    }
+}
+
+/// Users' data through one cluster.
+pub(crate) struct Users<'a> {
+    pub(crate) cluster: &'a Cluster,
+    pub(crate) statements: &'a UserStatements,
+}
+
+fn logged() -> Batch {
+    let mut batch = Batch::new(BatchType::Logged);
+    batch.set_is_idempotent(true);
+    batch
+}
+
+impl Users<'_> {
+    async fn unpaged(
+        &self,
+        statement: &PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow,
+    ) -> Result<scylla::response::query_result::QueryResult, StoreError> {
+        let _slot = self.cluster.slot().await?;
+        self.cluster.session.execute_unpaged(statement, values).await.map_err(execution_error)
+    }
+
+    async fn run_batch(
+        &self,
+        batch: &Batch,
+        values: impl scylla::serialize::batch::BatchValues,
+    ) -> Result<(), StoreError> {
+        let _slot = self.cluster.slot().await?;
+        self.cluster.session.batch(batch, values).await.map_err(execution_error)?;
+        Ok(())
+    }
+
+    async fn get_rating(&self, user: &UserId, movie: MovieId) -> Result<Option<Rating>, StoreError> {
+        let result = self.unpaged(&self.statements.get_rating, (user.as_str(), movie.0 as i64)).await?;
+        let row = result
+            .into_rows_result()
+            .map_err(driver_error)?
+            .maybe_first_row::<(i32, i64)>()
+            .map_err(decode_error)?;
+        Ok(row.map(|(score, at)| Rating { movie, score: score.clamp(0, 255) as u8, rated_at_ms: at as u64 }))
+    }
+
+    /// Sets a rating; the caller checked the score and that the movie exists.
+    pub(crate) async fn rate(&self, user: &UserId, movie: MovieId, score: u8) -> Result<Rating, StoreError> {
+        let previous = self.get_rating(user, movie).await?;
+        let mut at = now_ms();
+        if let Some(old) = previous
+            && old.rated_at_ms >= at
+        {
+            // Keep the new index entry distinct from the one it replaces.
+            at = old.rated_at_ms + 1;
+        }
+        let (u, m, bucket) = (user.as_str(), movie.0 as i64, bucket(user));
+        let new_pos = encode(Position { key: inverted(at), id: movie.0 });
+        let s = self.statements;
+        let mut batch = logged();
+        batch.append_statement(s.put_rating.clone());
+        batch.append_statement(s.put_rating_time.clone());
+        batch.append_statement(s.put_movie_rating.clone());
+        batch.append_statement(s.put_change.clone());
+        let row = (u, m, i32::from(score), at as i64);
+        let time = (u, new_pos, i32::from(score));
+        let by_movie = (m, bucket, u, i32::from(score));
+        let change = (slot(at), m, bucket);
+        match previous {
+            Some(old) => {
+                batch.append_statement(s.del_rating_time.clone());
+                let old_pos = encode(Position { key: inverted(old.rated_at_ms), id: movie.0 });
+                self.run_batch(&batch, (row, time, by_movie, change, (u, old_pos))).await?;
+            }
+            None => self.run_batch(&batch, (row, time, by_movie, change)).await?,
+        }
+        self.settle(movie, bucket).await;
+        Ok(Rating { movie, score, rated_at_ms: at })
+    }
+
+    pub(crate) async fn delete_rating(&self, user: &UserId, movie: MovieId) -> Result<bool, StoreError> {
+        let Some(old) = self.get_rating(user, movie).await? else { return Ok(false) };
+        let (u, m, bucket) = (user.as_str(), movie.0 as i64, bucket(user));
+        let s = self.statements;
+        let mut batch = logged();
+        batch.append_statement(s.del_rating.clone());
+        batch.append_statement(s.del_rating_time.clone());
+        batch.append_statement(s.del_movie_rating.clone());
+        batch.append_statement(s.put_change.clone());
+        let old_pos = encode(Position { key: inverted(old.rated_at_ms), id: movie.0 });
+        self.run_batch(&batch, ((u, m), (u, old_pos), (m, bucket, u), (slot(now_ms()), m, bucket))).await?;
+        self.settle(movie, bucket).await;
+        Ok(true)
+    }
+
+    /// Re-derives the bucket a write changed. The write is acknowledged whatever happens here:
+    /// a failure leaves the bucket to the reconcilers (its change row was in the batch).
+    async fn settle(&self, movie: MovieId, bucket: i32) {
+        if let Err(error) = self.recompute(movie.0 as i64, bucket).await {
+            tracing::warn!(%error, movie = %movie, bucket, "rating totals left to the reconciler");
+        }
+    }
+
+    /// Recomputes one bucket's (sum, count) from its rows.
+    pub(crate) async fn recompute(&self, movie: i64, bucket: i32) -> Result<(), StoreError> {
+        let (sum, count) = {
+            let _slot = self.cluster.slot().await?;
+            let rows = self
+                .cluster
+                .session
+                .execute_iter(self.statements.bucket_scores.clone(), (movie, bucket))
+                .await
+                .map_err(driver_error)?
+                .rows_stream::<(i32,)>()
+                .map_err(decode_error)?;
+            rows.try_fold((0i64, 0i64), |(sum, count), (score,)| async move {
+                Ok((sum + i64::from(score), count + 1))
+            })
+            .await
+            .map_err(driver_error)?
+        };
+        self.unpaged(&self.statements.put_totals, (movie, bucket, sum, count)).await?;
+        Ok(())
+    }
+
+    /// One reconcile pass: re-derives every bucket changed in the recent slots.
+    pub(crate) async fn reconcile(&self) -> Result<usize, StoreError> {
+        let now = slot(now_ms());
+        let mut buckets = Vec::new();
+        for s in (0..RECONCILED_SLOTS as i64).map(|back| now - back) {
+            let result = self.unpaged(&self.statements.changes, (s,)).await?;
+            for row in
+                result.into_rows_result().map_err(driver_error)?.rows::<(i64, i32)>().map_err(decode_error)?
+            {
+                buckets.push(row.map_err(decode_error)?);
+            }
+        }
+        buckets.sort_unstable();
+        buckets.dedup();
+        for chunk in buckets.chunks(16) {
+            try_join_all(chunk.iter().map(|&(movie, bucket)| self.recompute(movie, bucket))).await?;
+        }
+        Ok(buckets.len())
+    }
+
+    pub(crate) async fn rating_totals(&self, movies: &[MovieId]) -> Result<Vec<RatingTotals>, StoreError> {
+        try_join_all(movies.iter().map(|movie| async move {
+            let result = self.unpaged(&self.statements.totals, (movie.0 as i64,)).await?;
+            let mut totals = RatingTotals::default();
+            for row in
+                result.into_rows_result().map_err(driver_error)?.rows::<(i64, i64)>().map_err(decode_error)?
+            {
+                let (sum, count) = row.map_err(decode_error)?;
+                totals.sum += sum.max(0) as u64;
+                totals.count += count.max(0) as u64;
+            }
+            Ok(totals)
+        }))
+        .await
+    }
+
+    pub(crate) async fn user_ratings(
+        &self,
+        user: &UserId,
+        movies: &[MovieId],
+    ) -> Result<Vec<Option<Rating>>, StoreError> {
+        try_join_all(movies.iter().map(|&movie| self.get_rating(user, movie))).await
+    }
+
+    pub(crate) async fn ratings_page(
+        &self,
+        user: &UserId,
+        page: UserPage,
+    ) -> Result<Page<Rating>, StoreError> {
+        plan::check_user_page(page)?;
+        let partition = vec![CqlValue::Text(user.as_str().to_owned())];
+        let mut cursor: Cursor<'_, (Vec<u8>, i32)> =
+            Cursor::new(&self.statements.rating_page, partition, page.after, page.first + 1);
+        self.checked_page(page.first, &mut cursor, |pos, _| async move {
+            let current = self.get_rating(user, MovieId(pos.id)).await?;
+            Ok(current.filter(|r| inverted(r.rated_at_ms) == pos.key))
+        })
+        .await
+    }
+
+    /// Reads index entries in order and keeps those `check` confirms, until a page and one
+    /// more are found or the index ends.
+    async fn checked_page<T, R, F, Fut>(
+        &self,
+        first: usize,
+        cursor: &mut Cursor<'_, R>,
+        check: F,
+    ) -> Result<Page<T>, StoreError>
+    where
+        R: crate::ranged::Ranged,
+        F: Fn(Position, R) -> Fut,
+        Fut: Future<Output = Result<Option<T>, StoreError>>,
+    {
+        let mut items = Vec::with_capacity(first);
+        loop {
+            let mut candidates = Vec::new();
+            while candidates.len() < first + 1 - items.len() {
+                let Some(entry) = cursor.next(self.cluster).await? else { break };
+                candidates.push(entry);
+            }
+            let exhausted = candidates.len() < first + 1 - items.len();
+            let checked = try_join_all(candidates.into_iter().map(|(pos, row)| {
+                let fut = check(pos, row);
+                async move { Ok::<_, StoreError>(fut.await?.map(|item| (pos, item))) }
+            }))
+            .await?;
+            items.extend(checked.into_iter().flatten());
+            if items.len() > first {
+                items.truncate(first);
+                return Ok(Page { items, has_next: true });
+            }
+            if exhausted {
+                return Ok(Page { items, has_next: false });
+            }
+        }
+    }
+
+    async fn get_watch(&self, user: &UserId, movie: MovieId) -> Result<Option<WatchlistEntry>, StoreError> {
+        let result = self.unpaged(&self.statements.get_watch, (user.as_str(), movie.0 as i64)).await?;
+        let row = result
+            .into_rows_result()
+            .map_err(driver_error)?
+            .maybe_first_row::<(i64,)>()
+            .map_err(decode_error)?;
+        Ok(row.map(|(at,)| WatchlistEntry { movie, added_at_ms: at as u64 }))
+    }
+
+    /// Adds to the watchlist; the caller checked that the movie exists.
+    pub(crate) async fn add_to_watchlist(
+        &self,
+        user: &UserId,
+        movie: MovieId,
+    ) -> Result<WatchlistEntry, StoreError> {
+        if let Some(entry) = self.get_watch(user, movie).await? {
+            return Ok(entry);
+        }
+        let at = now_ms();
+        let u = user.as_str();
+        let mut batch = logged();
+        batch.append_statement(self.statements.put_watch.clone());
+        batch.append_statement(self.statements.put_watch_time.clone());
+        let pos = encode(Position { key: inverted(at), id: movie.0 });
+        self.run_batch(&batch, ((u, movie.0 as i64, at as i64), (u, pos))).await?;
+        Ok(WatchlistEntry { movie, added_at_ms: at })
+    }
+
+    pub(crate) async fn remove_from_watchlist(
+        &self,
+        user: &UserId,
+        movie: MovieId,
+    ) -> Result<bool, StoreError> {
+        let Some(entry) = self.get_watch(user, movie).await? else { return Ok(false) };
+        let u = user.as_str();
+        let mut batch = logged();
+        batch.append_statement(self.statements.del_watch.clone());
+        batch.append_statement(self.statements.del_watch_time.clone());
+        let pos = encode(Position { key: inverted(entry.added_at_ms), id: movie.0 });
+        self.run_batch(&batch, ((u, movie.0 as i64), (u, pos))).await?;
+        Ok(true)
+    }
+
+    pub(crate) async fn watchlist_page(
+        &self,
+        user: &UserId,
+        page: UserPage,
+    ) -> Result<Page<WatchlistEntry>, StoreError> {
+        plan::check_user_page(page)?;
+        let partition = vec![CqlValue::Text(user.as_str().to_owned())];
+        let mut cursor: Cursor<'_, (Vec<u8>,)> =
+            Cursor::new(&self.statements.watch_page, partition, page.after, page.first + 1);
+        self.checked_page(page.first, &mut cursor, |pos, _| async move {
+            let current = self.get_watch(user, MovieId(pos.id)).await?;
+            Ok(current.filter(|e| inverted(e.added_at_ms) == pos.key))
+        })
+        .await
+    }
+}

@@ -1,0 +1,130 @@
+//! The store conformance suite against the ScyllaDB backend, over the real `scylla` driver and
+//! the CQL wire protocol: against a real cluster when `SCYLLA_URI` is set (`host:port`, with
+//! `SCYLLA_DC` naming its data center), else against the in-memory CQL stand-in
+//! (`marquee-cql-standin`), which ignores clustering bounds, TTL and LWT and has one node
+//! (see its docs for what that does not prove). Each test gets its own keyspace.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use marquee_store::bulk::BulkLoad;
+use marquee_store::bulk::seed::seed;
+use marquee_store::conformance::OPTIONS;
+use marquee_store::{MovieId, RatingTotals, Store, UserId};
+use marquee_store_scylla::{ScyllaBulk, ScyllaOptions, ScyllaStore, migrate};
+
+/// A fresh keyspace on the cluster under test.
+fn options() -> ScyllaOptions {
+    static STAND_IN: OnceLock<String> = OnceLock::new();
+    static KEYSPACES: AtomicUsize = AtomicUsize::new(0);
+    let mut options = ScyllaOptions::default();
+    let keyspace =
+        format!("conformance_{}_{}", std::process::id(), KEYSPACES.fetch_add(1, Ordering::Relaxed));
+    options.keyspace = keyspace;
+    options.reconcile_interval_ms = 200;
+    match std::env::var("SCYLLA_URI") {
+        Ok(uri) => {
+            let dc = std::env::var("SCYLLA_DC").unwrap_or_else(|_| "datacenter1".into());
+            options.contact_points = vec![uri];
+            options.replication = [(dc.clone(), 1)].into();
+            options.local_dc = dc;
+        }
+        Err(_) => {
+            let addr = STAND_IN.get_or_init(|| {
+                marquee_cql_standin::spawn_local("datacenter1").expect("the CQL stand-in starts").to_string()
+            });
+            options.contact_points = vec![addr.clone()];
+            options.replication = [("datacenter1".to_owned(), 1)].into();
+            options.await_schema_agreement = false;
+        }
+    }
+    options
+}
+
+/// A migrated keyspace holding the conformance catalog.
+async fn seeded() -> ScyllaOptions {
+    let options = options();
+    migrate(&options).await.expect("migrate");
+    let bulk = ScyllaBulk::new(options.clone(), tokio::runtime::Handle::current());
+    tokio::task::spawn_blocking(move || {
+        let sink = bulk.sink("conformance").expect("sink");
+        seed(&OPTIONS, sink, &mut |_| {}).expect("seed")
+    })
+    .await
+    .expect("seeding thread");
+    options
+}
+
+async fn scylla() -> ((), Store) {
+    let options = seeded().await;
+    let store = ScyllaStore::open(&options).await.expect("open");
+    ((), Store::new(Arc::new(store)))
+}
+
+marquee_store::conformance_cases!(scylla);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_raters_converge_to_exact_totals() {
+    let options = seeded().await;
+    let store = Arc::new(ScyllaStore::open(&options).await.expect("open"));
+    let other_region = Arc::new(ScyllaStore::open(&options).await.expect("open"));
+    let movie = MovieId(7);
+    let mut writes = Vec::new();
+    for i in 0..40u8 {
+        let store = if i % 2 == 0 { store.clone() } else { other_region.clone() };
+        writes.push(tokio::spawn(async move {
+            let user = UserId::new(format!("rater-{i}")).expect("user");
+            use marquee_store::UserData;
+            store.rate(&user, movie, 1 + i % 10).await.expect("rate");
+            store.rate(&user, movie, 10 - i % 10).await.expect("re-rate");
+        }));
+    }
+    for write in writes {
+        write.await.expect("writer");
+    }
+    let expected = RatingTotals { sum: (0..40u64).map(|i| 10 - i % 10).sum(), count: 40 };
+    use marquee_store::UserData;
+    let deadline = Instant::now() + store.totals_lag();
+    loop {
+        let totals = store.rating_totals(&[movie]).await.expect("totals");
+        if totals == [expected] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "totals {totals:?} did not reach {expected:?} within {:?}",
+            store.totals_lag()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_completes_an_unfinished_load_and_gateways_never_see_it() {
+    let options = seeded().await;
+    let served = ScyllaStore::open(&options).await.expect("open");
+    let first = served.generation();
+    let bulk = ScyllaBulk::new(options.clone(), tokio::runtime::Handle::current());
+    let generator = marquee_store::bulk::seed::Generator::new(&OPTIONS);
+    let bulk = tokio::task::spawn_blocking(move || {
+        let mut sink = bulk.sink("reseed").expect("sink");
+        sink.put_movie(&generator.movie(0)).expect("one movie");
+        drop(sink);
+        bulk
+    })
+    .await
+    .expect("loader");
+    let reopened = ScyllaStore::open(&options).await.expect("reopen");
+    assert_eq!(reopened.generation(), first, "an unfinished load is not served");
+    tokio::task::spawn_blocking(move || {
+        let sink = bulk.sink("reseed").expect("sink");
+        seed(&OPTIONS, sink, &mut |_| {}).expect("rerun")
+    })
+    .await
+    .expect("loader");
+    let after = ScyllaStore::open(&options).await.expect("reopen");
+    assert_eq!(after.generation(), first + 1, "the rerun completed the unfinished generation");
+    use marquee_store::CatalogReads;
+    assert_eq!(after.stats().await.expect("stats").movies, OPTIONS.movies);
+}
