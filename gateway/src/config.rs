@@ -240,6 +240,9 @@ impl GraphqlConfig {
 pub enum StoreConfig {
     /// Files in a local data directory: one machine, no server to run.
     Embedded(EmbeddedConfig),
+    /// A ScyllaDB (or Cassandra-compatible) cluster: one keyspace replicated to every
+    /// region's data center.
+    Scylla(marquee_store_scylla::ScyllaOptions),
 }
 
 /// `[store] backend = "embedded"`.
@@ -408,8 +411,34 @@ mod tests {
             jail.create_file("store.toml", "[store]\nbackend = \"embedded\"\ndata_dir = \"/srv/marquee\"\n")?;
             jail.set_env("MARQUEE_STORE__CACHE_MIB", "64");
             let config = Config::load(Some(Path::new("store.toml")), no_overrides()).expect("valid");
-            let StoreConfig::Embedded(embedded) = &config.store;
+            let StoreConfig::Embedded(embedded) = &config.store else { panic!("{:?}", config.store) };
             assert_eq!((embedded.data_dir.as_path(), embedded.cache_mib), (Path::new("/srv/marquee"), 64));
+
+            jail.create_file(
+                "scylla.toml",
+                "[store]\nbackend = \"scylla\"\ncontact_points = [\"scylla-1.us-east:9042\"]\nlocal_dc = \"us-east\"\n\
+                 replication = { us-east = 3, eu-west = 3 }\nread_consistency = \"LOCAL_ONE\"\n",
+            )?;
+            jail.set_env("MARQUEE_STORE__PASSWORD", "from-env");
+            jail.set_env("MARQUEE_STORE__CACHE_MIB", "");
+            let config = Config::load(Some(Path::new("scylla.toml")), no_overrides());
+            assert!(config.is_err(), "an embedded key in the environment is refused for scylla");
+            jail.clear_env();
+            jail.set_env("MARQUEE_STORE__USERNAME", "marquee");
+            jail.set_env("MARQUEE_STORE__PASSWORD", "from-env");
+            let config = Config::load(Some(Path::new("scylla.toml")), no_overrides()).expect("valid");
+            let StoreConfig::Scylla(scylla) = &config.store else { panic!("{:?}", config.store) };
+            assert_eq!(scylla.local_dc, "us-east");
+            assert_eq!(scylla.replication.get("eu-west"), Some(&3));
+            assert_eq!(scylla.read_consistency, marquee_store_scylla::Consistency::LocalOne);
+            assert_eq!(scylla.write_consistency, marquee_store_scylla::Consistency::LocalQuorum);
+            assert_eq!(
+                (scylla.username.as_deref(), scylla.password.as_deref()),
+                (Some("marquee"), Some("from-env"))
+            );
+            assert_eq!(scylla.keyspace, "marquee");
+            jail.create_file("mixed.toml", "[store]\nbackend = \"scylla\"\ndata_dir = \"/srv\"\n")?;
+            assert!(Config::load(Some(Path::new("mixed.toml")), no_overrides()).is_err());
             jail.create_file("unknown.toml", "[store]\nbackend = \"cassandra\"\n")?;
             assert!(Config::load(Some(Path::new("unknown.toml")), no_overrides()).is_err());
             jail.create_file("foreign.toml", "[store]\nbackend = \"embedded\"\nkeyspace = \"x\"\n")?;

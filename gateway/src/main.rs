@@ -67,6 +67,8 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Create or upgrade the store's schema (ScyllaDB: the keyspace and tables); idempotent.
+    Migrate,
     /// Print the GraphQL schema (SDL).
     Schema,
     /// Write a new Ed25519 signing key (PKCS#8 PEM) for `auth.signing_key_files`.
@@ -129,6 +131,10 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     telemetry::init_tracing(&config.log);
+    if let Some(Command::Migrate) = &cli.command {
+        println!("{}", store::migrate(&config.store).await.context("migrating the store's schema")?);
+        return Ok(());
+    }
     let target = store::bulk(&config.store);
     let location = target.location();
     match cli.command {
@@ -151,7 +157,7 @@ async fn main() -> anyhow::Result<()> {
                 stats.movies, stats.people, stats.credits,
             );
         }
-        Some(Command::Schema | Command::Keygen { .. } | Command::Token { .. }) => {}
+        Some(Command::Schema | Command::Migrate | Command::Keygen { .. } | Command::Token { .. }) => {}
         Some(Command::Serve(_)) | None => {
             let (movies, seed) = (config.demo.movies, config.demo.seed);
             tokio::task::spawn_blocking(move || bulk::ensure_catalog(target.as_ref(), movies, seed))

@@ -91,6 +91,7 @@ impl Application {
     pub async fn build(config: Config) -> Result<Application, StartupError> {
         let metrics = Metrics::new(&config.region)?;
         let backend = crate::store::open(&config.store).await?;
+        metrics.watch_driver(backend.lifecycle.clone())?;
         let stack = StackConfig {
             rating_totals_ttl: Duration::from_secs(config.cache.rating_totals_ttl_secs),
             rating_totals_bytes: config.cache.rating_totals_mib * 1024 * 1024,

@@ -8,10 +8,13 @@
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use indicatif::ProgressBar;
 use marquee_schema::LoaderMetrics;
+use marquee_store::Lifecycle;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use tracing_subscriber::EnvFilter;
 
@@ -107,6 +110,47 @@ pub struct Metrics {
     pub rate_limiter_fallbacks: IntCounter,
     /// Client connections.
     pub connections: ConnectionMetrics,
+}
+
+/// The store driver's cumulative figures, copied into counters when scraped.
+struct DriverCollector {
+    lifecycle: Arc<dyn Lifecycle>,
+    requests: IntCounter,
+    errors: IntCounter,
+    retries: IntCounter,
+    speculative: IntCounter,
+    timeouts: IntCounter,
+    connections: IntGauge,
+}
+
+impl Collector for DriverCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        [&self.requests, &self.errors, &self.retries, &self.speculative, &self.timeouts]
+            .into_iter()
+            .flat_map(Collector::desc)
+            .chain(self.connections.desc())
+            .collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        if let Some(figures) = self.lifecycle.driver_figures() {
+            for (counter, value) in [
+                (&self.requests, figures.requests),
+                (&self.errors, figures.errors),
+                (&self.retries, figures.retries),
+                (&self.speculative, figures.speculative_executions),
+                (&self.timeouts, figures.timeouts),
+            ] {
+                counter.inc_by(value.saturating_sub(counter.get()));
+            }
+            self.connections.set(i64::try_from(figures.connections).unwrap_or(i64::MAX));
+        }
+        [&self.requests, &self.errors, &self.retries, &self.speculative, &self.timeouts]
+            .into_iter()
+            .flat_map(Collector::collect)
+            .chain(self.connections.collect())
+            .collect()
+    }
 }
 
 /// What the connection stage reports.
@@ -209,6 +253,39 @@ impl Metrics {
             rate_limiter_fallbacks,
             connections,
         })
+    }
+
+    /// Reports the backend's driver figures (`store_driver_*{backend}`), read at each scrape.
+    pub fn watch_driver(&self, lifecycle: Arc<dyn Lifecycle>) -> Result<(), prometheus::Error> {
+        if lifecycle.driver_figures().is_none() {
+            return Ok(());
+        }
+        let backend = lifecycle.backend();
+        let counter = |name: &str, help: &str| {
+            IntCounter::with_opts(Opts::new(name, help).const_label("backend", backend))
+        };
+        let collector = DriverCollector {
+            lifecycle,
+            requests: counter("store_driver_requests_total", "Requests the store driver sent")?,
+            errors: counter("store_driver_errors_total", "Store driver requests that failed after retries")?,
+            retries: counter(
+                "store_driver_retries_total",
+                "Retries made by the store driver's retry policy",
+            )?,
+            speculative: counter(
+                "store_driver_speculative_executions_total",
+                "Reads the store driver also sent to a second replica",
+            )?,
+            timeouts: counter(
+                "store_driver_timeouts_total",
+                "Store driver requests that timed out client-side",
+            )?,
+            connections: IntGauge::with_opts(
+                Opts::new("store_driver_connections", "Connections the store driver holds open")
+                    .const_label("backend", backend),
+            )?,
+        };
+        self.registry.register(Box::new(collector))
     }
 
     /// The Prometheus text exposition of every metric.

@@ -250,6 +250,29 @@ pub trait Lifecycle: Send + Sync + 'static {
 
     /// Flushes and closes; later calls fail with [`StoreError::Closed`].
     async fn close(&self) -> Result<(), StoreError>;
+
+    /// Figures of the backend's client driver, for metrics; `None` for a backend without one.
+    fn driver_figures(&self) -> Option<DriverFigures> {
+        None
+    }
+}
+
+/// Cumulative figures of a backend's client driver (what an operator of a database cluster
+/// watches besides call latency).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct DriverFigures {
+    /// Requests sent to the cluster (a page of a paged read is one).
+    pub requests: u64,
+    /// Requests that failed after the driver's retries.
+    pub errors: u64,
+    /// Retries the driver's retry policy made.
+    pub retries: u64,
+    /// Speculative executions started (the same read sent to a second replica).
+    pub speculative_executions: u64,
+    /// Requests that reached the client-side timeout.
+    pub timeouts: u64,
+    /// Connections open now.
+    pub connections: u64,
 }
 
 /// One backend as the gateway holds it: its three faces, each a trait object, so decorators

@@ -41,6 +41,17 @@ enum Task {
     },
     /// Fuzz a target in fuzz/ for a bounded time (stable toolchain, libFuzzer).
     Fuzz(fuzz::FuzzArgs),
+    /// Serve the in-memory CQL stand-in (a ScyllaDB substitute for tests and the local rig)
+    /// until interrupted. Point `[store] contact_points` at it, with
+    /// `await_schema_agreement = false`.
+    CqlServer {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9042")]
+        listen: std::net::SocketAddr,
+        /// Data center name the node reports (match `[store] local_dc`).
+        #[arg(long, default_value = marquee_cql_standin::DEFAULT_DATA_CENTER)]
+        dc: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -49,6 +60,7 @@ fn main() -> anyhow::Result<()> {
         Task::Ci => ci(&root),
         Task::BenchPeer { task } => peer::run(&root, task),
         Task::Fuzz(args) => fuzz::run(&root, &args),
+        Task::CqlServer { listen, dc } => cql_server(listen, &dc),
         Task::Schema => {
             let sdl = output(&root, "cargo", &["run", "--quiet", "-p", "marquee-gateway", "--", "schema"])?;
             std::fs::write(root.join("schema/schema.graphql"), sdl)
@@ -83,6 +95,24 @@ fn has_nextest(root: &Path) -> bool {
         .current_dir(root)
         .output()
         .is_ok_and(|o| o.status.success())
+}
+
+/// Serves the CQL stand-in on `listen` until Ctrl-C or SIGTERM.
+fn cql_server(listen: std::net::SocketAddr, dc: &str) -> anyhow::Result<()> {
+    let node = marquee_cql_standin::StandIn::new(dc).map_err(anyhow::Error::msg)?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    runtime.block_on(async move {
+        let listener =
+            tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
+        println!("CQL stand-in (data center {dc}) listening on {}", listener.local_addr()?);
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            served = node.serve(listener) => served.context("serving CQL")?,
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        Ok(())
+    })
 }
 
 fn run(root: &Path, program: &str, args: &[&str]) -> anyhow::Result<()> {

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use marquee_store::bulk::BulkLoad;
 use marquee_store::{Store, StoreError};
 use marquee_store_embedded::{EmbeddedBulk, EmbeddedOptions, EmbeddedStore};
+use marquee_store_scylla::{ScyllaBulk, ScyllaStore};
+use tokio::runtime::Handle;
 
 use crate::config::StoreConfig;
 
@@ -23,14 +25,37 @@ pub async fn open(config: &StoreConfig) -> Result<Store, StoreError> {
                 .map_err(StoreError::backend)??;
             Ok(Store::new(Arc::new(store)))
         }
+        StoreConfig::Scylla(options) => Ok(Store::new(Arc::new(ScyllaStore::open(options).await?))),
     }
 }
 
-/// The configured backend's bulk side (seed, import, export).
+/// Applies the configured backend's schema (`gateway migrate`); what it did, for the operator.
+pub async fn migrate(config: &StoreConfig) -> Result<String, StoreError> {
+    match config {
+        StoreConfig::Embedded(embedded) => Ok(format!(
+            "the embedded backend needs no migration ({} is created on first use)",
+            embedded.data_dir.display()
+        )),
+        StoreConfig::Scylla(options) => {
+            let report = marquee_store_scylla::migrate(options).await?;
+            Ok(format!(
+                "keyspace {} is at schema version {} (applied now: {:?}; already applied: {:?})",
+                options.keyspace,
+                marquee_store_scylla::SCHEMA_VERSION,
+                report.applied,
+                report.already_applied
+            ))
+        }
+    }
+}
+
+/// The configured backend's bulk side (seed, import, export). Called on the runtime; the
+/// returned object's calls block and belong on the blocking pool.
 pub fn bulk(config: &StoreConfig) -> Box<dyn BulkLoad> {
     match config {
         StoreConfig::Embedded(embedded) => {
             Box::new(EmbeddedBulk::new(&embedded.data_dir, EMBEDDED_LOAD_CACHE_BYTES))
         }
+        StoreConfig::Scylla(options) => Box::new(ScyllaBulk::new(options.clone(), Handle::current())),
     }
 }

@@ -159,4 +159,8 @@ impl Lifecycle for Instrumented<dyn Lifecycle> {
     async fn close(&self) -> Result<(), StoreError> {
         self.inner.close().await
     }
+
+    fn driver_figures(&self) -> Option<marquee_store::DriverFigures> {
+        self.inner.driver_figures()
+    }
 }

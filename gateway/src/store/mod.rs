@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use marquee_store::Store;
 
-pub use backend::{bulk, open};
+pub use backend::{bulk, migrate, open};
 
 use crate::telemetry::Metrics;
 

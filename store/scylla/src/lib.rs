@@ -26,16 +26,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use marquee_store::plan;
 use marquee_store::{
-    BrowseQuery, CatalogReads, CatalogStats, Credit, FilmographyEntry, FilmographyQuery, GenreCount,
-    Lifecycle, Movie, MovieId, Page, Person, PersonId, Rating, RatingTotals, SearchQuery, SimilarQuery,
-    StoreError, UserData, UserId, UserPage, WatchlistEntry,
+    BrowseQuery, CatalogReads, CatalogStats, Credit, DriverFigures, FilmographyEntry, FilmographyQuery,
+    GenreCount, Lifecycle, Movie, MovieId, Page, Person, PersonId, Rating, RatingTotals, SearchQuery,
+    SimilarQuery, StoreError, UserData, UserId, UserPage, WatchlistEntry,
 };
 use tokio::task::JoinHandle;
 
 pub use bulk::ScyllaBulk;
 pub use options::{Consistency, ScyllaOptions};
 pub use schema::{MigrationReport, SCHEMA_VERSION, migrate};
-pub use session::{DriverStats, ScyllaError};
+pub use session::ScyllaError;
 
 use catalog::{Catalog, CatalogStatements, Generation};
 use session::Cluster;
@@ -104,11 +104,6 @@ impl ScyllaStore {
         let interval = Duration::from_millis(options.reconcile_interval_ms.max(10));
         let reconciler = tokio::spawn(reconcile(Arc::downgrade(&inner), interval));
         Ok(ScyllaStore { inner, totals_lag: users::totals_lag(interval), reconciler })
-    }
-
-    /// Driver-level figures (requests, errors, retries, speculative executions, timeouts).
-    pub fn driver_stats(&self) -> DriverStats {
-        self.inner.cluster.stats()
     }
 
     /// The catalog generation this store serves.
@@ -257,5 +252,9 @@ impl Lifecycle for ScyllaStore {
         self.inner.cluster.close();
         self.reconciler.abort();
         Ok(())
+    }
+
+    fn driver_figures(&self) -> Option<DriverFigures> {
+        Some(self.inner.cluster.figures())
     }
 }

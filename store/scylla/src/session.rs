@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use marquee_store::StoreError;
+use marquee_store::{DriverFigures, StoreError};
 use scylla::client::execution_profile::{ExecutionProfile, ExecutionProfileHandle};
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
@@ -79,23 +79,6 @@ pub(crate) fn driver_error(error: impl fmt::Display) -> StoreError {
 /// A row that did not decode as this build expects.
 pub(crate) fn decode_error(error: impl fmt::Display) -> StoreError {
     StoreError::Corrupt { what: "row", detail: error.to_string() }
-}
-
-/// Driver-level figures an operator of ScyllaDB watches, read at scrape time.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
-pub struct DriverStats {
-    /// Requests sent (pages of paged reads count one each).
-    pub requests: u64,
-    /// Requests that failed after the driver's retries.
-    pub errors: u64,
-    /// Retries the retry policy made.
-    pub retries: u64,
-    /// Speculative executions started (a second replica asked for the same read).
-    pub speculative_executions: u64,
-    /// Requests that hit the client-side timeout.
-    pub timeouts: u64,
-    /// Connections open to the cluster.
-    pub connections: u64,
 }
 
 /// Counts speculative executions of the statements it is attached to.
@@ -261,9 +244,9 @@ impl Cluster {
         self.slots.close();
     }
 
-    pub(crate) fn stats(&self) -> DriverStats {
+    pub(crate) fn figures(&self) -> DriverFigures {
         let metrics = self.session.get_metrics();
-        DriverStats {
+        DriverFigures {
             requests: metrics.get_requests_unpaged_num()
                 + metrics.get_requests_manually_paged_num()
                 + metrics.get_requests_automatically_paged_num(),
