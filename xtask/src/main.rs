@@ -2,7 +2,9 @@
 //!
 //! `cargo xtask ci` is what CI runs (`.ci/run` calls exactly this): formatting, clippy with
 //! warnings denied, the stock clients' npm packages (see `system`), every test (nextest when
-//! installed), a minute of fuzzing, and a
+//! installed), the API's query, user-data and persisted-query suites once more over the
+//! ScyllaDB backend (`MARQUEE_TEST_BACKEND=scylla`, on the in-process CQL stand-in), a minute
+//! of fuzzing, and a
 //! seconds-long run of the benchmark against its PostGraphile peer (`cargo xtask bench-peer smoke`, which installs
 //! PostgreSQL and PostGraphile when missing). The checked-in schema diff is
 //! among the tests: `schema/tests/sdl.rs` compares the generated SDL with
@@ -76,11 +78,34 @@ fn ci(root: &Path) -> anyhow::Result<()> {
     run(root, "cargo", &["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])?;
     // The stock clients (Apollo Client, graphql-http's audit) the gateway's tests drive.
     system::client_packages(root)?;
-    if has_nextest(root) {
+    // Every test (the store conformance suite runs on both backends: the ScyllaDB one over the
+    // in-process CQL stand-in), then the API's query, user-data and persisted-query suites
+    // again over the ScyllaDB backend, end to end.
+    let nextest = has_nextest(root);
+    if nextest {
         run(root, "cargo", &["nextest", "run", "--workspace", "--locked", "--no-fail-fast"])?;
     } else {
         run(root, "cargo", &["test", "--workspace", "--locked", "--no-fail-fast"])?;
     }
+    let mut api_on_scylla = Command::new("cargo");
+    api_on_scylla.current_dir(root).env("MARQUEE_TEST_BACKEND", "scylla");
+    if nextest {
+        api_on_scylla.args([
+            "nextest",
+            "run",
+            "--locked",
+            "--no-fail-fast",
+            "-p",
+            "marquee-gateway",
+            "--test",
+            "api",
+        ]);
+        api_on_scylla.args(["-E", "test(/^(queries|users|persisted)::/)"]);
+    } else {
+        api_on_scylla.args(["test", "--locked", "--no-fail-fast", "-p", "marquee-gateway", "--test", "api"]);
+        api_on_scylla.args(["--", "queries::", "users::", "persisted::"]);
+    }
+    check(api_on_scylla, "MARQUEE_TEST_BACKEND=scylla cargo test (the API suites over ScyllaDB)")?;
     // A minute of coverage-guided fuzzing of a request's way through the schema.
     fuzz::run(root, &fuzz::FuzzArgs::for_ci())?;
     // The benchmark's peer path end to end (PostgreSQL, PostGraphile, the equivalence check).

@@ -1,5 +1,10 @@
 //! `spawn_app()` and friends: start the real Application on port 0 with a freshly seeded
 //! temporary data directory, and talk to it over HTTP.
+//!
+//! With `MARQUEE_TEST_BACKEND=scylla` the same tests run over the ScyllaDB backend: each data
+//! directory maps to its own keyspace on an in-process CQL stand-in (or on the cluster at
+//! `SCYLLA_URI`), migrated and seeded through the same bulk seam. `cargo xtask ci` runs the
+//! query, user-data and persisted-query suites that way too.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -7,6 +12,7 @@ use std::path::Path;
 use marquee_gateway::config::{Config, DemoConfig, EmbeddedConfig, StoreConfig};
 use marquee_gateway::startup::Application;
 use marquee_store::bulk::seed::{Generator, SeedOptions};
+use marquee_store_scylla::ScyllaOptions;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -38,15 +44,72 @@ pub(crate) fn test_config(data_dir: &Path) -> Config {
     }
 }
 
-/// The default backend over `data_dir`, with a small page cache.
+/// Whether tests run over the ScyllaDB backend (`MARQUEE_TEST_BACKEND=scylla`).
+pub(crate) fn on_scylla() -> bool {
+    std::env::var("MARQUEE_TEST_BACKEND").is_ok_and(|b| b == "scylla")
+}
+
+/// The backend under test for `data_dir`: the embedded one with a small page cache, or a
+/// keyspace named after the directory on the CQL stand-in (see the module docs).
 pub(crate) fn store_config(data_dir: &Path) -> StoreConfig {
+    if on_scylla() { scylla_config(data_dir) } else { embedded_config(data_dir) }
+}
+
+/// The embedded backend over `data_dir`.
+pub(crate) fn embedded_config(data_dir: &Path) -> StoreConfig {
     StoreConfig::Embedded(EmbeddedConfig { data_dir: data_dir.to_owned(), cache_mib: 16 })
 }
 
-/// Seeds `options` into the store over `data_dir`, through the bulk seam.
+/// The ScyllaDB backend, in a keyspace named after `data_dir`.
+pub(crate) fn scylla_config(data_dir: &Path) -> StoreConfig {
+    static STAND_IN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let mut options = ScyllaOptions::default();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in data_dir.as_os_str().as_encoded_bytes() {
+        hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    options.keyspace = format!("api_{hash:016x}");
+    options.reconcile_interval_ms = 200;
+    match std::env::var("SCYLLA_URI") {
+        Ok(uri) => {
+            let dc = std::env::var("SCYLLA_DC").unwrap_or_else(|_| "datacenter1".into());
+            options.contact_points = vec![uri];
+            options.replication = [(dc.clone(), 1)].into();
+            options.local_dc = dc;
+        }
+        Err(_) => {
+            let addr = STAND_IN.get_or_init(|| {
+                marquee_cql_standin::spawn_local("datacenter1").expect("the CQL stand-in starts").to_string()
+            });
+            options.contact_points = vec![addr.clone()];
+            options.replication = [("datacenter1".to_owned(), 1)].into();
+            options.await_schema_agreement = false;
+        }
+    }
+    StoreConfig::Scylla(options)
+}
+
+/// Seeds `options` into the store over `data_dir`, through the bulk seam (after migrating,
+/// for a backend with a schema). Runs on a thread of its own, so it may be called from tests
+/// on any runtime.
 pub(crate) fn seed_into(data_dir: &Path, options: &SeedOptions) {
-    let bulk = marquee_gateway::store::bulk(&store_config(data_dir));
-    marquee_gateway::bulk::seed(bulk.as_ref(), options).expect("seed");
+    seed_store(&store_config(data_dir), options);
+}
+
+/// Migrates and seeds the store `config` names (see [`seed_into`]).
+pub(crate) fn seed_store(config: &StoreConfig, options: &SeedOptions) {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let runtime = tokio::runtime::Runtime::new().expect("runtime");
+                runtime.block_on(marquee_gateway::store::migrate(config)).expect("migrate");
+                let _entered = runtime.enter();
+                let bulk = marquee_gateway::store::bulk(config);
+                marquee_gateway::bulk::seed(bulk.as_ref(), options).expect("seed");
+            })
+            .join()
+            .expect("seeding thread");
+    });
 }
 
 /// Seeds a catalog into a new temporary directory.
