@@ -62,7 +62,6 @@ pub(crate) fn embedded_config(data_dir: &Path) -> StoreConfig {
 
 /// The ScyllaDB backend, in a keyspace named after `data_dir`.
 pub(crate) fn scylla_config(data_dir: &Path) -> StoreConfig {
-    static STAND_IN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let mut options = ScyllaOptions::default();
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in data_dir.as_os_str().as_encoded_bytes() {
@@ -70,22 +69,11 @@ pub(crate) fn scylla_config(data_dir: &Path) -> StoreConfig {
     }
     options.keyspace = format!("api_{hash:016x}");
     options.reconcile_interval_ms = 200;
-    match std::env::var("SCYLLA_URI") {
-        Ok(uri) => {
-            let dc = std::env::var("SCYLLA_DC").unwrap_or_else(|_| "datacenter1".into());
-            options.contact_points = vec![uri];
-            options.replication = [(dc.clone(), 1)].into();
-            options.local_dc = dc;
-        }
-        Err(_) => {
-            let addr = STAND_IN.get_or_init(|| {
-                marquee_cql_standin::spawn_local("datacenter1").expect("the CQL stand-in starts").to_string()
-            });
-            options.contact_points = vec![addr.clone()];
-            options.replication = [("datacenter1".to_owned(), 1)].into();
-            options.await_schema_agreement = false;
-        }
-    }
+    let cluster = marquee_cql_standin::test_cluster();
+    options.contact_points = vec![cluster.contact_point];
+    options.replication = [(cluster.data_center.clone(), 1)].into();
+    options.local_dc = cluster.data_center;
+    options.await_schema_agreement = !cluster.stand_in;
     StoreConfig::Scylla(options)
 }
 

@@ -183,3 +183,37 @@ pub fn spawn_local(data_center: &str) -> Result<SocketAddr, String> {
         .map_err(|e| e.to_string())?;
     Ok(addr)
 }
+
+/// The CQL cluster a test talks to.
+#[derive(Clone, Debug)]
+pub struct TestCluster {
+    /// `host:port` to connect to.
+    pub contact_point: String,
+    /// Its data center.
+    pub data_center: String,
+    /// Whether it is the stand-in (which never reports schema agreement).
+    pub stand_in: bool,
+}
+
+/// A real cluster when `SCYLLA_URI` (`host:port`, with `SCYLLA_DC` naming its data center) is
+/// set, else a stand-in started once per process.
+pub fn test_cluster() -> TestCluster {
+    static STAND_IN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    match std::env::var("SCYLLA_URI") {
+        Ok(uri) => TestCluster {
+            contact_point: uri,
+            data_center: std::env::var("SCYLLA_DC").unwrap_or_else(|_| DEFAULT_DATA_CENTER.into()),
+            stand_in: false,
+        },
+        Err(_) => TestCluster {
+            contact_point: STAND_IN
+                .get_or_init(|| match spawn_local(DEFAULT_DATA_CENTER) {
+                    Ok(addr) => addr.to_string(),
+                    Err(error) => panic!("the CQL stand-in did not start: {error}"),
+                })
+                .clone(),
+            data_center: DEFAULT_DATA_CENTER.into(),
+            stand_in: true,
+        },
+    }
+}

@@ -4,8 +4,8 @@
 //! (`marquee-cql-standin`), which ignores clustering bounds, TTL and LWT and has one node
 //! (see its docs for what that does not prove). Each test gets its own keyspace.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use marquee_store::bulk::BulkLoad;
@@ -16,29 +16,17 @@ use marquee_store_scylla::{ScyllaBulk, ScyllaOptions, ScyllaStore, migrate};
 
 /// A fresh keyspace on the cluster under test.
 fn options() -> ScyllaOptions {
-    static STAND_IN: OnceLock<String> = OnceLock::new();
     static KEYSPACES: AtomicUsize = AtomicUsize::new(0);
     let mut options = ScyllaOptions::default();
     let keyspace =
         format!("conformance_{}_{}", std::process::id(), KEYSPACES.fetch_add(1, Ordering::Relaxed));
     options.keyspace = keyspace;
     options.reconcile_interval_ms = 200;
-    match std::env::var("SCYLLA_URI") {
-        Ok(uri) => {
-            let dc = std::env::var("SCYLLA_DC").unwrap_or_else(|_| "datacenter1".into());
-            options.contact_points = vec![uri];
-            options.replication = [(dc.clone(), 1)].into();
-            options.local_dc = dc;
-        }
-        Err(_) => {
-            let addr = STAND_IN.get_or_init(|| {
-                marquee_cql_standin::spawn_local("datacenter1").expect("the CQL stand-in starts").to_string()
-            });
-            options.contact_points = vec![addr.clone()];
-            options.replication = [("datacenter1".to_owned(), 1)].into();
-            options.await_schema_agreement = false;
-        }
-    }
+    let cluster = marquee_cql_standin::test_cluster();
+    options.contact_points = vec![cluster.contact_point];
+    options.replication = [(cluster.data_center.clone(), 1)].into();
+    options.local_dc = cluster.data_center;
+    options.await_schema_agreement = !cluster.stand_in;
     options
 }
 
