@@ -39,7 +39,7 @@ pub use session::ScyllaError;
 
 use catalog::{Catalog, CatalogStatements, Generation};
 use session::Cluster;
-use users::{UserStatements, Users};
+use users::{Reconciler, UserStatements, Users};
 
 /// The connected backend.
 struct Inner {
@@ -102,8 +102,9 @@ impl ScyllaStore {
             cluster,
         });
         let interval = Duration::from_millis(options.reconcile_interval_ms.max(10));
-        let reconciler = tokio::spawn(reconcile(Arc::downgrade(&inner), interval));
-        Ok(ScyllaStore { inner, totals_lag: users::totals_lag(interval), reconciler })
+        let timeout = options.request_timeout();
+        let reconciler = tokio::spawn(reconcile(Arc::downgrade(&inner), interval, Reconciler::new(timeout)));
+        Ok(ScyllaStore { inner, totals_lag: users::totals_lag(interval, timeout), reconciler })
     }
 
     /// The catalog generation this store serves.
@@ -119,13 +120,13 @@ impl Drop for ScyllaStore {
 }
 
 /// Re-derives recently changed rating totals every `interval` until the store is dropped.
-async fn reconcile(store: std::sync::Weak<Inner>, interval: Duration) {
+async fn reconcile(store: std::sync::Weak<Inner>, interval: Duration, mut reconciler: Reconciler) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
         let Some(inner) = store.upgrade() else { return };
-        match inner.users().reconcile().await {
+        match reconciler.pass(&inner.users()).await {
             Ok(buckets) if buckets > 0 => tracing::debug!(buckets, "rating totals reconciled"),
             Ok(_) => {}
             Err(StoreError::Closed) => return,

@@ -135,6 +135,9 @@ impl ScyllaOptions {
                 self.local_dc
             ));
         }
+        if self.read_consistency == Consistency::EachQuorum {
+            return Err("store.read_consistency cannot be EACH_QUORUM (it applies to writes only)".into());
+        }
         if self.max_in_flight == 0 || self.page_size == 0 || self.load_concurrency == 0 {
             return Err("store.max_in_flight, page_size and load_concurrency must be above 0".into());
         }

@@ -12,9 +12,12 @@
 //! or a write from another region replaces a value rather than adding to one, and a write costs
 //! one bucket (1/64 of the movie's ratings), not the whole movie. Two writes racing in one
 //! bucket can leave a total that misses one of them; every write also lists its bucket in
-//! `rating_changes` (in the same batch), and each gateway re-derives the buckets listed in the
-//! last 10-20 seconds every `reconcile_interval_ms`, so totals converge within
-//! [`totals_lag`] of the write reaching the region.
+//! `rating_changes` (in the same batch, one partition per second), and each gateway's
+//! [`Reconciler`] re-derives the buckets of each second twice: once every write of that second
+//! has surely landed in the region (its request timeout later), and once more ten seconds after
+//! that, for writes replicated late from another region. Totals converge within
+//! [`totals_lag`] of the write; each change costs each gateway two bucket reads, not one per
+//! pass.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -34,17 +37,26 @@ use crate::session::{Cluster, Kind, decode_error, driver_error, execution_error}
 /// Buckets of users per movie for rating totals.
 pub(crate) const TOTAL_BUCKETS: i32 = 64;
 
-/// Seconds per `rating_changes` slot.
-const CHANGE_SLOT_SECS: u64 = 10;
+/// Milliseconds per `rating_changes` slot (one partition per slot).
+const SLOT_MS: u64 = 1_000;
 
-/// How long a change is re-derived by the reconcilers: the current and the previous slot.
-const RECONCILED_SLOTS: u64 = 2;
+/// The second look at a slot, after the first: room for writes replicated from another region.
+const LATE_MS: u64 = 10_000;
 
-/// The bound on [`marquee_store::UserData::totals_lag`] for a reconcile interval: a write
-/// racing another in its bucket is repaired by the next pass, which takes at most an interval
-/// to start and one to finish.
-pub(crate) fn totals_lag(reconcile_interval: Duration) -> Duration {
-    reconcile_interval * 2 + Duration::from_secs(1)
+/// Slots one pass catches up on at most (a pass that fell further behind skips the oldest).
+const MAX_SLOTS_PER_PASS: i64 = 120;
+
+/// How long after its slot ends a slot is first re-derived: every write listed in it has been
+/// applied or has failed by then (a request gives up after the request timeout).
+fn settle(request_timeout: Duration) -> Duration {
+    request_timeout + Duration::from_secs(1)
+}
+
+/// The bound on [`marquee_store::UserData::totals_lag`]: a write racing another in its bucket
+/// is repaired by the first pass after its slot has settled, which starts within an interval
+/// and takes well under a second.
+pub(crate) fn totals_lag(reconcile_interval: Duration, request_timeout: Duration) -> Duration {
+    Duration::from_millis(SLOT_MS) + settle(request_timeout) + reconcile_interval + Duration::from_secs(1)
 }
 
 fn now_ms() -> u64 {
@@ -54,7 +66,46 @@ fn now_ms() -> u64 {
 }
 
 fn slot(ms: u64) -> i64 {
-    (ms / 1000 / CHANGE_SLOT_SECS) as i64
+    (ms / SLOT_MS) as i64
+}
+
+/// Which slots one gateway has re-derived, at each of the two looks.
+pub(crate) struct Reconciler {
+    settle_ms: u64,
+    /// The next slot to look at once settled, and once late.
+    next: [i64; 2],
+}
+
+impl Reconciler {
+    /// Starts with the slots still within reach of the late look, so a gateway that (re)starts
+    /// covers what it may have missed.
+    pub(crate) fn new(request_timeout: Duration) -> Reconciler {
+        let settle_ms = u64::try_from(settle(request_timeout).as_millis()).unwrap_or(u64::MAX);
+        let start = slot(now_ms().saturating_sub(settle_ms + LATE_MS));
+        Reconciler { settle_ms, next: [start, start] }
+    }
+
+    /// Re-derives the buckets of every slot that became due since the last pass; how many.
+    pub(crate) async fn pass(&mut self, users: &Users<'_>) -> Result<usize, StoreError> {
+        let now = now_ms();
+        let mut done = 0;
+        for (look, age) in [self.settle_ms, self.settle_ms + LATE_MS].into_iter().enumerate() {
+            // Slot s is due once it ended `age` ago.
+            let due = slot(now.saturating_sub(age)) - 1;
+            if due - self.next[look] >= MAX_SLOTS_PER_PASS {
+                tracing::warn!(
+                    skipped = due - self.next[look] + 1 - MAX_SLOTS_PER_PASS,
+                    "rating reconciler fell behind"
+                );
+                self.next[look] = due + 1 - MAX_SLOTS_PER_PASS;
+            }
+            while self.next[look] <= due {
+                done += users.reconcile_slot(self.next[look]).await?;
+                self.next[look] += 1;
+            }
+        }
+        Ok(done)
+    }
 }
 
 fn inverted(ms: u64) -> u64 {
@@ -250,20 +301,15 @@ impl Users<'_> {
         Ok(())
     }
 
-    /// One reconcile pass: re-derives every bucket changed in the recent slots.
-    pub(crate) async fn reconcile(&self) -> Result<usize, StoreError> {
-        let now = slot(now_ms());
+    /// Re-derives every bucket listed in one `rating_changes` slot; how many.
+    async fn reconcile_slot(&self, slot: i64) -> Result<usize, StoreError> {
+        let result = self.unpaged(&self.statements.changes, (slot,)).await?;
         let mut buckets = Vec::new();
-        for s in (0..RECONCILED_SLOTS as i64).map(|back| now - back) {
-            let result = self.unpaged(&self.statements.changes, (s,)).await?;
-            for row in
-                result.into_rows_result().map_err(driver_error)?.rows::<(i64, i32)>().map_err(decode_error)?
-            {
-                buckets.push(row.map_err(decode_error)?);
-            }
+        for row in
+            result.into_rows_result().map_err(driver_error)?.rows::<(i64, i32)>().map_err(decode_error)?
+        {
+            buckets.push(row.map_err(decode_error)?);
         }
-        buckets.sort_unstable();
-        buckets.dedup();
         for chunk in buckets.chunks(16) {
             try_join_all(chunk.iter().map(|&(movie, bucket)| self.recompute(movie, bucket))).await?;
         }

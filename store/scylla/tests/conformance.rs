@@ -116,3 +116,53 @@ async fn a_rerun_completes_an_unfinished_load_and_gateways_never_see_it() {
     use marquee_store::CatalogReads;
     assert_eq!(after.stats().await.expect("stats").movies, OPTIONS.movies);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rating_replicated_from_another_region_reaches_the_totals_through_the_reconciler() {
+    use marquee_store::UserData;
+    let options = seeded().await;
+    let store = ScyllaStore::open(&options).await.expect("open");
+    // What replication brings from another region: a user's row in a bucket and the bucket's
+    // change, with none of this region's gateways having recomputed that bucket.
+    let session = scylla::client::session_builder::SessionBuilder::new()
+        .known_nodes(&options.contact_points)
+        .auto_await_schema_agreement(options.await_schema_agreement)
+        .build()
+        .await
+        .expect("connect");
+    let movie = 12_i64;
+    let now_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis();
+    let keyspace = &options.keyspace;
+    session
+        .query_unpaged(
+            format!(
+                "INSERT INTO {keyspace}.movie_ratings (movie, bucket, user_id, score) VALUES (?, ?, ?, ?)"
+            ),
+            (movie, 5_i32, "far-away", 7_i32),
+        )
+        .await
+        .expect("replicated row");
+    session
+        .query_unpaged(
+            format!("INSERT INTO {keyspace}.rating_changes (slot, movie, bucket) VALUES (?, ?, ?)"),
+            ((now_ms / 1000) as i64, movie, 5_i32),
+        )
+        .await
+        .expect("replicated change");
+    let expected = RatingTotals { sum: 7, count: 1 };
+    assert_eq!(store.rating_totals(&[MovieId(12)]).await.expect("totals"), [RatingTotals::default()]);
+    let deadline = Instant::now() + store.totals_lag();
+    loop {
+        let totals = store.rating_totals(&[MovieId(12)]).await.expect("totals");
+        if totals == [expected] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "totals {totals:?} did not reach {expected:?} within {:?}",
+            store.totals_lag()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
