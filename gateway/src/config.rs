@@ -461,6 +461,15 @@ mod tests {
     }
 
     #[test]
+    fn the_local_scylla_region_file_loads() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../regions/local-scylla.toml");
+        let config = Config::load(Some(&file), no_overrides()).expect("regions/local-scylla.toml is valid");
+        let StoreConfig::Scylla(scylla) = &config.store else { panic!("{:?}", config.store) };
+        assert_eq!(scylla.contact_points, ["127.0.0.1:9042"]);
+        assert!(!scylla.await_schema_agreement);
+    }
+
+    #[test]
     fn missing_file_is_an_error() {
         assert!(matches!(
             Config::load(Some(Path::new("/nonexistent/marquee.toml")), no_overrides()),

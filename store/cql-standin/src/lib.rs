@@ -48,17 +48,25 @@ impl StandIn {
         Ok(StandIn { engine: Arc::new(Mutex::new(session)) })
     }
 
-    /// Serves connections from `listener` until the task is dropped or the listener fails.
+    /// Serves connections from `listener` until the future is dropped (which closes every
+    /// connection it accepted, like a node going down; the data stays with this `StandIn`, so
+    /// serving it again is a node coming back) or the listener fails.
     pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
+        let mut connections = tokio::task::JoinSet::new();
         loop {
-            let (socket, peer) = listener.accept().await?;
-            socket.set_nodelay(true)?;
-            let node = self.clone();
-            tokio::spawn(async move {
-                if let Err(error) = node.connection(socket).await {
-                    tracing::debug!(%peer, %error, "CQL connection ended");
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (socket, peer) = accepted?;
+                    socket.set_nodelay(true)?;
+                    let node = self.clone();
+                    connections.spawn(async move {
+                        if let Err(error) = node.connection(socket).await {
+                            tracing::debug!(%peer, %error, "CQL connection ended");
+                        }
+                    });
                 }
-            });
+                Some(_) = connections.join_next() => {}
+            }
         }
     }
 
@@ -101,7 +109,8 @@ impl StandIn {
                 Request::Query(query) => engine.process(query),
                 Request::Prepare(query) => {
                     let literals = literal_positions(&query);
-                    engine.prepare(query).map(|mut result| {
+                    let id = statement_id(keyspace.as_deref(), &query);
+                    engine.prepare_with_id(query, id).map(|mut result| {
                         if let QueryResult::Prepared(prepared) = &mut result {
                             drop_literal_markers(&mut prepared.prepared_metadata, &literals);
                         }
@@ -125,6 +134,18 @@ impl StandIn {
             Response::Error(CqlError::new(DbError::ServerError, "the CQL stand-in cannot run this statement"))
         })
     }
+}
+
+/// A prepared statement's id, derived from its text and keyspace as real servers derive it
+/// (kassandra's own ids are random): a driver that reconnects after a restart re-prepares its
+/// statements and refuses ids that changed.
+fn statement_id(keyspace: Option<&str>, query: &QueryString) -> u128 {
+    let mut hash: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    for byte in keyspace.unwrap_or_default().bytes().chain([0]).chain(query.to_string().into_bytes()) {
+        hash ^= u128::from(byte);
+        hash = hash.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
+    }
+    hash
 }
 
 /// For each value position of a statement (WHERE relations, INSERT values), whether it is a

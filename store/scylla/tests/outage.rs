@@ -1,0 +1,71 @@
+//! A CQL node going away and coming back under an open store: calls fail fast with a
+//! retryable error while it is gone (the API answers `SERVICE_UNAVAILABLE` and `/readyz` 503
+//! for those), and the driver reconnects by itself once it is back, with no reopening. Runs on
+//! the in-process CQL stand-in, whose data outlives its listener.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use marquee_cql_standin::{DEFAULT_DATA_CENTER, StandIn};
+use marquee_store::bulk::BulkLoad;
+use marquee_store::bulk::seed::{SeedOptions, seed};
+use marquee_store::{CatalogReads, Lifecycle, MovieId};
+use marquee_store_scylla::{ScyllaBulk, ScyllaOptions, ScyllaStore, migrate};
+use tokio::net::TcpListener;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_fails_retryably_while_the_node_is_down_and_recovers_by_itself() {
+    let node = StandIn::new(DEFAULT_DATA_CENTER).expect("stand-in");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let serving = tokio::spawn(node.clone().serve(listener));
+
+    let options = ScyllaOptions {
+        contact_points: vec![addr.to_string()],
+        replication: [(DEFAULT_DATA_CENTER.to_owned(), 1)].into(),
+        await_schema_agreement: false,
+        request_timeout_ms: 500,
+        ..ScyllaOptions::default()
+    };
+    migrate(&options).await.expect("migrate");
+    let bulk = ScyllaBulk::new(options.clone(), tokio::runtime::Handle::current());
+    let catalog = SeedOptions { movies: 50, people: Some(30), seed: 5 };
+    tokio::task::spawn_blocking(move || {
+        seed(&catalog, bulk.sink("outage").expect("sink"), &mut |_| {}).expect("seed")
+    })
+    .await
+    .expect("seeding");
+    let store = Arc::new(ScyllaStore::open(&options).await.expect("open"));
+    let title = store.movies(&[MovieId(3)]).await.expect("movie")[0].clone().expect("exists").title;
+
+    serving.abort();
+    assert!(serving.await.expect_err("aborted").is_cancelled());
+    let started = Instant::now();
+    let down = store.movies(&[MovieId(3)]).await.expect_err("the node is down");
+    assert!(down.is_retryable(), "{down}");
+    assert!(store.ping().await.expect_err("the node is down").is_retryable());
+    assert!(started.elapsed() < Duration::from_secs(5), "failed in {:?}", started.elapsed());
+
+    let listener = TcpListener::bind(addr).await.expect("the same address again");
+    let serving = tokio::spawn(node.serve(listener));
+    reconnected(&store).await;
+    let again = store.movies(&[MovieId(3)]).await.expect("movie after the node came back");
+    assert_eq!(again[0].as_ref().map(|m| m.title.clone()), Some(title));
+
+    // A node that restarted has forgotten every prepared statement: the driver prepares its
+    // statements again and must get the same ids back.
+    serving.abort();
+    assert!(serving.await.expect_err("aborted").is_cancelled());
+    let restarted = StandIn::new(DEFAULT_DATA_CENTER).expect("stand-in");
+    let _serving = tokio::spawn(restarted.serve(TcpListener::bind(addr).await.expect("rebind")));
+    reconnected(&store).await;
+}
+
+/// Waits for the store's ping to succeed again.
+async fn reconnected(store: &ScyllaStore) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(error) = store.ping().await {
+        assert!(Instant::now() < deadline, "the driver did not reconnect within 30 s: {error}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
