@@ -115,6 +115,8 @@ pub struct Metrics {
 /// The store driver's cumulative figures, copied into counters when scraped.
 struct DriverCollector {
     lifecycle: Arc<dyn Lifecycle>,
+    /// Two scrapes at once must not both add the same difference.
+    copying: Mutex<()>,
     requests: IntCounter,
     errors: IntCounter,
     retries: IntCounter,
@@ -133,6 +135,7 @@ impl Collector for DriverCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
+        let copying = self.copying.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(figures) = self.lifecycle.driver_figures() {
             for (counter, value) in [
                 (&self.requests, figures.requests),
@@ -145,11 +148,13 @@ impl Collector for DriverCollector {
             }
             self.connections.set(i64::try_from(figures.connections).unwrap_or(i64::MAX));
         }
-        [&self.requests, &self.errors, &self.retries, &self.speculative, &self.timeouts]
+        let families = [&self.requests, &self.errors, &self.retries, &self.speculative, &self.timeouts]
             .into_iter()
             .flat_map(Collector::collect)
             .chain(self.connections.collect())
-            .collect()
+            .collect();
+        drop(copying);
+        families
     }
 }
 
@@ -266,6 +271,7 @@ impl Metrics {
         };
         let collector = DriverCollector {
             lifecycle,
+            copying: Mutex::new(()),
             requests: counter("store_driver_requests_total", "Requests the store driver sent")?,
             errors: counter("store_driver_errors_total", "Store driver requests that failed after retries")?,
             retries: counter(

@@ -87,22 +87,14 @@ fn ci(root: &Path) -> anyhow::Result<()> {
     } else {
         run(root, "cargo", &["test", "--workspace", "--locked", "--no-fail-fast"])?;
     }
+    // `--workspace` keeps the feature set of the run above, so nothing is rebuilt.
     let mut api_on_scylla = Command::new("cargo");
     api_on_scylla.current_dir(root).env("MARQUEE_TEST_BACKEND", "scylla");
     if nextest {
-        api_on_scylla.args([
-            "nextest",
-            "run",
-            "--locked",
-            "--no-fail-fast",
-            "-p",
-            "marquee-gateway",
-            "--test",
-            "api",
-        ]);
-        api_on_scylla.args(["-E", "test(/^(queries|users|persisted)::/)"]);
+        api_on_scylla.args(["nextest", "run", "--workspace", "--locked", "--no-fail-fast"]);
+        api_on_scylla.args(["-E", "binary(api) & test(/^(queries|users|persisted)::/)"]);
     } else {
-        api_on_scylla.args(["test", "--locked", "--no-fail-fast", "-p", "marquee-gateway", "--test", "api"]);
+        api_on_scylla.args(["test", "--workspace", "--locked", "--no-fail-fast", "--test", "api"]);
         api_on_scylla.args(["--", "queries::", "users::", "persisted::"]);
     }
     check(api_on_scylla, "MARQUEE_TEST_BACKEND=scylla cargo test (the API suites over ScyllaDB)")?;

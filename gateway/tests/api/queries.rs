@@ -35,6 +35,14 @@ async fn movie_by_id_has_every_field() {
     assert!((got["popularity"].as_f64().expect("f64") - f64::from(m.popularity)).abs() < 1e-3);
     let missing = app.data(r#"{ movie(id: "tt9999999") { id } }"#, json!({})).await;
     assert_eq!(missing["movie"], Value::Null);
+    // A backend with a client driver reports its figures; the embedded one has none.
+    let driver_requests = app.metric("store_driver_requests_total", &[("backend", "scylla")]).await;
+    if crate::helpers::on_scylla() {
+        assert!(driver_requests > 0.0, "{driver_requests}");
+        assert!(app.metric("store_driver_connections", &[("backend", "scylla")]).await >= 1.0);
+    } else {
+        assert_eq!(driver_requests, 0.0);
+    }
 }
 
 #[tokio::test]
