@@ -89,7 +89,10 @@ fn ci(root: &Path) -> anyhow::Result<()> {
     }
     // `--workspace` keeps the feature set of the run above, so nothing is rebuilt.
     let mut api_on_scylla = Command::new("cargo");
-    api_on_scylla.current_dir(root).env("MARQUEE_TEST_BACKEND", "scylla");
+    api_on_scylla
+        .current_dir(root)
+        .env("CARGO_INCREMENTAL", CI_INCREMENTAL)
+        .env("MARQUEE_TEST_BACKEND", "scylla");
     if nextest {
         api_on_scylla.args(["nextest", "run", "--workspace", "--locked", "--no-fail-fast"]);
         api_on_scylla.args(["-E", "binary(api) & test(/^(queries|users|persisted)::/)"]);
@@ -105,6 +108,10 @@ fn ci(root: &Path) -> anyhow::Result<()> {
     println!("xtask ci: all checks passed");
     Ok(())
 }
+
+/// CI builds once from a clean clone: incremental compilation would only add gigabytes of
+/// session files to a disk that may be small.
+const CI_INCREMENTAL: &str = "0";
 
 fn has_nextest(root: &Path) -> bool {
     Command::new("cargo")
@@ -134,7 +141,7 @@ fn cql_server(listen: std::net::SocketAddr, dc: &str) -> anyhow::Result<()> {
 
 fn run(root: &Path, program: &str, args: &[&str]) -> anyhow::Result<()> {
     let mut command = Command::new(program);
-    command.args(args).current_dir(root);
+    command.args(args).current_dir(root).env("CARGO_INCREMENTAL", CI_INCREMENTAL);
     check(command, &format!("{program} {}", args.join(" ")))
 }
 
