@@ -242,7 +242,7 @@ pub enum StoreConfig {
     Embedded(EmbeddedConfig),
     /// A ScyllaDB (or Cassandra-compatible) cluster: one keyspace replicated to every
     /// region's data center.
-    Scylla(marquee_store_scylla::ScyllaOptions),
+    Scylla(Box<marquee_store_scylla::ScyllaOptions>),
 }
 
 /// `[store] backend = "embedded"`.
@@ -426,6 +426,7 @@ mod tests {
             jail.clear_env();
             jail.set_env("MARQUEE_STORE__USERNAME", "marquee");
             jail.set_env("MARQUEE_STORE__PASSWORD", "from-env");
+            jail.set_env("MARQUEE_STORE__TLS_CA_FILE", "/run/secrets/scylla-ca.pem");
             let config = Config::load(Some(Path::new("scylla.toml")), no_overrides()).expect("valid");
             let StoreConfig::Scylla(scylla) = &config.store else { panic!("{:?}", config.store) };
             assert_eq!(scylla.local_dc, "us-east");
@@ -437,6 +438,7 @@ mod tests {
                 (Some("marquee"), Some("from-env"))
             );
             assert_eq!(scylla.keyspace, "marquee");
+            assert_eq!(scylla.tls_ca_file.as_deref(), Some(Path::new("/run/secrets/scylla-ca.pem")));
             jail.create_file("mixed.toml", "[store]\nbackend = \"scylla\"\ndata_dir = \"/srv\"\n")?;
             assert!(Config::load(Some(Path::new("mixed.toml")), no_overrides()).is_err());
             jail.create_file("unknown.toml", "[store]\nbackend = \"cassandra\"\n")?;

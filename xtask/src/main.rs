@@ -53,7 +53,23 @@ enum Task {
         /// Data center name the node reports (match `[store] local_dc`).
         #[arg(long, default_value = marquee_cql_standin::DEFAULT_DATA_CENTER)]
         dc: String,
+        #[command(flatten)]
+        tls: CqlTls,
     },
+}
+
+/// TLS for the CQL stand-in (clients then set `[store] tls_ca_file`).
+#[derive(clap::Args)]
+struct CqlTls {
+    /// Serve CQL over TLS with this certificate chain (PEM)...
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// ...and its private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -62,7 +78,7 @@ fn main() -> anyhow::Result<()> {
         Task::Ci => ci(&root),
         Task::BenchPeer { task } => peer::run(&root, task),
         Task::Fuzz(args) => fuzz::run(&root, &args),
-        Task::CqlServer { listen, dc } => cql_server(listen, &dc),
+        Task::CqlServer { listen, dc, tls } => cql_server(listen, &dc, &tls),
         Task::Schema => {
             let sdl = output(&root, "cargo", &["run", "--quiet", "-p", "marquee-gateway", "--", "schema"])?;
             std::fs::write(root.join("schema/schema.graphql"), sdl)
@@ -122,16 +138,29 @@ fn has_nextest(root: &Path) -> bool {
 }
 
 /// Serves the CQL stand-in on `listen` until Ctrl-C or SIGTERM.
-fn cql_server(listen: std::net::SocketAddr, dc: &str) -> anyhow::Result<()> {
+fn cql_server(listen: std::net::SocketAddr, dc: &str, tls: &CqlTls) -> anyhow::Result<()> {
     let node = marquee_cql_standin::StandIn::new(dc).map_err(anyhow::Error::msg)?;
+    let tls = match (&tls.tls_cert, &tls.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            marquee_cql_standin::server_config(cert, key, tls.tls_client_ca.as_deref())
+                .map_err(anyhow::Error::msg)?,
+        ),
+        _ => None,
+    };
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime.block_on(async move {
         let listener =
             tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
-        println!("CQL stand-in (data center {dc}) listening on {}", listener.local_addr()?);
+        let over = if tls.is_some() { " over TLS" } else { "" };
+        println!("CQL stand-in (data center {dc}) listening on {}{over}", listener.local_addr()?);
         let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
-            served = node.serve(listener) => served.context("serving CQL")?,
+            served = async {
+                match tls {
+                    Some(tls) => node.serve_tls(listener, tls).await,
+                    None => node.serve(listener).await,
+                }
+            } => served.context("serving CQL")?,
             _ = tokio::signal::ctrl_c() => {}
             _ = terminate.recv() => {}
         }

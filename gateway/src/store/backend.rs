@@ -56,6 +56,6 @@ pub fn bulk(config: &StoreConfig) -> Box<dyn BulkLoad> {
         StoreConfig::Embedded(embedded) => {
             Box::new(EmbeddedBulk::new(&embedded.data_dir, EMBEDDED_LOAD_CACHE_BYTES))
         }
-        StoreConfig::Scylla(options) => Box::new(ScyllaBulk::new(options.clone(), Handle::current())),
+        StoreConfig::Scylla(options) => Box::new(ScyllaBulk::new((**options).clone(), Handle::current())),
     }
 }

@@ -74,7 +74,7 @@ pub(crate) fn scylla_config(data_dir: &Path) -> StoreConfig {
     options.replication = [(cluster.data_center.clone(), 1)].into();
     options.local_dc = cluster.data_center;
     options.await_schema_agreement = !cluster.stand_in;
-    StoreConfig::Scylla(options)
+    StoreConfig::Scylla(Box::new(options))
 }
 
 /// Seeds `options` into the store over `data_dir`, through the bulk seam (after migrating,

@@ -10,10 +10,13 @@
 //! token-aware routing, replication and consistency levels are accepted and not exercised.
 //! Schema agreement never settles on it: drivers must not wait for it.
 //!
-//! One engine serves every connection; each connection keeps its own `USE` keyspace.
+//! One engine serves every connection; each connection keeps its own `USE` keyspace. It serves
+//! plain CQL or, with a certificate, CQL over TLS (optionally requiring client certificates),
+//! so a client's TLS settings are tested over a real handshake.
 
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::{SinkExt, StreamExt};
@@ -26,7 +29,13 @@ use kassandra::frame::response::Response;
 use kassandra::frame::response::error::Error as CqlError;
 use kassandra::frame::response::result::{PreparedMetadata, QueryResult};
 use kassandra::frame::{FrameParams, request_stream, response_sink};
-use tokio::net::{TcpListener, TcpStream};
+use rustls::ServerConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 /// The data center name a stand-in reports unless told otherwise (Cassandra's default).
 pub const DEFAULT_DATA_CENTER: &str = "datacenter1";
@@ -52,6 +61,16 @@ impl StandIn {
     /// connection it accepted, like a node going down; the data stays with this `StandIn`, so
     /// serving it again is a node coming back) or the listener fails.
     pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
+        self.serve_with(listener, None).await
+    }
+
+    /// [`StandIn::serve`] over TLS: every connection's handshake is answered with `tls` (see
+    /// [`server_config`]); a client that does not complete it is disconnected.
+    pub async fn serve_tls(self, listener: TcpListener, tls: Arc<ServerConfig>) -> std::io::Result<()> {
+        self.serve_with(listener, Some(TlsAcceptor::from(tls))).await
+    }
+
+    async fn serve_with(self, listener: TcpListener, tls: Option<TlsAcceptor>) -> std::io::Result<()> {
         let mut connections = tokio::task::JoinSet::new();
         loop {
             tokio::select! {
@@ -59,8 +78,16 @@ impl StandIn {
                     let (socket, peer) = accepted?;
                     socket.set_nodelay(true)?;
                     let node = self.clone();
+                    let tls = tls.clone();
                     connections.spawn(async move {
-                        if let Err(error) = node.connection(socket).await {
+                        let served = match tls {
+                            None => node.connection(socket).await,
+                            Some(tls) => match tls.accept(socket).await {
+                                Ok(stream) => node.connection(stream).await,
+                                Err(error) => Err(format!("TLS handshake: {error}")),
+                            },
+                        };
+                        if let Err(error) = served {
                             tracing::debug!(%peer, %error, "CQL connection ended");
                         }
                     });
@@ -70,8 +97,11 @@ impl StandIn {
         }
     }
 
-    async fn connection(&self, socket: TcpStream) -> Result<(), String> {
-        let (read, write) = socket.into_split();
+    async fn connection<S>(&self, socket: S) -> Result<(), String>
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (read, write) = tokio::io::split(socket);
         let mut requests = request_stream(read);
         let mut responses = response_sink(write);
         let mut keyspace: Option<String> = None;
@@ -178,6 +208,15 @@ fn drop_literal_markers(metadata: &mut PreparedMetadata, literals: &[bool]) {
 /// A stand-in listening on a free loopback port on a thread of its own (so it outlives any one
 /// test runtime); it stops when the process exits.
 pub fn spawn_local(data_center: &str) -> Result<SocketAddr, String> {
+    spawn_local_with(data_center, None)
+}
+
+/// [`spawn_local`] answering over TLS only.
+pub fn spawn_local_tls(data_center: &str, tls: Arc<ServerConfig>) -> Result<SocketAddr, String> {
+    spawn_local_with(data_center, Some(tls))
+}
+
+fn spawn_local_with(data_center: &str, tls: Option<Arc<ServerConfig>>) -> Result<SocketAddr, String> {
     let node = StandIn::new(data_center)?;
     let std_listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let addr = std_listener.local_addr().map_err(|e| e.to_string())?;
@@ -191,18 +230,56 @@ pub fn spawn_local(data_center: &str) -> Result<SocketAddr, String> {
                     Err(error) => return tracing::error!(%error, "CQL stand-in runtime"),
                 };
             runtime.block_on(async move {
-                match TcpListener::from_std(std_listener) {
-                    Ok(listener) => {
-                        if let Err(error) = node.serve(listener).await {
-                            tracing::error!(%error, "CQL stand-in stopped");
-                        }
-                    }
-                    Err(error) => tracing::error!(%error, "CQL stand-in listener"),
+                let served = match TcpListener::from_std(std_listener) {
+                    Ok(listener) => match tls {
+                        None => node.serve(listener).await,
+                        Some(tls) => node.serve_tls(listener, tls).await,
+                    },
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = served {
+                    tracing::error!(%error, "CQL stand-in stopped");
                 }
             });
         })
         .map_err(|e| e.to_string())?;
     Ok(addr)
+}
+
+/// A TLS server configuration from PEM files: the node's certificate chain and key, and, when
+/// given, the CA whose client certificates it requires (as a cluster with
+/// `require_client_auth` does).
+pub fn server_config(
+    cert_file: &Path,
+    key_file: &Path,
+    client_ca: Option<&Path>,
+) -> Result<Arc<ServerConfig>, String> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let chain = CertificateDer::pem_file_iter(cert_file)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(|e| format!("{}: {e}", cert_file.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| format!("{}: {e}", key_file.display()))?;
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca_file) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in
+                CertificateDer::pem_file_iter(ca_file).map_err(|e| format!("{}: {e}", ca_file.display()))?
+            {
+                let cert = cert.map_err(|e| format!("{}: {e}", ca_file.display()))?;
+                roots.add(cert).map_err(|e| format!("{}: {e}", ca_file.display()))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| format!("{}: {e}", ca_file.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder.with_single_cert(chain, key).map_err(|e| format!("{}: {e}", cert_file.display()))?;
+    Ok(Arc::new(config))
 }
 
 /// The CQL cluster a test talks to.

@@ -18,6 +18,7 @@ mod options;
 mod ranged;
 pub mod schema;
 mod session;
+mod tls;
 mod users;
 
 use std::sync::Arc;

@@ -1,5 +1,5 @@
 //! `[store] backend = "scylla"` settings: where the cluster is, which data center is local,
-//! the keyspace's replication, consistency and timeouts, and credentials.
+//! the keyspace's replication, consistency and timeouts, credentials and TLS.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -79,6 +79,16 @@ pub struct ScyllaOptions {
     pub password: Option<String>,
     /// File holding the password (a mounted secret).
     pub password_file: Option<PathBuf>,
+    /// PEM file of the CA(s) that sign the nodes' certificates; setting it turns TLS on
+    /// (`MARQUEE_STORE__TLS_CA_FILE`).
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM), for clusters that require client certificates.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM), with `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+    /// The name nodes' certificates must carry; unset, each node's certificate must list the
+    /// node's IP address.
+    pub tls_server_name: Option<String>,
 }
 
 impl Default for ScyllaOptions {
@@ -100,6 +110,10 @@ impl Default for ScyllaOptions {
             username: None,
             password: None,
             password_file: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_server_name: None,
         }
     }
 }
@@ -137,6 +151,14 @@ impl ScyllaOptions {
         }
         if self.read_consistency == Consistency::EachQuorum {
             return Err("store.read_consistency cannot be EACH_QUORUM (it applies to writes only)".into());
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err("store.tls_cert_file and store.tls_key_file go together".into());
+        }
+        if self.tls_ca_file.is_none() && (self.tls_cert_file.is_some() || self.tls_server_name.is_some()) {
+            return Err(
+                "store.tls_cert_file and tls_server_name need store.tls_ca_file (which turns TLS on)".into(),
+            );
         }
         if self.max_in_flight == 0 || self.page_size == 0 || self.load_concurrency == 0 {
             return Err("store.max_in_flight, page_size and load_concurrency must be above 0".into());

@@ -184,7 +184,18 @@ impl Cluster {
                 .unwrap_or_default();
             builder = builder.user(user, password);
         }
-        let session = builder.build().await.map_err(driver_error)?;
+        let tls =
+            crate::tls::client_config(options).map_err(|e| StoreError::backend(ScyllaError::Config(e)))?;
+        let tls_state = if tls.is_some() { "TLS on" } else { "TLS off" };
+        builder = builder.tls_context(tls);
+        // The driver's own message names neither the nodes nor how it tried to reach them.
+        let session = builder.build().await.map_err(|e| {
+            driver_error(format_args!(
+                "connecting to {} (data center {}, {tls_state}): {e}",
+                options.contact_points.join(", "),
+                options.local_dc
+            ))
+        })?;
         Ok(Cluster {
             session,
             keyspace: options.keyspace.clone(),
