@@ -12,7 +12,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use figment::providers::Serialized;
 use marquee_gateway::auth::{Authenticator, generate_pem};
-use marquee_gateway::config::Config;
+use marquee_gateway::config::{Config, StoreConfig};
 use marquee_gateway::startup::{Application, shutdown_signal};
 use marquee_gateway::{bulk, store, telemetry};
 use marquee_store::bulk::seed::SeedOptions;
@@ -121,7 +121,14 @@ async fn main() -> anyhow::Result<()> {
         println!("wrote a new signing key to {}; list it first in auth.signing_key_files", out.display());
         return Ok(());
     }
-    let config = Config::load(cli.config.as_deref(), Serialized::defaults(overrides.into()))?;
+    let config = match Config::load(cli.config.as_deref(), Serialized::defaults(overrides.into())) {
+        Err(error) if cli.data_dir.is_some() && store_is_not_embedded(&cli) => {
+            return Err(anyhow::Error::new(error).context(
+                "--data-dir is the embedded store's directory, and this configuration's [store] is another backend",
+            ));
+        }
+        loaded => loaded?,
+    };
     if let Some(Command::Token { user, ttl }) = &cli.command {
         if config.auth.signing_key_files.is_empty() {
             anyhow::bail!("auth.signing_key_files is empty: a token signed now would verify nowhere");
@@ -172,6 +179,16 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Writes a new key to `path`, readable by its owner only.
+/// Whether the configuration, without command-line overrides, loads with a backend other than
+/// the embedded one (to explain why `--data-dir` was refused).
+fn store_is_not_embedded(cli: &Cli) -> bool {
+    Config::load(
+        cli.config.as_deref(),
+        Serialized::defaults(serde_json::Value::Object(serde_json::Map::new())),
+    )
+    .is_ok_and(|config| !matches!(config.store, StoreConfig::Embedded(_)))
+}
+
 fn write_new_key(path: &std::path::Path) -> anyhow::Result<()> {
     use std::io::Write;
     let pem = generate_pem()?;

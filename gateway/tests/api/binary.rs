@@ -150,6 +150,23 @@ fn bad_config_is_reported_not_ignored() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("seeded 300 movies"));
 }
 
+#[test]
+fn data_dir_with_another_backend_says_why_it_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("scylla.toml");
+    std::fs::write(&config, "[store]\nbackend = \"scylla\"\nreplication = { datacenter1 = 1 }\n").expect("config");
+    let out = gateway_command()
+        .arg("--config")
+        .arg(&config)
+        .args(["migrate", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("--data-dir is the embedded store's directory"), "{stderr}");
+}
+
 /// One `COPY` text-format line back into its columns (`None` for `\N`).
 fn copy_columns(line: &str) -> Vec<Option<String>> {
     line.split('\t')
