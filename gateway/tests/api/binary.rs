@@ -154,7 +154,8 @@ fn bad_config_is_reported_not_ignored() {
 fn data_dir_with_another_backend_says_why_it_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("scylla.toml");
-    std::fs::write(&config, "[store]\nbackend = \"scylla\"\nreplication = { datacenter1 = 1 }\n").expect("config");
+    std::fs::write(&config, "[store]\nbackend = \"scylla\"\nreplication = { datacenter1 = 1 }\n")
+        .expect("config");
     let out = gateway_command()
         .arg("--config")
         .arg(&config)
