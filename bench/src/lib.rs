@@ -153,6 +153,8 @@ fn add(a: Option<GatewayCounters>, b: Option<GatewayCounters>) -> Option<Gateway
             response_hits: a.response_hits + b.response_hits,
             response_misses: a.response_misses + b.response_misses,
             graphql_requests: a.graphql_requests + b.graphql_requests,
+            entity_hits: a.entity_hits + b.entity_hits,
+            entity_misses: a.entity_misses + b.entity_misses,
         }),
         (a, None) => a,
         (None, b) => b,

@@ -74,6 +74,8 @@ pub struct TargetResult {
     pub store_calls_per_request: Option<f64>,
     /// Response-cache hits / lookups.
     pub response_hit_ratio: Option<f64>,
+    /// Entity-cache (L1) hits / lookups.
+    pub entity_hit_ratio: Option<f64>,
     /// Per-second series.
     pub seconds: Vec<SecondStats>,
 }
@@ -95,6 +97,10 @@ impl TargetResult {
             store_calls_per_request: counters.zip(requests).map(|(c, n)| c.store_calls / n),
             response_hit_ratio: counters
                 .map(|c| (c.response_hits, c.response_hits + c.response_misses))
+                .filter(|(_, lookups)| *lookups > 0.0)
+                .map(|(hits, lookups)| hits / lookups),
+            entity_hit_ratio: counters
+                .map(|c| (c.entity_hits, c.entity_hits + c.entity_misses))
                 .filter(|(_, lookups)| *lookups > 0.0)
                 .map(|(hits, lookups)| hits / lookups),
             counters,
@@ -176,13 +182,13 @@ impl Report {
         let _ = writeln!(md, "## Targets\n");
         let _ = writeln!(
             md,
-            "| target | offered load | ok req/s | p50 ms | p95 ms | p99 ms | max ms | errors | store calls/req | response-cache hits |"
+            "| target | offered load | ok req/s | p50 ms | p95 ms | p99 ms | max ms | errors | store calls/req | response-cache hits | entity-cache hits |"
         );
-        let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for t in &self.targets {
             let _ = writeln!(
                 md,
-                "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
+                "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} |",
                 t.name,
                 match (t.offered_rate, t.saturation_connections) {
                     (Some(rate), _) => format!("{rate:.0} req/s"),
@@ -197,6 +203,7 @@ impl Report {
                 errors_cell(&t.errors),
                 t.store_calls_per_request.map_or("-".into(), |v| format!("{v:.2}")),
                 t.response_hit_ratio.map_or("-".into(), |v| format!("{:.1}%", v * 100.0)),
+                t.entity_hit_ratio.map_or("-".into(), |v| format!("{:.1}%", v * 100.0)),
             );
         }
         for t in self.targets.iter().filter(|t| t.per_op.len() > 1) {

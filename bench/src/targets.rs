@@ -222,17 +222,24 @@ pub async fn register_persisted(client: &reqwest::Client, target: &Target) -> an
     Ok(body)
 }
 
+/// The `cache` labels of the gateway's entity cache.
+const ENTITY_CACHES: [&str; 3] = ["cache=\"movies\"", "cache=\"people\"", "cache=\"credits\""];
+
 /// Sums of the gateway counters a report needs.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct GatewayCounters {
     /// `store_calls_total`.
     pub store_calls: f64,
-    /// `cache_requests_total{tier="response",result="hit"}`.
+    /// `cache_requests_total{cache="response",result="hit"}`.
     pub response_hits: f64,
-    /// `cache_requests_total{tier="response",result="miss"}`.
+    /// `cache_requests_total{cache="response",result="miss"}`.
     pub response_misses: f64,
     /// `http_requests_total{route="/graphql"}`.
     pub graphql_requests: f64,
+    /// Entity-cache hits (`cache_requests_total{cache="movies"|"people"|"credits",result="hit"}`).
+    pub entity_hits: f64,
+    /// Entity-cache misses.
+    pub entity_misses: f64,
 }
 
 impl GatewayCounters {
@@ -251,9 +258,17 @@ impl GatewayCounters {
         };
         Ok(GatewayCounters {
             store_calls: sum("store_calls_total", &[]),
-            response_hits: sum("cache_requests_total", &["tier=\"response\"", "result=\"hit\""]),
-            response_misses: sum("cache_requests_total", &["tier=\"response\"", "result=\"miss\""]),
+            response_hits: sum("cache_requests_total", &["cache=\"response\"", "result=\"hit\""]),
+            response_misses: sum("cache_requests_total", &["cache=\"response\"", "result=\"miss\""]),
             graphql_requests: sum("http_requests_total", &["route=\"/graphql\""]),
+            entity_hits: ENTITY_CACHES
+                .iter()
+                .map(|c| sum("cache_requests_total", &[c, "result=\"hit\""]))
+                .sum(),
+            entity_misses: ENTITY_CACHES
+                .iter()
+                .map(|c| sum("cache_requests_total", &[c, "result=\"miss\""]))
+                .sum(),
         })
     }
 
@@ -264,6 +279,8 @@ impl GatewayCounters {
             response_hits: self.response_hits - before.response_hits,
             response_misses: self.response_misses - before.response_misses,
             graphql_requests: self.graphql_requests - before.graphql_requests,
+            entity_hits: self.entity_hits - before.entity_hits,
+            entity_misses: self.entity_misses - before.entity_misses,
         }
     }
 }

@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 use moka::Expiry;
 use prometheus::IntCounterVec;
 
+/// The `tier` label of the in-process tier.
+pub const L1: &str = "l1";
+
 /// A value as stored: shared, with its own lifetime.
 #[derive(Debug)]
 struct Stored<V> {
@@ -41,7 +44,7 @@ pub trait Weigh {
 
 /// A cache of `V` by string key, in front of whatever tier comes next.
 pub struct Cache<V> {
-    /// Label in `cache_requests_total{tier}`.
+    /// Label in `cache_requests_total{cache}`.
     name: &'static str,
     local: moka::future::Cache<Arc<str>, Arc<Stored<V>>>,
     requests: IntCounterVec,
@@ -52,7 +55,7 @@ where
     V: Clone + Weigh + Send + Sync + 'static,
 {
     /// A cache of at most `max_bytes` (keys and values), counting its lookups into `requests`
-    /// (`cache_requests_total{tier,result}`) under `tier = name`.
+    /// (`cache_requests_total{cache,tier,result}`) under `cache = name`, `tier = "l1"`.
     pub fn new(name: &'static str, max_bytes: u64, requests: IntCounterVec) -> Cache<V> {
         let local = moka::future::Cache::builder()
             .max_capacity(max_bytes)
@@ -116,7 +119,7 @@ where
 
     fn count(&self, result: &str, n: usize) {
         if n > 0 {
-            self.requests.with_label_values(&[self.name, result]).inc_by(n as u64);
+            self.requests.with_label_values(&[self.name, L1, result]).inc_by(n as u64);
         }
     }
 }
@@ -143,7 +146,7 @@ mod tests {
     }
 
     fn counter() -> IntCounterVec {
-        IntCounterVec::new(prometheus::Opts::new("t", "t"), &["tier", "result"]).expect("counter")
+        IntCounterVec::new(prometheus::Opts::new("t", "t"), &["cache", "tier", "result"]).expect("counter")
     }
 
     #[tokio::test]
@@ -152,8 +155,8 @@ mod tests {
         let cache: Cache<u64> = Cache::new("test", 1 << 20, requests.clone());
         cache.put_many([("a".to_owned(), 1, Duration::from_secs(60)), ("b".into(), 2, Duration::ZERO)]).await;
         assert_eq!(cache.get_many(&["b", "a", "c"]).await, [None, Some(1), None], "zero ttl is not stored");
-        assert_eq!(requests.with_label_values(&["test", "hit"]).get(), 1);
-        assert_eq!(requests.with_label_values(&["test", "miss"]).get(), 2);
+        assert_eq!(requests.with_label_values(&["test", L1, "hit"]).get(), 1);
+        assert_eq!(requests.with_label_values(&["test", L1, "miss"]).get(), 2);
         cache.invalidate(&["a"]).await;
         assert_eq!(cache.get("a").await, None);
     }

@@ -116,6 +116,10 @@ pub struct CacheConfig {
     pub rating_totals_ttl_secs: u64,
     /// Memory for cached rating totals, in MiB.
     pub rating_totals_mib: u64,
+    /// Memory for the entity cache (movies, people, credits by id), in MiB (0: none).
+    pub entities_mib: u64,
+    /// How long an entity stays in the entity cache, in seconds.
+    pub entities_ttl_secs: u64,
 }
 
 /// Per-identity request rate.
@@ -316,6 +320,8 @@ impl Default for Config {
                 stale_if_error_secs: 86_400,
                 rating_totals_ttl_secs: 10,
                 rating_totals_mib: 8,
+                entities_mib: 128,
+                entities_ttl_secs: 3_600,
             },
             auth: AuthConfig {
                 issuer: "marquee".into(),

@@ -114,7 +114,7 @@ fn canonical(value: &Value, out: &mut String) {
 
 impl ResponseCache {
     /// A cache of at most `max_bytes`, entries living at most `max_ttl`, counting into
-    /// `requests` (`cache_requests_total{tier="response",result}`).
+    /// `requests` (`cache_requests_total{cache="response",tier="l1",result}`).
     pub fn new(max_bytes: u64, max_ttl: Duration, requests: IntCounterVec) -> ResponseCache {
         ResponseCache { cache: Cache::new("response", max_bytes, requests), max_ttl }
     }

@@ -25,6 +25,7 @@ use crate::response_cache::ResponseCache;
 use crate::server::ConnectionLimits;
 use crate::state::{AppState, BodyLimit, Graphiql, Readiness};
 use crate::store::StackConfig;
+use crate::store::entities::EntityCacheConfig;
 use crate::telemetry::Metrics;
 
 /// Why a gateway could not start.
@@ -95,6 +96,10 @@ impl Application {
         let stack = StackConfig {
             rating_totals_ttl: Duration::from_secs(config.cache.rating_totals_ttl_secs),
             rating_totals_bytes: config.cache.rating_totals_mib * 1024 * 1024,
+            entities: EntityCacheConfig {
+                max_bytes: config.cache.entities_mib * 1024 * 1024,
+                ttl: Duration::from_secs(config.cache.entities_ttl_secs),
+            },
         };
         let store = crate::store::stack(backend, &stack, &metrics);
         let schema_config = SchemaConfig {

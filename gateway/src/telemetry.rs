@@ -102,8 +102,9 @@ pub struct Metrics {
     pub store_duration: HistogramVec,
     /// `dataloader_batch_size{loader}`.
     pub loader: LoaderMetrics,
-    /// `cache_requests_total{tier,result}`: lookups per cache (`response`, `rating_totals`),
-    /// `hit`, `miss` or `bypass`, and keys `invalidated` by writes.
+    /// `cache_requests_total{cache,tier,result}`: lookups per cache (`response`,
+    /// `rating_totals`, `movies`, `people`, `credits`) and tier (`l1`: in process), `hit`,
+    /// `miss` or `bypass`, and keys `invalidated` by writes.
     pub cache_requests: IntCounterVec,
     /// `rate_limiter_fallbacks_total`: checks the rate limiter could not answer, decided by
     /// the in-process fallback instead.
@@ -232,8 +233,8 @@ impl Metrics {
             &["loader"],
         )?;
         let cache_requests = IntCounterVec::new(
-            Opts::new("cache_requests_total", "Cache lookups by tier and result"),
-            &["tier", "result"],
+            Opts::new("cache_requests_total", "Cache lookups by cache, tier and result"),
+            &["cache", "tier", "result"],
         )?;
         registry.register(Box::new(cache_requests.clone()))?;
         let rate_limiter_fallbacks = IntCounter::new(

@@ -88,4 +88,48 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, StoreError::Unavailable(_) | StoreError::Closed)
     }
+
+    /// The same error for another caller that waited on the same call (a single-flight
+    /// read): the same kind, so it maps to the same API error, with the same message.
+    pub fn echo(&self) -> StoreError {
+        match self {
+            StoreError::InvalidId { kind, value } => StoreError::InvalidId { kind, value: value.clone() },
+            StoreError::InvalidInput(message) => StoreError::InvalidInput(message.clone()),
+            StoreError::NotFound { kind, id } => StoreError::NotFound { kind, id: id.clone() },
+            StoreError::Closed => StoreError::Closed,
+            StoreError::NoCatalog(location) => StoreError::NoCatalog(location.clone()),
+            StoreError::Corrupt { what, detail } => StoreError::Corrupt { what, detail: detail.clone() },
+            StoreError::Unavailable(source) => StoreError::Unavailable(source.to_string().into()),
+            StoreError::Backend(source) => StoreError::Backend(source.to_string().into()),
+            StoreError::Io { context, source } => StoreError::Io {
+                context: context.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreError;
+
+    #[test]
+    fn an_echo_keeps_the_kind_and_the_message() {
+        let errors = [
+            StoreError::InvalidInput("limit".into()),
+            StoreError::Closed,
+            StoreError::unavailable(std::io::Error::other("timed out")),
+            StoreError::backend(std::io::Error::other("refused")),
+            StoreError::io("reading", std::io::Error::new(std::io::ErrorKind::NotFound, "gone")),
+        ];
+        for error in errors {
+            let echo = error.echo();
+            assert_eq!(echo.to_string(), error.to_string());
+            assert_eq!(
+                (echo.is_retryable(), echo.is_client_error()),
+                (error.is_retryable(), error.is_client_error())
+            );
+            assert_eq!(std::mem::discriminant(&echo), std::mem::discriminant(&error));
+        }
+    }
 }

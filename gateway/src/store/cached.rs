@@ -7,10 +7,10 @@
 //! before the mutation returns — so the gateway that took a write reads it back at once, and
 //! the region's other gateways within the entry's time to live.
 //!
-//! Cached today: movies' rating totals (`cache.rating_totals_ttl_secs`), read by every query
-//! that shows a rating. Catalog reads pass through untouched; the entity cache (in-process,
-//! then the regional Redis tier) wraps [`Store::catalog`] here, and its invalidation joins
-//! [`Invalidation::changed`].
+//! Cached here: movies' rating totals (`cache.rating_totals_ttl_secs`), read by every query
+//! that shows a rating, and, through [`CachedCatalog`], movies, people and credits by id
+//! (the catalog changes only with a new load, so no write invalidates those). The regional
+//! Redis tier goes behind both, and its invalidation joins [`Invalidation::changed`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,6 +23,7 @@ use marquee_store::{
 use prometheus::IntCounterVec;
 
 use super::StackConfig;
+use super::entities::CachedCatalog;
 use crate::cache::{self, Cache, Weigh};
 
 /// Bumped when the shape of a cached value changes.
@@ -74,6 +75,7 @@ pub struct CachedUsers {
 
 /// Wraps the faces of `store` that have caches.
 pub fn wrap(store: Store, config: &StackConfig, requests: IntCounterVec) -> Store {
+    let requests_for_entities = requests.clone();
     let totals = Arc::new(Cache::new("rating_totals", config.rating_totals_bytes, requests));
     let users = CachedUsers {
         inner: store.users,
@@ -81,7 +83,8 @@ pub fn wrap(store: Store, config: &StackConfig, requests: IntCounterVec) -> Stor
         totals,
         ttl: config.rating_totals_ttl,
     };
-    Store { catalog: store.catalog, users: Arc::new(users), lifecycle: store.lifecycle }
+    let catalog = CachedCatalog::wrap(store.catalog, &config.entities, requests_for_entities);
+    Store { catalog, users: Arc::new(users), lifecycle: store.lifecycle }
 }
 
 #[async_trait]

@@ -3,8 +3,8 @@
 //!
 //! ```text
 //! dataloaders (marquee_schema)
-//!   → cached        read-through caches of shared data, dropped by the write path (rating
-//!                   totals today; the catalog's entity cache, L1 then regional Redis, next)
+//!   → cached        read-through caches of shared data: rating totals (dropped by the write
+//!                   path) and the L1 entity cache (`entities`: movies, people, credits)
 //!   → instrumented  every backend call counted and traced (store_calls_total)
 //!   → backend       chosen by `[store] backend` (`backend.rs`)
 //! ```
@@ -15,6 +15,7 @@
 
 mod backend;
 pub mod cached;
+pub mod entities;
 pub mod instrumented;
 
 use std::time::Duration;
@@ -32,6 +33,8 @@ pub struct StackConfig {
     pub rating_totals_ttl: Duration,
     /// Memory for cached rating totals, in bytes.
     pub rating_totals_bytes: u64,
+    /// The entity cache (`cache.entities_*`).
+    pub entities: entities::EntityCacheConfig,
 }
 
 /// Stacks the layers over `backend`, bottom up.

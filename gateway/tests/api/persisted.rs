@@ -188,8 +188,8 @@ async fn hot_persisted_gets_are_answered_from_the_response_cache() {
     let path = dir.path().join("manifest.json");
     std::fs::write(&path, manifest(&[("movie-v1", "query", MOVIE)])).expect("write");
     let app = spawn_with(config(dir.path(), |c| c.persisted_queries.manifest_file = Some(path))).await;
-    let hits = || app.metric("cache_requests_total", &[("tier", "response"), ("result", "hit")]);
-    let misses = || app.metric("cache_requests_total", &[("tier", "response"), ("result", "miss")]);
+    let hits = || app.metric("cache_requests_total", &[("cache", "response"), ("result", "hit")]);
+    let misses = || app.metric("cache_requests_total", &[("cache", "response"), ("result", "miss")]);
 
     let vars = json!({ "id": "tt0000005" }).to_string();
     let first = get(&app, &[("id", "movie-v1"), ("variables", &vars)]).await;
@@ -241,6 +241,8 @@ async fn hot_persisted_gets_are_answered_from_the_response_cache() {
 
     // `Cache-Control: no-cache` (a forced reload) skips the stored copy and executes.
     let calls = app.metric("store_calls_total", &[]).await;
+    let entity_hits = || app.metric("cache_requests_total", &[("cache", "movies"), ("result", "hit")]);
+    let entity_hits_before = entity_hits().await;
     let reload = app
         .client
         .get(app.url("/graphql"))
@@ -250,8 +252,8 @@ async fn hot_persisted_gets_are_answered_from_the_response_cache() {
         .await
         .expect("get");
     assert!(reload.headers().get("age").is_none());
-    assert!(app.metric("store_calls_total", &[]).await > calls, "it executed");
-    assert_eq!(app.metric("cache_requests_total", &[("tier", "response"), ("result", "bypass")]).await, 1.0);
+    assert!(entity_hits().await > entity_hits_before, "it executed, reading the movie from the entity cache");
+    assert_eq!(app.metric("cache_requests_total", &[("cache", "response"), ("result", "bypass")]).await, 1.0);
 
     // Other variables are another entry.
     let other = json!({ "id": "tt0000006" }).to_string();
@@ -268,14 +270,14 @@ async fn private_and_errored_responses_are_never_cached_and_the_cache_can_be_off
         let bad = get(&app, &[("query", "{ movie(id: \"bad\") { title } }")]).await;
         assert_eq!(bad.headers()["cache-control"], "no-store");
     }
-    assert_eq!(app.metric("cache_requests_total", &[("tier", "response"), ("result", "hit")]).await, 0.0);
+    assert_eq!(app.metric("cache_requests_total", &[("cache", "response"), ("result", "hit")]).await, 0.0);
 
     let off_dir = seeded_dir();
     let off = spawn_with(config(off_dir.path(), |c| c.response_cache.enabled = false)).await;
     for _ in 0..2 {
         get(&off, &[("query", GENRES)]).await;
     }
-    assert_eq!(off.metric("cache_requests_total", &[("tier", "response")]).await, 0.0);
+    assert_eq!(off.metric("cache_requests_total", &[("cache", "response")]).await, 0.0);
     assert_eq!(off.metric("store_calls_total", &[("op", "genres")]).await, 2.0, "each GET executed");
 }
 

@@ -170,7 +170,7 @@ async fn caller_specific_responses_are_private_and_mutations_never_run_over_get(
     assert_eq!(private.headers()["cache-control"], "private, no-store");
     assert!(private.headers().get("etag").is_none());
     get("{ me { id } }", Some(alice.clone())).await.expect("get");
-    let hits = app.metric("cache_requests_total", &[("tier", "response"), ("result", "hit")]).await;
+    let hits = app.metric("cache_requests_total", &[("cache", "response"), ("result", "hit")]).await;
     assert_eq!(hits, 0.0, "private responses never enter the response cache");
     let mixed = get(r#"{ movie(id: "tt0000001") { title myRating { score } } }"#, Some(alice.clone()))
         .await

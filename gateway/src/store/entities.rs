@@ -1,0 +1,452 @@
+//! The L1 entity cache: movies, people and credits by id, in process, between the dataloaders
+//! and the backend.
+//!
+//! Zipf popularity makes a small set of entities most of the reads; answering those from
+//! memory saves the backend lookup, its page buffers and the blocking-pool hand-off. The
+//! catalog does not change between loads (a load is a new generation, which a gateway opens
+//! whole), so entries need no invalidation: they are bounded in bytes and age out after
+//! `cache.entities_ttl_secs`. Unknown ids are cached too (as absent), so a client asking for
+//! ids that do not exist costs the backend once per id and TTL, not once per request.
+//!
+//! A dataloader batch stays one pass: its hits come from memory and its misses go to the
+//! backend in one call. Single-flight: a miss for an id that another batch of this gateway is
+//! already loading waits for that load instead of reading it again, so N concurrent misses of
+//! one id cost one backend read. The load runs to completion even if the request that started
+//! it goes away (the waiters drive it).
+//!
+//! Search, browse, filmography and similar pages pass through: the profile of the mix puts
+//! the backend's time in entity lookups, and those pages are already answered by the HTTP
+//! response cache when they are hot.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use marquee_store::{
+    BrowseQuery, CatalogReads, CatalogStats, Credit, FilmographyEntry, FilmographyQuery, GenreCount, Movie,
+    MovieId, Page, Person, PersonId, SearchQuery, SimilarQuery, StoreError,
+};
+use prometheus::IntCounterVec;
+
+use crate::cache::{self, Cache, Weigh};
+
+/// Bumped when the shape of a cached entity changes.
+const VERSION: &str = "e1";
+
+/// Settings of the entity cache.
+#[derive(Clone, Debug)]
+pub struct EntityCacheConfig {
+    /// Memory for cached entities, in bytes (0: no entity cache).
+    pub max_bytes: u64,
+    /// How long an entity stays cached.
+    pub ttl: Duration,
+}
+
+fn text(value: &str) -> usize {
+    value.len()
+}
+
+fn maybe_text(value: Option<&String>) -> usize {
+    value.map_or(0, |v| text(v))
+}
+
+impl Weigh for Option<Movie> {
+    fn weight(&self) -> usize {
+        std::mem::size_of::<Option<Movie>>()
+            + self.as_ref().map_or(0, |m| {
+                text(&m.title)
+                    + maybe_text(m.original_title.as_ref())
+                    + maybe_text(m.overview.as_ref())
+                    + maybe_text(m.original_language.as_ref())
+                    + maybe_text(m.poster_path.as_ref())
+                    + m.genres.len() * std::mem::size_of::<marquee_store::Genre>()
+            })
+    }
+}
+
+impl Weigh for Option<Person> {
+    fn weight(&self) -> usize {
+        std::mem::size_of::<Option<Person>>() + self.as_ref().map_or(0, |p| text(&p.name))
+    }
+}
+
+impl Weigh for Arc<Vec<Credit>> {
+    fn weight(&self) -> usize {
+        self.iter().map(|c| std::mem::size_of::<Credit>() + text(&c.role)).sum::<usize>() + 32
+    }
+}
+
+/// Loads the values of some ids from the backend, one per id, in order.
+type Loader<K, V> = Arc<dyn Fn(Vec<K>) -> BoxFuture<'static, Result<Vec<V>, StoreError>> + Send + Sync>;
+
+/// A load in flight, shared by every batch that needs one of its ids.
+type Flight<K, V> = Shared<BoxFuture<'static, Result<Arc<HashMap<K, V>>, Arc<StoreError>>>>;
+
+/// One kind of entity: its cache, its loader and the loads in flight.
+struct Entities<K, V> {
+    kind: &'static str,
+    cache: Arc<Cache<V>>,
+    ttl: Duration,
+    load: Loader<K, V>,
+    /// The load each id is waiting on. An id enters when a load of it starts and leaves when
+    /// that load ends, so an entry is only ever removed by its own load.
+    flights: Arc<Mutex<HashMap<K, Flight<K, V>>>>,
+}
+
+impl<K, V> Entities<K, V>
+where
+    K: Copy + Eq + Hash + std::fmt::Display + Send + Sync + 'static,
+    V: Clone + Weigh + Send + Sync + 'static,
+{
+    fn new(kind: &'static str, cache: Arc<Cache<V>>, ttl: Duration, load: Loader<K, V>) -> Self {
+        Entities { kind, cache, ttl, load, flights: Arc::new(Mutex::new(HashMap::new())) }
+    }
+
+    fn key(&self, id: K) -> String {
+        cache::key(VERSION, self.kind, id)
+    }
+
+    /// The values of `ids`, in order: hits from memory, the misses in one backend call (less
+    /// the ones another batch is loading already, which are waited for).
+    async fn get(&self, ids: &[K]) -> Result<Vec<V>, StoreError> {
+        let keys: Vec<String> = ids.iter().map(|id| self.key(*id)).collect();
+        let cached = self.cache.get_many(&keys).await;
+        let misses: Vec<K> =
+            ids.iter().zip(&cached).filter(|(_, c)| c.is_none()).map(|(id, _)| *id).collect();
+        if misses.is_empty() {
+            return Ok(cached.into_iter().flatten().collect());
+        }
+        let mut waits: Vec<Flight<K, V>> = Vec::new();
+        let mut own = Vec::new();
+        {
+            let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
+            for id in cache::distinct(&misses) {
+                match flights.get(&id) {
+                    Some(flight) => {
+                        if !waits.iter().any(|w| w.ptr_eq(flight)) {
+                            waits.push(flight.clone());
+                        }
+                    }
+                    None => own.push(id),
+                }
+            }
+            if !own.is_empty() {
+                let flight = self.flight(own.clone());
+                for id in &own {
+                    flights.insert(*id, flight.clone());
+                }
+                waits.push(flight);
+            }
+        }
+        let mut loaded: HashMap<K, V> = HashMap::with_capacity(misses.len());
+        for flight in waits {
+            let values = flight.await.map_err(|error| error.echo())?;
+            loaded.extend(values.iter().map(|(id, value)| (*id, value.clone())));
+        }
+        ids.iter()
+            .zip(cached)
+            .map(|(id, hit)| match hit {
+                Some(value) => Ok(value),
+                None => loaded.get(id).cloned().ok_or_else(|| {
+                    StoreError::backend(std::io::Error::other(format!(
+                        "the {} load in flight did not answer {id}",
+                        self.kind
+                    )))
+                }),
+            })
+            .collect()
+    }
+
+    /// The shared load of `ids`: reads the backend, fills the cache, then leaves the flights
+    /// table (in that order, so a batch arriving in between finds the cache filled).
+    fn flight(&self, ids: Vec<K>) -> Flight<K, V> {
+        let load = self.load.clone();
+        let cache = self.cache.clone();
+        let flights = self.flights.clone();
+        let ttl = self.ttl;
+        let kind = self.kind;
+        async move {
+            let outcome = load(ids.clone()).await;
+            let outcome = match outcome {
+                Ok(values) if values.len() == ids.len() => {
+                    let entries = ids
+                        .iter()
+                        .zip(&values)
+                        .map(|(id, v)| (cache::key(VERSION, kind, id), v.clone(), ttl));
+                    cache.put_many(entries.collect::<Vec<_>>()).await;
+                    Ok(Arc::new(ids.iter().copied().zip(values).collect::<HashMap<_, _>>()))
+                }
+                Ok(values) => Err(Arc::new(StoreError::backend(std::io::Error::other(format!(
+                    "the backend answered {} {kind} for {} ids",
+                    values.len(),
+                    ids.len()
+                ))))),
+                Err(error) => Err(Arc::new(error)),
+            };
+            let mut table = flights.lock().unwrap_or_else(PoisonError::into_inner);
+            for id in &ids {
+                table.remove(id);
+            }
+            outcome
+        }
+        .boxed()
+        .shared()
+    }
+}
+
+/// [`CatalogReads`] with movies, people and credits served from the L1 entity cache.
+pub struct CachedCatalog {
+    inner: Arc<dyn CatalogReads>,
+    movies: Entities<MovieId, Option<Movie>>,
+    people: Entities<PersonId, Option<Person>>,
+    credits: Entities<MovieId, Arc<Vec<Credit>>>,
+}
+
+impl CachedCatalog {
+    /// Wraps `inner` (no cache when `config.max_bytes` is 0 or the TTL is zero).
+    pub fn wrap(
+        inner: Arc<dyn CatalogReads>,
+        config: &EntityCacheConfig,
+        requests: IntCounterVec,
+    ) -> Arc<dyn CatalogReads> {
+        if config.max_bytes == 0 || config.ttl.is_zero() {
+            return inner;
+        }
+        // The byte budget split by what the mix reads most: a movie page shows the movie and
+        // its credits, and some of the people.
+        let share = |percent: u64| config.max_bytes / 100 * percent;
+        let movies = {
+            let inner = inner.clone();
+            let load: Loader<MovieId, Option<Movie>> = Arc::new(move |ids| {
+                let inner = inner.clone();
+                async move { inner.movies(&ids).await }.boxed()
+            });
+            Entities::new(
+                "movie",
+                Arc::new(Cache::new("movies", share(40), requests.clone())),
+                config.ttl,
+                load,
+            )
+        };
+        let people = {
+            let inner = inner.clone();
+            let load: Loader<PersonId, Option<Person>> = Arc::new(move |ids| {
+                let inner = inner.clone();
+                async move { inner.people(&ids).await }.boxed()
+            });
+            Entities::new(
+                "person",
+                Arc::new(Cache::new("people", share(20), requests.clone())),
+                config.ttl,
+                load,
+            )
+        };
+        let credits = {
+            let inner = inner.clone();
+            let load: Loader<MovieId, Arc<Vec<Credit>>> = Arc::new(move |ids| {
+                let inner = inner.clone();
+                async move { Ok(inner.credits(&ids).await?.into_iter().map(Arc::new).collect()) }.boxed()
+            });
+            Entities::new("credits", Arc::new(Cache::new("credits", share(40), requests)), config.ttl, load)
+        };
+        Arc::new(CachedCatalog { inner, movies, people, credits })
+    }
+}
+
+#[async_trait]
+impl CatalogReads for CachedCatalog {
+    async fn movies(&self, ids: &[MovieId]) -> Result<Vec<Option<Movie>>, StoreError> {
+        self.movies.get(ids).await
+    }
+
+    async fn people(&self, ids: &[PersonId]) -> Result<Vec<Option<Person>>, StoreError> {
+        self.people.get(ids).await
+    }
+
+    async fn credits(&self, movies: &[MovieId]) -> Result<Vec<Vec<Credit>>, StoreError> {
+        Ok(self.credits.get(movies).await?.into_iter().map(Arc::unwrap_or_clone).collect())
+    }
+
+    async fn filmographies(
+        &self,
+        queries: &[FilmographyQuery],
+    ) -> Result<Vec<Page<FilmographyEntry>>, StoreError> {
+        self.inner.filmographies(queries).await
+    }
+
+    async fn similar(&self, queries: &[SimilarQuery]) -> Result<Vec<Vec<MovieId>>, StoreError> {
+        self.inner.similar(queries).await
+    }
+
+    async fn search(&self, query: &SearchQuery) -> Result<Page<MovieId>, StoreError> {
+        self.inner.search(query).await
+    }
+
+    async fn browse(&self, query: &BrowseQuery) -> Result<Page<MovieId>, StoreError> {
+        self.inner.browse(query).await
+    }
+
+    async fn genres(&self) -> Result<Vec<GenreCount>, StoreError> {
+        self.inner.genres().await
+    }
+
+    async fn stats(&self) -> Result<CatalogStats, StoreError> {
+        self.inner.stats().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use marquee_store::bulk::seed::SeedOptions;
+
+    use super::*;
+    use crate::config::{EmbeddedConfig, StoreConfig};
+
+    /// The embedded store, each entity read taking `delay` longer and counted, so a load is
+    /// still in flight when the next batch asks; `failing` makes reads fail as an unreachable
+    /// backend would (the embedded store cannot be made to on command).
+    struct Slow {
+        inner: Arc<dyn CatalogReads>,
+        delay: Duration,
+        calls: AtomicUsize,
+        ids: AtomicUsize,
+        failing: std::sync::atomic::AtomicBool,
+    }
+
+    impl Slow {
+        async fn pause(&self, ids: usize) -> Result<(), StoreError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.ids.fetch_add(ids, Ordering::SeqCst);
+            tokio::time::sleep(self.delay).await;
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(StoreError::unavailable(std::io::Error::other("injected outage")));
+            }
+            Ok(())
+        }
+    }
+
+    #[async_trait]
+    impl CatalogReads for Slow {
+        async fn movies(&self, ids: &[MovieId]) -> Result<Vec<Option<Movie>>, StoreError> {
+            self.pause(ids.len()).await?;
+            self.inner.movies(ids).await
+        }
+        async fn people(&self, ids: &[PersonId]) -> Result<Vec<Option<Person>>, StoreError> {
+            self.pause(ids.len()).await?;
+            self.inner.people(ids).await
+        }
+        async fn credits(&self, movies: &[MovieId]) -> Result<Vec<Vec<Credit>>, StoreError> {
+            self.pause(movies.len()).await?;
+            self.inner.credits(movies).await
+        }
+        async fn filmographies(
+            &self,
+            q: &[FilmographyQuery],
+        ) -> Result<Vec<Page<FilmographyEntry>>, StoreError> {
+            self.inner.filmographies(q).await
+        }
+        async fn similar(&self, q: &[SimilarQuery]) -> Result<Vec<Vec<MovieId>>, StoreError> {
+            self.inner.similar(q).await
+        }
+        async fn search(&self, q: &SearchQuery) -> Result<Page<MovieId>, StoreError> {
+            self.inner.search(q).await
+        }
+        async fn browse(&self, q: &BrowseQuery) -> Result<Page<MovieId>, StoreError> {
+            self.inner.browse(q).await
+        }
+        async fn genres(&self) -> Result<Vec<GenreCount>, StoreError> {
+            self.inner.genres().await
+        }
+        async fn stats(&self) -> Result<CatalogStats, StoreError> {
+            self.inner.stats().await
+        }
+    }
+
+    async fn seeded(dir: &std::path::Path) -> Arc<Slow> {
+        let config = StoreConfig::Embedded(EmbeddedConfig { data_dir: dir.to_owned(), cache_mib: 8 });
+        let bulk_config = config.clone();
+        tokio::task::spawn_blocking(move || {
+            let bulk = crate::store::bulk(&bulk_config);
+            crate::bulk::seed(bulk.as_ref(), &SeedOptions { movies: 60, people: Some(40), seed: 7 })
+        })
+        .await
+        .expect("seeding")
+        .expect("seed");
+        let store = crate::store::open(&config).await.expect("open");
+        Arc::new(Slow {
+            inner: store.catalog,
+            delay: Duration::from_millis(100),
+            calls: AtomicUsize::new(0),
+            ids: AtomicUsize::new(0),
+            failing: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    fn requests() -> IntCounterVec {
+        IntCounterVec::new(prometheus::Opts::new("t", "t"), &["cache", "tier", "result"]).expect("counter")
+    }
+
+    fn config() -> EntityCacheConfig {
+        EntityCacheConfig { max_bytes: 1 << 20, ttl: Duration::from_secs(60) }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_misses_of_one_id_cost_one_backend_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let slow = seeded(dir.path()).await;
+        let requests = requests();
+        let cached = CachedCatalog::wrap(slow.clone(), &config(), requests.clone());
+        let expected = slow.inner.movies(&[MovieId(5)]).await.expect("movie");
+
+        let batches = (0..16).map(|_| cached.movies(&[MovieId(5)]));
+        for answer in futures::future::join_all(batches).await {
+            assert_eq!(answer.expect("movie"), expected);
+        }
+        assert_eq!(slow.calls.load(Ordering::SeqCst), 1, "16 concurrent misses, one backend read");
+
+        // Overlapping batches: each id is read once, whichever batch asked first.
+        let first = cached.people(&[PersonId(1), PersonId(2), PersonId(3)]);
+        let second = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            cached.people(&[PersonId(3), PersonId(2), PersonId(4)]).await
+        };
+        let (first, second) = tokio::join!(first, second);
+        let direct = slow.inner.people(&[PersonId(3), PersonId(2), PersonId(4)]).await.expect("people");
+        assert_eq!(second.expect("people"), direct);
+        assert_eq!(first.expect("people").len(), 3);
+        assert_eq!((slow.calls.load(Ordering::SeqCst), slow.ids.load(Ordering::SeqCst)), (3, 1 + 3 + 1));
+
+        // Hits cost nothing; unknown ids are remembered as absent.
+        let again = cached.people(&[PersonId(4), PersonId(1)]).await.expect("people");
+        assert!(again.iter().all(Option::is_some));
+        let unknown = MovieId(9_999_999);
+        assert_eq!(cached.movies(&[unknown]).await.expect("absent"), [None]);
+        assert_eq!(cached.movies(&[unknown, MovieId(5)]).await.expect("cached"), [None, expected[0].clone()]);
+        assert_eq!(slow.calls.load(Ordering::SeqCst), 4);
+        assert_eq!(requests.with_label_values(&["movies", crate::cache::L1, "hit"]).get(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_load_fails_every_waiter_and_is_not_cached() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let slow = seeded(dir.path()).await;
+        let cached = CachedCatalog::wrap(slow.clone(), &config(), requests());
+        slow.failing.store(true, Ordering::SeqCst);
+        let answers = futures::future::join_all((0..4).map(|_| cached.credits(&[MovieId(2)]))).await;
+        for answer in answers {
+            let error = answer.expect_err("the load failed");
+            assert!(error.is_retryable() && error.to_string().contains("injected"), "{error}");
+        }
+        assert_eq!(slow.calls.load(Ordering::SeqCst), 1, "one load, four waiters");
+        slow.failing.store(false, Ordering::SeqCst);
+        let credits = cached.credits(&[MovieId(2)]).await.expect("the next batch reads again");
+        assert_eq!(credits, slow.inner.credits(&[MovieId(2)]).await.expect("credits"));
+        assert_eq!(slow.calls.load(Ordering::SeqCst), 2);
+    }
+}
