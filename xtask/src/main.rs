@@ -56,6 +56,13 @@ enum Task {
         #[command(flatten)]
         tls: CqlTls,
     },
+    /// Run a Redis Cluster on free loopback ports until interrupted (its nodes are stopped by
+    /// PID); prints the seeds for `[cache.redis]`.
+    RedisCluster {
+        /// Number of masters (at least 3).
+        #[arg(long, default_value_t = 3)]
+        masters: usize,
+    },
 }
 
 /// TLS for the CQL stand-in (clients then set `[store] tls_ca_file`).
@@ -79,6 +86,7 @@ fn main() -> anyhow::Result<()> {
         Task::BenchPeer { task } => peer::run(&root, task),
         Task::Fuzz(args) => fuzz::run(&root, &args),
         Task::CqlServer { listen, dc, tls } => cql_server(listen, &dc, &tls),
+        Task::RedisCluster { masters } => redis_cluster(masters),
         Task::Schema => {
             let sdl = output(&root, "cargo", &["run", "--quiet", "-p", "marquee-gateway", "--", "schema"])?;
             std::fs::write(root.join("schema/schema.graphql"), sdl)
@@ -92,8 +100,11 @@ fn main() -> anyhow::Result<()> {
 fn ci(root: &Path) -> anyhow::Result<()> {
     run(root, "cargo", &["fmt", "--all", "--", "--check"])?;
     run(root, "cargo", &["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])?;
-    // The stock clients (Apollo Client, graphql-http's audit) the gateway's tests drive.
+    // The stock clients (Apollo Client, graphql-http's audit) the gateway's tests drive, and
+    // the Redis server the cache tier's tests start as clusters (each test its own, stopped by
+    // PID).
     system::client_packages(root)?;
+    system::ensure_redis()?;
     // Every test (the store conformance suite runs on both backends: the ScyllaDB one over the
     // in-process CQL stand-in), then the API's query, user-data and persisted-query suites
     // again over the ScyllaDB backend, end to end.
@@ -135,6 +146,26 @@ fn has_nextest(root: &Path) -> bool {
         .current_dir(root)
         .output()
         .is_ok_and(|o| o.status.success())
+}
+
+/// Runs a Redis Cluster until Ctrl-C or SIGTERM, then stops its nodes by PID.
+fn redis_cluster(masters: usize) -> anyhow::Result<()> {
+    system::ensure_redis()?;
+    let cluster = marquee_redis_cluster::RedisCluster::start(masters).map_err(anyhow::Error::msg)?;
+    println!("Redis Cluster of {masters} masters, seeds: {}", cluster.seeds().join(", "));
+    println!("node PIDs: {:?}", cluster.pids());
+    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    runtime.block_on(async {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        anyhow::Ok(())
+    })?;
+    drop(cluster);
+    println!("stopped");
+    Ok(())
 }
 
 /// Serves the CQL stand-in on `listen` until Ctrl-C or SIGTERM.

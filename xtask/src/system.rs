@@ -16,6 +16,15 @@ pub(crate) fn ensure_node() -> anyhow::Result<()> {
     apt_install(&["nodejs", "npm"])
 }
 
+/// Debian's Redis server and `redis-cli` (a Redis Cluster's nodes and its `--cluster create`),
+/// installed when missing.
+pub(crate) fn ensure_redis() -> anyhow::Result<()> {
+    if installed("redis-server") && installed("redis-cli") {
+        return Ok(());
+    }
+    apt_install(&["redis-server", "redis-tools"])
+}
+
 /// Whether `program` is on the `PATH`.
 fn installed(program: &str) -> bool {
     Command::new("sh")

@@ -1,0 +1,267 @@
+//! A Redis Cluster of several masters on free loopback ports, made of Debian's `redis-server`
+//! processes: what Marquee's regional cache tier is tested and benchmarked against, and what
+//! the local rig runs per region.
+//!
+//! Every process is started here and stopped by its PID (on [`RedisCluster::stop`], on drop,
+//! or one at a time with [`RedisCluster::kill`] to take a master away under traffic); nothing
+//! is ever stopped by name. Each node's files live in a directory of its own under the
+//! cluster's directory. Without replicas a killed master's slots are unavailable until it is
+//! started again ([`RedisCluster::restart`]), which is the outage the cache tier must ride out.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a node or the cluster may take to come up.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Why a cluster could not be started.
+#[derive(Debug)]
+pub struct ClusterError(pub String);
+
+impl std::fmt::Display for ClusterError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ClusterError {}
+
+fn fail(message: impl Into<String>) -> ClusterError {
+    ClusterError(message.into())
+}
+
+/// One `redis-server` of the cluster.
+struct Node {
+    port: u16,
+    dir: PathBuf,
+    process: Option<Child>,
+}
+
+/// A running cluster; its processes stop when it is dropped.
+pub struct RedisCluster {
+    nodes: Vec<Node>,
+    _scratch: Option<tempfile::TempDir>,
+}
+
+impl RedisCluster {
+    /// Starts `masters` nodes (at least 3, as Redis Cluster requires) on free loopback ports
+    /// under a temporary directory, and joins them into one cluster with no replicas.
+    pub fn start(masters: usize) -> Result<RedisCluster, ClusterError> {
+        let scratch = tempfile::Builder::new()
+            .prefix("marquee-redis-")
+            .tempdir()
+            .map_err(|e| fail(format!("creating a directory for the cluster: {e}")))?;
+        let mut cluster = RedisCluster::start_in(masters, scratch.path())?;
+        cluster._scratch = Some(scratch);
+        Ok(cluster)
+    }
+
+    /// [`RedisCluster::start`] with the nodes' files under `dir` (kept after the cluster stops).
+    pub fn start_in(masters: usize, dir: &Path) -> Result<RedisCluster, ClusterError> {
+        if masters < 3 {
+            return Err(fail("a Redis Cluster needs at least 3 masters"));
+        }
+        let mut cluster = RedisCluster { nodes: Vec::with_capacity(masters), _scratch: None };
+        for port in free_ports(masters)? {
+            let node_dir = dir.join(format!("node-{port}"));
+            std::fs::create_dir_all(&node_dir)
+                .map_err(|e| fail(format!("creating {}: {e}", node_dir.display())))?;
+            cluster.nodes.push(Node { port, dir: node_dir, process: None });
+        }
+        for index in 0..masters {
+            cluster.spawn(index)?;
+        }
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for node in &cluster.nodes {
+            create.arg(format!("127.0.0.1:{}", node.port));
+        }
+        create.args(["--cluster-replicas", "0", "--cluster-yes"]);
+        let out = create.output().map_err(|e| fail(format!("running redis-cli (apt-get install redis-tools): {e}")))?;
+        if !out.status.success() {
+            return Err(fail(format!(
+                "redis-cli --cluster create failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        cluster.wait_until_ok()?;
+        Ok(cluster)
+    }
+
+    /// `127.0.0.1:port` of every node, the seeds a client needs.
+    pub fn seeds(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect()
+    }
+
+    /// The PIDs of the running nodes.
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes.iter().filter_map(|n| n.process.as_ref().map(Child::id)).collect()
+    }
+
+    /// Kills node `index` (SIGKILL by PID): its slots stop answering.
+    pub fn kill(&mut self, index: usize) -> Result<(), ClusterError> {
+        let node = self.nodes.get_mut(index).ok_or_else(|| fail(format!("no node {index}")))?;
+        if let Some(mut process) = node.process.take() {
+            process.kill().map_err(|e| fail(format!("killing node {index}: {e}")))?;
+            let _ = process.wait();
+        }
+        Ok(())
+    }
+
+    /// Starts node `index` again (it rejoins with its saved cluster state) and waits until the
+    /// cluster is whole.
+    pub fn restart(&mut self, index: usize) -> Result<(), ClusterError> {
+        self.spawn(index)?;
+        self.wait_until_ok()
+    }
+
+    /// Stops every node by PID (SIGTERM, then SIGKILL if one lingers).
+    pub fn stop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut process) = node.process.take() {
+                let _ = Command::new("kill").arg(process.id().to_string()).status();
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while Instant::now() < deadline {
+                    if let Ok(Some(_)) = process.try_wait() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = process.kill();
+                let _ = process.wait();
+            }
+        }
+    }
+
+    fn spawn(&mut self, index: usize) -> Result<(), ClusterError> {
+        let node = self.nodes.get_mut(index).ok_or_else(|| fail(format!("no node {index}")))?;
+        let log = std::fs::File::create(node.dir.join("redis.log"))
+            .map_err(|e| fail(format!("creating {}: {e}", node.dir.display())))?;
+        let process = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &node.port.to_string()])
+            .args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
+            .args(["--cluster-node-timeout", "2000"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(&node.dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| fail(format!("starting redis-server (apt-get install redis-server): {e}")))?;
+        node.process = Some(process);
+        let port = node.port;
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !command(port, &["PING"]).is_ok_and(|reply| reply == "+PONG") {
+            if Instant::now() > deadline {
+                return Err(fail(format!("redis-server on port {port} did not answer PING")));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Waits until every running node reports `cluster_state:ok`.
+    fn wait_until_ok(&self) -> Result<(), ClusterError> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        for node in self.nodes.iter().filter(|n| n.process.is_some()) {
+            loop {
+                let info = command(node.port, &["CLUSTER", "INFO"]).unwrap_or_default();
+                if info.contains("cluster_state:ok") {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(fail(format!("node on port {} reports: {info}", node.port)));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `count` loopback ports that are free, each with its cluster bus port (port + 10000) free
+/// too.
+fn free_ports(count: usize) -> Result<Vec<u16>, ClusterError> {
+    let mut ports = Vec::with_capacity(count);
+    let mut held = Vec::new();
+    for _ in 0..200 {
+        if ports.len() == count {
+            break;
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| fail(format!("finding a free port: {e}")))?;
+        let port = listener.local_addr().map_err(|e| fail(e.to_string()))?.port();
+        if port > 55_535 {
+            continue;
+        }
+        if let Ok(bus) = TcpListener::bind(("127.0.0.1", port + 10_000)) {
+            ports.push(port);
+            held.push((listener, bus));
+        }
+    }
+    if ports.len() < count {
+        return Err(fail("no free loopback ports for the cluster"));
+    }
+    Ok(ports)
+}
+
+/// Sends one command in RESP and returns the reply's text (a simple string as `+OK`, a bulk
+/// string's contents as is).
+fn command(port: u16, args: &[&str]) -> std::io::Result<String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream.write_all(request.as_bytes())?;
+    let mut reader = BufReader::new(stream);
+    let mut first = String::new();
+    reader.read_line(&mut first)?;
+    let first = first.trim_end().to_owned();
+    match first.strip_prefix('$') {
+        Some(len) => {
+            let len: usize = len.parse().map_err(|_| std::io::Error::other("bad bulk length"))?;
+            let mut body = vec![0; len];
+            reader.read_exact(&mut body)?;
+            Ok(String::from_utf8_lossy(&body).into_owned())
+        }
+        None => Ok(first),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn three_masters_serve_every_slot_and_a_killed_one_comes_back() {
+        let mut cluster = RedisCluster::start(3).expect("cluster");
+        assert_eq!(cluster.seeds().len(), 3);
+        let ports: Vec<u16> = cluster.nodes.iter().map(|n| n.port).collect();
+        let slots = command(ports[0], &["CLUSTER", "INFO"]).expect("info");
+        assert!(slots.contains("cluster_slots_assigned:16384"), "{slots}");
+        let pid = cluster.pids()[1];
+        cluster.kill(1).expect("kill");
+        assert!(command(ports[1], &["PING"]).is_err(), "node 1 is gone");
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "its process is gone");
+        cluster.restart(1).expect("restart");
+        assert_eq!(command(ports[1], &["PING"]).expect("ping"), "+PONG");
+        let pids = cluster.pids();
+        drop(cluster);
+        for pid in pids {
+            assert!(!Path::new(&format!("/proc/{pid}")).exists(), "{pid} stopped with the cluster");
+        }
+    }
+}
