@@ -80,7 +80,9 @@ impl RedisCluster {
             create.arg(format!("127.0.0.1:{}", node.port));
         }
         create.args(["--cluster-replicas", "0", "--cluster-yes"]);
-        let out = create.output().map_err(|e| fail(format!("running redis-cli (apt-get install redis-tools): {e}")))?;
+        let out = create
+            .output()
+            .map_err(|e| fail(format!("running redis-cli (apt-get install redis-tools): {e}")))?;
         if !out.status.success() {
             return Err(fail(format!(
                 "redis-cli --cluster create failed: {}{}",
@@ -199,7 +201,8 @@ fn free_ports(count: usize) -> Result<Vec<u16>, ClusterError> {
         if ports.len() == count {
             break;
         }
-        let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| fail(format!("finding a free port: {e}")))?;
+        let listener =
+            TcpListener::bind("127.0.0.1:0").map_err(|e| fail(format!("finding a free port: {e}")))?;
         let port = listener.local_addr().map_err(|e| fail(e.to_string()))?.port();
         if port > 55_535 {
             continue;
