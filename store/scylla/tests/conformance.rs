@@ -72,12 +72,17 @@ async fn concurrent_raters_converge_to_exact_totals() {
         write.await.expect("writer");
     }
     let expected = RatingTotals { sum: (0..40u64).map(|i| 10 - i % 10).sum(), count: 40 };
+    totals_reach(&store, movie, expected).await;
+}
+
+/// Waits for `movie`'s totals to equal `expected`, failing after the store's stated lag.
+async fn totals_reach(store: &ScyllaStore, movie: MovieId, expected: RatingTotals) {
     use marquee_store::UserData;
     let deadline = Instant::now() + store.totals_lag();
     loop {
         let totals = store.rating_totals(&[movie]).await.expect("totals");
         if totals == [expected] {
-            break;
+            return;
         }
         assert!(
             Instant::now() < deadline,
@@ -152,17 +157,5 @@ async fn a_rating_replicated_from_another_region_reaches_the_totals_through_the_
         .expect("replicated change");
     let expected = RatingTotals { sum: 7, count: 1 };
     assert_eq!(store.rating_totals(&[MovieId(12)]).await.expect("totals"), [RatingTotals::default()]);
-    let deadline = Instant::now() + store.totals_lag();
-    loop {
-        let totals = store.rating_totals(&[MovieId(12)]).await.expect("totals");
-        if totals == [expected] {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "totals {totals:?} did not reach {expected:?} within {:?}",
-            store.totals_lag()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    totals_reach(&store, MovieId(12), expected).await;
 }
