@@ -120,6 +120,9 @@ pub struct CacheConfig {
     pub entities_mib: u64,
     /// How long an entity stays in the entity cache, in seconds.
     pub entities_ttl_secs: u64,
+    /// The region's Redis Cluster (`[cache.redis]`); without it, caches are in process only.
+    #[serde(default)]
+    pub redis: Option<crate::regional::RedisConfig>,
 }
 
 /// Per-identity request rate.
@@ -322,6 +325,7 @@ impl Default for Config {
                 rating_totals_mib: 8,
                 entities_mib: 128,
                 entities_ttl_secs: 3_600,
+                redis: None,
             },
             auth: AuthConfig {
                 issuer: "marquee".into(),
@@ -452,6 +456,18 @@ mod tests {
             jail.create_file("foreign.toml", "[store]\nbackend = \"embedded\"\nkeyspace = \"x\"\n")?;
             assert!(Config::load(Some(Path::new("foreign.toml")), no_overrides()).is_err());
 
+            jail.clear_env();
+            jail.create_file(
+                "redis.toml",
+                "[cache.redis]\nseeds = [\"redis-1.us-east:6379\", \"redis-2.us-east:6379\"]\n",
+            )?;
+            let redis =
+                Config::load(Some(Path::new("redis.toml")), no_overrides()).expect("valid").cache.redis;
+            let redis = redis.expect("[cache.redis] read");
+            assert_eq!((redis.seeds.len(), redis.command_timeout_ms, redis.ttl_jitter_pct), (2, 50, 10));
+            assert!(Config::load(None, no_overrides()).expect("defaults").cache.redis.is_none());
+            jail.create_file("redis-typo.toml", "[cache.redis]\nseed = [\"x:1\"]\n")?;
+            assert!(Config::load(Some(Path::new("redis-typo.toml")), no_overrides()).is_err());
             jail.create_file("typo.toml", "regoin = \"x\"\n")?;
             assert!(Config::load(Some(Path::new("typo.toml")), no_overrides()).is_err());
             jail.set_env("MARQUEE_LOG__FORMTA", "json");

@@ -27,6 +27,7 @@ pub mod http;
 pub mod persisted;
 pub mod pipeline;
 pub mod rate_limit;
+pub mod regional;
 pub mod response_cache;
 pub mod server;
 pub mod startup;

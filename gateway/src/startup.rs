@@ -21,6 +21,7 @@ use crate::http::graphiql::{self, AssetSource, MissingAsset};
 use crate::persisted::{ManifestError, PersistedQueries};
 use crate::pipeline::GraphqlState;
 use crate::rate_limit::{InProcessLimiter, RateLimit};
+use crate::regional::{RegionalCache, RegionalMetrics};
 use crate::response_cache::ResponseCache;
 use crate::server::ConnectionLimits;
 use crate::state::{AppState, BodyLimit, Graphiql, Readiness};
@@ -59,6 +60,9 @@ pub enum StartupError {
     /// Metrics could not be registered.
     #[error("registering metrics")]
     Metrics(#[from] prometheus::Error),
+    /// `[cache.redis]` is invalid.
+    #[error(transparent)]
+    Redis(#[from] crate::regional::RedisConfigError),
 }
 
 fn rate_limit(config: &Config, metrics: &Metrics) -> Result<RateLimit, StartupError> {
@@ -99,6 +103,22 @@ impl Application {
             entities: EntityCacheConfig {
                 max_bytes: config.cache.entities_mib * 1024 * 1024,
                 ttl: Duration::from_secs(config.cache.entities_ttl_secs),
+                regional: config
+                    .cache
+                    .redis
+                    .as_ref()
+                    .map(|redis| {
+                        RegionalCache::connect(
+                            redis,
+                            RegionalMetrics {
+                                requests: metrics.cache_requests.clone(),
+                                latency: metrics.redis_latency.clone(),
+                                degraded: metrics.cache_l2_degraded.clone(),
+                            },
+                        )
+                    })
+                    .transpose()?,
+                catalog_id: backend.lifecycle.catalog_id(),
             },
         };
         let store = crate::store::stack(backend, &stack, &metrics);

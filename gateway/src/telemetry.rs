@@ -109,6 +109,10 @@ pub struct Metrics {
     /// `rate_limiter_fallbacks_total`: checks the rate limiter could not answer, decided by
     /// the in-process fallback instead.
     pub rate_limiter_fallbacks: IntCounter,
+    /// `redis_command_duration_seconds`: round trips to the regional Redis Cluster.
+    pub redis_latency: prometheus::Histogram,
+    /// `cache_l2_degraded`: 1 while the regional cache is failing (requests go to the store).
+    pub cache_l2_degraded: prometheus::IntGauge,
     /// Client connections.
     pub connections: ConnectionMetrics,
 }
@@ -242,6 +246,19 @@ impl Metrics {
             "Rate-limit checks decided by the in-process fallback because the limiter was unavailable",
         )?;
         registry.register(Box::new(rate_limiter_fallbacks.clone()))?;
+        let redis_latency = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "redis_command_duration_seconds",
+                "Regional Redis round trips (a pipelined batch is one)",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )?;
+        registry.register(Box::new(redis_latency.clone()))?;
+        let cache_l2_degraded = prometheus::IntGauge::new(
+            "cache_l2_degraded",
+            "1 while the regional cache (Redis) fails and requests are served from the store",
+        )?;
+        registry.register(Box::new(cache_l2_degraded.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(store_calls.clone()))?;
@@ -257,6 +274,8 @@ impl Metrics {
             loader: LoaderMetrics { batch_size },
             cache_requests,
             rate_limiter_fallbacks,
+            redis_latency,
+            cache_l2_degraded,
             connections,
         })
     }

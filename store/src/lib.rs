@@ -245,6 +245,11 @@ pub trait Lifecycle: Send + Sync + 'static {
     /// Short backend name for metrics and logs (`embedded`, `scylla`).
     fn backend(&self) -> &'static str;
 
+    /// Names the catalog generation this store serves: the same on every gateway serving that
+    /// generation and different for every other load, so caches shared between gateways key
+    /// catalog entries by it and never mix two loads.
+    fn catalog_id(&self) -> String;
+
     /// A cheap round trip proving the backend answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
 

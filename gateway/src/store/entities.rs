@@ -31,8 +31,11 @@ use marquee_store::{
     MovieId, Page, Person, PersonId, SearchQuery, SimilarQuery, StoreError,
 };
 use prometheus::IntCounterVec;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::cache::{self, Cache, Weigh};
+use crate::regional::RegionalCache;
 
 /// Bumped when the shape of a cached entity changes.
 const VERSION: &str = "e1";
@@ -44,6 +47,10 @@ pub struct EntityCacheConfig {
     pub max_bytes: u64,
     /// How long an entity stays cached.
     pub ttl: Duration,
+    /// The region's Redis Cluster behind the in-process tier, when configured.
+    pub regional: Option<Arc<RegionalCache>>,
+    /// The catalog generation served (`Lifecycle::catalog_id`): part of every regional key.
+    pub catalog_id: String,
 }
 
 fn text(value: &str) -> usize {
@@ -86,10 +93,21 @@ type Loader<K, V> = Arc<dyn Fn(Vec<K>) -> BoxFuture<'static, Result<Vec<V>, Stor
 /// A load in flight, shared by every batch that needs one of its ids.
 type Flight<K, V> = Shared<BoxFuture<'static, Result<Arc<HashMap<K, V>>, Arc<StoreError>>>>;
 
+/// The regional tier as one kind of entity uses it.
+#[derive(Clone)]
+struct Regional {
+    cache: Arc<RegionalCache>,
+    /// `mq:<VERSION>:<catalog id>:<kind>:`.
+    prefix: String,
+    /// The `cache` label (`movies`, ...).
+    label: &'static str,
+}
+
 /// One kind of entity: its cache, its loader and the loads in flight.
 struct Entities<K, V> {
     kind: &'static str,
     cache: Arc<Cache<V>>,
+    regional: Option<Regional>,
     ttl: Duration,
     load: Loader<K, V>,
     /// The load each id is waiting on. An id enters when a load of it starts and leaves when
@@ -100,10 +118,30 @@ struct Entities<K, V> {
 impl<K, V> Entities<K, V>
 where
     K: Copy + Eq + Hash + std::fmt::Display + Send + Sync + 'static,
-    V: Clone + Weigh + Send + Sync + 'static,
+    V: Clone + Weigh + Serialize + DeserializeOwned + Send + Sync + 'static,
 {
-    fn new(kind: &'static str, cache: Arc<Cache<V>>, ttl: Duration, load: Loader<K, V>) -> Self {
-        Entities { kind, cache, ttl, load, flights: Arc::new(Mutex::new(HashMap::new())) }
+    fn new(
+        kind: &'static str,
+        label: &'static str,
+        config: &EntityCacheConfig,
+        max_bytes: u64,
+        requests: IntCounterVec,
+        load: Loader<K, V>,
+    ) -> Self {
+        let regional = config.regional.as_ref().map(|regional| Regional {
+            cache: regional.clone(),
+            prefix: format!("mq:{VERSION}:{}:{kind}:", config.catalog_id),
+            label,
+        });
+        let cache = Arc::new(Cache::new(label, max_bytes, requests));
+        Entities {
+            kind,
+            cache,
+            regional,
+            ttl: config.ttl,
+            load,
+            flights: Arc::new(Mutex::new(HashMap::new())),
+        }
     }
 
     fn key(&self, id: K) -> String {
@@ -161,29 +199,50 @@ where
             .collect()
     }
 
-    /// The shared load of `ids`: reads the backend, fills the cache, then leaves the flights
-    /// table (in that order, so a batch arriving in between finds the cache filled).
+    /// The shared load of `ids`: the regional tier first, the backend for the rest; fills
+    /// both tiers, then leaves the flights table (in that order, so a batch arriving in
+    /// between finds the cache filled).
     fn flight(&self, ids: Vec<K>) -> Flight<K, V> {
         let load = self.load.clone();
         let cache = self.cache.clone();
+        let regional = self.regional.clone();
         let flights = self.flights.clone();
         let ttl = self.ttl;
         let kind = self.kind;
         async move {
-            let outcome = load(ids.clone()).await;
-            let outcome = match outcome {
-                Ok(values) if values.len() == ids.len() => {
-                    let entries = ids
-                        .iter()
-                        .zip(&values)
-                        .map(|(id, v)| (cache::key(VERSION, kind, id), v.clone(), ttl));
+            let mut found: HashMap<K, V> = HashMap::with_capacity(ids.len());
+            if let Some(regional) = &regional {
+                let keys: Vec<String> = ids.iter().map(|id| format!("{}{id}", regional.prefix)).collect();
+                for (id, bytes) in ids.iter().zip(regional.cache.get_many(regional.label, &keys).await) {
+                    // An entry that does not decode is a miss (and is overwritten below).
+                    if let Some(value) = bytes.and_then(|b| postcard::from_bytes::<V>(&b).ok()) {
+                        found.insert(*id, value);
+                    }
+                }
+            }
+            let missing: Vec<K> = ids.iter().copied().filter(|id| !found.contains_key(id)).collect();
+            let loaded = if missing.is_empty() { Ok(Vec::new()) } else { load(missing.clone()).await };
+            let outcome = match loaded {
+                Ok(values) if values.len() == missing.len() => {
+                    if let Some(regional) = &regional {
+                        let entries = missing
+                            .iter()
+                            .zip(&values)
+                            .filter_map(|(id, v)| {
+                                Some((format!("{}{id}", regional.prefix), postcard::to_stdvec(v).ok()?, ttl))
+                            })
+                            .collect();
+                        regional.cache.put_many(entries).await;
+                    }
+                    found.extend(missing.iter().copied().zip(values));
+                    let entries = found.iter().map(|(id, v)| (cache::key(VERSION, kind, id), v.clone(), ttl));
                     cache.put_many(entries.collect::<Vec<_>>()).await;
-                    Ok(Arc::new(ids.iter().copied().zip(values).collect::<HashMap<_, _>>()))
+                    Ok(Arc::new(found))
                 }
                 Ok(values) => Err(Arc::new(StoreError::backend(std::io::Error::other(format!(
                     "the backend answered {} {kind} for {} ids",
                     values.len(),
-                    ids.len()
+                    missing.len()
                 ))))),
                 Err(error) => Err(Arc::new(error)),
             };
@@ -225,12 +284,7 @@ impl CachedCatalog {
                 let inner = inner.clone();
                 async move { inner.movies(&ids).await }.boxed()
             });
-            Entities::new(
-                "movie",
-                Arc::new(Cache::new("movies", share(40), requests.clone())),
-                config.ttl,
-                load,
-            )
+            Entities::new("movie", "movies", config, share(40), requests.clone(), load)
         };
         let people = {
             let inner = inner.clone();
@@ -238,12 +292,7 @@ impl CachedCatalog {
                 let inner = inner.clone();
                 async move { inner.people(&ids).await }.boxed()
             });
-            Entities::new(
-                "person",
-                Arc::new(Cache::new("people", share(20), requests.clone())),
-                config.ttl,
-                load,
-            )
+            Entities::new("person", "people", config, share(20), requests.clone(), load)
         };
         let credits = {
             let inner = inner.clone();
@@ -251,7 +300,7 @@ impl CachedCatalog {
                 let inner = inner.clone();
                 async move { Ok(inner.credits(&ids).await?.into_iter().map(Arc::new).collect()) }.boxed()
             });
-            Entities::new("credits", Arc::new(Cache::new("credits", share(40), requests)), config.ttl, load)
+            Entities::new("credits", "credits", config, share(40), requests, load)
         };
         Arc::new(CachedCatalog { inner, movies, people, credits })
     }
@@ -393,7 +442,12 @@ mod tests {
     }
 
     fn config() -> EntityCacheConfig {
-        EntityCacheConfig { max_bytes: 1 << 20, ttl: Duration::from_secs(60) }
+        EntityCacheConfig {
+            max_bytes: 1 << 20,
+            ttl: Duration::from_secs(60),
+            regional: None,
+            catalog_id: "test".into(),
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -448,5 +502,95 @@ mod tests {
         let credits = cached.credits(&[MovieId(2)]).await.expect("the next batch reads again");
         assert_eq!(credits, slow.inner.credits(&[MovieId(2)]).await.expect("credits"));
         assert_eq!(slow.calls.load(Ordering::SeqCst), 2);
+    }
+
+    fn regional_metrics() -> (crate::regional::RegionalMetrics, IntCounterVec) {
+        let requests = requests();
+        let metrics = crate::regional::RegionalMetrics {
+            requests: requests.clone(),
+            latency: prometheus::Histogram::with_opts(prometheus::HistogramOpts::new("l", "l"))
+                .expect("histogram"),
+            degraded: prometheus::IntGauge::new("d", "d").expect("gauge"),
+        };
+        (metrics, requests)
+    }
+
+    /// Two gateways of one region (two clients, two L1 caches) over one Redis Cluster.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn gateways_share_entities_through_redis_and_ride_out_its_outage() {
+        let mut cluster = tokio::task::spawn_blocking(|| marquee_redis_cluster::RedisCluster::start(3))
+            .await
+            .expect("starting")
+            .expect("a Redis Cluster (redis-server installed?)");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let slow = seeded(dir.path()).await;
+        let redis = crate::regional::RedisConfig {
+            seeds: cluster.seeds(),
+            command_timeout_ms: 200,
+            ..Default::default()
+        };
+        let gateway = |regional: Arc<RegionalCache>, requests: IntCounterVec| {
+            let config = EntityCacheConfig { regional: Some(regional), ..config() };
+            CachedCatalog::wrap(slow.clone(), &config, requests)
+        };
+        let (metrics_a, _) = regional_metrics();
+        let (metrics_b, requests_b) = regional_metrics();
+        let degraded_b = metrics_b.degraded.clone();
+        let regional_a = RegionalCache::connect(&redis, metrics_a).expect("client a");
+        let regional_b = RegionalCache::connect(&redis, metrics_b).expect("client b");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !(regional_a.is_connected() && regional_b.is_connected()) {
+            assert!(std::time::Instant::now() < deadline, "the clients did not connect");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let a = gateway(regional_a, requests());
+        let b = gateway(regional_b.clone(), requests_b.clone());
+        let ids = [MovieId(1), MovieId(2), MovieId(3), MovieId(9_999_999)];
+        let direct = slow.inner.movies(&ids).await.expect("movies");
+
+        assert_eq!(a.movies(&ids).await.expect("a reads"), direct);
+        assert_eq!(slow.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(b.movies(&ids).await.expect("b reads"), direct, "the same answers, unknown id included");
+        assert_eq!(slow.calls.load(Ordering::SeqCst), 1, "gateway b read a's entries from Redis");
+        assert_eq!(requests_b.with_label_values(&["movies", crate::regional::L2, "hit"]).get(), 4);
+
+        // Every master gone: reads are served from the store, none fails.
+        for node in 0..3 {
+            cluster.kill(node).expect("kill");
+        }
+        let more = [MovieId(4), MovieId(5)];
+        assert_eq!(
+            b.movies(&more).await.expect("served without Redis"),
+            slow.inner.movies(&more).await.expect("m")
+        );
+        assert_eq!(slow.calls.load(Ordering::SeqCst), 2);
+        assert!(requests_b.with_label_values(&["movies", crate::regional::L2, "error"]).get() > 0);
+        assert_eq!(degraded_b.get(), 1);
+
+        // Back: the client reconnects by itself, and the tier is used again.
+        let cluster = tokio::task::spawn_blocking(move || {
+            for node in 0..3 {
+                cluster.restart(node).expect("restart");
+            }
+            cluster
+        })
+        .await
+        .expect("restarting");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut id = 10;
+        loop {
+            b.movies(&[MovieId(id)]).await.expect("served");
+            if degraded_b.get() == 0 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the client did not reconnect");
+            id += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let calls = slow.calls.load(Ordering::SeqCst);
+        b.movies(&[MovieId(40)]).await.expect("written to Redis by b");
+        a.movies(&[MovieId(40)]).await.expect("read from Redis by a");
+        assert_eq!(slow.calls.load(Ordering::SeqCst), calls + 1);
+        drop(cluster);
     }
 }

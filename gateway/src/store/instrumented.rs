@@ -152,6 +152,10 @@ impl Lifecycle for Instrumented<dyn Lifecycle> {
         self.backend
     }
 
+    fn catalog_id(&self) -> String {
+        self.inner.catalog_id()
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.call("ping", 0, self.inner.ping()).await
     }

@@ -127,6 +127,8 @@ pub struct EmbeddedStore {
     /// `None` once closed; readers clone the `Arc` so a close waits for none of them and the
     /// file is released when the last in-flight read finishes.
     inner: RwLock<Option<Arc<Inner>>>,
+    /// The generation directory's name (unique per load).
+    catalog_id: String,
 }
 
 impl EmbeddedStore {
@@ -159,7 +161,9 @@ impl EmbeddedStore {
             years,
             users,
         };
-        Ok(EmbeddedStore { inner: RwLock::new(Some(Arc::new(inner))) })
+        let catalog_id =
+            dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
+        Ok(EmbeddedStore { inner: RwLock::new(Some(Arc::new(inner))), catalog_id })
     }
 
     fn inner(&self) -> Result<Arc<Inner>, StoreError> {
@@ -317,6 +321,10 @@ impl UserData for EmbeddedStore {
 impl Lifecycle for EmbeddedStore {
     fn backend(&self) -> &'static str {
         "embedded"
+    }
+
+    fn catalog_id(&self) -> String {
+        self.catalog_id.clone()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

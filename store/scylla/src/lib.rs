@@ -238,6 +238,10 @@ impl Lifecycle for ScyllaStore {
         "scylla"
     }
 
+    fn catalog_id(&self) -> String {
+        format!("{}.{}", self.inner.cluster.keyspace, self.inner.generation.id)
+    }
+
     /// One read in the local data center (readiness: does the region's DC answer?).
     async fn ping(&self) -> Result<(), StoreError> {
         let _slot = self.inner.cluster.slot().await?;
