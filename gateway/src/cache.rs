@@ -112,6 +112,11 @@ where
         self.count("invalidated", keys.len());
     }
 
+    /// Drops every entry (messages that would have invalidated some may have been lost).
+    pub fn clear(&self) {
+        self.local.invalidate_all();
+    }
+
     /// Counts a lookup the client asked to skip (`Cache-Control: no-cache`).
     pub fn bypass(&self) {
         self.count("bypass", 1);

@@ -40,6 +40,10 @@ pub struct Config {
     pub persisted_queries: PersistedQueryConfig,
     /// The in-process cache of whole public GET responses.
     pub response_cache: ResponseCacheConfig,
+    /// The region's Redis Cluster (`[redis]`): the regional cache tier, the invalidation bus,
+    /// region-wide rate limits and APQ registrations. Unset: all of that stays in process.
+    #[serde(default)]
+    pub redis: Option<crate::regional::RedisConfig>,
 }
 
 /// Persisted queries.
@@ -54,6 +58,8 @@ pub struct PersistedQueryConfig {
     pub apq: bool,
     /// Memory for registered APQ documents, in MiB.
     pub apq_cache_mib: u64,
+    /// How long a registration stays in the region's Redis (with `[redis]`), in seconds.
+    pub apq_shared_ttl_secs: u64,
     /// How often the manifest file is checked for changes, in milliseconds.
     pub reload_ms: u64,
     /// A file holding a token that lets introspection through safelist mode: a POST with it
@@ -120,9 +126,6 @@ pub struct CacheConfig {
     pub entities_mib: u64,
     /// How long an entity stays in the entity cache, in seconds.
     pub entities_ttl_secs: u64,
-    /// The region's Redis Cluster (`[cache.redis]`); without it, caches are in process only.
-    #[serde(default)]
-    pub redis: Option<crate::regional::RedisConfig>,
 }
 
 /// Per-identity request rate.
@@ -325,7 +328,6 @@ impl Default for Config {
                 rating_totals_mib: 8,
                 entities_mib: 128,
                 entities_ttl_secs: 3_600,
-                redis: None,
             },
             auth: AuthConfig {
                 issuer: "marquee".into(),
@@ -345,10 +347,12 @@ impl Default for Config {
                 safelist: false,
                 apq: true,
                 apq_cache_mib: 16,
+                apq_shared_ttl_secs: 7 * 86_400,
                 reload_ms: 5_000,
                 introspection_token_file: None,
             },
             response_cache: ResponseCacheConfig { enabled: true, max_mib: 64, max_ttl_secs: 60 },
+            redis: None,
         }
     }
 }
@@ -459,14 +463,13 @@ mod tests {
             jail.clear_env();
             jail.create_file(
                 "redis.toml",
-                "[cache.redis]\nseeds = [\"redis-1.us-east:6379\", \"redis-2.us-east:6379\"]\n",
+                "[redis]\nseeds = [\"redis-1.us-east:6379\", \"redis-2.us-east:6379\"]\n",
             )?;
-            let redis =
-                Config::load(Some(Path::new("redis.toml")), no_overrides()).expect("valid").cache.redis;
-            let redis = redis.expect("[cache.redis] read");
+            let redis = Config::load(Some(Path::new("redis.toml")), no_overrides()).expect("valid").redis;
+            let redis = redis.expect("[redis] read");
             assert_eq!((redis.seeds.len(), redis.command_timeout_ms, redis.ttl_jitter_pct), (2, 50, 10));
-            assert!(Config::load(None, no_overrides()).expect("defaults").cache.redis.is_none());
-            jail.create_file("redis-typo.toml", "[cache.redis]\nseed = [\"x:1\"]\n")?;
+            assert!(Config::load(None, no_overrides()).expect("defaults").redis.is_none());
+            jail.create_file("redis-typo.toml", "[redis]\nseed = [\"x:1\"]\n")?;
             assert!(Config::load(Some(Path::new("redis-typo.toml")), no_overrides()).is_err());
             jail.create_file("typo.toml", "regoin = \"x\"\n")?;
             assert!(Config::load(Some(Path::new("typo.toml")), no_overrides()).is_err());

@@ -4,8 +4,11 @@
 //! - Automatic persisted queries (Apollo's protocol): `extensions.persistedQuery.sha256Hash`
 //!   alone runs a document registered earlier; with the text as well, the text must hash to it
 //!   and is registered. A miss is `PERSISTED_QUERY_NOT_FOUND`, which stock Apollo clients
-//!   answer by sending the text. Registered documents live in a bounded in-process cache: each
-//!   gateway learns them on its own, which costs a client one retry per gateway at worst.
+//!   answer by sending the text. Registered documents live in a bounded in-process cache and,
+//!   with `[redis]`, in the region's Redis too (`persisted_queries.apq_shared_ttl_secs`), so a
+//!   hash registered through one gateway is found by every gateway of the region: behind a load
+//!   balancer, a client's hash-only GET finds the text its POST registered elsewhere. A text
+//!   read back from Redis is hashed again before it runs.
 //! - The partner manifest (`apollo-persisted-query-manifest` format) lists operations by id;
 //!   `?id=` / `?documentId=`, or an id in `extensions.persistedQuery.sha256Hash` (what Apollo's
 //!   persisted-queries link sends for a manifest with custom ids), runs them. It is re-read when the
@@ -24,6 +27,10 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::PersistedQueryConfig;
+use crate::regional::Regional;
+
+/// The `cache` label of APQ lookups in the region's Redis.
+const APQ_LABEL: &str = "apq";
 
 /// Why the persisted-query stage refused a request.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -130,6 +137,8 @@ pub struct PersistedQueries {
     manifest: RwLock<Arc<Manifest>>,
     manifest_file: Option<PathBuf>,
     apq: Option<moka::sync::Cache<String, Arc<str>>>,
+    /// The region's Redis, where registrations are shared, and for how long.
+    regional: Option<(Arc<Regional>, Duration)>,
     safelist: bool,
     reload_every: Duration,
     /// Fingerprint of the last file refused, so a bad file is reported once, not every tick.
@@ -163,7 +172,10 @@ pub struct ManifestError {
 
 impl PersistedQueries {
     /// Loads the manifest (if configured); an unreadable or invalid manifest stops startup.
-    pub fn new(config: &PersistedQueryConfig) -> Result<PersistedQueries, ManifestError> {
+    pub fn new(
+        config: &PersistedQueryConfig,
+        regional: Option<Arc<Regional>>,
+    ) -> Result<PersistedQueries, ManifestError> {
         let manifest = match &config.manifest_file {
             None => Manifest::default(),
             Some(path) => {
@@ -199,6 +211,7 @@ impl PersistedQueries {
         Ok(PersistedQueries {
             manifest: RwLock::new(Arc::new(manifest)),
             manifest_file: config.manifest_file.clone(),
+            regional: regional.map(|r| (r, Duration::from_secs(config.apq_shared_ttl_secs.max(1)))),
             apq,
             safelist: config.safelist,
             reload_every: Duration::from_millis(config.reload_ms.max(10)),
@@ -280,8 +293,39 @@ impl PersistedQueries {
         });
     }
 
-    /// The document `request` names.
-    pub fn resolve(&self, request: &DocumentRef<'_>) -> Result<Document, PersistedQueryError> {
+    /// The document `request` names, looking APQ hashes up in the region's Redis too and
+    /// sharing new registrations there.
+    pub async fn resolve(&self, request: &DocumentRef<'_>) -> Result<Document, PersistedQueryError> {
+        let (Some((regional, ttl)), Some(apq)) = (&self.regional, &self.apq) else {
+            return self.resolve_here(request);
+        };
+        let hash = request.persisted.and_then(|p| parse_extension(p).ok()).filter(|h| is_sha256(h));
+        let Some(hash) = hash else { return self.resolve_here(request) };
+        let with_text = request.query.is_some_and(|q| !q.trim().is_empty());
+        let known_here = apq.contains_key(hash);
+        match self.resolve_here(request) {
+            Err(PersistedQueryError::NotFound) if !with_text => {
+                let text =
+                    regional.get(APQ_LABEL, apq_key(hash)).await.and_then(|b| String::from_utf8(b).ok());
+                // A text that does not hash to the key is not run (and is overwritten by the
+                // client's registration that follows the NOT_FOUND).
+                let text = text.filter(|t| sha256_hex(t) == hash).ok_or(PersistedQueryError::NotFound)?;
+                let query: Arc<str> = text.into();
+                apq.insert(hash.to_owned(), Arc::clone(&query));
+                Ok(Document { query, hash: hash.into() })
+            }
+            Ok(document) if with_text && !known_here && apq.contains_key(hash) => {
+                // Registered here just now: share it before answering, so the client's next
+                // hash-only request finds it at any gateway.
+                regional.put_many(vec![(apq_key(hash), document.query.as_bytes().to_vec(), *ttl)]).await;
+                Ok(document)
+            }
+            other => other,
+        }
+    }
+
+    /// The document `request` names, from this gateway's manifest and APQ cache only.
+    pub fn resolve_here(&self, request: &DocumentRef<'_>) -> Result<Document, PersistedQueryError> {
         match self.lookup(request) {
             Err(PersistedQueryError::NotInList) => match request.query {
                 Some(query) if self.tooling(request) && introspection_only(query) => {
@@ -403,6 +447,11 @@ fn introspection_only(query: &str) -> bool {
         .all(|op| op.node.ty == OperationType::Query && only_meta(&document, &op.node.selection_set.node, 0))
 }
 
+/// The key of an APQ registration in the region's Redis.
+fn apq_key(hash: &str) -> String {
+    format!("mq:apq1:{}", hash.to_ascii_lowercase())
+}
+
 /// Whether `key` is a SHA-256 in hex (the APQ form) rather than a manifest id.
 fn is_sha256(key: &str) -> bool {
     key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit())
@@ -436,6 +485,7 @@ mod tests {
             safelist,
             apq: true,
             apq_cache_mib: 1,
+            apq_shared_ttl_secs: 60,
             reload_ms: 1000,
             introspection_token_file: None,
         }
@@ -454,9 +504,9 @@ mod tests {
         std::fs::write(&token_file, "tooling-token-0123456789\n").expect("write");
         let mut settings = config(Some(manifest), true);
         settings.introspection_token_file = Some(token_file);
-        let pq = PersistedQueries::new(&settings).expect("loads");
+        let pq = PersistedQueries::new(&settings, None).expect("loads");
         let ask = |query: &'static str, token: Option<&'static str>| {
-            pq.resolve(&DocumentRef {
+            pq.resolve_here(&DocumentRef {
                 query: Some(query),
                 introspection_token: token,
                 ..DocumentRef::default()
@@ -487,20 +537,20 @@ mod tests {
 
     #[test]
     fn apq_registers_then_serves_by_hash() {
-        let pq = PersistedQueries::new(&config(None, false)).expect("pq");
+        let pq = PersistedQueries::new(&config(None, false), None).expect("pq");
         let query = "{ genres { name } }";
         let hash = sha256_hex(query);
         let ext = json!({ "version": 1, "sha256Hash": hash });
         let miss = DocumentRef { persisted: Some(&ext), ..DocumentRef::default() };
-        assert_eq!(pq.resolve(&miss).expect_err("unknown"), PersistedQueryError::NotFound);
+        assert_eq!(pq.resolve_here(&miss).expect_err("unknown"), PersistedQueryError::NotFound);
         let register = DocumentRef { query: Some(query), persisted: Some(&ext), ..DocumentRef::default() };
-        assert_eq!(&*pq.resolve(&register).expect("registers").query, query);
-        assert_eq!(&*pq.resolve(&miss).expect("now known").query, query);
+        assert_eq!(&*pq.resolve_here(&register).expect("registers").query, query);
+        assert_eq!(&*pq.resolve_here(&miss).expect("now known").query, query);
         let wrong = DocumentRef { query: Some("{ x }"), persisted: Some(&ext), ..DocumentRef::default() };
-        assert_eq!(pq.resolve(&wrong).expect_err("mismatch"), PersistedQueryError::HashMismatch);
+        assert_eq!(pq.resolve_here(&wrong).expect_err("mismatch"), PersistedQueryError::HashMismatch);
         let v2 = json!({ "version": 2, "sha256Hash": hash });
         let v2 = DocumentRef { persisted: Some(&v2), ..DocumentRef::default() };
-        assert!(matches!(pq.resolve(&v2), Err(PersistedQueryError::BadRequest(_))));
+        assert!(matches!(pq.resolve_here(&v2), Err(PersistedQueryError::BadRequest(_))));
     }
 
     #[test]
@@ -513,7 +563,7 @@ mod tests {
             )
         };
         std::fs::write(&path, good("{ genres { name } }")).expect("write");
-        let pq = PersistedQueries::new(&config(Some(path.clone()), false)).expect("loads");
+        let pq = PersistedQueries::new(&config(Some(path.clone()), false), None).expect("loads");
         assert_eq!(pq.reload(), Reload::Unchanged);
         std::fs::write(&path, "{ not json").expect("write");
         assert_eq!(pq.reload(), Reload::Rejected);
@@ -541,33 +591,36 @@ mod tests {
         )
         .expect("write");
         for safelist in [false, true] {
-            let pq = PersistedQueries::new(&config(Some(path.clone()), safelist)).expect("loads");
+            let pq = PersistedQueries::new(&config(Some(path.clone()), safelist), None).expect("loads");
             let ext = |id: &str| json!({ "version": 1, "sha256Hash": id });
             let known = ext("genre-list-v1");
             let by_id = DocumentRef { persisted: Some(&known), ..DocumentRef::default() };
-            assert_eq!(&*pq.resolve(&by_id).expect("runs").query, "{ genres { name } }");
+            assert_eq!(&*pq.resolve_here(&by_id).expect("runs").query, "{ genres { name } }");
             let with_text = DocumentRef {
                 query: Some("{ genres { name } }"),
                 persisted: Some(&known),
                 ..DocumentRef::default()
             };
-            assert_eq!(&*pq.resolve(&with_text).expect("runs").query, "{ genres { name } }");
+            assert_eq!(&*pq.resolve_here(&with_text).expect("runs").query, "{ genres { name } }");
             let other_text = DocumentRef {
                 query: Some("{ genres { movieCount } }"),
                 persisted: Some(&known),
                 ..DocumentRef::default()
             };
-            assert_eq!(pq.resolve(&other_text).expect_err("mismatch"), PersistedQueryError::HashMismatch);
+            assert_eq!(
+                pq.resolve_here(&other_text).expect_err("mismatch"),
+                PersistedQueryError::HashMismatch
+            );
             let unknown = ext("no-such-op");
             let missing = DocumentRef { persisted: Some(&unknown), ..DocumentRef::default() };
-            assert_eq!(pq.resolve(&missing).expect_err("unknown"), PersistedQueryError::NotFound);
+            assert_eq!(pq.resolve_here(&missing).expect_err("unknown"), PersistedQueryError::NotFound);
             // The link's retry with the text runs it as an ordinary query (not in safelist mode).
             let retry = DocumentRef {
                 query: Some("{ genres { movieCount } }"),
                 persisted: Some(&unknown),
                 ..DocumentRef::default()
             };
-            match pq.resolve(&retry) {
+            match pq.resolve_here(&retry) {
                 Ok(document) => assert!(!safelist && &*document.query == "{ genres { movieCount } }"),
                 Err(e) => assert!(safelist && e == PersistedQueryError::NotInList, "{e:?}"),
             }

@@ -21,7 +21,8 @@ use crate::http::graphiql::{self, AssetSource, MissingAsset};
 use crate::persisted::{ManifestError, PersistedQueries};
 use crate::pipeline::GraphqlState;
 use crate::rate_limit::{InProcessLimiter, RateLimit};
-use crate::regional::{RegionalCache, RegionalMetrics};
+use crate::regional::limiter::RegionalLimiter;
+use crate::regional::{Regional, RegionalMetrics};
 use crate::response_cache::ResponseCache;
 use crate::server::ConnectionLimits;
 use crate::state::{AppState, BodyLimit, Graphiql, Readiness};
@@ -60,12 +61,16 @@ pub enum StartupError {
     /// Metrics could not be registered.
     #[error("registering metrics")]
     Metrics(#[from] prometheus::Error),
-    /// `[cache.redis]` is invalid.
+    /// `[redis]` is invalid.
     #[error(transparent)]
     Redis(#[from] crate::regional::RedisConfigError),
 }
 
-fn rate_limit(config: &Config, metrics: &Metrics) -> Result<RateLimit, StartupError> {
+fn rate_limit(
+    config: &Config,
+    metrics: &Metrics,
+    regional: Option<&Arc<Regional>>,
+) -> Result<RateLimit, StartupError> {
     let limits = &config.rate_limit;
     let fallbacks = metrics.rate_limiter_fallbacks.clone();
     if !limits.enabled {
@@ -77,9 +82,17 @@ fn rate_limit(config: &Config, metrics: &Metrics) -> Result<RateLimit, StartupEr
             "rate_limit.per_second and rate_limit.burst must be above 0".into(),
         ));
     };
-    // The in-process limiter is never unavailable, so it needs no fallback; a shared
-    // (regional) limiter gets this one as its fallback.
-    Ok(RateLimit::new(Arc::new(InProcessLimiter::new(per_second, burst)), None, fallbacks))
+    let in_process = Arc::new(InProcessLimiter::new(per_second, burst));
+    Ok(match regional {
+        // Region-wide, with this gateway's own limiter when Redis does not answer.
+        Some(regional) => RateLimit::new(
+            Arc::new(RegionalLimiter::new(regional.clone(), per_second, burst)),
+            Some(in_process),
+            fallbacks,
+        ),
+        // The in-process limiter is never unavailable, so it needs no fallback.
+        None => RateLimit::new(in_process, None, fallbacks),
+    })
 }
 
 /// A built gateway, bound and ready to serve.
@@ -97,31 +110,34 @@ impl Application {
         let metrics = Metrics::new(&config.region)?;
         let backend = crate::store::open(&config.store).await?;
         metrics.watch_driver(backend.lifecycle.clone())?;
+        let regional = config
+            .redis
+            .as_ref()
+            .map(|redis| {
+                Regional::connect(
+                    redis,
+                    RegionalMetrics {
+                        requests: metrics.cache_requests.clone(),
+                        latency: metrics.redis_latency.clone(),
+                        degraded: metrics.cache_l2_degraded.clone(),
+                        invalidations: metrics.cache_invalidations.clone(),
+                        bus_live: metrics.cache_bus_live.clone(),
+                    },
+                )
+            })
+            .transpose()?;
         let stack = StackConfig {
             rating_totals_ttl: Duration::from_secs(config.cache.rating_totals_ttl_secs),
             rating_totals_bytes: config.cache.rating_totals_mib * 1024 * 1024,
             entities: EntityCacheConfig {
                 max_bytes: config.cache.entities_mib * 1024 * 1024,
                 ttl: Duration::from_secs(config.cache.entities_ttl_secs),
-                regional: config
-                    .cache
-                    .redis
-                    .as_ref()
-                    .map(|redis| {
-                        RegionalCache::connect(
-                            redis,
-                            RegionalMetrics {
-                                requests: metrics.cache_requests.clone(),
-                                latency: metrics.redis_latency.clone(),
-                                degraded: metrics.cache_l2_degraded.clone(),
-                            },
-                        )
-                    })
-                    .transpose()?,
+                regional: regional.clone(),
                 catalog_id: backend.lifecycle.catalog_id(),
             },
+            regional: regional.clone(),
         };
-        let store = crate::store::stack(backend, &stack, &metrics);
+        let store = crate::store::stack(backend, &stack, &metrics)?;
         let schema_config = SchemaConfig {
             image_base_url: config.graphql.image_base_url.clone(),
             batch_delay: Duration::from_micros(config.graphql.batch_delay_us),
@@ -129,7 +145,7 @@ impl Application {
         };
         let schema = marquee_schema::build(store.clone(), schema_config.clone());
         let authenticator = Arc::new(Authenticator::new(&config.auth).await?);
-        let persisted = Arc::new(PersistedQueries::new(&config.persisted_queries)?);
+        let persisted = Arc::new(PersistedQueries::new(&config.persisted_queries, regional.clone())?);
         let response_cache = config.response_cache.enabled.then(|| {
             Arc::new(ResponseCache::new(
                 config.response_cache.max_mib * 1024 * 1024,
@@ -164,7 +180,7 @@ impl Application {
                 },
             },
             authenticator,
-            rate_limit: rate_limit(&config, &metrics)?,
+            rate_limit: rate_limit(&config, &metrics, regional.as_ref())?,
             readiness: Readiness {
                 draining: Arc::new(AtomicBool::new(false)),
                 region: config.region.as_str().into(),

@@ -103,8 +103,9 @@ pub struct Metrics {
     /// `dataloader_batch_size{loader}`.
     pub loader: LoaderMetrics,
     /// `cache_requests_total{cache,tier,result}`: lookups per cache (`response`,
-    /// `rating_totals`, `movies`, `people`, `credits`) and tier (`l1`: in process), `hit`,
-    /// `miss` or `bypass`, and keys `invalidated` by writes.
+    /// `rating_totals`, `movies`, `people`, `credits`, `apq`) and tier (`l1`: in process,
+    /// `l2`: the region's Redis): `hit`, `miss`, `bypass`, keys `invalidated` by writes, and for
+    /// `l2` `error` (Redis failed or was too slow) and `skipped` (left alone while failing).
     pub cache_requests: IntCounterVec,
     /// `rate_limiter_fallbacks_total`: checks the rate limiter could not answer, decided by
     /// the in-process fallback instead.
@@ -113,6 +114,11 @@ pub struct Metrics {
     pub redis_latency: prometheus::Histogram,
     /// `cache_l2_degraded`: 1 while the regional cache is failing (requests go to the store).
     pub cache_l2_degraded: prometheus::IntGauge,
+    /// `cache_invalidations_total{event}`: invalidations `published` on the region's bus (or
+    /// `publish_failed`), and messages `received` from it.
+    pub cache_invalidations: IntCounterVec,
+    /// `cache_invalidation_bus_live`: 1 while the gateway receives the region's invalidations.
+    pub cache_bus_live: prometheus::IntGauge,
     /// Client connections.
     pub connections: ConnectionMetrics,
 }
@@ -259,6 +265,16 @@ impl Metrics {
             "1 while the regional cache (Redis) fails and requests are served from the store",
         )?;
         registry.register(Box::new(cache_l2_degraded.clone()))?;
+        let cache_invalidations = IntCounterVec::new(
+            Opts::new("cache_invalidations_total", "Invalidations sent and received over the region's Redis"),
+            &["event"],
+        )?;
+        registry.register(Box::new(cache_invalidations.clone()))?;
+        let cache_bus_live = prometheus::IntGauge::new(
+            "cache_invalidation_bus_live",
+            "1 while the gateway receives the region's cache invalidations (Redis pub/sub)",
+        )?;
+        registry.register(Box::new(cache_bus_live.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(store_calls.clone()))?;
@@ -276,6 +292,8 @@ impl Metrics {
             rate_limiter_fallbacks,
             redis_latency,
             cache_l2_degraded,
+            cache_invalidations,
+            cache_bus_live,
             connections,
         })
     }

@@ -91,7 +91,7 @@ pub(crate) async fn get(
     incoming: Incoming,
     headers: &HeaderMap,
 ) -> Result<Response, HttpError> {
-    let document = persisted_document(state, &incoming, media, None)?;
+    let document = persisted_document(state, &incoming, media, None).await?;
     let directives = cache_policy::request_directives(headers);
     let cache = state.response_cache.as_deref().map(|cache| {
         let scope = if caller.user_id().is_some() { "user" } else { "public" };
@@ -138,7 +138,7 @@ pub(crate) async fn post(
     incoming: Incoming,
     headers: &HeaderMap,
 ) -> Result<Response, HttpError> {
-    let document = persisted_document(state, &incoming, media, Some(headers))?;
+    let document = persisted_document(state, &incoming, media, Some(headers)).await?;
     let request = build_request(&document, incoming);
     let executed = execute::run(state, request, caller, media, false).await?;
     Ok(respond::executed(state.cache_policy, executed, media, None))
@@ -160,7 +160,7 @@ fn persisted_error(e: PersistedQueryError, media: MediaType) -> HttpError {
 
 /// Stage 1: checks the request's shape and names the document to execute. `tooling_headers`
 /// are a POST's headers, where the introspection token may be.
-fn persisted_document(
+async fn persisted_document(
     state: &GraphqlState,
     incoming: &Incoming,
     media: MediaType,
@@ -180,7 +180,7 @@ fn persisted_document(
             .and_then(|h| h.get(INTROSPECTION_TOKEN))
             .and_then(|v| v.to_str().ok()),
     };
-    state.persisted.resolve(&reference).map_err(|e| persisted_error(e, media))
+    state.persisted.resolve(&reference).await.map_err(|e| persisted_error(e, media))
 }
 
 /// The executable request for `document` with the client's variables and operation name.

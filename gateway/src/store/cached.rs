@@ -4,17 +4,25 @@
 //! Reads are batch-shaped all the way down: one dataloader batch is one pass over the cache
 //! and at most one backend call for the misses. Writes go to the backend first; once it has
 //! acknowledged them, [`Invalidation::changed`] drops every cached copy the write made stale,
-//! before the mutation returns — so the gateway that took a write reads it back at once, and
-//! the region's other gateways within the entry's time to live.
+//! before the mutation returns, so the gateway that took a write reads it back at once.
 //!
 //! Cached here: movies' rating totals (`cache.rating_totals_ttl_secs`), read by every query
 //! that shows a rating, and, through [`CachedCatalog`], movies, people and credits by id
-//! (the catalog changes only with a new load, so no write invalidates those). The regional
-//! Redis tier goes behind both, and its invalidation joins [`Invalidation::changed`].
+//! (the catalog changes only with a new load, so no write invalidates those).
+//!
+//! With `[redis]`, rating totals have a regional tier too, and a write reaches the region's
+//! other gateways through the invalidation bus (`crate::regional::bus`): it deletes the
+//! regional entries and every gateway drops its own copies, within the bus's delivery time.
+//! A read racing the write (it read the old totals before the write and stores them after the
+//! deletion) would put the old value back; so every invalidation is sent again
+//! `REPEAT_AFTER` later, and retried while the cluster fails, for as long as an entry it could
+//! have missed may live. While the bus is not live (the cluster unreachable), this gateway's
+//! in-process totals are not used: messages could be lost, and totals come from Redis or the
+//! store instead, so the bound holds through an outage too.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use marquee_store::{
@@ -25,9 +33,17 @@ use prometheus::IntCounterVec;
 use super::StackConfig;
 use super::entities::CachedCatalog;
 use crate::cache::{self, Cache, Weigh};
+use crate::regional::bus::{Bus, Listener};
+use crate::regional::{RedisConfigError, Regional};
 
 /// Bumped when the shape of a cached value changes.
 const VERSION: &str = "s1";
+
+/// The `cache` label of rating totals.
+const TOTALS: &str = "rating_totals";
+
+/// When an invalidation is sent again (see the module docs).
+const REPEAT_AFTER: Duration = Duration::from_millis(500);
 
 impl Weigh for RatingTotals {
     fn weight(&self) -> usize {
@@ -42,10 +58,36 @@ pub enum Change {
     RatingTotals(MovieId),
 }
 
+impl Change {
+    /// The bus message saying so: `totals <movie id>`.
+    fn message(self) -> (u64, String) {
+        match self {
+            Change::RatingTotals(movie) => (movie.0, format!("totals {}", movie.0)),
+        }
+    }
+
+    fn parse(text: &str) -> Option<Change> {
+        let (kind, id) = text.split_once(' ')?;
+        match kind {
+            "totals" => Some(Change::RatingTotals(MovieId(id.parse().ok()?))),
+            _ => None,
+        }
+    }
+}
+
+/// The region's side of the rating-totals cache: its regional tier and the bus.
+struct Regionally {
+    regional: Arc<Regional>,
+    bus: Bus,
+}
+
 /// The invalidation entry point: the write path tells it what changed, and it drops the
-/// cached copies, in every tier this gateway reaches.
+/// cached copies, in every tier and every gateway of the region.
 pub struct Invalidation {
     rating_totals: Arc<Cache<RatingTotals>>,
+    regionally: Option<Arc<Regionally>>,
+    /// How long a copy it could have missed may live (the totals' TTL, jitter included).
+    horizon: Duration,
 }
 
 impl Invalidation {
@@ -57,7 +99,50 @@ impl Invalidation {
                 Change::RatingTotals(movie) => totals_key(*movie),
             })
             .collect();
+        if let Some(regionally) = &self.regionally {
+            let shared: Vec<String> = changes
+                .iter()
+                .map(|change| match change {
+                    Change::RatingTotals(movie) => regional_totals_key(*movie),
+                })
+                .collect();
+            let messages: Vec<(u64, String)> = changes.iter().map(|c| c.message()).collect();
+            // The regional entries first, so this gateway cannot refill its own from them.
+            regionally.bus.invalidate(&shared, &messages).await;
+            let regionally = regionally.clone();
+            let horizon = self.horizon;
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let mut wait = REPEAT_AFTER;
+                loop {
+                    tokio::time::sleep(wait).await;
+                    if regionally.bus.invalidate(&shared, &messages).await || started.elapsed() > horizon {
+                        break;
+                    }
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
+            });
+        }
         self.rating_totals.invalidate(&keys).await;
+    }
+}
+
+/// Drops this gateway's copies on the bus's word.
+struct TotalsListener {
+    rating_totals: Arc<Cache<RatingTotals>>,
+}
+
+#[async_trait]
+impl Listener for TotalsListener {
+    async fn message(&self, text: &str) {
+        match Change::parse(text) {
+            Some(Change::RatingTotals(movie)) => self.rating_totals.invalidate(&[totals_key(movie)]).await,
+            None => tracing::debug!(text, "unknown invalidation message"),
+        }
+    }
+
+    async fn resync(&self) {
+        self.rating_totals.clear();
     }
 }
 
@@ -65,26 +150,61 @@ fn totals_key(movie: MovieId) -> String {
     cache::key(VERSION, "totals", movie.0)
 }
 
+/// Rating totals do not depend on the catalog generation: users' data outlives loads.
+fn regional_totals_key(movie: MovieId) -> String {
+    format!("mq:{VERSION}:totals:{}", movie.0)
+}
+
 /// [`UserData`] with rating totals read through a cache and writes invalidating it.
 pub struct CachedUsers {
     inner: Arc<dyn UserData>,
     totals: Arc<Cache<RatingTotals>>,
     ttl: Duration,
+    regionally: Option<Arc<Regionally>>,
     invalidation: Invalidation,
 }
 
 /// Wraps the faces of `store` that have caches.
-pub fn wrap(store: Store, config: &StackConfig, requests: IntCounterVec) -> Store {
+pub fn wrap(store: Store, config: &StackConfig, requests: IntCounterVec) -> Result<Store, RedisConfigError> {
     let requests_for_entities = requests.clone();
-    let totals = Arc::new(Cache::new("rating_totals", config.rating_totals_bytes, requests));
+    let totals = Arc::new(Cache::new(TOTALS, config.rating_totals_bytes, requests));
+    let regionally = match &config.regional {
+        Some(regional) => {
+            let listener = Arc::new(TotalsListener { rating_totals: totals.clone() });
+            Some(Arc::new(Regionally {
+                regional: regional.clone(),
+                bus: Bus::join(regional.clone(), listener)?,
+            }))
+        }
+        None => None,
+    };
+    let ttl = config.rating_totals_ttl;
     let users = CachedUsers {
         inner: store.users,
-        invalidation: Invalidation { rating_totals: totals.clone() },
+        invalidation: Invalidation {
+            rating_totals: totals.clone(),
+            regionally: regionally.clone(),
+            horizon: ttl + ttl / 5 + Duration::from_secs(1),
+        },
         totals,
-        ttl: config.rating_totals_ttl,
+        ttl,
+        regionally,
     };
     let catalog = CachedCatalog::wrap(store.catalog, &config.entities, requests_for_entities);
-    Store { catalog, users: Arc::new(users), lifecycle: store.lifecycle }
+    Ok(Store { catalog, users: Arc::new(users), lifecycle: store.lifecycle })
+}
+
+impl CachedUsers {
+    /// The totals of `movies` from the regional tier (`None`: not there).
+    async fn regional_totals(&self, regional: &Regional, movies: &[MovieId]) -> Vec<Option<RatingTotals>> {
+        let keys: Vec<String> = movies.iter().map(|m| regional_totals_key(*m)).collect();
+        regional
+            .get_many(TOTALS, &keys)
+            .await
+            .into_iter()
+            .map(|bytes| bytes.and_then(|b| postcard::from_bytes(&b).ok()))
+            .collect()
+    }
 }
 
 #[async_trait]
@@ -140,23 +260,57 @@ impl UserData for CachedUsers {
             // `cache.rating_totals_ttl_secs = 0`: nothing is ever stored, so do not look.
             return self.inner.rating_totals(movies).await;
         }
+        // Without a live bus, another gateway's write could not reach this gateway's copies.
+        let here = self.regionally.as_ref().is_none_or(|r| r.bus.is_live());
         let keys: Vec<String> = movies.iter().map(|m| totals_key(*m)).collect();
-        let cached = self.totals.get_many(&keys).await;
-        let misses: Vec<MovieId> =
-            movies.iter().zip(&cached).filter(|(_, c)| c.is_none()).map(|(m, _)| *m).collect();
-        let missing = cache::distinct(&misses);
+        let mut found: Vec<Option<RatingTotals>> =
+            if here { self.totals.get_many(&keys).await } else { vec![None; movies.len()] };
+        let missing = cache::distinct(
+            &movies.iter().zip(&found).filter(|(_, c)| c.is_none()).map(|(m, _)| *m).collect::<Vec<_>>(),
+        );
         if missing.is_empty() {
-            return Ok(cached.into_iter().map(Option::unwrap_or_default).collect());
+            return Ok(found.into_iter().map(Option::unwrap_or_default).collect());
         }
-        let loaded = self.inner.rating_totals(&missing).await?;
-        let fresh: HashMap<MovieId, RatingTotals> = missing.iter().copied().zip(loaded).collect();
-        let entries: Vec<(String, RatingTotals, Duration)> =
-            fresh.iter().map(|(m, t)| (totals_key(*m), *t, self.ttl)).collect();
-        self.totals.put_many(entries).await;
-        Ok(movies
-            .iter()
-            .zip(cached)
-            .map(|(m, c)| c.or_else(|| fresh.get(m).copied()).unwrap_or_default())
-            .collect())
+        let mut fresh: HashMap<MovieId, RatingTotals> = HashMap::with_capacity(missing.len());
+        let mut from_store: Vec<MovieId> = Vec::new();
+        if let Some(regionally) = &self.regionally {
+            for (movie, totals) in
+                missing.iter().zip(self.regional_totals(&regionally.regional, &missing).await)
+            {
+                match totals {
+                    Some(totals) => {
+                        fresh.insert(*movie, totals);
+                    }
+                    None => from_store.push(*movie),
+                }
+            }
+        } else {
+            from_store = missing;
+        }
+        if !from_store.is_empty() {
+            let loaded = self.inner.rating_totals(&from_store).await?;
+            if let Some(regionally) = &self.regionally {
+                let entries = from_store
+                    .iter()
+                    .zip(&loaded)
+                    .filter_map(|(m, t)| {
+                        Some((regional_totals_key(*m), postcard::to_stdvec(t).ok()?, self.ttl))
+                    })
+                    .collect();
+                regionally.regional.put_many(entries).await;
+            }
+            fresh.extend(from_store.into_iter().zip(loaded));
+        }
+        if here {
+            let entries: Vec<(String, RatingTotals, Duration)> =
+                fresh.iter().map(|(m, t)| (totals_key(*m), *t, self.ttl)).collect();
+            self.totals.put_many(entries).await;
+        }
+        for (slot, movie) in found.iter_mut().zip(movies) {
+            if slot.is_none() {
+                *slot = fresh.get(movie).copied();
+            }
+        }
+        Ok(found.into_iter().map(Option::unwrap_or_default).collect())
     }
 }

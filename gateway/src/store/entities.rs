@@ -35,7 +35,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::cache::{self, Cache, Weigh};
-use crate::regional::RegionalCache;
+use crate::regional::Regional;
 
 /// Bumped when the shape of a cached entity changes.
 const VERSION: &str = "e1";
@@ -48,7 +48,7 @@ pub struct EntityCacheConfig {
     /// How long an entity stays cached.
     pub ttl: Duration,
     /// The region's Redis Cluster behind the in-process tier, when configured.
-    pub regional: Option<Arc<RegionalCache>>,
+    pub regional: Option<Arc<Regional>>,
     /// The catalog generation served (`Lifecycle::catalog_id`): part of every regional key.
     pub catalog_id: String,
 }
@@ -95,8 +95,8 @@ type Flight<K, V> = Shared<BoxFuture<'static, Result<Arc<HashMap<K, V>>, Arc<Sto
 
 /// The regional tier as one kind of entity uses it.
 #[derive(Clone)]
-struct Regional {
-    cache: Arc<RegionalCache>,
+struct RegionalTier {
+    cache: Arc<Regional>,
     /// `mq:<VERSION>:<catalog id>:<kind>:`.
     prefix: String,
     /// The `cache` label (`movies`, ...).
@@ -107,7 +107,7 @@ struct Regional {
 struct Entities<K, V> {
     kind: &'static str,
     cache: Arc<Cache<V>>,
-    regional: Option<Regional>,
+    regional: Option<RegionalTier>,
     ttl: Duration,
     load: Loader<K, V>,
     /// The load each id is waiting on. An id enters when a load of it starts and leaves when
@@ -128,7 +128,7 @@ where
         requests: IntCounterVec,
         load: Loader<K, V>,
     ) -> Self {
-        let regional = config.regional.as_ref().map(|regional| Regional {
+        let regional = config.regional.as_ref().map(|regional| RegionalTier {
             cache: regional.clone(),
             prefix: format!("mq:{VERSION}:{}:{kind}:", config.catalog_id),
             label,
@@ -511,6 +511,9 @@ mod tests {
             latency: prometheus::Histogram::with_opts(prometheus::HistogramOpts::new("l", "l"))
                 .expect("histogram"),
             degraded: prometheus::IntGauge::new("d", "d").expect("gauge"),
+            invalidations: prometheus::IntCounterVec::new(prometheus::Opts::new("i", "i"), &["event"])
+                .expect("counter"),
+            bus_live: prometheus::IntGauge::new("b", "b").expect("gauge"),
         };
         (metrics, requests)
     }
@@ -529,15 +532,15 @@ mod tests {
             command_timeout_ms: 200,
             ..Default::default()
         };
-        let gateway = |regional: Arc<RegionalCache>, requests: IntCounterVec| {
+        let gateway = |regional: Arc<Regional>, requests: IntCounterVec| {
             let config = EntityCacheConfig { regional: Some(regional), ..config() };
             CachedCatalog::wrap(slow.clone(), &config, requests)
         };
         let (metrics_a, _) = regional_metrics();
         let (metrics_b, requests_b) = regional_metrics();
         let degraded_b = metrics_b.degraded.clone();
-        let regional_a = RegionalCache::connect(&redis, metrics_a).expect("client a");
-        let regional_b = RegionalCache::connect(&redis, metrics_b).expect("client b");
+        let regional_a = Regional::connect(&redis, metrics_a).expect("client a");
+        let regional_b = Regional::connect(&redis, metrics_b).expect("client b");
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while !(regional_a.is_connected() && regional_b.is_connected()) {
             assert!(std::time::Instant::now() < deadline, "the clients did not connect");

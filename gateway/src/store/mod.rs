@@ -18,6 +18,7 @@ pub mod cached;
 pub mod entities;
 pub mod instrumented;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use marquee_store::Store;
@@ -35,10 +36,17 @@ pub struct StackConfig {
     pub rating_totals_bytes: u64,
     /// The entity cache (`cache.entities_*`).
     pub entities: entities::EntityCacheConfig,
+    /// The region's Redis (`[redis]`), behind the rating-totals cache and carrying its
+    /// invalidations.
+    pub regional: Option<Arc<crate::regional::Regional>>,
 }
 
 /// Stacks the layers over `backend`, bottom up.
-pub fn stack(backend: Store, config: &StackConfig, metrics: &Metrics) -> Store {
+pub fn stack(
+    backend: Store,
+    config: &StackConfig,
+    metrics: &Metrics,
+) -> Result<Store, crate::regional::RedisConfigError> {
     let name = backend.lifecycle.backend();
     let instrumented = instrumented::wrap(backend, name, metrics);
     cached::wrap(instrumented, config, metrics.cache_requests.clone())

@@ -15,5 +15,6 @@ mod limits;
 mod persisted;
 mod queries;
 mod readme;
+mod regional;
 mod spec;
 mod users;

@@ -1,0 +1,425 @@
+//! The region's Redis Cluster, shared by all its gateways: the second cache tier (L2) behind
+//! every gateway's in-process one, the invalidation bus between them (`bus`), region-wide rate
+//! limits (`limiter`) and APQ registrations (`crate::persisted`). So a region of many gateways
+//! reads a hot entity from the store once, limits each client once, and knows every
+//! registered query hash.
+//!
+//! Redis is an optimisation, never a dependency. Every call here answers: a lookup that fails
+//! or takes longer than `redis.command_timeout_ms` is a miss, a write that fails is dropped, and
+//! both are counted (`cache_requests_total{tier="l2",result="error"}`, `cache_l2_degraded`) and
+//! logged once per change of state. After a failure the cluster is left alone for a second
+//! (a circuit breaker: lookups are `skipped`, the limiter falls back), then one call probes it;
+//! so a cluster that stopped answering costs one timeout per second, not one per request. The
+//! client reconnects by itself, and a gateway starts and serves with the cluster down.
+//!
+//! A batch of keys is one pipelined round trip: keys are grouped by hash slot, one `MGET` per
+//! slot (a cross-slot `MGET` fails on a cluster), and the pipeline sends each to its node.
+//! Values are postcard bytes under keys that carry the encoding version; every entry gets its
+//! TTL plus up to `ttl_jitter_pct` percent, so entries written together do not expire together.
+
+pub mod bus;
+pub mod limiter;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use fred::prelude::{
+    Builder, ClientLike, Config as FredConfig, Expiration, KeysInterface, ReconnectPolicy, ServerConfig,
+    Value,
+};
+use fred::types::config::Server;
+use prometheus::{Histogram, IntCounterVec, IntGauge};
+use serde::{Deserialize, Serialize};
+
+/// `[redis]`: the region's Redis Cluster.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Cluster nodes to discover the cluster from, `host:port`.
+    pub seeds: Vec<String>,
+    /// A call taking longer is a miss (or dropped, or decided in process), in milliseconds.
+    pub command_timeout_ms: u64,
+    /// Extra time to live, up to this percentage of an entry's TTL, chosen per entry.
+    pub ttl_jitter_pct: u8,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig { seeds: Vec::new(), command_timeout_ms: 50, ttl_jitter_pct: 10 }
+    }
+}
+
+/// Why the client could not be set up (bad settings; an unreachable cluster is not an error).
+#[derive(Debug, thiserror::Error)]
+#[error("redis: {0}")]
+pub struct RedisConfigError(String);
+
+/// The metrics of the gateway's use of Redis.
+#[derive(Clone)]
+pub struct RegionalMetrics {
+    /// `cache_requests_total`, counted under `tier="l2"`.
+    pub requests: IntCounterVec,
+    /// `redis_command_duration_seconds`: one pipelined round trip.
+    pub latency: Histogram,
+    /// `cache_l2_degraded`: 1 while the last call to the cluster failed.
+    pub degraded: IntGauge,
+    /// `cache_invalidations_total{event}`: invalidations published, failed, received.
+    pub invalidations: IntCounterVec,
+    /// `cache_invalidation_bus_live`: 1 while this gateway receives the region's invalidations.
+    pub bus_live: IntGauge,
+}
+
+/// The `tier` label of the regional tier.
+pub const L2: &str = "l2";
+
+/// How long the cluster is left alone after a failure before one call probes it.
+const PROBE_AFTER: Duration = Duration::from_secs(1);
+
+/// A client of the region's Redis Cluster.
+pub struct Regional {
+    client: fred::clients::Client,
+    /// The settings the client was made from (the bus makes its own connections from them).
+    fred_config: FredConfig,
+    timeout: Duration,
+    jitter_pct: u8,
+    metrics: RegionalMetrics,
+    breaker: Breaker,
+    degraded: AtomicBool,
+}
+
+impl std::fmt::Debug for Regional {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Regional").field("timeout", &self.timeout).finish_non_exhaustive()
+    }
+}
+
+/// A failed call from the breaker's point of view.
+#[derive(Debug)]
+enum CallError {
+    /// The breaker is open: the call was not made.
+    Skipped,
+    /// The cluster did not answer in time.
+    TimedOut,
+    /// The cluster answered with an error, or the connection failed.
+    Failed(fred::error::Error),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Skipped => f.write_str("skipped while the cluster is failing"),
+            CallError::TimedOut => f.write_str("timed out"),
+            CallError::Failed(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl Regional {
+    /// A client of the cluster at `config.seeds`, connecting in the background (the gateway
+    /// does not wait for the cluster, and serves from the store while it is away).
+    pub fn connect(
+        config: &RedisConfig,
+        metrics: RegionalMetrics,
+    ) -> Result<Arc<Regional>, RedisConfigError> {
+        let mut hosts = Vec::with_capacity(config.seeds.len());
+        for seed in &config.seeds {
+            let (host, port) = seed
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+                .ok_or_else(|| RedisConfigError(format!("seed `{seed}` is not host:port")))?;
+            hosts.push(Server::new(host, port));
+        }
+        if hosts.is_empty() {
+            return Err(RedisConfigError("seeds is empty".into()));
+        }
+        let timeout = Duration::from_millis(config.command_timeout_ms.max(1));
+        let fred_config = FredConfig {
+            server: ServerConfig::Clustered { hosts, policy: Default::default() },
+            // Keep trying in the background rather than failing the first connection.
+            fail_fast: false,
+            ..FredConfig::default()
+        };
+        let client = builder(&fred_config)
+            .with_connection_config(|c| {
+                // A command is tried once: a cache lookup is not worth waiting for.
+                c.max_command_attempts = 1;
+            })
+            .with_performance_config(|p| p.default_command_timeout = timeout)
+            .build()
+            .map_err(|e| RedisConfigError(e.to_string()))?;
+        let _connection = client.connect();
+        Ok(Arc::new(Regional {
+            client,
+            fred_config,
+            timeout,
+            jitter_pct: config.ttl_jitter_pct,
+            metrics,
+            breaker: Breaker::new(),
+            degraded: AtomicBool::new(false),
+        }))
+    }
+
+    /// Whether every connection to the cluster is up now.
+    pub fn is_connected(&self) -> bool {
+        self.client.is_connected()
+    }
+
+    /// Runs one call to the cluster through the breaker and the timeout, recording its
+    /// latency and the tier's state.
+    async fn call<T>(
+        &self,
+        what: &'static str,
+        call: impl Future<Output = Result<T, fred::error::Error>>,
+    ) -> Result<T, CallError> {
+        if !self.breaker.admit() {
+            return Err(CallError::Skipped);
+        }
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(self.timeout, call).await;
+        self.metrics.latency.observe(started.elapsed().as_secs_f64());
+        let error = match outcome {
+            Ok(Ok(value)) => {
+                self.breaker.closed();
+                self.recovered();
+                return Ok(value);
+            }
+            Ok(Err(e)) => CallError::Failed(e),
+            Err(_) => CallError::TimedOut,
+        };
+        self.failed(what, &error);
+        Err(error)
+    }
+
+    /// Records a failed call: opens the breaker and marks the tier degraded.
+    fn failed(&self, what: &'static str, error: &dyn std::fmt::Display) {
+        self.breaker.open();
+        self.metrics.degraded.set(1);
+        if !self.degraded.swap(true, Ordering::Relaxed) {
+            tracing::warn!(what, error = %error, "the region's Redis is failing: serving from the store");
+        }
+    }
+
+    /// The values of `keys`, in order (`None`: a miss, or the cluster did not answer in
+    /// time), counted under `cache`.
+    pub async fn get_many(&self, cache: &str, keys: &[String]) -> Vec<Option<Vec<u8>>> {
+        let mut out = vec![None; keys.len()];
+        if keys.is_empty() {
+            return out;
+        }
+        let mut by_slot: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+        for (i, key) in keys.iter().enumerate() {
+            by_slot.entry(fred::util::redis_keyslot(key.as_bytes())).or_default().push(i);
+        }
+        let pipeline = self.client.pipeline();
+        let groups: Vec<Vec<usize>> = by_slot.into_values().collect();
+        for group in &groups {
+            let slot_keys: Vec<&str> = group.iter().map(|&i| keys[i].as_str()).collect();
+            // Queued in memory; sent below in one round trip.
+            let _: Result<(), _> = pipeline.mget(slot_keys).await;
+        }
+        let replies = match self.call("lookup", async { Ok(pipeline.try_all::<Value>().await) }).await {
+            Ok(replies) => replies,
+            Err(CallError::Skipped) => {
+                self.count(cache, "skipped", keys.len());
+                return out;
+            }
+            Err(_) => {
+                self.count(cache, "error", keys.len());
+                return out;
+            }
+        };
+        let (mut hits, mut misses, mut errors) = (0, 0, 0);
+        for (group, reply) in groups.iter().zip(replies) {
+            match reply {
+                Ok(Value::Array(values)) if values.len() == group.len() => {
+                    for (&i, value) in group.iter().zip(values) {
+                        match value {
+                            Value::Bytes(bytes) => {
+                                out[i] = Some(bytes.to_vec());
+                                hits += 1;
+                            }
+                            Value::String(text) => {
+                                out[i] = Some(text.as_bytes().to_vec());
+                                hits += 1;
+                            }
+                            _ => misses += 1,
+                        }
+                    }
+                }
+                Ok(other) => {
+                    errors += group.len();
+                    tracing::debug!(?other, "unexpected MGET reply");
+                }
+                Err(_) => errors += group.len(),
+            }
+        }
+        self.count(cache, "hit", hits);
+        self.count(cache, "miss", misses);
+        if errors > 0 {
+            // Part of the cluster failed (a node down): the breaker takes it as a failure.
+            self.count(cache, "error", errors);
+            self.failed("lookup", &format_args!("{errors} of {} keys failed", keys.len()));
+        }
+        out
+    }
+
+    /// The value of one key (see [`Regional::get_many`]).
+    pub async fn get(&self, cache: &str, key: String) -> Option<Vec<u8>> {
+        self.get_many(cache, &[key]).await.pop().flatten()
+    }
+
+    /// Stores `entries` (key, value, TTL), best effort; whether every one was stored.
+    pub async fn put_many(&self, entries: Vec<(String, Vec<u8>, Duration)>) -> bool {
+        if entries.is_empty() {
+            return true;
+        }
+        let pipeline = self.client.pipeline();
+        for (key, value, ttl) in entries {
+            let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+            let jitter = ttl_ms.saturating_mul(i64::from(self.jitter_pct)) / 100;
+            let extra = if jitter > 0 { spread(&key, jitter) } else { 0 };
+            let _: Result<(), _> = pipeline
+                .set(key, value.as_slice(), Some(Expiration::PX(ttl_ms.saturating_add(extra))), None, false)
+                .await;
+        }
+        self.run_pipeline("write", pipeline).await
+    }
+
+    /// Deletes `keys`; whether the cluster confirmed it.
+    pub async fn delete_many(&self, keys: &[String]) -> bool {
+        if keys.is_empty() {
+            return true;
+        }
+        let pipeline = self.client.pipeline();
+        for key in keys {
+            // One DEL per key: a multi-key DEL across slots fails on a cluster.
+            let _: Result<(), _> = pipeline.del(key.as_str()).await;
+        }
+        self.run_pipeline("delete", pipeline).await
+    }
+
+    async fn run_pipeline(
+        &self,
+        what: &'static str,
+        pipeline: fred::clients::Pipeline<fred::clients::Client>,
+    ) -> bool {
+        let outcome = self
+            .call(what, async {
+                let replies = pipeline.try_all::<Value>().await;
+                match replies.into_iter().find_map(Result::err) {
+                    Some(error) => Err(error),
+                    None => Ok(()),
+                }
+            })
+            .await;
+        outcome.is_ok()
+    }
+
+    fn count(&self, cache: &str, result: &str, n: usize) {
+        if n > 0 {
+            self.metrics.requests.with_label_values(&[cache, L2, result]).inc_by(n as u64);
+        }
+    }
+
+    fn recovered(&self) {
+        if self.degraded.swap(false, Ordering::Relaxed) {
+            self.metrics.degraded.set(0);
+            tracing::info!("the region's Redis answers again");
+        }
+    }
+}
+
+/// A client builder from `config`, with the reconnection settings every connection to the
+/// cluster shares.
+fn builder(config: &FredConfig) -> Builder {
+    let mut builder = Builder::from_config(config.clone());
+    builder
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(1);
+            c.internal_command_timeout = Duration::from_secs(2);
+        })
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
+    builder
+}
+
+/// The circuit breaker: closed (calls go), open (calls are skipped until `PROBE_AFTER` has
+/// passed since the last failure), then half-open (one call probes; its outcome closes or
+/// reopens it).
+struct Breaker {
+    epoch: Instant,
+    /// Milliseconds since `epoch` until which calls are skipped; 0: closed.
+    open_until_ms: AtomicU64,
+}
+
+impl Breaker {
+    fn new() -> Breaker {
+        Breaker { epoch: Instant::now(), open_until_ms: AtomicU64::new(0) }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX).max(1)
+    }
+
+    /// Whether a call may go now (in the half-open state, only the first caller's does).
+    fn admit(&self) -> bool {
+        let until = self.open_until_ms.load(Ordering::Acquire);
+        if until == 0 {
+            return true;
+        }
+        let now = self.now_ms();
+        now >= until
+            && self
+                .open_until_ms
+                .compare_exchange(until, now + probe_ms(), Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+    }
+
+    fn open(&self) {
+        self.open_until_ms.store(self.now_ms() + probe_ms(), Ordering::Release);
+    }
+
+    fn closed(&self) {
+        self.open_until_ms.store(0, Ordering::Release);
+    }
+}
+
+fn probe_ms() -> u64 {
+    u64::try_from(PROBE_AFTER.as_millis()).unwrap_or(1_000)
+}
+
+/// A number in `0..bound` (`bound` > 0) from the key and the clock: spreads the expiries of
+/// entries written together; needs no other quality.
+fn spread(key: &str, bound: i64) -> i64 {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325 ^ u64::from(nanos);
+    for byte in key.as_bytes() {
+        hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::try_from(hash % bound.unsigned_abs()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_breaker_skips_after_a_failure_then_lets_one_probe_through() {
+        let breaker = Breaker::new();
+        assert!(breaker.admit() && breaker.admit(), "closed: every call goes");
+        breaker.open();
+        assert!(!breaker.admit(), "open: calls are skipped");
+        // Pretend the probe delay has passed.
+        breaker.open_until_ms.store(1, Ordering::Release);
+        assert!(breaker.admit(), "half-open: the first caller probes");
+        assert!(!breaker.admit(), "and only the first");
+        breaker.closed();
+        assert!(
+            breaker.open_until_ms.load(Ordering::Acquire) == 0 && breaker.admit(),
+            "a successful probe closes it"
+        );
+    }
+}

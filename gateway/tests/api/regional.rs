@@ -1,0 +1,249 @@
+//! Two gateways of one region over real HTTP: one keyspace (the ScyllaDB backend, on the
+//! in-process CQL stand-in) and one Redis Cluster of three masters (real `redis-server`
+//! processes on loopback, stopped by PID). Entities and APQ registrations are shared, N
+//! concurrent misses cost one store call, a rating taken by one gateway shows on the other
+//! within the bound, a master killed under traffic fails no request, and the rate limit holds
+//! for the region rather than per gateway.
+
+use std::time::{Duration, Instant};
+
+use marquee_gateway::auth::{Authenticator, generate_pem};
+use marquee_gateway::config::Config;
+use marquee_gateway::persisted::sha256_hex;
+use marquee_gateway::regional::RedisConfig;
+use marquee_redis_cluster::RedisCluster;
+use serde_json::{Value, json};
+
+use crate::helpers::{CATALOG, TestApp, scylla_config, seed_store, spawn_with, test_config};
+
+/// Two gateways sharing a keyspace and a Redis Cluster.
+struct Region {
+    cluster: RedisCluster,
+    config: Config,
+    a: TestApp,
+    b: TestApp,
+    _dir: tempfile::TempDir,
+}
+
+async fn region(adjust: impl FnOnce(&mut Config)) -> Region {
+    let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3))
+        .await
+        .expect("starting")
+        .expect("a Redis Cluster (is redis-server installed? `cargo xtask ci` installs it)");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = scylla_config(dir.path());
+    seed_store(&store, &CATALOG);
+    let key = dir.path().join("signing.pem");
+    std::fs::write(&key, generate_pem().expect("key")).expect("write key");
+    let mut config = test_config(dir.path());
+    config.store = store;
+    config.auth.signing_key_files = vec![key];
+    config.auth.dev_tokens = true;
+    // Generous, so that a loaded test machine does not turn hits into misses.
+    config.redis =
+        Some(RedisConfig { seeds: cluster.seeds(), command_timeout_ms: 500, ..Default::default() });
+    adjust(&mut config);
+    let a = spawn_with(config.clone()).await;
+    let b = spawn_with(config.clone()).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while a.metric("cache_invalidation_bus_live", &[]).await < 1.0
+        || b.metric("cache_invalidation_bus_live", &[]).await < 1.0
+    {
+        assert!(Instant::now() < deadline, "the gateways did not join the invalidation bus");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Region { cluster, config, a, b, _dir: dir }
+}
+
+const MOVIE: &str = "query($m: ID!) { movie(id: $m) { id title } }";
+const COUNT: &str = "query($m: ID!) { movie(id: $m) { rating { count } } }";
+
+/// POSTs `query` and returns the response's status and body.
+async fn post(app: &TestApp, token: Option<&str>, query: &str, variables: Value) -> (u16, Value) {
+    let mut request =
+        app.client.post(app.url("/graphql")).json(&json!({ "query": query, "variables": variables }));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("post");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn store_calls(app: &TestApp, op: &str) -> f64 {
+    app.metric("store_calls_total", &[("op", op)]).await
+}
+
+async fn l2(app: &TestApp, cache: &str, result: &str) -> f64 {
+    app.metric("cache_requests_total", &[("cache", cache), ("tier", "l2"), ("result", result)]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_region_shares_entities_and_persisted_queries_and_loads_a_miss_once() {
+    let region = region(|c| c.rate_limit.enabled = false).await;
+    let (a, b) = (&region.a, &region.b);
+
+    // An entity read through a is found in Redis by b: no store call on b.
+    let movie = json!({ "m": "tt0000042" });
+    let from_a = a.data(MOVIE, movie.clone()).await;
+    let before = store_calls(b, "movies").await;
+    assert_eq!(b.data(MOVIE, movie).await, from_a);
+    assert_eq!(store_calls(b, "movies").await, before, "b read a's entry from Redis");
+    assert!(l2(b, "movies", "hit").await >= 1.0);
+
+    // Single flight: 16 concurrent requests missing the same movie cost one store call.
+    let before = store_calls(b, "movies").await;
+    let requests = (0..16).map(|_| b.data(MOVIE, json!({ "m": "tt0000077" })));
+    let answers = futures::future::join_all(requests).await;
+    assert!(answers.iter().all(|answer| answer["movie"]["id"] == "tt0000077"), "{answers:?}");
+    assert_eq!(store_calls(b, "movies").await - before, 1.0, "16 concurrent misses, one store read");
+
+    // An APQ hash registered through a runs through b.
+    let query = "{ genres { name movieCount } }";
+    let hash = sha256_hex(query);
+    let extensions = json!({ "persistedQuery": { "version": 1, "sha256Hash": hash } }).to_string();
+    let get = |app: &TestApp| {
+        app.client.get(app.url("/graphql")).query(&[("extensions", extensions.as_str())]).send()
+    };
+    let unknown: Value = get(b).await.expect("get").json().await.expect("json");
+    assert_eq!(unknown["errors"][0]["extensions"]["code"], "PERSISTED_QUERY_NOT_FOUND", "{unknown}");
+    let registered = a
+        .client
+        .post(a.url("/graphql"))
+        .json(&json!({ "query": query, "extensions": { "persistedQuery": { "version": 1, "sha256Hash": hash } } }))
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(registered.status(), 200);
+    let through_b = get(b).await.expect("get");
+    assert_eq!(through_b.status(), 200);
+    let body: Value = through_b.json().await.expect("json");
+    assert!(body["data"]["genres"].as_array().is_some_and(|g| !g.is_empty()), "{body}");
+    assert!(l2(b, "apq", "hit").await >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rating_taken_by_one_gateway_shows_on_the_other_within_a_second() {
+    let region = region(|c| c.rate_limit.enabled = false).await;
+    let (a, b) = (&region.a, &region.b);
+    let auth = Authenticator::new(&region.config.auth).await.expect("auth");
+    let alice = auth.issue_dev_user("alice", Duration::from_secs(600)).expect("token").token;
+    let count = async |app: &TestApp| {
+        app.data(COUNT, json!({ "m": "tt0000005" })).await["movie"]["rating"]["count"]
+            .as_i64()
+            .expect("count")
+    };
+
+    // b holds the totals in memory: reading them again costs no store call.
+    let base = count(b).await;
+    let calls = store_calls(b, "rating_totals").await;
+    assert_eq!(count(b).await, base);
+    assert_eq!(store_calls(b, "rating_totals").await, calls, "b answers from its own cache");
+
+    let (status, rated) = post(a, Some(&alice), RATE, json!({ "m": "tt0000005", "s": 7 })).await;
+    assert_eq!((status, rated.get("errors")), (200, None), "{rated}");
+    let written = Instant::now();
+    while count(b).await != base + 1 {
+        assert!(written.elapsed() < Duration::from_secs(1), "b still shows the old totals after 1 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(b.metric("cache_invalidations_total", &[("event", "received")]).await >= 1.0);
+    assert_eq!(count(a).await, base + 1, "and a reads its own write");
+}
+
+const RATE: &str = "mutation($m: ID!, $s: Int!) { rateMovie(movieId: $m, score: $s) { score } }";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_killed_under_traffic_fails_no_request() {
+    let mut region = region(|c| {
+        c.rate_limit.per_second = 1_000_000;
+        c.rate_limit.burst = 1_000_000;
+    })
+    .await;
+    let stop_at = Instant::now() + Duration::from_secs(4);
+    let mut workers = Vec::new();
+    for (worker, app) in [&region.a, &region.b, &region.a, &region.b].into_iter().enumerate() {
+        let client = app.client.clone();
+        let url = app.url("/graphql");
+        workers.push(tokio::spawn(async move {
+            let (mut sent, mut failed) = (0u32, Vec::new());
+            while Instant::now() < stop_at && sent < 5_000 {
+                // Ids cycle over part of the catalog, so both tiers are hit and missed.
+                let id = format!("tt{:07}", 1 + (sent * 4 + worker as u32) % 1_500);
+                let response =
+                    client.post(&url).json(&json!({ "query": MOVIE, "variables": { "m": id } })).send().await;
+                sent += 1;
+                match response {
+                    Ok(r) if r.status() == 200 => {
+                        let body: Value = r.json().await.unwrap_or(Value::Null);
+                        if body.get("errors").is_some() || body["data"]["movie"]["id"] != id {
+                            failed.push(body.to_string());
+                        }
+                    }
+                    Ok(r) => failed.push(format!("status {}", r.status())),
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (sent, failed)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    region.cluster.kill(0).expect("kill a master");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let cluster = region.cluster;
+    let mut cluster = tokio::task::spawn_blocking(move || {
+        let mut cluster = cluster;
+        cluster.restart(0).expect("restart");
+        cluster
+    })
+    .await
+    .expect("restarting");
+    let (mut sent, mut failed) = (0, Vec::new());
+    for worker in workers {
+        let (s, f) = worker.await.expect("worker");
+        sent += s;
+        failed.extend(f);
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {sent} requests failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(sent > 100, "only {sent} requests were sent");
+    let (a, b) = (&region.a, &region.b);
+    let felt = l2(a, "movies", "error").await
+        + l2(a, "movies", "skipped").await
+        + l2(b, "movies", "error").await
+        + l2(b, "movies", "skipped").await;
+    assert!(felt > 0.0, "the kill never reached the cache tier");
+    cluster.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_holds_for_the_region_and_falls_back_when_redis_is_gone() {
+    let mut region = region(|c| {
+        c.rate_limit.per_second = 1;
+        c.rate_limit.burst = 4;
+    })
+    .await;
+    let mut allowed = 0;
+    for app in [&region.a, &region.a, &region.a, &region.a, &region.b, &region.b, &region.b, &region.b] {
+        let (status, body) = post(app, None, MOVIE, json!({ "m": "tt0000001" })).await;
+        match status {
+            200 => allowed += 1,
+            429 => assert_eq!(body["errors"][0]["extensions"]["code"], "RATE_LIMITED", "{body}"),
+            other => panic!("status {other}: {body}"),
+        }
+    }
+    // A burst of 4 for the region (plus at most one refilled during the test), not 4 per gateway.
+    assert!((4..=5).contains(&allowed), "{allowed} of 8 allowed");
+    assert_eq!(region.a.metric("rate_limiter_fallbacks_total", &[]).await, 0.0);
+
+    for node in 0..3 {
+        region.cluster.kill(node).expect("kill");
+    }
+    let (status, body) = post(&region.b, None, MOVIE, json!({ "m": "tt0000001" })).await;
+    assert_eq!(status, 200, "b's own limiter decides while Redis is gone: {body}");
+    assert!(region.b.metric("rate_limiter_fallbacks_total", &[]).await >= 1.0);
+}
