@@ -497,6 +497,15 @@ mod tests {
     }
 
     #[test]
+    fn the_local_redis_region_file_loads() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../regions/local-redis.toml");
+        let config = Config::load(Some(&file), no_overrides()).expect("regions/local-redis.toml is valid");
+        let redis = config.redis.expect("[redis]");
+        assert_eq!(redis.seeds, ["127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"]);
+        assert!(matches!(config.store, StoreConfig::Scylla(_)));
+    }
+
+    #[test]
     fn missing_file_is_an_error() {
         assert!(matches!(
             Config::load(Some(Path::new("/nonexistent/marquee.toml")), no_overrides()),

@@ -15,7 +15,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -61,6 +61,8 @@ pub struct RateLimit {
     fallback: Option<Arc<dyn RateLimiter>>,
     /// `rate_limiter_fallbacks_total`.
     fallbacks: IntCounter,
+    /// Whether the last check fell back (logged once per change, not once per request).
+    falling_back: Arc<AtomicBool>,
 }
 
 impl RateLimit {
@@ -71,12 +73,12 @@ impl RateLimit {
         fallback: Option<Arc<dyn RateLimiter>>,
         fallbacks: IntCounter,
     ) -> RateLimit {
-        RateLimit { limiter: Some(limiter), fallback, fallbacks }
+        RateLimit { limiter: Some(limiter), fallback, fallbacks, falling_back: Arc::default() }
     }
 
     /// No limits.
     pub fn disabled(fallbacks: IntCounter) -> RateLimit {
-        RateLimit { limiter: None, fallback: None, fallbacks }
+        RateLimit { limiter: None, fallback: None, fallbacks, falling_back: Arc::default() }
     }
 
     /// Whether requests are limited at all.
@@ -88,10 +90,17 @@ impl RateLimit {
     pub(crate) async fn charge(&self, bucket: &str) -> Result<(), Response> {
         let Some(limiter) = &self.limiter else { return Ok(()) };
         let admission = match limiter.check(bucket).await {
-            Ok(admission) => admission,
+            Ok(admission) => {
+                if self.falling_back.swap(false, Ordering::Relaxed) {
+                    tracing::info!("rate limiter available again");
+                }
+                admission
+            }
             Err(e) => {
                 self.fallbacks.inc();
-                tracing::warn!(error = %e, "rate limiter unavailable; using the fallback");
+                if !self.falling_back.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "rate limiter unavailable; using the fallback until it answers");
+                }
                 match &self.fallback {
                     Some(fallback) => fallback.check(bucket).await.unwrap_or(Admission::Allowed),
                     None => Admission::Allowed,

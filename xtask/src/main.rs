@@ -56,12 +56,16 @@ enum Task {
         #[command(flatten)]
         tls: CqlTls,
     },
-    /// Run a Redis Cluster on free loopback ports until interrupted (its nodes are stopped by
-    /// PID); prints the seeds for `[cache.redis]`.
+    /// Run a Redis Cluster on loopback until interrupted (its nodes are stopped by PID);
+    /// prints the seeds for `[redis]`.
     RedisCluster {
         /// Number of masters (at least 3).
         #[arg(long, default_value_t = 3)]
         masters: usize,
+        /// First port: the masters listen on this port and the next ones (as
+        /// `regions/local-redis.toml` expects with 7000). Default: free ports.
+        #[arg(long)]
+        port: Option<u16>,
     },
 }
 
@@ -86,7 +90,7 @@ fn main() -> anyhow::Result<()> {
         Task::BenchPeer { task } => peer::run(&root, task),
         Task::Fuzz(args) => fuzz::run(&root, &args),
         Task::CqlServer { listen, dc, tls } => cql_server(listen, &dc, &tls),
-        Task::RedisCluster { masters } => redis_cluster(masters),
+        Task::RedisCluster { masters, port } => redis_cluster(&root, masters, port),
         Task::Schema => {
             let sdl = output(&root, "cargo", &["run", "--quiet", "-p", "marquee-gateway", "--", "schema"])?;
             std::fs::write(root.join("schema/schema.graphql"), sdl)
@@ -149,9 +153,22 @@ fn has_nextest(root: &Path) -> bool {
 }
 
 /// Runs a Redis Cluster until Ctrl-C or SIGTERM, then stops its nodes by PID.
-fn redis_cluster(masters: usize) -> anyhow::Result<()> {
+fn redis_cluster(root: &Path, masters: usize, port: Option<u16>) -> anyhow::Result<()> {
     system::ensure_redis()?;
-    let cluster = marquee_redis_cluster::RedisCluster::start(masters).map_err(anyhow::Error::msg)?;
+    let cluster = match port {
+        None => marquee_redis_cluster::RedisCluster::start(masters),
+        Some(first) => {
+            let ports: Vec<u16> = (0..masters)
+                .map(|i| u16::try_from(i).ok().and_then(|i| first.checked_add(i)))
+                .collect::<Option<_>>()
+                .context("--port: the masters' ports run past 65535")?;
+            // A fresh cluster each time: nodes keep their cluster state in their directory.
+            let dir = root.join("target/redis-cluster").join(first.to_string());
+            let _ = std::fs::remove_dir_all(&dir);
+            marquee_redis_cluster::RedisCluster::start_on(&ports, &dir)
+        }
+    }
+    .map_err(anyhow::Error::msg)?;
     println!("Redis Cluster of {masters} masters, seeds: {}", cluster.seeds().join(", "));
     println!("node PIDs: {:?}", cluster.pids());
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;

@@ -93,8 +93,10 @@ fn smoke(root: &Path) -> anyhow::Result<()> {
 
 fn smoke_in(root: &Path, work: &Path) -> anyhow::Result<()> {
     let (gateway, bench) = (root.join("target/debug/gateway"), root.join("target/debug/bench"));
-    // Current binaries, whatever an earlier build left behind (a no-op after the tests).
-    crate::run(root, "cargo", &["build", "--locked", "-p", "marquee-gateway", "-p", "marquee-bench"])?;
+    // Current binaries, whatever an earlier build left behind. Built with the workspace's
+    // test build's features (all targets), so after the tests this reuses every dependency
+    // instead of compiling them again for a narrower feature set.
+    crate::run(root, "cargo", &["build", "--locked", "--workspace", "--all-targets"])?;
     let data = work.join("data");
     let (gateway_s, data_s) = (gateway.display().to_string(), data.display().to_string());
     crate::run(root, &gateway_s, &["seed", "--movies", SMOKE_MOVIES, "--data-dir", &data_s])?;

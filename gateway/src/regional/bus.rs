@@ -9,17 +9,20 @@
 //! fred's cluster client would need a tracking connection per node, for the one kind of value
 //! that writes change (rating totals): an explicit message is simpler and cheaper.
 //!
-//! Pub/sub delivers at most once, so the bus never trusts a quiet channel: until every shard
-//! is subscribed, and again from the moment the connection drops (a reconnection, or a check
-//! every `WATCH_EVERY`) until it is resubscribed, the bus is not *live*, and the caches it
-//! serves must not answer from L1; each time it becomes live again, they drop everything the
-//! messages they may have missed could have changed (`Listener::resync`). The staleness of a
-//! gateway's L1 is therefore bounded by delivery (milliseconds) or by `WATCH_EVERY` plus the
-//! time to notice a dead connection, whichever applies.
+//! Pub/sub delivers at most once, so the bus never trusts a quiet channel. Every `WATCH_EVERY`
+//! each gateway publishes a heartbeat on every shard and listens for its own: the bus is *live*
+//! only while every shard has carried this gateway's heartbeat within `SILENT_AFTER`, so a
+//! closed connection, a node down, a frozen node or a lost subscription all make it silent
+//! within `SILENT_AFTER` plus one tick, whether or not the client noticed. While silent, the
+//! caches it serves must not answer from L1; each time it becomes live again, they drop
+//! everything the messages they may have missed could have changed (`Listener::resync`). So a
+//! gateway's L1 is stale for at most the delivery time (milliseconds) while the bus works, and
+//! at most `SILENT_AFTER` + `WATCH_EVERY` (1 s) when it stops working. The heartbeats cost each
+//! gateway `SHARDS` publishes per tick (64 a second) and each gateway receives every gateway's.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use fred::clients::SubscriberClient;
@@ -31,8 +34,12 @@ use super::{RedisConfigError, Regional, builder};
 /// Channels of the bus, spread over the cluster's slots by their hash tags.
 pub const SHARDS: u64 = 16;
 
-/// How often the subscriber's connection is checked, besides the client's reconnect events.
-const WATCH_EVERY: Duration = Duration::from_millis(200);
+/// How often the subscriber's connection is checked and a heartbeat sent on every shard.
+const WATCH_EVERY: Duration = Duration::from_millis(250);
+
+/// A shard that has not carried this gateway's own heartbeat for this long makes the bus
+/// silent (not live).
+const SILENT_AFTER: Duration = Duration::from_millis(750);
 
 /// The channel of shard `shard`.
 fn channel(shard: u64) -> String {
@@ -51,14 +58,15 @@ pub trait Listener: Send + Sync + 'static {
 /// The gateway's end of the bus.
 pub struct Bus {
     regional: Arc<Regional>,
-    live: Arc<AtomicBool>,
+    /// Since when the bus is live (milliseconds since the Unix epoch); 0: not live.
+    live: Arc<AtomicU64>,
     subscriber: SubscriberClient,
     follower: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Bus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bus").field("live", &self.is_live()).finish_non_exhaustive()
+        f.debug_struct("Bus").field("live_since", &self.live_since()).finish_non_exhaustive()
     }
 }
 
@@ -70,15 +78,21 @@ impl Bus {
             .build_subscriber_client()
             .map_err(|e| RedisConfigError(e.to_string()))?;
         let _connection = subscriber.connect();
-        let live = Arc::new(AtomicBool::new(false));
-        let follower =
-            tokio::spawn(follow(subscriber.clone(), listener, live.clone(), regional.metrics.clone()));
+        let live = Arc::new(AtomicU64::new(0));
+        let follower = tokio::spawn(follow(regional.clone(), subscriber.clone(), listener, live.clone()));
         Ok(Bus { regional, live, subscriber, follower })
     }
 
     /// Whether every message published now will reach this gateway.
     pub fn is_live(&self) -> bool {
-        self.live.load(Ordering::Acquire)
+        self.live_since().is_some()
+    }
+
+    /// When the bus last became live, in milliseconds since the Unix epoch (`None`: it is not
+    /// live now). A value cached in the regional tier before then may have missed an
+    /// invalidation sent while this gateway could not hear it.
+    pub fn live_since(&self) -> Option<u64> {
+        Some(self.live.load(Ordering::Acquire)).filter(|since| *since != 0)
     }
 
     /// Deletes `keys` from the regional tier and publishes `messages` (each on the shard of its
@@ -110,42 +124,44 @@ impl Drop for Bus {
     }
 }
 
-/// Keeps the subscription up and delivers its messages, for as long as the bus lives.
+/// Keeps the subscription up, delivers its messages and decides whether the bus is live, for
+/// as long as the bus lives.
 async fn follow(
+    regional: Arc<Regional>,
     subscriber: SubscriberClient,
     listener: Arc<dyn Listener>,
-    live: Arc<AtomicBool>,
-    metrics: super::RegionalMetrics,
+    live: Arc<AtomicU64>,
 ) {
+    let metrics = regional.metrics.clone();
+    let me = gateway_id();
     let mut messages = subscriber.message_rx();
     let mut reconnects = subscriber.reconnect_rx();
     let mut watch = tokio::time::interval(WATCH_EVERY);
     watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut was_live = false;
     loop {
-        live.store(false, Ordering::Release);
-        metrics.bus_live.set(0);
-        if was_live {
-            tracing::warn!("invalidation bus lost: this gateway's caches answer from Redis or the store");
-            was_live = false;
-        }
+        set_live(&live, &metrics, false);
         watch.tick().await;
         if !subscriber.is_connected() || !subscribe_all(&subscriber).await {
             continue;
         }
         while reconnects.try_recv().is_ok() {}
-        listener.resync().await;
-        live.store(true, Ordering::Release);
-        metrics.bus_live.set(1);
-        was_live = true;
-        tracing::info!("invalidation bus joined");
+        // When this gateway last heard its own heartbeat on each shard.
+        let mut heard: Vec<Option<Instant>> = vec![None; SHARDS as usize];
         loop {
             tokio::select! {
                 message = messages.recv() => match message {
                     Ok(message) => {
-                        metrics.invalidations.with_label_values(&["received"]).inc();
-                        if let Some(text) = message.value.as_str() {
-                            listener.message(&text).await;
+                        let Some(text) = message.value.as_str() else { continue };
+                        match heartbeat(&text) {
+                            Some((from, shard)) => {
+                                if from == me {
+                                    heard[shard] = Some(Instant::now());
+                                }
+                            }
+                            None => {
+                                metrics.invalidations.with_label_values(&["received"]).inc();
+                                listener.message(&text).await;
+                            }
                         }
                     }
                     Err(RecvError::Lagged(_)) => listener.resync().await,
@@ -156,10 +172,71 @@ async fn follow(
                     if !subscriber.is_connected() {
                         break;
                     }
+                    tokio::spawn(beat(regional.clone(), me));
+                    let fresh = heard.iter().all(|at| at.is_some_and(|at| at.elapsed() < SILENT_AFTER));
+                    let was = live.load(Ordering::Acquire) != 0;
+                    if fresh && !was {
+                        // Messages may have been missed while the bus was not live.
+                        listener.resync().await;
+                        set_live(&live, &metrics, true);
+                    } else if !fresh && was {
+                        set_live(&live, &metrics, false);
+                    }
                 }
             }
         }
     }
+}
+
+fn set_live(live: &AtomicU64, metrics: &super::RegionalMetrics, now: bool) {
+    let since = if now { now_ms() } else { 0 };
+    if (live.swap(since, Ordering::AcqRel) != 0) != now {
+        metrics.bus_live.set(i64::from(now));
+        if now {
+            tracing::info!("invalidation bus live");
+        } else {
+            tracing::warn!(
+                "invalidation bus silent: rating totals come from the store until it is live again"
+            );
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .max(1)
+}
+
+/// Publishes this gateway's heartbeat on every shard (through the breaker: while the cluster
+/// fails, no heartbeat goes out and the bus falls silent).
+async fn beat(regional: Arc<Regional>, me: u64) {
+    let pipeline = regional.client.pipeline();
+    for shard in 0..SHARDS {
+        let _: Result<(), _> = pipeline.spublish(channel(shard), format!("hb {me:x} {shard}")).await;
+    }
+    regional.run_pipeline("heartbeat", pipeline).await;
+}
+
+/// The sender and shard of a heartbeat (`hb <gateway> <shard>`); `None` for any other message.
+fn heartbeat(text: &str) -> Option<(u64, usize)> {
+    let mut parts = text.strip_prefix("hb ")?.split(' ');
+    let from = u64::from_str_radix(parts.next()?, 16).ok()?;
+    let shard = parts.next()?.parse::<usize>().ok().filter(|s| *s < SHARDS as usize)?;
+    Some((from, shard))
+}
+
+/// An id for this gateway's heartbeats, unique enough among a region's gateways.
+fn gateway_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher.write_u128(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish()
 }
 
 /// Subscribes to every shard (one command per shard: their channels live on different slots).

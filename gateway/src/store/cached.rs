@@ -16,9 +16,13 @@
 //! A read racing the write (it read the old totals before the write and stores them after the
 //! deletion) would put the old value back; so every invalidation is sent again
 //! `REPEAT_AFTER` later, and retried while the cluster fails, for as long as an entry it could
-//! have missed may live. While the bus is not live (the cluster unreachable), this gateway's
-//! in-process totals are not used: messages could be lost, and totals come from Redis or the
-//! store instead, so the bound holds through an outage too.
+//! have missed may live. While the bus is not live (the cluster unreachable, frozen, or a
+//! subscription lost), this gateway uses neither tier for totals: messages could be lost, so
+//! totals come from the store, and the bound holds through an outage too. Once it is live
+//! again it ignores regional entries read from the store before that moment (each entry
+//! carries when it was read), since an invalidation sent during the outage may have missed
+//! them. A writer that cannot reach Redis at all keeps retrying; until it succeeds (or the TTL
+//! passes) gateways that never lost the bus may show the old totals.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -155,6 +159,14 @@ fn regional_totals_key(movie: MovieId) -> String {
     format!("mq:{VERSION}:totals:{}", movie.0)
 }
 
+/// Rating totals in the regional tier, with when they were read from the store (milliseconds
+/// since the Unix epoch).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Stamped {
+    read_at_ms: u64,
+    totals: RatingTotals,
+}
+
 /// [`UserData`] with rating totals read through a cache and writes invalidating it.
 pub struct CachedUsers {
     inner: Arc<dyn UserData>,
@@ -195,14 +207,23 @@ pub fn wrap(store: Store, config: &StackConfig, requests: IntCounterVec) -> Resu
 }
 
 impl CachedUsers {
-    /// The totals of `movies` from the regional tier (`None`: not there).
-    async fn regional_totals(&self, regional: &Regional, movies: &[MovieId]) -> Vec<Option<RatingTotals>> {
+    /// The totals of `movies` from the regional tier (`None`: not there, or read from the
+    /// store before `since`, when this gateway's bus last became live).
+    async fn regional_totals(
+        &self,
+        regional: &Regional,
+        movies: &[MovieId],
+        since: u64,
+    ) -> Vec<Option<RatingTotals>> {
         let keys: Vec<String> = movies.iter().map(|m| regional_totals_key(*m)).collect();
         regional
             .get_many(TOTALS, &keys)
             .await
             .into_iter()
-            .map(|bytes| bytes.and_then(|b| postcard::from_bytes(&b).ok()))
+            .map(|bytes| {
+                let stamped: Stamped = postcard::from_bytes(&bytes?).ok()?;
+                (stamped.read_at_ms >= since).then_some(stamped.totals)
+            })
             .collect()
     }
 }
@@ -260,8 +281,10 @@ impl UserData for CachedUsers {
             // `cache.rating_totals_ttl_secs = 0`: nothing is ever stored, so do not look.
             return self.inner.rating_totals(movies).await;
         }
-        // Without a live bus, another gateway's write could not reach this gateway's copies.
-        let here = self.regionally.as_ref().is_none_or(|r| r.bus.is_live());
+        // Without a live bus, another gateway's write could not reach this gateway's copies:
+        // neither tier is used then, and the regional one only for values read since.
+        let live_since = self.regionally.as_ref().map(|r| r.bus.live_since());
+        let here = live_since.is_none_or(|since| since.is_some());
         let keys: Vec<String> = movies.iter().map(|m| totals_key(*m)).collect();
         let mut found: Vec<Option<RatingTotals>> =
             if here { self.totals.get_many(&keys).await } else { vec![None; movies.len()] };
@@ -273,10 +296,9 @@ impl UserData for CachedUsers {
         }
         let mut fresh: HashMap<MovieId, RatingTotals> = HashMap::with_capacity(missing.len());
         let mut from_store: Vec<MovieId> = Vec::new();
-        if let Some(regionally) = &self.regionally {
-            for (movie, totals) in
-                missing.iter().zip(self.regional_totals(&regionally.regional, &missing).await)
-            {
+        if let (Some(regionally), Some(Some(since))) = (&self.regionally, live_since) {
+            let regional = self.regional_totals(&regionally.regional, &missing, since).await;
+            for (movie, totals) in missing.iter().zip(regional) {
                 match totals {
                     Some(totals) => {
                         fresh.insert(*movie, totals);
@@ -288,13 +310,15 @@ impl UserData for CachedUsers {
             from_store = missing;
         }
         if !from_store.is_empty() {
+            let read_at_ms = crate::regional::bus::now_ms();
             let loaded = self.inner.rating_totals(&from_store).await?;
-            if let Some(regionally) = &self.regionally {
+            if let (Some(regionally), true) = (&self.regionally, here) {
                 let entries = from_store
                     .iter()
                     .zip(&loaded)
-                    .filter_map(|(m, t)| {
-                        Some((regional_totals_key(*m), postcard::to_stdvec(t).ok()?, self.ttl))
+                    .filter_map(|(movie, totals)| {
+                        let stamped = Stamped { read_at_ms, totals: *totals };
+                        Some((regional_totals_key(*movie), postcard::to_stdvec(&stamped).ok()?, self.ttl))
                     })
                     .collect();
                 regionally.regional.put_many(entries).await;

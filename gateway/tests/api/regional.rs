@@ -247,3 +247,71 @@ async fn the_rate_limit_holds_for_the_region_and_falls_back_when_redis_is_gone()
     assert_eq!(status, 200, "b's own limiter decides while Redis is gone: {body}");
     assert!(region.b.metric("rate_limiter_fallbacks_total", &[]).await >= 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_cluster_costs_one_timeout_per_second_and_keeps_the_staleness_bound() {
+    let mut region = region(|c| {
+        c.rate_limit.per_second = 1_000_000;
+        c.rate_limit.burst = 1_000_000;
+        if let Some(redis) = &mut c.redis {
+            redis.command_timeout_ms = 100;
+        }
+    })
+    .await;
+    let auth = Authenticator::new(&region.config.auth).await.expect("auth");
+    let alice = auth.issue_dev_user("alice", Duration::from_secs(600)).expect("token").token;
+    let count = async |app: &TestApp| {
+        app.data(COUNT, json!({ "m": "tt0000009" })).await["movie"]["rating"]["count"]
+            .as_i64()
+            .expect("count")
+    };
+    let base = count(&region.b).await;
+    assert_eq!(count(&region.b).await, base, "b holds the totals in memory");
+
+    // Every node stops answering without closing its connections (a network that drops
+    // packets): calls time out instead of failing fast, and no invalidation gets through.
+    for node in 0..3 {
+        region.cluster.freeze(node).expect("freeze");
+    }
+    let (status, rated) = post(&region.a, Some(&alice), RATE, json!({ "m": "tt0000009", "s": 3 })).await;
+    assert_eq!((status, rated.get("errors")), (200, None), "the write does not need Redis: {rated}");
+    let written = Instant::now();
+    while count(&region.b).await != base + 1 {
+        // The bus falls silent within a second, and b stops answering from its own memory.
+        assert!(written.elapsed() < Duration::from_secs(2), "b still shows the old totals after 2 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(region.b.metric("cache_invalidation_bus_live", &[]).await, 0.0);
+
+    let started = Instant::now();
+    let mut sent = 0;
+    while sent < 200 && started.elapsed() < Duration::from_secs(4) {
+        let id = format!("tt{:07}", 100 + sent);
+        let (status, body) = post(&region.a, None, MOVIE, json!({ "m": id })).await;
+        assert_eq!((status, &body["data"]["movie"]["id"]), (200, &json!(id)), "{body}");
+        sent += 1;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let a = &region.a;
+    let waited = l2(a, "movies", "error").await;
+    let skipped = l2(a, "movies", "skipped").await;
+    // While the cluster fails, one call per second probes it and times out; the rest leave it
+    // alone (the probe may be the rate limiter's, a heartbeat or an entity lookup).
+    assert!(skipped > 0.0, "the breaker never opened");
+    assert!(
+        waited <= seconds.ceil() + 2.0,
+        "{waited} lookups waited for a frozen cluster in {seconds:.1} s ({sent} requests)"
+    );
+    assert!(a.metric("rate_limiter_fallbacks_total", &[]).await >= 1.0);
+
+    // Thawed: the bus is live again and b's cache is used again.
+    for node in 0..3 {
+        region.cluster.thaw(node).expect("thaw");
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while region.b.metric("cache_invalidation_bus_live", &[]).await < 1.0 {
+        assert!(Instant::now() < deadline, "the bus did not come back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(count(&region.b).await, base + 1);
+}

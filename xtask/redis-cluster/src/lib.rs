@@ -64,8 +64,23 @@ impl RedisCluster {
         if masters < 3 {
             return Err(fail("a Redis Cluster needs at least 3 masters"));
         }
+        RedisCluster::start_on(&free_ports(masters)?, dir)
+    }
+
+    /// A cluster with one master on each of `ports` (on 127.0.0.1, at least 3), the nodes'
+    /// files under `dir`: for a region file that names its seeds.
+    pub fn start_on(ports: &[u16], dir: &Path) -> Result<RedisCluster, ClusterError> {
+        let masters = ports.len();
+        if masters < 3 {
+            return Err(fail("a Redis Cluster needs at least 3 masters"));
+        }
+        for &port in ports {
+            if TcpListener::bind(("127.0.0.1", port)).is_err() {
+                return Err(fail(format!("127.0.0.1:{port} is in use")));
+            }
+        }
         let mut cluster = RedisCluster { nodes: Vec::with_capacity(masters), _scratch: None };
-        for port in free_ports(masters)? {
+        for &port in ports {
             let node_dir = dir.join(format!("node-{port}"));
             std::fs::create_dir_all(&node_dir)
                 .map_err(|e| fail(format!("creating {}: {e}", node_dir.display())))?;
@@ -112,6 +127,27 @@ impl RedisCluster {
             let _ = process.wait();
         }
         Ok(())
+    }
+
+    /// Freezes node `index` (SIGSTOP by PID): it keeps its connections but answers nothing,
+    /// like a node behind a network that drops packets, until [`RedisCluster::thaw`].
+    pub fn freeze(&mut self, index: usize) -> Result<(), ClusterError> {
+        self.signal(index, "-STOP")
+    }
+
+    /// Lets a frozen node run again (SIGCONT by PID).
+    pub fn thaw(&mut self, index: usize) -> Result<(), ClusterError> {
+        self.signal(index, "-CONT")
+    }
+
+    fn signal(&self, index: usize, signal: &str) -> Result<(), ClusterError> {
+        let node = self.nodes.get(index).ok_or_else(|| fail(format!("no node {index}")))?;
+        let process = node.process.as_ref().ok_or_else(|| fail(format!("node {index} is not running")))?;
+        let status = Command::new("kill")
+            .args([signal, &process.id().to_string()])
+            .status()
+            .map_err(|e| fail(format!("signalling node {index}: {e}")))?;
+        if status.success() { Ok(()) } else { Err(fail(format!("kill {signal} failed for node {index}"))) }
     }
 
     /// Starts node `index` again (it rejoins with its saved cluster state) and waits until the
