@@ -88,9 +88,10 @@ impl Bus {
         self.live_since().is_some()
     }
 
-    /// When the bus last became live, in milliseconds since the Unix epoch (`None`: it is not
-    /// live now). A value cached in the regional tier before then may have missed an
-    /// invalidation sent while this gateway could not hear it.
+    /// When the bus last became live again after falling silent, in milliseconds since the
+    /// Unix epoch (1 if it never fell silent; `None`: it is not live now). A value cached in
+    /// the regional tier before then may have missed an invalidation sent while the cluster
+    /// was failing.
     pub fn live_since(&self) -> Option<u64> {
         Some(self.live.load(Ordering::Acquire)).filter(|since| *since != 0)
     }
@@ -138,8 +139,9 @@ async fn follow(
     let mut reconnects = subscriber.reconnect_rx();
     let mut watch = tokio::time::interval(WATCH_EVERY);
     watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rejoined = false;
     loop {
-        set_live(&live, &metrics, false);
+        set_live(&live, &metrics, false, true);
         watch.tick().await;
         if !subscriber.is_connected() || !subscribe_all(&subscriber).await {
             continue;
@@ -178,9 +180,10 @@ async fn follow(
                     if fresh && !was {
                         // Messages may have been missed while the bus was not live.
                         listener.resync().await;
-                        set_live(&live, &metrics, true);
+                        set_live(&live, &metrics, true, rejoined);
+                        rejoined = true;
                     } else if !fresh && was {
-                        set_live(&live, &metrics, false);
+                        set_live(&live, &metrics, false, true);
                     }
                 }
             }
@@ -188,8 +191,15 @@ async fn follow(
     }
 }
 
-fn set_live(live: &AtomicU64, metrics: &super::RegionalMetrics, now: bool) {
-    let since = if now { now_ms() } else { 0 };
+/// Marks the bus live (since now, or, on a gateway's first join, since always: a gateway that
+/// never heard the bus holds nothing that missed a message, and entries in the regional tier
+/// are kept right by the writers' own retried invalidations) or silent.
+fn set_live(live: &AtomicU64, metrics: &super::RegionalMetrics, now: bool, rejoined: bool) {
+    let since = match (now, rejoined) {
+        (false, _) => 0,
+        (true, false) => 1,
+        (true, true) => now_ms(),
+    };
     if (live.swap(since, Ordering::AcqRel) != 0) != now {
         metrics.bus_live.set(i64::from(now));
         if now {
