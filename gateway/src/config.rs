@@ -261,13 +261,15 @@ pub enum StoreConfig {
 pub struct EmbeddedConfig {
     /// The data directory (the catalog generations and the user data).
     pub data_dir: PathBuf,
-    /// Page cache while serving, in MiB.
+    /// Page cache of the catalog while serving, in MiB.
     pub cache_mib: usize,
+    /// Page cache of the user data (ratings, watchlists), in MiB.
+    pub users_cache_mib: usize,
 }
 
 impl Default for EmbeddedConfig {
     fn default() -> Self {
-        EmbeddedConfig { data_dir: PathBuf::from("data"), cache_mib: 512 }
+        EmbeddedConfig { data_dir: PathBuf::from("data"), cache_mib: 128, users_cache_mib: 16 }
     }
 }
 
@@ -424,9 +426,13 @@ mod tests {
 
             jail.create_file("store.toml", "[store]\nbackend = \"embedded\"\ndata_dir = \"/srv/marquee\"\n")?;
             jail.set_env("MARQUEE_STORE__CACHE_MIB", "64");
+            jail.set_env("MARQUEE_STORE__USERS_CACHE_MIB", "32");
             let config = Config::load(Some(Path::new("store.toml")), no_overrides()).expect("valid");
             let StoreConfig::Embedded(embedded) = &config.store else { panic!("{:?}", config.store) };
-            assert_eq!((embedded.data_dir.as_path(), embedded.cache_mib), (Path::new("/srv/marquee"), 64));
+            assert_eq!(
+                (embedded.data_dir.as_path(), embedded.cache_mib, embedded.users_cache_mib),
+                (Path::new("/srv/marquee"), 64, 32)
+            );
 
             jail.create_file(
                 "scylla.toml",

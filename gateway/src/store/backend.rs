@@ -18,7 +18,10 @@ const EMBEDDED_LOAD_CACHE_BYTES: usize = 1 << 30;
 pub async fn open(config: &StoreConfig) -> Result<Store, StoreError> {
     match config {
         StoreConfig::Embedded(embedded) => {
-            let options = EmbeddedOptions { cache_bytes: embedded.cache_mib * 1024 * 1024 };
+            let options = EmbeddedOptions {
+                cache_bytes: embedded.cache_mib * 1024 * 1024,
+                users_cache_bytes: embedded.users_cache_mib * 1024 * 1024,
+            };
             let data_dir = embedded.data_dir.clone();
             let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(&data_dir, &options))
                 .await

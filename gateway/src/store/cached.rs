@@ -88,7 +88,7 @@ struct Regionally {
 /// The invalidation entry point: the write path tells it what changed, and it drops the
 /// cached copies, in every tier and every gateway of the region.
 pub struct Invalidation {
-    rating_totals: Arc<Cache<RatingTotals>>,
+    rating_totals: Arc<Cache<RatingTotals, MovieId>>,
     regionally: Option<Arc<Regionally>>,
     /// How long a copy it could have missed may live (the totals' TTL, jitter included).
     horizon: Duration,
@@ -97,10 +97,10 @@ pub struct Invalidation {
 impl Invalidation {
     /// Drops whatever `changes` made stale.
     pub async fn changed(&self, changes: &[Change]) {
-        let keys: Vec<String> = changes
+        let keys: Vec<MovieId> = changes
             .iter()
             .map(|change| match change {
-                Change::RatingTotals(movie) => totals_key(*movie),
+                Change::RatingTotals(movie) => *movie,
             })
             .collect();
         if let Some(regionally) = &self.regionally {
@@ -133,14 +133,14 @@ impl Invalidation {
 
 /// Drops this gateway's copies on the bus's word.
 struct TotalsListener {
-    rating_totals: Arc<Cache<RatingTotals>>,
+    rating_totals: Arc<Cache<RatingTotals, MovieId>>,
 }
 
 #[async_trait]
 impl Listener for TotalsListener {
     async fn message(&self, text: &str) {
         match Change::parse(text) {
-            Some(Change::RatingTotals(movie)) => self.rating_totals.invalidate(&[totals_key(movie)]).await,
+            Some(Change::RatingTotals(movie)) => self.rating_totals.invalidate([&movie]).await,
             None => tracing::debug!(text, "unknown invalidation message"),
         }
     }
@@ -148,10 +148,6 @@ impl Listener for TotalsListener {
     async fn resync(&self) {
         self.rating_totals.clear();
     }
-}
-
-fn totals_key(movie: MovieId) -> String {
-    cache::key(VERSION, "totals", movie.0)
 }
 
 /// Rating totals do not depend on the catalog generation: users' data outlives loads.
@@ -170,7 +166,7 @@ struct Stamped {
 /// [`UserData`] with rating totals read through a cache and writes invalidating it.
 pub struct CachedUsers {
     inner: Arc<dyn UserData>,
-    totals: Arc<Cache<RatingTotals>>,
+    totals: Arc<Cache<RatingTotals, MovieId>>,
     ttl: Duration,
     regionally: Option<Arc<Regionally>>,
     invalidation: Invalidation,
@@ -285,9 +281,8 @@ impl UserData for CachedUsers {
         // neither tier is used then, and the regional one only for values read since.
         let live_since = self.regionally.as_ref().map(|r| r.bus.live_since());
         let here = live_since.is_none_or(|since| since.is_some());
-        let keys: Vec<String> = movies.iter().map(|m| totals_key(*m)).collect();
         let mut found: Vec<Option<RatingTotals>> =
-            if here { self.totals.get_many(&keys).await } else { vec![None; movies.len()] };
+            if here { self.totals.get_many(movies).await } else { vec![None; movies.len()] };
         let missing = cache::distinct(
             &movies.iter().zip(&found).filter(|(_, c)| c.is_none()).map(|(m, _)| *m).collect::<Vec<_>>(),
         );
@@ -326,8 +321,8 @@ impl UserData for CachedUsers {
             fresh.extend(from_store.into_iter().zip(loaded));
         }
         if here {
-            let entries: Vec<(String, RatingTotals, Duration)> =
-                fresh.iter().map(|(m, t)| (totals_key(*m), *t, self.ttl)).collect();
+            let entries: Vec<(MovieId, RatingTotals, Duration)> =
+                fresh.iter().map(|(m, t)| (*m, *t, self.ttl)).collect();
             self.totals.put_many(entries).await;
         }
         for (slot, movie) in found.iter_mut().zip(movies) {

@@ -19,7 +19,6 @@
 //! response cache when they are hot.
 
 use std::collections::HashMap;
-use std::hash::Hash;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -34,7 +33,7 @@ use prometheus::IntCounterVec;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::cache::{self, Cache, Weigh};
+use crate::cache::{self, Cache, CacheKey, Weigh};
 use crate::regional::Regional;
 
 /// Bumped when the shape of a cached entity changes.
@@ -104,9 +103,9 @@ struct RegionalTier {
 }
 
 /// One kind of entity: its cache, its loader and the loads in flight.
-struct Entities<K, V> {
+struct Entities<K: CacheKey, V> {
     kind: &'static str,
-    cache: Arc<Cache<V>>,
+    cache: Arc<Cache<V, K>>,
     regional: Option<RegionalTier>,
     ttl: Duration,
     load: Loader<K, V>,
@@ -117,7 +116,7 @@ struct Entities<K, V> {
 
 impl<K, V> Entities<K, V>
 where
-    K: Copy + Eq + Hash + std::fmt::Display + Send + Sync + 'static,
+    K: Copy + CacheKey + std::fmt::Display,
     V: Clone + Weigh + Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     fn new(
@@ -144,15 +143,10 @@ where
         }
     }
 
-    fn key(&self, id: K) -> String {
-        cache::key(VERSION, self.kind, id)
-    }
-
     /// The values of `ids`, in order: hits from memory, the misses in one backend call (less
     /// the ones another batch is loading already, which are waited for).
     async fn get(&self, ids: &[K]) -> Result<Vec<V>, StoreError> {
-        let keys: Vec<String> = ids.iter().map(|id| self.key(*id)).collect();
-        let cached = self.cache.get_many(&keys).await;
+        let cached = self.cache.get_many(ids).await;
         let misses: Vec<K> =
             ids.iter().zip(&cached).filter(|(_, c)| c.is_none()).map(|(id, _)| *id).collect();
         if misses.is_empty() {
@@ -235,7 +229,7 @@ where
                         regional.cache.put_many(entries).await;
                     }
                     found.extend(missing.iter().copied().zip(values));
-                    let entries = found.iter().map(|(id, v)| (cache::key(VERSION, kind, id), v.clone(), ttl));
+                    let entries = found.iter().map(|(id, v)| (*id, v.clone(), ttl));
                     cache.put_many(entries.collect::<Vec<_>>()).await;
                     Ok(Arc::new(found))
                 }
@@ -418,7 +412,11 @@ mod tests {
     }
 
     async fn seeded(dir: &std::path::Path) -> Arc<Slow> {
-        let config = StoreConfig::Embedded(EmbeddedConfig { data_dir: dir.to_owned(), cache_mib: 8 });
+        let config = StoreConfig::Embedded(EmbeddedConfig {
+            data_dir: dir.to_owned(),
+            cache_mib: 8,
+            users_cache_mib: 8,
+        });
         let bulk_config = config.clone();
         tokio::task::spawn_blocking(move || {
             let bulk = crate::store::bulk(&bulk_config);

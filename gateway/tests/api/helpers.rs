@@ -57,7 +57,7 @@ pub(crate) fn store_config(data_dir: &Path) -> StoreConfig {
 
 /// The embedded backend over `data_dir`.
 pub(crate) fn embedded_config(data_dir: &Path) -> StoreConfig {
-    StoreConfig::Embedded(EmbeddedConfig { data_dir: data_dir.to_owned(), cache_mib: 16 })
+    StoreConfig::Embedded(EmbeddedConfig { data_dir: data_dir.to_owned(), cache_mib: 16, users_cache_mib: 8 })
 }
 
 /// The ScyllaDB backend, in a keyspace named after `data_dir`.

@@ -88,19 +88,18 @@ pub fn catalog_bytes(data_dir: &Path) -> u64 {
         .sum()
 }
 
-/// Page cache of the user-data file.
-const USERS_CACHE_BYTES: usize = 64 * 1024 * 1024;
-
 /// Tuning for [`EmbeddedStore::open`].
 #[derive(Clone, Debug)]
 pub struct EmbeddedOptions {
-    /// redb page cache, in bytes.
+    /// redb page cache of the catalog's files, in bytes.
     pub cache_bytes: usize,
+    /// redb page cache of the user-data file, in bytes.
+    pub users_cache_bytes: usize,
 }
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
-        EmbeddedOptions { cache_bytes: 256 * 1024 * 1024 }
+        EmbeddedOptions { cache_bytes: 128 * 1024 * 1024, users_cache_bytes: 16 * 1024 * 1024 }
     }
 }
 
@@ -150,7 +149,7 @@ impl EmbeddedStore {
         let main = open(MAIN_FILE, 2)?;
         let years = read::check_format_and_years(&main)?;
         let users = redb::Builder::new()
-            .set_cache_size(USERS_CACHE_BYTES)
+            .set_cache_size(options.users_cache_bytes)
             .create(data_dir.join(users::USERS_FILE))
             .map_err(|e| open_error(data_dir, e))?;
         users::init(&users)?;
