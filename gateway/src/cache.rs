@@ -1,12 +1,11 @@
 //! The one cache abstraction every cache of shared data uses: whole GET responses
 //! (`response_cache`) and the store stack's read-through caches (`store::cached`).
 //!
-//! A [`Cache`] is keyed by strings that start with a version prefix (so a deploy that changes
-//! a value's shape never reads the old shape) or by typed ids, bounded in bytes, and gives every entry its own
-//! time to live. Its interface is async and batch-shaped — `get_many`, `put_many`,
-//! `invalidate` — because the tier that comes next is a network one: the regional Redis
-//! Cluster sits behind this in-process tier, reached in one pipelined round trip per batch,
-//! without its callers changing. Today the in-process tier (moka) is the only one.
+//! A [`Cache`] is keyed by strings that start with a version prefix (so a deploy that
+//! changes a value's shape never reads the old shape) or by typed ids, bounded in bytes, and
+//! gives every entry its own time to live. Its interface is async and batch-shaped —
+//! `get_many`, `put_many`, `invalidate` — like the regional Redis Cluster behind it
+//! (`regional`), which the store stack reaches in one pipelined round trip per batch.
 //!
 //! Caches that hold what cannot be shared between processes keep their own moka cache: parsed
 //! documents (`marquee_schema`'s parse cache) and token verdicts (`auth`).
@@ -72,7 +71,7 @@ impl CacheKey for marquee_store::PersonId {
 }
 
 /// What moka keeps per entry besides key and value (its node, deque links, timer, the
-/// `Stored` wrapper), by its source: counted so that small entries do not overrun the bound.
+/// `Stored` wrapper), estimated: counted so that many small entries do not overrun the bound.
 const ENTRY_OVERHEAD: usize = 160;
 
 type Hasher = foldhash::fast::RandomState;
