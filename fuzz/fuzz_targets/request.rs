@@ -35,7 +35,11 @@ static WORLD: LazyLock<World> = LazyLock::new(|| {
     let options = SeedOptions { movies: 300, people: Some(200), seed: 7 };
     seed(&options, sink, &mut |_| {}).expect("seeded");
     let store = Store::new(std::sync::Arc::new(
-        EmbeddedStore::open(dir.path(), &EmbeddedOptions { cache_bytes: 16 << 20 }).expect("opens"),
+        EmbeddedStore::open(
+            dir.path(),
+            &EmbeddedOptions { cache_bytes: 16 << 20, ..EmbeddedOptions::default() },
+        )
+        .expect("opens"),
     ));
     let config = SchemaConfig::default();
     World {
@@ -72,7 +76,12 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(document) = world.analyzer.parse(query) {
         let mut variables = variables.clone();
         if let Ok(cost) = world.analyzer.measure(&document, operation, &mut variables) {
-            assert!(cost.visited <= query.len() as u64, "visited {} selections in {} bytes", cost.visited, query.len());
+            assert!(
+                cost.visited <= query.len() as u64,
+                "visited {} selections in {} bytes",
+                cost.visited,
+                query.len()
+            );
         }
     }
 

@@ -103,6 +103,8 @@ fn main() -> anyhow::Result<()> {
 
 fn ci(root: &Path) -> anyhow::Result<()> {
     run(root, "cargo", &["fmt", "--all", "--", "--check"])?;
+    // The fuzz targets are their own workspace (cargo-fuzz's layout), outside `--all`.
+    run(root, "cargo", &["fmt", "--manifest-path", "fuzz/Cargo.toml", "--", "--check"])?;
     run(root, "cargo", &["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])?;
     // The stock clients (Apollo Client, graphql-http's audit) the gateway's tests drive, and
     // the Redis server the cache tier's tests start as clusters (each test its own, stopped by
