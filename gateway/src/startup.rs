@@ -167,7 +167,7 @@ impl Application {
         let addr =
             listener.local_addr().map_err(|source| StartupError::Bind { addr: config.listen, source })?;
         let state = AppState {
-            graphql: GraphqlState {
+            graphql: Arc::new(GraphqlState {
                 schema,
                 store: store.clone(),
                 schema_config,
@@ -178,7 +178,7 @@ impl Application {
                     stale_while_revalidate: config.cache.stale_while_revalidate_secs,
                     stale_if_error: config.cache.stale_if_error_secs,
                 },
-            },
+            }),
             authenticator,
             rate_limit: rate_limit(&config, &metrics, regional.as_ref())?,
             readiness: Readiness {

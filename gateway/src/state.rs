@@ -20,7 +20,7 @@ use crate::telemetry::Metrics;
 #[derive(Clone)]
 pub struct AppState {
     /// The GraphQL pipeline's state.
-    pub graphql: GraphqlState,
+    pub graphql: Arc<GraphqlState>,
     /// Token verification and issuing.
     pub authenticator: Arc<Authenticator>,
     /// Per-identity rate limits (on `/graphql` and `/auth/anonymous`).
@@ -65,7 +65,7 @@ macro_rules! substate {
 }
 
 substate! {
-    GraphqlState => |s| s.graphql.clone();
+    Arc<GraphqlState> => |s| s.graphql.clone();
     Arc<Authenticator> => |s| s.authenticator.clone();
     AuthStage => |s| AuthStage { authenticator: s.authenticator.clone(), rate_limit: s.rate_limit.clone() };
     RateLimit => |s| s.rate_limit.clone();

@@ -147,6 +147,19 @@ impl<'a> Completion<'a> {
     fn object(&mut self, value: &mut Value, ty: Option<&'a str>, sets: &[&'a SelectionSet]) -> bool {
         let Value::Object(map) = value else { return true };
         let keys = self.keys(ty, sets);
+        if map.len() == keys.len() && map.keys().zip(keys.iter()).all(|(name, key)| name.as_str() == key.name)
+        {
+            // Already complete and in order (the common case): only the values need a look.
+            for (key, child) in keys.iter().zip(map.values_mut()) {
+                self.path.push(Step::Key(key.name));
+                let ok = self.value(child, key.nullable, key.ty, &key.subs);
+                self.path.pop();
+                if !ok {
+                    return false;
+                }
+            }
+            return true;
+        }
         let mut unordered = std::mem::take(map);
         for key in keys.iter() {
             let (name, mut child) = match unordered.shift_remove_entry(key.name) {
@@ -358,6 +371,27 @@ mod tests {
             json!({ "genres": [], "movie": { "title": "T" } }),
         );
         assert_eq!(got, r#"{"movie":null,"genres":[]}"#);
+    }
+
+    #[test]
+    fn objects_already_in_order_still_have_their_values_completed() {
+        // The root and the movie arrive complete and in order; below them, a credit's fields are
+        // out of order and a non-null `cast` left null must still null the movie.
+        let query = "{ movie(id: \"m\") { title cast(first: 2) { character person { name } } } \
+                     other: movie(id: \"n\") { title cast(first: 1) { character } } }";
+        let got = completed(
+            query,
+            json!({}),
+            &[&[json!("other"), json!("cast")]],
+            json!({
+                "movie": { "title": "T", "cast": [
+                    { "character": "A", "person": { "name": "P" } },
+                    { "person": { "name": "Q" }, "character": "B" } ] },
+                "other": { "title": "U", "cast": null },
+            }),
+        );
+        let want = r#"{"movie":{"title":"T","cast":[{"character":"A","person":{"name":"P"}},{"character":"B","person":{"name":"Q"}}]},"other":null}"#;
+        assert_eq!(got, want);
     }
 
     #[test]

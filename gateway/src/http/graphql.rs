@@ -14,6 +14,8 @@
 //! This is the HTTP side only: methods, media types, bodies and query strings become an
 //! [`Incoming`] request, which `crate::pipeline` takes through the remaining stages.
 
+use std::sync::Arc;
+
 use axum::Extension;
 use axum::body::{Body, to_bytes};
 use axum::extract::{RawQuery, State};
@@ -150,7 +152,7 @@ fn caller_of(caller: Option<Extension<Caller>>) -> Caller {
 
 /// `GET /graphql`.
 pub(super) async fn get(
-    State(state): State<GraphqlState>,
+    State(state): State<Arc<GraphqlState>>,
     State(graphiql): State<Graphiql>,
     caller: Option<Extension<Caller>>,
     media: Option<Extension<MediaType>>,
@@ -174,7 +176,7 @@ pub(super) async fn get(
 
 /// `POST /graphql`.
 pub(super) async fn post(
-    State(state): State<GraphqlState>,
+    State(state): State<Arc<GraphqlState>>,
     State(BodyLimit(body_limit)): State<BodyLimit>,
     caller: Option<Extension<Caller>>,
     media: Option<Extension<MediaType>>,

@@ -10,6 +10,7 @@ mod metrics;
 mod token;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -66,7 +67,7 @@ pub fn router(state: AppState, request_timeout: Duration, graphiql_assets: Optio
                 .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
                     tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
                 }))
-                .layer(middleware::from_fn_with_state(state.metrics.clone(), track))
+                .layer(middleware::from_fn_with_state(Arc::new(state.metrics.clone()), track))
                 .layer(HandleErrorLayer::new(error::middleware_error))
                 .timeout(request_timeout),
         )
@@ -84,7 +85,7 @@ async fn graphql_media(request: Request, next: Next) -> Response {
 }
 
 /// Records `http_requests_total` and `http_request_duration_seconds` by matched route.
-async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
+async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| match p.as_str() {
         "/graphql" => "/graphql",
         "/healthz" => "/healthz",
