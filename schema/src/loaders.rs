@@ -126,7 +126,7 @@ impl Loader<MovieId> for CreditsLoader {
     async fn load(&self, keys: &[MovieId]) -> LoadResult<MovieId, Arc<Vec<Credit>>> {
         self.0.observe(keys.len());
         let found = self.0.store.credits(keys).await?;
-        Ok(keys.iter().copied().zip(found.into_iter().map(Arc::new)).collect())
+        Ok(keys.iter().copied().zip(found).collect())
     }
 }
 

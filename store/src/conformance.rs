@@ -86,9 +86,9 @@ pub async fn people_by_id(store: Store) {
 pub async fn credits_in_billing_order(store: Store) {
     let g = generator();
     let got = store.catalog.credits(&[MovieId(10), MovieId(0), MovieId(11)]).await.expect("credits");
-    assert_eq!(got[0], g.movie(9).credits);
+    assert_eq!(*got[0], g.movie(9).credits);
     assert!(got[1].is_empty());
-    assert_eq!(got[2], g.movie(10).credits);
+    assert_eq!(*got[2], g.movie(10).credits);
     assert!(got[0].iter().take_while(|c| c.is_cast()).count() >= 4, "cast comes first");
 }
 

@@ -167,7 +167,8 @@ pub trait CatalogReads: Send + Sync + 'static {
     async fn people(&self, ids: &[PersonId]) -> Result<Vec<Option<Person>>, StoreError>;
 
     /// Credits of each movie (cast in billing order, then crew); empty for unknown movies.
-    async fn credits(&self, movies: &[MovieId]) -> Result<Vec<Vec<Credit>>, StoreError>;
+    /// Shared: a cache in front of the store hands out the list it holds without copying it.
+    async fn credits(&self, movies: &[MovieId]) -> Result<Vec<Arc<Vec<Credit>>>, StoreError>;
 
     /// A page of each person's filmography, newest first.
     async fn filmographies(

@@ -292,7 +292,7 @@ impl CachedCatalog {
             let inner = inner.clone();
             let load: Loader<MovieId, Arc<Vec<Credit>>> = Arc::new(move |ids| {
                 let inner = inner.clone();
-                async move { Ok(inner.credits(&ids).await?.into_iter().map(Arc::new).collect()) }.boxed()
+                async move { inner.credits(&ids).await }.boxed()
             });
             Entities::new("credits", "credits", config, share(40), requests, load)
         };
@@ -310,8 +310,8 @@ impl CatalogReads for CachedCatalog {
         self.people.get(ids).await
     }
 
-    async fn credits(&self, movies: &[MovieId]) -> Result<Vec<Vec<Credit>>, StoreError> {
-        Ok(self.credits.get(movies).await?.into_iter().map(Arc::unwrap_or_clone).collect())
+    async fn credits(&self, movies: &[MovieId]) -> Result<Vec<Arc<Vec<Credit>>>, StoreError> {
+        self.credits.get(movies).await
     }
 
     async fn filmographies(
@@ -384,7 +384,7 @@ mod tests {
             self.pause(ids.len()).await?;
             self.inner.people(ids).await
         }
-        async fn credits(&self, movies: &[MovieId]) -> Result<Vec<Vec<Credit>>, StoreError> {
+        async fn credits(&self, movies: &[MovieId]) -> Result<Vec<Arc<Vec<Credit>>>, StoreError> {
             self.pause(movies.len()).await?;
             self.inner.credits(movies).await
         }

@@ -67,7 +67,7 @@ impl CatalogReads for Instrumented<dyn CatalogReads> {
         self.call("people", ids.len(), self.inner.people(ids)).await
     }
 
-    async fn credits(&self, movies: &[MovieId]) -> Result<Vec<Vec<Credit>>, StoreError> {
+    async fn credits(&self, movies: &[MovieId]) -> Result<Vec<Arc<Vec<Credit>>>, StoreError> {
         self.call("credits", movies.len(), self.inner.credits(movies)).await
     }
 

@@ -213,9 +213,10 @@ impl CatalogReads for EmbeddedStore {
         self.read("people", move |s| s.people(&ids)).await
     }
 
-    async fn credits(&self, movies: &[MovieId]) -> Result<Vec<Vec<Credit>>, StoreError> {
+    async fn credits(&self, movies: &[MovieId]) -> Result<Vec<Arc<Vec<Credit>>>, StoreError> {
         let ids = movies.to_vec();
-        self.read("credits", move |s| s.credits(&ids)).await
+        let credits = self.read("credits", move |s| s.credits(&ids)).await?;
+        Ok(credits.into_iter().map(Arc::new).collect())
     }
 
     async fn filmographies(

@@ -148,8 +148,8 @@ impl CatalogReads for ScyllaStore {
         self.inner.catalog().people(ids).await
     }
 
-    async fn credits(&self, movies: &[MovieId]) -> Result<Vec<Vec<Credit>>, StoreError> {
-        self.inner.catalog().credits(movies).await
+    async fn credits(&self, movies: &[MovieId]) -> Result<Vec<Arc<Vec<Credit>>>, StoreError> {
+        Ok(self.inner.catalog().credits(movies).await?.into_iter().map(Arc::new).collect())
     }
 
     async fn filmographies(
