@@ -122,6 +122,7 @@ impl Application {
                         degraded: metrics.cache_l2_degraded.clone(),
                         invalidations: metrics.cache_invalidations.clone(),
                         bus_live: metrics.cache_bus_live.clone(),
+                        refused: metrics.redis_writes_refused.clone(),
                     },
                 )
             })
@@ -186,7 +187,7 @@ impl Application {
                 region: config.region.as_str().into(),
                 store: store.lifecycle.clone(),
             },
-            metrics,
+            metrics: Arc::new(metrics),
             body_limit: BodyLimit(config.http.body_limit_bytes),
             graphiql: Graphiql(config.graphql.graphiql.then(|| graphiql::page(&graphiql_assets, "/graphql"))),
         };

@@ -27,8 +27,8 @@ pub struct AppState {
     pub rate_limit: RateLimit,
     /// What `/readyz` reports.
     pub readiness: Readiness,
-    /// Metrics registry and handles.
-    pub metrics: Metrics,
+    /// Metrics registry and handles, shared: the metrics layer takes it on every request.
+    pub metrics: Arc<Metrics>,
     /// Largest accepted request body.
     pub body_limit: BodyLimit,
     /// GraphiQL's page.
@@ -70,7 +70,7 @@ substate! {
     AuthStage => |s| AuthStage { authenticator: s.authenticator.clone(), rate_limit: s.rate_limit.clone() };
     RateLimit => |s| s.rate_limit.clone();
     Readiness => |s| s.readiness.clone();
-    Metrics => |s| s.metrics.clone();
+    Arc<Metrics> => |s| s.metrics.clone();
     BodyLimit => |s| s.body_limit;
     Graphiql => |s| s.graphiql.clone();
 }

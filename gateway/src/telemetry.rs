@@ -119,6 +119,9 @@ pub struct Metrics {
     pub cache_invalidations: IntCounterVec,
     /// `cache_invalidation_bus_live`: 1 while the gateway receives the region's invalidations.
     pub cache_bus_live: prometheus::IntGauge,
+    /// `redis_writes_refused_total`: writes the regional Redis refused because it is full
+    /// (`maxmemory` reached under the `noeviction` policy).
+    pub redis_writes_refused: IntCounter,
     /// Client connections.
     pub connections: ConnectionMetrics,
 }
@@ -275,6 +278,11 @@ impl Metrics {
             "1 while the gateway receives the region's cache invalidations (Redis pub/sub)",
         )?;
         registry.register(Box::new(cache_bus_live.clone()))?;
+        let redis_writes_refused = IntCounter::new(
+            "redis_writes_refused_total",
+            "Writes the regional Redis refused because it is full (maxmemory with the noeviction policy)",
+        )?;
+        registry.register(Box::new(redis_writes_refused.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(store_calls.clone()))?;
@@ -294,6 +302,7 @@ impl Metrics {
             cache_l2_degraded,
             cache_invalidations,
             cache_bus_live,
+            redis_writes_refused,
             connections,
         })
     }

@@ -67,7 +67,7 @@ pub fn router(state: AppState, request_timeout: Duration, graphiql_assets: Optio
                 .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
                     tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
                 }))
-                .layer(middleware::from_fn_with_state(Arc::new(state.metrics.clone()), track))
+                .layer(middleware::from_fn_with_state(state.metrics.clone(), track))
                 .layer(HandleErrorLayer::new(error::middleware_error))
                 .timeout(request_timeout),
         )

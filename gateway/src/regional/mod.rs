@@ -16,6 +16,13 @@
 //! slot (a cross-slot `MGET` fails on a cluster), and the pipeline sends each to its node.
 //! Values are postcard bytes under keys that carry the encoding version; every entry gets its
 //! TTL plus up to `ttl_jitter_pct` percent, so entries written together do not expire together.
+//!
+//! A cluster that is full is not failing. Run with `maxmemory-policy allkeys-lru` it evicts and
+//! never refuses a write; run with Redis's default, `noeviction`, it refuses writes with `OOM`
+//! once `maxmemory` is reached while still answering reads. Those refusals are counted
+//! (`redis_writes_refused_total`) and logged at most once a minute, but they neither open the
+//! breaker nor mark the tier degraded: otherwise clients registering APQ hashes could fill
+//! the cluster and so switch the region's L2 off for everyone.
 
 pub mod bus;
 pub mod limiter;
@@ -31,7 +38,7 @@ use fred::prelude::{
     Value,
 };
 use fred::types::config::Server;
-use prometheus::{Histogram, IntCounterVec, IntGauge};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge};
 use serde::{Deserialize, Serialize};
 
 /// `[redis]`: the region's Redis Cluster.
@@ -70,6 +77,8 @@ pub struct RegionalMetrics {
     pub invalidations: IntCounterVec,
     /// `cache_invalidation_bus_live`: 1 while this gateway receives the region's invalidations.
     pub bus_live: IntGauge,
+    /// `redis_writes_refused_total`: calls the cluster refused because it is full.
+    pub refused: IntCounter,
 }
 
 /// The `tier` label of the regional tier.
@@ -77,6 +86,9 @@ pub const L2: &str = "l2";
 
 /// How long the cluster is left alone after a failure before one call probes it.
 const PROBE_AFTER: Duration = Duration::from_secs(1);
+
+/// The least time between two warnings that the cluster is full.
+const FULL_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 /// A client of the region's Redis Cluster.
 pub struct Regional {
@@ -88,6 +100,10 @@ pub struct Regional {
     metrics: RegionalMetrics,
     breaker: Breaker,
     degraded: AtomicBool,
+    /// When the last "cluster is full" warning was logged, in milliseconds after `started`
+    /// (0: never).
+    full_warned_at: AtomicU64,
+    started: Instant,
 }
 
 impl std::fmt::Debug for Regional {
@@ -159,6 +175,8 @@ impl Regional {
             metrics,
             breaker: Breaker::new(),
             degraded: AtomicBool::new(false),
+            full_warned_at: AtomicU64::new(0),
+            started: Instant::now(),
         }))
     }
 
@@ -186,11 +204,35 @@ impl Regional {
                 self.recovered();
                 return Ok(value);
             }
+            Ok(Err(e)) if is_out_of_memory(&e) => {
+                // The node answered: it is up, only full.
+                self.breaker.closed();
+                self.refused(what, &e);
+                return Err(CallError::Failed(e));
+            }
             Ok(Err(e)) => CallError::Failed(e),
             Err(_) => CallError::TimedOut,
         };
         self.failed(what, &error);
         Err(error)
+    }
+
+    /// Records a call the cluster refused for want of memory.
+    fn refused(&self, what: &'static str, error: &fred::error::Error) {
+        self.metrics.refused.inc();
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX).max(1);
+        let last = self.full_warned_at.load(Ordering::Relaxed);
+        let due = last == 0 || now.saturating_sub(last) >= FULL_WARNING_EVERY.as_millis() as u64;
+        if due
+            && self.full_warned_at.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            tracing::warn!(
+                what,
+                error = %error,
+                "the region's Redis is full and refuses writes: entries are not shared until it has room \
+                 (run it with maxmemory-policy allkeys-lru)"
+            );
+        }
     }
 
     /// Records a failed call: opens the breaker and marks the tier degraded.
@@ -330,6 +372,11 @@ impl Regional {
             tracing::info!("the region's Redis answers again");
         }
     }
+}
+
+/// Whether `error` is Redis refusing a command because `maxmemory` is reached.
+fn is_out_of_memory(error: &fred::error::Error) -> bool {
+    error.details().starts_with("OOM ")
 }
 
 /// A client builder from `config`, with the reconnection settings every connection to the

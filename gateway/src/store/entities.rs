@@ -500,6 +500,11 @@ mod tests {
         let credits = cached.credits(&[MovieId(2)]).await.expect("the next batch reads again");
         assert_eq!(credits, slow.inner.credits(&[MovieId(2)]).await.expect("credits"));
         assert_eq!(slow.calls.load(Ordering::SeqCst), 2);
+
+        // A hit hands out the cached list itself, not a copy of it.
+        let hit = cached.credits(&[MovieId(2)]).await.expect("a hit");
+        assert!(Arc::ptr_eq(&hit[0], &credits[0]), "a hit shares the cached allocation");
+        assert_eq!(slow.calls.load(Ordering::SeqCst), 2, "a hit reads nothing");
     }
 
     fn regional_metrics() -> (crate::regional::RegionalMetrics, IntCounterVec) {
@@ -512,6 +517,7 @@ mod tests {
             invalidations: prometheus::IntCounterVec::new(prometheus::Opts::new("i", "i"), &["event"])
                 .expect("counter"),
             bus_live: prometheus::IntGauge::new("b", "b").expect("gauge"),
+            refused: prometheus::IntCounter::new("r", "r").expect("counter"),
         };
         (metrics, requests)
     }

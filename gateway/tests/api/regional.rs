@@ -2,8 +2,9 @@
 //! in-process CQL stand-in) and one Redis Cluster of three masters (real `redis-server`
 //! processes on loopback, stopped by PID). Entities and APQ registrations are shared, N
 //! concurrent misses cost one store call, a rating taken by one gateway shows on the other
-//! within the bound, a master killed under traffic fails no request, and the rate limit holds
-//! for the region rather than per gateway.
+//! within the bound, a master killed under traffic fails no request, the rate limit holds
+//! for the region rather than per gateway, and a flood of APQ registrations that fills the
+//! cluster does not switch the tier off.
 
 use std::time::{Duration, Instant};
 
@@ -246,6 +247,103 @@ async fn the_rate_limit_holds_for_the_region_and_falls_back_when_redis_is_gone()
     let (status, body) = post(&region.b, None, MOVIE, json!({ "m": "tt0000001" })).await;
     assert_eq!(status, 200, "b's own limiter decides while Redis is gone: {body}");
     assert!(region.b.metric("rate_limiter_fallbacks_total", &[]).await >= 1.0);
+}
+
+/// Registers `query` under its APQ hash through `app` (a stock client's POST).
+async fn register(app: &TestApp, query: &str) -> u16 {
+    let extensions = json!({ "persistedQuery": { "version": 1, "sha256Hash": sha256_hex(query) } });
+    let response = app
+        .client
+        .post(app.url("/graphql"))
+        .json(&json!({ "query": query, "extensions": extensions }))
+        .send()
+        .await
+        .expect("register");
+    response.status().as_u16()
+}
+
+/// A hash-only GET of `query`'s APQ hash through `app`: the status and the error code, if any.
+async fn by_hash(app: &TestApp, query: &str) -> (u16, Value) {
+    let extensions =
+        json!({ "persistedQuery": { "version": 1, "sha256Hash": sha256_hex(query) } }).to_string();
+    let response = app
+        .client
+        .get(app.url("/graphql"))
+        .query(&[("extensions", extensions.as_str())])
+        .send()
+        .await
+        .expect("get");
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    (status, body["errors"][0]["extensions"]["code"].clone())
+}
+
+/// A query of about `bytes` bytes (a comment pads it), distinct per `n`.
+fn padded(n: usize, bytes: usize) -> String {
+    format!("# registration {n} {}\n{{ __typename }}", "x".repeat(bytes))
+}
+
+/// Clients flooding the region with APQ registrations: a cluster run with Redis's default
+/// policy (`noeviction`) fills up and refuses writes, which must cost the region nothing but
+/// the sharing of new entries (the tier stays up, reads keep hitting); run with `allkeys-lru`
+/// as the README tells operators to, it evicts and keeps sharing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apq_flood_fills_the_cluster_without_switching_the_tier_off() {
+    let region = region(|c| c.rate_limit.enabled = false).await;
+    let (a, b) = (&region.a, &region.b);
+    let movie = json!({ "m": "tt0000042" });
+    let from_a = a.data(MOVIE, movie.clone()).await;
+
+    // Full under `noeviction`: every write is refused with OOM, reads are still answered.
+    region.cluster.config_set("maxmemory-policy", "noeviction").expect("policy");
+    region.cluster.config_set("maxmemory", "1").expect("maxmemory");
+    for n in 0..40 {
+        assert_eq!(register(a, &padded(n, 1_000)).await, 200, "registration {n} is answered");
+    }
+    assert!(a.metric("redis_writes_refused_total", &[]).await >= 40.0, "the cluster refused the writes");
+    assert_eq!(a.metric("cache_l2_degraded", &[]).await, 0.0, "a full cluster is not a failing one");
+    assert_eq!(by_hash(a, &padded(39, 1_000)).await.0, 200, "a keeps its own registration");
+    assert_eq!(
+        by_hash(b, &padded(39, 1_000)).await.1,
+        "PERSISTED_QUERY_NOT_FOUND",
+        "the refused registration was not shared (the client registers again through b)"
+    );
+    // Right after the refusals, b still reads a's entry from Redis: the breaker stayed closed.
+    let (hits, calls) = (l2(b, "movies", "hit").await, store_calls(b, "movies").await);
+    assert_eq!(b.data(MOVIE, movie).await, from_a);
+    assert_eq!(l2(b, "movies", "hit").await, hits + 1.0, "b's lookup reached Redis and hit");
+    assert_eq!(store_calls(b, "movies").await, calls);
+    assert_eq!(l2(b, "movies", "skipped").await + l2(a, "movies", "skipped").await, 0.0);
+
+    // Under `allkeys-lru` the flood evicts older keys and every registration is shared.
+    region.cluster.config_set("maxmemory-policy", "allkeys-lru").expect("policy");
+    region.cluster.config_set("maxmemory", "4mb").expect("maxmemory");
+    let refused = a.metric("redis_writes_refused_total", &[]).await;
+    let flood = 400;
+    for n in 100..100 + flood {
+        assert_eq!(register(a, &padded(n, 30_000)).await, 200, "registration {n} is answered");
+    }
+    assert_eq!(
+        a.metric("redis_writes_refused_total", &[]).await,
+        refused,
+        "an evicting cluster refuses nothing"
+    );
+    let evicted: u64 = region
+        .cluster
+        .info("stats")
+        .expect("info")
+        .iter()
+        .flat_map(|info| info.lines())
+        .filter_map(|line| line.strip_prefix("evicted_keys:"))
+        .map(|n| n.trim().parse::<u64>().expect("evicted_keys"))
+        .sum();
+    assert!(evicted > 0, "{flood} registrations of 30 kB fit in 3 × 4 MB only by eviction");
+    assert_eq!(
+        by_hash(b, &padded(100 + flood - 1, 30_000)).await.0,
+        200,
+        "the newest registration is shared"
+    );
+    assert_eq!(a.metric("cache_l2_degraded", &[]).await + b.metric("cache_l2_degraded", &[]).await, 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -119,6 +119,31 @@ impl RedisCluster {
         self.nodes.iter().filter_map(|n| n.process.as_ref().map(Child::id)).collect()
     }
 
+    /// Sets `parameter` to `value` on every running node (`CONFIG SET`): for example
+    /// `maxmemory` and `maxmemory-policy`, to fill the cluster up.
+    pub fn config_set(&self, parameter: &str, value: &str) -> Result<(), ClusterError> {
+        for node in self.nodes.iter().filter(|n| n.process.is_some()) {
+            let reply = command(node.port, &["CONFIG", "SET", parameter, value])
+                .map_err(|e| fail(format!("CONFIG SET on port {}: {e}", node.port)))?;
+            if reply != "+OK" {
+                return Err(fail(format!("CONFIG SET {parameter} {value} on port {}: {reply}", node.port)));
+            }
+        }
+        Ok(())
+    }
+
+    /// The `INFO section` text of every running node, in node order.
+    pub fn info(&self, section: &str) -> Result<Vec<String>, ClusterError> {
+        self.nodes
+            .iter()
+            .filter(|n| n.process.is_some())
+            .map(|node| {
+                command(node.port, &["INFO", section])
+                    .map_err(|e| fail(format!("INFO on port {}: {e}", node.port)))
+            })
+            .collect()
+    }
+
     /// Kills node `index` (SIGKILL by PID): its slots stop answering.
     pub fn kill(&mut self, index: usize) -> Result<(), ClusterError> {
         let node = self.nodes.get_mut(index).ok_or_else(|| fail(format!("no node {index}")))?;
