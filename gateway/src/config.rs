@@ -265,11 +265,19 @@ pub struct EmbeddedConfig {
     pub cache_mib: usize,
     /// Page cache of the user data (ratings, watchlists), in MiB.
     pub users_cache_mib: usize,
+    /// Catalog reads on the request's worker thread (`false`: on the blocking pool, for a
+    /// catalog larger than the machine's memory).
+    pub inline_reads: bool,
 }
 
 impl Default for EmbeddedConfig {
     fn default() -> Self {
-        EmbeddedConfig { data_dir: PathBuf::from("data"), cache_mib: 128, users_cache_mib: 16 }
+        EmbeddedConfig {
+            data_dir: PathBuf::from("data"),
+            cache_mib: 128,
+            users_cache_mib: 16,
+            inline_reads: true,
+        }
     }
 }
 
@@ -427,11 +435,17 @@ mod tests {
             jail.create_file("store.toml", "[store]\nbackend = \"embedded\"\ndata_dir = \"/srv/marquee\"\n")?;
             jail.set_env("MARQUEE_STORE__CACHE_MIB", "64");
             jail.set_env("MARQUEE_STORE__USERS_CACHE_MIB", "32");
+            jail.set_env("MARQUEE_STORE__INLINE_READS", "false");
             let config = Config::load(Some(Path::new("store.toml")), no_overrides()).expect("valid");
             let StoreConfig::Embedded(embedded) = &config.store else { panic!("{:?}", config.store) };
             assert_eq!(
-                (embedded.data_dir.as_path(), embedded.cache_mib, embedded.users_cache_mib),
-                (Path::new("/srv/marquee"), 64, 32)
+                (
+                    embedded.data_dir.as_path(),
+                    embedded.cache_mib,
+                    embedded.users_cache_mib,
+                    embedded.inline_reads
+                ),
+                (Path::new("/srv/marquee"), 64, 32, false)
             );
 
             jail.create_file(

@@ -21,6 +21,7 @@ pub async fn open(config: &StoreConfig) -> Result<Store, StoreError> {
             let options = EmbeddedOptions {
                 cache_bytes: embedded.cache_mib * 1024 * 1024,
                 users_cache_bytes: embedded.users_cache_mib * 1024 * 1024,
+                inline_reads: embedded.inline_reads,
             };
             let data_dir = embedded.data_dir.clone();
             let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(&data_dir, &options))

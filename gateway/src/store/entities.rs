@@ -416,6 +416,7 @@ mod tests {
             data_dir: dir.to_owned(),
             cache_mib: 8,
             users_cache_mib: 8,
+            inline_reads: true,
         });
         let bulk_config = config.clone();
         tokio::task::spawn_blocking(move || {

@@ -57,7 +57,12 @@ pub(crate) fn store_config(data_dir: &Path) -> StoreConfig {
 
 /// The embedded backend over `data_dir`.
 pub(crate) fn embedded_config(data_dir: &Path) -> StoreConfig {
-    StoreConfig::Embedded(EmbeddedConfig { data_dir: data_dir.to_owned(), cache_mib: 16, users_cache_mib: 8 })
+    StoreConfig::Embedded(EmbeddedConfig {
+        data_dir: data_dir.to_owned(),
+        cache_mib: 16,
+        users_cache_mib: 8,
+        inline_reads: true,
+    })
 }
 
 /// The ScyllaDB backend, in a keyspace named after `data_dir`.

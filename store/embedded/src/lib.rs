@@ -12,8 +12,14 @@
 //! User data (ratings, watchlists, rating totals) lives in `users.redb` directly in the data
 //! directory, outside the generations, so a new catalog keeps every user's data.
 //!
-//! redb calls block, so every call runs on tokio's blocking pool; a batch is one read
-//! transaction, i.e. one "round trip" in `store_calls_total`.
+//! redb calls block. Writes and user-data reads always run on tokio's blocking pool. Catalog
+//! reads run on the calling worker by default ([`EmbeddedOptions::inline_reads`]): a batch
+//! whose pages are in memory takes microseconds, less than handing it to a pool thread and
+//! waking the task again (two futex round trips and two context switches per store call, a
+//! sixth of the gateway's capacity on the nested benchmark). A catalog larger than the
+//! machine's memory should turn it off, so that a read waiting on the disk holds a pool thread
+//! rather than one of the few workers. A batch is one read transaction, i.e. one "round
+//! trip" in `store_calls_total`.
 //!
 //! Stronger than the [`UserData`] contract: a rating shows in `rating_totals` as soon as it
 //! is acknowledged (one transaction writes the row and the totals), so
@@ -95,11 +101,18 @@ pub struct EmbeddedOptions {
     pub cache_bytes: usize,
     /// redb page cache of the user-data file, in bytes.
     pub users_cache_bytes: usize,
+    /// Catalog reads run on the calling task's worker thread (`true`) or on the blocking
+    /// pool (`false`: for a catalog that does not fit in memory, whose reads wait on the disk).
+    pub inline_reads: bool,
 }
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
-        EmbeddedOptions { cache_bytes: 128 * 1024 * 1024, users_cache_bytes: 16 * 1024 * 1024 }
+        EmbeddedOptions {
+            cache_bytes: 128 * 1024 * 1024,
+            users_cache_bytes: 16 * 1024 * 1024,
+            inline_reads: true,
+        }
     }
 }
 
@@ -128,6 +141,8 @@ pub struct EmbeddedStore {
     inner: RwLock<Option<Arc<Inner>>>,
     /// The generation directory's name (unique per load).
     catalog_id: String,
+    /// Catalog reads on the calling worker rather than the blocking pool.
+    inline_reads: bool,
 }
 
 impl EmbeddedStore {
@@ -162,20 +177,29 @@ impl EmbeddedStore {
         };
         let catalog_id =
             dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
-        Ok(EmbeddedStore { inner: RwLock::new(Some(Arc::new(inner))), catalog_id })
+        Ok(EmbeddedStore {
+            inner: RwLock::new(Some(Arc::new(inner))),
+            catalog_id,
+            inline_reads: options.inline_reads,
+        })
     }
 
     fn inner(&self) -> Result<Arc<Inner>, StoreError> {
         self.inner.read().map_err(|_| StoreError::Closed)?.clone().ok_or(StoreError::Closed)
     }
 
-    /// Runs `f` against a read snapshot on the blocking pool.
+    /// Runs `f` against a read snapshot, on this worker or on the blocking pool
+    /// ([`EmbeddedOptions::inline_reads`]).
     async fn read<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&read::Snapshot<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         let inner = self.inner()?;
+        if self.inline_reads {
+            let snapshot = read::Snapshot::new(&inner.main, &inner.filmography, &inner.search, &inner.years)?;
+            return f(&snapshot);
+        }
         tokio::task::spawn_blocking(move || {
             let snapshot = read::Snapshot::new(&inner.main, &inner.filmography, &inner.search, &inner.years)?;
             f(&snapshot)

@@ -1,5 +1,6 @@
 //! The store conformance suite against the embedded backend, plus what this backend promises
-//! beyond it: rating totals exact the moment a write returns.
+//! beyond it: rating totals exact the moment a write returns. The catalog-read cases run twice:
+//! with reads on the calling worker (the default) and on the blocking pool.
 
 use std::sync::Arc;
 
@@ -18,6 +19,35 @@ async fn embedded() -> (tempfile::TempDir, Store) {
 }
 
 marquee_store::conformance_cases!(embedded);
+
+/// The catalog reads again with `inline_reads` off: the same answers from the blocking pool.
+mod on_the_blocking_pool {
+    use super::*;
+
+    async fn pooled() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sink = EmbeddedBulk::new(dir.path(), 64 << 20).sink("conformance").expect("sink");
+        seed(&OPTIONS, sink, &mut |_| {}).expect("seed");
+        let options = EmbeddedOptions { inline_reads: false, ..EmbeddedOptions::default() };
+        let store = EmbeddedStore::open(dir.path(), &options).expect("open");
+        (dir, Store::new(Arc::new(store)))
+    }
+
+    marquee_store::conformance_cases!(pooled:
+        movies_by_id_keep_order_and_nulls,
+        people_by_id,
+        credits_in_billing_order,
+        filmography_pages_newest_first,
+        search_is_case_and_accent_insensitive_and_ranked,
+        search_pages_do_not_overlap,
+        browse_orders_and_filters,
+        browse_pages_cover_everything_once,
+        similar_shares_primary_genre,
+        genres_count_every_movie,
+        stats_and_ping,
+        closed_store_refuses_calls,
+    );
+}
 
 #[tokio::test]
 async fn totals_are_exact_when_the_write_returns() {
