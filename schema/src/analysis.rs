@@ -423,21 +423,38 @@ pub(crate) fn operation<'d>(
 }
 
 /// Adds the declared defaults of the operation's variables that the request did not send, so
-/// that the cost estimate and `@skip`/`@include` see the values execution will use.
+/// that the cost estimate and `@skip`/`@include` see the values execution will use; refuses a
+/// request that leaves out a variable of a non-null type with no default. The GraphQL spec
+/// makes that a request error (CoerceVariableValues); async-graphql only notices when a
+/// resolver reads the argument, and answers with a field error and partial data.
 pub(crate) fn with_defaults(
     document: &ExecutableDocument,
     operation_name: Option<&str>,
     variables: &mut Variables,
-) {
-    let Some(op) = operation(document, operation_name) else { return };
+) -> Result<(), Refusal> {
+    let Some(op) = operation(document, operation_name) else { return Ok(()) };
     for definition in &op.node.variable_definitions {
         let name = &definition.node.name.node;
-        if let Some(default) = &definition.node.default_value
-            && !variables.contains_key(name)
-        {
-            variables.insert(name.clone(), default.node.clone());
+        if variables.contains_key(name) {
+            continue;
+        }
+        match &definition.node.default_value {
+            Some(default) => {
+                variables.insert(name.clone(), default.node.clone());
+            }
+            None if !definition.node.var_type.node.nullable => {
+                return Err(Refusal {
+                    code: crate::error::codes::BAD_USER_INPUT,
+                    message: format!(
+                        "variable \"${name}\" of required type \"{}\" was not provided",
+                        definition.node.var_type.node
+                    ),
+                });
+            }
+            None => {}
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -452,7 +469,7 @@ mod tests {
     fn cost_with(query: &str, variables: serde_json::Value, limits: &QueryLimits) -> Result<Cost, Refusal> {
         let document = parse_query(query).expect("parses");
         let mut variables = Variables::from_json(variables);
-        with_defaults(&document, None, &mut variables);
+        with_defaults(&document, None, &mut variables)?;
         measure(&document, &SHAPE, &variables, limits)
     }
 
@@ -502,6 +519,19 @@ mod tests {
         let q = "query($n: Int = 100) { browse(first: $n) { edges { node { id } } } }";
         assert_eq!(cost(q, serde_json::json!({})).complexity, 1 + 100 * (1 + 2));
         assert_eq!(cost(q, serde_json::json!({ "n": 2 })).complexity, 1 + 2 * (1 + 2));
+    }
+
+    #[test]
+    fn a_required_variable_left_out_is_a_request_error() {
+        let q = "query($id: ID!, $n: Int!, $m: Int! = 3, $o: Int) { movie(id: $id) { cast(first: $n) { character } } }";
+        let limits = QueryLimits::default();
+        let refused = cost_with(q, serde_json::json!({ "id": "tt1" }), &limits).expect_err("$n is missing");
+        assert_eq!(refused.code, crate::error::codes::BAD_USER_INPUT);
+        assert_eq!(refused.message, r#"variable "$n" of required type "Int!" was not provided"#);
+        assert!(
+            cost_with(q, serde_json::json!({ "id": "tt1", "n": 2 }), &limits).is_ok(),
+            "a default stands in for a required variable, and a nullable one may be left out"
+        );
     }
 
     #[test]

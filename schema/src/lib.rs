@@ -3,8 +3,9 @@
 //! entity kind per level.
 //!
 //! This is the resolver stage of the read path (`http` → **schema** → loaders → store). Inside
-//! it, a request is parsed, measured against the query limits (`analysis`, `query_limits`), executed
-//! within a budget of resolved fields and completed — query order, and field errors as nulls
+//! it, a request is parsed, measured against the query limits (`analysis`, `query_limits`),
+//! validated (once per document: `revalidation`), executed within a budget of resolved fields
+//! and completed — query order, and field errors as nulls
 //! that propagate as the spec says (`pipeline`, `completion`). The
 //! schema holds only shared, immutable things (the store handle and settings); everything
 //! per-request — the loaders and their caches — is attached to each request by the HTTP layer
@@ -21,6 +22,7 @@ mod parse_cache;
 mod pipeline;
 mod query;
 mod query_limits;
+mod revalidation;
 mod shape;
 mod types;
 
@@ -35,6 +37,7 @@ pub use caller::Caller;
 pub use error::{ApiError, codes};
 pub use loaders::{LoaderMetrics, Loaders};
 pub use mutation::Mutation;
+pub use parse_cache::Parsed;
 pub use pipeline::{Analyzer, ExecutionStarted};
 pub use query::Query;
 pub use query_limits::{QueryLimits, codes as limit_codes};

@@ -1,7 +1,8 @@
 //! What happens to a request inside the schema, around async-graphql's own validation and
-//! execution, as one extension: parse (cached) → fill in variable defaults → measure against
-//! the limits → validate and execute within a budget of resolved fields → put the response in
-//! query order.
+//! execution, as one extension: parse (cached) → fill in variable defaults (refusing a missing
+//! required one) → measure against the limits → validate (once per document and operation,
+//! `revalidation`) → execute within a budget of resolved fields → put the response in query
+//! order.
 //!
 //! The document is prepared before async-graphql sees it and handed over at its parse step,
 //! so async-graphql's own recursion check — which re-walks a fragment at every spread — never
@@ -19,14 +20,15 @@ use std::sync::{Arc, Mutex};
 
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextPrepareRequest,
-    NextResolve, ResolveInfo,
+    NextResolve, NextValidation, ResolveInfo,
 };
 use async_graphql::parser::types::ExecutableDocument;
-use async_graphql::{Request, Response, ServerError, ServerResult, Value, Variables};
+use async_graphql::{Request, Response, ServerError, ServerResult, ValidationResult, Value, Variables};
 
 use crate::analysis::{Cost, measure, with_defaults};
-use crate::parse_cache::ParseCache;
+use crate::parse_cache::{ParseCache, Parsed};
 use crate::query_limits::{QueryLimits, Refusal, codes};
+use crate::revalidation::variables_fit;
 use crate::shape::Shape;
 
 /// The document stage on its own: parse, add variable defaults, measure. The schema runs it
@@ -52,7 +54,7 @@ impl Analyzer {
     }
 
     /// Parses `query` (or finds it parsed already).
-    pub fn parse(&self, query: &str) -> ServerResult<Arc<ExecutableDocument>> {
+    pub fn parse(&self, query: &str) -> ServerResult<Arc<Parsed>> {
         self.parsed.parse(query)
     }
 
@@ -64,7 +66,7 @@ impl Analyzer {
         operation_name: Option<&str>,
         variables: &mut Variables,
     ) -> ServerResult<Cost> {
-        with_defaults(document, operation_name, variables);
+        with_defaults(document, operation_name, variables)?;
         measure(document, &self.shape, variables, &self.limits).map_err(ServerError::from)
     }
 }
@@ -92,6 +94,7 @@ impl ExtensionFactory for Pipeline {
         Arc::new(RequestPipeline {
             analyzer: self.0.clone(),
             document: Mutex::new(None),
+            operation_name: Mutex::new(None),
             resolved: AtomicU64::new(0),
             spent: AtomicBool::new(false),
         })
@@ -102,7 +105,9 @@ struct RequestPipeline {
     analyzer: Arc<Analyzer>,
     /// The measured document and the variables it runs with (defaults added), from
     /// preparation until the response is completed.
-    document: Mutex<Option<(Arc<ExecutableDocument>, Variables)>>,
+    document: Mutex<Option<(Arc<Parsed>, Variables)>>,
+    /// The request's `operationName`, from preparation until validation.
+    operation_name: Mutex<Option<String>>,
     /// Fields and list items resolved so far.
     resolved: AtomicU64,
     /// Set once `resolved` passes the budget.
@@ -110,15 +115,15 @@ struct RequestPipeline {
 }
 
 impl RequestPipeline {
-    fn document(&self) -> Option<Arc<ExecutableDocument>> {
+    fn document(&self) -> Option<Arc<Parsed>> {
         self.document.lock().ok().and_then(|slot| slot.as_ref().map(|(d, _)| d.clone()))
     }
 
-    fn take(&self) -> Option<(Arc<ExecutableDocument>, Variables)> {
+    fn take(&self) -> Option<(Arc<Parsed>, Variables)> {
         self.document.lock().ok().and_then(|mut slot| slot.take())
     }
 
-    fn keep(&self, document: Arc<ExecutableDocument>, variables: &Variables) {
+    fn keep(&self, document: Arc<Parsed>, variables: &Variables) {
         if let Ok(mut slot) = self.document.lock() {
             *slot = Some((document, variables.clone()));
         }
@@ -137,6 +142,9 @@ impl Extension for RequestPipeline {
         let document = self.analyzer.parse(&request.query)?;
         self.analyzer.measure(&document, request.operation_name.as_deref(), &mut request.variables)?;
         self.keep(document, &request.variables);
+        if let Ok(mut slot) = self.operation_name.lock() {
+            slot.clone_from(&request.operation_name);
+        }
         Ok(request)
     }
 
@@ -158,7 +166,32 @@ impl Extension for RequestPipeline {
             }
         };
         // async-graphql edits its copy (it removes skipped selections).
-        Ok((*document).clone())
+        Ok(document.document().clone())
+    }
+
+    async fn validation(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        next: NextValidation<'_>,
+    ) -> Result<ValidationResult, Vec<ServerError>> {
+        let operation_name = self.operation_name.lock().ok().and_then(|mut slot| slot.take());
+        let operation_name = operation_name.as_deref();
+        // The check runs under the lock (no await in between), sparing a copy of the variables.
+        let prepared = self.document.lock().ok().and_then(|slot| {
+            slot.as_ref().map(|(document, variables)| {
+                let known = document
+                    .validated(operation_name)
+                    .filter(|_| variables_fit(&ctx.schema_env.registry, document, operation_name, variables));
+                (document.clone(), known)
+            })
+        });
+        let Some((document, known)) = prepared else { return next.run(ctx).await };
+        if let Some(result) = known {
+            return Ok(result);
+        }
+        let result = next.run(ctx).await?;
+        document.set_validated(operation_name, result);
+        Ok(result)
     }
 
     async fn resolve(
@@ -205,5 +238,72 @@ impl Extension for RequestPipeline {
             );
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use async_graphql::{EmptySubscription, Schema};
+    use serde_json::json;
+
+    use super::*;
+    use crate::{Mutation, Query};
+
+    /// Counts the validations that reach async-graphql's rules (it sits after the pipeline).
+    struct CountValidations(Arc<AtomicUsize>);
+
+    impl ExtensionFactory for CountValidations {
+        fn create(&self) -> Arc<dyn Extension> {
+            Arc::new(CountValidations(self.0.clone()))
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Extension for CountValidations {
+        async fn validation(
+            &self,
+            ctx: &ExtensionContext<'_>,
+            next: NextValidation<'_>,
+        ) -> Result<ValidationResult, Vec<ServerError>> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            next.run(ctx).await
+        }
+    }
+
+    #[tokio::test]
+    async fn an_operation_is_validated_once_and_bad_variables_always() {
+        let validations = Arc::new(AtomicUsize::new(0));
+        let schema = Schema::build(Query, Mutation, EmptySubscription)
+            .extension(Pipeline(Arc::new(Analyzer::new(QueryLimits::default()))))
+            .extension(CountValidations(validations.clone()))
+            .finish();
+        let query = "query T($name: String!) { __type(name: $name) { name } }";
+        let run = |variables: serde_json::Value| {
+            schema.execute(Request::new(query).variables(Variables::from_json(variables)))
+        };
+        let count = || validations.load(Ordering::Relaxed);
+
+        let first = run(json!({"name": "Movie"})).await;
+        assert!(first.errors.is_empty(), "{:?}", first.errors);
+        assert_eq!(count(), 1);
+        let again = run(json!({"name": "Person"})).await;
+        assert!(again.errors.is_empty(), "{:?}", again.errors);
+        assert_eq!(again.data.to_string(), r#"{__type: {name: "Person"}}"#);
+        assert_eq!(count(), 1, "a validated operation with fitting variables skips the rules");
+
+        let bad = run(json!({"name": 7})).await;
+        assert_eq!(count(), 2, "a variable that does not fit goes through the rules");
+        assert!(bad.errors[0].message.contains("Invalid value for argument"), "{:?}", bad.errors);
+        let unnamed = run(json!({"name": null})).await;
+        assert_eq!(count(), 3);
+        assert!(!unnamed.errors.is_empty(), "null for a String! is refused");
+
+        let other = schema.execute(Request::new("{ nope }")).await;
+        assert!(!other.errors.is_empty());
+        let other = schema.execute(Request::new("{ nope }")).await;
+        assert!(!other.errors.is_empty(), "a document that failed validation is validated again");
+        assert_eq!(count(), 5);
     }
 }

@@ -296,3 +296,55 @@ async fn graphiql_is_revalidated_and_varies() {
     let page = response.text().await.expect("page");
     assert!(page.contains("https://unpkg.com/graphiql@4.1.2/graphiql.min.js"), "{page}");
 }
+
+/// POSTs `query` with `variables` accepting the spec's media type; the status and the body.
+async fn post_spec_with(app: &TestApp, query: &str, variables: Value) -> (u16, Value) {
+    let response = app
+        .client
+        .post(app.url("/graphql"))
+        .header(ACCEPT, SPEC)
+        .json(&json!({ "query": query, "variables": variables }))
+        .send()
+        .await
+        .expect("request");
+    let status = response.status().as_u16();
+    (status, parse(&response.text().await.expect("body")))
+}
+
+#[tokio::test]
+async fn a_document_validated_before_still_refuses_variables_of_the_wrong_type() {
+    let app = spawn_app().await;
+    let query =
+        "query M($id: ID!, $first: Int!) { movie(id: $id) { title cast(first: $first) { character } } }";
+    // The same document with other whitespace: text the gateway has never validated.
+    let fresh = |n: usize| format!("{query}{}", " ".repeat(n));
+    let (status, body) = post_spec_with(&app, query, json!({"id": "tt0000010", "first": 2})).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["data"]["movie"]["title"].is_string(), "{body}");
+
+    for (n, bad) in [
+        json!({"id": "tt0000010", "first": "two"}),
+        json!({"id": "tt0000010", "first": 2.5}),
+        json!({"id": "tt0000010", "first": null}),
+        json!({"id": "tt0000010"}),
+        json!({"id": false, "first": 2}),
+        json!({"id": ["1"], "first": 2}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (status, known) = post_spec_with(&app, query, bad.clone()).await;
+        let (fresh_status, first_time) = post_spec_with(&app, &fresh(n + 1), bad.clone()).await;
+        assert_eq!(status, 400, "{bad}: {known}");
+        assert!(!known.as_object().is_some_and(|b| b.contains_key("data")), "no data entry: {known}");
+        assert_eq!(
+            (status, &known),
+            (fresh_status, &first_time),
+            "{bad}: the same answer as a first validation"
+        );
+    }
+
+    let (status, body) = post_spec_with(&app, query, json!({"id": "tt0000010", "first": 1})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["movie"]["cast"].as_array().map(Vec::len), Some(1), "{body}");
+}
