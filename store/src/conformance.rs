@@ -23,10 +23,12 @@ use crate::{
 pub const OPTIONS: SeedOptions = SeedOptions { movies: 3_000, people: Some(1_500), seed: 42 };
 
 /// Declares one `#[tokio::test]` per conformance case, each calling `$open()` for a fresh
-/// `(guard, Store)` holding the catalog of [`OPTIONS`].
+/// `(guard, Store)` holding the catalog of [`OPTIONS`]: every case (`conformance_cases!(open)`),
+/// the catalog reads only (`conformance_cases!(catalog_reads: open)`, for a second
+/// configuration of a backend's read path), or the cases named.
 #[macro_export]
 macro_rules! conformance_cases {
-    ($open:path) => {
+    (catalog_reads: $open:path) => {
         $crate::conformance_cases!($open:
             movies_by_id_keep_order_and_nulls,
             people_by_id,
@@ -42,6 +44,11 @@ macro_rules! conformance_cases {
             genres_count_every_movie,
             stats_and_ping,
             closed_store_refuses_calls,
+        );
+    };
+    ($open:path) => {
+        $crate::conformance_cases!(catalog_reads: $open);
+        $crate::conformance_cases!($open:
             ratings_replace_and_totals_never_double_count,
             ratings_leave_catalog_movies_as_loaded,
             bad_writes_write_nothing,
