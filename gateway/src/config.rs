@@ -44,6 +44,26 @@ pub struct Config {
     /// region-wide rate limits and APQ registrations. Unset: all of that stays in process.
     #[serde(default)]
     pub redis: Option<crate::regional::RedisConfig>,
+    /// `[topology]`: where the region's parts listen. The gateway does not use it; it is
+    /// here so that a region file is checked whole, and the tools that deploy a region (the
+    /// local rig, the traffic policy) read it from the same file.
+    #[serde(default)]
+    pub topology: Option<TopologyConfig>,
+}
+
+/// A region's parts, for the tools that start and route to them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopologyConfig {
+    /// Every gateway of the region.
+    pub gateways: Vec<SocketAddr>,
+    /// The regional load balancer in front of the gateways.
+    pub load_balancer: SocketAddr,
+    /// The CDN edge in front of the load balancer: the address geo-DNS gives the region's
+    /// clients.
+    pub edge: SocketAddr,
+    /// Clients in these subnets (`a.b.c.d/n`) are the region's.
+    pub client_subnets: Vec<String>,
 }
 
 /// Persisted queries.
@@ -363,6 +383,7 @@ impl Default for Config {
             },
             response_cache: ResponseCacheConfig { enabled: true, max_mib: 64, max_ttl_secs: 60 },
             redis: None,
+            topology: None,
         }
     }
 }
@@ -417,6 +438,39 @@ mod tests {
 
     fn no_overrides() -> Serialized<serde_json::Value> {
         Serialized::defaults(serde_json::json!({}))
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own large error type
+    fn every_region_file_loads_and_the_rig_regions_describe_their_parts() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../regions");
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            let mut with_topology = Vec::new();
+            for entry in std::fs::read_dir(&dir).expect("regions/") {
+                let path = entry.expect("entry").path();
+                if path.extension().is_none_or(|ext| ext != "toml") {
+                    continue;
+                }
+                let config = Config::load(Some(&path), no_overrides())
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                if let Some(topology) = &config.topology {
+                    assert_eq!(topology.gateways.first(), Some(&config.listen), "{}", path.display());
+                    let StoreConfig::Scylla(scylla) = &config.store else { panic!("{}", path.display()) };
+                    assert!(scylla.replication.contains_key(&scylla.local_dc), "{}", path.display());
+                    with_topology.push((config.region.clone(), scylla.replication.clone()));
+                }
+            }
+            with_topology.sort();
+            let names: Vec<&str> = with_topology.iter().map(|(name, _)| name.as_str()).collect();
+            assert_eq!(names, ["eu-west", "us-east"]);
+            for (name, replication) in &with_topology {
+                let mut dcs: Vec<&str> = replication.keys().map(String::as_str).collect();
+                dcs.sort_unstable();
+                assert_eq!(dcs, names, "{name}: the keyspace is replicated to every region's data center");
+            }
+            Ok(())
+        });
     }
 
     #[test]

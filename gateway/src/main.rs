@@ -71,6 +71,9 @@ enum Command {
     Migrate,
     /// Print the GraphQL schema (SDL).
     Schema,
+    /// Print the configuration the gateway would run with (defaults, file, environment and
+    /// flags merged), as JSON.
+    Config,
     /// Write a new Ed25519 signing key (PKCS#8 PEM) for `auth.signing_key_files`.
     Keygen {
         /// Where to write it (refuses to overwrite).
@@ -129,6 +132,10 @@ async fn main() -> anyhow::Result<()> {
         }
         loaded => loaded?,
     };
+    if let Some(Command::Config) = &cli.command {
+        println!("{}", serde_json::to_string_pretty(&config)?);
+        return Ok(());
+    }
     if let Some(Command::Token { user, ttl }) = &cli.command {
         if config.auth.signing_key_files.is_empty() {
             anyhow::bail!("auth.signing_key_files is empty: a token signed now would verify nowhere");
@@ -164,7 +171,13 @@ async fn main() -> anyhow::Result<()> {
                 stats.movies, stats.people, stats.credits,
             );
         }
-        Some(Command::Schema | Command::Migrate | Command::Keygen { .. } | Command::Token { .. }) => {}
+        Some(
+            Command::Schema
+            | Command::Config
+            | Command::Migrate
+            | Command::Keygen { .. }
+            | Command::Token { .. },
+        ) => {}
         Some(Command::Serve(_)) | None => {
             let (movies, seed) = (config.demo.movies, config.demo.seed);
             tokio::task::spawn_blocking(move || bulk::ensure_catalog(target.as_ref(), movies, seed))

@@ -12,9 +12,14 @@
 //! `cargo xtask schema` regenerates `schema/schema.graphql`. `cargo xtask bench-peer` runs the
 //! PostGraphile peer the benchmark compares against (see `peer`). `cargo xtask fuzz` runs the
 //! fuzz targets for a bounded time (see `fuzz`); CI runs the request target for 60 seconds.
+//! `cargo xtask rig up | status | down` runs every region of `regions/` on this machine (see
+//! `rig`).
 
+mod dns;
 mod fuzz;
 mod peer;
+mod process;
+mod rig;
 mod system;
 
 use std::path::{Path, PathBuf};
@@ -47,14 +52,22 @@ enum Task {
     /// until interrupted. Point `[store] contact_points` at it, with
     /// `await_schema_agreement = false`.
     CqlServer {
-        /// Address to listen on.
+        /// Address to listen on; repeat it to serve the same data on several addresses, each
+        /// reporting its own `--dc` (a contact point per data center, one keyspace).
         #[arg(long, default_value = "127.0.0.1:9042")]
-        listen: std::net::SocketAddr,
-        /// Data center name the node reports (match `[store] local_dc`).
+        listen: Vec<std::net::SocketAddr>,
+        /// Data center name the node reports (match `[store] local_dc`): one, or one per
+        /// `--listen`.
         #[arg(long, default_value = marquee_cql_standin::DEFAULT_DATA_CENTER)]
-        dc: String,
+        dc: Vec<String>,
         #[command(flatten)]
         tls: CqlTls,
+    },
+    /// Every region of regions/ on this machine: geo-DNS, CDN edges, load balancers,
+    /// gateways, Redis Clusters, the shared keyspace, Prometheus.
+    Rig {
+        #[command(subcommand)]
+        task: rig::RigTask,
     },
     /// Run a Redis Cluster on loopback until interrupted (its nodes are stopped by PID);
     /// prints the seeds for `[redis]`.
@@ -89,7 +102,8 @@ fn main() -> anyhow::Result<()> {
         Task::Ci => ci(&root),
         Task::BenchPeer { task } => peer::run(&root, task),
         Task::Fuzz(args) => fuzz::run(&root, &args),
-        Task::CqlServer { listen, dc, tls } => cql_server(listen, &dc, &tls),
+        Task::CqlServer { listen, dc, tls } => cql_server(&listen, &dc, &tls),
+        Task::Rig { task } => rig::run(&root, task),
         Task::RedisCluster { masters, port } => redis_cluster(&root, masters, port),
         Task::Schema => {
             let sdl = output(&root, "cargo", &["run", "--quiet", "-p", "marquee-gateway", "--", "schema"])?;
@@ -187,9 +201,21 @@ fn redis_cluster(root: &Path, masters: usize, port: Option<u16>) -> anyhow::Resu
     Ok(())
 }
 
-/// Serves the CQL stand-in on `listen` until Ctrl-C or SIGTERM.
-fn cql_server(listen: std::net::SocketAddr, dc: &str, tls: &CqlTls) -> anyhow::Result<()> {
-    let node = marquee_cql_standin::StandIn::new(dc).map_err(anyhow::Error::msg)?;
+/// Serves the CQL stand-in on every `listen` address (the same data on each, reporting its
+/// `dc`) until Ctrl-C or SIGTERM.
+fn cql_server(listen: &[std::net::SocketAddr], dcs: &[String], tls: &CqlTls) -> anyhow::Result<()> {
+    let dc_of = |i: usize| -> anyhow::Result<&str> {
+        match dcs {
+            [one] => Ok(one),
+            many if many.len() == listen.len() => Ok(&many[i]),
+            _ => bail!(
+                "give one --dc, or one per --listen ({} addresses, {} data centers)",
+                listen.len(),
+                dcs.len()
+            ),
+        }
+    };
+    let node = marquee_cql_standin::StandIn::new(dc_of(0)?).map_err(anyhow::Error::msg)?;
     let tls = match (&tls.tls_cert, &tls.tls_key) {
         (Some(cert), Some(key)) => Some(
             marquee_cql_standin::server_config(cert, key, tls.tls_client_ca.as_deref())
@@ -197,20 +223,33 @@ fn cql_server(listen: std::net::SocketAddr, dc: &str, tls: &CqlTls) -> anyhow::R
         ),
         _ => None,
     };
+    let mut nodes = Vec::new();
+    for (i, &addr) in listen.iter().enumerate() {
+        nodes.push((addr, node.in_data_center(dc_of(i)?)));
+    }
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime.block_on(async move {
-        let listener =
-            tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
-        let over = if tls.is_some() { " over TLS" } else { "" };
-        println!("CQL stand-in (data center {dc}) listening on {}{over}", listener.local_addr()?);
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            served = async {
+        let mut served = tokio::task::JoinSet::new();
+        for (addr, node) in nodes {
+            let listener =
+                tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
+            let over = if tls.is_some() { " over TLS" } else { "" };
+            println!(
+                "CQL stand-in (data center {}) listening on {}{over}",
+                node.data_center(),
+                listener.local_addr()?
+            );
+            let tls = tls.clone();
+            served.spawn(async move {
                 match tls {
                     Some(tls) => node.serve_tls(listener, tls).await,
                     None => node.serve(listener).await,
                 }
-            } => served.context("serving CQL")?,
+            });
+        }
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            Some(ended) = served.join_next() => ended.context("serving CQL")?.context("serving CQL")?,
             _ = tokio::signal::ctrl_c() => {}
             _ = terminate.recv() => {}
         }

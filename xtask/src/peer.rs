@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use crate::check;
+use crate::process::{alive, read_pid, signal_and_wait};
 use clap::{Args, Subcommand};
 
 /// The peer's database.
@@ -429,31 +430,5 @@ fn stop(work: &Path) -> anyhow::Result<()> {
         signal_and_wait(pid, "INT", "PostgreSQL")?;
     }
     println!("bench-peer: stopped");
-    Ok(())
-}
-
-fn read_pid(path: &Path) -> Option<u32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|stat| stat.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
-}
-
-fn signal_and_wait(pid: u32, signal: &str, name: &str) -> anyhow::Result<()> {
-    if !alive(pid) {
-        return Ok(());
-    }
-    let mut kill = Command::new("kill");
-    kill.arg(format!("-{signal}")).arg(pid.to_string());
-    check(kill, &format!("kill -{signal} {pid} ({name})"))?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while alive(pid) {
-        if Instant::now() > deadline {
-            bail!("{name} (pid {pid}) is still running 60 s after SIG{signal}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
     Ok(())
 }

@@ -26,7 +26,7 @@ pub(crate) fn ensure_redis() -> anyhow::Result<()> {
 }
 
 /// Whether `program` is on the `PATH`.
-fn installed(program: &str) -> bool {
+pub(crate) fn installed(program: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {program}")])
         .output()

@@ -10,7 +10,10 @@
 //! token-aware routing, replication and consistency levels are accepted and not exercised.
 //! Schema agreement never settles on it: drivers must not wait for it.
 //!
-//! One engine serves every connection; each connection keeps its own `USE` keyspace. It serves
+//! One engine serves every connection; each connection keeps its own `USE` keyspace. The same
+//! data can be served on several listeners that report different data centers
+//! ([`StandIn::in_data_center`]), which is how the local rig gives each region a contact point
+//! in its own data center over one shared keyspace. It serves
 //! plain CQL or, with a certificate, CQL over TLS (optionally requiring client certificates),
 //! so a client's TLS settings are tested over a real handshake.
 
@@ -43,18 +46,54 @@ pub const DEFAULT_DATA_CENTER: &str = "datacenter1";
 /// One in-memory CQL node, shared by every connection to it.
 #[derive(Clone)]
 pub struct StandIn {
-    engine: Arc<Mutex<KassandraSession>>,
+    engine: Arc<Mutex<Engine>>,
+    /// The data center this handle's connections are told the node is in.
+    data_center: Arc<str>,
+}
+
+/// The engine, and the data center its `system.local` names right now.
+struct Engine {
+    session: KassandraSession,
+    reporting: String,
+}
+
+impl Engine {
+    /// Makes `system.local` name `data_center` (what DC-aware drivers read).
+    fn report(&mut self, data_center: &str) -> Result<(), CqlError> {
+        if self.reporting == data_center {
+            return Ok(());
+        }
+        let dc = data_center.replace('\'', "''");
+        let statement = format!("UPDATE system.local SET data_center = '{dc}' WHERE key = 'local'");
+        let query = Query::simple(&statement)
+            .map_err(|e| CqlError::new(DbError::ServerError, format!("{statement}: {e}")))?;
+        self.session.process(query)?;
+        data_center.clone_into(&mut self.reporting);
+        Ok(())
+    }
 }
 
 impl StandIn {
     /// An empty node reporting `data_center` in `system.local` (what DC-aware drivers read).
     pub fn new(data_center: &str) -> Result<StandIn, String> {
-        let mut session = KassandraSession::new();
-        let dc = data_center.replace('\'', "''");
-        let statement = format!("UPDATE system.local SET data_center = '{dc}' WHERE key = 'local'");
-        let query = Query::simple(&statement).map_err(|e| e.to_string())?;
-        session.process(query).map_err(|e| format!("{statement}: {e}"))?;
-        Ok(StandIn { engine: Arc::new(Mutex::new(session)) })
+        let mut engine = Engine { session: KassandraSession::new(), reporting: String::new() };
+        engine.report(data_center).map_err(|e| e.to_string())?;
+        Ok(StandIn { engine: Arc::new(Mutex::new(engine)), data_center: data_center.into() })
+    }
+
+    /// The same data, served as a node of `data_center`: connections through the returned
+    /// handle read that name in `system.local`, while the other handles' connections keep
+    /// reading theirs. One keyspace "replicated" to several data centers, for a rig whose
+    /// regions each want a contact point in their own (replication itself is not modelled:
+    /// every data center sees every write at once).
+    #[must_use]
+    pub fn in_data_center(&self, data_center: &str) -> StandIn {
+        StandIn { engine: Arc::clone(&self.engine), data_center: data_center.into() }
+    }
+
+    /// The data center this handle's connections are told the node is in.
+    pub fn data_center(&self) -> &str {
+        &self.data_center
     }
 
     /// Serves connections from `listener` until the future is dropped (which closes every
@@ -126,7 +165,11 @@ impl StandIn {
             Ok(request) => request,
             Err(error) => return Response::Error(error),
         };
-        let mut engine = self.engine.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = self.engine.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Err(error) = guard.report(&self.data_center) {
+            return Response::Error(error);
+        }
+        let engine = &mut guard.session;
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             if let Some(ks) = keyspace.as_deref() {
                 engine.use_keyspace(ks);

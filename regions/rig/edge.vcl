@@ -1,0 +1,128 @@
+vcl 4.1;
+# A region's CDN edge (Varnish on the rig; CloudFront or any CDN honouring Cache-Control in
+# production), in front of the region's load balancer. What it does, and why:
+#
+# - It caches GET /graphql by the gateway's Cache-Control: `s-maxage`/`max-age` set the TTL,
+#   `stale-while-revalidate` the window in which a stale copy is answered while a fresh one is
+#   fetched in the background, `stale-if-error` how long a stale copy stands in for an origin
+#   that fails or has no healthy gateway. Everything else (POST, /readyz, /metrics) passes.
+# - The cache key is the one the README gives CDN operators: the path with only the parameters
+#   that change a response (`query`, `id`, `documentId`, `operationName`, `variables`, and
+#   `extensions` cut down to its `persistedQuery` member), sorted; then the response's `Vary`
+#   (`Accept`, normalised to the media type the gateway would choose, and `Authorization`).
+# - A request with `Authorization` is looked up like any other (its token is part of the key
+#   through `Vary`), but its response is stored only when the gateway marked it `public`:
+#   anything caller-specific is `private, no-store` and is never kept, let alone served to
+#   another caller.
+# - A conditional GET (`If-None-Match`) for a cached response is answered 304 by the edge.
+# - An uncached request with no healthy gateway behind the load balancer fails at once with a
+#   GraphQL-shaped 503 and `Retry-After`.
+#
+# `backend.vcl` (written by `cargo xtask rig up` from the region file) defines `origin`: the
+# region's load balancer, probed on /readyz.
+
+import std;
+
+include "backend.vcl";
+
+sub vcl_recv {
+    set req.backend_hint = origin;
+    if (req.restarts == 0) {
+        unset req.http.X-Marquee-Revalidate;
+        unset req.http.X-Marquee-Stale;
+        unset req.http.X-Marquee-Key;
+    }
+    if (req.method != "GET" && req.method != "HEAD") {
+        return (pass);
+    }
+    if (req.url !~ "^/graphql\?") {
+        return (pass);
+    }
+    # One variant per media type the gateway answers with (its negotiation, in the same order).
+    if (req.http.Accept ~ "(?i)application/graphql-response\+json") {
+        set req.http.Accept = "application/graphql-response+json";
+    } elsif (!req.http.Accept || req.http.Accept ~ "(?i)(application/json|\*/\*|application/\*)") {
+        set req.http.Accept = "application/json";
+    }
+    # The key: unknown parameters dropped, `extensions` reduced to `{"persistedQuery":{…}}`
+    # (URL-encoded, as browsers and curl send it) or dropped when it has no such member, then
+    # the parameters sorted.
+    set req.http.X-Marquee-Key = regsuball(req.url,
+        "(?<=[?&])(?!(?:query|id|documentId|operationName|variables|extensions)=)[^&]*&?", "");
+    set req.http.X-Marquee-Key = regsub(req.http.X-Marquee-Key,
+        "(?i)([?&]extensions=)[^&]*?(%22persistedQuery%22%3A%7B[^&]*?%7D)[^&]*", "\1%7B\2%7D");
+    set req.http.X-Marquee-Key = regsuball(req.http.X-Marquee-Key,
+        "(?i)(?<=[?&])extensions=(?!%7B%22persistedQuery%22)[^&]*&?", "");
+    set req.http.X-Marquee-Key = std.querysort(regsub(req.http.X-Marquee-Key, "[?&]+$", ""));
+    if (req.http.X-Marquee-Revalidate && !req.http.X-Marquee-Stale) {
+        # Past stale-while-revalidate with a healthy origin: only a fresh copy will do.
+        set req.grace = 0s;
+    }
+    return (hash);
+}
+
+sub vcl_hash {
+    hash_data(req.http.X-Marquee-Key);
+    return (lookup);
+}
+
+sub vcl_hit {
+    if (obj.ttl >= 0s) {
+        return (deliver);
+    }
+    # Stale. With no healthy gateway, or after the origin just failed, it stands in
+    # (stale-if-error, the object's grace).
+    if (req.http.X-Marquee-Stale || !std.healthy(req.backend_hint)) {
+        return (deliver);
+    }
+    # Within stale-while-revalidate: answered now, refreshed in the background.
+    if (obj.ttl + std.duration(obj.http.X-Marquee-Swr, 0s) > 0s) {
+        return (deliver);
+    }
+    set req.http.X-Marquee-Revalidate = "1";
+    return (restart);
+}
+
+sub vcl_backend_response {
+    if (bereq.http.Authorization && beresp.http.Cache-Control !~ "(?i)(^|[ ,])public([ ,]|$)") {
+        # A caller's own answer: never stored.
+        set beresp.uncacheable = true;
+        set beresp.ttl = 0s;
+        return (deliver);
+    }
+    if (beresp.status >= 500 && bereq.is_bgfetch) {
+        # A failed background refresh keeps the stale copy.
+        return (abandon);
+    }
+    # Varnish took stale-while-revalidate as the grace; keep it for vcl_hit, and make the
+    # grace stale-if-error, the longest a stale copy may stand in.
+    set beresp.http.X-Marquee-Swr = regsub(beresp.grace, "\..*$", "") + "s";
+    if (beresp.http.Cache-Control ~ "(?i)stale-if-error=[0-9]+") {
+        set beresp.grace = std.duration(
+            regsub(beresp.http.Cache-Control, "(?i)^.*stale-if-error=([0-9]+).*$", "\1s"), beresp.grace);
+    }
+}
+
+sub vcl_backend_error {
+    set beresp.http.Content-Type = "application/json";
+    set beresp.http.Cache-Control = "no-store";
+    set beresp.http.Retry-After = "5";
+    set beresp.body = {"{"errors":[{"message":"no gateway of this region is available; retry shortly","extensions":{"code":"ORIGIN_UNAVAILABLE" } }] }"};
+    return (deliver);
+}
+
+sub vcl_deliver {
+    if (resp.status >= 500 && req.http.X-Marquee-Revalidate && !req.http.X-Marquee-Stale) {
+        # The origin failed a request a stale copy could answer: answer with it.
+        set req.http.X-Marquee-Stale = "1";
+        return (restart);
+    }
+    unset resp.http.X-Marquee-Swr;
+    if (obj.uncacheable) {
+        set resp.http.X-Cache = "PASS";
+    } elsif (obj.hits > 0) {
+        set resp.http.X-Cache = "HIT";
+    } else {
+        set resp.http.X-Cache = "MISS";
+    }
+}

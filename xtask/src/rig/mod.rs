@@ -1,0 +1,552 @@
+//! `cargo xtask rig up | status | down`: every region of `regions/` (the files with a
+//! `[topology]`) on this machine, on loopback, made of the parts production runs or their
+//! stand-ins:
+//!
+//! | rig | production |
+//! |---|---|
+//! | PowerDNS, LUA records (`netmask`, `ifurlup`) | Route 53 latency records + health checks |
+//! | Varnish per region (`regions/rig/edge.vcl`) | CloudFront |
+//! | HAProxy per region, checks on `/readyz` | the regional load balancer |
+//! | the region's gateways, with its region file | the region's autoscaling group |
+//! | a Redis Cluster of three masters per region | ElastiCache (cluster mode) per region |
+//! | the CQL stand-in, one keyspace, a contact point per data center | ScyllaDB, a data center per region |
+//! | Prometheus | the monitoring stack |
+//!
+//! Everything it writes goes under `target/rig/` (generated configuration, logs, data, and
+//! `rig.json`, the parts and their PIDs), every part runs in a process group of its own, and
+//! `down` stops each by its PID. Missing Debian packages are installed when run as root.
+
+mod regions;
+mod render;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use serde::{Deserialize, Serialize};
+
+use crate::process::{alive, http_status, listening, signal_and_wait, spawn_detached, wait_for};
+use crate::system;
+use regions::Region;
+
+/// The API's name in the rig's geo-DNS zone.
+pub(crate) const ZONE: &str = "marquee.test";
+/// The rig's DNS server.
+const DNS: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 18053);
+/// The rig's Prometheus.
+const PROMETHEUS: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 19090);
+/// TTL of the geo-DNS answers, in seconds: how long a client may keep using a region that
+/// has since failed its health check.
+const DNS_TTL: u32 = 5;
+
+#[derive(Subcommand)]
+pub(crate) enum RigTask {
+    /// Start every region of regions/ on loopback, with geo-DNS and monitoring.
+    Up(UpArgs),
+    /// Each part of the rig, its address, its PID and whether it is healthy (exit status 1
+    /// when a part is not).
+    Status,
+    /// Stop every part of the rig by its PID.
+    Down,
+}
+
+#[derive(Args)]
+pub(crate) struct UpArgs {
+    /// Run release builds of the gateway (slower to build, as fast as production).
+    #[arg(long)]
+    release: bool,
+}
+
+/// One running part of the rig, as `rig.json` records it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Part {
+    /// e.g. `us-east gateway 1`.
+    name: String,
+    /// What it is in production.
+    stands_for: String,
+    pid: u32,
+    address: String,
+    check: Check,
+    log: PathBuf,
+}
+
+/// A part about to be started.
+struct Spec {
+    name: String,
+    stands_for: &'static str,
+    address: String,
+    check: Check,
+}
+
+/// How `status` tells a part is healthy.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Check {
+    /// `GET path` answers 200.
+    Http { addr: SocketAddr, path: String },
+    /// Every address accepts connections.
+    Tcp { addrs: Vec<SocketAddr> },
+}
+
+impl Check {
+    fn healthy(&self) -> bool {
+        match self {
+            Check::Http { addr, path } => http_status(*addr, path) == Some(200),
+            Check::Tcp { addrs } => addrs.iter().all(|&a| listening(a)),
+        }
+    }
+}
+
+/// `target/rig/rig.json`.
+#[derive(Default, Serialize, Deserialize)]
+struct State {
+    parts: Vec<Part>,
+    /// Each region and the address of a client in it, for `status`'s DNS check.
+    clients: Vec<(String, IpAddr)>,
+}
+
+struct Rig {
+    root: PathBuf,
+    dir: PathBuf,
+    state: State,
+}
+
+pub(crate) fn run(root: &Path, task: RigTask) -> anyhow::Result<()> {
+    let dir = root.join("target/rig");
+    match task {
+        RigTask::Up(args) => up(root, &dir, &args),
+        RigTask::Status => {
+            if !status(&dir)? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        RigTask::Down => down(&dir),
+    }
+}
+
+fn state_file(dir: &Path) -> PathBuf {
+    dir.join("rig.json")
+}
+
+fn load_state(dir: &Path) -> anyhow::Result<Option<State>> {
+    match std::fs::read(state_file(dir)) {
+        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).context("reading target/rig/rig.json")?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).context("reading target/rig/rig.json"),
+    }
+}
+
+fn up(root: &Path, dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
+    if let Some(state) = load_state(dir)?
+        && state.parts.iter().any(|p| alive(p.pid))
+    {
+        bail!("the rig is already up (`cargo xtask rig status`); `cargo xtask rig down` first");
+    }
+    ensure_packages()?;
+    let gateway = build_gateway(root, args.release)?;
+    let regions = regions::load(&gateway, &root.join("regions"))?;
+    println!(
+        "rig: {} region(s): {}",
+        regions.len(),
+        regions.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ")
+    );
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir.join("logs"))?;
+    let mut rig = Rig { root: root.to_owned(), dir: dir.to_owned(), state: State::default() };
+    let started = rig.start(&gateway, &regions);
+    if let Err(error) = started {
+        eprintln!("rig: {error:#}\nrig: stopping what was started");
+        stop_parts(&rig.state.parts);
+        let _ = std::fs::remove_file(state_file(dir));
+        return Err(error);
+    }
+    println!();
+    status(dir)?;
+    println!(
+        "\nrig: up. Send traffic as a client of a region with `bench run --dns {DNS} --client-ip \
+         <an address of its subnet> --target http://api.{ZONE}:<edge port>` (README, \"Multi-region\"); \
+         `cargo xtask rig down` stops it."
+    );
+    Ok(())
+}
+
+fn ensure_packages() -> anyhow::Result<()> {
+    system::ensure_redis()?;
+    let wanted = [
+        ("pdns_server", "pdns-server"),
+        ("pdns_server", "pdns-backend-bind"),
+        ("haproxy", "haproxy"),
+        ("varnishd", "varnish"),
+        ("prometheus", "prometheus"),
+    ];
+    let backend_missing = !Path::new("/usr/lib/x86_64-linux-gnu/pdns/libbindbackend.so").exists()
+        && !Path::new("/usr/lib/aarch64-linux-gnu/pdns/libbindbackend.so").exists();
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|(program, package)| {
+            !system::installed(program) || (*package == "pdns-backend-bind" && backend_missing)
+        })
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    println!("rig: installing {}", missing.join(" "));
+    system::apt_install(&missing)
+}
+
+fn build_gateway(root: &Path, release: bool) -> anyhow::Result<PathBuf> {
+    let mut args = vec!["build", "--quiet", "-p", "marquee-gateway"];
+    if release {
+        args.push("--release");
+    }
+    println!("rig: building the gateway{}", if release { " (release)" } else { "" });
+    crate::run(root, "cargo", &args)?;
+    Ok(root.join(if release { "target/release/gateway" } else { "target/debug/gateway" }))
+}
+
+impl Rig {
+    fn start(&mut self, gateway: &Path, regions: &[Region]) -> anyhow::Result<()> {
+        self.start_keyspace(gateway, regions)?;
+        let key = self.dir.join("signing-key.pem");
+        let mut keygen = Command::new(gateway);
+        keygen.arg("keygen").arg("--out").arg(&key).stdout(std::process::Stdio::null());
+        crate::check(keygen, "gateway keygen (one signing key for every region's gateways)")?;
+        for region in regions {
+            self.start_redis(region)?;
+            self.start_gateways(gateway, region, &key)?;
+            self.start_load_balancer(region)?;
+            self.start_edge(region)?;
+            if let Some(client) = first_client(region) {
+                self.state.clients.push((region.name.clone(), client));
+            }
+        }
+        self.start_dns(regions)?;
+        self.start_prometheus(regions)?;
+        self.save()
+    }
+
+    fn save(&self) -> anyhow::Result<()> {
+        let json = serde_json::to_vec_pretty(&self.state)?;
+        std::fs::write(state_file(&self.dir), json).context("writing target/rig/rig.json")
+    }
+
+    fn log(&self, name: &str) -> PathBuf {
+        self.dir.join("logs").join(format!("{}.log", name.replace(' ', "-")))
+    }
+
+    /// Starts `command` as the part `spec` describes, records it, and waits until `ready`.
+    fn launch(
+        &mut self,
+        spec: Spec,
+        command: Command,
+        timeout: Duration,
+        mut ready: impl FnMut() -> bool,
+    ) -> anyhow::Result<()> {
+        let Spec { name, stands_for, address, check } = spec;
+        println!("rig: starting {name} ({address}), waiting until it is ready");
+        let log = self.log(&name);
+        let child = spawn_detached(command, &log, &name)?;
+        let pid = child.id();
+        self.state.parts.push(Part {
+            name: name.clone(),
+            stands_for: stands_for.to_owned(),
+            pid,
+            address,
+            check,
+            log: log.clone(),
+        });
+        self.save()?;
+        wait_for(&name, pid, &log, timeout, &mut ready)
+    }
+
+    /// The CQL stand-in with one contact point per region, each in the region's data center,
+    /// all over one keyspace; migrated and seeded once.
+    fn start_keyspace(&mut self, gateway: &Path, regions: &[Region]) -> anyhow::Result<()> {
+        let xtask = std::env::current_exe().context("locating xtask")?;
+        let mut command = Command::new(xtask);
+        command.arg("cql-server");
+        for region in regions {
+            command
+                .arg("--listen")
+                .arg(region.contact_point.to_string())
+                .arg("--dc")
+                .arg(&region.data_center);
+        }
+        let addrs: Vec<SocketAddr> = regions.iter().map(|r| r.contact_point).collect();
+        let address = addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        let check = Check::Tcp { addrs: addrs.clone() };
+        self.launch(
+            Spec {
+                name: "keyspace".into(),
+                stands_for: "the ScyllaDB cluster (a data center per region)",
+                address,
+                check,
+            },
+            command,
+            Duration::from_secs(30),
+            || addrs.iter().all(|&a| listening(a)),
+        )?;
+        let first = &regions[0];
+        let mut migrate = Command::new(gateway);
+        migrate.arg("--config").arg(&first.file).arg("migrate");
+        quiet_gateway_env(&mut migrate);
+        migrate.env("MARQUEE_LOG__FILTER", "warn,scylla=error");
+        crate::check(migrate, &format!("gateway --config {} migrate", first.file.display()))?;
+        println!("rig: seeding the shared keyspace with the {}-movie demo catalog", first.demo_movies);
+        let mut seed = Command::new(gateway);
+        seed.arg("--config").arg(&first.file).arg("seed").arg("--movies").arg(first.demo_movies.to_string());
+        quiet_gateway_env(&mut seed);
+        seed.env("MARQUEE_LOG__FILTER", "warn,scylla=error");
+        crate::check(seed, &format!("gateway --config {} seed", first.file.display()))
+    }
+
+    fn start_redis(&mut self, region: &Region) -> anyhow::Result<()> {
+        let xtask = std::env::current_exe().context("locating xtask")?;
+        let mut command = Command::new(xtask);
+        command
+            .arg("redis-cluster")
+            .arg("--masters")
+            .arg(region.redis_ports.len().to_string())
+            .arg("--port")
+            .arg(region.redis_ports[0].to_string());
+        let addrs: Vec<SocketAddr> =
+            region.redis_ports.iter().map(|&p| SocketAddr::from(([127, 0, 0, 1], p))).collect();
+        let name = format!("{} redis", region.name);
+        let log = self.log(&name);
+        self.launch(
+            Spec {
+                name: name.clone(),
+                stands_for: "the region's ElastiCache Redis Cluster",
+                address: addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+                check: Check::Tcp { addrs },
+            },
+            command,
+            Duration::from_secs(60),
+            // `xtask redis-cluster` prints the seeds once the cluster is formed.
+            || std::fs::read_to_string(&log).is_ok_and(|text| text.contains("seeds:")),
+        )
+    }
+
+    fn start_gateways(&mut self, gateway: &Path, region: &Region, key: &Path) -> anyhow::Result<()> {
+        let manifest = self.root.join("regions/rig/partner-manifest.json");
+        for (i, &addr) in region.gateways.iter().enumerate() {
+            let mut command = Command::new(gateway);
+            command.arg("--config").arg(&region.file).arg("--listen").arg(addr.to_string());
+            quiet_gateway_env(&mut command);
+            command
+                .env("MARQUEE_AUTH__SIGNING_KEY_FILES", format!("[\"{}\"]", key.display()))
+                .env("MARQUEE_AUTH__DEV_TOKENS", "true")
+                .env("MARQUEE_PERSISTED_QUERIES__MANIFEST_FILE", &manifest);
+            self.launch(
+                Spec {
+                    name: format!("{} gateway {}", region.name, i + 1),
+                    stands_for: "an instance of the region's autoscaling group",
+                    address: addr.to_string(),
+                    check: Check::Http { addr, path: "/readyz".into() },
+                },
+                command,
+                Duration::from_secs(120),
+                || http_status(addr, "/readyz") == Some(200),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn start_load_balancer(&mut self, region: &Region) -> anyhow::Result<()> {
+        let dir = self.dir.join(&region.name);
+        std::fs::create_dir_all(&dir)?;
+        let error_file = dir.join("503.http");
+        std::fs::write(&error_file, render::haproxy_503())?;
+        let config = dir.join("haproxy.cfg");
+        std::fs::write(&config, render::haproxy(region, &error_file))?;
+        let mut command = Command::new("haproxy");
+        command.arg("-db").arg("-f").arg(&config);
+        let addr = region.load_balancer;
+        self.launch(
+            Spec {
+                name: format!("{} load balancer", region.name),
+                stands_for: "the region's load balancer (ALB)",
+                address: addr.to_string(),
+                check: Check::Http { addr, path: "/readyz".into() },
+            },
+            command,
+            Duration::from_secs(30),
+            || http_status(addr, "/readyz") == Some(200),
+        )
+    }
+
+    fn start_edge(&mut self, region: &Region) -> anyhow::Result<()> {
+        let dir = self.dir.join(&region.name).join("varnish");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("backend.vcl"), render::varnish_backend(region))?;
+        let mut command = Command::new("varnishd");
+        command
+            .arg("-F")
+            .args(["-j", "none"])
+            .arg("-a")
+            .arg(region.edge.to_string())
+            .arg("-f")
+            .arg(self.root.join("regions/rig/edge.vcl"))
+            .arg("-p")
+            .arg(format!("vcl_path={}", dir.display()))
+            .arg("-n")
+            .arg(dir.join("work"))
+            .args(["-s", "malloc,64m"]);
+        let addr = region.edge;
+        self.launch(
+            Spec {
+                name: format!("{} edge", region.name),
+                stands_for: "the CDN's edge for the region (CloudFront)",
+                address: addr.to_string(),
+                check: Check::Http { addr, path: "/readyz".into() },
+            },
+            command,
+            Duration::from_secs(60),
+            || http_status(addr, "/readyz") == Some(200),
+        )
+    }
+
+    fn start_dns(&mut self, regions: &[Region]) -> anyhow::Result<()> {
+        let dir = self.dir.join("dns");
+        std::fs::create_dir_all(&dir)?;
+        let zone_file = dir.join(format!("{ZONE}.zone"));
+        std::fs::write(&zone_file, render::zone(ZONE, regions, DNS_TTL))?;
+        let named = dir.join("named.conf");
+        std::fs::write(&named, render::named_conf(ZONE, &zone_file))?;
+        std::fs::write(dir.join("pdns.conf"), render::pdns_conf(DNS, &dir, &named))?;
+        let mut command = Command::new("pdns_server");
+        command.arg(format!("--config-dir={}", dir.display()));
+        // Ready once every region's clients are sent to their own region: until its first
+        // health checks have run, PowerDNS does not know which edges are up.
+        let expected: Vec<(IpAddr, IpAddr)> =
+            regions.iter().filter_map(|r| Some((first_client(r)?, r.edge.ip()))).collect();
+        let name = format!("api.{ZONE}");
+        self.launch(
+            Spec {
+                name: "geo-DNS".into(),
+                stands_for: "Route 53 (latency records, health checks)",
+                address: format!("{DNS} (udp, tcp), zone {ZONE}"),
+                check: Check::Tcp { addrs: vec![DNS] },
+            },
+            command,
+            Duration::from_secs(30),
+            || {
+                expected.iter().all(|&(client, edge)| {
+                    crate::dns::resolve_from(DNS, client, &name).is_ok_and(|answers| answers == [edge])
+                })
+            },
+        )
+    }
+
+    fn start_prometheus(&mut self, regions: &[Region]) -> anyhow::Result<()> {
+        let dir = self.dir.join("prometheus");
+        std::fs::create_dir_all(&dir)?;
+        let config = dir.join("prometheus.yml");
+        std::fs::write(&config, render::prometheus(regions))?;
+        let mut command = Command::new("prometheus");
+        command
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address={PROMETHEUS}"));
+        self.launch(
+            Spec {
+                name: "prometheus".into(),
+                stands_for: "the monitoring stack",
+                address: PROMETHEUS.to_string(),
+                check: Check::Http { addr: PROMETHEUS, path: "/-/ready".into() },
+            },
+            command,
+            Duration::from_secs(60),
+            || http_status(PROMETHEUS, "/-/ready") == Some(200),
+        )
+    }
+}
+
+/// The rig decides the gateways' settings: none of the caller's `MARQUEE_*` variables leak in.
+fn quiet_gateway_env(command: &mut Command) {
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("MARQUEE_") {
+            command.env_remove(name);
+        }
+    }
+}
+
+/// An address of a client in `region`: the first host of its first subnet.
+fn first_client(region: &Region) -> Option<IpAddr> {
+    let subnet = region.client_subnets.first()?;
+    let (ip, _) = subnet.split_once('/')?;
+    match ip.parse().ok()? {
+        IpAddr::V4(v4) => Some(IpAddr::V4(std::net::Ipv4Addr::from(u32::from(v4).wrapping_add(1)))),
+        IpAddr::V6(v6) => Some(IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6).wrapping_add(1)))),
+    }
+}
+
+/// Prints every part and its health; whether all are healthy.
+fn status(dir: &Path) -> anyhow::Result<bool> {
+    let Some(state) = load_state(dir)? else {
+        println!("rig: not up (no target/rig/rig.json); `cargo xtask rig up` starts it");
+        return Ok(false);
+    };
+    let mut all = true;
+    println!("{:<22} {:<8} {:<10} {:<44} stands for", "part", "pid", "state", "address");
+    for part in &state.parts {
+        let health = if !alive(part.pid) {
+            "stopped"
+        } else if part.check.healthy() {
+            "healthy"
+        } else {
+            "unhealthy"
+        };
+        all &= health == "healthy";
+        println!("{:<22} {:<8} {:<10} {:<44} {}", part.name, part.pid, health, part.address, part.stands_for);
+    }
+    if !state.clients.is_empty() {
+        println!();
+        for (region, client) in &state.clients {
+            match crate::dns::resolve_from(DNS, *client, &format!("api.{ZONE}")) {
+                Ok(answers) => println!(
+                    "geo-DNS: a client at {client} ({region}) resolves api.{ZONE} to {}",
+                    answers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                ),
+                Err(error) => {
+                    all = false;
+                    println!("geo-DNS: a client at {client} ({region}) cannot resolve api.{ZONE}: {error:#}");
+                }
+            }
+        }
+    }
+    Ok(all)
+}
+
+fn down(dir: &Path) -> anyhow::Result<()> {
+    let Some(state) = load_state(dir)? else {
+        println!("rig: not up");
+        return Ok(());
+    };
+    stop_parts(&state.parts);
+    std::fs::remove_file(state_file(dir)).context("removing target/rig/rig.json")?;
+    println!("rig: down (logs stay in {})", dir.join("logs").display());
+    Ok(())
+}
+
+/// Stops every part, last started first: SIGTERM (a gateway drains; the Redis Cluster's
+/// keeper stops its nodes), then SIGKILL for anything still running a minute later.
+fn stop_parts(parts: &[Part]) {
+    for part in parts.iter().rev() {
+        if !alive(part.pid) {
+            continue;
+        }
+        println!("rig: stopping {} (pid {})", part.name, part.pid);
+        if let Err(error) = signal_and_wait(part.pid, "TERM", &part.name) {
+            eprintln!("rig: {error:#}; killing it");
+            let _ = signal_and_wait(part.pid, "KILL", &part.name);
+        }
+    }
+}

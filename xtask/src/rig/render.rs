@@ -1,0 +1,182 @@
+//! The rig's generated configuration: what HAProxy, Varnish, PowerDNS and Prometheus are told,
+//! derived from the region files. Each function returns a file's text; `rig up` writes them
+//! under `target/rig/`.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use super::regions::Region;
+
+/// The body HAProxy answers with when no gateway of the region is up: GraphQL-shaped, like
+/// every other error of the API, and never cached.
+pub(crate) fn haproxy_503() -> String {
+    let body = r#"{"errors":[{"message":"no gateway of this region is available; retry shortly","extensions":{"code":"ORIGIN_UNAVAILABLE"}}]}"#;
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n\
+         Retry-After: 5\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// The region's load balancer: round robin over its gateways, each checked on `/readyz`
+/// every 500 ms and out of rotation after two failures, so a gateway draining after SIGTERM
+/// (503 on `/readyz` for `http.drain_delay_ms`) gets no new requests before it closes. A
+/// request whose connection to a gateway failed is sent to another.
+pub(crate) fn haproxy(region: &Region, error_file: &Path) -> String {
+    let mut servers = String::new();
+    for (i, gateway) in region.gateways.iter().enumerate() {
+        let _ = writeln!(servers, "    server gateway-{} {gateway} check", i + 1);
+    }
+    format!(
+        "# {name}: the regional load balancer (written by `cargo xtask rig up` from {file})
+global
+    maxconn 8000
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 75s
+    timeout server 15s
+    timeout http-keep-alive 60s
+    timeout check 1s
+    retries 2
+    retry-on conn-failure empty-response
+    option redispatch
+    errorfile 503 {error_file}
+
+frontend api
+    bind {lb}
+    default_backend gateways
+
+backend gateways
+    balance roundrobin
+    option httpchk
+    http-check send meth GET uri /readyz ver HTTP/1.1 hdr Host {name}
+    http-check expect status 200
+    default-server inter 500ms fall 2 rise 2
+{servers}",
+        name = region.name,
+        file = region.file.display(),
+        error_file = error_file.display(),
+        lb = region.load_balancer,
+    )
+}
+
+/// `backend.vcl` for `regions/rig/edge.vcl`: the region's load balancer, probed on
+/// `/readyz` (which it answers 503 when no gateway is up) so the edge knows when to serve
+/// stale copies.
+pub(crate) fn varnish_backend(region: &Region) -> String {
+    format!(
+        "# {name}: the CDN edge's origin (written by `cargo xtask rig up` from {file})
+backend origin {{
+    .host = \"{host}\";
+    .port = \"{port}\";
+    .connect_timeout = 1s;
+    .first_byte_timeout = 15s;
+    .probe = {{
+        .url = \"/readyz\";
+        .interval = 500ms;
+        .timeout = 1s;
+        .window = 3;
+        .threshold = 2;
+    }}
+}}
+",
+        name = region.name,
+        file = region.file.display(),
+        host = region.load_balancer.ip(),
+        port = region.load_balancer.port(),
+    )
+}
+
+/// The geo-DNS zone: `api.<zone>` answers each client with its own region's edge, chosen by
+/// the client's source subnet, unless that region's health URL (its `/readyz` through the
+/// edge) fails, in which case it answers with the next healthy region in file order. Each
+/// region's edge also has a name of its own (`us-east.<zone>`).
+pub(crate) fn zone(zone: &str, regions: &[Region], ttl: u32) -> String {
+    let edge_port = regions.first().map_or(80, |r| r.edge.port());
+    let mut text = format!(
+        "; geo-DNS for the rig (written by `cargo xtask rig up` from regions/*.toml)
+$ORIGIN {zone}.
+$TTL {ttl}
+@    IN SOA ns.{zone}. hostmaster.{zone}. 1 3600 600 86400 {ttl}
+@    IN NS  ns.{zone}.
+ns   IN A   127.0.0.1
+"
+    );
+    for region in regions {
+        let _ = writeln!(text, "{:<8} IN A {}", region.name, region.edge.ip());
+    }
+    // Lua: the preference order of regions for this client, then the first set with a
+    // healthy address. `netmask` matches the client's source address (or its EDNS client
+    // subnet).
+    let order = |first: usize| -> String {
+        let mut sets: Vec<String> = Vec::new();
+        sets.push(format!("{{'{}'}}", regions[first].edge.ip()));
+        for (i, region) in regions.iter().enumerate() {
+            if i != first {
+                sets.push(format!("{{'{}'}}", region.edge.ip()));
+            }
+        }
+        format!("{{{}}}", sets.join(","))
+    };
+    let mut lua = format!("local order = {} ", order(0));
+    for (i, region) in regions.iter().enumerate().skip(1) {
+        let subnets: Vec<String> = region.client_subnets.iter().map(|s| format!("'{s}'")).collect();
+        let _ = write!(lua, "if netmask({{{}}}) then order = {} end ", subnets.join(","), order(i));
+    }
+    let _ =
+        write!(lua, "return ifurlup('http://api.{zone}:{edge_port}/readyz', order, {{stringmatch='ready'}})");
+    let _ = writeln!(text, "api  {ttl} IN LUA A \";{lua}\"");
+    text
+}
+
+/// PowerDNS's `named.conf` (the bind backend's zone list).
+pub(crate) fn named_conf(zone: &str, zone_file: &Path) -> String {
+    format!("zone \"{zone}\" {{\n    type master;\n    file \"{}\";\n}};\n", zone_file.display())
+}
+
+/// PowerDNS's settings: the bind backend with LUA records, health checks every second.
+pub(crate) fn pdns_conf(dns: SocketAddr, dir: &Path, named_conf: &Path) -> String {
+    format!(
+        "# the rig's geo-DNS (written by `cargo xtask rig up`)
+launch=bind
+bind-config={named}
+enable-lua-records=yes
+lua-health-checks-interval=1
+local-address={ip}
+local-port={port}
+socket-dir={dir}
+daemon=no
+guardian=no
+write-pid=no
+disable-syslog=yes
+loglevel=4
+",
+        named = named_conf.display(),
+        ip = dns.ip(),
+        port = dns.port(),
+        dir = dir.display(),
+    )
+}
+
+/// Prometheus: every gateway's `/metrics` every 5 s; the gateways label their own metrics
+/// with `region`.
+pub(crate) fn prometheus(regions: &[Region]) -> String {
+    let mut text = String::from(
+        "# the rig's monitoring (written by `cargo xtask rig up` from regions/*.toml)
+global:
+  scrape_interval: 5s
+scrape_configs:
+  - job_name: gateway
+    honor_labels: true
+    static_configs:
+",
+    );
+    for region in regions {
+        let targets: Vec<String> = region.gateways.iter().map(|g| format!("'{g}'")).collect();
+        let _ = writeln!(text, "      - targets: [{}]", targets.join(", "));
+    }
+    text
+}
