@@ -8,6 +8,7 @@
 //! The three scenarios (`run`, `ramp`, `compare`) are functions here so the smoke test drives
 //! the same code as the command line.
 
+pub mod dns;
 pub mod load;
 pub mod report;
 pub mod targets;
@@ -58,6 +59,9 @@ pub struct Setup {
     /// start; used instead of minting.
     #[serde(skip)]
     pub preset_tokens: Vec<Arc<str>>,
+    /// Be a client of one region: resolve the target's name through this DNS server and send
+    /// from this address (the target may then be a name, e.g. the rig's `api.marquee.test`).
+    pub route: Option<dns::ClientRoute>,
 }
 
 /// A gateway ready to take load, with tokens.
@@ -73,7 +77,7 @@ struct Prepared {
 
 async fn prepare(setup: &Setup) -> anyhow::Result<Prepared> {
     let scratch = tempfile::tempdir()?;
-    let client = load::client(setup.spec.timeout);
+    let client = load::client(setup.spec.timeout, setup.route.as_ref());
     let (managed, target) = match &setup.gateway {
         GatewaySource::Managed { bin, data_dir } => {
             let (bin, data_dir, dir) = (bin.clone(), data_dir.clone(), scratch.path().to_owned());
@@ -90,6 +94,7 @@ async fn prepare(setup: &Setup) -> anyhow::Result<Prepared> {
             let target = gateway.target.clone();
             (Some(gateway), target)
         }
+        GatewaySource::Url(url) if setup.route.is_some() => (None, Target::named("marquee", url.clone())?),
         GatewaySource::Url(url) => (None, Target::new("marquee", url.clone())?),
     };
     let wants_users = setup.users > 0 && !setup.workload.hot;

@@ -64,6 +64,16 @@ impl Target {
         }
         Ok(Target { name: name.into(), base_url, headers: Vec::new(), dialect: Dialect::Marquee })
     }
+
+    /// A target by name, for a client that resolves names through a [`crate::dns::ClientRoute`]
+    /// (whose resolver refuses any answer that is not loopback): `http://` with any host.
+    pub fn named(name: impl Into<String>, base_url: impl Into<String>) -> Result<Target, LoadError> {
+        let base_url = base_url.into().trim_end_matches('/').to_owned();
+        if !base_url.starts_with("http://") {
+            return Err(LoadError::BadUrl(base_url));
+        }
+        Ok(Target { name: name.into(), base_url, headers: Vec::new(), dialect: Dialect::Marquee })
+    }
 }
 
 /// How much load, for how long.
@@ -304,15 +314,14 @@ impl Recorder {
     }
 }
 
-/// A shared HTTP client tuned for load: plain HTTP/1.1, a large idle pool, no proxies.
-pub fn client(timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .pool_max_idle_per_host(4096)
-        .tcp_nodelay(true)
-        .timeout(timeout)
-        .build()
-        .unwrap_or_default()
+/// A shared HTTP client tuned for load: plain HTTP/1.1, a large idle pool, no proxies; with a
+/// `route`, a client of one region (see [`crate::dns`]).
+pub fn client(timeout: Duration, route: Option<&crate::dns::ClientRoute>) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(4096).tcp_nodelay(true);
+    if let Some(route) = route {
+        builder = builder.dns_resolver(crate::dns::RegionResolver::new(route)).local_address(route.source);
+    }
+    builder.timeout(timeout).build().unwrap_or_default()
 }
 
 async fn send(client: &reqwest::Client, target: &Target, planned: Planned) -> Outcome {

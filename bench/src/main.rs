@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use marquee_bench::dns::ClientRoute;
 use marquee_bench::load::LoadSpec;
 use marquee_bench::workload::{Mix, Workload};
 use marquee_bench::{CompareTarget, GatewaySource, RampSpec, Setup};
@@ -130,6 +131,14 @@ struct Common {
     /// Generator seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Be a client of one region: resolve --target's name through this DNS server (e.g. the
+    /// rig's geo-DNS, 127.0.0.1:18053)...
+    #[arg(long, requires_all = ["client_ip", "target"])]
+    dns: Option<std::net::SocketAddr>,
+    /// ...from this address, which requests are also sent from (e.g. 127.20.0.1 for a client
+    /// in the rig's eu-west subnet).
+    #[arg(long, requires = "dns")]
+    client_ip: Option<std::net::IpAddr>,
     /// Output directory for results.json, report.md and the plots.
     #[arg(long)]
     out: PathBuf,
@@ -179,6 +188,7 @@ impl Common {
             warmup: self.warmup,
             command: std::env::args().map(|a| shell_quote(&a)).collect::<Vec<_>>().join(" "),
             preset_tokens: Vec::new(),
+            route: self.dns.zip(self.client_ip).map(|(dns, source)| ClientRoute { dns, source }),
         })
     }
 }

@@ -68,6 +68,7 @@ fn setup(url: &str, tokens: Vec<Arc<str>>, mix: Mix, hot: bool) -> Setup {
         warmup: Duration::from_millis(200),
         command: "smoke".into(),
         preset_tokens: tokens,
+        route: None,
     }
 }
 

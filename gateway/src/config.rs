@@ -206,6 +206,12 @@ pub struct HttpConfig {
     pub drain_delay_ms: u64,
     /// After the listener closes, how long in-flight requests get to finish.
     pub shutdown_grace_ms: u64,
+    /// The proxies in front of the gateway (load balancer, CDN), as networks. A request from
+    /// one of them is the client's named in `X-Forwarded-For`: the rightmost address that is
+    /// not itself a trusted proxy. Rate limits and anonymous tokens key on that address.
+    /// Empty: the peer is the client, whatever the header says.
+    #[serde(default)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// GraphQL execution settings.
@@ -333,6 +339,7 @@ impl Default for Config {
                 max_connections: 10_000,
                 drain_delay_ms: 0,
                 shutdown_grace_ms: 10_000,
+                trusted_proxies: Vec::new(),
             },
             graphql: GraphqlConfig {
                 batch_delay_us: 0,

@@ -20,6 +20,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::extract::{ConnectInfo, Request, State};
+
+use crate::http::forwarded::ClientAddr;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -153,10 +155,13 @@ impl RateLimiter for InProcessLimiter {
 /// The client address a request is limited by: an IPv4 address, or the /64 an IPv6 address
 /// belongs to (one IPv6 client usually owns a whole /64 and can pick any address in it).
 pub(crate) fn client_address(request: &Request) -> String {
-    let Some(ConnectInfo(addr)) = request.extensions().get::<ConnectInfo<SocketAddr>>() else {
-        return "unknown".to_owned();
+    let extensions = request.extensions();
+    let ip = match (extensions.get::<ClientAddr>(), extensions.get::<ConnectInfo<SocketAddr>>()) {
+        (Some(ClientAddr(client)), _) => *client,
+        (None, Some(ConnectInfo(peer))) => peer.ip(),
+        (None, None) => return "unknown".to_owned(),
     };
-    match addr.ip().to_canonical() {
+    match ip.to_canonical() {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => {
             let s = v6.segments();

@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use crate::auth::{AuthSetupError, Authenticator};
 use crate::cache_policy::CachePolicy;
 use crate::config::Config;
+use crate::http::forwarded::TrustedProxies;
 use crate::http::graphiql::{self, AssetSource, MissingAsset};
 use crate::persisted::{ManifestError, PersistedQueries};
 use crate::pipeline::GraphqlState;
@@ -190,6 +191,7 @@ impl Application {
             metrics: Arc::new(metrics),
             body_limit: BodyLimit(config.http.body_limit_bytes),
             graphiql: Graphiql(config.graphql.graphiql.then(|| graphiql::page(&graphiql_assets, "/graphql"))),
+            proxies: TrustedProxies(config.http.trusted_proxies.as_slice().into()),
         };
         Ok(Application { listener, addr, state, config, connections })
     }

@@ -33,6 +33,8 @@ pub struct AppState {
     pub body_limit: BodyLimit,
     /// GraphiQL's page.
     pub graphiql: Graphiql,
+    /// The proxies whose `X-Forwarded-For` names the client.
+    pub proxies: crate::http::forwarded::TrustedProxies,
 }
 
 /// What `/readyz` looks at.

@@ -19,7 +19,7 @@ vcl 4.1;
 #   GraphQL-shaped 503 and `Retry-After`.
 #
 # `backend.vcl` (written by `cargo xtask rig up` from the region file) defines `origin`: the
-# region's load balancer, probed on /readyz.
+# region's load balancer, probed on its health URL (200 while a gateway is in rotation).
 
 import std;
 

@@ -120,11 +120,14 @@ fn ci(root: &Path) -> anyhow::Result<()> {
     // The fuzz targets are their own workspace (cargo-fuzz's layout), outside `--all`.
     run(root, "cargo", &["fmt", "--manifest-path", "fuzz/Cargo.toml", "--", "--check"])?;
     run(root, "cargo", &["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])?;
-    // The stock clients (Apollo Client, graphql-http's audit) the gateway's tests drive, and
-    // the Redis server the cache tier's tests start as clusters (each test its own, stopped by
-    // PID).
+    // The stock clients (Apollo Client, graphql-http's audit) the gateway's tests drive, the
+    // Redis server the cache tier's tests start as clusters (each test its own, stopped by
+    // PID), and the parts of the two-region rig.
     system::client_packages(root)?;
     system::ensure_redis()?;
+    // The rig test (`xtask/tests/rig.rs`, a short form of `cargo xtask rig test`) runs both
+    // regions: PowerDNS, HAProxy, Varnish, Prometheus.
+    rig::ensure_packages()?;
     // Every test (the store conformance suite runs on both backends: the ScyllaDB one over the
     // in-process CQL stand-in), then the API's query, user-data and persisted-query suites
     // again over the ScyllaDB backend, end to end.

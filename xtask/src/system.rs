@@ -33,6 +33,13 @@ pub(crate) fn installed(program: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// Whether the Debian package `name` is installed.
+pub(crate) fn package_installed(name: &str) -> bool {
+    Command::new("dpkg-query").args(["-W", "-f=${Status}", name]).output().is_ok_and(|o| {
+        o.status.success() && String::from_utf8_lossy(&o.stdout).ends_with("install ok installed")
+    })
+}
+
 /// Installs Debian `packages` (as root, or with passwordless sudo).
 pub(crate) fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
     let apt = |args: &[&str]| {

@@ -453,3 +453,55 @@ async fn abuse_costs_the_real_process_little_cpu_and_memory() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!stderr.contains("Too many open files"), "{stderr}");
 }
+
+#[tokio::test]
+async fn behind_trusted_proxies_each_forwarded_client_has_its_own_rate() {
+    // The test's connections come from 127.0.0.1: first as a trusted proxy (the region's
+    // load balancer), then as an untrusted client forging the header.
+    let dir = seeded_dir();
+    let mut config = test_config(dir.path());
+    config.rate_limit = RateLimitConfig { enabled: true, per_second: 1, burst: 3 };
+    config.http.trusted_proxies = vec!["127.0.0.0/8".parse().expect("net")];
+    let app = spawn_with(config).await;
+    let statuses = |forwarded_for: &'static str| {
+        let app = &app;
+        async move {
+            let mut statuses = Vec::new();
+            for _ in 0..5 {
+                let response = app
+                    .client
+                    .post(app.url("/graphql"))
+                    .header("x-forwarded-for", forwarded_for)
+                    .json(&json!({ "query": "{ genres { name } }" }))
+                    .send()
+                    .await
+                    .expect("post");
+                statuses.push(response.status().as_u16());
+            }
+            statuses
+        }
+    };
+    // A client at 203.0.113.7, behind a CDN node (127.0.2.1) and the load balancer (the peer).
+    assert_eq!(statuses("203.0.113.7, 127.0.2.1").await, [200, 200, 200, 429, 429]);
+    // Another client behind the same proxies still has its whole burst: limits are per client,
+    // not per proxy; and what a client writes left of the proxies' entries is not believed.
+    assert_eq!(statuses("203.0.113.7, 198.51.100.1, 127.0.2.1").await, [200, 200, 200, 429, 429]);
+
+    let dir = seeded_dir();
+    let mut config = test_config(dir.path());
+    config.rate_limit = RateLimitConfig { enabled: true, per_second: 1, burst: 3 };
+    let app = spawn_with(config).await;
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        let response = app
+            .client
+            .post(app.url("/graphql"))
+            .header("x-forwarded-for", format!("198.51.100.{i}"))
+            .json(&json!({ "query": "{ genres { name } }" }))
+            .send()
+            .await
+            .expect("post");
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429], "no trusted proxy: the header buys nothing");
+}

@@ -51,13 +51,18 @@ pub(crate) enum RigTask {
     Status,
     /// Stop every part of the rig by its PID.
     Down,
+    /// Start the rig, check it end to end (`xtask/tests/rig.rs`), and stop it.
+    Test,
 }
 
 #[derive(Args)]
 pub(crate) struct UpArgs {
     /// Run release builds of the gateway (slower to build, as fast as production).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "gateway_bin")]
     release: bool,
+    /// Run this gateway binary instead of building one.
+    #[arg(long)]
+    gateway_bin: Option<PathBuf>,
 }
 
 /// One running part of the rig, as `rig.json` records it.
@@ -125,6 +130,9 @@ pub(crate) fn run(root: &Path, task: RigTask) -> anyhow::Result<()> {
             Ok(())
         }
         RigTask::Down => down(&dir),
+        RigTask::Test => {
+            crate::run(root, "cargo", &["test", "-p", "xtask", "--test", "rig", "--", "--nocapture"])
+        }
     }
 }
 
@@ -147,7 +155,10 @@ fn up(root: &Path, dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
         bail!("the rig is already up (`cargo xtask rig status`); `cargo xtask rig down` first");
     }
     ensure_packages()?;
-    let gateway = build_gateway(root, args.release)?;
+    let gateway = match &args.gateway_bin {
+        Some(bin) => std::path::absolute(bin).context("--gateway-bin")?,
+        None => build_gateway(root, args.release)?,
+    };
     let regions = regions::load(&gateway, &root.join("regions"))?;
     println!(
         "rig: {} region(s): {}",
@@ -176,23 +187,12 @@ fn up(root: &Path, dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn ensure_packages() -> anyhow::Result<()> {
+/// The rig's Debian packages, installed when missing.
+pub(crate) fn ensure_packages() -> anyhow::Result<()> {
     system::ensure_redis()?;
-    let wanted = [
-        ("pdns_server", "pdns-server"),
-        ("pdns_server", "pdns-backend-bind"),
-        ("haproxy", "haproxy"),
-        ("varnishd", "varnish"),
-        ("prometheus", "prometheus"),
-    ];
-    let backend_missing = !Path::new("/usr/lib/x86_64-linux-gnu/pdns/libbindbackend.so").exists()
-        && !Path::new("/usr/lib/aarch64-linux-gnu/pdns/libbindbackend.so").exists();
-    let missing: Vec<&str> = wanted
-        .iter()
-        .filter(|(program, package)| {
-            !system::installed(program) || (*package == "pdns-backend-bind" && backend_missing)
-        })
-        .map(|(_, package)| *package)
+    let missing: Vec<&str> = ["pdns-server", "pdns-backend-bind", "haproxy", "varnish", "prometheus"]
+        .into_iter()
+        .filter(|package| !system::package_installed(package))
         .collect();
     if missing.is_empty() {
         return Ok(());
@@ -374,11 +374,11 @@ impl Rig {
                 name: format!("{} load balancer", region.name),
                 stands_for: "the region's load balancer (ALB)",
                 address: addr.to_string(),
-                check: Check::Http { addr, path: "/readyz".into() },
+                check: Check::Http { addr, path: render::REGION_HEALTH.into() },
             },
             command,
             Duration::from_secs(30),
-            || http_status(addr, "/readyz") == Some(200),
+            || http_status(addr, render::REGION_HEALTH) == Some(200),
         )
     }
 
@@ -405,11 +405,11 @@ impl Rig {
                 name: format!("{} edge", region.name),
                 stands_for: "the CDN's edge for the region (CloudFront)",
                 address: addr.to_string(),
-                check: Check::Http { addr, path: "/readyz".into() },
+                check: Check::Http { addr, path: render::REGION_HEALTH.into() },
             },
             command,
             Duration::from_secs(60),
-            || http_status(addr, "/readyz") == Some(200),
+            || http_status(addr, render::REGION_HEALTH) == Some(200),
         )
     }
 

@@ -8,6 +8,10 @@ use std::path::Path;
 
 use super::regions::Region;
 
+/// The region's health URL path, answered by its load balancer: 200 while at least one of its
+/// gateways is in rotation.
+pub(crate) const REGION_HEALTH: &str = "/readyz/region";
+
 /// The body HAProxy answers with when no gateway of the region is up: GraphQL-shaped, like
 /// every other error of the API, and never cached.
 pub(crate) fn haproxy_503() -> String {
@@ -40,13 +44,20 @@ defaults
     timeout server 15s
     timeout http-keep-alive 60s
     timeout check 1s
-    retries 2
+    # A request whose connection a gateway refused (it stopped) goes to another at once:
+    # redispatched on its retry, without HAProxy's pause before retrying the same server.
+    retries 1
     retry-on conn-failure empty-response
-    option redispatch
+    option redispatch 1
+    option forwardfor
     errorfile 503 {error_file}
 
 frontend api
     bind {lb}
+    # The region's own health, for the edge's probe and geo-DNS: 200 while a gateway is in
+    # rotation. (A gateway's /readyz speaks for that gateway only, and a draining one says 503.)
+    monitor-uri {region_health}
+    monitor fail if {{ nbsrv(gateways) lt 1 }}
     default_backend gateways
 
 backend gateways
@@ -60,12 +71,13 @@ backend gateways
         file = region.file.display(),
         error_file = error_file.display(),
         lb = region.load_balancer,
+        region_health = REGION_HEALTH,
     )
 }
 
-/// `backend.vcl` for `regions/rig/edge.vcl`: the region's load balancer, probed on
-/// `/readyz` (which it answers 503 when no gateway is up) so the edge knows when to serve
-/// stale copies.
+/// `backend.vcl` for `regions/rig/edge.vcl`: the region's load balancer, probed on its
+/// health URL (503 when no gateway is in rotation) so the edge knows when to serve stale
+/// copies.
 pub(crate) fn varnish_backend(region: &Region) -> String {
     format!(
         "# {name}: the CDN edge's origin (written by `cargo xtask rig up` from {file})
@@ -75,7 +87,7 @@ backend origin {{
     .connect_timeout = 1s;
     .first_byte_timeout = 15s;
     .probe = {{
-        .url = \"/readyz\";
+        .url = \"{region_health}\";
         .interval = 500ms;
         .timeout = 1s;
         .window = 3;
@@ -87,12 +99,13 @@ backend origin {{
         file = region.file.display(),
         host = region.load_balancer.ip(),
         port = region.load_balancer.port(),
+        region_health = REGION_HEALTH,
     )
 }
 
 /// The geo-DNS zone: `api.<zone>` answers each client with its own region's edge, chosen by
-/// the client's source subnet, unless that region's health URL (its `/readyz` through the
-/// edge) fails, in which case it answers with the next healthy region in file order. Each
+/// the client's source subnet, unless that region's health URL (its load balancer's, through
+/// the edge) fails, in which case it answers with the next healthy region in file order. Each
 /// region's edge also has a name of its own (`us-east.<zone>`).
 pub(crate) fn zone(zone: &str, regions: &[Region], ttl: u32) -> String {
     let edge_port = regions.first().map_or(80, |r| r.edge.port());
@@ -126,8 +139,7 @@ ns   IN A   127.0.0.1
         let subnets: Vec<String> = region.client_subnets.iter().map(|s| format!("'{s}'")).collect();
         let _ = write!(lua, "if netmask({{{}}}) then order = {} end ", subnets.join(","), order(i));
     }
-    let _ =
-        write!(lua, "return ifurlup('http://api.{zone}:{edge_port}/readyz', order, {{stringmatch='ready'}})");
+    let _ = write!(lua, "return ifurlup('http://api.{zone}:{edge_port}{REGION_HEALTH}', order)");
     let _ = writeln!(text, "api  {ttl} IN LUA A \";{lua}\"");
     text
 }

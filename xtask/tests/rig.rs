@@ -1,0 +1,314 @@
+//! The rig end to end, as its users meet it: `xtask rig up` starts both regions of
+//! `regions/` (the gateways built by this workspace's test build), clients in each region's
+//! subnet resolve the API's name through the rig's geo-DNS and send through their region's
+//! CDN edge, and `xtask rig down` stops everything by PID, also when a check fails.
+//!
+//! What it shows: a client lands in its own region; a rating written through eu-west reads
+//! back through us-east; the edge caches a partner's persisted GET (miss, then hit with an
+//! `Age`), answers `If-None-Match` with 304, never stores a signed-in caller's answer; a
+//! gateway drained with SIGTERM under load leaves the load balancer with no failed request;
+//! with every gateway of a region gone the edge still answers what it holds, fails the rest
+//! at once with a GraphQL-shaped 503, and geo-DNS moves the region's clients away.
+//!
+//! It uses the rig's fixed loopback ports (regions/*.toml): stop a rig you run by hand first.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use marquee_bench::dns::{ClientRoute, RegionResolver};
+use reqwest::dns::{Name, Resolve};
+use serde_json::{Value, json};
+
+const DNS: &str = "127.0.0.1:18053";
+const API: &str = "http://api.marquee.test:18080";
+const US_CLIENT: &str = "127.10.0.1";
+const EU_CLIENT: &str = "127.20.0.1";
+const MOVIE_CARD: &str = "movie-card-v1";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_owned()
+}
+
+fn xtask(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_xtask")).args(args).current_dir(root()).output().expect("running xtask")
+}
+
+/// The rig, stopped by `xtask rig down` when dropped.
+struct Rig;
+
+impl Rig {
+    fn up() -> Rig {
+        let gateway = root().join("target/debug/gateway");
+        assert!(gateway.exists(), "{} is built by the workspace's tests", gateway.display());
+        let down = xtask(&["rig", "down"]);
+        assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+        let rig = Rig;
+        let up = xtask(&["rig", "up", "--gateway-bin", gateway.to_str().expect("utf-8")]);
+        assert!(
+            up.status.success(),
+            "rig up failed:\n{}\n{}",
+            String::from_utf8_lossy(&up.stdout),
+            String::from_utf8_lossy(&up.stderr)
+        );
+        rig
+    }
+
+    /// The PIDs of the parts whose name starts with `prefix`, from `target/rig/rig.json`.
+    fn pids(prefix: &str) -> Vec<u32> {
+        let state: Value =
+            serde_json::from_slice(&std::fs::read(root().join("target/rig/rig.json")).expect("rig.json"))
+                .expect("json");
+        state["parts"]
+            .as_array()
+            .expect("parts")
+            .iter()
+            .filter(|p| p["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
+            .map(|p| u32::try_from(p["pid"].as_u64().expect("pid")).expect("pid"))
+            .collect()
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let down = xtask(&["rig", "down"]);
+        if !down.status.success() {
+            eprintln!("rig down: {}", String::from_utf8_lossy(&down.stderr));
+        }
+    }
+}
+
+fn route(client: &str) -> ClientRoute {
+    ClientRoute { dns: DNS.parse().expect("dns"), source: client.parse().expect("client") }
+}
+
+/// A client of the region `client` belongs to.
+fn client_in(client: &str) -> reqwest::Client {
+    marquee_bench::load::client(Duration::from_secs(10), Some(&route(client)))
+}
+
+async fn resolve(client: &str) -> Vec<IpAddr> {
+    let resolver = RegionResolver::new(&route(client));
+    let addrs = resolver.resolve(Name::from_str("api.marquee.test").expect("name")).await.expect("resolves");
+    addrs.map(|a: SocketAddr| a.ip()).collect()
+}
+
+fn kill(pid: u32, signal: &str) {
+    let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().expect("kill");
+    assert!(status.success());
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+}
+
+/// A development token for `user`, signed with the rig's key (every region verifies it).
+fn token(user: &str) -> String {
+    let key = root().join("target/rig/signing-key.pem");
+    let output = Command::new(root().join("target/debug/gateway"))
+        .args(["--config", "regions/us-east.toml", "token", "--user", user])
+        .env("MARQUEE_AUTH__SIGNING_KEY_FILES", format!("[\"{}\"]", key.display()))
+        .env("MARQUEE_AUTH__DEV_TOKENS", "true")
+        .env("MARQUEE_LOG__FILTER", "error")
+        .current_dir(root())
+        .output()
+        .expect("gateway token");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).expect("utf-8").trim().to_owned()
+}
+
+async fn post(client: &reqwest::Client, token: Option<&str>, query: &str) -> Value {
+    let mut request = client.post(format!("{API}/graphql")).json(&json!({ "query": query }));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("post");
+    assert_eq!(response.status(), 200);
+    response.json().await.expect("json")
+}
+
+/// A persisted GET of the partner's movie card.
+async fn movie_card(client: &reqwest::Client, movie: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let variables = json!({ "id": movie }).to_string();
+    let mut request =
+        client.get(format!("{API}/graphql")).query(&[("id", MOVIE_CARD), ("variables", &variables)]);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.expect("get")
+}
+
+fn header<'a>(response: &'a reqwest::Response, name: &str) -> &'a str {
+    response.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+#[test]
+fn two_regions_on_one_machine() {
+    let _rig = Rig::up();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(checks());
+}
+
+async fn checks() {
+    let (us, eu) = (client_in(US_CLIENT), client_in(EU_CLIENT));
+
+    // Each client lands in its own region: its edge by DNS, its gateways behind it.
+    for _ in 0..10 {
+        assert_eq!(resolve(US_CLIENT).await, [IpAddr::from([127, 0, 1, 1])]);
+        assert_eq!(resolve(EU_CLIENT).await, [IpAddr::from([127, 0, 2, 1])]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (client, region) in [(&us, "us-east"), (&eu, "eu-west")] {
+        let ready: Value =
+            client.get(format!("{API}/readyz")).send().await.expect("readyz").json().await.expect("json");
+        assert_eq!(ready["region"], region, "{ready}");
+    }
+
+    // A rating written through eu-west reads back through us-east.
+    let alice = token("alice");
+    let rated =
+        post(&eu, Some(&alice), r#"mutation { rateMovie(movieId: "tt0000042", score: 7) { score } }"#).await;
+    assert_eq!(rated["data"]["rateMovie"]["score"], 7, "{rated}");
+    let mine = post(&us, Some(&alice), r#"{ movie(id: "tt0000042") { myRating { score } } }"#).await;
+    assert_eq!(mine["data"]["movie"]["myRating"]["score"], 7, "{mine}");
+
+    // The edge: a partner's persisted GET is a miss, then a hit with its age.
+    let first = movie_card(&us, "tt0000077", &[]).await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(header(&first, "x-cache"), "MISS");
+    let etag = header(&first, "etag").to_owned();
+    assert!(!etag.is_empty());
+    let card = first.text().await.expect("body");
+    let second = movie_card(&us, "tt0000077", &[]).await;
+    assert_eq!((second.status().as_u16(), header(&second, "x-cache")), (200, "HIT"));
+    assert!(header(&second, "age").parse::<u64>().is_ok(), "an Age header");
+    assert_eq!(second.text().await.expect("body"), card);
+    // ...whatever the client library adds to `extensions`, in any parameter order.
+    let apollo = us
+        .get(format!("{API}/graphql"))
+        .query(&[
+            ("variables", r#"{"id":"tt0000077"}"#),
+            (
+                "extensions",
+                r#"{"clientLibrary":{"name":"@apollo/client","version":"4.0.0"},"persistedQuery":{"version":1,"sha256Hash":"movie-card-v1"}}"#,
+            ),
+        ])
+        .send()
+        .await
+        .expect("get");
+    let apollo_first = header(&apollo, "x-cache").to_owned();
+    let apollo = us
+        .get(format!("{API}/graphql"))
+        .query(&[
+            (
+                "extensions",
+                r#"{"clientLibrary":{"name":"@apollo/client","version":"4.1.0"},"persistedQuery":{"version":1,"sha256Hash":"movie-card-v1"}}"#,
+            ),
+            ("variables", r#"{"id":"tt0000077"}"#),
+        ])
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        (apollo_first.as_str(), header(&apollo, "x-cache")),
+        ("MISS", "HIT"),
+        "one entry per operation"
+    );
+    // A conditional GET is answered by the edge.
+    let conditional = movie_card(&us, "tt0000077", &[("if-none-match", &etag)]).await;
+    assert_eq!((conditional.status().as_u16(), header(&conditional, "x-cache")), (304, "HIT"));
+
+    // A signed-in caller's answer is never stored, so never served to anyone else.
+    let bob = token("bob");
+    let url = format!("{API}/graphql");
+    let private_query = [("query", r#"{ movie(id: "tt0000042") { myRating { score } } }"#)];
+    for _ in 0..2 {
+        let response = us.get(&url).query(&private_query).bearer_auth(&alice).send().await.expect("get");
+        assert_eq!(header(&response, "x-cache"), "PASS");
+        assert!(header(&response, "cache-control").contains("private"));
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body["data"]["movie"]["myRating"]["score"], 7, "{body}");
+    }
+    let response = us.get(&url).query(&private_query).bearer_auth(&bob).send().await.expect("get");
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["data"]["movie"]["myRating"], Value::Null, "bob sees his own answer: {body}");
+
+    // A gateway drained with SIGTERM under load: no request fails. Eight us-east clients, each
+    // at 40 requests a second (under the per-client rate limit), for six seconds.
+    let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let deadline = Instant::now() + Duration::from_secs(6);
+    let mut workers = Vec::new();
+    for worker in 0..8u64 {
+        let client = client_in(&format!("127.10.0.{}", 11 + worker));
+        let (sent, failed) = (sent.clone(), failed.clone());
+        workers.push(tokio::spawn(async move {
+            let mut pace = tokio::time::interval(Duration::from_millis(25));
+            let mut i = worker;
+            while Instant::now() < deadline && sent.load(Ordering::Relaxed) < 5_000 {
+                pace.tick().await;
+                i += 8;
+                let query = format!(r#"{{ movie(id: "tt{:07}") {{ title }} }}"#, 1 + i % 4000);
+                let status =
+                    match client.post(format!("{API}/graphql")).json(&json!({ "query": query })).send().await
+                    {
+                        Ok(response) => response.status().as_u16(),
+                        Err(_) => 0,
+                    };
+                sent.fetch_add(1, Ordering::Relaxed);
+                if status != 200 {
+                    eprintln!("drain: a request got {status}");
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let gateways = Rig::pids("us-east gateway");
+    assert_eq!(gateways.len(), 2);
+    kill(gateways[0], "TERM");
+    for worker in workers {
+        worker.await.expect("worker");
+    }
+    let (sent, failed) = (sent.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert!(sent > 100, "load was sent: {sent}");
+    assert_eq!(failed, 0, "{failed} of {sent} requests failed while a gateway drained");
+    assert!(!alive(gateways[0]), "the drained gateway has stopped");
+
+    // Every gateway of us-east gone: the edge answers what it holds and fails the rest at once.
+    kill(gateways[1], "KILL");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let held = movie_card(&us, "tt0000077", &[]).await;
+    assert_eq!((held.status().as_u16(), header(&held, "x-cache")), (200, "HIT"));
+    assert_eq!(held.text().await.expect("body"), card);
+    let started = Instant::now();
+    let uncached = movie_card(&us, "tt0000078", &[]).await;
+    assert_eq!(uncached.status(), 503);
+    assert!(started.elapsed() < Duration::from_secs(2), "failed fast: {:?}", started.elapsed());
+    let refusal: Value = uncached.json().await.expect("a JSON body");
+    assert_eq!(refusal["errors"][0]["extensions"]["code"], "ORIGIN_UNAVAILABLE", "{refusal}");
+
+    // ...and geo-DNS moves us-east's clients to eu-west once the region's health URL fails.
+    let started = Instant::now();
+    while resolve(US_CLIENT).await != [IpAddr::from([127, 0, 2, 1])] {
+        assert!(started.elapsed() < Duration::from_secs(20), "us-east clients were not moved");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!(
+        "geo-DNS moved us-east's clients to eu-west {:?} after the last gateway died",
+        started.elapsed()
+    );
+    let ready: Value = client_in(US_CLIENT)
+        .get(format!("{API}/readyz"))
+        .send()
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ready["region"], "eu-west", "a new us-east client is served by eu-west: {ready}");
+}
