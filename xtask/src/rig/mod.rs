@@ -266,6 +266,25 @@ impl Rig {
         wait_for(&name, pid, &log, timeout, &mut ready)
     }
 
+    /// [`Rig::launch`] for a part that is ready, and healthy, while `GET path` on `addr`
+    /// answers 200.
+    fn launch_http(
+        &mut self,
+        name: String,
+        stands_for: &'static str,
+        (addr, path): (SocketAddr, &'static str),
+        command: Command,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let spec = Spec {
+            name,
+            stands_for,
+            address: addr.to_string(),
+            check: Check::Http { addr, path: path.into() },
+        };
+        self.launch(spec, command, timeout, || http_status(addr, path) == Some(200))
+    }
+
     /// The CQL stand-in with one contact point per region, each in the region's data center,
     /// all over one keyspace; migrated and seeded once.
     fn start_keyspace(&mut self, gateway: &Path, regions: &[Region]) -> anyhow::Result<()> {
@@ -344,16 +363,12 @@ impl Rig {
                 .env("MARQUEE_AUTH__SIGNING_KEY_FILES", format!("[\"{}\"]", key.display()))
                 .env("MARQUEE_AUTH__DEV_TOKENS", "true")
                 .env("MARQUEE_PERSISTED_QUERIES__MANIFEST_FILE", &manifest);
-            self.launch(
-                Spec {
-                    name: format!("{} gateway {}", region.name, i + 1),
-                    stands_for: "an instance of the region's autoscaling group",
-                    address: addr.to_string(),
-                    check: Check::Http { addr, path: "/readyz".into() },
-                },
+            self.launch_http(
+                format!("{} gateway {}", region.name, i + 1),
+                "an instance of the region's autoscaling group",
+                (addr, "/readyz"),
                 command,
                 Duration::from_secs(120),
-                || http_status(addr, "/readyz") == Some(200),
             )?;
         }
         Ok(())
@@ -369,16 +384,12 @@ impl Rig {
         let mut command = Command::new("haproxy");
         command.arg("-db").arg("-f").arg(&config);
         let addr = region.load_balancer;
-        self.launch(
-            Spec {
-                name: format!("{} load balancer", region.name),
-                stands_for: "the region's load balancer (ALB)",
-                address: addr.to_string(),
-                check: Check::Http { addr, path: render::REGION_HEALTH.into() },
-            },
+        self.launch_http(
+            format!("{} load balancer", region.name),
+            "the region's load balancer (ALB)",
+            (addr, render::REGION_HEALTH),
             command,
             Duration::from_secs(30),
-            || http_status(addr, render::REGION_HEALTH) == Some(200),
         )
     }
 
@@ -400,16 +411,12 @@ impl Rig {
             .arg(dir.join("work"))
             .args(["-s", "malloc,64m"]);
         let addr = region.edge;
-        self.launch(
-            Spec {
-                name: format!("{} edge", region.name),
-                stands_for: "the CDN's edge for the region (CloudFront)",
-                address: addr.to_string(),
-                check: Check::Http { addr, path: render::REGION_HEALTH.into() },
-            },
+        self.launch_http(
+            format!("{} edge", region.name),
+            "the CDN's edge for the region (CloudFront)",
+            (addr, render::REGION_HEALTH),
             command,
             Duration::from_secs(60),
-            || http_status(addr, render::REGION_HEALTH) == Some(200),
         )
     }
 
@@ -455,16 +462,12 @@ impl Rig {
             .arg(format!("--config.file={}", config.display()))
             .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
             .arg(format!("--web.listen-address={PROMETHEUS}"));
-        self.launch(
-            Spec {
-                name: "prometheus".into(),
-                stands_for: "the monitoring stack",
-                address: PROMETHEUS.to_string(),
-                check: Check::Http { addr: PROMETHEUS, path: "/-/ready".into() },
-            },
+        self.launch_http(
+            "prometheus".into(),
+            "the monitoring stack",
+            (PROMETHEUS, "/-/ready"),
             command,
             Duration::from_secs(60),
-            || http_status(PROMETHEUS, "/-/ready") == Some(200),
         )
     }
 }
