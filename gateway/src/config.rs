@@ -49,6 +49,9 @@ pub struct Config {
     /// local rig, the traffic policy) read it from the same file.
     #[serde(default)]
     pub topology: Option<TopologyConfig>,
+    /// `[dns]`: how the names in this configuration are resolved.
+    #[serde(default)]
+    pub dns: crate::dns::DnsConfig,
 }
 
 /// A region's parts, for the tools that start and route to them.
@@ -391,6 +394,7 @@ impl Default for Config {
             response_cache: ResponseCacheConfig { enabled: true, max_mib: 64, max_ttl_secs: 60 },
             redis: None,
             topology: None,
+            dns: crate::dns::DnsConfig::default(),
         }
     }
 }

@@ -15,13 +15,15 @@
 //!
 //! `startup` builds all of it behind [`startup::Application`] and `state` holds what the
 //! stages share; `config` and `telemetry` are cross-cutting; `cache` is the cache abstraction
-//! every shared cache uses; `bulk` holds the seed, import and export commands.
+//! every shared cache uses; `bulk` holds the seed, import and export commands; `dns` resolves
+//! the names in the configuration.
 
 pub mod auth;
 pub mod bulk;
 pub mod cache;
 pub mod cache_policy;
 pub mod config;
+pub mod dns;
 pub mod error;
 pub mod http;
 pub mod persisted;

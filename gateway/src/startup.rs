@@ -65,6 +65,9 @@ pub enum StartupError {
     /// `[redis]` is invalid.
     #[error(transparent)]
     Redis(#[from] crate::regional::RedisConfigError),
+    /// `[dns]` could not be set up.
+    #[error(transparent)]
+    Dns(#[from] crate::dns::DnsConfigError),
 }
 
 fn rate_limit(
@@ -111,11 +114,20 @@ impl Application {
         let metrics = Metrics::new(&config.region)?;
         let backend = crate::store::open(&config.store).await?;
         metrics.watch_driver(backend.lifecycle.clone())?;
+        // The seeds' names resolve through `[dns]` (only read when there is a cluster to find).
+        let resolver = match &config.redis {
+            Some(_) => {
+                let resolver: Arc<dyn fred::types::Resolve> =
+                    Arc::new(crate::dns::FredResolver(crate::dns::resolver(&config.dns)?));
+                Some(resolver)
+            }
+            None => None,
+        };
         let regional = config
             .redis
             .as_ref()
             .map(|redis| {
-                Regional::connect(
+                Regional::connect_with(
                     redis,
                     RegionalMetrics {
                         requests: metrics.cache_requests.clone(),
@@ -125,6 +137,7 @@ impl Application {
                         bus_live: metrics.cache_bus_live.clone(),
                         refused: metrics.redis_writes_refused.clone(),
                     },
+                    resolver.clone(),
                 )
             })
             .transpose()?;

@@ -169,6 +169,36 @@ async fn checks() {
         assert_eq!(ready["region"], region, "{ready}");
     }
 
+    // Every gateway found its region's Redis Cluster by name, through [dns] (the rig's DNS):
+    // the cache tier is up and the invalidation bus live.
+    for gateway in ["127.0.0.1:18111", "127.0.0.1:18112", "127.0.0.1:18211", "127.0.0.1:18212"] {
+        let started = Instant::now();
+        loop {
+            let metrics = reqwest::get(format!("http://{gateway}/metrics"))
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("text");
+            let value = |name: &str| {
+                metrics
+                    .lines()
+                    .find(|l| l.starts_with(name))
+                    .and_then(|l| l.rsplit(' ').next())
+                    .map(str::to_owned)
+            };
+            let (degraded, live) = (value("cache_l2_degraded"), value("cache_invalidation_bus_live"));
+            if degraded.as_deref() == Some("0") && live.as_deref() == Some("1") {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{gateway}: degraded {degraded:?}, bus live {live:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     // A rating written through eu-west reads back through us-east.
     let alice = token("alice");
     let rated =

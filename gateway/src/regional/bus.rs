@@ -77,7 +77,7 @@ impl Bus {
         let subscriber = builder(&regional.fred_config)
             .build_subscriber_client()
             .map_err(|e| RedisConfigError(e.to_string()))?;
-        let _connection = subscriber.connect();
+        super::start(&subscriber, regional.resolver.clone());
         let live = Arc::new(AtomicU64::new(0));
         let follower = tokio::spawn(follow(regional.clone(), subscriber.clone(), listener, live.clone()));
         Ok(Bus { regional, live, subscriber, follower })

@@ -37,6 +37,7 @@ use fred::prelude::{
     Builder, ClientLike, Config as FredConfig, Expiration, KeysInterface, ReconnectPolicy, ServerConfig,
     Value,
 };
+use fred::types::Resolve;
 use fred::types::config::Server;
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge};
 use serde::{Deserialize, Serialize};
@@ -95,6 +96,8 @@ pub struct Regional {
     client: fred::clients::Client,
     /// The settings the client was made from (the bus makes its own connections from them).
     fred_config: FredConfig,
+    /// Resolves the seeds' names, for every client of the cluster this gateway makes.
+    resolver: Option<Arc<dyn Resolve>>,
     timeout: Duration,
     jitter_pct: u8,
     metrics: RegionalMetrics,
@@ -140,6 +143,16 @@ impl Regional {
         config: &RedisConfig,
         metrics: RegionalMetrics,
     ) -> Result<Arc<Regional>, RedisConfigError> {
+        Regional::connect_with(config, metrics, None)
+    }
+
+    /// [`Regional::connect`], resolving the seeds' names with `resolver` (fred's own, the
+    /// system's `getaddrinfo`, when `None`). Must be called within a tokio runtime.
+    pub fn connect_with(
+        config: &RedisConfig,
+        metrics: RegionalMetrics,
+        resolver: Option<Arc<dyn Resolve>>,
+    ) -> Result<Arc<Regional>, RedisConfigError> {
         let mut hosts = Vec::with_capacity(config.seeds.len());
         for seed in &config.seeds {
             let (host, port) = seed
@@ -166,10 +179,11 @@ impl Regional {
             .with_performance_config(|p| p.default_command_timeout = timeout)
             .build()
             .map_err(|e| RedisConfigError(e.to_string()))?;
-        let _connection = client.connect();
+        start(&client, resolver.clone());
         Ok(Arc::new(Regional {
             client,
             fred_config,
+            resolver,
             timeout,
             jitter_pct: config.ttl_jitter_pct,
             metrics,
@@ -377,6 +391,18 @@ impl Regional {
 /// Whether `error` is Redis refusing a command because `maxmemory` is reached.
 fn is_out_of_memory(error: &fred::error::Error) -> bool {
     error.details().starts_with("OOM ")
+}
+
+/// Connects `client` in the background, its seeds resolved by `resolver` (set first, so the
+/// first connection already uses it).
+fn start<C: ClientLike + 'static>(client: &C, resolver: Option<Arc<dyn Resolve>>) {
+    let client = client.clone();
+    tokio::spawn(async move {
+        if let Some(resolver) = resolver {
+            client.set_resolver(resolver).await;
+        }
+        let _connection = client.connect();
+    });
 }
 
 /// A client builder from `config`, with the reconnection settings every connection to the

@@ -214,6 +214,8 @@ fn build_gateway(root: &Path, release: bool) -> anyhow::Result<PathBuf> {
 impl Rig {
     fn start(&mut self, gateway: &Path, regions: &[Region]) -> anyhow::Result<()> {
         self.start_keyspace(gateway, regions)?;
+        // Before the gateways: they find their Redis Cluster through it.
+        self.start_dns(regions)?;
         let key = self.dir.join("signing-key.pem");
         let mut keygen = Command::new(gateway);
         keygen.arg("keygen").arg("--out").arg(&key).stdout(std::process::Stdio::null());
@@ -227,7 +229,7 @@ impl Rig {
                 self.state.clients.push((region.name.clone(), client));
             }
         }
-        self.start_dns(regions)?;
+        wait_for_routing(regions)?;
         self.start_prometheus(regions)?;
         self.save()
     }
@@ -430,11 +432,6 @@ impl Rig {
         std::fs::write(dir.join("pdns.conf"), render::pdns_conf(DNS, &dir, &named))?;
         let mut command = Command::new("pdns_server");
         command.arg(format!("--config-dir={}", dir.display()));
-        // Ready once every region's clients are sent to their own region: until its first
-        // health checks have run, PowerDNS does not know which edges are up.
-        let expected: Vec<(IpAddr, IpAddr)> =
-            regions.iter().filter_map(|r| Some((first_client(r)?, r.edge.ip()))).collect();
-        let name = format!("api.{ZONE}");
         self.launch(
             Spec {
                 name: "geo-DNS".into(),
@@ -444,11 +441,7 @@ impl Rig {
             },
             command,
             Duration::from_secs(30),
-            || {
-                expected.iter().all(|&(client, edge)| {
-                    crate::dns::resolve_from(DNS, client, &name).is_ok_and(|answers| answers == [edge])
-                })
-            },
+            || listening(DNS),
         )
     }
 
@@ -469,6 +462,27 @@ impl Rig {
             command,
             Duration::from_secs(60),
         )
+    }
+}
+
+/// Waits until geo-DNS sends every region's clients to their own region: until its first
+/// health checks of the edges have run, it does not know which regions are up.
+fn wait_for_routing(regions: &[Region]) -> anyhow::Result<()> {
+    println!("rig: waiting until geo-DNS sends each region's clients to their own region");
+    let name = format!("api.{ZONE}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let routed =
+            regions.iter().filter_map(|r| Some((first_client(r)?, r.edge.ip()))).all(|(client, edge)| {
+                crate::dns::resolve_from(DNS, client, &name).is_ok_and(|answers| answers == [edge])
+            });
+        if routed {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("geo-DNS did not route every region's clients to their own region within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 

@@ -24,6 +24,8 @@ pub(crate) struct Region {
     pub(crate) contact_point: SocketAddr,
     /// `[redis] seeds`: the ports of the region's Redis Cluster masters, consecutive.
     pub(crate) redis_ports: Vec<u16>,
+    /// The seeds' host names (the rig's DNS answers them with 127.0.0.1).
+    pub(crate) redis_names: Vec<String>,
     /// `[demo] movies`: the catalog the rig seeds.
     pub(crate) demo_movies: u64,
     /// `[topology]`.
@@ -118,13 +120,21 @@ fn region(file: &Path, effective: Effective) -> anyhow::Result<Option<Region>> {
         bail!("{at}: the rig runs a Redis Cluster per region: set [redis] seeds")
     };
     let mut redis_ports = Vec::new();
+    let mut redis_names = Vec::new();
     for seed in &redis.seeds {
-        let addr: SocketAddr =
-            seed.parse().with_context(|| format!("{at}: [redis] seeds: {seed} is not an ip:port"))?;
-        if addr.ip() != IpAddr::from([127, 0, 0, 1]) {
-            bail!("{at}: [redis] seeds: the rig's Redis nodes listen on 127.0.0.1, not {}", addr.ip());
+        let (host, port) = seed
+            .rsplit_once(':')
+            .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
+            .with_context(|| format!("{at}: [redis] seeds: {seed} is not host:port"))?;
+        match host.parse::<IpAddr>() {
+            Ok(ip) if ip == IpAddr::from([127, 0, 0, 1]) => {}
+            Ok(ip) => bail!("{at}: [redis] seeds: the rig's Redis nodes listen on 127.0.0.1, not {ip}"),
+            Err(_) if host.ends_with(&format!(".{}", super::ZONE)) => redis_names.push(host.to_owned()),
+            Err(_) => {
+                bail!("{at}: [redis] seeds: {host} is not a name the rig's DNS serves (*.{})", super::ZONE)
+            }
         }
-        redis_ports.push(addr.port());
+        redis_ports.push(port);
     }
     let consecutive = redis_ports.windows(2).all(|w| w[0].checked_add(1) == Some(w[1]));
     if redis_ports.len() < 3 || !consecutive {
@@ -139,6 +149,7 @@ fn region(file: &Path, effective: Effective) -> anyhow::Result<Option<Region>> {
         data_center: effective.store.local_dc,
         contact_point,
         redis_ports,
+        redis_names,
         demo_movies: effective.demo.movies,
         gateways: topology.gateways,
         load_balancer: topology.load_balancer,

@@ -120,6 +120,11 @@ ns   IN A   127.0.0.1
     );
     for region in regions {
         let _ = writeln!(text, "{:<8} IN A {}", region.name, region.edge.ip());
+        // The names the region's gateways find their Redis Cluster by.
+        for name in &region.redis_names {
+            let label = name.strip_suffix(&format!(".{zone}")).unwrap_or(name);
+            let _ = writeln!(text, "{label} IN A 127.0.0.1");
+        }
     }
     // Lua: the preference order of regions for this client, then the first set with a
     // healthy address. `netmask` matches the client's source address (or its EDNS client
