@@ -54,7 +54,11 @@ sub vcl_recv {
     set req.http.X-Marquee-Key = regsuball(req.http.X-Marquee-Key,
         "(?i)(?<=[?&])extensions=(?!%7B%22persistedQuery%22)[^&]*&?", "");
     set req.http.X-Marquee-Key = std.querysort(regsub(req.http.X-Marquee-Key, "[?&]+$", ""));
-    if (req.http.X-Marquee-Revalidate && !req.http.X-Marquee-Stale) {
+    if (req.http.X-Marquee-Stale) {
+        # The origin failed: any copy within its stale-if-error will do (req.grace survives
+        # a restart, and only caps the object's own grace).
+        set req.grace = 3650d;
+    } elsif (req.http.X-Marquee-Revalidate) {
         # Past stale-while-revalidate with a healthy origin: only a fresh copy will do.
         set req.grace = 0s;
     }
@@ -90,8 +94,9 @@ sub vcl_backend_response {
         set beresp.ttl = 0s;
         return (deliver);
     }
-    if (beresp.status >= 500 && bereq.is_bgfetch) {
-        # A failed background refresh keeps the stale copy.
+    if (beresp.status >= 500 && (bereq.is_bgfetch || bereq.http.X-Marquee-Revalidate)) {
+        # A failed refresh keeps the stale copy (and the client is answered with it, see
+        # vcl_synth): stale-if-error.
         return (abandon);
     }
     # Varnish took stale-while-revalidate as the grace; keep it for vcl_hit, and make the
@@ -111,9 +116,18 @@ sub vcl_backend_error {
     return (deliver);
 }
 
+sub vcl_synth {
+    if (resp.status == 503 && req.http.X-Marquee-Revalidate && !req.http.X-Marquee-Stale) {
+        # The refresh was abandoned (the origin failed): answer with the stale copy.
+        set req.http.X-Marquee-Stale = "1";
+        return (restart);
+    }
+}
+
 sub vcl_deliver {
     if (resp.status >= 500 && req.http.X-Marquee-Revalidate && !req.http.X-Marquee-Stale) {
-        # The origin failed a request a stale copy could answer: answer with it.
+        # The origin could not be reached for a request a stale copy could answer: answer
+        # with it.
         set req.http.X-Marquee-Stale = "1";
         return (restart);
     }

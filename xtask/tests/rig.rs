@@ -11,6 +11,8 @@
 //! at once with a GraphQL-shaped 503, and geo-DNS moves the region's clients away.
 //!
 //! It uses the rig's fixed loopback ports (regions/*.toml): stop a rig you run by hand first.
+//! The edge's rules for stale copies, which take longer than a test to show with the
+//! catalog's hour-long answers, are checked against a scripted origin (`regions/rig/edge.vtc`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -341,4 +343,28 @@ async fn checks() {
         .await
         .expect("json");
     assert_eq!(ready["region"], "eu-west", "a new us-east client is served by eu-west: {ready}");
+}
+
+/// The edge's VCL against Varnish's own test tool (`varnishtest`, from Debian's `varnish`):
+/// a scripted origin lets it show what the rig's real gateways cannot in a test's time, since
+/// their answers live an hour: stale-while-revalidate, stale-if-error after a failed refresh
+/// and with no healthy origin, and the cache key. See `regions/rig/edge.vtc`.
+#[test]
+fn the_edge_serves_stale_copies_and_keys_as_documented() {
+    let edge = root().join("regions/rig/edge.vcl");
+    let output = Command::new("varnishtest")
+        .arg("-D")
+        .arg(format!("edge={}", edge.display()))
+        .arg(root().join("regions/rig/edge.vtc"))
+        .output()
+        .expect("varnishtest (Debian's varnish; `cargo xtask ci` installs it)");
+    assert!(
+        output.status.success(),
+        "regions/rig/edge.vtc failed:\n{}",
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|l| !l.contains("vsl|"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }
