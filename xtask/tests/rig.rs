@@ -201,6 +201,49 @@ async fn checks() {
         }
     }
 
+    // Prometheus scrapes every gateway, each series labelled with its region.
+    let started = Instant::now();
+    loop {
+        let answer: Value = reqwest::get("http://127.0.0.1:19090/api/v1/query?query=up")
+            .await
+            .expect("prometheus")
+            .json()
+            .await
+            .expect("json");
+        let mut up: Vec<String> = answer["data"]["result"]
+            .as_array()
+            .map(|series| {
+                series
+                    .iter()
+                    .filter(|s| s["value"][1] == "1")
+                    .map(|s| s["metric"]["instance"].as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        up.sort();
+        if up == ["127.0.0.1:18111", "127.0.0.1:18112", "127.0.0.1:18211", "127.0.0.1:18212"] {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "scraped and up: {up:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let regions: Value = reqwest::get(
+        "http://127.0.0.1:19090/api/v1/query?query=count%20by%20(region)%20(http_requests_total)",
+    )
+    .await
+    .expect("prometheus")
+    .json()
+    .await
+    .expect("json");
+    let mut labelled: Vec<&str> = regions["data"]["result"]
+        .as_array()
+        .expect("result")
+        .iter()
+        .filter_map(|s| s["metric"]["region"].as_str())
+        .collect();
+    labelled.sort_unstable();
+    assert_eq!(labelled, ["eu-west", "us-east"], "{regions}");
+
     // A rating written through eu-west reads back through us-east.
     let alice = token("alice");
     let rated =
