@@ -14,7 +14,7 @@ use figment::providers::Serialized;
 use marquee_gateway::auth::{Authenticator, generate_pem};
 use marquee_gateway::config::{Config, StoreConfig};
 use marquee_gateway::startup::{Application, shutdown_signal};
-use marquee_gateway::{bulk, store, telemetry};
+use marquee_gateway::{bulk, dns, store, telemetry};
 use marquee_store::bulk::seed::SeedOptions;
 
 /// Marquee: a movie-metadata GraphQL API.
@@ -124,7 +124,7 @@ async fn main() -> anyhow::Result<()> {
         println!("wrote a new signing key to {}; list it first in auth.signing_key_files", out.display());
         return Ok(());
     }
-    let config = match Config::load(cli.config.as_deref(), Serialized::defaults(overrides.into())) {
+    let mut config = match Config::load(cli.config.as_deref(), Serialized::defaults(overrides.into())) {
         Err(error) if cli.data_dir.is_some() && store_is_not_embedded(&cli) => {
             return Err(anyhow::Error::new(error).context(
                 "--data-dir is the embedded store's directory, and this configuration's [store] is another backend",
@@ -145,6 +145,8 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     telemetry::init_tracing(&config.log);
+    // Every command from here on reaches the store.
+    dns::resolve_contact_points(&mut config.store, &config.dns).await?;
     if let Some(Command::Migrate) = &cli.command {
         println!("{}", store::migrate(&config.store).await.context("migrating the store's schema")?);
         return Ok(());

@@ -213,9 +213,10 @@ fn build_gateway(root: &Path, release: bool) -> anyhow::Result<PathBuf> {
 
 impl Rig {
     fn start(&mut self, gateway: &Path, regions: &[Region]) -> anyhow::Result<()> {
-        self.start_keyspace(gateway, regions)?;
-        // Before the gateways: they find their Redis Cluster through it.
+        self.start_keyspace(regions)?;
+        // Before any gateway: they find the keyspace and their Redis Cluster through it.
         self.start_dns(regions)?;
+        load_keyspace(gateway, &regions[0])?;
         let key = self.dir.join("signing-key.pem");
         let mut keygen = Command::new(gateway);
         keygen.arg("keygen").arg("--out").arg(&key).stdout(std::process::Stdio::null());
@@ -289,7 +290,7 @@ impl Rig {
 
     /// The CQL stand-in with one contact point per region, each in the region's data center,
     /// all over one keyspace; migrated and seeded once.
-    fn start_keyspace(&mut self, gateway: &Path, regions: &[Region]) -> anyhow::Result<()> {
+    fn start_keyspace(&mut self, regions: &[Region]) -> anyhow::Result<()> {
         let xtask = std::env::current_exe().context("locating xtask")?;
         let mut command = Command::new(xtask);
         command.arg("cql-server");
@@ -313,19 +314,7 @@ impl Rig {
             command,
             Duration::from_secs(30),
             || addrs.iter().all(|&a| listening(a)),
-        )?;
-        let first = &regions[0];
-        let mut migrate = Command::new(gateway);
-        migrate.arg("--config").arg(&first.file).arg("migrate");
-        quiet_gateway_env(&mut migrate);
-        migrate.env("MARQUEE_LOG__FILTER", "warn,scylla=error");
-        crate::check(migrate, &format!("gateway --config {} migrate", first.file.display()))?;
-        println!("rig: seeding the shared keyspace with the {}-movie demo catalog", first.demo_movies);
-        let mut seed = Command::new(gateway);
-        seed.arg("--config").arg(&first.file).arg("seed").arg("--movies").arg(first.demo_movies.to_string());
-        quiet_gateway_env(&mut seed);
-        seed.env("MARQUEE_LOG__FILTER", "warn,scylla=error");
-        crate::check(seed, &format!("gateway --config {} seed", first.file.display()))
+        )
     }
 
     fn start_redis(&mut self, region: &Region) -> anyhow::Result<()> {
@@ -463,6 +452,22 @@ impl Rig {
             Duration::from_secs(60),
         )
     }
+}
+
+/// Migrates the shared keyspace and seeds it with `first`'s demo catalog, through `first`'s
+/// configuration (so through the names and settings its gateways use).
+fn load_keyspace(gateway: &Path, first: &Region) -> anyhow::Result<()> {
+    let mut migrate = Command::new(gateway);
+    migrate.arg("--config").arg(&first.file).arg("migrate");
+    quiet_gateway_env(&mut migrate);
+    migrate.env("MARQUEE_LOG__FILTER", "warn,scylla=error");
+    crate::check(migrate, &format!("gateway --config {} migrate", first.file.display()))?;
+    println!("rig: seeding the shared keyspace with the {}-movie demo catalog", first.demo_movies);
+    let mut seed = Command::new(gateway);
+    seed.arg("--config").arg(&first.file).arg("seed").arg("--movies").arg(first.demo_movies.to_string());
+    quiet_gateway_env(&mut seed);
+    seed.env("MARQUEE_LOG__FILTER", "warn,scylla=error");
+    crate::check(seed, &format!("gateway --config {} seed", first.file.display()))
 }
 
 /// Waits until geo-DNS sends every region's clients to their own region: until its first

@@ -20,8 +20,11 @@ pub(crate) struct Region {
     pub(crate) file: PathBuf,
     /// `[store] local_dc`: the data center its gateways read and write in.
     pub(crate) data_center: String,
-    /// `[store] contact_points`: where the rig serves the shared keyspace for this region.
+    /// `[store] contact_points`: where the rig serves the shared keyspace for this region
+    /// (on 127.0.0.1)...
     pub(crate) contact_point: SocketAddr,
+    /// ...and the name it is given by, if any (the rig's DNS answers it).
+    pub(crate) contact_name: Option<String>,
     /// `[redis] seeds`: the ports of the region's Redis Cluster masters, consecutive.
     pub(crate) redis_ports: Vec<u16>,
     /// The seeds' host names (the rig's DNS answers them with 127.0.0.1).
@@ -114,26 +117,18 @@ fn region(file: &Path, effective: Effective) -> anyhow::Result<Option<Region>> {
     let [contact_point] = effective.store.contact_points.as_slice() else {
         bail!("{at}: the rig serves one contact point per region: give [store] contact_points one address");
     };
-    let contact_point: SocketAddr =
-        contact_point.parse().with_context(|| format!("{at}: [store] contact_points: an ip:port"))?;
+    let (contact_host, contact_port) =
+        host_port(contact_point).with_context(|| format!("{at}: [store] contact_points: {contact_point}"))?;
+    let contact_name = rig_name(contact_host).with_context(|| format!("{at}: [store] contact_points"))?;
+    let contact_point = SocketAddr::from(([127, 0, 0, 1], contact_port));
     let Some(redis) = effective.redis else {
         bail!("{at}: the rig runs a Redis Cluster per region: set [redis] seeds")
     };
     let mut redis_ports = Vec::new();
     let mut redis_names = Vec::new();
     for seed in &redis.seeds {
-        let (host, port) = seed
-            .rsplit_once(':')
-            .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
-            .with_context(|| format!("{at}: [redis] seeds: {seed} is not host:port"))?;
-        match host.parse::<IpAddr>() {
-            Ok(ip) if ip == IpAddr::from([127, 0, 0, 1]) => {}
-            Ok(ip) => bail!("{at}: [redis] seeds: the rig's Redis nodes listen on 127.0.0.1, not {ip}"),
-            Err(_) if host.ends_with(&format!(".{}", super::ZONE)) => redis_names.push(host.to_owned()),
-            Err(_) => {
-                bail!("{at}: [redis] seeds: {host} is not a name the rig's DNS serves (*.{})", super::ZONE)
-            }
-        }
+        let (host, port) = host_port(seed).with_context(|| format!("{at}: [redis] seeds: {seed}"))?;
+        redis_names.extend(rig_name(host).with_context(|| format!("{at}: [redis] seeds"))?);
         redis_ports.push(port);
     }
     let consecutive = redis_ports.windows(2).all(|w| w[0].checked_add(1) == Some(w[1]));
@@ -148,6 +143,7 @@ fn region(file: &Path, effective: Effective) -> anyhow::Result<Option<Region>> {
         file: file.to_owned(),
         data_center: effective.store.local_dc,
         contact_point,
+        contact_name,
         redis_ports,
         redis_names,
         demo_movies: effective.demo.movies,
@@ -190,6 +186,23 @@ fn check(regions: &[Region]) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `host:port`.
+fn host_port(text: &str) -> anyhow::Result<(&str, u16)> {
+    let (host, port) = text.rsplit_once(':').context("expected host:port")?;
+    Ok((host, port.parse().context("the port is not a number")?))
+}
+
+/// A rig part's host: 127.0.0.1 (no name), or a name in the rig's zone, which its DNS answers
+/// with 127.0.0.1.
+fn rig_name(host: &str) -> anyhow::Result<Option<String>> {
+    match host.parse::<IpAddr>() {
+        Ok(ip) if ip == IpAddr::from([127, 0, 0, 1]) => Ok(None),
+        Ok(ip) => bail!("the rig's parts listen on 127.0.0.1, not {ip}"),
+        Err(_) if host.ends_with(&format!(".{}", super::ZONE)) => Ok(Some(host.to_owned())),
+        Err(_) => bail!("{host} is not a name the rig's DNS serves (*.{})", super::ZONE),
+    }
 }
 
 /// `a.b.c.d/n`, checked.

@@ -120,8 +120,8 @@ ns   IN A   127.0.0.1
     );
     for region in regions {
         let _ = writeln!(text, "{:<8} IN A {}", region.name, region.edge.ip());
-        // The names the region's gateways find their Redis Cluster by.
-        for name in &region.redis_names {
+        // The names the region's gateways find their Redis Cluster and the keyspace by.
+        for name in region.redis_names.iter().chain(&region.contact_name) {
             let label = name.strip_suffix(&format!(".{zone}")).unwrap_or(name);
             let _ = writeln!(text, "{label} IN A 127.0.0.1");
         }
