@@ -79,6 +79,9 @@ enum Task {
         /// `regions/local-redis.toml` expects with 7000). Default: free ports.
         #[arg(long)]
         port: Option<u16>,
+        /// With --port: the nodes' directory [default: target/redis-cluster/PORT]; emptied first.
+        #[arg(long, requires = "port")]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -104,7 +107,7 @@ fn main() -> anyhow::Result<()> {
         Task::Fuzz(args) => fuzz::run(&root, &args),
         Task::CqlServer { listen, dc, tls } => cql_server(&listen, &dc, &tls),
         Task::Rig { task } => rig::run(&root, task),
-        Task::RedisCluster { masters, port } => redis_cluster(&root, masters, port),
+        Task::RedisCluster { masters, port, dir } => redis_cluster(&root, masters, port, dir),
         Task::Schema => {
             let sdl = output(&root, "cargo", &["run", "--quiet", "-p", "marquee-gateway", "--", "schema"])?;
             std::fs::write(root.join("schema/schema.graphql"), sdl)
@@ -172,7 +175,7 @@ fn has_nextest(root: &Path) -> bool {
 }
 
 /// Runs a Redis Cluster until Ctrl-C or SIGTERM, then stops its nodes by PID.
-fn redis_cluster(root: &Path, masters: usize, port: Option<u16>) -> anyhow::Result<()> {
+fn redis_cluster(root: &Path, masters: usize, port: Option<u16>, dir: Option<PathBuf>) -> anyhow::Result<()> {
     system::ensure_redis()?;
     let cluster = match port {
         None => marquee_redis_cluster::RedisCluster::start(masters),
@@ -182,7 +185,7 @@ fn redis_cluster(root: &Path, masters: usize, port: Option<u16>) -> anyhow::Resu
                 .collect::<Option<_>>()
                 .context("--port: the masters' ports run past 65535")?;
             // A fresh cluster each time: nodes keep their cluster state in their directory.
-            let dir = root.join("target/redis-cluster").join(first.to_string());
+            let dir = dir.unwrap_or_else(|| root.join("target/redis-cluster").join(first.to_string()));
             let _ = std::fs::remove_dir_all(&dir);
             marquee_redis_cluster::RedisCluster::start_on(&ports, &dir)
         }

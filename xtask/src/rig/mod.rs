@@ -325,7 +325,9 @@ impl Rig {
             .arg("--masters")
             .arg(region.redis_ports.len().to_string())
             .arg("--port")
-            .arg(region.redis_ports[0].to_string());
+            .arg(region.redis_ports[0].to_string())
+            .arg("--dir")
+            .arg(self.dir.join(&region.name).join("redis"));
         let addrs: Vec<SocketAddr> =
             region.redis_ports.iter().map(|&p| SocketAddr::from(([127, 0, 0, 1], p))).collect();
         let name = format!("{} redis", region.name);
