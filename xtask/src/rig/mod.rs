@@ -15,6 +15,10 @@
 //! Everything it writes goes under `target/rig/` (generated configuration, logs, data, and
 //! `rig.json`, the parts and their PIDs), every part runs in a process group of its own, and
 //! `down` stops each by its PID. Missing Debian packages are installed when run as root.
+//!
+//! The geo-DNS zone is not rendered here: `up` writes the regions to `regions.json` and applies
+//! `terraform/environments/local`, whose traffic policy decides each region's clients' answers,
+//! so draining a region on the rig is the same `terraform apply` as in production.
 
 mod regions;
 mod render;
@@ -41,6 +45,8 @@ const PROMETHEUS: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LO
 /// TTL of the geo-DNS answers, in seconds: how long a client may keep using a region that
 /// has since failed its health check.
 const DNS_TTL: u32 = 5;
+/// The Terraform environment that drives the rig's geo-DNS through the traffic policy.
+pub(crate) const TRAFFIC_ENVIRONMENT: &str = "terraform/environments/local";
 
 #[derive(Subcommand)]
 pub(crate) enum RigTask {
@@ -417,7 +423,18 @@ impl Rig {
         let dir = self.dir.join("dns");
         std::fs::create_dir_all(&dir)?;
         let zone_file = dir.join(format!("{ZONE}.zone"));
-        std::fs::write(&zone_file, render::zone(ZONE, regions, DNS_TTL))?;
+        // The zone is the traffic policy's: Terraform renders it from regions.json (the same
+        // apply an SRE runs to drain a region) before PowerDNS first reads it.
+        let inputs = serde_json::to_vec_pretty(&render::traffic_inputs(ZONE, regions, DNS_TTL))?;
+        std::fs::write(self.dir.join("regions.json"), inputs).context("writing target/rig/regions.json")?;
+        println!("rig: rendering the geo-DNS zone with the traffic policy (terraform/environments/local)");
+        for args in
+            [["init", "-input=false"].as_slice(), ["apply", "-input=false", "-auto-approve"].as_slice()]
+        {
+            let mut all = vec![format!("-chdir={TRAFFIC_ENVIRONMENT}")];
+            all.extend(args.iter().map(|a| (*a).to_owned()));
+            crate::terraform::run_quiet(&self.root, &all, &self.log("terraform"))?;
+        }
         let named = dir.join("named.conf");
         std::fs::write(&named, render::named_conf(ZONE, &zone_file))?;
         std::fs::write(dir.join("pdns.conf"), render::pdns_conf(DNS, &dir, &named))?;

@@ -103,50 +103,32 @@ backend origin {{
     )
 }
 
-/// The geo-DNS zone: `api.<zone>` answers each client with its own region's edge, chosen by
-/// the client's source subnet, unless that region's health URL (its load balancer's, through
-/// the edge) fails, in which case it answers with the next healthy region in file order. Each
-/// region's edge also has a name of its own (`us-east.<zone>`).
-pub(crate) fn zone(zone: &str, regions: &[Region], ttl: u32) -> String {
+/// `regions.json`: what `terraform/environments/local` reads to render the geo-DNS zone
+/// through the traffic policy (the module production's Route 53 records come from): each
+/// region's edge, client subnets and the other names the rig's DNS answers for it, with the
+/// zone's name, TTL and the regions' health URL.
+pub(crate) fn traffic_inputs(zone: &str, regions: &[Region], ttl: u32) -> serde_json::Value {
     let edge_port = regions.first().map_or(80, |r| r.edge.port());
-    let mut text = format!(
-        "; geo-DNS for the rig (written by `cargo xtask rig up` from regions/*.toml)
-$ORIGIN {zone}.
-$TTL {ttl}
-@    IN SOA ns.{zone}. hostmaster.{zone}. 1 3600 600 86400 {ttl}
-@    IN NS  ns.{zone}.
-ns   IN A   127.0.0.1
-"
-    );
-    for region in regions {
-        let _ = writeln!(text, "{:<8} IN A {}", region.name, region.edge.ip());
-        // The names the region's gateways find their Redis Cluster and the keyspace by.
-        for name in region.redis_names.iter().chain(&region.contact_name) {
-            let label = name.strip_suffix(&format!(".{zone}")).unwrap_or(name);
-            let _ = writeln!(text, "{label} IN A 127.0.0.1");
-        }
-    }
-    // Lua: the preference order of regions for this client, then the first set with a
-    // healthy address. `netmask` matches the client's source address (or its EDNS client
-    // subnet).
-    let order = |first: usize| -> String {
-        let mut sets: Vec<String> = Vec::new();
-        sets.push(format!("{{'{}'}}", regions[first].edge.ip()));
-        for (i, region) in regions.iter().enumerate() {
-            if i != first {
-                sets.push(format!("{{'{}'}}", region.edge.ip()));
-            }
-        }
-        format!("{{{}}}", sets.join(","))
-    };
-    let mut lua = format!("local order = {} ", order(0));
-    for (i, region) in regions.iter().enumerate().skip(1) {
-        let subnets: Vec<String> = region.client_subnets.iter().map(|s| format!("'{s}'")).collect();
-        let _ = write!(lua, "if netmask({{{}}}) then order = {} end ", subnets.join(","), order(i));
-    }
-    let _ = write!(lua, "return ifurlup('http://api.{zone}:{edge_port}{REGION_HEALTH}', order)");
-    let _ = writeln!(text, "api  {ttl} IN LUA A \";{lua}\"");
-    text
+    let regions: Vec<serde_json::Value> = regions
+        .iter()
+        .map(|region| {
+            // The names its gateways find their Redis Cluster and the keyspace by.
+            let hosts: Vec<&String> = region.redis_names.iter().chain(&region.contact_name).collect();
+            serde_json::json!({
+                "name": region.name,
+                "edge": region.edge.ip().to_string(),
+                "client_subnets": region.client_subnets,
+                "hosts": hosts,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "zone": zone,
+        "ttl": ttl,
+        "edge_port": edge_port,
+        "health_path": REGION_HEALTH,
+        "regions": regions,
+    })
 }
 
 /// PowerDNS's `named.conf` (the bind backend's zone list).
