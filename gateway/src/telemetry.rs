@@ -115,7 +115,8 @@ pub struct Metrics {
     /// `cache_l2_degraded`: 1 while the regional cache is failing (requests go to the store).
     pub cache_l2_degraded: prometheus::IntGauge,
     /// `cache_invalidations_total{event}`: invalidations `published` on the region's bus (or
-    /// `publish_failed`), and messages `received` from it.
+    /// `publish_failed`), messages `received` from it, and other gateways' or regions' writes
+    /// `followed` from the store's change log (applied region-wide by this gateway).
     pub cache_invalidations: IntCounterVec,
     /// `cache_invalidation_bus_live`: 1 while the gateway receives the region's invalidations.
     pub cache_bus_live: prometheus::IntGauge,

@@ -238,6 +238,16 @@ pub trait UserData: Send + Sync + 'static {
     /// Marquee users' rating totals of each movie, one entry per input (zero where nobody
     /// rated). Combine them with the catalog's summary with [`RatingSummary::with`].
     async fn rating_totals(&self, movies: &[MovieId]) -> Result<Vec<RatingTotals>, StoreError>;
+
+    /// The movies whose ratings were written during second `second` (since the Unix epoch,
+    /// by the writer's clock), through any gateway of any region, as far as this region's
+    /// replicas have received them: the log other regions' caches follow. `None` for a
+    /// backend without such a log (the embedded store: one machine, whose writes all go
+    /// through its own caches).
+    async fn rating_changes(&self, second: u64) -> Result<Option<Vec<MovieId>>, StoreError> {
+        let _ = second;
+        Ok(None)
+    }
 }
 
 /// Readiness and shutdown of a backend.

@@ -4,7 +4,7 @@
 //! CDN edge, and `xtask rig down` stops everything by PID, also when a check fails.
 //!
 //! What it shows: a client lands in its own region; a rating written through eu-west reads
-//! back through us-east; the edge caches a partner's persisted GET (miss, then hit with an
+//! back through us-east, and reaches us-east's caches within 2 s; the edge caches a partner's persisted GET (miss, then hit with an
 //! `Age`), answers `If-None-Match` with 304, never stores a signed-in caller's answer; a
 //! gateway drained with SIGTERM under load leaves the load balancer with no failed request;
 //! `terraform apply` of `terraform/environments/local` drains a region from geo-DNS (and
@@ -261,6 +261,33 @@ async fn checks() {
 
     // A rating written through eu-west reads back through us-east.
     let alice = token("alice");
+
+    // ...and reaches us-east's caches within 2 s: both us-east gateways hold the movie's
+    // totals (in memory and in the region's Redis) when eu-west takes a rating of it.
+    let totals = r#"{ movie(id: "tt0000043") { rating { count } } }"#;
+    let count = |body: Value| body["data"]["movie"]["rating"]["count"].as_i64().expect("count");
+    let base = count(post(&us, None, totals).await);
+    for _ in 0..4 {
+        assert_eq!(count(post(&us, None, totals).await), base);
+    }
+    let rated =
+        post(&eu, Some(&alice), r#"mutation { rateMovie(movieId: "tt0000043", score: 8) { score } }"#).await;
+    assert_eq!(rated["data"]["rateMovie"]["score"], 8, "{rated}");
+    let written = Instant::now();
+    // Several reads per check: the load balancer spreads them over both gateways.
+    loop {
+        let mut counts = Vec::new();
+        for _ in 0..4 {
+            counts.push(count(post(&us, None, totals).await));
+        }
+        if counts.iter().all(|c| *c == base + 1) {
+            break;
+        }
+        assert!(written.elapsed() < Duration::from_secs(2), "us-east still shows {counts:?} after 2 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("an eu-west rating reached us-east's caches {:?} after it was taken", written.elapsed());
+
     let rated =
         post(&eu, Some(&alice), r#"mutation { rateMovie(movieId: "tt0000042", score: 7) { score } }"#).await;
     assert_eq!(rated["data"]["rateMovie"]["score"], 7, "{rated}");

@@ -357,6 +357,34 @@ impl Regional {
         self.run_pipeline("delete", pipeline).await
     }
 
+    /// Counts `n` invalidations under `cache_invalidations_total{event}`.
+    pub fn count_invalidations(&self, event: &str, n: usize) {
+        if n > 0 {
+            self.metrics.invalidations.with_label_values(&[event]).inc_by(n as u64);
+        }
+    }
+
+    /// Claims each of `keys` for `ttl` (SET NX): `true` for each this call created, `false`
+    /// for one another caller holds, or for all when the cluster did not answer. What a claim
+    /// stands for is the caller's (one gateway of the region acting on something).
+    pub async fn claim_many(&self, keys: &[String], ttl: Duration) -> Vec<bool> {
+        if keys.is_empty() {
+            return Vec::new();
+        }
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+        let pipeline = self.client.pipeline();
+        for key in keys {
+            let _: Result<(), _> = pipeline
+                .set(key.as_str(), 1, Some(Expiration::PX(ttl_ms)), Some(fred::types::SetOptions::NX), false)
+                .await;
+        }
+        let replies = self.call("claim", async { Ok(pipeline.try_all::<Value>().await) }).await;
+        match replies {
+            Ok(replies) => replies.into_iter().map(|reply| matches!(reply, Ok(Value::String(_)))).collect(),
+            Err(_) => vec![false; keys.len()],
+        }
+    }
+
     async fn run_pipeline(
         &self,
         what: &'static str,

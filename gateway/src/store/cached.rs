@@ -23,8 +23,18 @@
 //! carries when it was read), since an invalidation sent during the outage may have missed
 //! them. A writer that cannot reach Redis at all keeps retrying; until it succeeds (or the TTL
 //! passes) gateways that never lost the bus may show the old totals.
+//!
+//! Other regions' writes arrive through the store: every rating write lists its movie in the
+//! backend's change log (`rating_changes` on ScyllaDB, replicated to every data center with
+//! the rating), and each gateway reads the last `FOLLOW_SECONDS` of it every `FOLLOW_EVERY`.
+//! A change it has not seen yet is claimed in the region's Redis (`SET NX`), so one gateway of
+//! the region applies it, exactly as if the write had been taken here: regional entries
+//! deleted, every gateway's copies dropped through the bus, sent again `REPEAT_AFTER` later
+//! (for totals replicated after the log entry). No write waits on another region, and a
+//! region that cannot be reached catches up from the log when replication resumes, or by the
+//! totals' TTL when a change arrives later than `FOLLOW_SECONDS` (ARCHITECTURE.md).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,6 +58,18 @@ const TOTALS: &str = "rating_totals";
 
 /// When an invalidation is sent again (see the module docs).
 const REPEAT_AFTER: Duration = Duration::from_millis(500);
+
+/// How often each gateway reads the change log.
+const FOLLOW_EVERY: Duration = Duration::from_millis(250);
+
+/// How far back, in seconds of the writers' clocks, each read of the change log goes: a change
+/// that reaches this region's replicas later than that (or from a clock further behind) is
+/// left to the totals' TTL.
+const FOLLOW_SECONDS: u64 = 3;
+
+/// How long a gateway's claim to apply a change lasts: longer than the change stays within
+/// `FOLLOW_SECONDS`, so no second gateway of the region claims it.
+const CLAIM_FOR: Duration = Duration::from_secs(30);
 
 impl Weigh for RatingTotals {
     fn weight(&self) -> usize {
@@ -131,6 +153,54 @@ impl Invalidation {
     }
 }
 
+/// Reads the backend's change log every `FOLLOW_EVERY` and applies, region-wide, each change
+/// this gateway is the first of its region to claim (see the module docs). Returns at once on
+/// a backend without a log.
+async fn follow_changes(log: Arc<dyn UserData>, invalidation: Arc<Invalidation>, regional: Arc<Regional>) {
+    // The changes seen, by second, for the seconds still read.
+    let mut seen: BTreeMap<u64, HashSet<MovieId>> = BTreeMap::new();
+    let mut ticks = tokio::time::interval(FOLLOW_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let now = crate::regional::bus::now_ms() / 1_000;
+        let first = now.saturating_sub(FOLLOW_SECONDS);
+        seen = seen.split_off(&first);
+        let mut fresh: Vec<(u64, MovieId)> = Vec::new();
+        for second in first..=now {
+            match log.rating_changes(second).await {
+                Ok(Some(movies)) => {
+                    let known = seen.entry(second).or_default();
+                    fresh.extend(movies.into_iter().filter(|m| known.insert(*m)).map(|m| (second, m)));
+                }
+                Ok(None) => return,
+                Err(error) => {
+                    tracing::debug!(%error, "reading the change log failed; reading it again next tick");
+                    break;
+                }
+            }
+        }
+        if fresh.is_empty() {
+            continue;
+        }
+        let claims: Vec<String> = fresh
+            .iter()
+            .map(|(second, movie)| format!("mq:{VERSION}:followed:{second}:{}", movie.0))
+            .collect();
+        let claimed = regional.claim_many(&claims, CLAIM_FOR).await;
+        let changes: Vec<Change> = fresh
+            .iter()
+            .zip(claimed)
+            .filter(|(_, claimed)| *claimed)
+            .map(|((_, movie), _)| Change::RatingTotals(*movie))
+            .collect();
+        if !changes.is_empty() {
+            regional.count_invalidations("followed", changes.len());
+            invalidation.changed(&changes).await;
+        }
+    }
+}
+
 /// Drops this gateway's copies on the bus's word.
 struct TotalsListener {
     rating_totals: Arc<Cache<RatingTotals, MovieId>>,
@@ -169,7 +239,17 @@ pub struct CachedUsers {
     totals: Arc<Cache<RatingTotals, MovieId>>,
     ttl: Duration,
     regionally: Option<Arc<Regionally>>,
-    invalidation: Invalidation,
+    invalidation: Arc<Invalidation>,
+    /// Follows the change log while the store lives (with `[redis]`).
+    follower: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for CachedUsers {
+    fn drop(&mut self) {
+        if let Some(follower) = &self.follower {
+            follower.abort();
+        }
+    }
 }
 
 /// Wraps the faces of `store` that have caches.
@@ -187,17 +267,15 @@ pub fn wrap(store: Store, config: &StackConfig, requests: IntCounterVec) -> Resu
         None => None,
     };
     let ttl = config.rating_totals_ttl;
-    let users = CachedUsers {
-        inner: store.users,
-        invalidation: Invalidation {
-            rating_totals: totals.clone(),
-            regionally: regionally.clone(),
-            horizon: ttl + ttl / 5 + Duration::from_secs(1),
-        },
-        totals,
-        ttl,
-        regionally,
-    };
+    let invalidation = Arc::new(Invalidation {
+        rating_totals: totals.clone(),
+        regionally: regionally.clone(),
+        horizon: ttl + ttl / 5 + Duration::from_secs(1),
+    });
+    let follower = regionally.as_ref().map(|regionally| {
+        tokio::spawn(follow_changes(store.users.clone(), invalidation.clone(), regionally.regional.clone()))
+    });
+    let users = CachedUsers { inner: store.users, invalidation, totals, ttl, regionally, follower };
     let catalog = CachedCatalog::wrap(store.catalog, &config.entities, requests_for_entities);
     Ok(Store { catalog, users: Arc::new(users), lifecycle: store.lifecycle })
 }
@@ -270,6 +348,10 @@ impl UserData for CachedUsers {
         page: UserPage,
     ) -> Result<Page<WatchlistEntry>, StoreError> {
         self.inner.watchlist_page(user, page).await
+    }
+
+    async fn rating_changes(&self, second: u64) -> Result<Option<Vec<MovieId>>, StoreError> {
+        self.inner.rating_changes(second).await
     }
 
     async fn rating_totals(&self, movies: &[MovieId]) -> Result<Vec<RatingTotals>, StoreError> {

@@ -144,6 +144,10 @@ impl UserData for Instrumented<dyn UserData> {
     async fn rating_totals(&self, movies: &[MovieId]) -> Result<Vec<RatingTotals>, StoreError> {
         self.call("rating_totals", movies.len(), self.inner.rating_totals(movies)).await
     }
+
+    async fn rating_changes(&self, second: u64) -> Result<Option<Vec<MovieId>>, StoreError> {
+        self.call("rating_changes", 1, self.inner.rating_changes(second)).await
+    }
 }
 
 #[async_trait]

@@ -413,3 +413,85 @@ async fn a_frozen_cluster_costs_one_timeout_per_second_and_keeps_the_staleness_b
     }
     assert_eq!(count(&region.b).await, base + 1);
 }
+
+/// A gateway of another region: the same keyspace (on the stand-in, one data center: the rig
+/// test shows two), its own Redis Cluster.
+async fn other_region(region: &Region, name: &str) -> (RedisCluster, TestApp) {
+    let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3))
+        .await
+        .expect("starting")
+        .expect("a second Redis Cluster");
+    let mut config = region.config.clone();
+    config.region = name.to_owned();
+    config.redis =
+        Some(RedisConfig { seeds: cluster.seeds(), command_timeout_ms: 500, ..Default::default() });
+    let app = spawn_with(config).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while app.metric("cache_invalidation_bus_live", &[]).await < 1.0 {
+        assert!(Instant::now() < deadline, "the other region's gateway did not join its bus");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (cluster, app)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rating_taken_in_one_region_reaches_the_other_regions_caches_within_two_seconds() {
+    let region = region(|c| c.rate_limit.enabled = false).await;
+    let (eu_cluster, eu) = other_region(&region, "eu-west").await;
+    let (a, b) = (&region.a, &region.b);
+    let auth = Authenticator::new(&region.config.auth).await.expect("auth");
+    let alice = auth.issue_dev_user("alice", Duration::from_secs(600)).expect("token").token;
+    let count = async |app: &TestApp| {
+        app.data(COUNT, json!({ "m": "tt0000011" })).await["movie"]["rating"]["count"]
+            .as_i64()
+            .expect("count")
+    };
+
+    // Both gateways of the first region hold the totals in memory (and in their Redis).
+    let base = count(a).await;
+    assert_eq!(count(b).await, base);
+    let calls = store_calls(b, "rating_totals").await;
+    assert_eq!(count(b).await, base);
+    assert_eq!(store_calls(b, "rating_totals").await, calls, "b answers from its own cache");
+
+    // A rating taken in the other region: neither of this region's gateways took it, its bus
+    // carried nothing, yet both show it within 2 s, from the store's change log.
+    let (status, rated) = post(&eu, Some(&alice), RATE, json!({ "m": "tt0000011", "s": 9 })).await;
+    assert_eq!((status, rated.get("errors")), (200, None), "{rated}");
+    let written = Instant::now();
+    for app in [a, b] {
+        while count(app).await != base + 1 {
+            assert!(written.elapsed() < Duration::from_secs(2), "the old totals after 2 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    eprintln!("another region's rating reached both gateways' caches {:?} after it", written.elapsed());
+    // One gateway of the region applied it for both (whichever claimed it first).
+    let followed = a.metric("cache_invalidations_total", &[("event", "followed")]).await
+        + b.metric("cache_invalidations_total", &[("event", "followed")]).await;
+    assert!(followed >= 1.0, "the change came from the log: {followed}");
+    // ...and the region's totals stay cached after it: the next reads cost no store call.
+    let calls = store_calls(b, "rating_totals").await;
+    assert_eq!(count(b).await, base + 1);
+    assert_eq!(store_calls(b, "rating_totals").await, calls);
+
+    // With the other region's Redis gone, its writes still succeed at once, and still reach
+    // this region's caches through the log.
+    let movie12 = async |app: &TestApp| {
+        app.data(COUNT, json!({ "m": "tt0000012" })).await["movie"]["rating"]["count"]
+            .as_i64()
+            .expect("count")
+    };
+    let base12 = movie12(a).await;
+    assert_eq!(movie12(a).await, base12, "cached");
+    drop(eu_cluster);
+    let started = Instant::now();
+    let (status, rated) = post(&eu, Some(&alice), RATE, json!({ "m": "tt0000012", "s": 4 })).await;
+    assert_eq!((status, rated.get("errors")), (200, None), "{rated}");
+    assert!(started.elapsed() < Duration::from_secs(2), "the write did not wait: {:?}", started.elapsed());
+    let written = Instant::now();
+    while movie12(a).await != base12 + 1 {
+        assert!(written.elapsed() < Duration::from_secs(2), "the old totals after 2 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -230,6 +230,10 @@ impl UserData for ScyllaStore {
     async fn rating_totals(&self, movies: &[MovieId]) -> Result<Vec<RatingTotals>, StoreError> {
         self.inner.users().rating_totals(movies).await
     }
+
+    async fn rating_changes(&self, second: u64) -> Result<Option<Vec<MovieId>>, StoreError> {
+        Ok(Some(self.inner.users().changed_movies(second).await?))
+    }
 }
 
 #[async_trait]

@@ -316,6 +316,22 @@ impl Users<'_> {
         Ok(buckets.len())
     }
 
+    /// The movies listed in `rating_changes` for the slot of `second`, each once.
+    pub(crate) async fn changed_movies(&self, second: u64) -> Result<Vec<MovieId>, StoreError> {
+        let slot = slot(second.saturating_mul(1_000));
+        let result = self.unpaged(&self.statements.changes, (slot,)).await?;
+        let mut movies = Vec::new();
+        for row in
+            result.into_rows_result().map_err(driver_error)?.rows::<(i64, i32)>().map_err(decode_error)?
+        {
+            let (movie, _) = row.map_err(decode_error)?;
+            movies.push(MovieId(movie.max(0) as u64));
+        }
+        movies.sort_unstable();
+        movies.dedup();
+        Ok(movies)
+    }
+
     pub(crate) async fn rating_totals(&self, movies: &[MovieId]) -> Result<Vec<RatingTotals>, StoreError> {
         try_join_all(movies.iter().map(|movie| async move {
             let result = self.unpaged(&self.statements.totals, (movie.0 as i64,)).await?;
