@@ -6,7 +6,8 @@
 //! `no-store`. Cacheable responses carry a strong ETag over the exact body (bodies are
 //! byte-stable: fields come out in query order) and answer a matching `If-None-Match` with 304.
 
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+use marquee_store::MovieId;
 use sha2::{Digest, Sha256};
 
 /// Staleness allowances added to every public response.
@@ -115,6 +116,34 @@ pub fn apply(policy: CachePolicy, decision: Decision, etag: Option<&str>, header
         _ => {
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }
+    }
+}
+
+/// Most surrogate keys one response names; a response showing more movies' ratings is named
+/// by [`ALL_RATINGS`] instead, which every purge names too.
+pub const MAX_SURROGATE_KEYS: usize = 200;
+
+/// The surrogate key of responses showing too many ratings to name them all.
+pub const ALL_RATINGS: &str = "ratings";
+
+/// The surrogate keys of a public response showing the ratings of `shown`: each movie's id,
+/// the key a rating of that movie purges.
+pub fn surrogate_keys(shown: &[MovieId]) -> String {
+    if shown.len() > MAX_SURROGATE_KEYS {
+        return ALL_RATINGS.to_owned();
+    }
+    shown.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")
+}
+
+/// Names a public response's surrogate keys (nothing when it shows no rating): `xkey` for
+/// Varnish's xkey module, `Surrogate-Key` for CDNs that purge by tag.
+pub fn apply_surrogate_keys(decision: Decision, shown: &[MovieId], headers: &mut HeaderMap) {
+    if !matches!(decision, Decision::Public { .. }) || shown.is_empty() {
+        return;
+    }
+    if let Ok(value) = HeaderValue::from_str(&surrogate_keys(shown)) {
+        headers.insert(HeaderName::from_static("xkey"), value.clone());
+        headers.insert(HeaderName::from_static("surrogate-key"), value);
     }
 }
 

@@ -52,6 +52,9 @@ pub struct Config {
     /// `[dns]`: how the names in this configuration are resolved.
     #[serde(default)]
     pub dns: crate::dns::DnsConfig,
+    /// `[cdn]`: the region's CDN edges, purged when ratings change.
+    #[serde(default)]
+    pub cdn: crate::purge::CdnConfig,
 }
 
 /// A region's parts, for the tools that start and route to them.
@@ -395,6 +398,7 @@ impl Default for Config {
             redis: None,
             topology: None,
             dns: crate::dns::DnsConfig::default(),
+            cdn: crate::purge::CdnConfig::default(),
         }
     }
 }

@@ -28,6 +28,7 @@ pub mod error;
 pub mod http;
 pub mod persisted;
 pub mod pipeline;
+pub mod purge;
 pub mod rate_limit;
 pub mod regional;
 pub mod response_cache;

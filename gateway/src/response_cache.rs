@@ -8,7 +8,10 @@
 //! operation name, the variables in canonical form (keys sorted) and the response media type,
 //! behind a version prefix. Entries live for the response's max-age, capped by
 //! `response_cache.max_ttl_secs`, and the cache is bounded in bytes. It is a [`Cache`], so the
-//! regional tier will serve it too. A request with
+//! regional tier will serve it too. An entry showing a movie's rating summary is dropped once
+//! that rating changes (this gateway's write, the region's bus, another region's write from
+//! the log): entries remember the movies whose ratings they show, and the cache when each
+//! movie's ratings last changed. A request with
 //! `Cache-Control: no-cache` (a browser's forced reload, a CDN revalidating) skips the lookup
 //! and refreshes the entry; `no-store` also keeps the response out.
 
@@ -19,7 +22,10 @@ use axum::body::Bytes;
 use prometheus::IntCounterVec;
 use serde_json::Value;
 
+use marquee_store::MovieId;
+
 use crate::cache::{Cache, Weigh};
+use crate::store::cached::RatingsObserver;
 
 /// Bumped when the key or entry shape changes.
 const KEY_VERSION: &str = "r1";
@@ -35,11 +41,16 @@ pub struct Entry {
     pub max_age: u32,
     /// When it was stored (for `Age`).
     pub stored_at: Instant,
+    /// When the execution that produced it started: a change of a rating it shows at or
+    /// after this moment may not be in it.
+    pub as_of: Instant,
+    /// The movies whose rating summary it shows.
+    pub shown: Vec<MovieId>,
 }
 
 impl Weigh for Arc<Entry> {
     fn weight(&self) -> usize {
-        self.body.len() + self.etag.len()
+        self.body.len() + self.etag.len() + self.shown.len() * std::mem::size_of::<MovieId>()
     }
 }
 
@@ -47,6 +58,10 @@ impl Weigh for Arc<Entry> {
 pub struct ResponseCache {
     cache: Cache<Arc<Entry>>,
     max_ttl: Duration,
+    /// When each movie's ratings last changed, for as long as an entry can live.
+    changed: moka::sync::Cache<MovieId, Instant>,
+    /// When anything may last have changed (messages lost).
+    all_changed: std::sync::Mutex<Option<Instant>>,
 }
 
 /// What identifies a response.
@@ -116,12 +131,26 @@ impl ResponseCache {
     /// A cache of at most `max_bytes`, entries living at most `max_ttl`, counting into
     /// `requests` (`cache_requests_total{cache="response",tier="l1",result}`).
     pub fn new(max_bytes: u64, max_ttl: Duration, requests: IntCounterVec) -> ResponseCache {
-        ResponseCache { cache: Cache::new("response", max_bytes, requests), max_ttl }
+        ResponseCache {
+            cache: Cache::new("response", max_bytes, requests),
+            max_ttl,
+            changed: moka::sync::Cache::builder().max_capacity(1_000_000).time_to_live(max_ttl).build(),
+            all_changed: std::sync::Mutex::new(None),
+        }
     }
 
-    /// The stored response for `key` (from [`CacheKey::render`]), counting a hit or a miss.
+    /// The stored response for `key` (from [`CacheKey::render`]), counting a hit or a miss; an
+    /// entry showing a rating that changed since is dropped (and counted `invalidated`).
     pub async fn get(&self, key: &str) -> Option<Arc<Entry>> {
-        self.cache.get(key).await
+        let entry = self.cache.get(key).await?;
+        let all = *self.all_changed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let stale = all.is_some_and(|at| at >= entry.as_of)
+            || entry.shown.iter().any(|movie| self.changed.get(movie).is_some_and(|at| at >= entry.as_of));
+        if stale {
+            self.cache.invalidate([key]).await;
+            return None;
+        }
+        Some(entry)
     }
 
     /// Counts a lookup the client asked to skip (`Cache-Control: no-cache`).
@@ -129,11 +158,40 @@ impl ResponseCache {
         self.cache.bypass();
     }
 
-    /// Stores a public response under the key `get` was asked for.
-    pub async fn put(&self, key: String, body: Bytes, etag: String, max_age: u32) {
+    /// Stores a public response under the key `get` was asked for: produced by an execution
+    /// that started `as_of` and showed the ratings of `shown`.
+    pub async fn put(&self, key: String, stored: Stored) {
+        let Stored { body, etag, max_age, as_of, shown } = stored;
         let ttl = Duration::from_secs(u64::from(max_age)).min(self.max_ttl);
-        let entry = Arc::new(Entry { body, etag, max_age, stored_at: Instant::now() });
+        let entry = Arc::new(Entry { body, etag, max_age, stored_at: Instant::now(), as_of, shown });
         self.cache.put(key, entry, ttl).await;
+    }
+}
+
+/// A response to store.
+pub struct Stored {
+    /// The exact body.
+    pub body: Bytes,
+    /// Its strong ETag.
+    pub etag: String,
+    /// Its max-age, in seconds.
+    pub max_age: u32,
+    /// When its execution started.
+    pub as_of: Instant,
+    /// The movies whose rating summary it shows.
+    pub shown: Vec<MovieId>,
+}
+
+impl RatingsObserver for ResponseCache {
+    fn seen(&self, movies: &[MovieId]) {
+        let now = Instant::now();
+        for movie in movies {
+            self.changed.insert(*movie, now);
+        }
+    }
+
+    fn lost(&self) {
+        *self.all_changed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
     }
 }
 

@@ -21,6 +21,7 @@ use crate::http::forwarded::TrustedProxies;
 use crate::http::graphiql::{self, AssetSource, MissingAsset};
 use crate::persisted::{ManifestError, PersistedQueries};
 use crate::pipeline::GraphqlState;
+use crate::purge::EdgePurger;
 use crate::rate_limit::{InProcessLimiter, RateLimit};
 use crate::regional::limiter::RegionalLimiter;
 use crate::regional::{Regional, RegionalMetrics};
@@ -28,6 +29,7 @@ use crate::response_cache::ResponseCache;
 use crate::server::ConnectionLimits;
 use crate::state::{AppState, BodyLimit, Graphiql, Readiness};
 use crate::store::StackConfig;
+use crate::store::cached::RatingsObserver;
 use crate::store::entities::EntityCacheConfig;
 use crate::telemetry::Metrics;
 
@@ -68,6 +70,9 @@ pub enum StartupError {
     /// `[dns]` could not be set up.
     #[error(transparent)]
     Dns(#[from] crate::dns::DnsConfigError),
+    /// `[cdn]` is invalid.
+    #[error(transparent)]
+    Cdn(#[from] crate::purge::CdnConfigError),
 }
 
 fn rate_limit(
@@ -141,6 +146,21 @@ impl Application {
                 )
             })
             .transpose()?;
+        let response_cache = config.response_cache.enabled.then(|| {
+            Arc::new(ResponseCache::new(
+                config.response_cache.max_mib * 1024 * 1024,
+                Duration::from_secs(config.response_cache.max_ttl_secs),
+                metrics.cache_requests.clone(),
+            ))
+        });
+        // What else holds ratings, told of every change.
+        let mut observers: Vec<Arc<dyn RatingsObserver>> = Vec::new();
+        if let Some(cache) = &response_cache {
+            observers.push(cache.clone());
+        }
+        if let Some(purger) = EdgePurger::new(&config.cdn, metrics.cdn_purges.clone())? {
+            observers.push(Arc::new(purger));
+        }
         let stack = StackConfig {
             rating_totals_ttl: Duration::from_secs(config.cache.rating_totals_ttl_secs),
             rating_totals_bytes: config.cache.rating_totals_mib * 1024 * 1024,
@@ -151,6 +171,7 @@ impl Application {
                 catalog_id: backend.lifecycle.catalog_id(),
             },
             regional: regional.clone(),
+            observers,
         };
         let store = crate::store::stack(backend, &stack, &metrics)?;
         let schema_config = SchemaConfig {
@@ -161,13 +182,6 @@ impl Application {
         let schema = marquee_schema::build(store.clone(), schema_config.clone());
         let authenticator = Arc::new(Authenticator::new(&config.auth).await?);
         let persisted = Arc::new(PersistedQueries::new(&config.persisted_queries, regional.clone())?);
-        let response_cache = config.response_cache.enabled.then(|| {
-            Arc::new(ResponseCache::new(
-                config.response_cache.max_mib * 1024 * 1024,
-                Duration::from_secs(config.response_cache.max_ttl_secs),
-                metrics.cache_requests.clone(),
-            ))
-        });
         let graphiql_assets = match &config.graphql.graphiql_assets_dir {
             Some(dir) => AssetSource::Dir(dir.clone()),
             None => AssetSource::Cdn(config.graphql.graphiql_assets_url.clone()),

@@ -118,6 +118,9 @@ pub struct Metrics {
     /// `publish_failed`), messages `received` from it, and other gateways' or regions' writes
     /// `followed` from the store's change log (applied region-wide by this gateway).
     pub cache_invalidations: IntCounterVec,
+    /// `cdn_purges_total{result}`: purges of the region's CDN edges (`ok`, `failed` after
+    /// retries).
+    pub cdn_purges: IntCounterVec,
     /// `cache_invalidation_bus_live`: 1 while the gateway receives the region's invalidations.
     pub cache_bus_live: prometheus::IntGauge,
     /// `redis_writes_refused_total`: writes the regional Redis refused because it is full
@@ -284,6 +287,11 @@ impl Metrics {
             "Writes the regional Redis refused because it is full (maxmemory with the noeviction policy)",
         )?;
         registry.register(Box::new(redis_writes_refused.clone()))?;
+        let cdn_purges = IntCounterVec::new(
+            Opts::new("cdn_purges_total", "Purges of the region's CDN edges by surrogate key, by result"),
+            &["result"],
+        )?;
+        registry.register(Box::new(cdn_purges.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(store_calls.clone()))?;
@@ -304,6 +312,7 @@ impl Metrics {
             cache_invalidations,
             cache_bus_live,
             redis_writes_refused,
+            cdn_purges,
             connections,
         })
     }

@@ -17,16 +17,36 @@ vcl 4.1;
 # - A conditional GET (`If-None-Match`) for a cached response is answered 304 by the edge.
 # - An uncached request with no healthy gateway behind the load balancer fails at once with a
 #   GraphQL-shaped 503 and `Retry-After`.
+# - Purging by surrogate key (Varnish's xkey module, Debian's `varnish-modules`): a public
+#   response names the movies whose rating it shows in `xkey`, and a gateway that applies a
+#   rating change sends `PURGE` with those movies in `xkey-purge`; every copy naming one is
+#   dropped, so the next request fetches the new rating. Only the region's gateways may purge
+#   (`purgers`). `xkey` and `Surrogate-Key` stay at the edge.
 #
 # `backend.vcl` (written by `cargo xtask rig up` from the region file) defines `origin`: the
 # region's load balancer, probed on its health URL (200 while a gateway is in rotation).
 
 import std;
+import xkey;
+
+# Who may purge: the region's gateways (on the rig, loopback).
+acl purgers {
+    "127.0.0.0"/8;
+}
 
 include "backend.vcl";
 
 sub vcl_recv {
     set req.backend_hint = origin;
+    if (req.method == "PURGE") {
+        if (client.ip !~ purgers) {
+            return (synth(403, "Forbidden"));
+        }
+        if (!req.http.xkey-purge) {
+            return (synth(400, "Name the surrogate keys to purge in xkey-purge"));
+        }
+        return (synth(200, "Purged " + xkey.purge(req.http.xkey-purge)));
+    }
     if (req.restarts == 0) {
         unset req.http.X-Marquee-Revalidate;
         unset req.http.X-Marquee-Stale;
@@ -132,6 +152,8 @@ sub vcl_deliver {
         return (restart);
     }
     unset resp.http.X-Marquee-Swr;
+    unset resp.http.xkey;
+    unset resp.http.Surrogate-Key;
     if (obj.uncacheable) {
         set resp.http.X-Cache = "PASS";
     } elsif (obj.hits > 0) {

@@ -24,6 +24,7 @@ mod query;
 mod query_limits;
 mod revalidation;
 mod shape;
+mod shown;
 mod types;
 
 use std::sync::Arc;
@@ -41,6 +42,7 @@ pub use parse_cache::Parsed;
 pub use pipeline::{Analyzer, ExecutionStarted};
 pub use query::Query;
 pub use query_limits::{QueryLimits, codes as limit_codes};
+pub use shown::ShownRatings;
 
 /// The executable schema type.
 pub type MarqueeSchema = Schema<Query, Mutation, EmptySubscription>;

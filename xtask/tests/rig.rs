@@ -138,9 +138,18 @@ async fn post(client: &reqwest::Client, token: Option<&str>, query: &str) -> Val
 
 /// A persisted GET of the partner's movie card.
 async fn movie_card(client: &reqwest::Client, movie: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    persisted(client, MOVIE_CARD, movie, headers).await
+}
+
+/// A persisted GET of the partner's operation `id` for `movie`.
+async fn persisted(
+    client: &reqwest::Client,
+    id: &str,
+    movie: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
     let variables = json!({ "id": movie }).to_string();
-    let mut request =
-        client.get(format!("{API}/graphql")).query(&[("id", MOVIE_CARD), ("variables", &variables)]);
+    let mut request = client.get(format!("{API}/graphql")).query(&[("id", id), ("variables", &variables)]);
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
@@ -339,6 +348,44 @@ async fn checks() {
     // A conditional GET is answered by the edge.
     let conditional = movie_card(&us, "tt0000077", &[("if-none-match", &etag)]).await;
     assert_eq!((conditional.status().as_u16(), header(&conditional, "x-cache")), (304, "HIT"));
+
+    // A partner's cached persisted GET of a movie's rating, at both regions' edges, shows a
+    // rating taken in eu-west within 2 s: the responses name the movie as a surrogate key,
+    // eu-west's gateway purges its edge, and the us-east gateway that applies the change
+    // from the log purges us-east's.
+    let rating = async |client: &reqwest::Client| {
+        let response = persisted(client, "movie-rating-v1", "tt0000045", &[]).await;
+        assert_eq!(response.status(), 200);
+        let cache = header(&response, "x-cache").to_owned();
+        assert_eq!(header(&response, "xkey"), "", "surrogate keys stay at the edge");
+        let body: Value = response.json().await.expect("json");
+        (body["data"]["movie"]["rating"]["count"].as_i64().expect("count"), cache)
+    };
+    let (base, _) = rating(&us).await;
+    for client in [&us, &eu] {
+        let _ = rating(client).await;
+        assert_eq!(rating(client).await, (base, "HIT".to_owned()), "cached at the edge");
+    }
+    let rated =
+        post(&eu, Some(&alice), r#"mutation { rateMovie(movieId: "tt0000045", score: 6) { score } }"#).await;
+    assert_eq!(rated["data"]["rateMovie"]["score"], 6, "{rated}");
+    let written = Instant::now();
+    for (client, region) in [(&eu, "eu-west"), (&us, "us-east")] {
+        loop {
+            let (count, _) = rating(client).await;
+            if count == base + 1 {
+                break;
+            }
+            assert!(
+                written.elapsed() < Duration::from_secs(2),
+                "{region}'s edge still shows {count} after 2 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        eprintln!("{region}'s edge shows the new rating {:?} after it was taken", written.elapsed());
+    }
+    // ...and caches the new answer again.
+    assert_eq!(rating(&us).await, (base + 1, "HIT".to_owned()));
 
     // A signed-in caller's answer is never stored, so never served to anyone else.
     let bob = token("bob");

@@ -25,7 +25,7 @@ use serde_json::Value;
 use crate::cache_policy::{self, CachePolicy, Decision};
 use crate::error::{HttpError, codes};
 use crate::persisted::{Document, DocumentRef, PersistedQueries, PersistedQueryError};
-use crate::response_cache::{CacheKey, ResponseCache};
+use crate::response_cache::{CacheKey, ResponseCache, Stored};
 
 /// What the pipeline needs, shared by every request.
 #[derive(Clone)]
@@ -125,7 +125,14 @@ pub(crate) async fn get(
     if let (Some((cache, key)), Decision::Public { max_age }, Some(etag), false) =
         (cache, executed.decision, &executed.etag, directives.no_store)
     {
-        cache.put(key, executed.body.clone(), etag.clone(), max_age).await;
+        let stored = Stored {
+            body: executed.body.clone(),
+            etag: etag.clone(),
+            max_age,
+            as_of: executed.as_of,
+            shown: executed.shown.clone(),
+        };
+        cache.put(key, stored).await;
     }
     Ok(respond::executed(state.cache_policy, executed, media, Some(headers)))
 }

@@ -31,6 +31,7 @@ pub(super) fn executed(
         http.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(media.as_str()));
     }
     cache_policy::apply(policy, executed.decision, executed.etag.as_deref(), http.headers_mut());
+    cache_policy::apply_surrogate_keys(executed.decision, &executed.shown, http.headers_mut());
     http
 }
 
@@ -51,6 +52,7 @@ pub(super) fn from_cache(
     };
     let decision = Decision::Public { max_age: entry.max_age };
     cache_policy::apply(policy, decision, Some(&entry.etag), http.headers_mut());
+    cache_policy::apply_surrogate_keys(decision, &entry.shown, http.headers_mut());
     http.headers_mut().insert(header::AGE, HeaderValue::from(entry.stored_at.elapsed().as_secs()));
     http
 }

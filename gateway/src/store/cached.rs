@@ -101,6 +101,25 @@ impl Change {
     }
 }
 
+/// What else holds ratings: HTTP caches of whole responses (this gateway's response cache,
+/// the region's CDN edge), told of every change to rating totals.
+pub trait RatingsObserver: Send + Sync + 'static {
+    /// `movies`' ratings changed, and this gateway learnt of it (its own write, a message on
+    /// the region's bus, or a change it applied from the log).
+    fn seen(&self, movies: &[MovieId]) {
+        let _ = movies;
+    }
+
+    /// `movies`' ratings changed and this gateway applies it for the whole region (its own
+    /// write, or another region's it claimed from the log): once per change per region.
+    fn applied(&self, movies: &[MovieId]) {
+        let _ = movies;
+    }
+
+    /// Messages about changes may have been lost: anything may be stale.
+    fn lost(&self) {}
+}
+
 /// The region's side of the rating-totals cache: its regional tier and the bus.
 struct Regionally {
     regional: Arc<Regional>,
@@ -111,6 +130,7 @@ struct Regionally {
 /// cached copies, in every tier and every gateway of the region.
 pub struct Invalidation {
     rating_totals: Arc<Cache<RatingTotals, MovieId>>,
+    observers: Vec<Arc<dyn RatingsObserver>>,
     regionally: Option<Arc<Regionally>>,
     /// How long a copy it could have missed may live (the totals' TTL, jitter included).
     horizon: Duration,
@@ -150,6 +170,10 @@ impl Invalidation {
             });
         }
         self.rating_totals.invalidate(&keys).await;
+        for observer in &self.observers {
+            observer.seen(&keys);
+            observer.applied(&keys);
+        }
     }
 }
 
@@ -204,19 +228,28 @@ async fn follow_changes(log: Arc<dyn UserData>, invalidation: Arc<Invalidation>,
 /// Drops this gateway's copies on the bus's word.
 struct TotalsListener {
     rating_totals: Arc<Cache<RatingTotals, MovieId>>,
+    observers: Vec<Arc<dyn RatingsObserver>>,
 }
 
 #[async_trait]
 impl Listener for TotalsListener {
     async fn message(&self, text: &str) {
         match Change::parse(text) {
-            Some(Change::RatingTotals(movie)) => self.rating_totals.invalidate([&movie]).await,
+            Some(Change::RatingTotals(movie)) => {
+                self.rating_totals.invalidate([&movie]).await;
+                for observer in &self.observers {
+                    observer.seen(&[movie]);
+                }
+            }
             None => tracing::debug!(text, "unknown invalidation message"),
         }
     }
 
     async fn resync(&self) {
         self.rating_totals.clear();
+        for observer in &self.observers {
+            observer.lost();
+        }
     }
 }
 
@@ -258,7 +291,10 @@ pub fn wrap(store: Store, config: &StackConfig, requests: IntCounterVec) -> Resu
     let totals = Arc::new(Cache::new(TOTALS, config.rating_totals_bytes, requests));
     let regionally = match &config.regional {
         Some(regional) => {
-            let listener = Arc::new(TotalsListener { rating_totals: totals.clone() });
+            let listener = Arc::new(TotalsListener {
+                rating_totals: totals.clone(),
+                observers: config.observers.clone(),
+            });
             Some(Arc::new(Regionally {
                 regional: regional.clone(),
                 bus: Bus::join(regional.clone(), listener)?,
@@ -269,6 +305,7 @@ pub fn wrap(store: Store, config: &StackConfig, requests: IntCounterVec) -> Resu
     let ttl = config.rating_totals_ttl;
     let invalidation = Arc::new(Invalidation {
         rating_totals: totals.clone(),
+        observers: config.observers.clone(),
         regionally: regionally.clone(),
         horizon: ttl + ttl / 5 + Duration::from_secs(1),
     });

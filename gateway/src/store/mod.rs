@@ -28,7 +28,7 @@ pub use backend::{bulk, migrate, open};
 use crate::telemetry::Metrics;
 
 /// Settings of the layers above the backend.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct StackConfig {
     /// How long rating totals are cached (`cache.rating_totals_ttl_secs`).
     pub rating_totals_ttl: Duration,
@@ -39,6 +39,8 @@ pub struct StackConfig {
     /// The region's Redis (`[redis]`), behind the rating-totals cache and carrying its
     /// invalidations.
     pub regional: Option<Arc<crate::regional::Regional>>,
+    /// Told of every change to ratings (the response cache, the CDN purger).
+    pub observers: Vec<Arc<dyn cached::RatingsObserver>>,
 }
 
 /// Stacks the layers over `backend`, bottom up.

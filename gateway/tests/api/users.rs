@@ -195,3 +195,43 @@ async fn caller_specific_responses_are_private_and_mutations_never_run_over_get(
     let me = run(&app, Some(&alice), ME, json!({})).await;
     assert_eq!(me["data"]["me"]["watchlist"]["edges"], json!([]), "the GET wrote nothing");
 }
+
+#[tokio::test]
+async fn public_responses_name_the_ratings_they_show_and_a_rating_drops_them_from_the_response_cache() {
+    let dir = seeded_dir();
+    let config = user_config(dir.path());
+    let alice = token(&config, "alice").await;
+    let app = spawn_with(config).await;
+    let query = r#"{ a: movie(id: "tt0000046") { rating { count } } b: movie(id: "tt0000047") { title } }"#;
+    let get = || app.client.get(app.url("/graphql")).query(&[("query", query)]).send();
+    let count = |body: &Value| body["data"]["a"]["rating"]["count"].as_i64().expect("count");
+    let hits = async || app.metric("cache_requests_total", &[("cache", "response"), ("result", "hit")]).await;
+
+    // The movie whose rating it shows is its surrogate key (tt0000047's title changes with no
+    // write, so it is not named), for Varnish's xkey and for CDNs that purge by tag.
+    let first = get().await.expect("get");
+    assert_eq!(first.headers()["xkey"], "tt0000046");
+    assert_eq!(first.headers()["surrogate-key"], "tt0000046");
+    let base = count(&first.json().await.expect("json"));
+    let before = hits().await;
+    let again = get().await.expect("get");
+    assert_eq!(hits().await, before + 1.0, "answered from the response cache");
+    assert_eq!(again.headers()["xkey"], "tt0000046", "a hit names its keys too");
+    assert_eq!(count(&again.json().await.expect("json")), base);
+
+    // A rating of it drops the cached response at once (its max-age is an hour).
+    let rated = run(&app, Some(&alice), RATE, json!({ "m": "tt0000046", "s": 8 })).await;
+    assert_eq!(rated["data"]["rateMovie"]["score"], 8, "{rated}");
+    let after = get().await.expect("get");
+    assert_eq!(count(&after.json().await.expect("json")), base + 1, "not the cached answer");
+
+    // A response showing no rating names no key.
+    let title = app
+        .client
+        .get(app.url("/graphql"))
+        .query(&[("query", r#"{ movie(id: "tt0000046") { title } }"#)])
+        .send()
+        .await
+        .expect("get");
+    assert!(title.headers().get("xkey").is_none() && title.headers().get("surrogate-key").is_none());
+}

@@ -10,8 +10,10 @@ use crate::SchemaConfig;
 use crate::error::ApiError;
 
 // Users' ratings reach it eventually: at once on the gateway that took the rating, within
-// `cache.rating_totals_ttl_secs` on the region's other gateways (plus the backend's own lag),
-// and within the response's `max-age` in HTTP caches (ARCHITECTURE.md, "Consistency").
+// the invalidation bus's delivery on the region's other gateways and the change log's follow
+// interval in other regions (plus the backend's own lag), and in HTTP caches as soon as they
+// are purged by the movie's surrogate key (`ShownRatings`), or else within the response's
+// `max-age` (ARCHITECTURE.md, "Consistency").
 /// A movie's public rating summary: the catalog's votes plus Marquee users' ratings.
 #[derive(SimpleObject)]
 pub(crate) struct RatingSummary {
@@ -108,6 +110,9 @@ impl MovieObject {
 
     /// Public rating summary.
     async fn rating(&self, ctx: &Context<'_>) -> async_graphql::Result<RatingSummary> {
+        if let Some(shown) = ctx.data_opt::<crate::ShownRatings>() {
+            shown.add(self.0.id);
+        }
         crate::error::resolve(async move {
             let users = loaders(ctx)?.rating_totals.load_one(self.0.id).await?.unwrap_or_default();
             let summary = self.0.rating.with(users);

@@ -196,10 +196,11 @@ fn up(root: &Path, dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
 /// The rig's Debian packages, installed when missing.
 pub(crate) fn ensure_packages() -> anyhow::Result<()> {
     system::ensure_redis()?;
-    let missing: Vec<&str> = ["pdns-server", "pdns-backend-bind", "haproxy", "varnish", "prometheus"]
-        .into_iter()
-        .filter(|package| !system::package_installed(package))
-        .collect();
+    let missing: Vec<&str> =
+        ["pdns-server", "pdns-backend-bind", "haproxy", "varnish", "varnish-modules", "prometheus"]
+            .into_iter()
+            .filter(|package| !system::package_installed(package))
+            .collect();
     if missing.is_empty() {
         return Ok(());
     }
