@@ -72,6 +72,10 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         args: Vec<String>,
     },
+    /// The failover drill on the running rig: steady load from every region's clients while
+    /// a region is drained with Terraform, undrained, killed and restarted; every
+    /// acknowledged rating read back. Results in bench/results/failover/.
+    Drill(rig::drill::DrillArgs),
     /// What CI checks of terraform/: `fmt -check`, the `terraform test` files, checkov over
     /// every module (the AWS ones cannot be planned without their provider), and the
     /// CloudFront function's tests.
@@ -122,6 +126,7 @@ fn main() -> anyhow::Result<()> {
         Task::Rig { task } => rig::run(&root, task),
         Task::Terraform { args } => terraform::run(&root, &args),
         Task::TerraformCheck => terraform::check_all(&root),
+        Task::Drill(args) => rig::drill::run(&root, &args),
         Task::RedisCluster { masters, port, dir } => redis_cluster(&root, masters, port, dir),
         Task::Schema => {
             let sdl = output(&root, "cargo", &["run", "--quiet", "-p", "marquee-gateway", "--", "schema"])?;

@@ -20,6 +20,7 @@
 //! `terraform/environments/local`, whose traffic policy decides each region's clients' answers,
 //! so draining a region on the rig is the same `terraform apply` as in production.
 
+pub(crate) mod drill;
 mod regions;
 mod render;
 
@@ -114,6 +115,9 @@ impl Check {
 /// `target/rig/rig.json`.
 #[derive(Default, Serialize, Deserialize)]
 struct State {
+    /// The gateway binary the rig runs (the drill restarts gateways with it).
+    #[serde(default)]
+    gateway: Option<PathBuf>,
     parts: Vec<Part>,
     /// Each region and the address of a client in it, for `status`'s DNS check.
     clients: Vec<(String, IpAddr)>,
@@ -175,7 +179,11 @@ fn up(root: &Path, dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
         std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
     }
     std::fs::create_dir_all(dir.join("logs"))?;
-    let mut rig = Rig { root: root.to_owned(), dir: dir.to_owned(), state: State::default() };
+    let mut rig = Rig {
+        root: root.to_owned(),
+        dir: dir.to_owned(),
+        state: State { gateway: Some(gateway.clone()), ..State::default() },
+    };
     let started = rig.start(&gateway, &regions);
     if let Err(error) = started {
         eprintln!("rig: {error:#}\nrig: stopping what was started");
@@ -522,11 +530,18 @@ fn quiet_gateway_env(command: &mut Command) {
 
 /// An address of a client in `region`: the first host of its first subnet.
 fn first_client(region: &Region) -> Option<IpAddr> {
+    client_address(region, 1)
+}
+
+/// The `n`-th address of `region`'s first client subnet.
+fn client_address(region: &Region, n: u32) -> Option<IpAddr> {
     let subnet = region.client_subnets.first()?;
     let (ip, _) = subnet.split_once('/')?;
     match ip.parse().ok()? {
-        IpAddr::V4(v4) => Some(IpAddr::V4(std::net::Ipv4Addr::from(u32::from(v4).wrapping_add(1)))),
-        IpAddr::V6(v6) => Some(IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6).wrapping_add(1)))),
+        IpAddr::V4(v4) => Some(IpAddr::V4(std::net::Ipv4Addr::from(u32::from(v4).wrapping_add(n)))),
+        IpAddr::V6(v6) => {
+            Some(IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6).wrapping_add(u128::from(n)))))
+        }
     }
 }
 

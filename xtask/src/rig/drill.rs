@@ -1,0 +1,536 @@
+//! `cargo xtask drill`: the failover drill on the running rig. Steady open-loop load from
+//! clients of every region (`marquee_bench::drill`: geo-DNS → edge → load balancer →
+//! gateways, reads, a partner's persisted GETs and ratings), and meanwhile, one phase apart:
+//!
+//! 1. **drain**: `terraform apply -var 'drained_regions=["eu-west"]'` on
+//!    `terraform/environments/local`, the SRE's gesture; the region's clients move away;
+//! 2. **undrain**: the same apply with nothing drained; they return;
+//! 3. **kill**: every gateway of the region SIGKILLed (unplanned); geo-DNS finds the region's
+//!    health URL failing and moves its clients, while its edge answers what it holds;
+//! 4. **restart**: the region's gateways started again; its clients return.
+//!
+//! Afterwards every rating the API acknowledged is read back through each region: none may be
+//! missing. Results (`results.json`, `report.md`, `failover.svg`) go to `--out`
+//! (`bench/results/failover/` by default). The rig is left as it was found: undrained, every
+//! gateway running.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use marquee_bench::dns::ClientRoute;
+use marquee_bench::drill::{ClientRegion, DrillLoad, Event, Sample, Second};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::regions::{self, Region};
+use super::{DNS, Rig, TRAFFIC_ENVIRONMENT, ZONE, alive, client_address, load_state, state_file};
+
+/// `cargo xtask drill`.
+#[derive(Args, Clone, Debug)]
+pub(crate) struct DrillArgs {
+    /// The region drained, then killed.
+    #[arg(long, default_value = "eu-west")]
+    region: String,
+    /// Clients per region, each sending from its own address in the region's subnet.
+    #[arg(long, default_value_t = 8)]
+    clients: u32,
+    /// Requests per second each client sends (open loop). One address is one rate-limited
+    /// client (50/s by default).
+    #[arg(long, default_value_t = 10.0)]
+    rate: f64,
+    /// Seconds between the drill's steps (steady, drained, undrained, killed, restarted).
+    #[arg(long, default_value_t = 20)]
+    phase_secs: u64,
+    /// How long a client keeps its connections before opening new ones (and resolving the
+    /// API's name again, within the DNS TTL), in seconds.
+    #[arg(long, default_value_t = 5)]
+    reconnect_secs: u64,
+    /// Where the results go.
+    #[arg(long, default_value = "bench/results/failover")]
+    out: PathBuf,
+}
+
+/// Signed-in users of one drill.
+const USERS: usize = 16;
+
+pub(crate) fn run(root: &Path, args: &DrillArgs) -> anyhow::Result<()> {
+    let dir = root.join("target/rig");
+    let Some(state) = load_state(&dir)? else {
+        bail!("the rig is not up: `cargo xtask rig up` first");
+    };
+    if let Some(down) = state.parts.iter().find(|p| !alive(p.pid) || !p.check.healthy()) {
+        bail!("{} is not healthy (`cargo xtask rig status`); restart the rig first", down.name);
+    }
+    let Some(gateway) = state.gateway.clone() else {
+        bail!("target/rig/rig.json does not name its gateway binary: restart the rig (`rig down`, `rig up`)");
+    };
+    let regions = regions::load(&gateway, &root.join("regions"))?;
+    let Some(drilled) = regions.iter().find(|r| r.name == args.region).cloned() else {
+        bail!("no region {} in regions/", args.region);
+    };
+    let run_id = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    println!("drill: minting {USERS} users' tokens with the rig's key");
+    let users = (0..USERS)
+        .map(|i| {
+            let user = format!("drill-{run_id}-{i}");
+            token(root, &gateway, &drilled, &user).map(|token| (user, token))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let load = DrillLoad {
+        api: format!("http://api.{ZONE}:{}", drilled.edge.port()),
+        dns: DNS,
+        regions: regions
+            .iter()
+            .map(|region| {
+                let clients = (0..args.clients).filter_map(|i| client_address(region, 256 + i)).collect();
+                ClientRegion { name: region.name.clone(), edge: region.edge.ip(), clients }
+            })
+            .collect(),
+        rate_per_client: args.rate,
+        duration: Duration::from_secs(args.phase_secs * 6),
+        reconnect_every: Duration::from_secs(args.reconnect_secs),
+        writes_per_mille: 50,
+        persisted_per_mille: 300,
+        movies: drilled.demo_movies,
+        persisted_id: "movie-card-v1".into(),
+        users: users.clone(),
+        timeout: Duration::from_secs(10),
+    };
+    println!(
+        "drill: {} clients per region at {}/s each for {} s; steps every {} s",
+        args.clients,
+        args.rate,
+        load.duration.as_secs(),
+        args.phase_secs
+    );
+    let rig = Rig { root: root.to_owned(), dir: dir.clone(), state };
+    let runtime = tokio::runtime::Runtime::new()?;
+    let (samples, events, rig) =
+        runtime.block_on(drive(load.clone(), rig, gateway, drilled.clone(), args.phase_secs))?;
+    rig.save()?;
+    println!("drill: reading every acknowledged rating back through each region");
+    let verification = runtime.block_on(verify(&load, &regions, &samples))?;
+    let report = Report::new(&load, &samples, &events, &drilled.name, verification);
+    std::fs::create_dir_all(&args.out)?;
+    std::fs::write(args.out.join("results.json"), serde_json::to_vec_pretty(&report)?)?;
+    marquee_bench::drill::plot(&args.out.join("failover.svg"), &report.seconds, &events)?;
+    let markdown = report.markdown(args);
+    std::fs::write(args.out.join("report.md"), &markdown)?;
+    println!("{markdown}");
+    println!("drill: results in {}", args.out.display());
+    if report.writes.lost > 0 {
+        bail!("{} acknowledged ratings were lost", report.writes.lost);
+    }
+    Ok(())
+}
+
+/// Runs the load and, meanwhile, the drill's steps; the samples, the steps' events, and the
+/// rig with its restarted gateways.
+async fn drive(
+    load: DrillLoad,
+    rig: Rig,
+    gateway: PathBuf,
+    drilled: Region,
+    phase_secs: u64,
+) -> anyhow::Result<(Vec<Sample>, Vec<Event>, Rig)> {
+    let started = Instant::now();
+    let sending = tokio::spawn(async move { marquee_bench::drill::run(&load).await });
+    let phase = Duration::from_secs(phase_secs);
+    let mut events = Vec::new();
+    let root = rig.root.clone();
+    let name = drilled.name.clone();
+    let mut rig = Some(rig);
+    let steps: [(&str, String); 4] = [
+        ("drain", format!("terraform apply -var 'drained_regions=[\"{name}\"]'")),
+        ("undrain", "terraform apply -var 'drained_regions=[]'".to_owned()),
+        ("kill", format!("SIGKILL every {name} gateway")),
+        ("restart", format!("{name}'s gateways started again")),
+    ];
+    for (i, (label, what)) in steps.into_iter().enumerate() {
+        tokio::time::sleep_until((started + phase * (i as u32 + 1)).into()).await;
+        let at = started.elapsed();
+        println!("drill: {:>5.1} s  {what}", at.as_secs_f64());
+        let root = root.clone();
+        let mut owned = rig.take().context("the rig")?;
+        let (gateway, drilled) = (gateway.clone(), drilled.clone());
+        let label_owned = label.to_owned();
+        let step = tokio::task::spawn_blocking(move || -> anyhow::Result<Rig> {
+            match label_owned.as_str() {
+                "drain" => apply(&root, &format!("[\"{}\"]", drilled.name))?,
+                "undrain" => apply(&root, "[]")?,
+                "kill" => kill_gateways(&mut owned, &drilled.name)?,
+                _ => {
+                    let key = owned.dir.join("signing-key.pem");
+                    owned.start_gateways(&gateway, &drilled, &key)?;
+                }
+            }
+            Ok(owned)
+        });
+        rig = Some(step.await??);
+        events.push(Event {
+            at_ms: at.as_millis() as u64,
+            done_ms: started.elapsed().as_millis() as u64,
+            label: label.to_owned(),
+            what,
+        });
+    }
+    let samples = sending.await?;
+    Ok((samples, events, rig.context("the rig")?))
+}
+
+/// `terraform apply` of the rig's environment with `drained` (HCL).
+fn apply(root: &Path, drained: &str) -> anyhow::Result<()> {
+    let log = root.join("target/rig/logs/terraform.log");
+    let args: Vec<String> = vec![
+        format!("-chdir={TRAFFIC_ENVIRONMENT}"),
+        "apply".into(),
+        "-input=false".into(),
+        "-auto-approve".into(),
+        "-no-color".into(),
+        format!("-var=drained_regions={drained}"),
+    ];
+    crate::terraform::run_quiet(root, &args, &log)
+}
+
+/// SIGKILLs every gateway of `region` and drops them from the rig's parts.
+fn kill_gateways(rig: &mut Rig, region: &str) -> anyhow::Result<()> {
+    let prefix = format!("{region} gateway");
+    for part in rig.state.parts.iter().filter(|p| p.name.starts_with(&prefix)) {
+        let status = Command::new("kill").args(["-KILL", &part.pid.to_string()]).status()?;
+        if !status.success() {
+            bail!("kill -KILL {} ({}) failed", part.pid, part.name);
+        }
+    }
+    rig.state.parts.retain(|p| !p.name.starts_with(&prefix));
+    std::fs::write(state_file(&rig.dir), serde_json::to_vec_pretty(&rig.state)?)?;
+    Ok(())
+}
+
+/// A development token for `user`, signed with the rig's key (every region verifies it).
+fn token(root: &Path, gateway: &Path, region: &Region, user: &str) -> anyhow::Result<String> {
+    let key = root.join("target/rig/signing-key.pem");
+    let output = Command::new(gateway)
+        .arg("--config")
+        .arg(&region.file)
+        .args(["token", "--user", user])
+        .env("MARQUEE_AUTH__SIGNING_KEY_FILES", format!("[\"{}\"]", key.display()))
+        .env("MARQUEE_AUTH__DEV_TOKENS", "true")
+        .env("MARQUEE_LOG__FILTER", "error")
+        .current_dir(root)
+        .output()
+        .context("gateway token")?;
+    if !output.status.success() {
+        bail!("gateway token: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(String::from_utf8(output.stdout)?.trim().to_owned())
+}
+
+/// What reading the acknowledged ratings back found.
+#[derive(Debug, Default, Serialize)]
+struct Writes {
+    /// Ratings the API acknowledged during the drill.
+    acknowledged: usize,
+    /// Of those, found with their score through each region.
+    found: BTreeMap<String, usize>,
+    /// Acknowledged and missing (or with another score) through at least one region.
+    lost: usize,
+    /// A few of the lost ones.
+    examples: Vec<String>,
+}
+
+/// Reads each drill user's ratings back through a client of every region.
+async fn verify(load: &DrillLoad, regions: &[Region], samples: &[Sample]) -> anyhow::Result<Writes> {
+    let acknowledged: Vec<_> = samples.iter().filter_map(|s| s.written.clone()).collect();
+    let mut writes = Writes { acknowledged: acknowledged.len(), ..Writes::default() };
+    let mut lost: HashMap<(String, String), u8> = HashMap::new();
+    for region in regions {
+        let source = client_address(region, 250).context("a client address")?;
+        let client = marquee_bench::load::client(
+            Duration::from_secs(10),
+            Some(&ClientRoute { dns: load.dns, source }),
+        );
+        // The region's clients must land in the region again before its reads count.
+        let edge = region.edge.ip();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while served_by(&client, &load.api).await != Some(edge) {
+            if Instant::now() > deadline {
+                bail!("{}'s clients are not served by {} 30 s after the drill", region.name, region.name);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let mut found: HashMap<(String, String), u8> = HashMap::new();
+        for (user, token) in &load.users {
+            for (movie, score) in ratings_of(&client, &load.api, token).await? {
+                found.insert((user.clone(), movie), score);
+            }
+        }
+        let mut ok = 0;
+        for write in &acknowledged {
+            let key = (write.user.clone(), write.movie.clone());
+            if found.get(&key) == Some(&write.score) {
+                ok += 1;
+            } else {
+                lost.insert(key, write.score);
+            }
+        }
+        writes.found.insert(region.name.clone(), ok);
+    }
+    writes.lost = lost.len();
+    writes.examples = lost.iter().take(5).map(|((u, m), s)| format!("{u} rated {m} {s}")).collect();
+    Ok(writes)
+}
+
+/// The edge address a request of `client` reaches.
+async fn served_by(client: &reqwest::Client, api: &str) -> Option<IpAddr> {
+    let response = client.get(format!("{api}/readyz")).send().await.ok()?;
+    (response.status() == 200).then(|| response.remote_addr().map(|a| a.ip())).flatten()
+}
+
+/// Every rating of the token's user, through `client`: (movie id, score).
+async fn ratings_of(client: &reqwest::Client, api: &str, token: &str) -> anyhow::Result<Vec<(String, u8)>> {
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let query = "query($after: String) { me { ratings(first: 100, after: $after) { \
+                     edges { node { score movie { id } } } pageInfo { hasNextPage endCursor } } } }";
+        let body: Value = client
+            .post(format!("{api}/graphql"))
+            .bearer_auth(token)
+            .json(&json!({ "query": query, "variables": { "after": after } }))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let ratings = &body["data"]["me"]["ratings"];
+        let Some(edges) = ratings["edges"].as_array() else {
+            bail!("reading ratings back: {body}");
+        };
+        for edge in edges {
+            let movie = edge["node"]["movie"]["id"].as_str().unwrap_or_default().to_owned();
+            let score = edge["node"]["score"].as_u64().unwrap_or(0) as u8;
+            out.push((movie, score));
+        }
+        if ratings["pageInfo"]["hasNextPage"] != true {
+            return Ok(out);
+        }
+        after = ratings["pageInfo"]["endCursor"].as_str().map(str::to_owned);
+    }
+}
+
+/// One client region's figures over a span of the drill.
+#[derive(Debug, Default, Serialize)]
+struct Span {
+    requests: u64,
+    failed: u64,
+    /// Failed requests by outcome.
+    failures: BTreeMap<String, u64>,
+    p99_ms: f64,
+    /// Requests answered by each region's edge.
+    served_by: BTreeMap<String, u64>,
+    /// Answered from the edge's cache.
+    edge_hits: u64,
+}
+
+/// What happened after one step, to the drilled region's clients.
+#[derive(Debug, Serialize)]
+struct Step {
+    event: Event,
+    /// From the step's start to the last request of the drilled region's clients answered
+    /// by the region they were moving away from (drain, kill: its edge, a cached answer or a
+    /// failure included) or the first its gateways answered again (undrain, restart), in
+    /// seconds.
+    moved_after_s: Option<f64>,
+    /// The last failed request of the drilled region's clients in this step, after its start,
+    /// in seconds.
+    last_failure_after_s: Option<f64>,
+    /// Requests of the drilled region's clients its own edge answered from its cache.
+    own_edge_cache_answers: u64,
+    /// Per client region, until the next step.
+    clients: BTreeMap<String, Span>,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    drilled: String,
+    settings: Value,
+    steady: BTreeMap<String, Span>,
+    steps: Vec<Step>,
+    writes: Writes,
+    seconds: BTreeMap<String, Vec<Second>>,
+}
+
+fn span(load: &DrillLoad, samples: &[&Sample]) -> BTreeMap<String, Span> {
+    let mut out = BTreeMap::new();
+    for (index, region) in load.regions.iter().enumerate() {
+        let mine: Vec<&&Sample> = samples.iter().filter(|s| s.client == index).collect();
+        let mut latencies: Vec<u64> = mine.iter().map(|s| s.latency_us).collect();
+        latencies.sort_unstable();
+        let p99 = latencies.get((latencies.len() * 99).div_ceil(100).saturating_sub(1)).copied().unwrap_or(0);
+        let mut span = Span { requests: mine.len() as u64, p99_ms: p99 as f64 / 1000.0, ..Span::default() };
+        for s in mine {
+            if s.outcome != "ok" {
+                span.failed += 1;
+                *span.failures.entry(s.outcome.clone()).or_insert(0) += 1;
+            }
+            if let Some(by) = s.served_by {
+                *span.served_by.entry(load.regions[by].name.clone()).or_insert(0) += 1;
+            }
+            if s.cache.as_deref() == Some("HIT") {
+                span.edge_hits += 1;
+            }
+        }
+        out.insert(region.name.clone(), span);
+    }
+    out
+}
+
+impl Report {
+    fn new(load: &DrillLoad, samples: &[Sample], events: &[Event], drilled: &str, writes: Writes) -> Report {
+        let drilled_index = load.regions.iter().position(|r| r.name == drilled).unwrap_or(0);
+        let first = events.first().map_or(u64::MAX, |e| e.at_ms);
+        let steady: Vec<&Sample> = samples.iter().filter(|s| s.due_ms < first).collect();
+        let mut steps = Vec::new();
+        for (i, event) in events.iter().enumerate() {
+            let end = events.get(i + 1).map_or(u64::MAX, |e| e.at_ms);
+            let within: Vec<&Sample> =
+                samples.iter().filter(|s| s.due_ms >= event.at_ms && s.due_ms < end).collect();
+            let theirs: Vec<&&Sample> = within.iter().filter(|s| s.client == drilled_index).collect();
+            let after = |s: &Sample| (s.due_ms - event.at_ms) as f64 / 1000.0;
+            let moved_after_s = match event.label.as_str() {
+                // Away: the last request still answered by the drilled region.
+                "drain" | "kill" => theirs
+                    .iter()
+                    .filter(|s| s.served_by == Some(drilled_index))
+                    .map(|s| after(s))
+                    .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x)))),
+                // Back: the first request its gateways answered again (not the edge's cache).
+                _ => theirs
+                    .iter()
+                    .filter(|s| {
+                        s.served_by == Some(drilled_index)
+                            && s.outcome == "ok"
+                            && s.cache.as_deref() != Some("HIT")
+                    })
+                    .map(|s| after(s))
+                    .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.min(x)))),
+            };
+            let last_failure_after_s = theirs
+                .iter()
+                .filter(|s| s.outcome != "ok")
+                .map(|s| after(s))
+                .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+            let own_edge_cache_answers = theirs
+                .iter()
+                .filter(|s| {
+                    s.served_by == Some(drilled_index)
+                        && s.outcome == "ok"
+                        && s.cache.as_deref() == Some("HIT")
+                })
+                .count() as u64;
+            steps.push(Step {
+                event: event.clone(),
+                moved_after_s,
+                last_failure_after_s,
+                own_edge_cache_answers,
+                clients: span(load, &within),
+            });
+        }
+        Report {
+            drilled: drilled.to_owned(),
+            settings: json!({
+                "clients_per_region": load.regions.first().map_or(0, |r| r.clients.len()),
+                "rate_per_client": load.rate_per_client,
+                "duration_s": load.duration.as_secs(),
+                "reconnect_every_s": load.reconnect_every.as_secs(),
+                "writes_per_mille": load.writes_per_mille,
+                "persisted_per_mille": load.persisted_per_mille,
+                "users": load.users.len(),
+            }),
+            steady: span(load, &steady),
+            steps,
+            writes,
+            seconds: marquee_bench::drill::seconds(load, samples),
+        }
+    }
+
+    fn markdown(&self, args: &DrillArgs) -> String {
+        let mut md = format!(
+            "# Failover drill: {}\n\nCommand: `cargo xtask drill --region {} --clients {} --rate {} --phase-secs {} \
+             --reconnect-secs {}` on the running rig (`cargo xtask rig up`).\n\n\
+             Load: {} clients per region, each from its own address, {} req/s each, open loop; 30 % a \
+             partner's persisted GETs of 200 hot movies, 5 % signed-in ratings, the rest movie reads over \
+             POST. Clients reconnect every {} s (and resolve the API's name again, within its 5 s TTL).\n\n\
+             ![failover](failover.svg)\n\n",
+            self.drilled,
+            args.region,
+            args.clients,
+            args.rate,
+            args.phase_secs,
+            args.reconnect_secs,
+            args.clients,
+            args.rate,
+            args.reconnect_secs,
+        );
+        md.push_str("| phase | client region | requests | failed | p99 ms | answered by | edge hits |\n|---|---|---:|---:|---:|---|---:|\n");
+        let row = |md: &mut String, phase: &str, name: &str, span: &Span| {
+            let by = span.served_by.iter().map(|(r, n)| format!("{r} {n}")).collect::<Vec<_>>().join(", ");
+            let failed = if span.failures.is_empty() {
+                "0".to_owned()
+            } else {
+                format!(
+                    "{} ({})",
+                    span.failed,
+                    span.failures.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", ")
+                )
+            };
+            md.push_str(&format!(
+                "| {phase} | {name} | {} | {failed} | {:.1} | {by} | {} |\n",
+                span.requests, span.p99_ms, span.edge_hits
+            ));
+        };
+        for (name, span) in &self.steady {
+            row(&mut md, "steady", name, span);
+        }
+        for step in &self.steps {
+            for (name, span) in &step.clients {
+                row(&mut md, &step.event.label, name, span);
+            }
+        }
+        md.push_str(&format!(
+            "\n| step | at s | step took s | {0} clients moved after s | their last failure after s | \
+             answered by {0}'s edge cache |\n|---|---:|---:|---:|---:|---:|\n",
+            self.drilled
+        ));
+        let s = |v: Option<f64>| v.map_or("—".to_owned(), |v| format!("{v:.1}"));
+        for step in &self.steps {
+            md.push_str(&format!(
+                "| {} | {:.1} | {:.1} | {} | {} | {} |\n",
+                step.event.what,
+                step.event.at_ms as f64 / 1000.0,
+                (step.event.done_ms - step.event.at_ms) as f64 / 1000.0,
+                s(step.moved_after_s),
+                s(step.last_failure_after_s),
+                step.own_edge_cache_answers,
+            ));
+        }
+        md.push_str(
+            "\n\"Moved after\": from the step to the last request of the drilled region's clients answered \
+             by its edge (drain, kill), or to the first its gateways answered again (undrain, restart).\n",
+        );
+        md.push_str(&format!(
+            "\nAcknowledged ratings: {}; read back with their score through {}; **lost: {}**.\n",
+            self.writes.acknowledged,
+            self.writes.found.iter().map(|(r, n)| format!("{r} {n}")).collect::<Vec<_>>().join(", "),
+            self.writes.lost,
+        ));
+        if !self.writes.examples.is_empty() {
+            md.push_str(&format!("Lost, for example: {}\n", self.writes.examples.join("; ")));
+        }
+        md
+    }
+}
