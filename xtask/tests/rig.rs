@@ -7,7 +7,9 @@
 //! back through us-east, and reaches us-east's caches within 2 s; the edge caches a partner's persisted GET (miss, then hit with an
 //! `Age`), answers `If-None-Match` with 304, never stores a signed-in caller's answer; a
 //! gateway drained with SIGTERM under load leaves the load balancer with no failed request;
-//! `terraform apply` of `terraform/environments/local` drains a region from geo-DNS (and
+//! the failover drill (`xtask drill`, short) loses no acknowledged rating and its planned
+//! drain fails no request; `terraform apply` of `terraform/environments/local` drains a
+//! region from geo-DNS (and
 //! refuses to drain them all); with every gateway of a region gone the edge still answers
 //! what it holds, fails the rest at once with a GraphQL-shaped 503, and geo-DNS moves the
 //! region's clients away.
@@ -445,6 +447,37 @@ async fn checks() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(resolve(US_CLIENT).await, [us_edge]);
+
+    // The failover drill, short: eu-west drained with Terraform, undrained, its gateways
+    // SIGKILLed and restarted under load from both regions; the planned drain fails nothing
+    // and no acknowledged rating is lost (the drill exits non-zero then too).
+    let out = root().join("target/drill-test");
+    let drill = xtask(&[
+        "drill",
+        "--phase-secs",
+        "4",
+        "--clients",
+        "2",
+        "--rate",
+        "5",
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        drill.status.success(),
+        "the drill failed:\n{}\n{}",
+        String::from_utf8_lossy(&drill.stdout),
+        String::from_utf8_lossy(&drill.stderr)
+    );
+    let results: Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).expect("results.json"))
+            .expect("json");
+    assert!(results["writes"]["acknowledged"].as_u64().is_some_and(|n| n > 0), "{}", results["writes"]);
+    assert_eq!(results["writes"]["lost"], 0);
+    let drain = &results["steps"][0];
+    assert_eq!(drain["event"]["label"], "drain");
+    assert_eq!(drain["clients"]["eu-west"]["failed"], 0, "the planned drain failed requests: {drain}");
+    assert!(out.join("failover.svg").exists() && out.join("report.md").exists());
 
     // A gateway drained with SIGTERM under load: no request fails. Eight us-east clients, each
     // at 40 requests a second (under the per-client rate limit), for six seconds.
