@@ -4,15 +4,15 @@
 //! CDN edge, and `xtask rig down` stops everything by PID, also when a check fails.
 //!
 //! What it shows: a client lands in its own region; a rating written through eu-west reads
-//! back through us-east, and reaches us-east's caches within 2 s; the edge caches a partner's persisted GET (miss, then hit with an
-//! `Age`), answers `If-None-Match` with 304, never stores a signed-in caller's answer; a
-//! gateway drained with SIGTERM under load leaves the load balancer with no failed request;
-//! the failover drill (`xtask drill`, short) loses no acknowledged rating and its planned
-//! drain fails no request; `terraform apply` of `terraform/environments/local` drains a
-//! region from geo-DNS (and
-//! refuses to drain them all); with every gateway of a region gone the edge still answers
-//! what it holds, fails the rest at once with a GraphQL-shaped 503, and geo-DNS moves the
-//! region's clients away.
+//! back through us-east, and reaches us-east's caches and both regions' edges within 2 s; the
+//! edge caches a partner's persisted GET (miss, then hit with an `Age`), answers
+//! `If-None-Match` with 304, never stores a signed-in caller's answer; `terraform apply` of
+//! `terraform/environments/local` drains a region from geo-DNS (and refuses to drain them
+//! all); the failover drill (`xtask drill`, short) loses no acknowledged rating and its planned
+//! drain fails no request; a gateway drained with SIGTERM under load leaves the load balancer
+//! with no failed request; with every gateway of a region gone the edge still answers what it
+//! holds, fails the rest at once with a GraphQL-shaped 503, and geo-DNS moves the region's
+//! clients away.
 //!
 //! It uses the rig's fixed loopback ports (regions/*.toml): stop a rig you run by hand first.
 //! The edge's rules for stale copies, which take longer than a test to show with the
