@@ -29,9 +29,11 @@ vcl 4.1;
 import std;
 import xkey;
 
-# Who may purge: the region's gateways (on the rig, loopback).
+# Who may purge: the region's gateways, which reach the edge from 127.0.0.1 on the rig (its
+# clients send from 127.10.0.0/16 and 127.20.0.0/16: a client purging at will would empty the
+# cache for everyone).
 acl purgers {
-    "127.0.0.0"/8;
+    "127.0.0.1";
 }
 
 include "backend.vcl";

@@ -103,6 +103,19 @@ async fn resolve(client: &str) -> Vec<IpAddr> {
     addrs.map(|a: SocketAddr| a.ip()).collect()
 }
 
+/// The region whose gateway answers `/readyz` for a new client at `client`.
+async fn region_of(client: &str) -> String {
+    let ready: Value = client_in(client)
+        .get(format!("{API}/readyz"))
+        .send()
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .expect("json");
+    ready["region"].as_str().expect("a region").to_owned()
+}
+
 fn kill(pid: u32, signal: &str) {
     let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().expect("kill");
     assert!(status.success());
@@ -386,8 +399,16 @@ async fn checks() {
         }
         eprintln!("{region}'s edge shows the new rating {:?} after it was taken", written.elapsed());
     }
-    // ...and caches the new answer again.
+    // ...and caches the new answer again. A client cannot purge it.
     assert_eq!(rating(&us).await, (base + 1, "HIT".to_owned()));
+    let purge = us
+        .request(reqwest::Method::from_bytes(b"PURGE").expect("method"), format!("{API}/"))
+        .header("xkey-purge", "tt0000045 ratings")
+        .send()
+        .await
+        .expect("purge");
+    assert_eq!(purge.status(), 403, "only the region's gateways may purge");
+    assert_eq!(rating(&us).await, (base + 1, "HIT".to_owned()), "still cached");
 
     // A signed-in caller's answer is never stored, so never served to anyone else.
     let bob = token("bob");
@@ -422,15 +443,7 @@ async fn checks() {
         started.elapsed()
     );
     assert_eq!(resolve(US_CLIENT).await, [us_edge]);
-    let ready: Value = client_in(EU_CLIENT)
-        .get(format!("{API}/readyz"))
-        .send()
-        .await
-        .expect("readyz")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(ready["region"], "us-east", "a new EU client is served by us-east: {ready}");
+    assert_eq!(region_of(EU_CLIENT).await, "us-east", "a new EU client is served by us-east");
     let everything = drain(r#"["eu-west", "us-east"]"#);
     assert!(!everything.status.success(), "draining every region is refused");
     let said = String::from_utf8_lossy(&everything.stdout).into_owned()
@@ -543,15 +556,7 @@ async fn checks() {
         "geo-DNS moved us-east's clients to eu-west {:?} after the last gateway died",
         started.elapsed()
     );
-    let ready: Value = client_in(US_CLIENT)
-        .get(format!("{API}/readyz"))
-        .send()
-        .await
-        .expect("readyz")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(ready["region"], "eu-west", "a new us-east client is served by eu-west: {ready}");
+    assert_eq!(region_of(US_CLIENT).await, "eu-west", "a new us-east client is served by eu-west");
 }
 
 /// The edge's VCL against Varnish's own test tool (`varnishtest`, from Debian's `varnish`):
