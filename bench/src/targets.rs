@@ -57,6 +57,8 @@ impl ManagedGateway {
         let env = vec![
             ("MARQUEE_AUTH__SIGNING_KEY_FILES".to_owned(), format!("[\"{}\"]", key.display())),
             ("MARQUEE_AUTH__DEV_TOKENS".to_owned(), "true".to_owned()),
+            // A benchmark is a test deployment: development tokens over a shared store too.
+            ("MARQUEE_TESTING".to_owned(), "true".to_owned()),
             ("MARQUEE_RATE_LIMIT__ENABLED".to_owned(), "false".to_owned()),
             ("MARQUEE_RESPONSE_CACHE__ENABLED".to_owned(), settings.response_cache.to_string()),
             ("MARQUEE_DEMO__MOVIES".to_owned(), "0".to_owned()),

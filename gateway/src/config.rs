@@ -55,6 +55,41 @@ pub struct Config {
     /// `[cdn]`: the region's CDN edges, purged when ratings change.
     #[serde(default)]
     pub cdn: crate::purge::CdnConfig,
+    /// This deployment is a test (CI, the local rig): development tokens are accepted over a
+    /// shared store. Never set in production.
+    #[serde(default)]
+    pub testing: bool,
+}
+
+/// A setting whose value must never be shown: `gateway config`, logs and `Debug` print
+/// `<redacted>` in its place.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The value itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Secret {
+        Secret(value)
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("<redacted>")
+    }
 }
 
 /// A region's parts, for the tools that start and route to them.
@@ -114,12 +149,19 @@ pub struct AuthConfig {
     pub issuer: String,
     /// `aud` every accepted token must carry (the gateway's own and the identity provider's).
     pub audience: String,
-    /// PKCS#8 PEM Ed25519 keys (`gateway keygen`); the first signs, all verify. Empty: a key
-    /// generated at startup, valid for this process only.
+    /// PKCS#8 PEM Ed25519 keys (`gateway keygen`); the first signs, all verify. Empty (and no
+    /// `signing_keys`): a key generated at startup, valid for this process only, which only
+    /// the embedded store accepts.
     pub signing_key_files: Vec<PathBuf>,
+    /// The same keys as PEM text, one `PRIVATE KEY` block after another, the first signing
+    /// (`MARQUEE_AUTH__SIGNING_KEYS`, e.g. a secret the platform puts in the environment).
+    /// Exclusive with `signing_key_files`.
+    #[serde(default)]
+    pub signing_keys: Option<Secret>,
     /// Lifetime of anonymous tokens from `POST /auth/anonymous`, in seconds.
     pub anonymous_ttl_secs: u64,
     /// Accept user tokens signed with the gateway's own key (`gateway token`); for development.
+    /// Refused over a shared store unless `testing` is set.
     pub dev_tokens: bool,
     /// Clock skew allowed on `exp` and `nbf`, in seconds.
     pub leeway_secs: u64,
@@ -376,6 +418,7 @@ impl Default for Config {
                 issuer: "marquee".into(),
                 audience: "marquee-api".into(),
                 signing_key_files: Vec::new(),
+                signing_keys: None,
                 anonymous_ttl_secs: 3600,
                 dev_tokens: false,
                 leeway_secs: 30,
@@ -399,6 +442,7 @@ impl Default for Config {
             topology: None,
             dns: crate::dns::DnsConfig::default(),
             cdn: crate::purge::CdnConfig::default(),
+            testing: false,
         }
     }
 }
@@ -412,6 +456,9 @@ pub enum ConfigError {
     /// A layer has an unknown key or a bad value.
     #[error("invalid configuration: {0}")]
     Invalid(#[from] Box<figment::Error>),
+    /// A combination of settings that would run broken or unsafe (see [`Config::check`]).
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl Config {
@@ -439,6 +486,36 @@ impl Config {
             .merge(overrides)
             .extract()
             .map_err(|e| ConfigError::Invalid(Box::new(e)))
+    }
+
+    /// Refuses, before anything starts or is written, what would run broken or unsafe; each
+    /// error is one line naming the setting. `serving` adds what only a serving gateway needs.
+    ///
+    /// Over a shared store (ScyllaDB) every gateway of every region must verify every other
+    /// gateway's tokens, so a key generated per process is refused; development tokens (any
+    /// holder of the key mints any user) are refused unless the deployment is a test.
+    pub fn check(&self, serving: bool) -> Result<(), ConfigError> {
+        let StoreConfig::Scylla(scylla) = &self.store else { return Ok(()) };
+        scylla.validate().map_err(ConfigError::Refused)?;
+        if !serving {
+            return Ok(());
+        }
+        if self.auth.signing_keys.is_none() && self.auth.signing_key_files.is_empty() {
+            return Err(ConfigError::Refused(
+                "auth.signing_keys (or auth.signing_key_files) is unset: over a shared store every gateway \
+                 must sign with the deployment's keys, or a token from one gateway fails on the next \
+                 (README: signing keys)"
+                    .into(),
+            ));
+        }
+        if self.auth.dev_tokens && !self.testing {
+            return Err(ConfigError::Refused(
+                "auth.dev_tokens is on over a shared store: whoever holds a signing key could sign in as \
+                 any user; turn it off (set `testing = true` only on a test deployment)"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     /// The per-request time limit.
@@ -564,6 +641,68 @@ mod tests {
             assert!(Config::load(Some(Path::new("typo.toml")), no_overrides()).is_err());
             jail.set_env("MARQUEE_LOG__FORMTA", "json");
             assert!(Config::load(None, no_overrides()).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_shared_store_refuses_per_process_keys_and_development_tokens() {
+        let mut config = Config::default();
+        config.auth.dev_tokens = true;
+        config.check(true).expect("the embedded store is one machine's: anything goes");
+
+        config.store = StoreConfig::Scylla(Box::default());
+        config.auth.dev_tokens = false;
+        config.check(false).expect("seeding or migrating needs no signing key");
+        let refused = |config: &Config| config.check(true).expect_err("refused").to_string();
+        assert!(refused(&config).starts_with("auth.signing_keys (or auth.signing_key_files) is unset"));
+        config.auth.signing_keys = Some(Secret::from("-----BEGIN PRIVATE KEY-----".to_owned()));
+        config.check(true).expect("with the deployment's keys");
+        config.auth.signing_keys = None;
+        config.auth.signing_key_files = vec!["/run/keys/signing.pem".into()];
+        config.check(true).expect("with key files");
+
+        config.auth.dev_tokens = true;
+        assert!(refused(&config).starts_with("auth.dev_tokens is on over a shared store"));
+        config.testing = true;
+        config.check(true).expect("a test deployment says so");
+
+        let StoreConfig::Scylla(scylla) = &mut config.store else { unreachable!() };
+        scylla.password = Some("hunter2".into());
+        assert!(refused(&config).contains("without store.username"));
+        assert!(config.check(false).is_err(), "settings the store needs are checked for every command");
+    }
+
+    #[test]
+    fn secrets_are_never_printed() {
+        let mut config = Config::default();
+        config.auth.signing_keys = Some(Secret::from("PRIVATE-KEY-TEXT".to_owned()));
+        let scylla = marquee_store_scylla::ScyllaOptions {
+            username: Some("marquee".into()),
+            password: Some("hunter2".into()),
+            ..Default::default()
+        };
+        config.store = StoreConfig::Scylla(Box::new(scylla));
+        let printed = serde_json::to_string(&config).expect("json");
+        let debugged = format!("{:?}", config.auth);
+        for shown in [&printed, &debugged] {
+            assert!(!shown.contains("PRIVATE-KEY-TEXT") && !shown.contains("hunter2"), "{shown}");
+        }
+        assert!(printed.contains("\"signing_keys\":\"<redacted>\""), "{printed}");
+        assert!(printed.contains("\"password\":\"<redacted>\""), "{printed}");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own large error type
+    fn signing_keys_come_whole_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            let pem = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n";
+            jail.set_env("MARQUEE_AUTH__SIGNING_KEYS", format!("{pem}{pem}"));
+            let config = Config::load(None, no_overrides()).expect("valid");
+            // The environment layer trims the value's last newline; the PEM blocks are whole.
+            let keys = config.auth.signing_keys.as_ref().map(Secret::expose).expect("read");
+            assert_eq!(keys, format!("{pem}{pem}").trim_end());
             Ok(())
         });
     }

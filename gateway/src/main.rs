@@ -137,13 +137,18 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     if let Some(Command::Token { user, ttl }) = &cli.command {
-        if config.auth.signing_key_files.is_empty() {
-            anyhow::bail!("auth.signing_key_files is empty: a token signed now would verify nowhere");
+        if config.auth.signing_key_files.is_empty() && config.auth.signing_keys.is_none() {
+            anyhow::bail!(
+                "auth.signing_keys and auth.signing_key_files are unset: a token signed now would verify nowhere"
+            );
         }
         let auth = Authenticator::new(&config.auth).await?;
         println!("{}", auth.issue_dev_user(user, *ttl)?.token);
         return Ok(());
     }
+    // Refused settings stop every command before it reaches the store, in one line.
+    let serving = matches!(cli.command, None | Some(Command::Serve(_)));
+    config.check(serving)?;
     telemetry::init_tracing(&config.log);
     // Every command from here on reaches the store.
     dns::resolve_contact_points(&mut config.store, &config.dns).await?;
@@ -181,10 +186,19 @@ async fn main() -> anyhow::Result<()> {
             | Command::Token { .. },
         ) => {}
         Some(Command::Serve(_)) | None => {
-            let (movies, seed) = (config.demo.movies, config.demo.seed);
-            tokio::task::spawn_blocking(move || bulk::ensure_catalog(target.as_ref(), movies, seed))
-                .await?
-                .context("preparing the catalog")?;
+            // The demo catalog is seeded into the embedded store only: a shared store is the
+            // whole deployment's, loaded by an explicit `seed` or `import`.
+            if matches!(config.store, StoreConfig::Embedded(_)) {
+                let (movies, seed) = (config.demo.movies, config.demo.seed);
+                tokio::task::spawn_blocking(move || bulk::ensure_catalog(target.as_ref(), movies, seed))
+                    .await?
+                    .context("preparing the catalog")?;
+            } else if !tokio::task::spawn_blocking(move || target.has_catalog()).await?? {
+                anyhow::bail!(
+                    "no current catalog in {location}: `serve` never seeds a shared store; load one first \
+                     with `gateway seed --movies N` or `gateway import imdb --dir DIR`"
+                );
+            }
             let app = Application::build(config).await.context("starting the gateway")?;
             println!("Marquee is serving GraphQL; GraphiQL: http://{}/graphql", app.local_addr());
             app.run_until_stopped(shutdown_signal()).await.context("serving")?;

@@ -116,6 +116,7 @@ pub struct Application {
 impl Application {
     /// Opens the configured store, builds the schema and binds `config.listen`.
     pub async fn build(config: Config) -> Result<Application, StartupError> {
+        config.check(true).map_err(|e| StartupError::Config(e.to_string()))?;
         let metrics = Metrics::new(&config.region)?;
         let backend = crate::store::open(&config.store).await?;
         metrics.watch_driver(backend.lifecycle.clone())?;

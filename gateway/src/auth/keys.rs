@@ -1,8 +1,10 @@
 //! The gateway's own Ed25519 signing keys: they sign anonymous tokens (and development user
 //! tokens when enabled) and are published at `/.well-known/jwks.json`. Every gateway of a
-//! deployment loads the same key files, so a token minted by one verifies on all of them. The
-//! first key signs; the others only verify, which is how a key is rotated: add the new key
-//! first, keep the old one listed until its last token has expired, then drop it.
+//! deployment loads the same keys (key files, or one secret holding every key as PEM text in
+//! `auth.signing_keys`), so a token minted by one verifies on all of them. The first key signs;
+//! the others only verify, which is how a key is rotated without rejecting a live token: add
+//! the new key second (verify only) everywhere, then move it first (it signs), keep the old
+//! one listed until its last token has expired, then drop it.
 
 use std::path::{Path, PathBuf};
 
@@ -40,18 +42,36 @@ impl SigningKey {
         Ok(SigningKey { kid, encoding, decoding, jwk })
     }
 
-    fn from_pem(pem: &str, origin: &str) -> Result<SigningKey, AuthSetupError> {
-        let body: String = pem
-            .lines()
-            .map(str::trim)
-            .skip_while(|l| *l != "-----BEGIN PRIVATE KEY-----")
-            .skip(1)
-            .take_while(|l| *l != "-----END PRIVATE KEY-----")
-            .collect();
-        let der = base64::engine::general_purpose::STANDARD.decode(body).map_err(|_| {
-            AuthSetupError::Key(format!("{origin}: expected a PEM `PRIVATE KEY` block (PKCS#8 Ed25519)"))
-        })?;
-        SigningKey::from_pkcs8_der(&der, origin)
+    /// Every `PRIVATE KEY` block of `pem`, in order (at least one).
+    fn from_pem(pem: &str, origin: &str) -> Result<Vec<SigningKey>, AuthSetupError> {
+        let bad_block =
+            || AuthSetupError::Key(format!("{origin}: expected PEM `PRIVATE KEY` blocks (PKCS#8 Ed25519)"));
+        let mut keys = Vec::new();
+        let mut lines = pem.lines().map(str::trim).filter(|l| !l.is_empty());
+        while let Some(line) = lines.next() {
+            if line != "-----BEGIN PRIVATE KEY-----" {
+                return Err(bad_block());
+            }
+            let mut body = String::new();
+            let mut closed = false;
+            for line in lines.by_ref() {
+                if line == "-----END PRIVATE KEY-----" {
+                    closed = true;
+                    break;
+                }
+                body.push_str(line);
+            }
+            if !closed {
+                return Err(bad_block());
+            }
+            let der = base64::engine::general_purpose::STANDARD.decode(body).map_err(|_| bad_block())?;
+            let origin = format!("{origin}, key {}", keys.len() + 1);
+            keys.push(SigningKey::from_pkcs8_der(&der, &origin)?);
+        }
+        if keys.is_empty() {
+            return Err(bad_block());
+        }
+        Ok(keys)
     }
 }
 
@@ -73,14 +93,33 @@ pub(crate) struct OwnKeys {
 }
 
 impl OwnKeys {
-    /// Loads PKCS#8 PEM Ed25519 keys from `paths`; with no paths, generates one for this
-    /// process only.
-    pub(crate) fn load(paths: &[PathBuf]) -> Result<OwnKeys, AuthSetupError> {
-        if paths.is_empty() {
-            let key = SigningKey::from_pem(&generate_pem()?, "generated key")?;
-            return Ok(OwnKeys { keys: vec![key], ephemeral: true });
+    /// Loads PKCS#8 PEM Ed25519 keys from `pem` (the text of one or more keys) or from
+    /// `paths`, in order; with neither, generates one for this process only.
+    pub(crate) fn load(pem: Option<&str>, paths: &[PathBuf]) -> Result<OwnKeys, AuthSetupError> {
+        let keys = match (pem, paths) {
+            (Some(_), [_, ..]) => {
+                return Err(AuthSetupError::Key(
+                    "set auth.signing_keys or auth.signing_key_files, not both".into(),
+                ));
+            }
+            (Some(pem), []) => SigningKey::from_pem(pem, "auth.signing_keys")?,
+            (None, []) => {
+                let keys = SigningKey::from_pem(&generate_pem()?, "generated key")?;
+                return Ok(OwnKeys { keys, ephemeral: true });
+            }
+            (None, paths) => {
+                let mut keys = Vec::new();
+                for path in paths {
+                    keys.extend(load_file(path)?);
+                }
+                keys
+            }
+        };
+        let mut kids: Vec<&str> = keys.iter().map(|k| k.kid.as_str()).collect();
+        kids.sort_unstable();
+        if kids.windows(2).any(|pair| pair[0] == pair[1]) {
+            return Err(AuthSetupError::Key("the same signing key is listed twice".into()));
         }
-        let keys = paths.iter().map(|p| load_file(p)).collect::<Result<Vec<_>, _>>()?;
         Ok(OwnKeys { keys, ephemeral: false })
     }
 
@@ -103,7 +142,7 @@ impl OwnKeys {
     }
 }
 
-fn load_file(path: &Path) -> Result<SigningKey, AuthSetupError> {
+fn load_file(path: &Path) -> Result<Vec<SigningKey>, AuthSetupError> {
     let pem = std::fs::read_to_string(path)
         .map_err(|e| AuthSetupError::Key(format!("reading signing key {}: {e}", path.display())))?;
     SigningKey::from_pem(&pem, &path.display().to_string())
@@ -119,7 +158,7 @@ mod tests {
         let (a, b) = (dir.path().join("a.pem"), dir.path().join("b.pem"));
         std::fs::write(&a, generate_pem().expect("key")).expect("write");
         std::fs::write(&b, generate_pem().expect("key")).expect("write");
-        let keys = OwnKeys::load(&[a, b]).expect("keys load");
+        let keys = OwnKeys::load(None, &[a, b]).expect("keys load");
         let jwks = keys.jwks();
         assert_eq!(jwks.keys.len(), 2);
         let kids: Vec<_> = jwks.keys.iter().filter_map(|k| k.common.key_id.clone()).collect();
@@ -127,6 +166,30 @@ mod tests {
         assert_ne!(kids[0], kids[1]);
         assert!(keys.find(&kids[1]).is_some());
         assert!(keys.find("nope").is_none());
+    }
+
+    #[test]
+    fn one_text_holds_every_key_in_order_and_the_first_signs() {
+        let (first, second) = (generate_pem().expect("key"), generate_pem().expect("key"));
+        let keys = OwnKeys::load(Some(&format!("{first}\n{second}")), &[]).expect("keys load");
+        assert!(!keys.ephemeral);
+        let kids: Vec<String> = keys.jwks().keys.iter().filter_map(|k| k.common.key_id.clone()).collect();
+        let alone = OwnKeys::load(Some(&first), &[]).expect("one key");
+        let first_kid = alone.jwks().keys[0].common.key_id.clone().expect("kid");
+        assert_eq!(kids.len(), 2);
+        assert_eq!(kids[0], first_kid, "the first key of the text signs");
+        let token = keys.sign(&serde_json::json!({ "sub": "x" })).expect("sign");
+        let header = jsonwebtoken::decode_header(&token).expect("header");
+        assert_eq!(header.kid.as_deref(), Some(first_kid.as_str()));
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("a.pem");
+        std::fs::write(&file, &first).expect("write");
+        assert!(OwnKeys::load(Some(&second), &[file]).is_err(), "text and files at once are refused");
+        assert!(OwnKeys::load(Some(&format!("{first}{first}")), &[]).is_err(), "a key listed twice");
+        assert!(OwnKeys::load(Some(""), &[]).is_err(), "an empty secret is no key");
+        assert!(OwnKeys::load(Some(&first[..first.len() - 10]), &[]).is_err(), "a cut-off block");
+        assert!(OwnKeys::load(Some(&format!("{first}garbage\n")), &[]).is_err(), "text after a key");
     }
 
     #[test]

@@ -188,11 +188,12 @@ impl Authenticator {
     /// Loads the signing keys and, when configured, the identity provider's JWKS (a failed
     /// first fetch of a JWKS URL is logged and retried; an unreadable JWKS file is an error).
     pub async fn new(config: &AuthConfig) -> Result<Authenticator, AuthSetupError> {
-        let own = keys::OwnKeys::load(&config.signing_key_files)?;
+        let pem = config.signing_keys.as_ref().map(crate::config::Secret::expose);
+        let own = keys::OwnKeys::load(pem, &config.signing_key_files)?;
         if own.ephemeral {
             tracing::warn!(
-                "auth.signing_key_files is empty: signing with a key generated for this process; \
-                 its tokens stop verifying at restart and on other gateways"
+                "auth.signing_keys and auth.signing_key_files are unset: signing with a key generated \
+                 for this process; its tokens stop verifying at restart and on other gateways"
             );
         }
         let source = match (&config.jwks_url, &config.jwks_file) {

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use marquee_gateway::config::{Config, RateLimitConfig};
 
 use crate::helpers::{TestApp, first_code, gateway_command, seeded_dir, spawn_with, test_config};
+use marquee_gateway::auth::generate_pem;
 
 const IDP_ISSUER: &str = "https://idp.marquee.test/";
 const AUDIENCE: &str = "marquee-api";
@@ -129,6 +130,25 @@ async fn refused(app: &TestApp, authorization: &str, error: &str, why: &str) {
     assert!(body.get("data").is_none(), "{why}: nothing executed");
 }
 
+/// Who `token` makes the caller: the id `{ me { id } }` answers, or `None` for a caller who
+/// is not signed in (`me` is then `UNAUTHENTICATED`).
+async fn whoami(app: &TestApp, token: Option<&str>) -> Option<String> {
+    let mut request = app.client.post(app.url("/graphql")).json(&json!({ "query": "{ me { id } }" }));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("request");
+    assert_eq!(response.status(), 200, "the token verifies");
+    let body: Value = response.json().await.expect("json");
+    match body["data"]["me"]["id"].as_str() {
+        Some(id) => Some(id.to_owned()),
+        None => {
+            assert_eq!(first_code(&body), "UNAUTHENTICATED", "{body}");
+            None
+        }
+    }
+}
+
 fn b64(value: &Value) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
@@ -231,9 +251,11 @@ async fn rs256_es256_and_eddsa_identity_provider_tokens_verify() {
     ];
     let (app, _dir) = with_jwks_file(&keys.iter().collect::<Vec<_>>(), |_| {}).await;
     for key in &keys {
-        let response = call(&app, Some(&key.sign(&claims("alice", json!({}))))).await;
-        assert_eq!(response.status(), 200, "{:?}", key.alg);
+        let subject = format!("alice-{:?}", key.alg);
+        let token = key.sign(&claims(&subject, json!({})));
+        assert_eq!(whoami(&app, Some(&token)).await, Some(subject), "{:?}", key.alg);
     }
+    assert_eq!(whoami(&app, None).await, None, "no token is nobody");
 }
 
 /// A stand-in identity provider publishing whatever JWKS the test sets.
@@ -266,20 +288,20 @@ async fn jwks_url_key_rotation() {
 
     let token_a = a.sign(&claims("alice", json!({})));
     let token_b = b.sign(&claims("bob", json!({})));
-    assert_eq!(call(&app, Some(&token_a)).await.status(), 200);
+    assert_eq!(whoami(&app, Some(&token_a)).await.as_deref(), Some("alice"));
     assert_eq!(call(&app, Some(&token_b)).await.status(), 401, "b is not published yet");
 
     // Rotation window: both keys published; the unknown kid triggers a refresh.
     *published.lock().expect("lock") = jwks(&[&a, &b]);
-    assert_eq!(call(&app, Some(&token_b)).await.status(), 200, "the new key verifies");
-    assert_eq!(call(&app, Some(&token_a)).await.status(), 200, "the old key still verifies");
+    assert_eq!(whoami(&app, Some(&token_b)).await.as_deref(), Some("bob"), "the new key verifies");
+    assert_eq!(whoami(&app, Some(&token_a)).await.as_deref(), Some("alice"), "the old key still verifies");
 
     // The old key is retired; the next refresh (here: another unknown kid) drops it.
     *published.lock().expect("lock") = jwks(&[&b]);
     let stranger = IdpKey::load("ec.pem", "not-published", Algorithm::ES256).sign(&claims("eve", json!({})));
     assert_eq!(call(&app, Some(&stranger)).await.status(), 401);
     assert_eq!(call(&app, Some(&token_a)).await.status(), 401, "the retired key no longer verifies");
-    assert_eq!(call(&app, Some(&token_b)).await.status(), 200);
+    assert_eq!(whoami(&app, Some(&token_b)).await.as_deref(), Some("bob"));
 }
 
 #[tokio::test]
@@ -339,19 +361,90 @@ async fn gateway_token_mints_development_tokens_that_every_gateway_with_the_key_
     let gateway = |data: &Path, dev: bool| {
         let mut config = test_config(data);
         config.auth.signing_key_files = vec![key.clone()];
+        config.auth.signing_keys = None;
         config.auth.dev_tokens = dev;
         spawn_with(config)
     };
     let (one, two) = (gateway(dirs[0].path(), true).await, gateway(dirs[1].path(), true).await);
-    assert_eq!(call(&one, Some(&token)).await.status(), 200);
-    assert_eq!(call(&two, Some(&token)).await.status(), 200);
+    assert_eq!(whoami(&one, Some(&token)).await.as_deref(), Some("alice"));
+    assert_eq!(whoami(&two, Some(&token)).await.as_deref(), Some("alice"));
     // An anonymous token from one gateway verifies on the other: no session state.
     let issued: Value =
         one.client.post(one.url("/auth/anonymous")).send().await.expect("post").json().await.expect("json");
-    assert_eq!(call(&two, Some(issued["token"].as_str().expect("token"))).await.status(), 200);
+    let anonymous = issued["token"].as_str().expect("token");
+    assert_eq!(call(&two, Some(anonymous)).await.status(), 200);
+    assert_eq!(whoami(&two, Some(anonymous)).await, None, "an anonymous token signs nobody in");
 
     let production = gateway(dirs[2].path(), false).await;
     refused_dev(&production, &token).await;
+}
+
+/// The gateway's own keys rotated in the documented order, over gateways that share them as
+/// one secret (`auth.signing_keys`): no live token is rejected at any step, and each keeps
+/// its caller.
+#[tokio::test]
+async fn own_signing_keys_rotate_without_rejecting_a_live_token() {
+    let (old, new) = (generate_pem().expect("key"), generate_pem().expect("key"));
+    // Each gateway has its own store; they share only the keys, as a deployment's do.
+    let dirs = [seeded_dir(), seeded_dir(), seeded_dir(), seeded_dir()];
+    let gateway = |at: usize, keys: String| {
+        let mut config = test_config(dirs[at].path());
+        config.auth.signing_key_files = Vec::new();
+        config.auth.signing_keys = Some(keys.into());
+        config.auth.dev_tokens = true;
+        config.rate_limit.enabled = false;
+        spawn_with(config)
+    };
+    // Before: the old key alone. A user token and an anonymous token are in clients' hands.
+    let before = gateway(0, old.clone()).await;
+    let alice = mint_with(&old, "alice");
+    assert_eq!(whoami(&before, Some(&alice)).await.as_deref(), Some("alice"));
+    let anonymous = anonymous_token(&before).await;
+
+    // Step 1: the new key listed second (verifies only), on every gateway.
+    let step1 = gateway(1, format!("{old}{new}")).await;
+    assert_eq!(whoami(&step1, Some(&alice)).await.as_deref(), Some("alice"));
+    assert_eq!(call(&step1, Some(&anonymous)).await.status(), 200);
+    assert_eq!(kid(&anonymous_token(&step1).await), kid(&anonymous), "the old key still signs");
+
+    // Step 2: the new key first (signs); the old one still verifies what it signed.
+    let step2 = gateway(2, format!("{new}{old}")).await;
+    let bob = mint_with(&format!("{new}{old}"), "bob");
+    assert_ne!(kid(&bob), kid(&alice), "the new key signs");
+    for app in [&step1, &step2] {
+        assert_eq!(whoami(app, Some(&bob)).await.as_deref(), Some("bob"), "step 1 already verifies it");
+    }
+    assert_eq!(whoami(&step2, Some(&alice)).await.as_deref(), Some("alice"));
+    assert_eq!(call(&step2, Some(&anonymous)).await.status(), 200);
+
+    // Step 3, once the old key's last token has expired: the old key is dropped.
+    let after = gateway(3, new.clone()).await;
+    assert_eq!(whoami(&after, Some(&bob)).await.as_deref(), Some("bob"));
+    assert_eq!(call(&after, Some(&alice)).await.status(), 401, "a retired key's tokens are refused");
+}
+
+/// A development user token for `user`, minted by the real `gateway token` command with the
+/// keys in `pem` (as a deployment's secret hands them over: in the environment).
+fn mint_with(pem: &str, user: &str) -> String {
+    let minted = gateway_command()
+        .args(["token", "--user", user, "--ttl", "10m"])
+        .env("MARQUEE_AUTH__SIGNING_KEYS", pem)
+        .env("MARQUEE_AUTH__DEV_TOKENS", "true")
+        .output()
+        .expect("token");
+    assert!(minted.status.success(), "{}", String::from_utf8_lossy(&minted.stderr));
+    String::from_utf8(minted.stdout).expect("utf8").trim().to_owned()
+}
+
+async fn anonymous_token(app: &TestApp) -> String {
+    let issued: Value =
+        app.client.post(app.url("/auth/anonymous")).send().await.expect("post").json().await.expect("json");
+    issued["token"].as_str().expect("token").to_owned()
+}
+
+/// The `kid` a token names.
+fn kid(token: &str) -> String {
+    jsonwebtoken::decode_header(token).expect("header").kid.expect("kid")
 }
 
 async fn refused_dev(app: &TestApp, token: &str) {

@@ -256,3 +256,79 @@ fn export_writes_the_catalog_as_copy_files_row_for_row() {
     assert_eq!(first_person[1], Some(expected.name));
     assert_eq!(first_person[2], expected.birth_year.map(|y| y.to_string()));
 }
+
+/// Over a shared store, `gateway serve` refuses to start with what would run broken or unsafe:
+/// one line naming the setting on stderr, a failed exit, and nothing written to the store.
+#[tokio::test]
+async fn serving_a_shared_store_refuses_unsafe_settings_and_never_seeds_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = crate::helpers::scylla_config(dir.path());
+    let marquee_gateway::config::StoreConfig::Scylla(options) = &store else { unreachable!() };
+    let key = marquee_gateway::auth::generate_pem().expect("key");
+    // A map in the environment is written as TOML's inline table.
+    let replication: String =
+        options.replication.iter().map(|(dc, rf)| format!("{dc}={rf}")).collect::<Vec<_>>().join(",");
+    let replication = format!("{{{replication}}}");
+    let gateway = |command: &str, settings: &[(&str, &str)]| {
+        let mut gateway = gateway_command();
+        gateway
+            .arg(command)
+            .env("MARQUEE_LISTEN", "127.0.0.1:0")
+            .env("MARQUEE_STORE__BACKEND", "scylla")
+            .env(
+                "MARQUEE_STORE__CONTACT_POINTS",
+                serde_json::to_string(&options.contact_points).expect("json"),
+            )
+            .env("MARQUEE_STORE__KEYSPACE", &options.keyspace)
+            .env("MARQUEE_STORE__LOCAL_DC", &options.local_dc)
+            .env("MARQUEE_STORE__REPLICATION", replication.as_str())
+            .env("MARQUEE_STORE__AWAIT_SCHEMA_AGREEMENT", options.await_schema_agreement.to_string())
+            .env("MARQUEE_DEMO__MOVIES", "500")
+            // The driver's own log lines are not what is checked here, nor a backtrace that a
+            // developer's environment asks for.
+            .env("MARQUEE_LOG__FILTER", "off")
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_LIB_BACKTRACE");
+        for (name, value) in settings {
+            gateway.env(name, value);
+        }
+        gateway.stdout(Stdio::null()).output().expect("gateway runs")
+    };
+    let refused = |out: std::process::Output, names: &str, why: &str| {
+        assert!(!out.status.success(), "{why}: refused");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let error: Vec<&str> = stderr.lines().filter(|l| l.starts_with("Error: ")).collect();
+        assert_eq!(error.len(), 1, "{why}: one error line: {stderr}");
+        assert!(error[0].contains(names), "{why}: the line names {names}: {stderr}");
+        assert_eq!(
+            stderr.lines().filter(|l| !l.trim().is_empty()).count(),
+            1,
+            "{why}: nothing else: {stderr}"
+        );
+    };
+    let keys = ("MARQUEE_AUTH__SIGNING_KEYS", key.as_str());
+
+    refused(gateway("serve", &[]), "auth.signing_keys", "no signing keys over a shared store");
+    refused(
+        gateway("serve", &[keys, ("MARQUEE_AUTH__DEV_TOKENS", "true")]),
+        "auth.dev_tokens",
+        "development tokens in production",
+    );
+    refused(
+        gateway("serve", &[keys, ("MARQUEE_STORE__PASSWORD", "secret")]),
+        "store.username",
+        "a password without a user name",
+    );
+    refused(
+        gateway("migrate", &[("MARQUEE_STORE__CONTACT_POINTS", "[\"127.0.0.1:9142\"]")]),
+        "store.tls_ca",
+        "the TLS port with TLS off",
+    );
+    let migrated = gateway("migrate", &[]);
+    assert!(migrated.status.success(), "{}", String::from_utf8_lossy(&migrated.stderr));
+    let empty = gateway("serve", &[keys]);
+    refused(empty, "never seeds a shared store", "no catalog, and demo.movies set");
+    let bulk = marquee_gateway::store::bulk(&store);
+    let seeded = tokio::task::spawn_blocking(move || bulk.has_catalog()).await.expect("task").expect("look");
+    assert!(!seeded, "serve wrote no catalog into the shared store");
+}

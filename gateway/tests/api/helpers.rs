@@ -33,13 +33,22 @@ pub(crate) struct TestApp {
     _dir: Option<tempfile::TempDir>,
 }
 
+/// A test deployment's configuration over `data_dir`'s store. Over a shared store (ScyllaDB)
+/// it carries a signing key of its own, as every such deployment must.
 pub(crate) fn test_config(data_dir: &Path) -> Config {
     let defaults = Config::default();
+    let store = store_config(data_dir);
+    let mut auth = defaults.auth.clone();
+    if !matches!(store, StoreConfig::Embedded(_)) {
+        auth.signing_keys = Some(marquee_gateway::auth::generate_pem().expect("key").into());
+    }
     Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
         region: "test-region".into(),
         demo: DemoConfig { movies: 0, ..defaults.demo.clone() },
-        store: store_config(data_dir),
+        store,
+        auth,
+        testing: true,
         ..defaults
     }
 }

@@ -94,6 +94,7 @@ async fn spawn_for_readme(
         config.store = store;
     }
     config.auth.signing_key_files = vec![setup.key.clone()];
+    config.auth.signing_keys = None;
     config.auth.dev_tokens = true;
     config.persisted_queries.manifest_file = Some(setup.manifest.clone());
     spawn_with(config).await

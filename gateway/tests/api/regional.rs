@@ -39,6 +39,7 @@ async fn region(adjust: impl FnOnce(&mut Config)) -> Region {
     let mut config = test_config(dir.path());
     config.store = store;
     config.auth.signing_key_files = vec![key];
+    config.auth.signing_keys = None;
     config.auth.dev_tokens = true;
     // Generous, so that a loaded test machine does not turn hits into misses.
     config.redis =

@@ -18,6 +18,7 @@ fn user_config(dir: &std::path::Path) -> Config {
     }
     let mut config = test_config(dir);
     config.auth.signing_key_files = vec![key];
+    config.auth.signing_keys = None;
     config.auth.dev_tokens = true;
     config.rate_limit.enabled = false;
     config

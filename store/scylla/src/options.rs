@@ -40,6 +40,17 @@ impl Consistency {
     }
 }
 
+/// The port ScyllaDB serves CQL over TLS on (client-to-node encryption).
+const TLS_PORT: &str = "9142";
+
+/// Serialises a secret as `<redacted>` (what `gateway config` prints).
+fn redacted<S: serde::Serializer>(value: &Option<String>, serializer: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(_) => serializer.serialize_some("<redacted>"),
+        None => serializer.serialize_none(),
+    }
+}
+
 /// The ScyllaDB backend's settings (`[store]` with `backend = "scylla"`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -75,13 +86,17 @@ pub struct ScyllaOptions {
     pub reconcile_interval_ms: u64,
     /// User name for password authentication (`MARQUEE_STORE__USERNAME`).
     pub username: Option<String>,
-    /// Password (`MARQUEE_STORE__PASSWORD`); prefer `password_file`.
+    /// Password (`MARQUEE_STORE__PASSWORD`); prefer `password_file`. Never printed.
+    #[serde(serialize_with = "redacted")]
     pub password: Option<String>,
     /// File holding the password (a mounted secret).
     pub password_file: Option<PathBuf>,
     /// PEM file of the CA(s) that sign the nodes' certificates; setting it turns TLS on
     /// (`MARQUEE_STORE__TLS_CA_FILE`).
     pub tls_ca_file: Option<PathBuf>,
+    /// The same CA certificates as PEM text (`MARQUEE_STORE__TLS_CA`), for platforms that
+    /// hand secrets to a process in its environment rather than as files; turns TLS on.
+    pub tls_ca: Option<String>,
     /// Client certificate chain (PEM), for clusters that require client certificates.
     pub tls_cert_file: Option<PathBuf>,
     /// The client certificate's private key (PEM), with `tls_cert_file`.
@@ -111,6 +126,7 @@ impl Default for ScyllaOptions {
             password: None,
             password_file: None,
             tls_ca_file: None,
+            tls_ca: None,
             tls_cert_file: None,
             tls_key_file: None,
             tls_server_name: None,
@@ -123,10 +139,35 @@ impl ScyllaOptions {
         Duration::from_millis(self.request_timeout_ms.max(1))
     }
 
-    /// Checks what the driver would reject later with a less helpful message.
-    pub(crate) fn validate(&self) -> Result<(), String> {
+    /// Whether TLS is on (a CA is given, as a file or as text).
+    pub fn tls(&self) -> bool {
+        self.tls_ca_file.is_some() || self.tls_ca.is_some()
+    }
+
+    /// Checks, before anything connects, what the driver would reject later with a less
+    /// helpful message, and what it would accept but run wrong (credentials it would not
+    /// send, plain text to a TLS port). Each error is one line naming the setting.
+    pub fn validate(&self) -> Result<(), String> {
         if self.contact_points.is_empty() {
             return Err("store.contact_points is empty".into());
+        }
+        if (self.password.is_some() || self.password_file.is_some()) && self.username.is_none() {
+            return Err("store.password (or password_file) is set without store.username: the driver sends \
+                 credentials only with a user name; set store.username"
+                .into());
+        }
+        if self.username.is_some() && self.password.is_none() && self.password_file.is_none() {
+            return Err("store.username is set without store.password or store.password_file".into());
+        }
+        if self.tls_ca_file.is_some() && self.tls_ca.is_some() {
+            return Err("set store.tls_ca_file or store.tls_ca, not both".into());
+        }
+        let on_tls_port = |p: &&String| p.rsplit_once(':').is_some_and(|(_, port)| port == TLS_PORT);
+        if let Some(point) = self.contact_points.iter().find(on_tls_port).filter(|_| !self.tls()) {
+            return Err(format!(
+                "store.contact_points names {point}, ScyllaDB's TLS port ({TLS_PORT}), and TLS is off: \
+                 set store.tls_ca_file or store.tls_ca to the CA that signs the nodes' certificates"
+            ));
         }
         if self.keyspace.is_empty()
             || !self.keyspace.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -155,9 +196,10 @@ impl ScyllaOptions {
         if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
             return Err("store.tls_cert_file and store.tls_key_file go together".into());
         }
-        if self.tls_ca_file.is_none() && (self.tls_cert_file.is_some() || self.tls_server_name.is_some()) {
+        if !self.tls() && (self.tls_cert_file.is_some() || self.tls_server_name.is_some()) {
             return Err(
-                "store.tls_cert_file and tls_server_name need store.tls_ca_file (which turns TLS on)".into(),
+                "store.tls_cert_file and tls_server_name need store.tls_ca_file or tls_ca (which turn TLS on)"
+                    .into(),
             );
         }
         if self.max_in_flight == 0 || self.page_size == 0 || self.load_concurrency == 0 {

@@ -19,13 +19,17 @@ use crate::options::ScyllaOptions;
 
 /// The client configuration the options ask for, or `None` when TLS is off.
 pub(crate) fn client_config(options: &ScyllaOptions) -> Result<Option<Arc<ClientConfig>>, String> {
-    let Some(ca_file) = &options.tls_ca_file else { return Ok(None) };
+    let authorities = match (&options.tls_ca_file, &options.tls_ca) {
+        (None, None) => return Ok(None),
+        (Some(file), _) => certificates(file)?,
+        (None, Some(pem)) => pem_certificates(pem.as_bytes(), "store.tls_ca")?,
+    };
     // The driver's rustls carries aws-lc-rs; naming the provider keeps the choice explicit
     // where another crate's feature could bring a second one.
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = RootCertStore::empty();
-    for cert in certificates(ca_file)? {
-        roots.add(cert).map_err(|e| format!("store.tls_ca_file {}: {e}", ca_file.display()))?;
+    for cert in authorities {
+        roots.add(cert).map_err(|e| format!("store.tls_ca_file/tls_ca: {e}"))?;
     }
     let roots = Arc::new(roots);
     let builder = ClientConfig::builder_with_provider(provider.clone())
@@ -57,11 +61,17 @@ pub(crate) fn client_config(options: &ScyllaOptions) -> Result<Option<Arc<Client
 
 /// Every certificate in a PEM file (at least one).
 fn certificates(file: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(file)
-        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-        .map_err(|e| format!("{}: {e}", file.display()))?;
+    let pem = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    pem_certificates(&pem, &file.display().to_string())
+}
+
+/// Every certificate in PEM text (at least one); `origin` names it in errors.
+fn pem_certificates(pem: &[u8], origin: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{origin}: {e}"))?;
     if certs.is_empty() {
-        return Err(format!("{}: no PEM certificate in it", file.display()));
+        return Err(format!("{origin}: no PEM certificate in it"));
     }
     Ok(certs)
 }

@@ -104,6 +104,9 @@ async fn the_store_verifies_the_nodes_certificate_against_its_ca() {
 
     let verified = ScyllaOptions { tls_ca_file: Some(pki.ca()), ..options(node.clone()) };
     serves(&verified).await;
+    // The CA as text (a secret handed over in the environment) verifies the same way.
+    let ca_text = std::fs::read_to_string(pki.ca()).expect("CA");
+    serves(&ScyllaOptions { tls_ca: Some(ca_text), ..options(node.clone()) }).await;
 
     let plain = refused(connects(&options(node.clone())).await, "plain CQL to a TLS node");
     assert!(plain.contains(&format!("connecting to {node}")) && plain.contains("TLS off"), "{plain}");
@@ -161,7 +164,7 @@ async fn inconsistent_or_unreadable_tls_settings_are_refused_before_connecting()
         ),
         (
             ScyllaOptions { tls_key_file: Some(key), tls_cert_file: Some(cert), ..base.clone() },
-            "need store.tls_ca_file",
+            "need store.tls_ca_file or tls_ca",
         ),
         (
             ScyllaOptions { tls_server_name: Some("cql.marquee.test".into()), ..base.clone() },
@@ -171,6 +174,14 @@ async fn inconsistent_or_unreadable_tls_settings_are_refused_before_connecting()
             ScyllaOptions { tls_ca_file: Some(pki.dir.path().join("missing.pem")), ..base.clone() },
             "missing.pem",
         ),
+        (ScyllaOptions { tls_ca_file: Some(pki.ca()), tls_ca: Some("x".into()), ..base.clone() }, "not both"),
+        (ScyllaOptions { tls_ca: Some("not a certificate".into()), ..base.clone() }, "store.tls_ca"),
+        (
+            ScyllaOptions { contact_points: vec!["node-0.example:9142".into()], ..base.clone() },
+            "node-0.example:9142, ScyllaDB's TLS port (9142), and TLS is off",
+        ),
+        (ScyllaOptions { password: Some("secret".into()), ..base.clone() }, "without store.username"),
+        (ScyllaOptions { username: Some("marquee".into()), ..base.clone() }, "without store.password"),
         (
             ScyllaOptions {
                 tls_ca_file: Some(pki.ca()),
