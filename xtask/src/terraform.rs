@@ -50,16 +50,31 @@ pub(crate) fn check_all(root: &Path) -> anyhow::Result<()> {
 
 /// Runs `terraform ARGS` from the workspace root.
 pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
+    let args = with_rig_health(root, args)?;
     let mut terraform = command(root)?;
-    terraform.args(args);
+    terraform.args(&args);
     check(terraform, &format!("terraform {}", args.join(" ")))
+}
+
+/// `args`, plus, for a plan or apply of the rig's traffic environment, the health the rig's
+/// regions show now (`-var-file` right after the command, so a `-var region_health=…` the
+/// caller gives still wins). See `rig::health`.
+fn with_rig_health(root: &Path, args: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut args = args.to_vec();
+    let local = args.iter().any(|a| *a == format!("-chdir={}", crate::rig::TRAFFIC_ENVIRONMENT));
+    let Some(at) = args.iter().position(|a| a == "plan" || a == "apply") else { return Ok(args) };
+    if local && let Some(file) = crate::rig::health::probe(&root.join("target/rig"))? {
+        args.insert(at + 1, format!("-var-file={}", file.display()));
+    }
+    Ok(args)
 }
 
 /// Runs `terraform ARGS` with its output appended to `log`; when it fails, the error carries
 /// what Terraform said on stderr.
 pub(crate) fn run_quiet(root: &Path, args: &[String], log: &Path) -> anyhow::Result<()> {
+    let args = with_rig_health(root, args)?;
     let what = format!("terraform {}", args.join(" "));
-    let output = command(root)?.args(args).output().with_context(|| format!("running `{what}`"))?;
+    let output = command(root)?.args(&args).output().with_context(|| format!("running `{what}`"))?;
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -6,11 +6,16 @@
 #   cargo xtask terraform -chdir=terraform/environments/local apply -auto-approve \
 #     -var 'drained_regions=["eu-west"]'
 #
+# Traffic returns to a region only while its health check passes: `cargo xtask terraform`
+# probes each region's health URL through its edge before a plan or apply and passes what it
+# saw as `region_health` (plain `terraform` passes nothing, and an undrain is then refused as
+# of unknown health). The previous apply's shares come from this environment's own state.
+#
 # Provider-free (Terraform's built-in `terraform_data` with a `local-exec` provisioner), so it
 # applies offline. State lives with the rig, under target/rig/.
 
 terraform {
-  required_version = ">= 1.9"
+  required_version = ">= 1.11"
 
   backend "local" {
     path = "../../../target/rig/terraform.tfstate"
@@ -21,6 +26,24 @@ variable "drained_regions" {
   description = "Regions taken out of geo-DNS: their clients go to the other regions. Draining every region is refused."
   type        = set(string)
   default     = []
+}
+
+variable "traffic_percent" {
+  description = "The share of its own clients a region keeps (default 100); see the traffic-policy module. The rig's DNS has no weighted answers: a region above 0 keeps all of its clients, at 0 it is drained."
+  type        = map(number)
+  default     = {}
+}
+
+variable "region_health" {
+  description = "Whether each region's health URL answers now (`cargo xtask terraform` probes and passes it). Missing: unknown, which refuses returning traffic to the region."
+  type        = map(bool)
+  default     = {}
+}
+
+variable "first_apply" {
+  description = "This is the environment's first apply (no state yet): nothing was applied before, so no share counts as returned."
+  type        = bool
+  default     = false
 }
 
 variable "rig_dir" {
@@ -35,6 +58,24 @@ locals {
   zone    = local.rig.zone
 }
 
+# The shares this environment applied last, from its own state (a data source is read once,
+# at plan, so the apply that rewrites the state sees the same value). A first apply has no
+# state to read: `cargo xtask rig up` says so with `first_apply`.
+data "terraform_remote_state" "previous" {
+  count   = var.first_apply ? 0 : 1
+  backend = "local"
+  config = {
+    path = "${local.rig_dir}/terraform.tfstate"
+  }
+  defaults = {
+    traffic_percent = null
+  }
+}
+
+locals {
+  previous_percent = var.first_apply ? null : data.terraform_remote_state.previous[0].outputs.traffic_percent
+}
+
 module "policy" {
   source = "../../modules/traffic-policy"
 
@@ -44,6 +85,9 @@ module "policy" {
     client_subnets = r.client_subnets
   }]
   drained_regions   = var.drained_regions
+  traffic_percent   = var.traffic_percent
+  previous_percent  = local.previous_percent
+  region_health     = var.region_health
   health_check_port = local.rig.edge_port
   health_check_path = local.rig.health_path
 }
@@ -85,6 +129,11 @@ resource "terraform_data" "geo_dns" {
       DNS_DIR   = "${local.rig_dir}/dns"
     }
   }
+}
+
+output "traffic_percent" {
+  description = "Each region's share of its own clients as applied (read back as the previous shares by the next apply)."
+  value       = module.policy.traffic_percent
 }
 
 output "serving_regions" {

@@ -3,7 +3,8 @@
 # clients to the others, and a drained region's edge is offered to nobody.
 
 variables {
-  rig_dir = "tests/rig"
+  rig_dir     = "tests/rig"
+  first_apply = true
 }
 
 run "every_region_serving" {
@@ -45,5 +46,53 @@ run "eu_west_drained" {
   assert {
     condition     = output.serving_regions == ["us-east"]
     error_message = "Only us-east serves: ${jsonencode(output.serving_regions)}"
+  }
+}
+
+# The state of an apply that drained eu-west (tests/drained/terraform.tfstate) is what the
+# policy is given as the previous shares: returning traffic to eu-west then needs its health
+# (refusals are the traffic-policy module's tests; the rig test applies one for real).
+run "the_previous_shares_come_from_the_state" {
+  command = plan
+
+  variables {
+    rig_dir         = "tests/drained"
+    first_apply     = false
+    drained_regions = ["eu-west"]
+  }
+
+  assert {
+    condition     = jsonencode(local.previous_percent) == jsonencode({ "eu-west" = 0, "us-east" = 100 })
+    error_message = "The previous apply's shares are read from the state: ${jsonencode(local.previous_percent)}"
+  }
+}
+
+run "undrain_of_a_healthy_region" {
+  command = plan
+
+  variables {
+    rig_dir       = "tests/drained"
+    first_apply   = false
+    region_health = { "us-east" = true, "eu-west" = true }
+  }
+
+  assert {
+    condition     = output.serving_regions == ["eu-west", "us-east"] && strcontains(local.api, "if netmask({'127.20.0.0/16'}) then order = {{'127.0.2.1'},{'127.0.1.1'}} end")
+    error_message = "EU clients are back on eu-west: ${local.api}"
+  }
+}
+
+run "draining_more_needs_no_health" {
+  command = plan
+
+  variables {
+    rig_dir         = "tests/drained"
+    first_apply     = false
+    drained_regions = ["eu-west"]
+  }
+
+  assert {
+    condition     = output.serving_regions == ["us-east"]
+    error_message = "Keeping eu-west drained needs no health check: ${jsonencode(output.serving_regions)}"
   }
 }
