@@ -12,6 +12,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use marquee_schema::QueryLimits;
 use serde::{Deserialize, Serialize};
 
+pub use crate::secret::Secret;
+
 /// Everything the gateway can be configured with.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,37 +61,6 @@ pub struct Config {
     /// shared store. Never set in production.
     #[serde(default)]
     pub testing: bool,
-}
-
-/// A setting whose value must never be shown: `gateway config`, logs and `Debug` print
-/// `<redacted>` in its place.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The value itself, for the one place that uses it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<String> for Secret {
-    fn from(value: String) -> Secret {
-        Secret(value)
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str("<redacted>")
-    }
 }
 
 /// A region's parts, for the tools that start and route to them.
@@ -260,6 +231,22 @@ pub struct HttpConfig {
     /// Empty: the peer is the client, whatever the header says.
     #[serde(default)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The secret the deployment's CDN adds to every request it forwards, in `origin_header`.
+    /// Set, a request's `X-Forwarded-For` is believed only when it carries this (or
+    /// `origin_secret_previous`): anyone can point a CDN distribution of their own at the
+    /// load balancer and write the header, but not this value. Others are the peer's.
+    #[serde(default)]
+    pub origin_secret: Option<Secret>,
+    /// The value being rotated out, accepted alongside `origin_secret` during a rotation.
+    #[serde(default)]
+    pub origin_secret_previous: Option<Secret>,
+    /// The header carrying the CDN's secret.
+    #[serde(default = "default_origin_header")]
+    pub origin_header: String,
+}
+
+fn default_origin_header() -> String {
+    "x-marquee-origin".into()
 }
 
 /// GraphQL execution settings.
@@ -388,6 +375,9 @@ impl Default for Config {
                 drain_delay_ms: 0,
                 shutdown_grace_ms: 10_000,
                 trusted_proxies: Vec::new(),
+                origin_secret: None,
+                origin_secret_previous: None,
+                origin_header: default_origin_header(),
             },
             graphql: GraphqlConfig {
                 batch_delay_us: 0,

@@ -32,6 +32,7 @@ pub mod purge;
 pub mod rate_limit;
 pub mod regional;
 pub mod response_cache;
+pub mod secret;
 pub mod server;
 pub mod startup;
 pub mod state;

@@ -190,6 +190,18 @@ impl Application {
         if config.graphql.graphiql {
             graphiql_assets.check()?;
         }
+        let secrets: Vec<&str> = [&config.http.origin_secret, &config.http.origin_secret_previous]
+            .into_iter()
+            .flatten()
+            .map(crate::secret::Secret::expose)
+            .collect();
+        if config.http.origin_secret.is_none() && !secrets.is_empty() {
+            return Err(StartupError::Config(
+                "http.origin_secret_previous is set without http.origin_secret".into(),
+            ));
+        }
+        let proxies = TrustedProxies::new(&config.http.trusted_proxies, &config.http.origin_header, &secrets)
+            .map_err(StartupError::Config)?;
         let connections = ConnectionLimits::from_config(&config.http);
         let listener = TcpListener::bind(config.listen)
             .await
@@ -219,7 +231,7 @@ impl Application {
             metrics: Arc::new(metrics),
             body_limit: BodyLimit(config.http.body_limit_bytes),
             graphiql: Graphiql(config.graphql.graphiql.then(|| graphiql::page(&graphiql_assets, "/graphql"))),
-            proxies: TrustedProxies(config.http.trusted_proxies.as_slice().into()),
+            proxies,
         };
         Ok(Application { listener, addr, state, config, connections })
     }

@@ -99,6 +99,13 @@ enum Task {
         /// With --port: the nodes' directory [default: target/redis-cluster/PORT]; emptied first.
         #[arg(long, requires = "port")]
         dir: Option<PathBuf>,
+        /// Serve TLS only, with a certificate for 127.0.0.1 and this name (repeat for more),
+        /// signed by a CA written to the nodes' directory as `ca.pem`.
+        #[arg(long = "tls-name")]
+        tls_names: Vec<String>,
+        /// Require clients to AUTH with the password in this file (`requirepass`).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
     },
 }
 
@@ -127,7 +134,18 @@ fn main() -> anyhow::Result<()> {
         Task::Terraform { args } => terraform::run(&root, &args),
         Task::TerraformCheck => terraform::check_all(&root),
         Task::Drill(args) => rig::drill::run(&root, &args),
-        Task::RedisCluster { masters, port, dir } => redis_cluster(&root, masters, port, dir),
+        Task::RedisCluster { masters, port, dir, tls_names, password_file } => {
+            let password = password_file
+                .map(|file| {
+                    std::fs::read_to_string(&file)
+                        .map(|text| text.trim_end().to_owned())
+                        .with_context(|| format!("reading {}", file.display()))
+                })
+                .transpose()?;
+            let tls_names = (!tls_names.is_empty()).then_some(tls_names);
+            let security = marquee_redis_cluster::Security { tls_names, password };
+            redis_cluster(&root, masters, port, dir, &security)
+        }
         Task::Schema => {
             let sdl = output(&root, "cargo", &["run", "--quiet", "-p", "marquee-gateway", "--", "schema"])?;
             std::fs::write(root.join("schema/schema.graphql"), sdl)
@@ -197,10 +215,16 @@ fn has_nextest(root: &Path) -> bool {
 }
 
 /// Runs a Redis Cluster until Ctrl-C or SIGTERM, then stops its nodes by PID.
-fn redis_cluster(root: &Path, masters: usize, port: Option<u16>, dir: Option<PathBuf>) -> anyhow::Result<()> {
+fn redis_cluster(
+    root: &Path,
+    masters: usize,
+    port: Option<u16>,
+    dir: Option<PathBuf>,
+    security: &marquee_redis_cluster::Security,
+) -> anyhow::Result<()> {
     system::ensure_redis()?;
     let cluster = match port {
-        None => marquee_redis_cluster::RedisCluster::start(masters),
+        None => marquee_redis_cluster::RedisCluster::start_secured(masters, security),
         Some(first) => {
             let ports: Vec<u16> = (0..masters)
                 .map(|i| u16::try_from(i).ok().and_then(|i| first.checked_add(i)))
@@ -209,11 +233,14 @@ fn redis_cluster(root: &Path, masters: usize, port: Option<u16>, dir: Option<Pat
             // A fresh cluster each time: nodes keep their cluster state in their directory.
             let dir = dir.unwrap_or_else(|| root.join("target/redis-cluster").join(first.to_string()));
             let _ = std::fs::remove_dir_all(&dir);
-            marquee_redis_cluster::RedisCluster::start_on(&ports, &dir)
+            marquee_redis_cluster::RedisCluster::start_on(&ports, &dir, security)
         }
     }
     .map_err(anyhow::Error::msg)?;
     println!("Redis Cluster of {masters} masters, seeds: {}", cluster.seeds().join(", "));
+    if let Some(ca) = cluster.ca_file() {
+        println!("TLS only; the nodes' CA: {}", ca.display());
+    }
     println!("node PIDs: {:?}", cluster.pids());
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime.block_on(async {

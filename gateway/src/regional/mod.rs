@@ -23,12 +23,20 @@
 //! (`redis_writes_refused_total`) and logged at most once a minute, but they neither open the
 //! breaker nor mark the tier degraded: otherwise clients registering APQ hashes could fill
 //! the cluster and so switch the region's L2 off for everyone.
+//!
+//! In production the cluster is reached over TLS (`redis.tls`; the server's certificate is
+//! verified against public CAs, as ElastiCache's are issued, or against `redis.tls_ca_file`)
+//! and with AUTH (`redis.username`, `redis.password`): ElastiCache with transit encryption and
+//! an AUTH token. Nodes a cluster announces by address are checked against the name of the
+//! seed that announced them (or the name the cluster announces alongside), so one certificate
+//! for the cluster's names serves every node.
 
 pub mod bus;
 pub mod limiter;
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -38,9 +46,11 @@ use fred::prelude::{
     Value,
 };
 use fred::types::Resolve;
-use fred::types::config::Server;
+use fred::types::config::{Server, TlsConfig, TlsConnector, TlsHostMapping};
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge};
 use serde::{Deserialize, Serialize};
+
+use crate::secret::Secret;
 
 /// `[redis]`: the region's Redis Cluster.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -52,12 +62,68 @@ pub struct RedisConfig {
     pub command_timeout_ms: u64,
     /// Extra time to live, up to this percentage of an entry's TTL, chosen per entry.
     pub ttl_jitter_pct: u8,
+    /// Speak TLS to every node, verifying its certificate (against public CAs, or
+    /// `tls_ca_file`) and its name (the seed's).
+    pub tls: bool,
+    /// PEM file of the CA(s) that sign the nodes' certificates, instead of public CAs.
+    pub tls_ca_file: Option<PathBuf>,
+    /// The user to AUTH as (`default` for an ElastiCache AUTH token).
+    pub username: Option<String>,
+    /// The password (AUTH token) to AUTH with. Never printed.
+    pub password: Option<Secret>,
 }
 
 impl Default for RedisConfig {
     fn default() -> Self {
-        RedisConfig { seeds: Vec::new(), command_timeout_ms: 50, ttl_jitter_pct: 10 }
+        RedisConfig {
+            seeds: Vec::new(),
+            command_timeout_ms: 50,
+            ttl_jitter_pct: 10,
+            tls: false,
+            tls_ca_file: None,
+            username: None,
+            password: None,
+        }
     }
+}
+
+/// The TLS settings `config` asks for, or `None` when TLS is off.
+fn tls_config(config: &RedisConfig) -> Result<Option<TlsConfig>, RedisConfigError> {
+    if !config.tls {
+        if config.tls_ca_file.is_some() {
+            return Err(RedisConfigError("tls_ca_file is set and tls is off: set redis.tls = true".into()));
+        }
+        return Ok(None);
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    match &config.tls_ca_file {
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        Some(file) => {
+            use rustls::pki_types::pem::PemObject as _;
+            let certs = rustls::pki_types::CertificateDer::pem_file_iter(file)
+                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                .map_err(|e| RedisConfigError(format!("tls_ca_file {}: {e}", file.display())))?;
+            if certs.is_empty() {
+                return Err(RedisConfigError(format!(
+                    "tls_ca_file {}: no PEM certificate in it",
+                    file.display()
+                )));
+            }
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| RedisConfigError(format!("tls_ca_file {}: {e}", file.display())))?;
+            }
+        }
+    }
+    // Named explicitly: the dependency graph carries more than one rustls provider.
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| RedisConfigError(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Some(TlsConfig { connector: TlsConnector::from(client), hostnames: TlsHostMapping::DefaultHost }))
 }
 
 /// Why the client could not be set up (bad settings; an unreachable cluster is not an error).
@@ -164,9 +230,15 @@ impl Regional {
         if hosts.is_empty() {
             return Err(RedisConfigError("seeds is empty".into()));
         }
+        if config.password.is_none() && config.username.is_some() {
+            return Err(RedisConfigError("username is set without password".into()));
+        }
         let timeout = Duration::from_millis(config.command_timeout_ms.max(1));
         let fred_config = FredConfig {
             server: ServerConfig::Clustered { hosts, policy: Default::default() },
+            tls: tls_config(config)?,
+            username: config.username.clone(),
+            password: config.password.as_ref().map(|p| p.expose().to_owned()),
             // Keep trying in the background rather than failing the first connection.
             fail_fast: false,
             ..FredConfig::default()

@@ -496,3 +496,73 @@ async fn a_rating_taken_in_one_region_reaches_the_other_regions_caches_within_tw
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A cluster secured as ElastiCache runs with transit encryption and an AUTH token (TLS only,
+/// `requirepass`): gateways with its CA and password share entities through it; a gateway
+/// that cannot verify it, or has the wrong password, or no TLS, never uses it and still
+/// answers every request from the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_with_tls_and_auth_is_shared_and_one_that_cannot_be_trusted_is_never_used() {
+    let security = marquee_redis_cluster::Security {
+        tls_names: Some(vec!["localhost".into()]),
+        password: Some("correct horse battery staple".into()),
+    };
+    let cluster = tokio::task::spawn_blocking(move || RedisCluster::start_secured(3, &security))
+        .await
+        .expect("starting")
+        .expect("a TLS Redis Cluster");
+    let ca = cluster.ca_file().expect("the cluster's CA").to_owned();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = scylla_config(dir.path());
+    seed_store(&store, &CATALOG);
+    let gateway = |tls: bool, ca: Option<std::path::PathBuf>, password: &str| {
+        let mut config = test_config(dir.path());
+        config.store = store.clone();
+        config.auth.signing_keys = Some(generate_pem().expect("key").into());
+        config.rate_limit.enabled = false;
+        config.redis = Some(RedisConfig {
+            // Seeds by name, as ElastiCache's configuration endpoint is: the certificate names
+            // it, and nodes announced by address are checked against it.
+            seeds: cluster.seeds().iter().map(|s| s.replace("127.0.0.1", "localhost")).collect(),
+            command_timeout_ms: 500,
+            tls,
+            tls_ca_file: ca,
+            username: Some("default".into()),
+            password: Some(password.to_owned().into()),
+            ..Default::default()
+        });
+        spawn_with(config)
+    };
+    let password = "correct horse battery staple";
+    let a = gateway(true, Some(ca.clone()), password).await;
+    let b = gateway(true, Some(ca.clone()), password).await;
+    let movie = json!({ "m": "tt0000042" });
+    let expected = a.data(MOVIE, movie.clone()).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let before = store_calls(&b, "movies").await;
+        assert_eq!(b.data(MOVIE, json!({ "m": "tt0000043" })).await["movie"]["id"], "tt0000043");
+        let _ = a.data(MOVIE, movie.clone()).await;
+        let hits_before = l2(&b, "movies", "hit").await;
+        assert_eq!(b.data(MOVIE, movie.clone()).await, expected);
+        if l2(&b, "movies", "hit").await > hits_before && store_calls(&b, "movies").await - before <= 1.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "b never read a's entry from the TLS cluster");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let untrusted = [
+        ("the wrong password", gateway(true, Some(ca.clone()), "wrong").await),
+        ("no CA for a private certificate", gateway(true, None, password).await),
+        ("plain text to a TLS-only cluster", gateway(false, None, password).await),
+    ];
+    for (why, app) in &untrusted {
+        for id in ["tt0000042", "tt0000044", "tt0000045"] {
+            let answer = app.data(MOVIE, json!({ "m": id })).await;
+            assert_eq!(answer["movie"]["id"], id, "{why}: served from the store");
+        }
+        assert_eq!(l2(app, "movies", "hit").await, 0.0, "{why}: nothing read from the cluster");
+        assert_eq!(app.metric("cache_l2_degraded", &[]).await, 1.0, "{why}: the tier is marked degraded");
+    }
+}

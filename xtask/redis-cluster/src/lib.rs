@@ -7,6 +7,10 @@
 //! is ever stopped by name. Each node's files live in a directory of its own under the
 //! cluster's directory. Without replicas a killed master's slots are unavailable until it is
 //! started again ([`RedisCluster::restart`]), which is the outage the cache tier must ride out.
+//!
+//! A cluster can be secured as a production one is ([`Security`]): TLS only (clients, the
+//! cluster bus), with a certificate from a CA made for it, and a password every client must
+//! AUTH with, as ElastiCache runs with transit encryption and an AUTH token.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -33,6 +37,23 @@ fn fail(message: impl Into<String>) -> ClusterError {
     ClusterError(message.into())
 }
 
+/// How a cluster is secured.
+#[derive(Clone, Debug, Default)]
+pub struct Security {
+    /// Serve TLS only, with a certificate for 127.0.0.1 and these DNS names (the names clients
+    /// reach the nodes by), signed by a CA made for the cluster ([`RedisCluster::ca_file`]).
+    pub tls_names: Option<Vec<String>>,
+    /// The password every client must `AUTH` with (`requirepass`).
+    pub password: Option<String>,
+}
+
+/// The files of a cluster's TLS: its CA, and the nodes' certificate and key.
+struct TlsFiles {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
 /// One `redis-server` of the cluster.
 struct Node {
     port: u16,
@@ -43,6 +64,8 @@ struct Node {
 /// A running cluster; its processes stop when it is dropped.
 pub struct RedisCluster {
     nodes: Vec<Node>,
+    tls: Option<TlsFiles>,
+    password: Option<String>,
     _scratch: Option<tempfile::TempDir>,
 }
 
@@ -50,26 +73,27 @@ impl RedisCluster {
     /// Starts `masters` nodes (at least 3, as Redis Cluster requires) on free loopback ports
     /// under a temporary directory, and joins them into one cluster with no replicas.
     pub fn start(masters: usize) -> Result<RedisCluster, ClusterError> {
+        RedisCluster::start_secured(masters, &Security::default())
+    }
+
+    /// [`RedisCluster::start`], secured as `security` says.
+    pub fn start_secured(masters: usize, security: &Security) -> Result<RedisCluster, ClusterError> {
         let scratch = tempfile::Builder::new()
             .prefix("marquee-redis-")
             .tempdir()
             .map_err(|e| fail(format!("creating a directory for the cluster: {e}")))?;
-        let mut cluster = RedisCluster::start_in(masters, scratch.path())?;
+        if masters < 3 {
+            return Err(fail("a Redis Cluster needs at least 3 masters"));
+        }
+        let mut cluster = RedisCluster::start_on(&free_ports(masters)?, scratch.path(), security)?;
         cluster._scratch = Some(scratch);
         Ok(cluster)
     }
 
-    /// [`RedisCluster::start`] with the nodes' files under `dir` (kept after the cluster stops).
-    pub fn start_in(masters: usize, dir: &Path) -> Result<RedisCluster, ClusterError> {
-        if masters < 3 {
-            return Err(fail("a Redis Cluster needs at least 3 masters"));
-        }
-        RedisCluster::start_on(&free_ports(masters)?, dir)
-    }
-
     /// A cluster with one master on each of `ports` (on 127.0.0.1, at least 3), the nodes'
-    /// files under `dir`: for a region file that names its seeds.
-    pub fn start_on(ports: &[u16], dir: &Path) -> Result<RedisCluster, ClusterError> {
+    /// files under `dir` (kept after the cluster stops): for a region file that names its
+    /// seeds.
+    pub fn start_on(ports: &[u16], dir: &Path, security: &Security) -> Result<RedisCluster, ClusterError> {
         let masters = ports.len();
         if masters < 3 {
             return Err(fail("a Redis Cluster needs at least 3 masters"));
@@ -79,7 +103,16 @@ impl RedisCluster {
                 return Err(fail(format!("127.0.0.1:{port} is in use")));
             }
         }
-        let mut cluster = RedisCluster { nodes: Vec::with_capacity(masters), _scratch: None };
+        let tls = match &security.tls_names {
+            Some(names) => Some(make_tls(dir, names)?),
+            None => None,
+        };
+        let mut cluster = RedisCluster {
+            nodes: Vec::with_capacity(masters),
+            tls,
+            password: security.password.clone(),
+            _scratch: None,
+        };
         for &port in ports {
             let node_dir = dir.join(format!("node-{port}"));
             std::fs::create_dir_all(&node_dir)
@@ -89,7 +122,7 @@ impl RedisCluster {
         for index in 0..masters {
             cluster.spawn(index)?;
         }
-        let mut create = Command::new("redis-cli");
+        let mut create = cluster.cli();
         create.arg("--cluster").arg("create");
         for node in &cluster.nodes {
             create.arg(format!("127.0.0.1:{}", node.port));
@@ -109,6 +142,45 @@ impl RedisCluster {
         Ok(cluster)
     }
 
+    /// The CA that signs the nodes' certificate, when the cluster serves TLS.
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|tls| tls.ca.as_path())
+    }
+
+    /// `redis-cli`, set up to reach this cluster's nodes (TLS, password).
+    fn cli(&self) -> Command {
+        let mut cli = Command::new("redis-cli");
+        if let Some(tls) = &self.tls {
+            cli.arg("--tls").arg("--cacert").arg(&tls.ca);
+        }
+        if let Some(password) = &self.password {
+            cli.env("REDISCLI_AUTH", password);
+        }
+        cli
+    }
+
+    /// Sends one command to the node on `port` and returns the reply's text: over a plain
+    /// socket, or through `redis-cli` when the cluster serves TLS only.
+    fn command(&self, port: u16, args: &[&str]) -> std::io::Result<String> {
+        if self.tls.is_none() && self.password.is_none() {
+            return command(port, args);
+        }
+        let out = self.cli().args(["-h", "127.0.0.1", "-p", &port.to_string()]).args(args).output()?;
+        let text = String::from_utf8_lossy(&out.stdout).trim_end().to_owned();
+        if !out.status.success() || text.starts_with("Could not connect") || text.is_empty() {
+            return Err(std::io::Error::other(format!(
+                "redis-cli: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        // redis-cli prints a simple string without its `+`.
+        Ok(match text.as_str() {
+            "OK" => "+OK".to_owned(),
+            "PONG" => "+PONG".to_owned(),
+            _ => text,
+        })
+    }
+
     /// `127.0.0.1:port` of every node, the seeds a client needs.
     pub fn seeds(&self) -> Vec<String> {
         self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect()
@@ -123,7 +195,8 @@ impl RedisCluster {
     /// `maxmemory` and `maxmemory-policy`, to fill the cluster up.
     pub fn config_set(&self, parameter: &str, value: &str) -> Result<(), ClusterError> {
         for node in self.nodes.iter().filter(|n| n.process.is_some()) {
-            let reply = command(node.port, &["CONFIG", "SET", parameter, value])
+            let reply = self
+                .command(node.port, &["CONFIG", "SET", parameter, value])
                 .map_err(|e| fail(format!("CONFIG SET on port {}: {e}", node.port)))?;
             if reply != "+OK" {
                 return Err(fail(format!("CONFIG SET {parameter} {value} on port {}: {reply}", node.port)));
@@ -138,7 +211,7 @@ impl RedisCluster {
             .iter()
             .filter(|n| n.process.is_some())
             .map(|node| {
-                command(node.port, &["INFO", section])
+                self.command(node.port, &["INFO", section])
                     .map_err(|e| fail(format!("INFO on port {}: {e}", node.port)))
             })
             .collect()
@@ -201,11 +274,26 @@ impl RedisCluster {
     }
 
     fn spawn(&mut self, index: usize) -> Result<(), ClusterError> {
-        let node = self.nodes.get_mut(index).ok_or_else(|| fail(format!("no node {index}")))?;
+        let node = self.nodes.get(index).ok_or_else(|| fail(format!("no node {index}")))?;
         let log = std::fs::File::create(node.dir.join("redis.log"))
             .map_err(|e| fail(format!("creating {}: {e}", node.dir.display())))?;
-        let process = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &node.port.to_string()])
+        let mut server = Command::new("redis-server");
+        match &self.tls {
+            None => server.args(["--bind", "127.0.0.1", "--port", &node.port.to_string()]),
+            Some(tls) => server
+                .args(["--bind", "127.0.0.1", "--port", "0", "--tls-port", &node.port.to_string()])
+                .args(["--tls-cluster", "yes", "--tls-replication", "yes", "--tls-auth-clients", "no"])
+                .arg("--tls-cert-file")
+                .arg(&tls.cert)
+                .arg("--tls-key-file")
+                .arg(&tls.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&tls.ca),
+        };
+        if let Some(password) = &self.password {
+            server.args(["--requirepass", password, "--masterauth", password]);
+        }
+        let process = server
             .args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
             .args(["--cluster-node-timeout", "2000"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no", "--daemonize", "no"])
@@ -216,10 +304,10 @@ impl RedisCluster {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| fail(format!("starting redis-server (apt-get install redis-server): {e}")))?;
-        node.process = Some(process);
         let port = node.port;
+        self.nodes[index].process = Some(process);
         let deadline = Instant::now() + START_TIMEOUT;
-        while !command(port, &["PING"]).is_ok_and(|reply| reply == "+PONG") {
+        while !self.command(port, &["PING"]).is_ok_and(|reply| reply == "+PONG") {
             if Instant::now() > deadline {
                 return Err(fail(format!("redis-server on port {port} did not answer PING")));
             }
@@ -233,7 +321,7 @@ impl RedisCluster {
         let deadline = Instant::now() + START_TIMEOUT;
         for node in self.nodes.iter().filter(|n| n.process.is_some()) {
             loop {
-                let info = command(node.port, &["CLUSTER", "INFO"]).unwrap_or_default();
+                let info = self.command(node.port, &["CLUSTER", "INFO"]).unwrap_or_default();
                 if info.contains("cluster_state:ok") {
                     break;
                 }
@@ -251,6 +339,31 @@ impl Drop for RedisCluster {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A CA for the cluster and the nodes' certificate (127.0.0.1, localhost and `names`), as PEM
+/// files under `dir`.
+fn make_tls(dir: &Path, names: &[String]) -> Result<TlsFiles, ClusterError> {
+    let bad = |e: rcgen::Error| fail(format!("making the cluster's certificates: {e}"));
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(bad)?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "Marquee Redis test CA");
+    let ca_key = rcgen::KeyPair::generate().map_err(bad)?;
+    let ca = ca_params.self_signed(&ca_key).map_err(bad)?;
+    let mut subject = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+    subject.extend(names.iter().cloned());
+    let node_params = rcgen::CertificateParams::new(subject).map_err(bad)?;
+    let node_key = rcgen::KeyPair::generate().map_err(bad)?;
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let node = node_params.signed_by(&node_key, &issuer).map_err(bad)?;
+    std::fs::create_dir_all(dir).map_err(|e| fail(format!("creating {}: {e}", dir.display())))?;
+    let files = TlsFiles { ca: dir.join("ca.pem"), cert: dir.join("node.pem"), key: dir.join("node.key") };
+    for (path, pem) in
+        [(&files.ca, ca.pem()), (&files.cert, node.pem()), (&files.key, node_key.serialize_pem())]
+    {
+        std::fs::write(path, pem).map_err(|e| fail(format!("writing {}: {e}", path.display())))?;
+    }
+    Ok(files)
 }
 
 /// `count` loopback ports that are free, each with its cluster bus port (port + 10000) free

@@ -21,6 +21,7 @@
 //! so draining a region on the rig is the same `terraform apply` as in production.
 
 pub(crate) mod drill;
+pub(crate) mod health;
 mod regions;
 mod render;
 
@@ -236,6 +237,11 @@ impl Rig {
         let mut keygen = Command::new(gateway);
         keygen.arg("keygen").arg("--out").arg(&key).stdout(std::process::Stdio::null());
         crate::check(keygen, "gateway keygen (one signing key for every region's gateways)")?;
+        // The regions' Redis Clusters require AUTH, as ElastiCache with an AUTH token does.
+        let mut random = [0u8; 16];
+        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut random)?;
+        let password: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::write(self.redis_password_file(), password).context("writing the Redis password")?;
         for region in regions {
             self.start_redis(region)?;
             self.start_gateways(gateway, region, &key)?;
@@ -332,6 +338,18 @@ impl Rig {
         )
     }
 
+    /// The password of every region's Redis Cluster.
+    fn redis_password_file(&self) -> PathBuf {
+        self.dir.join("redis-password")
+    }
+
+    /// The directory of `region`'s Redis Cluster (its nodes' files, and `ca.pem`).
+    fn redis_dir(&self, region: &Region) -> PathBuf {
+        self.dir.join(&region.name).join("redis")
+    }
+
+    /// The region's Redis Cluster, TLS only and with AUTH, as ElastiCache runs with transit
+    /// encryption and an AUTH token: the certificate names the seeds' host names.
     fn start_redis(&mut self, region: &Region) -> anyhow::Result<()> {
         let xtask = std::env::current_exe().context("locating xtask")?;
         let mut command = Command::new(xtask);
@@ -342,7 +360,12 @@ impl Rig {
             .arg("--port")
             .arg(region.redis_ports[0].to_string())
             .arg("--dir")
-            .arg(self.dir.join(&region.name).join("redis"));
+            .arg(self.redis_dir(region))
+            .arg("--password-file")
+            .arg(self.redis_password_file());
+        for name in &region.redis_names {
+            command.arg("--tls-name").arg(name);
+        }
         let addrs: Vec<SocketAddr> =
             region.redis_ports.iter().map(|&p| SocketAddr::from(([127, 0, 0, 1], p))).collect();
         let name = format!("{} redis", region.name);
@@ -367,10 +390,16 @@ impl Rig {
             let mut command = Command::new(gateway);
             command.arg("--config").arg(&region.file).arg("--listen").arg(addr.to_string());
             quiet_gateway_env(&mut command);
+            let password = std::fs::read_to_string(self.redis_password_file())
+                .context("reading the rig's Redis password")?;
             command
                 .env("MARQUEE_AUTH__SIGNING_KEY_FILES", format!("[\"{}\"]", key.display()))
                 .env("MARQUEE_AUTH__DEV_TOKENS", "true")
-                .env("MARQUEE_PERSISTED_QUERIES__MANIFEST_FILE", &manifest);
+                .env("MARQUEE_PERSISTED_QUERIES__MANIFEST_FILE", &manifest)
+                .env("MARQUEE_REDIS__TLS", "true")
+                .env("MARQUEE_REDIS__TLS_CA_FILE", self.redis_dir(region).join("ca.pem"))
+                .env("MARQUEE_REDIS__USERNAME", "default")
+                .env("MARQUEE_REDIS__PASSWORD", password);
             self.launch_http(
                 format!("{} gateway {}", region.name, i + 1),
                 "an instance of the region's autoscaling group",
@@ -437,9 +466,14 @@ impl Rig {
         let inputs = serde_json::to_vec_pretty(&render::traffic_inputs(ZONE, regions, DNS_TTL))?;
         std::fs::write(self.dir.join("regions.json"), inputs).context("writing target/rig/regions.json")?;
         println!("rig: rendering the geo-DNS zone with the traffic policy (terraform/environments/local)");
-        for args in
-            [["init", "-input=false"].as_slice(), ["apply", "-input=false", "-auto-approve"].as_slice()]
-        {
+        // With no state yet, nothing was applied before: no region's traffic is "returned".
+        let state = self.dir.join("terraform.tfstate");
+        let first_apply = std::fs::metadata(&state).map_or(true, |m| m.len() == 0);
+        let first_apply = format!("-var=first_apply={first_apply}");
+        for args in [
+            ["init", "-input=false"].as_slice(),
+            ["apply", "-input=false", "-auto-approve", first_apply.as_str()].as_slice(),
+        ] {
             let mut all = vec![format!("-chdir={TRAFFIC_ENVIRONMENT}")];
             all.extend(args.iter().map(|a| (*a).to_owned()));
             crate::terraform::run_quiet(&self.root, &all, &self.log("terraform"))?;
