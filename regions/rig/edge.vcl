@@ -24,7 +24,8 @@ vcl 4.1;
 #   (`purgers`). `xkey` and `Surrogate-Key` stay at the edge.
 #
 # `backend.vcl` (written by `cargo xtask rig up` from the region file) defines `origin`: the
-# region's load balancer, probed on its health URL (200 while a gateway is in rotation).
+# region's load balancer, probed on its health URL (200 while a gateway is in rotation), and
+# `origin_secret`, which adds the secret the load balancer requires to every fetch.
 
 import std;
 import xkey;
@@ -107,6 +108,13 @@ sub vcl_hit {
     }
     set req.http.X-Marquee-Revalidate = "1";
     return (restart);
+}
+
+sub vcl_backend_fetch {
+    # Proves to the load balancer that the request came through this edge (`origin_secret`,
+    # from backend.vcl): it refuses anything else, and the gateways believe X-Forwarded-For
+    # only with it.
+    call origin_secret;
 }
 
 sub vcl_backend_response {

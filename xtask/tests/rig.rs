@@ -6,7 +6,9 @@
 //! What it shows: a client lands in its own region; a rating written through eu-west reads
 //! back through us-east, and reaches us-east's caches and both regions' edges within 2 s; the
 //! edge caches a partner's persisted GET (miss, then hit with an `Age`), answers
-//! `If-None-Match` with 304, never stores a signed-in caller's answer; `terraform apply` of
+//! `If-None-Match` with 304, never stores a signed-in caller's answer; only requests through
+//! an edge (which adds the origin secret) pass the load balancer, and a gateway reached
+//! around it believes no `X-Forwarded-For`; `terraform apply` of
 //! `terraform/environments/local` drains a region from geo-DNS (and refuses to drain them
 //! all); the failover drill (`xtask drill`, short) loses no acknowledged rating and its planned
 //! drain fails no request; a gateway drained with SIGTERM under load leaves the load balancer
@@ -209,6 +211,38 @@ async fn checks() {
             client.get(format!("{API}/readyz")).send().await.expect("readyz").json().await.expect("json");
         assert_eq!(ready["region"], region, "{ready}");
     }
+
+    // Only what came through an edge reaches a gateway: the edge adds the origin secret. A
+    // client going around its edge to the load balancer is refused; one reaching a gateway
+    // directly, even from the proxies' own network and naming another client in
+    // X-Forwarded-For, is taken for itself (its anonymous token carries its own address).
+    let around = eu.post("http://127.0.0.1:18110/graphql").json(&json!({ "query": "{ genres { name } }" }));
+    let refused = around.send().await.expect("load balancer");
+    assert_eq!(refused.status(), 403);
+    let body: Value = refused.json().await.expect("a GraphQL body");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "FORBIDDEN", "{body}");
+    let health = eu.get("http://127.0.0.1:18110/readyz/region").send().await.expect("health");
+    assert_eq!(health.status(), 200, "the health URL stays open to the health checks");
+    let address_of = |token: &Value| -> String {
+        use base64::Engine as _;
+        let token = token["token"].as_str().expect("a token");
+        let claims = token.split('.').nth(1).expect("claims");
+        let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims).expect("base64");
+        serde_json::from_slice::<Value>(&claims).expect("json")["addr"].as_str().expect("addr").to_owned()
+    };
+    let direct: Value = reqwest::Client::new()
+        .post("http://127.0.0.1:18111/auth/anonymous")
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await
+        .expect("gateway")
+        .json()
+        .await
+        .expect("token");
+    assert_eq!(address_of(&direct), "127.0.0.1", "a spoofed X-Forwarded-For without the secret: {direct}");
+    let through: Value =
+        eu.post(format!("{API}/auth/anonymous")).send().await.expect("edge").json().await.expect("token");
+    assert_eq!(address_of(&through), EU_CLIENT, "through the edge the client is named: {through}");
 
     // Every gateway found its region's Redis Cluster by name, through [dns] (the rig's DNS):
     // the cache tier is up and the invalidation bus live.

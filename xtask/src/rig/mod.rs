@@ -238,10 +238,10 @@ impl Rig {
         keygen.arg("keygen").arg("--out").arg(&key).stdout(std::process::Stdio::null());
         crate::check(keygen, "gateway keygen (one signing key for every region's gateways)")?;
         // The regions' Redis Clusters require AUTH, as ElastiCache with an AUTH token does.
-        let mut random = [0u8; 16];
-        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut random)?;
-        let password: String = random.iter().map(|b| format!("{b:02x}")).collect();
-        std::fs::write(self.redis_password_file(), password).context("writing the Redis password")?;
+        std::fs::write(self.redis_password_file(), random_hex()?).context("writing the Redis password")?;
+        // The secret the edges add to every request they forward, which the load balancers
+        // require and the gateways check before believing X-Forwarded-For.
+        std::fs::write(self.origin_secret_file(), random_hex()?).context("writing the origin secret")?;
         for region in regions {
             self.start_redis(region)?;
             self.start_gateways(gateway, region, &key)?;
@@ -338,6 +338,15 @@ impl Rig {
         )
     }
 
+    /// The secret every region's edge proves itself to its load balancer and gateways with.
+    fn origin_secret_file(&self) -> PathBuf {
+        self.dir.join("origin-secret")
+    }
+
+    fn origin_secret(&self) -> anyhow::Result<String> {
+        std::fs::read_to_string(self.origin_secret_file()).context("reading the rig's origin secret")
+    }
+
     /// The password of every region's Redis Cluster.
     fn redis_password_file(&self) -> PathBuf {
         self.dir.join("redis-password")
@@ -399,7 +408,8 @@ impl Rig {
                 .env("MARQUEE_REDIS__TLS", "true")
                 .env("MARQUEE_REDIS__TLS_CA_FILE", self.redis_dir(region).join("ca.pem"))
                 .env("MARQUEE_REDIS__USERNAME", "default")
-                .env("MARQUEE_REDIS__PASSWORD", password);
+                .env("MARQUEE_REDIS__PASSWORD", password)
+                .env("MARQUEE_HTTP__ORIGIN_SECRET", self.origin_secret()?);
             self.launch_http(
                 format!("{} gateway {}", region.name, i + 1),
                 "an instance of the region's autoscaling group",
@@ -417,7 +427,7 @@ impl Rig {
         let error_file = dir.join("503.http");
         std::fs::write(&error_file, render::haproxy_503())?;
         let config = dir.join("haproxy.cfg");
-        std::fs::write(&config, render::haproxy(region, &error_file))?;
+        std::fs::write(&config, render::haproxy(region, &error_file, &self.origin_secret()?))?;
         let mut command = Command::new("haproxy");
         command.arg("-db").arg("-f").arg(&config);
         let addr = region.load_balancer;
@@ -433,7 +443,7 @@ impl Rig {
     fn start_edge(&mut self, region: &Region) -> anyhow::Result<()> {
         let dir = self.dir.join(&region.name).join("varnish");
         std::fs::create_dir_all(&dir)?;
-        std::fs::write(dir.join("backend.vcl"), render::varnish_backend(region))?;
+        std::fs::write(dir.join("backend.vcl"), render::varnish_backend(region, &self.origin_secret()?))?;
         let mut command = Command::new("varnishd");
         command
             .arg("-F")
@@ -640,4 +650,11 @@ fn stop_parts(parts: &[Part]) {
             let _ = signal_and_wait(part.pid, "KILL", &part.name);
         }
     }
+}
+
+/// 16 random bytes in hex: a secret for one rig.
+fn random_hex() -> anyhow::Result<String> {
+    let mut random = [0u8; 16];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut random)?;
+    Ok(random.iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -27,7 +27,10 @@ pub(crate) fn haproxy_503() -> String {
 /// every 500 ms and out of rotation after two failures, so a gateway draining after SIGTERM
 /// (503 on `/readyz` for `http.drain_delay_ms`) gets no new requests before it closes. A
 /// request whose connection to a gateway failed is sent to another.
-pub(crate) fn haproxy(region: &Region, error_file: &Path) -> String {
+/// The header the edge proves itself with (the gateways' `http.origin_header` default).
+pub(crate) const ORIGIN_HEADER: &str = "x-marquee-origin";
+
+pub(crate) fn haproxy(region: &Region, error_file: &Path, origin_secret: &str) -> String {
     let mut servers = String::new();
     for (i, gateway) in region.gateways.iter().enumerate() {
         let _ = writeln!(servers, "    server gateway-{} {gateway} check", i + 1);
@@ -58,6 +61,9 @@ frontend api
     # rotation. (A gateway's /readyz speaks for that gateway only, and a draining one says 503.)
     monitor-uri {region_health}
     monitor fail if {{ nbsrv(gateways) lt 1 }}
+    # Only what came through the region's edge reaches a gateway: the edge adds the origin
+    # secret (an ALB listener rule does this in production). Anyone else gets a 403.
+    http-request return status 403 content-type application/json string '{forbidden}' unless {{ path {region_health} }} || {{ req.hdr({origin_header}) -m str {origin_secret} }}
     default_backend gateways
 
 backend gateways
@@ -72,13 +78,18 @@ backend gateways
         error_file = error_file.display(),
         lb = region.load_balancer,
         region_health = REGION_HEALTH,
+        origin_header = ORIGIN_HEADER,
+        forbidden = FORBIDDEN_BODY,
     )
 }
+
+/// What the load balancer answers a request that did not come through the edge.
+const FORBIDDEN_BODY: &str = r#"{"errors":[{"message":"Requests reach this API through its CDN.","extensions":{"code":"FORBIDDEN"}}]}"#;
 
 /// `backend.vcl` for `regions/rig/edge.vcl`: the region's load balancer, probed on its
 /// health URL (503 when no gateway is in rotation) so the edge knows when to serve stale
 /// copies.
-pub(crate) fn varnish_backend(region: &Region) -> String {
+pub(crate) fn varnish_backend(region: &Region, origin_secret: &str) -> String {
     format!(
         "# {name}: the CDN edge's origin (written by `cargo xtask rig up` from {file})
 backend origin {{
@@ -94,12 +105,18 @@ backend origin {{
         .threshold = 2;
     }}
 }}
+
+# Proves to the load balancer that a request came through this edge.
+sub origin_secret {{
+    set bereq.http.{origin_header} = \"{origin_secret}\";
+}}
 ",
         name = region.name,
         file = region.file.display(),
         host = region.load_balancer.ip(),
         port = region.load_balancer.port(),
         region_health = REGION_HEALTH,
+        origin_header = ORIGIN_HEADER,
     )
 }
 
