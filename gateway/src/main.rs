@@ -72,8 +72,13 @@ enum Command {
     /// Print the GraphQL schema (SDL).
     Schema,
     /// Print the configuration the gateway would run with (defaults, file, environment and
-    /// flags merged), as JSON.
-    Config,
+    /// flags merged), as JSON; secrets print as `<redacted>`.
+    Config {
+        /// Instead, check it as `serve` would before starting (nothing is reached): one line
+        /// naming what is refused, or `configuration accepted`.
+        #[arg(long)]
+        check: bool,
+    },
     /// Write a new Ed25519 signing key (PKCS#8 PEM) for `auth.signing_key_files`.
     Keygen {
         /// Where to write it (refuses to overwrite).
@@ -132,8 +137,13 @@ async fn main() -> anyhow::Result<()> {
         }
         loaded => loaded?,
     };
-    if let Some(Command::Config) = &cli.command {
-        println!("{}", serde_json::to_string_pretty(&config)?);
+    if let Some(Command::Config { check }) = &cli.command {
+        if *check {
+            config.check(true)?;
+            println!("configuration accepted");
+        } else {
+            println!("{}", serde_json::to_string_pretty(&config)?);
+        }
         return Ok(());
     }
     if let Some(Command::Token { user, ttl }) = &cli.command {
@@ -180,7 +190,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Some(
             Command::Schema
-            | Command::Config
+            | Command::Config { .. }
             | Command::Migrate
             | Command::Keygen { .. }
             | Command::Token { .. },

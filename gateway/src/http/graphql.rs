@@ -222,6 +222,16 @@ pub(super) async fn post(
 }
 
 /// Any other method.
+/// `/graphql/read` only reads.
+pub(super) async fn read_method_not_allowed() -> HttpError {
+    HttpError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        codes::METHOD_NOT_ALLOWED,
+        "/graphql/read accepts GET only",
+    )
+    .with_header(header::ALLOW, HeaderValue::from_static("GET, HEAD"))
+}
+
 pub(super) async fn method_not_allowed() -> HttpError {
     HttpError::new(StatusCode::METHOD_NOT_ALLOWED, codes::METHOD_NOT_ALLOWED, "/graphql accepts GET and POST")
         .with_header(header::ALLOW, HeaderValue::from_static("GET, POST"))

@@ -49,6 +49,18 @@ pub fn router(state: AppState, request_timeout: Duration, graphiql_assets: Optio
                     auth::authenticate,
                 )),
         )
+        // The same GETs, on a path of their own that only reads: a CDN can fail it over between
+        // regions (CloudFront's origin groups refuse a path that also takes POST).
+        .route(
+            READ_ROUTE,
+            get(graphql::get)
+                .fallback(graphql::read_method_not_allowed)
+                .route_layer(middleware::from_fn_with_state(state.rate_limit.clone(), rate_limit::rate_limit))
+                .route_layer(middleware::from_fn_with_state(
+                    auth::AuthStage::from_ref(&state),
+                    auth::authenticate,
+                )),
+        )
         .route(
             "/auth/anonymous",
             post(token::anonymous)
@@ -76,10 +88,13 @@ pub fn router(state: AppState, request_timeout: Duration, graphiql_assets: Optio
         .with_state(state)
 }
 
+/// GraphQL over GET only: what a CDN may fail over between regions.
+pub const READ_ROUTE: &str = "/graphql/read";
+
 /// The media-type stage of `/graphql` (see `graphql::media`), outermost so it labels every
 /// response of the route, the timeout's and the panic guard's included.
 async fn graphql_media(request: Request, next: Next) -> Response {
-    if request.uri().path() == "/graphql" {
+    if matches!(request.uri().path(), "/graphql" | READ_ROUTE) {
         graphql::media(request, next).await
     } else {
         next.run(request).await
@@ -90,6 +105,7 @@ async fn graphql_media(request: Request, next: Next) -> Response {
 async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| match p.as_str() {
         "/graphql" => "/graphql",
+        READ_ROUTE => READ_ROUTE,
         "/healthz" => "/healthz",
         "/readyz" => "/readyz",
         "/metrics" => "/metrics",

@@ -1,6 +1,7 @@
 //! HTTP behaviour: status codes, content negotiation, GraphQL-shaped errors for bad input,
 //! health, metrics and GraphiQL. No input may produce a 5xx.
 
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{first_code, seeded_dir, spawn_app, spawn_with, test_config};
@@ -199,4 +200,41 @@ async fn health_metrics_and_graphiql() {
         app.client.get(app.url("/graphql")).header("accept", "text/html").send().await.expect("graphiql");
     assert_eq!(page.status(), 200);
     assert!(page.text().await.expect("html").contains("graphiql"));
+}
+
+/// `/graphql/read` answers GETs exactly as `/graphql` does (same body, same caching headers)
+/// and takes nothing else: it is the path a CDN may fail over between regions.
+#[tokio::test]
+async fn graphql_read_serves_the_same_gets_and_refuses_writes() {
+    let app = spawn_app().await;
+    let query = [("query", "{ movie(id: \"tt0000042\") { title year } }")];
+    let get = |path: &'static str| app.client.get(app.url(path)).query(&query).send();
+    let (main, read) = (get("/graphql").await.expect("get"), get("/graphql/read").await.expect("get"));
+    assert_eq!((main.status(), read.status()), (StatusCode::OK, StatusCode::OK));
+    for name in ["cache-control", "content-type", "vary"] {
+        assert_eq!(main.headers().get(name), read.headers().get(name), "{name}");
+    }
+    let (main, read): (Value, Value) = (main.json().await.expect("json"), read.json().await.expect("json"));
+    assert_eq!(main, read);
+    assert!(read["data"]["movie"]["title"].is_string(), "{read}");
+
+    let post = app
+        .client
+        .post(app.url("/graphql/read"))
+        .json(&json!({ "query": "mutation { rateMovie(movieId: \"tt0000042\", score: 7) { score } }" }))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(post.status(), 405);
+    assert_eq!(post.headers()["allow"], "GET, HEAD");
+    let body: Value = post.json().await.expect("a GraphQL body");
+    assert_eq!(first_code(&body), "METHOD_NOT_ALLOWED");
+    let mutation = app
+        .client
+        .get(app.url("/graphql/read"))
+        .query(&[("query", "mutation { rateMovie(movieId: \"tt0000042\", score: 7) { score } }")])
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(mutation.status(), 405, "a mutation over GET is refused here as on /graphql");
 }

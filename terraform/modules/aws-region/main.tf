@@ -5,9 +5,16 @@
 #
 # What the rig runs on loopback (cargo xtask rig), this runs in a region: HAProxy is the ALB,
 # the Redis Cluster is ElastiCache, the CQL stand-in is ScyllaDB. Not applied by Marquee's CI
-# (the AWS provider cannot be downloaded there): `terraform fmt -check` and checkov only.
+# (the AWS provider cannot be downloaded there): `terraform fmt -check` and checkov only; the
+# gateways' environment comes from the provider-free gateway-environment module, whose tests
+# and whose rendering through the real gateway CI does run.
+#
+# Each region is its own stack and state (environments/aws/region): applying or failing one
+# never touches another, and traffic (Route 53, CloudFront) is the traffic stack's alone.
 
 data "aws_region" "current" {}
+
+data "aws_caller_identity" "current" {}
 
 data "aws_vpc" "region" {
   id = var.vpc_id
@@ -18,19 +25,27 @@ data "aws_subnet" "private" {
   id       = each.value
 }
 
-# CloudFront reaches the load balancer from its origin-facing addresses only...
+# CloudFront reaches the load balancer from its origin-facing addresses only, and Route 53's
+# health checkers probe it: both as AWS-managed prefix lists. A prefix list counts against a
+# security group's rules quota by its weight (CloudFront's 55, Route 53's 25; the default
+# quota is 60 inbound rules per group), so each has a group of its own.
 data "aws_ec2_managed_prefix_list" "cloudfront" {
   name = "com.amazonaws.global.cloudfront.origin-facing"
 }
 
-# ...and Route 53's health checkers probe it. Both forward the client in X-Forwarded-For:
-# the gateways trust these networks and the VPC's to name the client (`http.trusted_proxies`).
-data "aws_ip_ranges" "route53_health_checks" {
-  services = ["route53_healthchecks"]
+data "aws_ec2_managed_prefix_list" "route53_health_checks" {
+  name = "com.amazonaws.${data.aws_region.current.region}.route53-healthchecks"
 }
 
-data "aws_ip_ranges" "cloudfront" {
-  services = ["cloudfront"]
+# The origin header CloudFront adds (current and, during a rotation, previous values).
+data "aws_secretsmanager_secret_version" "origin" {
+  secret_id = var.secrets.origin
+}
+
+# The Redis AUTH token ElastiCache is created with (it lands in the state: keep the state
+# bucket encrypted and private).
+data "aws_secretsmanager_secret_version" "redis_auth" {
+  secret_id = var.secrets.redis_auth
 }
 
 locals {
@@ -43,28 +58,49 @@ locals {
     ? var.scylla.contact_points
     : [for eni in aws_network_interface.scylla : "${eni.private_ip}:9042"]
   )
-  # What the module decides about a gateway's settings; `var.gateway.environment` adds to or
-  # overrides it (e.g. MARQUEE_STORE__REPLICATION, MARQUEE_AUTH__JWKS_URL).
-  gateway_environment = merge(
-    {
-      MARQUEE_REGION                = var.region
-      MARQUEE_LISTEN                = "0.0.0.0:${local.gateway_port}"
-      MARQUEE_LOG__FORMAT           = "json"
-      MARQUEE_HTTP__TRUSTED_PROXIES = jsonencode(concat([data.aws_vpc.region.cidr_block], data.aws_ip_ranges.cloudfront.cidr_blocks))
-      MARQUEE_STORE__BACKEND        = "scylla"
-      MARQUEE_STORE__CONTACT_POINTS = jsonencode(local.scylla_contact_points)
-      MARQUEE_STORE__LOCAL_DC       = var.region
-      MARQUEE_REDIS__SEEDS          = jsonencode(["${aws_elasticache_replication_group.cache.configuration_endpoint_address}:6379"])
-    },
-    var.gateway.environment,
-  )
+  origin_values = [for v in [
+    jsondecode(data.aws_secretsmanager_secret_version.origin.secret_string).current,
+    try(jsondecode(data.aws_secretsmanager_secret_version.origin.secret_string).previous, null),
+  ] : v if v != null && v != ""]
+}
+
+# What the gateways are told (settings, and secrets by reference), checked by the module the
+# way the gateway itself checks it.
+module "gateway_environment" {
+  source = "../gateway-environment"
+
+  region      = var.region
+  listen_port = local.gateway_port
+  # Only the load balancer connects; it names the client in X-Forwarded-For, which the
+  # gateways believe only from requests carrying the origin secret (CloudFront's).
+  trusted_proxies = [data.aws_vpc.region.cidr_block]
+  store = {
+    contact_points = local.scylla_contact_points
+    keyspace       = var.scylla.keyspace
+    replication    = var.scylla.replication
+    username       = var.scylla.username
+    tls            = var.scylla.tls
+  }
+  redis = {
+    seeds = ["${aws_elasticache_replication_group.cache.configuration_endpoint_address}:6379"]
+  }
+  manifest_file = var.gateway.manifest_file
+  secrets = {
+    signing_keys           = var.secrets.signing_keys
+    store_password         = "${var.secrets.store}:password::"
+    store_tls_ca           = var.scylla.tls ? "${var.secrets.store}:ca::" : null
+    redis_password         = var.secrets.redis_auth
+    origin_secret          = "${var.secrets.origin}:current::"
+    origin_secret_previous = length(local.origin_values) > 1 ? "${var.secrets.origin}:previous::" : null
+  }
+  extra = var.gateway.environment
 }
 
 # --- Security groups -------------------------------------------------------------------
 
 resource "aws_security_group" "lb" {
   name        = "${local.name}-lb"
-  description = "Marquee ${var.region}: the load balancer, reached by CloudFront and Route 53 health checks"
+  description = "Marquee ${var.region}: the load balancer, reached by CloudFront"
   vpc_id      = var.vpc_id
   tags        = local.tags
 }
@@ -78,11 +114,17 @@ resource "aws_vpc_security_group_ingress_rule" "lb_from_cloudfront" {
   to_port           = 443
 }
 
+resource "aws_security_group" "lb_health_checks" {
+  name        = "${local.name}-lb-health"
+  description = "Marquee ${var.region}: the load balancer, probed by Route 53 health checkers"
+  vpc_id      = var.vpc_id
+  tags        = local.tags
+}
+
 resource "aws_vpc_security_group_ingress_rule" "lb_from_health_checks" {
-  for_each          = toset(data.aws_ip_ranges.route53_health_checks.cidr_blocks)
-  security_group_id = aws_security_group.lb.id
+  security_group_id = aws_security_group.lb_health_checks.id
   description       = "HTTPS from Route 53 health checkers"
-  cidr_ipv4         = each.value
+  prefix_list_id    = data.aws_ec2_managed_prefix_list.route53_health_checks.id
   ip_protocol       = "tcp"
   from_port         = 443
   to_port           = 443
@@ -115,7 +157,7 @@ resource "aws_vpc_security_group_ingress_rule" "gateway_from_lb" {
 
 resource "aws_vpc_security_group_egress_rule" "gateway_https" {
   security_group_id = aws_security_group.gateway.id
-  description       = "HTTPS: the image registry, secrets, the signing keys' JWKS"
+  description       = "HTTPS: the image registry, secrets, an identity provider's JWKS"
   cidr_ipv4         = "0.0.0.0/0"
   ip_protocol       = "tcp"
   from_port         = 443
@@ -195,15 +237,28 @@ resource "aws_vpc_security_group_egress_rule" "scylla_internode" {
   to_port           = 7001
 }
 
+# Session Manager (operators' shell, no SSH), ScyllaDB's package repositories for upgrades and
+# its version check, all over HTTPS (through the VPC's NAT or endpoints). Time comes from the
+# Amazon Time Sync Service on a link-local address, which security groups do not filter.
+resource "aws_vpc_security_group_egress_rule" "scylla_https" {
+  count             = local.scylla_nodes > 0 ? 1 : 0
+  security_group_id = aws_security_group.scylla[0].id
+  description       = "HTTPS: Session Manager, ScyllaDB's repositories and version check"
+  cidr_ipv4         = "0.0.0.0/0"
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
+}
+
 # --- The load balancer -----------------------------------------------------------------
 
 resource "aws_lb" "region" {
-  #checkov:skip=CKV2_AWS_28:The web application firewall sits on the CloudFront distribution, in front of every region (modules/aws-edge); the load balancer only admits CloudFront and health checkers.
+  #checkov:skip=CKV2_AWS_28:The web application firewall sits on the CloudFront distribution, in front of every region (modules/aws-traffic); the load balancer only admits CloudFront and health checkers.
   name                       = substr(local.name, 0, 32)
   load_balancer_type         = "application"
   internal                   = false
   subnets                    = var.public_subnet_ids
-  security_groups            = [aws_security_group.lb.id]
+  security_groups            = [aws_security_group.lb.id, aws_security_group.lb_health_checks.id]
   drop_invalid_header_fields = true
   enable_deletion_protection = true
   idle_timeout               = 60
@@ -238,6 +293,10 @@ resource "aws_lb_target_group" "gateways" {
   }
 }
 
+# Trusting CloudFront's address ranges trusts every CloudFront distribution, anyone's: only
+# requests carrying the origin secret (which only Marquee's distribution adds) reach a
+# gateway. Everything else gets a GraphQL-shaped 403, except /readyz, which Route 53's
+# health checkers (who cannot add a header) probe.
 resource "aws_lb_listener" "https" {
   load_balancer_arn = aws_lb.region.arn
   port              = 443
@@ -247,6 +306,48 @@ resource "aws_lb_listener" "https" {
   tags              = local.tags
 
   default_action {
+    type = "fixed-response"
+
+    fixed_response {
+      content_type = "application/json"
+      message_body = jsonencode({ errors = [{ message = "Requests reach this API through its CDN.", extensions = { code = "FORBIDDEN" } }] })
+      status_code  = "403"
+    }
+  }
+}
+
+resource "aws_lb_listener_rule" "health" {
+  listener_arn = aws_lb_listener.https.arn
+  priority     = 10
+  tags         = local.tags
+
+  condition {
+    path_pattern {
+      values = ["/readyz"]
+    }
+  }
+
+  action {
+    type             = "forward"
+    target_group_arn = aws_lb_target_group.gateways.arn
+  }
+}
+
+resource "aws_lb_listener_rule" "through_cdn" {
+  listener_arn = aws_lb_listener.https.arn
+  priority     = 20
+  tags         = local.tags
+
+  # Current and previous values (at most 3 per condition): a rotation adds the new value
+  # here first, then CloudFront sends it, then the old one is dropped.
+  condition {
+    http_header {
+      http_header_name = "X-Marquee-Origin"
+      values           = local.origin_values
+    }
+  }
+
+  action {
     type             = "forward"
     target_group_arn = aws_lb_target_group.gateways.arn
   }
@@ -294,13 +395,12 @@ resource "aws_iam_role_policy_attachment" "execution" {
   policy_arn = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
 }
 
+# The execution role reads the gateways' secrets when a task starts (ECS puts them in the
+# environment); the gateway itself calls no AWS API, so its task role has no policy.
 data "aws_iam_policy_document" "secrets" {
-  count = length(var.gateway.secrets) > 0 ? 1 : 0
-
   statement {
-    actions = ["secretsmanager:GetSecretValue", "ssm:GetParameters"]
-    # A Secrets Manager reference may name a JSON key after the secret's ARN (7 fields).
-    resources = distinct([for arn in values(var.gateway.secrets) : join(":", slice(split(":", arn), 0, min(7, length(split(":", arn)))))])
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = distinct(values(var.secrets))
   }
   statement {
     actions   = ["kms:Decrypt"]
@@ -309,10 +409,9 @@ data "aws_iam_policy_document" "secrets" {
 }
 
 resource "aws_iam_role_policy" "secrets" {
-  count  = length(var.gateway.secrets) > 0 ? 1 : 0
   name   = "read-gateway-secrets"
   role   = aws_iam_role.execution.id
-  policy = data.aws_iam_policy_document.secrets[0].json
+  policy = data.aws_iam_policy_document.secrets.json
 }
 
 resource "aws_iam_role" "task" {
@@ -338,8 +437,8 @@ resource "aws_ecs_task_definition" "gateway" {
     command                = ["serve"]
     readonlyRootFilesystem = true
     portMappings           = [{ containerPort = local.gateway_port, protocol = "tcp" }]
-    environment            = [for name, value in local.gateway_environment : { name = name, value = value }]
-    secrets                = [for name, arn in var.gateway.secrets : { name = name, valueFrom = arn }]
+    environment            = [for name, value in module.gateway_environment.environment : { name = name, value = value }]
+    secrets                = [for name, ref in module.gateway_environment.secrets : { name = name, valueFrom = ref }]
     # SIGTERM, then this long before SIGKILL: the drain (`http.drain_delay_ms`) and the
     # requests in flight (`http.shutdown_grace_ms`) fit in it.
     stopTimeout = 30
@@ -348,7 +447,7 @@ resource "aws_ecs_task_definition" "gateway" {
       logDriver = "awslogs"
       options = {
         awslogs-group         = aws_cloudwatch_log_group.gateway.name
-        awslogs-region        = data.aws_region.current.name
+        awslogs-region        = data.aws_region.current.region
         awslogs-stream-prefix = "gateway"
       }
     }
@@ -356,11 +455,12 @@ resource "aws_ecs_task_definition" "gateway" {
 }
 
 resource "aws_ecs_service" "gateway" {
-  name                               = "gateway"
-  cluster                            = aws_ecs_cluster.region.id
-  task_definition                    = aws_ecs_task_definition.gateway.arn
-  desired_count                      = var.gateway.desired_count
-  launch_type                        = "FARGATE"
+  name            = "gateway"
+  cluster         = aws_ecs_cluster.region.id
+  task_definition = aws_ecs_task_definition.gateway.arn
+  desired_count   = var.gateway.desired_count
+  launch_type     = "FARGATE"
+  # 1.4.0 or later: secrets taken from a key of a JSON secret.
   platform_version                   = "LATEST"
   deployment_minimum_healthy_percent = 100
   deployment_maximum_percent         = 200
@@ -449,10 +549,10 @@ resource "aws_elasticache_parameter_group" "cache" {
   }
 }
 
+# TLS only, with an AUTH token: the gateways speak TLS (verified against public CAs, which
+# issue ElastiCache's certificates) and AUTH as `default`. The token is rotated with
+# `auth_token_update_strategy = "ROTATE"` (both tokens accepted until the next change).
 resource "aws_elasticache_replication_group" "cache" {
-  #checkov:skip=CKV_AWS_29:Encryption in transit needs TLS in the gateway's Redis client, which it does not have yet (README, Failing over a region); the cluster admits the gateways' security group only.
-  #checkov:skip=CKV_AWS_30:Same as CKV_AWS_29.
-  #checkov:skip=CKV_AWS_31:An AUTH token needs encryption in transit (CKV_AWS_29).
   replication_group_id       = local.name
   description                = "Marquee ${var.region}: L2 cache, persisted queries, rate limits, the invalidation bus"
   engine                     = "redis"
@@ -468,7 +568,10 @@ resource "aws_elasticache_replication_group" "cache" {
   security_group_ids         = [aws_security_group.redis.id]
   at_rest_encryption_enabled = true
   kms_key_id                 = var.kms_key_arn
-  transit_encryption_enabled = false
+  transit_encryption_enabled = true
+  transit_encryption_mode    = "required"
+  auth_token                 = data.aws_secretsmanager_secret_version.redis_auth.secret_string
+  auth_token_update_strategy = "ROTATE"
   auto_minor_version_upgrade = true
   snapshot_retention_limit   = 1
   tags                       = local.tags
@@ -551,6 +654,17 @@ resource "aws_instance" "scylla" {
   # ScyllaDB's AMI reads its configuration from user data. The data center is the region's
   # name and the rack its availability zone (GossipingPropertyFileSnitch), so the keyspace's
   # NetworkTopologyStrategy and the gateways' `local_dc` name it as the region files do.
+  # ScyllaDB's image applies user data on the first boot only, and a stop/start (which a
+  # user-data change would cause) wipes the instance store that holds the node's data. So a
+  # later change (a new region's seeds) is never pushed to running nodes: seeds matter only
+  # to a node joining, and running nodes learn new data centers by gossip. Replacing a node is
+  # ScyllaDB's replace-node procedure, not an apply.
+  user_data_replace_on_change = false
+
+  lifecycle {
+    ignore_changes = [ami, user_data]
+  }
+
   user_data = jsonencode({
     scylla_yaml = {
       cluster_name    = var.scylla.cluster_name
@@ -563,9 +677,131 @@ resource "aws_instance" "scylla" {
       }]
     }
     start_scylla_on_first_boot = true
+    # The image writes no cassandra-rackdc.properties on AWS: the data center is the region's
+    # name and the rack the availability zone. Recent images mask the SSM agent; operators
+    # reach nodes through Session Manager, so it is started.
     post_configuration_script = base64encode(join("\n", [
       "#!/bin/sh",
       "printf 'dc=%s\\nrack=%s\\nprefer_local=true\\n' '${var.region}' '${data.aws_subnet.private[var.private_subnet_ids[count.index % length(var.private_subnet_ids)]].availability_zone}' > /etc/scylla/cassandra-rackdc.properties",
+      "systemctl unmask amazon-ssm-agent 2>/dev/null && systemctl enable --now amazon-ssm-agent || true",
     ]))
   })
+}
+
+# --- Alarms (to var.alarm_topic_arn) ----------------------------------------------------
+# What an SRE needs to decide a failover from: the load balancer failing requests, gateways
+# missing from rotation or from the service, and the Redis Cluster running hot or full. The
+# region's Route 53 health check alarm lives with the traffic stack (Route 53's metrics are
+# in us-east-1 only).
+
+locals {
+  alarm_actions = [var.alarm_topic_arn]
+  lb_dimensions = { LoadBalancer = aws_lb.region.arn_suffix }
+  tg_dimensions = { LoadBalancer = aws_lb.region.arn_suffix, TargetGroup = aws_lb_target_group.gateways.arn_suffix }
+}
+
+resource "aws_cloudwatch_metric_alarm" "lb_5xx" {
+  alarm_name          = "${local.name}-lb-5xx"
+  alarm_description   = "The load balancer answered 5xx itself (no healthy gateway, timeouts) more than 50 times a minute, 3 minutes running."
+  namespace           = "AWS/ApplicationELB"
+  metric_name         = "HTTPCode_ELB_5XX_Count"
+  dimensions          = local.lb_dimensions
+  statistic           = "Sum"
+  period              = 60
+  evaluation_periods  = 3
+  threshold           = 50
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+  tags                = local.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "gateway_5xx" {
+  alarm_name          = "${local.name}-gateway-5xx"
+  alarm_description   = "Gateways answered 5xx (store unavailable, timeouts) more than 50 times a minute, 3 minutes running."
+  namespace           = "AWS/ApplicationELB"
+  metric_name         = "HTTPCode_Target_5XX_Count"
+  dimensions          = local.tg_dimensions
+  statistic           = "Sum"
+  period              = 60
+  evaluation_periods  = 3
+  threshold           = 50
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+  tags                = local.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "healthy_gateways" {
+  alarm_name          = "${local.name}-healthy-gateways"
+  alarm_description   = "Fewer gateways in the load balancer's rotation than the region's minimum, 2 minutes running."
+  namespace           = "AWS/ApplicationELB"
+  metric_name         = "HealthyHostCount"
+  dimensions          = local.tg_dimensions
+  statistic           = "Minimum"
+  period              = 60
+  evaluation_periods  = 2
+  threshold           = var.gateway.min_count
+  comparison_operator = "LessThanThreshold"
+  # No data is no gateway reporting: as bad as none healthy.
+  treat_missing_data = "breaching"
+  alarm_actions      = local.alarm_actions
+  ok_actions         = local.alarm_actions
+  tags               = local.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "running_gateways" {
+  alarm_name          = "${local.name}-running-gateways"
+  alarm_description   = "Fewer gateway tasks running than the region's minimum (Container Insights), 3 minutes running."
+  namespace           = "ECS/ContainerInsights"
+  metric_name         = "RunningTaskCount"
+  dimensions          = { ClusterName = aws_ecs_cluster.region.name, ServiceName = aws_ecs_service.gateway.name }
+  statistic           = "Minimum"
+  period              = 60
+  evaluation_periods  = 3
+  threshold           = var.gateway.min_count
+  comparison_operator = "LessThanThreshold"
+  treat_missing_data  = "breaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+  tags                = local.tags
+}
+
+# One pair per node of the Redis Cluster (its metrics are per cache cluster, i.e. node).
+resource "aws_cloudwatch_metric_alarm" "redis_cpu" {
+  for_each            = aws_elasticache_replication_group.cache.member_clusters
+  alarm_name          = "${each.value}-engine-cpu"
+  alarm_description   = "A Redis node's engine thread is over 80% busy, 5 minutes running: the region's cache tier is near its limit."
+  namespace           = "AWS/ElastiCache"
+  metric_name         = "EngineCPUUtilization"
+  dimensions          = { CacheClusterId = each.value }
+  statistic           = "Average"
+  period              = 60
+  evaluation_periods  = 5
+  threshold           = 80
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "missing"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+  tags                = local.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "redis_memory" {
+  for_each            = aws_elasticache_replication_group.cache.member_clusters
+  alarm_name          = "${each.value}-memory"
+  alarm_description   = "A Redis node uses over 90% of its memory, 5 minutes running: it is evicting (allkeys-lru) the region's hot set."
+  namespace           = "AWS/ElastiCache"
+  metric_name         = "DatabaseMemoryUsagePercentage"
+  dimensions          = { CacheClusterId = each.value }
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = 5
+  threshold           = 90
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "missing"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+  tags                = local.tags
 }

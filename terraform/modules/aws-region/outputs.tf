@@ -5,7 +5,7 @@ output "region" {
 
 output "aws_region" {
   description = "The AWS region it runs in (for Route 53 latency records)."
-  value       = data.aws_region.current.name
+  value       = data.aws_region.current.region
 }
 
 output "load_balancer_dns_name" {
@@ -31,4 +31,9 @@ output "scylla_contact_points" {
 output "gateway_service" {
   description = "The gateways' ECS cluster and service, for deploys and dashboards."
   value       = { cluster = aws_ecs_cluster.region.name, service = aws_ecs_service.gateway.name }
+}
+
+output "account_id" {
+  description = "The AWS account the region runs in."
+  value       = data.aws_caller_identity.current.account_id
 }

@@ -34,7 +34,12 @@ variable "private_subnet_ids" {
 }
 
 variable "certificate_arn" {
-  description = "ACM certificate of the origin name CloudFront connects to (origin.<api domain>), in this AWS region."
+  description = "ACM certificate of the names CloudFront connects to the load balancer by (origin.<api domain> and *.origin.<api domain>), in this AWS region."
+  type        = string
+}
+
+variable "alarm_topic_arn" {
+  description = "SNS topic (in this AWS region) the region's CloudWatch alarms notify."
   type        = string
 }
 
@@ -49,7 +54,7 @@ variable "kms_key_arn" {
 }
 
 variable "gateway" {
-  description = "The gateways: container image, size, and how many. `environment` and `secrets` (Secrets Manager or SSM ARNs) become MARQUEE_* variables on top of what this module sets; put the signing keys' JWKS URL or key files, the partner manifest and the ScyllaDB password there."
+  description = "The gateways: container image (in this AWS region's registry: a release goes region by region), size, and how many. `environment` adds MARQUEE_* settings (e.g. the identity provider's JWKS URL) to what this module sets; `manifest_file` is the partner manifest's path inside the image."
   type = object({
     image         = string
     cpu           = optional(number, 1024)
@@ -61,7 +66,7 @@ variable "gateway" {
     # of the nested query on 2 cores in bench/results; this leaves headroom for a failover).
     target_requests_per_second = optional(number, 600)
     environment                = optional(map(string), {})
-    secrets                    = optional(map(string), {})
+    manifest_file              = optional(string)
   })
 
   validation {
@@ -74,6 +79,21 @@ variable "drain_delay_seconds" {
   description = "How long the load balancer keeps a stopping gateway's open requests before cutting them (its deregistration delay). The gateway drains on SIGTERM for `http.drain_delay_ms` and finishes requests for `http.shutdown_grace_ms`."
   type        = number
   default     = 15
+}
+
+variable "secrets" {
+  description = "Secrets Manager secrets in this AWS region (replicas of the deployment's, see environments/aws/shared): `signing_keys` (the gateways' PEM keys), `store` (JSON: `password`, and `ca` when TLS is on), `redis_auth` (the Redis AUTH token) and `origin` (JSON: `current` and `previous`, the header CloudFront proves itself with). ARNs without a JSON key."
+  type = object({
+    signing_keys = string
+    store        = string
+    redis_auth   = string
+    origin       = string
+  })
+
+  validation {
+    condition     = alltrue([for arn in values(var.secrets) : length(split(":", arn)) == 7 && startswith(arn, "arn:aws:secretsmanager:")])
+    error_message = "Give each secret's ARN (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME), without a JSON key."
+  }
 }
 
 variable "redis" {
@@ -93,8 +113,12 @@ variable "redis" {
 }
 
 variable "scylla" {
-  description = "The region's ScyllaDB data center: either `contact_points` of a ScyllaDB Cloud data center (named after the region), or `nodes` run here on ScyllaDB's AMI."
+  description = "The region's ScyllaDB data center: either `contact_points` of a ScyllaDB Cloud data center (named after the region; port 9142 is its TLS port, and the CA is then the `ca` key of secrets.store), or `nodes` run here on ScyllaDB's AMI. `replication` is the keyspace's factor per data center (every region's), `username` the gateways' CQL user."
   type = object({
+    replication    = map(number)
+    username       = optional(string, "marquee")
+    keyspace       = optional(string, "marquee")
+    tls            = optional(bool, true)
     contact_points = optional(list(string), [])
     nodes = optional(object({
       count         = optional(number, 3)
@@ -111,6 +135,14 @@ variable "scylla" {
   validation {
     condition     = (length(var.scylla.contact_points) > 0) != (var.scylla.nodes != null)
     error_message = "Give either scylla.contact_points (ScyllaDB Cloud) or scylla.nodes, not both."
+  }
+  validation {
+    condition     = var.scylla.nodes == null || !var.scylla.tls
+    error_message = "The nodes this module runs speak CQL without TLS inside the VPC: set scylla.tls = false with scylla.nodes."
+  }
+  validation {
+    condition     = contains(keys(var.scylla.replication), var.region)
+    error_message = "scylla.replication must name this region's data center."
   }
 }
 

@@ -1,10 +1,12 @@
 terraform {
-  required_version = ">= 1.9"
+  # S3 native state locking (`use_lockfile`) is generally available from 1.11.
+  required_version = ">= 1.11"
 
   required_providers {
     aws = {
-      source  = "hashicorp/aws"
-      version = ">= 5.60, < 7.0"
+      source = "hashicorp/aws"
+      # One major version: a state is never written by providers 5 and 6 in turn.
+      version = "~> 6.0"
     }
   }
 }

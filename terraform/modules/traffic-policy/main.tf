@@ -169,6 +169,13 @@ output "weighted_answers" {
   value       = local.weighted
 }
 
+output "secondary_answers" {
+  description = "For each serving region, the region its clients' reads fail over to (the next of their route; itself when it serves alone): the CDN's secondary origin."
+  value = {
+    for name in local.serving : name => length(local.routes[name]) > 1 ? local.routes[name][1] : local.routes[name][0]
+  }
+}
+
 output "dns_answers" {
   description = "For each region's clients, the edge addresses in the order DNS offers them (the first healthy one is answered)."
   value       = { for client, route in local.routes : client => [for name in route : local.by_name[name].edge] }

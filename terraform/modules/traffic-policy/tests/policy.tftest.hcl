@@ -42,6 +42,10 @@ run "normal" {
     condition     = output.weighted_answers["eu-west"] == [{ region = "eu-west", weight = 100 }]
     error_message = "A region at 100% answers with itself alone: ${jsonencode(output.weighted_answers)}"
   }
+  assert {
+    condition     = output.secondary_answers == { "us-east" = "ap-south", "ap-south" = "us-east", "eu-west" = "us-east" }
+    error_message = "Each region's reads fail over to its clients' next region: ${jsonencode(output.secondary_answers)}"
+  }
 }
 
 run "one_drained" {
@@ -74,6 +78,23 @@ run "one_drained" {
   assert {
     condition     = alltrue([for name, answers in output.weighted_answers : !contains([for a in answers : a.region], "eu-west")])
     error_message = "No weighted answer names a drained region: ${jsonencode(output.weighted_answers)}"
+  }
+  assert {
+    condition     = output.secondary_answers == { "us-east" = "ap-south", "ap-south" = "us-east" }
+    error_message = "Reads fail over between serving regions only: ${jsonencode(output.secondary_answers)}"
+  }
+}
+
+run "one_region_left_fails_over_to_itself" {
+  command = plan
+
+  variables {
+    drained_regions = ["eu-west", "ap-south"]
+  }
+
+  assert {
+    condition     = output.secondary_answers == { "us-east" = "us-east" }
+    error_message = "The last serving region is its own secondary: ${jsonencode(output.secondary_answers)}"
   }
 }
 
