@@ -15,18 +15,25 @@ vcl 4.1;
 #   anything caller-specific is `private, no-store` and is never kept, let alone served to
 #   another caller.
 # - A conditional GET (`If-None-Match`) for a cached response is answered 304 by the edge.
-# - An uncached request with no healthy gateway behind the load balancer fails at once with a
-#   GraphQL-shaped 503 and `Retry-After`.
+# - Reads fail over: a GraphQL GET (`/graphql` or `/graphql/read`) the region's load balancer
+#   cannot answer (no healthy gateway, a refused or failed connection, a 5xx) is sent to the
+#   next region's load balancer (`others`, backend.vcl) instead of failing; and while the
+#   region's origin is down, GETs go there directly. Anything else (a POST may be a write, and
+#   the region's health URL must speak for the region) is never sent elsewhere: with no
+#   healthy origin it fails at once with a GraphQL-shaped 503 and `Retry-After`.
 # - Purging by surrogate key (Varnish's xkey module, Debian's `varnish-modules`): a public
 #   response names the movies whose rating it shows in `xkey`, and a gateway that applies a
 #   rating change sends `PURGE` with those movies in `xkey-purge`; every copy naming one is
 #   dropped, so the next request fetches the new rating. Only the region's gateways may purge
 #   (`purgers`). `xkey` and `Surrogate-Key` stay at the edge.
 #
-# `backend.vcl` (written by `cargo xtask rig up` from the region file) defines `origin`: the
-# region's load balancer, probed on its health URL (200 while a gateway is in rotation), and
-# `origin_secret`, which adds the secret the load balancer requires to every fetch.
+# `backend.vcl` (written by `cargo xtask rig up` from the region files) defines `origin`: the
+# region's load balancer, probed on its health URL (200 while a gateway is in rotation);
+# `others`, a fallback director over the other regions' load balancers (in the order the
+# region's clients are sent to them); and `origin_secret`, which adds the secret the load
+# balancers require to every fetch.
 
+import directors;
 import std;
 import xkey;
 
@@ -54,12 +61,22 @@ sub vcl_recv {
         unset req.http.X-Marquee-Revalidate;
         unset req.http.X-Marquee-Stale;
         unset req.http.X-Marquee-Key;
+        unset req.http.X-Marquee-Elsewhere;
     }
     if (req.method != "GET" && req.method != "HEAD") {
+        if (!std.healthy(origin)) {
+            # Never sent to another region (it may be a write): refused at once.
+            return (synth(503, "ORIGIN_UNAVAILABLE"));
+        }
         return (pass);
     }
-    if (req.url !~ "^/graphql\?") {
+    if (req.url !~ "^/graphql(/read)?\?") {
         return (pass);
+    }
+    if (!std.healthy(origin)) {
+        # The region cannot answer: reads go to the next region (unless a stale copy here
+        # may stand in, see vcl_hit).
+        set req.http.X-Marquee-Elsewhere = "1";
     }
     # One variant per media type the gateway answers with (its negotiation, in the same order).
     if (req.http.Accept ~ "(?i)application/graphql-response\+json") {
@@ -99,7 +116,7 @@ sub vcl_hit {
     }
     # Stale. With no healthy gateway, or after the origin just failed, it stands in
     # (stale-if-error, the object's grace).
-    if (req.http.X-Marquee-Stale || !std.healthy(req.backend_hint)) {
+    if (req.http.X-Marquee-Stale || !std.healthy(origin)) {
         return (deliver);
     }
     # Within stale-while-revalidate: answered now, refreshed in the background.
@@ -115,9 +132,20 @@ sub vcl_backend_fetch {
     # from backend.vcl): it refuses anything else, and the gateways believe X-Forwarded-For
     # only with it.
     call origin_secret;
+    if (bereq.http.X-Marquee-Elsewhere || bereq.retries > 0) {
+        set bereq.backend = others.backend();
+    }
 }
 
 sub vcl_backend_response {
+    if (beresp.status >= 500 && bereq.retries == 0 && !bereq.http.X-Marquee-Elsewhere
+            && bereq.method ~ "^(GET|HEAD)$" && bereq.url ~ "^/graphql(/read)?\?") {
+        # The region failed a read: the next region answers it.
+        return (retry);
+    }
+    if (bereq.retries > 0 || bereq.http.X-Marquee-Elsewhere) {
+        set beresp.http.X-Marquee-Edge-Fallback = "1";
+    }
     if (bereq.http.Authorization && beresp.http.Cache-Control !~ "(?i)(^|[ ,])public([ ,]|$)") {
         # A caller's own answer: never stored.
         set beresp.uncacheable = true;
@@ -129,6 +157,10 @@ sub vcl_backend_response {
         # vcl_synth): stale-if-error.
         return (abandon);
     }
+    if (beresp.status >= 500 && beresp.http.X-Marquee-Edge-Fallback) {
+        # The next region failed the read too: the GraphQL-shaped 503 below.
+        return (error(503, "Service Unavailable"));
+    }
     # Varnish took stale-while-revalidate as the grace; keep it for vcl_hit, and make the
     # grace stale-if-error, the longest a stale copy may stand in.
     set beresp.http.X-Marquee-Swr = regsub(beresp.grace, "\..*$", "") + "s";
@@ -139,6 +171,11 @@ sub vcl_backend_response {
 }
 
 sub vcl_backend_error {
+    if (bereq.retries == 0 && !bereq.http.X-Marquee-Elsewhere && bereq.method ~ "^(GET|HEAD)$"
+            && bereq.url ~ "^/graphql(/read)?\?") {
+        # The region's load balancer could not be reached for a read: the next region.
+        return (retry);
+    }
     set beresp.http.Content-Type = "application/json";
     set beresp.http.Cache-Control = "no-store";
     set beresp.http.Retry-After = "5";
@@ -151,6 +188,13 @@ sub vcl_synth {
         # The refresh was abandoned (the origin failed): answer with the stale copy.
         set req.http.X-Marquee-Stale = "1";
         return (restart);
+    }
+    if (resp.reason == "ORIGIN_UNAVAILABLE") {
+        set resp.http.Content-Type = "application/json";
+        set resp.http.Cache-Control = "no-store";
+        set resp.http.Retry-After = "5";
+        synthetic({"{"errors":[{"message":"no gateway of this region is available; retry shortly","extensions":{"code":"ORIGIN_UNAVAILABLE" } }] }"});
+        return (deliver);
     }
 }
 

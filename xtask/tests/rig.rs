@@ -13,8 +13,8 @@
 //! all); the failover drill (`xtask drill`, short) loses no acknowledged rating and its planned
 //! drain fails no request; a gateway drained with SIGTERM under load leaves the load balancer
 //! with no failed request; with every gateway of a region gone the edge still answers what it
-//! holds, fails the rest at once with a GraphQL-shaped 503, and geo-DNS moves the region's
-//! clients away.
+//! holds, sends the reads it does not hold to the other region, refuses writes at once with a
+//! GraphQL-shaped 503, and geo-DNS moves the region's clients away.
 //!
 //! It uses the rig's fixed loopback ports (regions/*.toml): stop a rig you run by hand first.
 //! The edge's rules for stale copies, which take longer than a test to show with the
@@ -151,6 +151,15 @@ async fn post(client: &reqwest::Client, token: Option<&str>, query: &str) -> Val
     let response = request.send().await.expect("post");
     assert_eq!(response.status(), 200);
     response.json().await.expect("json")
+}
+
+/// POSTs `query` through the client's region and returns the response itself.
+async fn post_response(client: &reqwest::Client, token: Option<&str>, query: &str) -> reqwest::Response {
+    let mut request = client.post(format!("{API}/graphql")).json(&json!({ "query": query }));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.expect("post")
 }
 
 /// A persisted GET of the partner's movie card.
@@ -495,9 +504,12 @@ async fn checks() {
     }
     assert_eq!(resolve(US_CLIENT).await, [us_edge]);
 
-    // The failover drill, short: eu-west drained with Terraform, undrained, its gateways
-    // SIGKILLed and restarted under load from both regions; the planned drain fails nothing
-    // and no acknowledged rating is lost (the drill exits non-zero then too).
+    // The failover drill, short: eu-west drained with Terraform and its gateways stopped,
+    // started, undrained; then SIGKILLed, its load balancer blackholed, its edge killed, its
+    // Redis Cluster killed, each restarted, under load from both regions. The planned drain
+    // and the stop after it fail nothing, the unplanned loss of every gateway fails no GET
+    // (the edge sends them to us-east), and no acknowledged rating is lost (the drill exits
+    // non-zero then too).
     let out = root().join("target/drill-test");
     let drill = xtask(&[
         "drill",
@@ -521,9 +533,18 @@ async fn checks() {
             .expect("json");
     assert!(results["writes"]["acknowledged"].as_u64().is_some_and(|n| n > 0), "{}", results["writes"]);
     assert_eq!(results["writes"]["lost"], 0);
-    let drain = &results["steps"][0];
-    assert_eq!(drain["event"]["label"], "drain");
-    assert_eq!(drain["clients"]["eu-west"]["failed"], 0, "the planned drain failed requests: {drain}");
+    let steps = results["steps"].as_array().expect("steps");
+    let step = |label: &str| steps.iter().find(|s| s["event"]["label"] == label).expect(label);
+    for planned in ["drain", "stop"] {
+        for region in ["eu-west", "us-east"] {
+            let failed = &step(planned)["clients"][region]["failed"];
+            assert_eq!(failed, 0, "the planned {planned} failed {region} requests: {}", step(planned));
+        }
+    }
+    let killed = &step("kill")["clients"]["eu-west"];
+    let (gets, failed_gets) =
+        (killed["gets"].as_u64().expect("gets"), killed["failed_gets"].as_u64().expect("n"));
+    assert!(gets > 0 && failed_gets * 100 <= gets, "GETs failed while eu-west had no gateway: {killed}");
     assert!(out.join("failover.svg").exists() && out.join("report.md").exists());
 
     // A gateway drained with SIGTERM under load: no request fails. Eight us-east clients, each
@@ -567,17 +588,37 @@ async fn checks() {
     assert_eq!(failed, 0, "{failed} of {sent} requests failed while a gateway drained");
     assert!(!alive(gateways[0]), "the drained gateway has stopped");
 
-    // Every gateway of us-east gone: the edge answers what it holds and fails the rest at once.
+    // Every gateway of us-east gone: the edge answers what it holds, sends the reads it does
+    // not hold to eu-west's load balancer, and refuses a POST at once (it may be a write: it
+    // is never sent to another region).
     kill(gateways[1], "KILL");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let held = movie_card(&us, "tt0000077", &[]).await;
     assert_eq!((held.status().as_u16(), header(&held, "x-cache")), (200, "HIT"));
     assert_eq!(held.text().await.expect("body"), card);
+    // (Movies outside the drill's hot set, so no edge holds them yet.)
+    for (i, movie) in ["tt0000901", "tt0000902", "tt0000903"].iter().enumerate() {
+        let started = Instant::now();
+        let elsewhere = movie_card(&us, movie, &[]).await;
+        assert_eq!(elsewhere.status(), 200, "read {i} answered by the next region");
+        assert_eq!(header(&elsewhere, "x-marquee-edge-fallback"), "1");
+        assert!(started.elapsed() < Duration::from_secs(2), "without waiting: {:?}", started.elapsed());
+        let body: Value = elsewhere.json().await.expect("json");
+        assert!(body["data"]["movie"]["title"].is_string() && body.get("errors").is_none(), "{body}");
+    }
+    // Once the edge's probe has seen the region down (1 s), a POST is refused by the edge.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let started = Instant::now();
-    let uncached = movie_card(&us, "tt0000078", &[]).await;
-    assert_eq!(uncached.status(), 503);
+    let write = post_response(
+        &us,
+        Some(&token("carol")),
+        "mutation { rateMovie(movieId: \"tt0000078\", score: 7) { score } }",
+    )
+    .await;
+    assert_eq!(write.status(), 503);
     assert!(started.elapsed() < Duration::from_secs(2), "failed fast: {:?}", started.elapsed());
-    let refusal: Value = uncached.json().await.expect("a JSON body");
+    assert_eq!(header(&write, "retry-after"), "5");
+    let refusal: Value = write.json().await.expect("a JSON body");
     assert_eq!(refusal["errors"][0]["extensions"]["code"], "ORIGIN_UNAVAILABLE", "{refusal}");
 
     // ...and geo-DNS moves us-east's clients to eu-west once the region's health URL fails.

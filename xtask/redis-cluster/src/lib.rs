@@ -342,8 +342,13 @@ impl Drop for RedisCluster {
 }
 
 /// A CA for the cluster and the nodes' certificate (127.0.0.1, localhost and `names`), as PEM
-/// files under `dir`.
+/// files under `dir`; a cluster started again in the same directory keeps the ones it has, so
+/// clients that trust its CA reconnect.
 fn make_tls(dir: &Path, names: &[String]) -> Result<TlsFiles, ClusterError> {
+    let kept = TlsFiles { ca: dir.join("ca.pem"), cert: dir.join("node.pem"), key: dir.join("node.key") };
+    if [&kept.ca, &kept.cert, &kept.key].iter().all(|file| file.is_file()) {
+        return Ok(kept);
+    }
     let bad = |e: rcgen::Error| fail(format!("making the cluster's certificates: {e}"));
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(bad)?;
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);

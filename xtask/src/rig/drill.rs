@@ -4,10 +4,21 @@
 //!
 //! 1. **drain**: `terraform apply -var 'drained_regions=["eu-west"]'` on
 //!    `terraform/environments/local`, the SRE's gesture; the region's clients move away;
-//! 2. **undrain**: the same apply with nothing drained; they return;
-//! 3. **kill**: every gateway of the region SIGKILLed (unplanned); geo-DNS finds the region's
-//!    health URL failing and moves its clients, while its edge answers what it holds;
-//! 4. **restart**: the region's gateways started again; its clients return.
+//! 2. **stop**: once they have, the drained region's gateways stopped (SIGTERM): a planned
+//!    drain is only true if taking the region down afterwards fails nothing;
+//! 3. **start**: its gateways started again; 4. **undrain**: the apply with nothing drained
+//!    (refused unless the region's health URL answers); its clients return;
+//! 5. **kill**: every gateway of the region SIGKILLed (unplanned); its edge answers what it
+//!    holds, sends the reads it does not hold to the other region, refuses writes at once,
+//!    and geo-DNS moves its clients; 6. **restart**;
+//! 7. **blackhole**: the region's load balancer SIGSTOPped (connections hang instead of being
+//!    refused); 8. **resume** (SIGCONT);
+//! 9. **edge-kill**: the region's edge SIGKILLed (DNS must move its clients); 10. **edge-start**;
+//! 11. **redis-kill**: every node of the region's Redis Cluster SIGKILLed (the gateways serve
+//!     from the store); 12. **redis-start**.
+//!
+//! A request that times out (the load's 10 s) is a failure like any other, and counts as not
+//! yet moved.
 //!
 //! Afterwards every rating the API acknowledged is read back through each region: none may be
 //! missing. Results (`results.json`, `report.md`, `failover.svg`) go to `--out`
@@ -58,6 +69,12 @@ pub(crate) struct DrillArgs {
 /// Signed-in users of one drill.
 const USERS: usize = 16;
 
+/// The drill's steps, in order (see the module docs).
+const STEPS: usize = 12;
+
+/// How long `stop` waits for the drained region's gateways to see no more requests.
+const IDLE_WAIT: Duration = Duration::from_secs(30);
+
 pub(crate) fn run(root: &Path, args: &DrillArgs) -> anyhow::Result<()> {
     let dir = root.join("target/rig");
     let Some(state) = load_state(&dir)? else {
@@ -92,7 +109,9 @@ pub(crate) fn run(root: &Path, args: &DrillArgs) -> anyhow::Result<()> {
             })
             .collect(),
         rate_per_client: args.rate,
-        duration: Duration::from_secs(args.phase_secs * 6),
+        // The steps follow one another a phase apart, and `stop` first waits (at most
+        // IDLE_WAIT) for the drained region's traffic to have moved.
+        duration: Duration::from_secs(args.phase_secs * (STEPS as u64 + 2)) + IDLE_WAIT,
         reconnect_every: Duration::from_secs(args.reconnect_secs),
         writes_per_mille: 50,
         persisted_per_mille: 300,
@@ -110,8 +129,13 @@ pub(crate) fn run(root: &Path, args: &DrillArgs) -> anyhow::Result<()> {
     );
     let rig = Rig { root: root.to_owned(), dir: dir.clone(), state };
     let runtime = tokio::runtime::Runtime::new()?;
-    let (samples, events, rig) =
-        runtime.block_on(drive(load.clone(), rig, gateway, drilled.clone(), args.phase_secs))?;
+    let (samples, events, rig) = runtime.block_on(drive(
+        load.clone(),
+        rig,
+        gateway,
+        (drilled.clone(), regions.clone()),
+        args.phase_secs,
+    ))?;
     rig.save()?;
     println!("drill: reading every acknowledged rating back through each region");
     let verification = runtime.block_on(verify(&load, &regions, &samples))?;
@@ -135,7 +159,7 @@ async fn drive(
     load: DrillLoad,
     rig: Rig,
     gateway: PathBuf,
-    drilled: Region,
+    (drilled, regions): (Region, Vec<Region>),
     phase_secs: u64,
 ) -> anyhow::Result<(Vec<Sample>, Vec<Event>, Rig)> {
     let started = Instant::now();
@@ -145,33 +169,61 @@ async fn drive(
     let root = rig.root.clone();
     let name = drilled.name.clone();
     let mut rig = Some(rig);
-    let steps: [(&str, String); 4] = [
+    let steps: [(&str, String); STEPS] = [
         ("drain", format!("terraform apply -var 'drained_regions=[\"{name}\"]'")),
+        ("stop", format!("SIGTERM every {name} gateway (drained)")),
+        ("start", format!("{name}'s gateways started again")),
         ("undrain", "terraform apply -var 'drained_regions=[]'".to_owned()),
         ("kill", format!("SIGKILL every {name} gateway")),
         ("restart", format!("{name}'s gateways started again")),
+        ("blackhole", format!("SIGSTOP {name}'s load balancer")),
+        ("resume", format!("SIGCONT {name}'s load balancer")),
+        ("edge-kill", format!("SIGKILL {name}'s edge")),
+        ("edge-start", format!("{name}'s edge started again")),
+        ("redis-kill", format!("SIGKILL every node of {name}'s Redis Cluster")),
+        ("redis-start", format!("{name}'s Redis Cluster started again")),
     ];
-    for (i, (label, what)) in steps.into_iter().enumerate() {
-        tokio::time::sleep_until((started + phase * (i as u32 + 1)).into()).await;
+    let mut next = started + phase;
+    for (label, what) in steps {
+        tokio::time::sleep_until(next.into()).await;
+        if label == "stop" {
+            // Only once the drained region's traffic has moved: its gateways answer nothing
+            // for two seconds running (clients move within their connection lifetime and the
+            // DNS TTL).
+            let gateways = drilled.gateways.clone();
+            tokio::task::spawn_blocking(move || wait_until_idle(&gateways)).await??;
+        }
         let at = started.elapsed();
         println!("drill: {:>5.1} s  {what}", at.as_secs_f64());
         let root = root.clone();
         let mut owned = rig.take().context("the rig")?;
-        let (gateway, drilled) = (gateway.clone(), drilled.clone());
+        let (gateway, drilled, regions) = (gateway.clone(), drilled.clone(), regions.clone());
         let label_owned = label.to_owned();
         let step = tokio::task::spawn_blocking(move || -> anyhow::Result<Rig> {
+            let name = drilled.name.as_str();
             match label_owned.as_str() {
-                "drain" => apply(&root, &format!("[\"{}\"]", drilled.name))?,
+                "drain" => apply(&root, &format!("[\"{name}\"]"))?,
                 "undrain" => apply(&root, "[]")?,
-                "kill" => kill_gateways(&mut owned, &drilled.name)?,
-                _ => {
+                "stop" => stop_parts(&mut owned, &format!("{name} gateway"), "TERM")?,
+                "kill" => stop_parts(&mut owned, &format!("{name} gateway"), "KILL")?,
+                "start" | "restart" => {
                     let key = owned.dir.join("signing-key.pem");
                     owned.start_gateways(&gateway, &drilled, &key)?;
                 }
+                "blackhole" => signal_part(&owned, &format!("{name} load balancer"), "STOP")?,
+                "resume" => signal_part(&owned, &format!("{name} load balancer"), "CONT")?,
+                "edge-kill" => stop_parts(&mut owned, &format!("{name} edge"), "KILL")?,
+                "edge-start" => {
+                    let others: Vec<&Region> = regions.iter().filter(|r| r.name != name).collect();
+                    owned.start_edge(&drilled, &others)?;
+                }
+                "redis-kill" => kill_redis(&mut owned, name)?,
+                _ => owned.start_redis(&drilled)?,
             }
             Ok(owned)
         });
         rig = Some(step.await??);
+        next = Instant::now() + phase;
         events.push(Event {
             at_ms: at.as_millis() as u64,
             done_ms: started.elapsed().as_millis() as u64,
@@ -197,17 +249,107 @@ fn apply(root: &Path, drained: &str) -> anyhow::Result<()> {
     crate::terraform::run_quiet(root, &args, &log)
 }
 
-/// SIGKILLs every gateway of `region` and drops them from the rig's parts.
-fn kill_gateways(rig: &mut Rig, region: &str) -> anyhow::Result<()> {
-    let prefix = format!("{region} gateway");
-    for part in rig.state.parts.iter().filter(|p| p.name.starts_with(&prefix)) {
-        let status = Command::new("kill").args(["-KILL", &part.pid.to_string()]).status()?;
-        if !status.success() {
-            bail!("kill -KILL {} ({}) failed", part.pid, part.name);
+/// Sends `signal` to every part whose name starts with `prefix`, waits (up to 30 s) until each
+/// has exited, and drops them from the rig's parts.
+fn stop_parts(rig: &mut Rig, prefix: &str, signal: &str) -> anyhow::Result<()> {
+    let pids: Vec<u32> =
+        rig.state.parts.iter().filter(|p| p.name.starts_with(prefix)).map(|p| p.pid).collect();
+    if pids.is_empty() {
+        bail!("no running part named {prefix}…");
+    }
+    for pid in &pids {
+        send(*pid, signal)?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pids.iter().any(|&pid| alive(pid)) {
+        if Instant::now() > deadline {
+            bail!("{prefix}… did not exit within 30 s of SIG{signal}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    rig.state.parts.retain(|p| !p.name.starts_with(prefix));
+    std::fs::write(state_file(&rig.dir), serde_json::to_vec_pretty(&rig.state)?)?;
+    Ok(())
+}
+
+/// Waits (up to [`IDLE_WAIT`]) until `gateways` have answered no `/graphql` request for two
+/// seconds running, read from their own `http_requests_total`.
+fn wait_until_idle(gateways: &[std::net::SocketAddr]) -> anyhow::Result<()> {
+    let deadline = Instant::now() + IDLE_WAIT;
+    let mut last = (graphql_requests(gateways), Instant::now());
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let now = graphql_requests(gateways);
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() >= Duration::from_secs(2) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the drained region's gateways still answered requests {} s after the drain",
+                IDLE_WAIT.as_secs()
+            );
         }
     }
-    rig.state.parts.retain(|p| !p.name.starts_with(&prefix));
-    std::fs::write(state_file(&rig.dir), serde_json::to_vec_pretty(&rig.state)?)?;
+}
+
+/// The `/graphql` requests `gateways` have answered, summed from their `/metrics`.
+fn graphql_requests(gateways: &[std::net::SocketAddr]) -> u64 {
+    use std::io::{Read as _, Write as _};
+    let mut total = 0.0;
+    for gateway in gateways {
+        let Ok(mut stream) = std::net::TcpStream::connect_timeout(gateway, Duration::from_secs(1)) else {
+            continue;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = write!(stream, "GET /metrics HTTP/1.1\r\nHost: drill\r\nConnection: close\r\n\r\n");
+        let mut text = String::new();
+        let _ = stream.read_to_string(&mut text);
+        total += text
+            .lines()
+            .filter(|l| l.starts_with("http_requests_total{") && l.contains("route=\"/graphql\""))
+            .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+            .sum::<f64>();
+    }
+    total as u64
+}
+
+/// Sends `signal` to the part named `name` (it stays one of the rig's parts).
+fn signal_part(rig: &Rig, name: &str, signal: &str) -> anyhow::Result<()> {
+    let part = rig.state.parts.iter().find(|p| p.name == name).with_context(|| format!("no part {name}"))?;
+    send(part.pid, signal)
+}
+
+/// SIGKILLs every node of `region`'s Redis Cluster (the PIDs its `xtask redis-cluster` logged),
+/// then stops that process, so the cluster can be started again on the same ports.
+fn kill_redis(rig: &mut Rig, region: &str) -> anyhow::Result<()> {
+    let name = format!("{region} redis");
+    let part = rig.state.parts.iter().find(|p| p.name == name).with_context(|| format!("no part {name}"))?;
+    let log =
+        std::fs::read_to_string(&part.log).with_context(|| format!("reading {}", part.log.display()))?;
+    let nodes = log
+        .lines()
+        .rev()
+        .find_map(|line| line.strip_prefix("node PIDs: "))
+        .context("the Redis Cluster's log names no node PIDs")?;
+    let nodes: Vec<u32> = nodes
+        .trim_matches(|c| c == '[' || c == ']')
+        .split(',')
+        .map(|pid| pid.trim().parse::<u32>())
+        .collect::<Result<_, _>>()
+        .context("the node PIDs")?;
+    for pid in nodes {
+        send(pid, "KILL")?;
+    }
+    stop_parts(rig, &name, "TERM")
+}
+
+fn send(pid: u32, signal: &str) -> anyhow::Result<()> {
+    let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status()?;
+    if !status.success() {
+        bail!("kill -{signal} {pid} failed");
+    }
     Ok(())
 }
 
@@ -329,6 +471,10 @@ struct Span {
     failed: u64,
     /// Failed requests by outcome.
     failures: BTreeMap<String, u64>,
+    /// GET requests (a partner's persisted queries: what the edge fails over), and how many
+    /// of them failed.
+    gets: u64,
+    failed_gets: u64,
     p99_ms: f64,
     /// Requests answered by each region's edge.
     served_by: BTreeMap<String, u64>,
@@ -373,8 +519,11 @@ fn span(load: &DrillLoad, samples: &[&Sample]) -> BTreeMap<String, Span> {
         let p99 = latencies.get((latencies.len() * 99).div_ceil(100).saturating_sub(1)).copied().unwrap_or(0);
         let mut span = Span { requests: mine.len() as u64, p99_ms: p99 as f64 / 1000.0, ..Span::default() };
         for s in mine {
+            let get = matches!(s.kind, marquee_bench::drill::Kind::Persisted);
+            span.gets += u64::from(get);
             if s.outcome != "ok" {
                 span.failed += 1;
+                span.failed_gets += u64::from(get);
                 *span.failures.entry(s.outcome.clone()).or_insert(0) += 1;
             }
             if let Some(by) = s.served_by {
@@ -402,10 +551,11 @@ impl Report {
             let theirs: Vec<&&Sample> = within.iter().filter(|s| s.client == drilled_index).collect();
             let after = |s: &Sample| (s.due_ms - event.at_ms) as f64 / 1000.0;
             let moved_after_s = match event.label.as_str() {
-                // Away: the last request still answered by the drilled region.
-                "drain" | "kill" => theirs
+                // Away: the last request still answered by the drilled region, or failed (a
+                // timeout included: it was not answered anywhere).
+                "drain" | "stop" | "kill" | "blackhole" | "edge-kill" | "redis-kill" => theirs
                     .iter()
-                    .filter(|s| s.served_by == Some(drilled_index))
+                    .filter(|s| s.served_by == Some(drilled_index) || s.outcome != "ok")
                     .map(|s| after(s))
                     .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x)))),
                 // Back: the first request its gateways answered again (not the edge's cache).
@@ -476,7 +626,7 @@ impl Report {
             args.rate,
             args.reconnect_secs,
         );
-        md.push_str("| phase | client region | requests | failed | p99 ms | answered by | edge hits |\n|---|---|---:|---:|---:|---|---:|\n");
+        md.push_str("| phase | client region | requests | failed | failed GETs | p99 ms | answered by | edge hits |\n|---|---|---:|---:|---:|---:|---|---:|\n");
         let row = |md: &mut String, phase: &str, name: &str, span: &Span| {
             let by = span.served_by.iter().map(|(r, n)| format!("{r} {n}")).collect::<Vec<_>>().join(", ");
             let failed = if span.failures.is_empty() {
@@ -489,8 +639,8 @@ impl Report {
                 )
             };
             md.push_str(&format!(
-                "| {phase} | {name} | {} | {failed} | {:.1} | {by} | {} |\n",
-                span.requests, span.p99_ms, span.edge_hits
+                "| {phase} | {name} | {} | {failed} | {} of {} | {:.1} | {by} | {} |\n",
+                span.requests, span.failed_gets, span.gets, span.p99_ms, span.edge_hits
             ));
         };
         for (name, span) in &self.steady {

@@ -246,7 +246,9 @@ impl Rig {
             self.start_redis(region)?;
             self.start_gateways(gateway, region, &key)?;
             self.start_load_balancer(region)?;
-            self.start_edge(region)?;
+            // Where its edge sends the reads it cannot answer (the rig's regions weigh the same).
+            let others: Vec<&Region> = regions.iter().filter(|r| r.name != region.name).collect();
+            self.start_edge(region, &others)?;
             if let Some(client) = first_client(region) {
                 self.state.clients.push((region.name.clone(), client));
             }
@@ -440,10 +442,13 @@ impl Rig {
         )
     }
 
-    fn start_edge(&mut self, region: &Region) -> anyhow::Result<()> {
+    fn start_edge(&mut self, region: &Region, others: &[&Region]) -> anyhow::Result<()> {
         let dir = self.dir.join(&region.name).join("varnish");
         std::fs::create_dir_all(&dir)?;
-        std::fs::write(dir.join("backend.vcl"), render::varnish_backend(region, &self.origin_secret()?))?;
+        std::fs::write(
+            dir.join("backend.vcl"),
+            render::varnish_backend(region, others, &self.origin_secret()?),
+        )?;
         let mut command = Command::new("varnishd");
         command
             .arg("-F")

@@ -89,8 +89,38 @@ const FORBIDDEN_BODY: &str = r#"{"errors":[{"message":"Requests reach this API t
 /// `backend.vcl` for `regions/rig/edge.vcl`: the region's load balancer, probed on its
 /// health URL (503 when no gateway is in rotation) so the edge knows when to serve stale
 /// copies.
-pub(crate) fn varnish_backend(region: &Region, origin_secret: &str) -> String {
-    format!(
+pub(crate) fn varnish_backend(region: &Region, others: &[&Region], origin_secret: &str) -> String {
+    let mut next = String::new();
+    let mut director = String::from("sub vcl_init {\n    new others = directors.fallback();\n");
+    for (i, other) in others.iter().enumerate() {
+        let _ = write!(
+            next,
+            "# {name}'s load balancer: reads {region} cannot answer go there.
+backend next_{i} {{
+    .host = \"{host}\";
+    .port = \"{port}\";
+    .connect_timeout = 1s;
+    .first_byte_timeout = 15s;
+    .probe = {{
+        .url = \"{region_health}\";
+        .interval = 500ms;
+        .timeout = 1s;
+        .window = 3;
+        .threshold = 2;
+    }}
+}}
+
+",
+            name = other.name,
+            region = region.name,
+            host = other.load_balancer.ip(),
+            port = other.load_balancer.port(),
+            region_health = REGION_HEALTH,
+        );
+        let _ = writeln!(director, "    others.add_backend(next_{i});");
+    }
+    director.push_str("}\n");
+    let origin = format!(
         "# {name}: the CDN edge's origin (written by `cargo xtask rig up` from {file})
 backend origin {{
     .host = \"{host}\";
@@ -117,7 +147,8 @@ sub origin_secret {{
         port = region.load_balancer.port(),
         region_health = REGION_HEALTH,
         origin_header = ORIGIN_HEADER,
-    )
+    );
+    format!("{origin}\n{next}{director}")
 }
 
 /// `regions.json`: what `terraform/environments/local` reads to render the geo-DNS zone
