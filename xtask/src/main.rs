@@ -163,7 +163,9 @@ fn ci(root: &Path) -> anyhow::Result<()> {
         // The fuzz targets are their own workspace (cargo-fuzz's layout), outside `--all`.
         run(root, "cargo", &["fmt", "--manifest-path", "fuzz/Cargo.toml", "--", "--check"])?;
     } else {
-        println!("xtask ci: SKIPPING the format check: rustfmt is not installed (rustup component add rustfmt)");
+        println!(
+            "xtask ci: SKIPPING the format check: rustfmt is not installed (rustup component add rustfmt)"
+        );
     }
     if has_cargo_tool(root, "clippy") {
         run(root, "cargo", &["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])?;
@@ -186,7 +188,9 @@ fn ci(root: &Path) -> anyhow::Result<()> {
         // there for the next run. Without it the same tests run under `cargo test`.
         println!("cargo-nextest is missing: installing it (cargo install cargo-nextest --locked)");
         if let Err(error) = run(root, "cargo", &["install", "cargo-nextest", "--locked"]) {
-            println!("xtask ci: installing cargo-nextest failed ({error:#}); running the tests with cargo test");
+            println!(
+                "xtask ci: installing cargo-nextest failed ({error:#}); running the tests with cargo test"
+            );
         }
     }
     let nextest = has_nextest(root);
@@ -229,7 +233,11 @@ fn has_nextest(root: &Path) -> bool {
 
 /// Whether `cargo TOOL --version` runs.
 fn has_cargo_tool(root: &Path, tool: &str) -> bool {
-    Command::new("cargo").args([tool, "--version"]).current_dir(root).output().is_ok_and(|o| o.status.success())
+    Command::new("cargo")
+        .args([tool, "--version"])
+        .current_dir(root)
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// Runs a Redis Cluster until Ctrl-C or SIGTERM, then stops its nodes by PID.

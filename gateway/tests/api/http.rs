@@ -238,3 +238,21 @@ async fn graphql_read_serves_the_same_gets_and_refuses_writes() {
         .expect("get");
     assert_eq!(mutation.status(), 405, "a mutation over GET is refused here as on /graphql");
 }
+
+/// The origin secret's previous value is empty outside a rotation (the deployment's secret
+/// keeps the key): that is no second value. An empty current value is refused at start.
+#[tokio::test]
+async fn an_empty_previous_origin_secret_is_none_and_an_empty_current_one_is_refused() {
+    let dir = seeded_dir();
+    let mut config = test_config(dir.path());
+    config.http.origin_secret = Some("0123456789abcdef0123456789abcdef".to_owned().into());
+    config.http.origin_secret_previous = Some(String::new().into());
+    let app = spawn_with(config.clone()).await;
+    assert_eq!(app.client.get(app.url("/healthz")).send().await.expect("get").status(), 200);
+    drop(app);
+    config.http.origin_secret = Some(String::new().into());
+    let Err(error) = marquee_gateway::startup::Application::build(config).await else {
+        panic!("an empty origin secret was accepted")
+    };
+    assert!(error.to_string().contains("http.origin_secret is empty"), "{error}");
+}

@@ -58,10 +58,19 @@ locals {
     ? var.scylla.contact_points
     : [for eni in aws_network_interface.scylla : "${eni.private_ip}:9042"]
   )
-  origin_values = [for v in [
-    jsondecode(data.aws_secretsmanager_secret_version.origin.secret_string).current,
-    try(jsondecode(data.aws_secretsmanager_secret_version.origin.secret_string).previous, null),
-  ] : v if v != null && v != ""]
+  # The origin secret is JSON {"current": …, "previous": …}, both keys always present
+  # ("previous" empty outside a rotation): ECS resolves both keys whenever a task starts, so a
+  # key missing then would stop new tasks.
+  origin        = jsondecode(data.aws_secretsmanager_secret_version.origin.secret_string)
+  origin_values = [for v in [local.origin.current, local.origin.previous] : v if v != ""]
+  # The cluster's nodes, named as ElastiCache names them in cluster mode
+  # (<group>-<shard, 4 digits>-<node, 3 digits>): known before the cluster exists, as the
+  # alarms' for_each needs (`member_clusters` is known only after apply).
+  redis_nodes = toset(flatten([
+    for shard in range(1, var.redis.shards + 1) : [
+      for node in range(1, var.redis.replicas_per_shard + 2) : format("%s-%04d-%03d", local.name, shard, node)
+    ]
+  ]))
 }
 
 # What the gateways are told (settings, and secrets by reference), checked by the module the
@@ -91,7 +100,7 @@ module "gateway_environment" {
     store_tls_ca           = var.scylla.tls ? "${var.secrets.store}:ca::" : null
     redis_password         = var.secrets.redis_auth
     origin_secret          = "${var.secrets.origin}:current::"
-    origin_secret_previous = length(local.origin_values) > 1 ? "${var.secrets.origin}:previous::" : null
+    origin_secret_previous = "${var.secrets.origin}:previous::"
   }
   extra = var.gateway.environment
 }
@@ -261,8 +270,11 @@ resource "aws_lb" "region" {
   security_groups            = [aws_security_group.lb.id, aws_security_group.lb_health_checks.id]
   drop_invalid_header_fields = true
   enable_deletion_protection = true
-  idle_timeout               = 60
-  tags                       = local.tags
+  # Above CloudFront's origin keep-alive (30 s), so the load balancer never closes a connection
+  # CloudFront is about to reuse; below the gateways' `http.idle_timeout_ms` (75 s), so it is
+  # the one that closes idle connections.
+  idle_timeout = 60
+  tags         = local.tags
 
   access_logs {
     bucket  = var.access_logs_bucket
@@ -351,6 +363,15 @@ resource "aws_lb_listener_rule" "through_cdn" {
     type             = "forward"
     target_group_arn = aws_lb_target_group.gateways.arn
   }
+
+  lifecycle {
+    # An ALB compares header values case-insensitively, with * and ? as wildcards, up to 128
+    # characters: a secret of lowercase hex (`openssl rand -hex 32`) is matched exactly.
+    precondition {
+      condition     = alltrue([for v in local.origin_values : can(regex("^[0-9a-f]{32,128}$", v))])
+      error_message = "The origin secret's current and previous values must be 32-128 lowercase hex characters (openssl rand -hex 32)."
+    }
+  }
 }
 
 # --- The gateways ----------------------------------------------------------------------
@@ -401,10 +422,6 @@ data "aws_iam_policy_document" "secrets" {
   statement {
     actions   = ["secretsmanager:GetSecretValue"]
     resources = distinct(values(var.secrets))
-  }
-  statement {
-    actions   = ["kms:Decrypt"]
-    resources = [var.kms_key_arn]
   }
 }
 
@@ -491,7 +508,8 @@ resource "aws_ecs_service" "gateway" {
     ignore_changes = [desired_count]
   }
 
-  depends_on = [aws_lb_listener.https]
+  # The target group is attached through the listener's rules (its default action is the 403).
+  depends_on = [aws_lb_listener_rule.health, aws_lb_listener_rule.through_cdn]
 }
 
 resource "aws_appautoscaling_target" "gateway" {
@@ -771,7 +789,7 @@ resource "aws_cloudwatch_metric_alarm" "running_gateways" {
 
 # One pair per node of the Redis Cluster (its metrics are per cache cluster, i.e. node).
 resource "aws_cloudwatch_metric_alarm" "redis_cpu" {
-  for_each            = aws_elasticache_replication_group.cache.member_clusters
+  for_each            = local.redis_nodes
   alarm_name          = "${each.value}-engine-cpu"
   alarm_description   = "A Redis node's engine thread is over 80% busy, 5 minutes running: the region's cache tier is near its limit."
   namespace           = "AWS/ElastiCache"
@@ -789,7 +807,7 @@ resource "aws_cloudwatch_metric_alarm" "redis_cpu" {
 }
 
 resource "aws_cloudwatch_metric_alarm" "redis_memory" {
-  for_each            = aws_elasticache_replication_group.cache.member_clusters
+  for_each            = local.redis_nodes
   alarm_name          = "${each.value}-memory"
   alarm_description   = "A Redis node uses over 90% of its memory, 5 minutes running: it is evicting (allkeys-lru) the region's hot set."
   namespace           = "AWS/ElastiCache"

@@ -29,14 +29,16 @@ locals {
   weighted_name = {
     for name in local.names : name => "${name}.w.origin.${var.domain_name}"
   }
-  # One record per (serving region, region answering for it) with a weight above 0.
+  # One record per (serving region, region answering for it) with a weight above 0. Built
+  # from the policy's `traffic_percent` too, whose preconditions (never drain every region,
+  # never return traffic to a failing one) must then hold before any record changes.
   weighted_records = merge([
     for name, answers in var.policy.weighted_answers : {
       for answer in answers : "${name}/${answer.region}" => {
         set    = name
         target = answer.region
         weight = answer.weight
-      } if answer.weight > 0
+      } if answer.weight > 0 && var.policy.traffic_percent[name] > 0
     }
   ]...)
   # Each serving region's clients' next region, or the region itself when it serves alone.
@@ -101,7 +103,7 @@ resource "aws_route53_record" "weighted" {
 }
 
 resource "aws_route53_record" "primary" {
-  for_each       = toset(var.policy.serving_regions)
+  for_each       = toset([for name in var.policy.serving_regions : name if var.policy.traffic_percent[name] > 0])
   zone_id        = var.hosted_zone_id
   name           = local.primary
   type           = "A"
@@ -123,7 +125,7 @@ resource "aws_route53_record" "primary" {
 }
 
 resource "aws_route53_record" "secondary" {
-  for_each        = toset(var.policy.serving_regions)
+  for_each        = toset([for name in var.policy.serving_regions : name if var.policy.traffic_percent[name] > 0])
   zone_id         = var.hosted_zone_id
   name            = local.secondary
   type            = "A"
@@ -266,7 +268,7 @@ resource "aws_cloudfront_distribution" "api" {
       origin_protocol_policy   = "https-only"
       origin_ssl_protocols     = ["TLSv1.2"]
       origin_read_timeout      = var.origin_timeouts.read_timeout
-      origin_keepalive_timeout = 60
+      origin_keepalive_timeout = 30
     }
   }
 
@@ -288,7 +290,7 @@ resource "aws_cloudfront_distribution" "api" {
       origin_protocol_policy   = "https-only"
       origin_ssl_protocols     = ["TLSv1.2"]
       origin_read_timeout      = var.origin_timeouts.read_timeout
-      origin_keepalive_timeout = 60
+      origin_keepalive_timeout = 30
     }
   }
 

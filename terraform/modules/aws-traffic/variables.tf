@@ -24,8 +24,9 @@ variable "regions" {
 }
 
 variable "policy" {
-  description = "The traffic policy's decisions (modules/traffic-policy outputs): the serving regions, each serving region's weighted answers, and where its reads fail over to."
+  description = "The traffic policy's decisions (modules/traffic-policy outputs): each region's share (`traffic_percent`, the output that carries the policy's refusals), the serving regions, each serving region's weighted answers, and where its reads fail over to."
   type = object({
+    traffic_percent   = map(number)
     serving_regions   = list(string)
     weighted_answers  = map(list(object({ region = string, weight = number })))
     secondary_answers = map(string)

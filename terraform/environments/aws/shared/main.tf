@@ -58,9 +58,11 @@ locals {
     signing_keys = "The gateways' signing keys: PEM PRIVATE KEY blocks, the first signs (gateway keygen)."
     # JSON: {"password": "...", "ca": "-----BEGIN CERTIFICATE-----..."} (ca with TLS only).
     store = "The gateways' ScyllaDB password, and the CA of the nodes' certificates (JSON: password, ca)."
-    # The ElastiCache AUTH token (16-128 printable characters, no @ \" /).
+    # The ElastiCache AUTH token: 16-128 characters, letters, digits and ! & # $ ^ < > - only
+    # (`openssl rand -hex 32`), no trailing newline.
     redis_auth = "The regional Redis Clusters' AUTH token."
-    # JSON: {"current": "...", "previous": "..."}: what CloudFront adds to every request.
+    # JSON: {"current": "<hex>", "previous": "<hex> or empty"}, both keys always present: what
+    # CloudFront adds to every request (`openssl rand -hex 32`).
     origin = "The origin header CloudFront proves itself with (JSON: current, previous)."
   }
 }

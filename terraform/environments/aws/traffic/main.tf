@@ -47,7 +47,7 @@ variable "state" {
 }
 
 variable "first_apply" {
-  description = "This stack has no state yet: nothing was applied before."
+  description = "This stack has no state yet: nothing was applied before. Set only on the very first apply: it turns the check on returning traffic off."
   type        = bool
   default     = false
 }
@@ -174,6 +174,7 @@ module "traffic" {
   origin_secret   = jsondecode(data.aws_secretsmanager_secret_version.origin.secret_string).current
   regions         = [for r in var.regions : { name = r.name, aws_region = r.aws_region, load_balancer_dns_name = r.load_balancer_dns_name, load_balancer_zone_id = r.load_balancer_zone_id }]
   policy = {
+    traffic_percent   = module.policy.traffic_percent
     serving_regions   = module.policy.serving_regions
     weighted_answers  = module.policy.weighted_answers
     secondary_answers = module.policy.secondary_answers
