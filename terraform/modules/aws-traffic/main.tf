@@ -250,47 +250,29 @@ resource "aws_cloudfront_distribution" "api" {
   http_version    = "http2and3"
   tags            = var.tags
 
-  # The nearest serving region (latency, then its weighted set).
-  origin {
-    origin_id           = "primary"
-    domain_name         = local.primary
-    connection_timeout  = var.origin_timeouts.connect_timeout
-    connection_attempts = var.origin_timeouts.attempts
+  # "primary": the nearest serving region (latency, then its weighted set); "secondary": the
+  # next region of the nearest one's clients.
+  dynamic "origin" {
+    for_each = { primary = local.primary, secondary = local.secondary }
+    content {
+      origin_id           = origin.key
+      domain_name         = origin.value
+      connection_timeout  = var.origin_timeouts.connect_timeout
+      connection_attempts = var.origin_timeouts.attempts
 
-    custom_header {
-      name  = local.origin_header
-      value = var.origin_secret
-    }
+      custom_header {
+        name  = local.origin_header
+        value = var.origin_secret
+      }
 
-    custom_origin_config {
-      http_port                = 80
-      https_port               = 443
-      origin_protocol_policy   = "https-only"
-      origin_ssl_protocols     = ["TLSv1.2"]
-      origin_read_timeout      = var.origin_timeouts.read_timeout
-      origin_keepalive_timeout = 30
-    }
-  }
-
-  # The next region of the nearest one's clients.
-  origin {
-    origin_id           = "secondary"
-    domain_name         = local.secondary
-    connection_timeout  = var.origin_timeouts.connect_timeout
-    connection_attempts = var.origin_timeouts.attempts
-
-    custom_header {
-      name  = local.origin_header
-      value = var.origin_secret
-    }
-
-    custom_origin_config {
-      http_port                = 80
-      https_port               = 443
-      origin_protocol_policy   = "https-only"
-      origin_ssl_protocols     = ["TLSv1.2"]
-      origin_read_timeout      = var.origin_timeouts.read_timeout
-      origin_keepalive_timeout = 30
+      custom_origin_config {
+        http_port                = 80
+        https_port               = 443
+        origin_protocol_policy   = "https-only"
+        origin_ssl_protocols     = ["TLSv1.2"]
+        origin_read_timeout      = var.origin_timeouts.read_timeout
+        origin_keepalive_timeout = 30
+      }
     }
   }
 

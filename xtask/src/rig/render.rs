@@ -90,45 +90,45 @@ const FORBIDDEN_BODY: &str = r#"{"errors":[{"message":"Requests reach this API t
 /// health URL (503 when no gateway is in rotation) so the edge knows when to serve stale
 /// copies.
 pub(crate) fn varnish_backend(region: &Region, others: &[&Region], origin_secret: &str) -> String {
-    let mut next = String::new();
+    let mut vcl = format!(
+        "# {name}: the CDN edge's origins (written by `cargo xtask rig up` from {file})\n\n",
+        name = region.name,
+        file = region.file.display(),
+    );
+    vcl.push_str(&load_balancer_backend("origin", region));
     let mut director = String::from("sub vcl_init {\n    new others = directors.fallback();\n");
     for (i, other) in others.iter().enumerate() {
-        let _ = write!(
-            next,
-            "# {name}'s load balancer: reads {region} cannot answer go there.
-backend next_{i} {{
-    .host = \"{host}\";
-    .port = \"{port}\";
-    .connect_timeout = 1s;
-    .first_byte_timeout = 15s;
-    .probe = {{
-        .url = \"{region_health}\";
-        .interval = 500ms;
-        .timeout = 1s;
-        .window = 3;
-        .threshold = 2;
-    }}
-}}
-
-",
-            name = other.name,
-            region = region.name,
-            host = other.load_balancer.ip(),
-            port = other.load_balancer.port(),
-            region_health = REGION_HEALTH,
+        let _ = writeln!(
+            vcl,
+            "# {}'s load balancer: the reads {} cannot answer go there.",
+            other.name, region.name
         );
+        vcl.push_str(&load_balancer_backend(&format!("next_{i}"), other));
         let _ = writeln!(director, "    others.add_backend(next_{i});");
     }
     director.push_str("}\n");
-    let origin = format!(
-        "# {name}: the CDN edge's origin (written by `cargo xtask rig up` from {file})
-backend origin {{
+    let _ = write!(
+        vcl,
+        "{director}
+# Proves to the load balancers that a request came through this edge.
+sub origin_secret {{
+    set bereq.http.{ORIGIN_HEADER} = \"{origin_secret}\";
+}}
+"
+    );
+    vcl
+}
+
+/// A Varnish backend `name` for `region`'s load balancer, probed on the region's health URL.
+fn load_balancer_backend(name: &str, region: &Region) -> String {
+    format!(
+        "backend {name} {{
     .host = \"{host}\";
     .port = \"{port}\";
     .connect_timeout = 1s;
     .first_byte_timeout = 15s;
     .probe = {{
-        .url = \"{region_health}\";
+        .url = \"{REGION_HEALTH}\";
         .interval = 500ms;
         .timeout = 1s;
         .window = 3;
@@ -136,19 +136,10 @@ backend origin {{
     }}
 }}
 
-# Proves to the load balancer that a request came through this edge.
-sub origin_secret {{
-    set bereq.http.{origin_header} = \"{origin_secret}\";
-}}
 ",
-        name = region.name,
-        file = region.file.display(),
         host = region.load_balancer.ip(),
         port = region.load_balancer.port(),
-        region_health = REGION_HEALTH,
-        origin_header = ORIGIN_HEADER,
-    );
-    format!("{origin}\n{next}{director}")
+    )
 }
 
 /// `regions.json`: what `terraform/environments/local` reads to render the geo-DNS zone
