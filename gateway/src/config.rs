@@ -249,6 +249,33 @@ fn default_origin_header() -> String {
     "x-marquee-origin".into()
 }
 
+/// The shortest origin secret accepted: it must not be guessable.
+const ORIGIN_SECRET_MIN_LEN: usize = 16;
+
+impl HttpConfig {
+    /// The origin secrets a request may carry, current first; an empty previous value is none
+    /// (a deployment's secret keeps the key between rotations). Refuses an empty or short
+    /// current value, a previous one without a current one, and a header name HTTP refuses.
+    pub fn origin_secrets(&self) -> Result<Vec<&str>, ConfigError> {
+        let refused = |why: &str| Err(ConfigError::Refused(why.to_owned()));
+        let current = self.origin_secret.as_ref().map(Secret::expose);
+        let previous = self.origin_secret_previous.as_ref().map(Secret::expose).filter(|p| !p.is_empty());
+        let Some(current) = current else {
+            return match previous {
+                Some(_) => refused("http.origin_secret_previous is set without http.origin_secret"),
+                None => Ok(Vec::new()),
+            };
+        };
+        if [Some(current), previous].into_iter().flatten().any(|s| s.len() < ORIGIN_SECRET_MIN_LEN) {
+            return refused("http.origin_secret (and _previous) must be at least 16 characters");
+        }
+        if axum::http::HeaderName::try_from(self.origin_header.as_str()).is_err() {
+            return refused("http.origin_header is not a valid header name");
+        }
+        Ok([Some(current), previous].into_iter().flatten().collect())
+    }
+}
+
 /// GraphQL execution settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -485,6 +512,15 @@ impl Config {
     /// gateway's tokens, so a key generated per process is refused; development tokens (any
     /// holder of the key mints any user) are refused unless the deployment is a test.
     pub fn check(&self, serving: bool) -> Result<(), ConfigError> {
+        if serving {
+            self.http.origin_secrets()?;
+            if let Some(redis) = &self.redis
+                && redis.username.is_some()
+                && redis.password.is_none()
+            {
+                return Err(ConfigError::Refused("redis.username is set without redis.password".into()));
+            }
+        }
         let StoreConfig::Scylla(scylla) = &self.store else { return Ok(()) };
         scylla.validate().map_err(ConfigError::Refused)?;
         if !serving {
@@ -661,6 +697,39 @@ mod tests {
         scylla.password = Some("hunter2".into());
         assert!(refused(&config).contains("without store.username"));
         assert!(config.check(false).is_err(), "settings the store needs are checked for every command");
+    }
+
+    #[test]
+    fn origin_secrets_are_checked_before_anything_starts() {
+        let secret = |s: &str| Some(Secret::from(s.to_owned()));
+        let mut config = Config::default();
+        assert_eq!(config.http.origin_secrets().expect("none"), Vec::<&str>::new());
+        config.http.origin_secret = secret("0123456789abcdef");
+        config.http.origin_secret_previous = secret("");
+        assert_eq!(config.http.origin_secrets().expect("current"), ["0123456789abcdef"]);
+        config.http.origin_secret_previous = secret("fedcba9876543210");
+        assert_eq!(config.http.origin_secrets().expect("both"), ["0123456789abcdef", "fedcba9876543210"]);
+        let refused = |config: &Config| config.check(true).expect_err("refused").to_string();
+        config.http.origin_secret_previous = secret("short");
+        assert!(refused(&config).contains("at least 16"), "a guessable previous value");
+        config.http.origin_secret = secret("");
+        config.http.origin_secret_previous = None;
+        assert!(refused(&config).contains("at least 16"), "an empty current value");
+        config.http.origin_secret = None;
+        config.http.origin_secret_previous = secret("fedcba9876543210");
+        assert!(refused(&config).contains("without http.origin_secret"));
+        config.http.origin_secret = secret("0123456789abcdef");
+        config.http.origin_header = "bad header".into();
+        assert!(refused(&config).contains("origin_header"));
+
+        let config = Config {
+            redis: Some(crate::regional::RedisConfig {
+                username: Some("default".into()),
+                ..Default::default()
+            }),
+            ..Config::default()
+        };
+        assert!(refused(&config).contains("redis.username is set without redis.password"));
     }
 
     #[test]

@@ -117,22 +117,7 @@ impl Application {
     /// Opens the configured store, builds the schema and binds `config.listen`.
     pub async fn build(config: Config) -> Result<Application, StartupError> {
         config.check(true).map_err(|e| StartupError::Config(e.to_string()))?;
-        // An empty previous value is none (a deployment's secret keeps the key between
-        // rotations); an empty current one is a mistake.
-        let secrets: Vec<&str> = [&config.http.origin_secret, &config.http.origin_secret_previous]
-            .into_iter()
-            .flatten()
-            .map(crate::secret::Secret::expose)
-            .filter(|secret| !secret.is_empty())
-            .collect();
-        if config.http.origin_secret.as_ref().is_none_or(|s| s.expose().is_empty()) && !secrets.is_empty() {
-            return Err(StartupError::Config(
-                "http.origin_secret_previous is set without http.origin_secret".into(),
-            ));
-        }
-        if config.http.origin_secret.as_ref().is_some_and(|s| s.expose().is_empty()) {
-            return Err(StartupError::Config("http.origin_secret is empty".into()));
-        }
+        let secrets = config.http.origin_secrets().map_err(|e| StartupError::Config(e.to_string()))?;
         let proxies = TrustedProxies::new(&config.http.trusted_proxies, &config.http.origin_header, &secrets)
             .map_err(StartupError::Config)?;
         let metrics = Metrics::new(&config.region)?;

@@ -230,9 +230,6 @@ impl Regional {
         if hosts.is_empty() {
             return Err(RedisConfigError("seeds is empty".into()));
         }
-        if config.password.is_none() && config.username.is_some() {
-            return Err(RedisConfigError("username is set without password".into()));
-        }
         let timeout = Duration::from_millis(config.command_timeout_ms.max(1));
         let fred_config = FredConfig {
             server: ServerConfig::Clustered { hosts, policy: Default::default() },

@@ -254,5 +254,5 @@ async fn an_empty_previous_origin_secret_is_none_and_an_empty_current_one_is_ref
     let Err(error) = marquee_gateway::startup::Application::build(config).await else {
         panic!("an empty origin secret was accepted")
     };
-    assert!(error.to_string().contains("http.origin_secret is empty"), "{error}");
+    assert!(error.to_string().contains("http.origin_secret (and _previous) must be at least 16"), "{error}");
 }
