@@ -112,11 +112,9 @@ async fn direction(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, link: watch:
     let mut reading = link.clone();
     let reader = async move {
         let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let Ok(n) = from.read(&mut buf).await else { break };
-            if n == 0 {
-                break;
-            }
+        while let Ok(n) = from.read(&mut buf).await
+            && n > 0
+        {
             let delay = reading.borrow_and_update().round_trip / 2;
             if queue.send((Instant::now() + delay, buf[..n].to_vec())).await.is_err() {
                 break;
