@@ -2,9 +2,10 @@
 //!
 //! `cargo xtask ci` is what CI runs (`.ci/run` calls exactly this): formatting, clippy with
 //! warnings denied, the stock clients' npm packages (see `system`), every test (nextest when
-//! installed), the API's query, user-data and persisted-query suites once more over the
-//! ScyllaDB backend (`MARQUEE_TEST_BACKEND=scylla`, on the in-process CQL stand-in), a minute
-//! of fuzzing, and a
+//! installed; the ScyllaDB backend's suites on a two-data-center Apache Cassandra cluster it
+//! starts, see `cassandra`), the API's query, user-data and persisted-query suites once more
+//! over the ScyllaDB backend on that cluster (`MARQUEE_TEST_BACKEND=scylla`), a minute of
+//! fuzzing, and a
 //! seconds-long run of the benchmark against its PostGraphile peer (`cargo xtask bench-peer smoke`, which installs
 //! PostgreSQL and PostGraphile when missing). The checked-in schema diff is
 //! among the tests: `schema/tests/sdl.rs` compares the generated SDL with
@@ -12,10 +13,12 @@
 //! `cargo xtask schema` regenerates `schema/schema.graphql`. `cargo xtask bench-peer` runs the
 //! PostGraphile peer the benchmark compares against (see `peer`). `cargo xtask fuzz` runs the
 //! fuzz targets for a bounded time (see `fuzz`); CI runs the request target for 60 seconds.
-//! `cargo xtask rig up | status | down` runs every region of `regions/` on this machine (see
+//! `cargo xtask cassandra up | status | link | down` keeps such a cluster running for the rig
+//! and for developers (see `cassandra`). `cargo xtask rig up | status | down` runs every region of `regions/` on this machine (see
 //! `rig`). `cargo xtask terraform ARGS` runs Terraform on `terraform/` (see `terraform`); CI
 //! runs the traffic policy's `terraform test`.
 
+mod cassandra;
 mod dns;
 mod fuzz;
 mod peer;
@@ -87,6 +90,13 @@ enum Task {
         #[command(subcommand)]
         task: rig::RigTask,
     },
+    /// A multi-data-center Apache Cassandra cluster on this machine (one network namespace
+    /// per data center; a link between them that can be slowed and cut), kept in the
+    /// background: `up`, `status`, `link`, `down`.
+    Cassandra {
+        #[command(subcommand)]
+        task: cassandra::CassandraTask,
+    },
     /// Run a Redis Cluster on loopback until interrupted (its nodes are stopped by PID);
     /// prints the seeds for `[redis]`.
     RedisCluster {
@@ -128,6 +138,7 @@ fn main() -> anyhow::Result<()> {
     let root = workspace_root();
     match Cli::parse().command {
         Task::Ci => ci(&root),
+        Task::Cassandra { task } => cassandra::run(&root, task),
         Task::BenchPeer { task } => peer::run(&root, task),
         Task::Fuzz(args) => fuzz::run(&root, &args),
         Task::CqlServer { listen, dc, tls } => cql_server(&listen, &dc, &tls),
@@ -194,17 +205,30 @@ fn ci(root: &Path) -> anyhow::Result<()> {
         }
     }
     let nextest = has_nextest(root);
+    // The two-data-center Cassandra cluster the ScyllaDB backend's suites replicate across
+    // (the replication tests start clusters of their own, to cut and stop them). Stopped by
+    // PID when this function returns, passing or not.
+    system::ensure_java()?;
+    system::ensure_faketime()?;
+    let cluster = ci_cluster(root)?;
+    let mut everything = Command::new("cargo");
+    everything
+        .current_dir(root)
+        .env("CARGO_INCREMENTAL", CI_INCREMENTAL)
+        .envs(cluster.env.iter().map(|(k, v)| (k, v)));
     if nextest {
-        run(root, "cargo", &["nextest", "run", "--workspace", "--locked", "--no-fail-fast"])?;
+        everything.args(["nextest", "run", "--workspace", "--locked", "--no-fail-fast"]);
     } else {
-        run(root, "cargo", &["test", "--workspace", "--locked", "--no-fail-fast"])?;
+        everything.args(["test", "--workspace", "--locked", "--no-fail-fast"]);
     }
+    check(everything, "cargo test --workspace (nextest when installed)")?;
     // `--workspace` keeps the feature set of the run above, so nothing is rebuilt.
     let mut api_on_scylla = Command::new("cargo");
     api_on_scylla
         .current_dir(root)
         .env("CARGO_INCREMENTAL", CI_INCREMENTAL)
-        .env("MARQUEE_TEST_BACKEND", "scylla");
+        .env("MARQUEE_TEST_BACKEND", "scylla")
+        .envs(cluster.env.iter().map(|(k, v)| (k, v)));
     if nextest {
         api_on_scylla.args(["nextest", "run", "--workspace", "--locked", "--no-fail-fast"]);
         api_on_scylla.args(["-E", "binary(api) & test(/^(queries|users|persisted)::/)"]);
@@ -213,6 +237,7 @@ fn ci(root: &Path) -> anyhow::Result<()> {
         api_on_scylla.args(["--", "queries::", "users::", "persisted::"]);
     }
     check(api_on_scylla, "MARQUEE_TEST_BACKEND=scylla cargo test (the API suites over ScyllaDB)")?;
+    drop(cluster);
     // terraform/: format, the provider-free configurations' tests, checkov, the CDN function.
     terraform::check_all(root)?;
     // A minute of coverage-guided fuzzing of a request's way through the schema.
@@ -221,6 +246,39 @@ fn ci(root: &Path) -> anyhow::Result<()> {
     peer::run(root, peer::PeerTask::Smoke)?;
     println!("xtask ci: all checks passed");
     Ok(())
+}
+
+/// The cluster CI's tests share, and the environment that points them at it.
+struct CiCluster {
+    env: Vec<(String, String)>,
+    _cluster: marquee_cassandra_cluster::CassandraCluster,
+}
+
+/// Starts two data centers of one node each, as the rig's regions (`us-east`, `eu-west`),
+/// and names the first as the tests' local data center with both replicated
+/// (`marquee_cql_standin::test_cluster`).
+fn ci_cluster(root: &Path) -> anyhow::Result<CiCluster> {
+    let topology = cassandra::Topology {
+        data_centers: vec!["us-east".into(), "eu-west".into()],
+        nodes: 1,
+        hint_window_secs: 3 * 3600,
+        heap_mib: 2048,
+    };
+    println!("$ starting a two-data-center Cassandra cluster for the tests");
+    let cluster = marquee_cassandra_cluster::CassandraCluster::start(
+        &topology.spec(Some(root.join("target/cassandra/ci"))),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let local = cluster.contact_points("us-east").first().cloned().context("no us-east node")?;
+    let env = vec![
+        ("SCYLLA_URI".to_owned(), local),
+        ("SCYLLA_DC".to_owned(), "us-east".to_owned()),
+        ("SCYLLA_REPLICATION".to_owned(), "us-east:1,eu-west:1".to_owned()),
+    ];
+    for (name, value) in &env {
+        println!("  {name}={value}");
+    }
+    Ok(CiCluster { env, _cluster: cluster })
 }
 
 /// CI builds once from a clean clone: incremental compilation would only add gigabytes of

@@ -25,6 +25,22 @@ pub(crate) fn ensure_redis() -> anyhow::Result<()> {
     apt_install(&["redis-server", "redis-tools"])
 }
 
+/// Java and Maven, which run Apache Cassandra from Maven Central's jars (the test clusters).
+pub(crate) fn ensure_java() -> anyhow::Result<()> {
+    if installed("java") && installed("mvn") && installed("ip") {
+        return Ok(());
+    }
+    apt_install(&["openjdk-17-jre-headless", "maven", "iproute2"])
+}
+
+/// Debian's `faketime`, which runs a test's gateway with its clock behind the others'.
+pub(crate) fn ensure_faketime() -> anyhow::Result<()> {
+    if installed("faketime") {
+        return Ok(());
+    }
+    apt_install(&["faketime"])
+}
+
 /// Whether `program` is on the `PATH`.
 pub(crate) fn installed(program: &str) -> bool {
     Command::new("sh")

@@ -85,7 +85,7 @@ pub(crate) fn scylla_config(data_dir: &Path) -> StoreConfig {
     options.reconcile_interval_ms = 200;
     let cluster = marquee_cql_standin::test_cluster();
     options.contact_points = vec![cluster.contact_point];
-    options.replication = [(cluster.data_center.clone(), 1)].into();
+    options.replication = cluster.replication.iter().cloned().collect();
     options.local_dc = cluster.data_center;
     options.await_schema_agreement = !cluster.stand_in;
     StoreConfig::Scylla(Box::new(options))

@@ -332,20 +332,31 @@ pub struct TestCluster {
     pub contact_point: String,
     /// Its data center.
     pub data_center: String,
+    /// Replication factor per data center for a test's keyspace.
+    pub replication: Vec<(String, u32)>,
     /// Whether it is the stand-in (which never reports schema agreement).
     pub stand_in: bool,
 }
 
-/// A real cluster when `SCYLLA_URI` (`host:port`, with `SCYLLA_DC` naming its data center) is
-/// set, else a stand-in started once per process.
+/// The cluster tests run against:
+///
+/// - `SCYLLA_URI` (`host:port`), with `SCYLLA_DC` naming its data center and optionally
+///   `SCYLLA_REPLICATION` (`dc:rf,dc:rf`; default the one data center at 1): a real cluster,
+///   ScyllaDB or Cassandra. `cargo xtask ci` sets these to the two-data-center Cassandra
+///   cluster it starts (`marquee-cassandra-cluster`), so its tests replicate across both.
+/// - Otherwise a stand-in started once per process: a fast loop for a developer without a
+///   cluster running, which proves nothing about replication (see the crate docs).
 pub fn test_cluster() -> TestCluster {
     static STAND_IN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     match std::env::var("SCYLLA_URI") {
-        Ok(uri) => TestCluster {
-            contact_point: uri,
-            data_center: std::env::var("SCYLLA_DC").unwrap_or_else(|_| DEFAULT_DATA_CENTER.into()),
-            stand_in: false,
-        },
+        Ok(uri) => {
+            let data_center = std::env::var("SCYLLA_DC").unwrap_or_else(|_| DEFAULT_DATA_CENTER.into());
+            let replication = std::env::var("SCYLLA_REPLICATION")
+                .ok()
+                .map(|text| parse_replication(&text))
+                .unwrap_or_else(|| vec![(data_center.clone(), 1)]);
+            TestCluster { contact_point: uri, data_center, replication, stand_in: false }
+        }
         Err(_) => TestCluster {
             contact_point: STAND_IN
                 .get_or_init(|| match spawn_local(DEFAULT_DATA_CENTER) {
@@ -354,7 +365,22 @@ pub fn test_cluster() -> TestCluster {
                 })
                 .clone(),
             data_center: DEFAULT_DATA_CENTER.into(),
+            replication: vec![(DEFAULT_DATA_CENTER.into(), 1)],
             stand_in: true,
         },
     }
+}
+
+/// `dc:rf,dc:rf` (panics on anything else: a test setting, wrong is a bug).
+fn parse_replication(text: &str) -> Vec<(String, u32)> {
+    text.split(',')
+        .map(|pair| {
+            let (dc, rf) =
+                pair.split_once(':').unwrap_or_else(|| panic!("SCYLLA_REPLICATION: `{pair}` is not dc:rf"));
+            (
+                dc.trim().to_owned(),
+                rf.trim().parse().unwrap_or_else(|_| panic!("SCYLLA_REPLICATION: `{pair}`")),
+            )
+        })
+        .collect()
 }

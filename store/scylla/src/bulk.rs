@@ -4,7 +4,11 @@
 //! concurrency; rows of one partition that arrive together go as one unlogged batch (never a
 //! batch across partitions). Only when every write is acknowledged does `finish` publish the
 //! generation (its row, then `catalog_state.current`); gateways resolve the current generation
-//! once at start, so a failed or partial load is never served. Every write is an upsert of
+//! once at start, so a failed or partial load is never served. Every write of a load, and the
+//! publication, is at `[store] load_consistency` (EACH_QUORUM): acknowledged by a quorum of
+//! every data center, so when another region reads `current` at LOCAL_QUORUM the rows are
+//! there too; and a gateway checks the generation's state before serving it (see
+//! [`current_generation`]). Every write is an upsert of
 //! given keys, so a rerun of the same load (same source) reuses the unfinished generation and
 //! completes it; a different source starts a new one.
 
@@ -39,6 +43,9 @@ const FLUSH_ROWS: usize = 8_192;
 /// Rows of one partition per unlogged batch.
 const BATCH_ROWS: usize = 64;
 
+/// `catalog_generations.state` of a generation whose every row is written.
+const PUBLISHED: &str = "published";
+
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
@@ -47,7 +54,14 @@ fn encode_body<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     postcard::to_allocvec(value).map_err(|e| StoreError::Corrupt { what: "record", detail: e.to_string() })
 }
 
-/// The generation gateways serve, if one is published.
+/// A generation's row in `catalog_generations`.
+type GenerationRow =
+    (Option<String>, Option<i32>, Option<i64>, Option<i64>, Option<Vec<i64>>, Option<Vec<i32>>);
+
+/// The generation gateways serve: the one `catalog_state` points at, once this data center
+/// holds it published; while it does not (the row has not arrived, or says `building`), the
+/// newest generation it does hold published, so a gateway never serves a load that is still
+/// being written or whose rows have not reached its data center. `None` when none is.
 pub(crate) async fn current_generation(cluster: &Cluster) -> Result<Option<Generation>, StoreError> {
     let current = cluster
         .prepare(Kind::Read, "SELECT generation FROM {keyspace}.catalog_state WHERE name = 'current'")
@@ -61,19 +75,51 @@ pub(crate) async fn current_generation(cluster: &Cluster) -> Result<Option<Gener
     let row = cluster
         .prepare(
             Kind::Read,
-            "SELECT format, movies, people, genre_movies, years FROM {keyspace}.catalog_generations WHERE generation = ?",
+            "SELECT state, format, movies, people, genre_movies, years FROM {keyspace}.catalog_generations \
+             WHERE generation = ?",
         )
         .await?;
     let result = cluster.session.execute_unpaged(&row, (id,)).await.map_err(execution_error)?;
-    type Row = (Option<i32>, Option<i64>, Option<i64>, Option<Vec<i64>>, Option<Vec<i32>>);
-    let row: Option<Row> =
+    let row: Option<GenerationRow> =
         result.into_rows_result().map_err(driver_error)?.maybe_first_row().map_err(decode_error)?;
-    let Some((format, movies, people, genre_movies, years)) = row else {
-        return Err(StoreError::Corrupt {
-            what: "catalog",
-            detail: format!("generation {id} is current but not recorded"),
-        });
-    };
+    match row {
+        Some(row) if row.0.as_deref() == Some(PUBLISHED) => generation(id, row).map(Some),
+        other => {
+            let state = other.and_then(|r| r.0).unwrap_or_else(|| "not here yet".to_owned());
+            tracing::warn!(
+                generation = id,
+                state,
+                "the current catalog generation is not published in this data center; serving the newest that is"
+            );
+            newest_published(cluster).await
+        }
+    }
+}
+
+/// The newest generation this data center holds as published (a scan of a table of a few
+/// rows per load).
+async fn newest_published(cluster: &Cluster) -> Result<Option<Generation>, StoreError> {
+    let statement = format!(
+        "SELECT generation, state, format, movies, people, genre_movies, years FROM {}.catalog_generations",
+        cluster.keyspace
+    );
+    let mut query = scylla::statement::unprepared::Statement::new(statement);
+    query.set_execution_profile_handle(Some(cluster.profile(Kind::Read)));
+    let result = cluster.session.query_unpaged(query, ()).await.map_err(execution_error)?;
+    let mut newest: Option<(i64, GenerationRow)> = None;
+    type Listed =
+        (i64, Option<String>, Option<i32>, Option<i64>, Option<i64>, Option<Vec<i64>>, Option<Vec<i32>>);
+    for row in result.into_rows_result().map_err(driver_error)?.rows::<Listed>().map_err(decode_error)? {
+        let (id, state, format, movies, people, genres, years) = row.map_err(decode_error)?;
+        if state.as_deref() == Some(PUBLISHED) && newest.as_ref().is_none_or(|(n, _)| id > *n) {
+            newest = Some((id, (state, format, movies, people, genres, years)));
+        }
+    }
+    newest.map(|(id, row)| generation(id, row)).transpose()
+}
+
+fn generation(id: i64, row: GenerationRow) -> Result<Generation, StoreError> {
+    let (_, format, movies, people, genre_movies, years) = row;
     if format != Some(BODY_FORMAT) {
         return Err(StoreError::Corrupt {
             what: "catalog",
@@ -83,12 +129,12 @@ pub(crate) async fn current_generation(cluster: &Cluster) -> Result<Option<Gener
     let mut years: Vec<u16> =
         years.unwrap_or_default().into_iter().filter_map(|y| u16::try_from(y).ok()).collect();
     years.sort_unstable();
-    Ok(Some(Generation {
+    Ok(Generation {
         id,
         stats: CatalogStats { movies: movies.unwrap_or(0) as u64, people: people.unwrap_or(0) as u64 },
         genre_movies: genre_movies.unwrap_or_default().into_iter().map(|c| c.max(0) as u64).collect(),
         years,
-    }))
+    })
 }
 
 /// The ScyllaDB backend's bulk side. Its calls block on `runtime` (they run off the async
@@ -399,7 +445,7 @@ impl CatalogSink for ScyllaSink {
             let values = (
                 generation,
                 source,
-                "published",
+                PUBLISHED,
                 BODY_FORMAT,
                 stats.movies as i64,
                 stats.people as i64,

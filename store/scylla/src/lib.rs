@@ -96,9 +96,7 @@ impl ScyllaStore {
         let inner = Arc::new(Inner {
             catalog: CatalogStatements::prepare(&cluster).await?,
             users: UserStatements::prepare(&cluster).await?,
-            ping: cluster
-                .prepare(session::Kind::Read, "SELECT key FROM system.local WHERE key = 'local'")
-                .await?,
+            ping: readiness_probe(&cluster).await?,
             generation,
             cluster,
         });
@@ -118,6 +116,21 @@ impl Drop for ScyllaStore {
     fn drop(&mut self) {
         self.reconciler.abort();
     }
+}
+
+/// The readiness read: `catalog_state`'s partition, at LOCAL_QUORUM whatever the configured
+/// read consistency, without speculative execution (which would hide a slow replica).
+async fn readiness_probe(
+    cluster: &Cluster,
+) -> Result<scylla::statement::prepared::PreparedStatement, StoreError> {
+    let mut probe = cluster
+        .prepare(
+            session::Kind::Write,
+            "SELECT generation FROM {keyspace}.catalog_state WHERE name = 'current'",
+        )
+        .await?;
+    probe.set_consistency(scylla::statement::Consistency::LocalQuorum);
+    Ok(probe)
 }
 
 /// Re-derives recently changed rating totals every `interval` until the store is dropped.
@@ -246,7 +259,8 @@ impl Lifecycle for ScyllaStore {
         format!("{}.{}", self.inner.cluster.keyspace, self.inner.generation.id)
     }
 
-    /// One read in the local data center (readiness: does the region's DC answer?).
+    /// One read of a replicated partition at LOCAL_QUORUM (readiness: can the region's data
+    /// center serve the consistency requests use, not merely is one node up?).
     async fn ping(&self) -> Result<(), StoreError> {
         let _slot = self.inner.cluster.slot().await?;
         self.inner

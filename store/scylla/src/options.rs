@@ -68,6 +68,11 @@ pub struct ScyllaOptions {
     pub read_consistency: Consistency,
     /// Consistency of writes.
     pub write_consistency: Consistency,
+    /// Consistency of a catalog load's writes and of its publication. EACH_QUORUM (the
+    /// default): a generation is published only once a quorum of every data center holds
+    /// every row, so no region's gateways can switch to it before its rows are there; a
+    /// load during a partition fails rather than publish half a catalog to one side.
+    pub load_consistency: Consistency,
     /// Per-request timeout, in milliseconds (a timed-out request is a retryable error).
     pub request_timeout_ms: u64,
     /// A second copy of an idempotent read is sent to another replica when the first has not
@@ -115,6 +120,7 @@ impl Default for ScyllaOptions {
             replication: BTreeMap::from([("datacenter1".into(), 3)]),
             read_consistency: Consistency::LocalQuorum,
             write_consistency: Consistency::LocalQuorum,
+            load_consistency: Consistency::EachQuorum,
             request_timeout_ms: 2_000,
             speculative_delay_ms: 50,
             max_in_flight: 1_024,

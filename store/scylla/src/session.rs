@@ -1,7 +1,8 @@
 //! The driver, set up the way ScyllaDB recommends for several data centers: token-aware,
 //! DC-aware load balancing that stays in the local data center, one execution profile per kind
 //! of statement (reads with speculative execution, writes, bulk loads), prepared statements
-//! marked idempotent where they are, and a bound on requests in flight. Driver errors become
+//! marked idempotent where they are, a bound on requests in flight, and no connection to
+//! another data center's nodes at all (a host filter). Driver errors become
 //! typed [`StoreError`]s here and nowhere else.
 
 use std::fmt;
@@ -15,6 +16,7 @@ use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::errors::{DbError, ExecutionError, RequestAttemptError, RequestError};
 use scylla::observability::history::{AttemptId, HistoryListener, RequestId, SpeculativeId};
+use scylla::policies::host_filter::DcHostFilter;
 use scylla::policies::load_balancing::DefaultPolicy;
 use scylla::policies::retry::RetryDecision;
 use scylla::policies::speculative_execution::SimpleSpeculativeExecutionPolicy;
@@ -123,7 +125,7 @@ pub(crate) enum Kind {
     Read,
     /// Request-path write (idempotent when it is an upsert or delete of given keys).
     Write,
-    /// Catalog load and schema statements: longer timeout, write consistency.
+    /// Catalog load and schema statements: longer timeout, the load consistency.
     Bulk,
 }
 
@@ -165,12 +167,16 @@ impl Cluster {
             .load_balancing_policy(policy.clone())
             .build();
         let bulk = ExecutionProfile::builder()
-            .consistency(options.write_consistency.driver())
+            .consistency(options.load_consistency.driver())
             .request_timeout(Some(BULK_TIMEOUT.max(timeout)))
             .load_balancing_policy(policy)
             .build();
         let mut builder = SessionBuilder::new()
             .known_nodes(&options.contact_points)
+            // No pools to another region's nodes: requests never leave the local data center
+            // (the policy above), so connections across the WAN would only cost sockets,
+            // heartbeats and reconnects to every remote node on every gateway.
+            .host_filter(Arc::new(DcHostFilter::new(options.local_dc.clone())))
             .default_execution_profile_handle(writes.clone().into_handle())
             .auto_await_schema_agreement(options.await_schema_agreement)
             // Client-side write timestamps: when two regions write the same row, the later

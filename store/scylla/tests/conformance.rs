@@ -24,7 +24,7 @@ fn options() -> ScyllaOptions {
     options.reconcile_interval_ms = 200;
     let cluster = marquee_cql_standin::test_cluster();
     options.contact_points = vec![cluster.contact_point];
-    options.replication = [(cluster.data_center.clone(), 1)].into();
+    options.replication = cluster.replication.iter().cloned().collect();
     options.local_dc = cluster.data_center;
     options.await_schema_agreement = !cluster.stand_in;
     options

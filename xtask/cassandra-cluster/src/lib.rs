@@ -182,7 +182,7 @@ impl CassandraCluster {
         for index in 0..cluster.nodes.len() {
             cluster.wait_for_cql(index, deadline)?;
         }
-        cluster.wait_until_all_up(deadline)?;
+        cluster.wait_until_all_up_by(deadline)?;
         Ok(cluster)
     }
 
@@ -260,7 +260,7 @@ impl CassandraCluster {
         self.spawn(index)?;
         let deadline = Instant::now() + START_TIMEOUT;
         self.wait_for_cql(index, deadline)?;
-        self.wait_until_all_up(deadline)
+        self.wait_until_all_up_by(deadline)
     }
 
     /// Runs `nodetool args` against node `index`.
@@ -313,9 +313,13 @@ impl CassandraCluster {
         }
     }
 
-    /// Waits until every running node's `nodetool status` shows every running node Up and
-    /// Normal (gossip has met across data centers).
-    fn wait_until_all_up(&self, deadline: Instant) -> Result<(), ClusterError> {
+    /// Waits until every running node sees every running node Up and Normal (after a cut
+    /// heals, or a node restarts): gossip has met across data centers.
+    pub fn wait_until_all_up(&self) -> Result<(), ClusterError> {
+        self.wait_until_all_up_by(Instant::now() + START_TIMEOUT)
+    }
+
+    fn wait_until_all_up_by(&self, deadline: Instant) -> Result<(), ClusterError> {
         let running: Vec<usize> =
             (0..self.nodes.len()).filter(|&i| self.nodes[i].process.is_some()).collect();
         for &index in &running {

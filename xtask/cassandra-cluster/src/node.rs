@@ -97,6 +97,7 @@ pub(crate) fn configure(config: &NodeConfig<'_>) -> Result<(), ClusterError> {
          hinted_handoff_enabled: true\n\
          max_hint_window: {hint_ms}ms\n\
          auto_snapshot: false\n\
+         memtable_allocation_type: unslabbed_heap_buffers\n\
          concurrent_compactors: 1\n",
         token = config.token,
         seeds = seeds.join(","),
@@ -175,6 +176,9 @@ pub(crate) fn spawn(
         .arg(format!("-Dcassandra.jmx.local.port={jmx_port}"))
         .args(["-Dcassandra-foreground=yes", "-Dcassandra.skip_wait_for_gossip_to_settle=0"])
         .args(["-Dcassandra.ring_delay_ms=1000", "-Dcassandra.load_ring_state=true"])
+        // Schema changes skip forcing the schema tables to disk (the commit log still has
+        // them): tests create a keyspace per case, and each flush costs more as tables grow.
+        .arg("-Dcassandra.unsafesystem=true")
         .arg("-cp")
         .arg(classpath(lib))
         .arg("org.apache.cassandra.service.CassandraDaemon")

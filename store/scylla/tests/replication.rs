@@ -1,0 +1,249 @@
+//! The ScyllaDB backend on a real multi-data-center cluster: Apache Cassandra from Maven
+//! Central (`marquee-cassandra-cluster`), one network namespace per data center, a link
+//! between them that is slowed and cut. Each test starts a cluster of its own (the faults
+//! would disturb others), so these run as root, one at a time (`.config/nextest.toml`).
+//!
+//! - A catalog load is published only once every data center holds it: during a partition it
+//!   fails, and the other region keeps serving the generation it had.
+//! - Each region's store talks to its own data center only, and a write in one reads back in
+//!   the other once the link carries it.
+//! - Readiness proves LOCAL_QUORUM: one node of three down still answers, two down turns it
+//!   unready, and it recovers by itself when they return.
+//! - A re-rate or a removal from a gateway whose clock is 5 s behind (Debian's `faketime`)
+//!   wins over the write it replaces.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use marquee_cassandra_cluster::{CassandraCluster, Link, Spec};
+use marquee_store::bulk::BulkLoad;
+use marquee_store::bulk::seed::{SeedOptions, seed};
+use marquee_store::{CatalogReads, Lifecycle, MovieId, UserData, UserId};
+use marquee_store_scylla::{ScyllaBulk, ScyllaOptions, ScyllaStore, migrate};
+
+const EAST: &str = "us-east";
+const WEST: &str = "eu-west";
+
+/// Starts `spec` off the async workers.
+async fn start(spec: Spec) -> CassandraCluster {
+    tokio::task::spawn_blocking(move || CassandraCluster::start(&spec).expect("Cassandra cluster"))
+        .await
+        .expect("starting thread")
+}
+
+fn options(cluster: &CassandraCluster, local_dc: &str, replication: &[(&str, u32)]) -> ScyllaOptions {
+    ScyllaOptions {
+        contact_points: cluster.contact_points(local_dc),
+        local_dc: local_dc.into(),
+        keyspace: "replication".into(),
+        replication: replication.iter().map(|(dc, rf)| ((*dc).to_owned(), *rf)).collect(),
+        reconcile_interval_ms: 200,
+        ..ScyllaOptions::default()
+    }
+}
+
+/// Loads a small generated catalog under `source`.
+async fn load(options: &ScyllaOptions, source: &'static str, seed_value: u64) -> Result<(), String> {
+    let bulk = ScyllaBulk::new(options.clone(), tokio::runtime::Handle::current());
+    let catalog = SeedOptions { movies: 40, people: Some(20), seed: seed_value };
+    tokio::task::spawn_blocking(move || {
+        let sink = bulk.sink(source).map_err(|e| e.to_string())?;
+        seed(&catalog, sink, &mut |_| {}).map(|_| ()).map_err(|e| e.to_string())
+    })
+    .await
+    .expect("loading thread")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_is_published_only_once_every_data_center_holds_it() {
+    let cluster = start(Spec::one_node_each(&[EAST, WEST])).await;
+    let replication = [(EAST, 1), (WEST, 1)];
+    let east = options(&cluster, EAST, &replication);
+    let west = options(&cluster, WEST, &replication);
+    migrate(&east).await.expect("migrate");
+    load(&east, "first", 1).await.expect("first load");
+    let west_store = ScyllaStore::open(&west).await.expect("eu-west opens");
+    let first = west_store.generation();
+
+    // Each region reads through its own data center, and sees the other's writes.
+    let user = UserId::new("traveller").expect("user");
+    west_store.rate(&user, MovieId(7), 9).await.expect("rated in eu-west");
+    let east_store = ScyllaStore::open(&east).await.expect("us-east opens");
+    assert_eq!(east_store.generation(), first);
+    let read = east_store.user_ratings(&user, &[MovieId(7)]).await.expect("read in us-east");
+    assert_eq!(read[0].as_ref().map(|r| r.score), Some(9), "a write in eu-west reads back in us-east");
+    // No connection to the other region's nodes: only eu-west's store had any.
+    drop(west_store);
+    let west_node: std::net::SocketAddr = cluster.contact_points(WEST)[0].parse().expect("address");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while established_to(west_node) > 0 {
+        assert!(Instant::now() < deadline, "connections to eu-west remain with only us-east's store open");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    east_store.movies(&[MovieId(3)]).await.expect("read in us-east");
+    assert_eq!(established_to(west_node), 0, "us-east's store connected to eu-west's node");
+    let west_store = ScyllaStore::open(&west).await.expect("eu-west opens again");
+
+    // Cut apart, a load in us-east cannot reach a quorum in eu-west: it fails, and neither
+    // region serves it.
+    cluster.set_link(Link { round_trip: Duration::from_millis(100), cut: true });
+    let refused = load(&east, "second", 2).await;
+    assert!(refused.is_err(), "a load during a partition must fail, not publish to one side");
+    assert_eq!(ScyllaStore::open(&west).await.expect("eu-west").generation(), first);
+    assert_eq!(ScyllaStore::open(&east).await.expect("us-east").generation(), first);
+    // Both sides keep serving their own clients meanwhile.
+    west_store.movies(&[MovieId(3)]).await.expect("eu-west serves during the partition");
+    east_store.movies(&[MovieId(3)]).await.expect("us-east serves during the partition");
+
+    cluster.set_link(Link { round_trip: Duration::from_millis(100), cut: false });
+    tokio::task::block_in_place(|| cluster.wait_until_all_up()).expect("healed");
+    load(&east, "second", 2).await.expect("the rerun after healing");
+    let reopened = ScyllaStore::open(&west).await.expect("eu-west reopens");
+    assert_eq!(reopened.generation(), first + 1, "eu-west serves the load once it holds it");
+    assert_eq!(reopened.stats().await.expect("stats").movies, 40);
+}
+
+/// This process's established TCP connections to `to` (from `/proc/net/tcp`, whose
+/// addresses are hex in host byte order).
+fn established_to(to: std::net::SocketAddr) -> usize {
+    let std::net::SocketAddr::V4(to) = to else { return 0 };
+    let want = format!("{:08X}:{:04X}", u32::from_le_bytes(to.ip().octets()), to.port());
+    let table = std::fs::read_to_string("/proc/self/net/tcp").expect("/proc/self/net/tcp");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(2) == Some(&want.as_str()) && fields.get(3) == Some(&"01")
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_holds_with_one_node_of_three_down_and_not_with_two() {
+    let mut spec = Spec::one_node_each(&[EAST]);
+    spec.data_centers = vec![(EAST.to_owned(), 3)];
+    let mut cluster = start(spec).await;
+    let mut east = options(&cluster, EAST, &[(EAST, 3)]);
+    east.request_timeout_ms = 1_000;
+    migrate(&east).await.expect("migrate");
+    load(&east, "three nodes", 3).await.expect("load");
+    let store = Arc::new(ScyllaStore::open(&east).await.expect("open"));
+    store.ping().await.expect("ready with three nodes");
+
+    tokio::task::block_in_place(|| cluster.stop_node(2)).expect("stop one");
+    wait_for(&store, true, "one node of three down: LOCAL_QUORUM still answers").await;
+    let user = UserId::new("quorum").expect("user");
+    store.rate(&user, MovieId(5), 6).await.expect("writes at LOCAL_QUORUM with two of three");
+
+    tokio::task::block_in_place(|| cluster.stop_node(1)).expect("stop another");
+    wait_for(&store, false, "two nodes of three down: no LOCAL_QUORUM").await;
+
+    tokio::task::block_in_place(|| cluster.start_node(1)).expect("restart");
+    wait_for(&store, true, "back to two of three: ready again without reopening").await;
+    let read = store.user_ratings(&user, &[MovieId(5)]).await.expect("read");
+    assert_eq!(read[0].as_ref().map(|r| r.score), Some(6));
+}
+
+/// Waits up to 60 s for `ping` to succeed (`ready`) or fail.
+async fn wait_for(store: &ScyllaStore, ready: bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ping = store.ping().await;
+        if ping.is_ok() == ready {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: ping is {ping:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The write a clock-skewed gateway makes, run by [`a_write_from_a_clock_behind_wins`] in a
+/// process of its own under `faketime`: set by `MARQUEE_SKEWED` (`contact dc keyspace action
+/// user movie score`), a no-op otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by a_write_from_a_clock_behind_wins under faketime"]
+async fn skewed_writer() {
+    let Ok(spec) = std::env::var("MARQUEE_SKEWED") else { return };
+    let words: Vec<&str> = spec.split_whitespace().collect();
+    let [contact, dc, keyspace, action, user, movie, score] = words[..] else {
+        panic!("MARQUEE_SKEWED: {spec}")
+    };
+    let options = ScyllaOptions {
+        contact_points: vec![contact.to_owned()],
+        local_dc: dc.to_owned(),
+        keyspace: keyspace.to_owned(),
+        replication: [(dc.to_owned(), 1)].into(),
+        ..ScyllaOptions::default()
+    };
+    let store = ScyllaStore::open(&options).await.expect("open under faketime");
+    let user = UserId::new(user).expect("user");
+    let movie = MovieId(movie.parse().expect("movie"));
+    match action {
+        "rate" => {
+            store.rate(&user, movie, score.parse().expect("score")).await.expect("rate");
+        }
+        "remove" => assert!(store.delete_rating(&user, movie).await.expect("remove")),
+        other => panic!("unknown action {other}"),
+    }
+}
+
+/// Runs [`skewed_writer`] under `faketime -f -5s`, and checks it acknowledged.
+fn skewed(cluster: &CassandraCluster, keyspace: &str, action: &str, user: &str, movie: u64, score: u8) {
+    let exe = std::env::current_exe().expect("test binary");
+    let spec =
+        format!("{} {EAST} {keyspace} {action} {user} {movie} {score}", cluster.contact_points(EAST)[0]);
+    let out = Command::new("faketime")
+        .args(["-f", "-5s"])
+        .arg(exe)
+        .args(["--exact", "skewed_writer", "--ignored", "--nocapture"])
+        .env("MARQUEE_SKEWED", spec)
+        // Only wall-clock time is 5 s behind; timers keep the real monotonic clock.
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .output()
+        .expect("faketime (Debian's faketime package)");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+        "the skewed writer failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_from_a_clock_behind_wins() {
+    let cluster = start(Spec::one_node_each(&[EAST])).await;
+    let mut east = options(&cluster, EAST, &[(EAST, 1)]);
+    east.keyspace = "skew".into();
+    migrate(&east).await.expect("migrate");
+    load(&east, "skew", 4).await.expect("load");
+    let store = ScyllaStore::open(&east).await.expect("open");
+    let user = UserId::new("skewed-user").expect("user");
+
+    store.rate(&user, MovieId(9), 8).await.expect("rated on time");
+    tokio::task::block_in_place(|| skewed(&cluster, "skew", "rate", "skewed-user", 9, 3));
+    let read = store.user_ratings(&user, &[MovieId(9)]).await.expect("read");
+    assert_eq!(
+        read[0].as_ref().map(|r| r.score),
+        Some(3),
+        "the re-rate 5 s behind was acknowledged, so it wins"
+    );
+    let page =
+        store.ratings_page(&user, marquee_store::UserPage { first: 10, after: None }).await.expect("page");
+    assert_eq!(page.items.iter().map(|(_, r)| r.score).collect::<Vec<_>>(), [3], "one entry, the new score");
+
+    store.rate(&user, MovieId(9), 10).await.expect("re-rated on time");
+    tokio::task::block_in_place(|| skewed(&cluster, "skew", "remove", "skewed-user", 9, 0));
+    let read = store.user_ratings(&user, &[MovieId(9)]).await.expect("read");
+    assert_eq!(read[0], None, "the removal 5 s behind was acknowledged, so it wins");
+    let deadline = Instant::now() + store.totals_lag();
+    loop {
+        let totals = store.rating_totals(&[MovieId(9)]).await.expect("totals");
+        if totals[0].count == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "totals still count the removed rating: {totals:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
