@@ -42,13 +42,18 @@ pub async fn migrate(config: &StoreConfig) -> Result<String, StoreError> {
         )),
         StoreConfig::Scylla(options) => {
             let report = marquee_store_scylla::migrate(options).await?;
-            Ok(format!(
-                "keyspace {} is at schema version {} (applied now: {:?}; already applied: {:?})",
+            let mut text = format!(
+                "keyspace {} on {} is at schema version {} (applied now: {:?}; already applied: {:?})",
                 options.keyspace,
+                report.engine,
                 marquee_store_scylla::SCHEMA_VERSION,
                 report.applied,
                 report.already_applied
-            ))
+            );
+            if let Some(change) = &report.replication_change {
+                text.push_str(&format!("\nreplication changed: {change}"));
+            }
+            Ok(text)
         }
     }
 }

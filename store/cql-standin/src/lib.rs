@@ -4,7 +4,8 @@
 //! this is the stand-in.
 //!
 //! What it does not prove (measured; the ScyllaDB backend is designed around it): it ignores
-//! `IN`, clustering-key ranges, `DESC` clustering order, TTL and lightweight transactions; it
+//! `IN`, clustering-key ranges, `DESC` clustering order, TTL, table options (`ALTER TABLE ...
+//! WITH` is answered and changes nothing) and lightweight transactions; it
 //! panics on counter columns and `timeuuid` values (answered here as a server error rather
 //! than a dropped connection); it has one node, one data center and no token ring, so
 //! token-aware routing, replication and consistency levels are accepted and not exercised.
@@ -161,6 +162,9 @@ impl StandIn {
         body: &[u8],
         params: FrameParams,
     ) -> Response {
+        if opcode == RequestOpcode::Query && alters_table_options(body) {
+            return Response::Result(QueryResult::Void);
+        }
         let request = match Request::deserialize(opcode, body, params.flags) {
             Ok(request) => request,
             Err(error) => return Response::Error(error),
@@ -207,6 +211,18 @@ impl StandIn {
             Response::Error(CqlError::new(DbError::ServerError, "the CQL stand-in cannot run this statement"))
         })
     }
+}
+
+/// Whether a QUERY frame's body is `ALTER TABLE ... WITH` (table options: TTL, compaction,
+/// tombstone GC), which kassandra cannot parse and the stand-in accepts and ignores, as it
+/// ignores TTL.
+fn alters_table_options(body: &[u8]) -> bool {
+    let Some(length) = body.get(..4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]])) else {
+        return false;
+    };
+    let Some(text) = usize::try_from(length).ok().and_then(|n| body.get(4..4 + n)) else { return false };
+    let text = String::from_utf8_lossy(text).to_ascii_uppercase();
+    text.trim_start().starts_with("ALTER TABLE") && text.contains(" WITH ")
 }
 
 /// A prepared statement's id, derived from its text and keyspace as real servers derive it

@@ -1,8 +1,23 @@
 //! Versioned CQL schema: the files in `store/scylla/schema/`, applied in order by
-//! `gateway migrate` and recorded in `schema_versions`. Every statement is `IF NOT EXISTS`, so
-//! running it again (after an interruption, or on every deploy) changes nothing; a keyspace
-//! already at a newer version than this build knows is refused rather than touched, and a
-//! gateway refuses to serve from a keyspace whose version is not exactly its own.
+//! `gateway migrate` and recorded in `schema_versions`. Every statement is idempotent
+//! (`IF NOT EXISTS`, or an `ALTER` to fixed options), so running it again (after an
+//! interruption, or on every deploy) changes nothing; a keyspace already at a newer version
+//! than this build knows is refused rather than touched.
+//!
+//! - **Rolling upgrades**: every version after the first is additive, so a gateway serves a
+//!   keyspace at its own version or one newer ([`SCHEMA_VERSION`] + 1): migrate first, then
+//!   roll the gateways. A keyspace older than the build is refused (`gateway migrate`).
+//! - **Replication**: `CREATE KEYSPACE IF NOT EXISTS` would ignore a changed
+//!   `[store] replication`, so `migrate` compares it with the keyspace's: a data center added
+//!   or a factor raised is applied (`ALTER KEYSPACE`) and the report says what the operator
+//!   runs next (`nodetool rebuild`, repair); a data center removed or a factor lowered is
+//!   refused, since that drops replicas and is done by hand after decommissioning.
+//! - **Tables checked**: at migrate and at open, every table and column the schema files
+//!   declare must exist with its type, or the error names what differs.
+//! - **Engines**: on ScyllaDB, users' tables get `tombstone_gc = {'mode': 'repair'}` (a
+//!   tombstone is purged only after a repair has seen it, so a deleted rating cannot come
+//!   back from a replica that missed the delete); Cassandra has no such option and relies on
+//!   `gc_grace_seconds` (10 days) outliving the repair interval (ARCHITECTURE.md).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -19,14 +34,32 @@ struct Migration {
 }
 
 /// Every schema version this build knows, oldest first.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_catalog_and_users",
-    cql: include_str!("../schema/0001_catalog_and_users.cql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_catalog_and_users",
+        cql: include_str!("../schema/0001_catalog_and_users.cql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_change_log_expiry",
+        cql: include_str!("../schema/0002_change_log_expiry.cql"),
+    },
+];
 
-/// The version a keyspace must be at for this build to serve from it.
-pub const SCHEMA_VERSION: i32 = 1;
+/// The version this build migrates a keyspace to; it serves from this one or the next.
+pub const SCHEMA_VERSION: i32 = 2;
+
+/// Users' tables: deletes happen there, so their tombstones must not be purged before a
+/// repair (ScyllaDB's `tombstone_gc` repair mode).
+const USER_TABLES: &[&str] = &[
+    "ratings_by_user",
+    "ratings_by_user_time",
+    "watchlist_by_user",
+    "watchlist_by_user_time",
+    "movie_ratings",
+    "rating_totals",
+];
 
 const VERSIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS {keyspace}.schema_versions (
     version int PRIMARY KEY, name text, applied_at bigint)";
@@ -38,6 +71,10 @@ pub struct MigrationReport {
     pub already_applied: Vec<i32>,
     /// Versions applied now, in order.
     pub applied: Vec<i32>,
+    /// The replication change applied now, with what the operator runs next.
+    pub replication_change: Option<String>,
+    /// The engine found: `ScyllaDB` or `Cassandra`.
+    pub engine: &'static str,
 }
 
 /// The statements of a schema file: comments removed, split on `;`.
@@ -64,6 +101,211 @@ fn keyspace_statement(options: &ScyllaOptions) -> String {
     )
 }
 
+/// A keyspace's replication as `system_schema.keyspaces` holds it: data center → factor.
+type Replication = std::collections::BTreeMap<String, u32>;
+
+/// How a keyspace's replication is brought to `[store] replication`: the `ALTER KEYSPACE`
+/// statements in order, and what the operator runs after them.
+#[derive(Debug, PartialEq, Eq)]
+struct ReplicationPlan {
+    alters: Vec<String>,
+    next: String,
+}
+
+/// What to do about a keyspace whose replication differs from `[store] replication`: nothing
+/// (`None`), a plan, or a refusal (replicas removed). A vnode keyspace (Cassandra, or
+/// ScyllaDB without tablets) takes one ALTER, then `nodetool rebuild` in a new data center
+/// or a repair where a factor rose; a tablets keyspace (ScyllaDB's default) accepts a factor
+/// changed by at most 1 per ALTER and moves the replicas itself, so no rebuild or repair.
+fn plan_replication(
+    keyspace: &str,
+    current: &Replication,
+    wanted: &Replication,
+    tablets: bool,
+) -> Result<Option<ReplicationPlan>, String> {
+    if current == wanted {
+        return Ok(None);
+    }
+    let shrunk: Vec<String> = current
+        .iter()
+        .filter(|(dc, rf)| wanted.get(*dc).is_none_or(|want| want < rf))
+        .map(|(dc, rf)| format!("{dc} {rf} -> {}", wanted.get(dc).copied().unwrap_or(0)))
+        .collect();
+    if !shrunk.is_empty() {
+        return Err(format!(
+            "keyspace {keyspace} replicates {current:?}; [store] replication {wanted:?} removes replicas ({}). \
+             Migrate does not drop replicas: decommission first, then ALTER KEYSPACE by hand (README: regions)",
+            shrunk.join(", ")
+        ));
+    }
+    let alter = |factors: &Replication| {
+        let factors: Vec<String> = factors.iter().map(|(dc, rf)| format!("'{dc}': {rf}")).collect();
+        format!(
+            "ALTER KEYSPACE {keyspace} WITH replication = {{'class': 'NetworkTopologyStrategy', {}}}",
+            factors.join(", ")
+        )
+    };
+    if tablets {
+        let mut step = current.clone();
+        let mut alters = Vec::new();
+        for (dc, &rf) in wanted {
+            while step.get(dc).copied().unwrap_or(0) < rf {
+                *step.entry(dc.clone()).or_insert(0) += 1;
+                alters.push(alter(&step));
+            }
+        }
+        let next = "tablets: ScyllaDB streams the new replicas itself; no rebuild or repair".to_owned();
+        return Ok(Some(ReplicationPlan { alters, next }));
+    }
+    let source = current.keys().next().cloned().unwrap_or_default();
+    let mut next = Vec::new();
+    for (dc, rf) in wanted {
+        match current.get(dc) {
+            None => next.push(format!(
+                "data center {dc} added: on each of its nodes run `nodetool rebuild -- {source}` (streams the \
+                 existing data), then a full repair, before its gateways serve"
+            )),
+            Some(old) if old < rf => next.push(format!(
+                "data center {dc} raised from {old} to {rf} replicas: run `nodetool repair -full {keyspace}` on \
+                 each of its nodes before reading at LOCAL_QUORUM there"
+            )),
+            Some(_) => {}
+        }
+    }
+    Ok(Some(ReplicationPlan { alters: vec![alter(wanted)], next: next.join("; ") }))
+}
+
+/// Whether a ScyllaDB keyspace uses tablets (`system_schema.scylla_keyspaces`); Cassandra
+/// has no tablets.
+async fn uses_tablets(cluster: &Cluster, engine: &str) -> Result<bool, StoreError> {
+    if engine != "ScyllaDB" {
+        return Ok(false);
+    }
+    let result = cluster
+        .session
+        .query_unpaged(
+            "SELECT initial_tablets FROM system_schema.scylla_keyspaces WHERE keyspace_name = ?",
+            (cluster.keyspace.as_str(),),
+        )
+        .await
+        .map_err(execution_error)?;
+    let row = result.into_rows_result().map_err(driver_error)?.maybe_first_row::<(Option<i32>,)>();
+    Ok(matches!(row, Ok(Some((Some(_),)))))
+}
+
+/// The keyspace's replication, `None` when it does not exist.
+async fn keyspace_replication(cluster: &Cluster) -> Result<Option<Replication>, StoreError> {
+    let result = cluster
+        .session
+        .query_unpaged(
+            "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = ?",
+            (cluster.keyspace.as_str(),),
+        )
+        .await
+        .map_err(execution_error)?;
+    let row = result
+        .into_rows_result()
+        .map_err(driver_error)?
+        .maybe_first_row::<(std::collections::HashMap<String, String>,)>()
+        .map_err(driver_error)?;
+    // `class` names the strategy; `replication_factor` is SimpleStrategy's (or an
+    // auto-expansion Cassandra rewrites per data center), never a data center.
+    Ok(row.map(|(map,)| {
+        map.into_iter()
+            .filter(|(key, _)| key != "class" && key != "replication_factor")
+            .filter_map(|(dc, rf)| Some((dc, rf.parse().ok()?)))
+            .collect()
+    }))
+}
+
+/// `ScyllaDB` when the cluster is ScyllaDB (it has `system.scylla_local`), else `Cassandra`.
+async fn engine(cluster: &Cluster) -> Result<&'static str, StoreError> {
+    let result = cluster
+        .session
+        .query_unpaged(
+            "SELECT table_name FROM system_schema.tables WHERE keyspace_name = 'system' AND table_name = 'scylla_local'",
+            (),
+        )
+        .await
+        .map_err(execution_error)?;
+    let rows = result.into_rows_result().map_err(driver_error)?;
+    Ok(if rows.rows_num() > 0 { "ScyllaDB" } else { "Cassandra" })
+}
+
+/// The `tombstone_gc` statements for ScyllaDB (see the module docs).
+fn tombstone_gc_statements() -> Vec<String> {
+    USER_TABLES
+        .iter()
+        .map(|table| format!("ALTER TABLE {{keyspace}}.{table} WITH tombstone_gc = {{'mode': 'repair'}}"))
+        .collect()
+}
+
+/// Every column the schema files declare, by table: `(table, column, type)`, from their
+/// `CREATE TABLE` statements.
+fn declared_columns() -> Vec<(String, String, String)> {
+    let mut columns = Vec::new();
+    for migration in MIGRATIONS {
+        for statement in statements(migration.cql) {
+            let Some(rest) = statement.strip_prefix("CREATE TABLE IF NOT EXISTS {keyspace}.") else {
+                continue;
+            };
+            let Some((table, body)) = rest.split_once(" (") else { continue };
+            // Column definitions are `name type [PRIMARY KEY]`; the key clause's pieces are
+            // the segments with parentheses.
+            for column in body.split(',').filter(|c| !c.contains(['(', ')'])) {
+                let mut words = column.split_whitespace();
+                if let (Some(name), Some(kind)) = (words.next(), words.next()) {
+                    columns.push((table.to_owned(), name.to_owned(), kind.to_owned()));
+                }
+            }
+        }
+    }
+    columns
+}
+
+/// Refuses a keyspace that lacks a declared table or column, or holds one with another type.
+async fn check_tables(cluster: &Cluster) -> Result<(), StoreError> {
+    let result = cluster
+        .session
+        .query_unpaged(
+            "SELECT table_name, column_name, type FROM system_schema.columns WHERE keyspace_name = ?",
+            (cluster.keyspace.as_str(),),
+        )
+        .await
+        .map_err(execution_error)?;
+    let rows = result.into_rows_result().map_err(driver_error)?;
+    let mut found = std::collections::HashMap::new();
+    for row in rows.rows::<(String, String, String)>().map_err(driver_error)? {
+        let (table, column, kind) = row.map_err(driver_error)?;
+        found.insert((table, column), kind);
+    }
+    if found.is_empty() {
+        // Every migrated keyspace lists columns (`schema_versions` at least); only the CQL
+        // stand-in, which keeps no schema metadata, lists none.
+        tracing::warn!(keyspace = %cluster.keyspace, "the cluster lists no columns; table check skipped");
+        return Ok(());
+    }
+    let mut wrong = Vec::new();
+    for (table, column, kind) in declared_columns() {
+        match found.get(&(table.clone(), column.clone())) {
+            None => wrong.push(format!("{table}.{column} is missing")),
+            Some(actual) if *actual != kind => {
+                wrong.push(format!("{table}.{column} is {actual}, not {kind}"))
+            }
+            Some(_) => {}
+        }
+    }
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::backend(ScyllaError::Schema(format!(
+            "keyspace {} does not match the schema this build reads: {}",
+            cluster.keyspace,
+            wrong.join("; ")
+        ))))
+    }
+}
+
 async fn run(cluster: &Cluster, cql: &str) -> Result<(), StoreError> {
     let statement = cql.replace("{keyspace}", &cluster.keyspace);
     let mut query = scylla::statement::unprepared::Statement::new(statement);
@@ -85,10 +327,34 @@ async fn applied_versions(cluster: &Cluster) -> Result<Vec<i32>, StoreError> {
     Ok(versions)
 }
 
-/// Creates the keyspace and applies every schema version it lacks.
+/// Creates the keyspace (or brings its replication up to `[store] replication`), applies every
+/// schema version it lacks, applies the engine's table options and checks every table.
 pub async fn migrate(options: &ScyllaOptions) -> Result<MigrationReport, StoreError> {
     let cluster = Cluster::connect(options).await?;
-    run(&cluster, &keyspace_statement(options)).await?;
+    let mut report = MigrationReport { engine: engine(&cluster).await?, ..MigrationReport::default() };
+    match keyspace_replication(&cluster).await? {
+        None => run(&cluster, &keyspace_statement(options)).await?,
+        // A keyspace listing no data center (the CQL stand-in's) has nothing to compare.
+        Some(current) if current.is_empty() => {
+            tracing::warn!(keyspace = %options.keyspace, "the keyspace lists no data centers; replication not compared");
+        }
+        Some(current) => {
+            let wanted: Replication = options.replication.clone().into_iter().collect();
+            let tablets = uses_tablets(&cluster, report.engine).await?;
+            match plan_replication(&options.keyspace, &current, &wanted, tablets) {
+                Ok(None) => {}
+                Ok(Some(plan)) => {
+                    for alter in &plan.alters {
+                        tracing::info!(%alter, "changing the keyspace's replication");
+                        run(&cluster, alter).await?;
+                    }
+                    report.replication_change =
+                        Some(format!("{}; next: {}", plan.alters.join("; "), plan.next));
+                }
+                Err(refusal) => return Err(StoreError::backend(ScyllaError::Schema(refusal))),
+            }
+        }
+    }
     run(&cluster, VERSIONS_TABLE).await?;
     let already = applied_versions(&cluster).await?;
     if let Some(&newest) = already.last()
@@ -100,7 +366,7 @@ pub async fn migrate(options: &ScyllaOptions) -> Result<MigrationReport, StoreEr
             options.keyspace
         ))));
     }
-    let mut report = MigrationReport { already_applied: already.clone(), applied: Vec::new() };
+    report.already_applied = already.clone();
     for migration in MIGRATIONS.iter().filter(|m| !already.contains(&m.version)) {
         tracing::info!(version = migration.version, name = migration.name, "applying schema version");
         for statement in statements(migration.cql) {
@@ -120,10 +386,17 @@ pub async fn migrate(options: &ScyllaOptions) -> Result<MigrationReport, StoreEr
             .map_err(execution_error)?;
         report.applied.push(migration.version);
     }
+    if report.engine == "ScyllaDB" {
+        for statement in tombstone_gc_statements() {
+            run(&cluster, &statement).await?;
+        }
+    }
+    check_tables(&cluster).await?;
     Ok(report)
 }
 
-/// Refuses to serve from a keyspace that is not at exactly [`SCHEMA_VERSION`].
+/// Refuses to serve from a keyspace not at [`SCHEMA_VERSION`] or the one after it (see the
+/// module docs), or whose tables differ from the schema files.
 pub(crate) async fn check(cluster: &Cluster) -> Result<(), StoreError> {
     let versions = match applied_versions(cluster).await {
         Ok(versions) => versions,
@@ -136,10 +409,11 @@ pub(crate) async fn check(cluster: &Cluster) -> Result<(), StoreError> {
         }
     };
     match versions.last() {
-        Some(&SCHEMA_VERSION) => Ok(()),
+        Some(&version) if served(version) => check_tables(cluster).await,
         Some(&newer) if newer > SCHEMA_VERSION => Err(StoreError::backend(ScyllaError::Schema(format!(
-            "keyspace {} is at schema version {newer}, newer than this build's {SCHEMA_VERSION}; deploy a newer gateway",
-            cluster.keyspace
+            "keyspace {} is at schema version {newer}; this build serves {SCHEMA_VERSION} and {}: deploy a newer gateway",
+            cluster.keyspace,
+            SCHEMA_VERSION + 1
         )))),
         other => Err(StoreError::backend(ScyllaError::Schema(format!(
             "keyspace {} is at schema version {}, this build needs {SCHEMA_VERSION}; run `gateway migrate`",
@@ -147,6 +421,11 @@ pub(crate) async fn check(cluster: &Cluster) -> Result<(), StoreError> {
             other.map_or_else(|| "none".to_owned(), i32::to_string)
         )))),
     }
+}
+
+/// Whether this build serves from a keyspace at `version`: its own, or the next (additive).
+fn served(version: i32) -> bool {
+    version == SCHEMA_VERSION || version == SCHEMA_VERSION + 1
 }
 
 #[cfg(test)]
@@ -160,6 +439,103 @@ mod tests {
         assert!(statements.iter().all(|s| s.starts_with("CREATE TABLE IF NOT EXISTS {keyspace}.")));
         assert!(statements.iter().all(|s| !s.contains("--")));
         assert_eq!(MIGRATIONS.last().map(|m| m.version), Some(SCHEMA_VERSION));
+        let versions: Vec<i32> = MIGRATIONS.iter().map(|m| m.version).collect();
+        assert_eq!(versions, (1..=SCHEMA_VERSION).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn versions_after_the_first_only_add_or_alter_options() {
+        for migration in &MIGRATIONS[1..] {
+            for statement in statements(migration.cql) {
+                let additive = statement.starts_with("CREATE TABLE IF NOT EXISTS")
+                    || (statement.starts_with("ALTER TABLE") && statement.contains(" WITH "))
+                    || (statement.starts_with("ALTER TABLE") && statement.contains(" ADD "));
+                assert!(additive, "{}: not additive: {statement}", migration.name);
+            }
+        }
+    }
+
+    #[test]
+    fn declared_columns_come_from_the_create_statements() {
+        let columns = declared_columns();
+        let has = |table: &str, column: &str, kind: &str| {
+            columns.iter().any(|(t, c, k)| t == table && c == column && k == kind)
+        };
+        assert!(has("catalog_generations", "genre_movies", "list<bigint>"), "{columns:?}");
+        assert!(has("rating_changes", "slot", "bigint"));
+        assert!(has("movie_ratings", "user_id", "text"));
+        assert!(!columns.iter().any(|(_, c, _)| c == "PRIMARY" || c.starts_with('(')), "{columns:?}");
+    }
+
+    #[test]
+    fn a_build_serves_its_version_and_the_next_only() {
+        assert!(served(SCHEMA_VERSION) && served(SCHEMA_VERSION + 1));
+        assert!(!served(SCHEMA_VERSION - 1) && !served(SCHEMA_VERSION + 2));
+    }
+
+    #[test]
+    fn replication_grows_by_alter_with_the_next_steps_and_never_shrinks() {
+        let map = |pairs: &[(&str, u32)]| -> Replication {
+            pairs.iter().map(|(d, r)| ((*d).to_owned(), *r)).collect()
+        };
+        let east = map(&[("us-east", 3)]);
+        let both = map(&[("us-east", 3), ("eu-west", 3)]);
+        assert_eq!(plan_replication("marquee", &east, &east, false), Ok(None));
+        let plan = plan_replication("marquee", &east, &both, false).expect("grows").expect("a change");
+        assert_eq!(
+            plan.alters,
+            [
+                "ALTER KEYSPACE marquee WITH replication = {'class': 'NetworkTopologyStrategy', 'eu-west': 3, 'us-east': 3}"
+            ]
+        );
+        assert!(
+            plan.next.contains("nodetool rebuild -- us-east") && plan.next.contains("eu-west"),
+            "{}",
+            plan.next
+        );
+        let raised =
+            plan_replication("marquee", &map(&[("us-east", 1)]), &east, false).expect("ok").expect("change");
+        assert!(raised.next.contains("repair -full marquee"), "{}", raised.next);
+        let removed = plan_replication("marquee", &both, &east, false).expect_err("refused");
+        assert!(removed.contains("eu-west 3 -> 0"), "{removed}");
+        plan_replication("marquee", &east, &map(&[("us-east", 2)]), false).expect_err("lowering refused");
+        plan_replication("marquee", &east, &map(&[("us-east", 2)]), true)
+            .expect_err("lowering refused on tablets");
+    }
+
+    #[test]
+    fn a_tablets_keyspace_grows_one_replica_per_alter() {
+        let map = |pairs: &[(&str, u32)]| -> Replication {
+            pairs.iter().map(|(d, r)| ((*d).to_owned(), *r)).collect()
+        };
+        let plan = plan_replication(
+            "marquee",
+            &map(&[("us-east", 3)]),
+            &map(&[("us-east", 3), ("eu-west", 2)]),
+            true,
+        )
+        .expect("grows")
+        .expect("a change");
+        assert_eq!(
+            plan.alters,
+            [
+                "ALTER KEYSPACE marquee WITH replication = {'class': 'NetworkTopologyStrategy', 'eu-west': 1, 'us-east': 3}",
+                "ALTER KEYSPACE marquee WITH replication = {'class': 'NetworkTopologyStrategy', 'eu-west': 2, 'us-east': 3}",
+            ]
+        );
+        assert!(plan.next.contains("no rebuild"), "{}", plan.next);
+    }
+
+    #[test]
+    fn scylla_gets_repair_mode_tombstone_gc_on_every_users_table() {
+        let statements = tombstone_gc_statements();
+        assert_eq!(statements.len(), USER_TABLES.len());
+        assert!(statements.contains(
+            &"ALTER TABLE {keyspace}.ratings_by_user WITH tombstone_gc = {'mode': 'repair'}".to_owned()
+        ));
+        let declared: std::collections::HashSet<String> =
+            declared_columns().into_iter().map(|(t, _, _)| t).collect();
+        assert!(USER_TABLES.iter().all(|t| declared.contains(*t)), "a users' table the schema lacks");
     }
 
     #[test]

@@ -65,18 +65,14 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// The write timestamp (microseconds) for a write that replaces a row written at `previous`:
-/// this gateway's clock, or just after `previous` when that is ahead of it. Cells resolve by
-/// timestamp (last write wins), so a write stamped behind the row it replaces would be
-/// acknowledged and then lose to it everywhere: a re-rate or removal from a gateway whose
-/// clock is behind the previous writer's would vanish.
-fn after(previous: Option<i64>) -> i64 {
-    let now = i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros()))
-        .unwrap_or(i64::MAX);
-    match previous {
-        Some(previous) if previous >= now => previous.saturating_add(1),
-        _ => now,
-    }
+/// The write timestamp (microseconds) of a write made at `at_ms`: every write of a user's
+/// row is stamped from the row's own time (`rated_at`, `added_at`), which each write moves
+/// forward (at least 1 ms past the time it replaces, whatever this gateway's clock says).
+/// Cells resolve by timestamp (last write wins), so a write stamped from a clock behind the
+/// previous writer's would be acknowledged and then lose everywhere: a re-rate or removal
+/// from a gateway 5 s slow would vanish.
+fn write_timestamp(at_ms: u64) -> i64 {
+    i64::try_from(at_ms.saturating_mul(1_000)).unwrap_or(i64::MAX)
 }
 
 fn slot(ms: u64) -> i64 {
@@ -165,9 +161,11 @@ impl UserStatements {
         let read = |cql| c.prepare(Kind::Read, cql);
         let write = |cql| c.prepare(Kind::Write, cql);
         Ok(UserStatements {
-            get_rating: read("SELECT score, rated_at, WRITETIME(score) FROM {keyspace}.ratings_by_user WHERE user_id = ? AND movie = ?").await?,
+            get_rating: read("SELECT score, rated_at FROM {keyspace}.ratings_by_user WHERE user_id = ? AND movie = ?").await?,
             put_rating: write("INSERT INTO {keyspace}.ratings_by_user (user_id, movie, score, rated_at) VALUES (?, ?, ?, ?)").await?,
-            del_rating: write("DELETE FROM {keyspace}.ratings_by_user WHERE user_id = ? AND movie = ?").await?,
+            // A removal keeps the row, score gone and `rated_at` the removal's time, so a later
+            // rating from a clock behind it is still stamped after it (see `write_timestamp`).
+            del_rating: write("INSERT INTO {keyspace}.ratings_by_user (user_id, movie, score, rated_at) VALUES (?, ?, null, ?)").await?,
             put_rating_time: write("INSERT INTO {keyspace}.ratings_by_user_time (user_id, pos, score) VALUES (?, ?, ?)").await?,
             del_rating_time: write("DELETE FROM {keyspace}.ratings_by_user_time WHERE user_id = ? AND pos = ?").await?,
             put_movie_rating: write(
@@ -184,7 +182,7 @@ impl UserStatements {
             totals: read("SELECT score_sum, ratings FROM {keyspace}.rating_totals WHERE movie = ?").await?,
             changes: read("SELECT movie, bucket FROM {keyspace}.rating_changes WHERE slot = ?").await?,
             rating_page: RangeRead::prepare(c, "SELECT pos, score FROM {keyspace}.ratings_by_user_time WHERE user_id = ?").await?,
-            get_watch: read("SELECT added_at, WRITETIME(added_at) FROM {keyspace}.watchlist_by_user WHERE user_id = ? AND movie = ?").await?,
+            get_watch: read("SELECT added_at FROM {keyspace}.watchlist_by_user WHERE user_id = ? AND movie = ?").await?,
             put_watch: write("INSERT INTO {keyspace}.watchlist_by_user (user_id, movie, added_at) VALUES (?, ?, ?)").await?,
             del_watch: write("DELETE FROM {keyspace}.watchlist_by_user WHERE user_id = ? AND movie = ?").await?,
             put_watch_time: write("INSERT INTO {keyspace}.watchlist_by_user_time (user_id, pos) VALUES (?, ?)").await?,
@@ -227,42 +225,43 @@ impl Users<'_> {
     }
 
     async fn get_rating(&self, user: &UserId, movie: MovieId) -> Result<Option<Rating>, StoreError> {
-        Ok(self.get_rating_written(user, movie).await?.map(|(rating, _)| rating))
+        Ok(self.rating_row(user, movie).await?.and_then(|(rating, _)| rating))
     }
 
-    /// A user's rating of a movie, with the write timestamp of its row.
-    async fn get_rating_written(
+    /// The row of a user's rating of a movie: the rating (none once removed) and the time of
+    /// the row's last write (the rating's, or its removal's), `None` when it was never rated.
+    async fn rating_row(
         &self,
         user: &UserId,
         movie: MovieId,
-    ) -> Result<Option<(Rating, i64)>, StoreError> {
+    ) -> Result<Option<(Option<Rating>, u64)>, StoreError> {
         let result = self.unpaged(&self.statements.get_rating, (user.as_str(), movie.0 as i64)).await?;
         let row = result
             .into_rows_result()
             .map_err(driver_error)?
-            .maybe_first_row::<(i32, i64, i64)>()
+            .maybe_first_row::<(Option<i32>, Option<i64>)>()
             .map_err(decode_error)?;
-        Ok(row.map(|(score, at, written)| {
-            (Rating { movie, score: score.clamp(0, 255) as u8, rated_at_ms: at as u64 }, written)
+        Ok(row.map(|(score, at)| {
+            let at = at.unwrap_or(0).max(0) as u64;
+            (score.map(|score| Rating { movie, score: score.clamp(0, 255) as u8, rated_at_ms: at }), at)
         }))
     }
 
     /// Sets a rating; the caller checked the score and that the movie exists.
     pub(crate) async fn rate(&self, user: &UserId, movie: MovieId, score: u8) -> Result<Rating, StoreError> {
-        let written = self.get_rating_written(user, movie).await?;
-        let previous = written.map(|(rating, _)| rating);
-        let mut at = now_ms();
-        if let Some(old) = previous
-            && old.rated_at_ms >= at
-        {
-            // Keep the new index entry distinct from the one it replaces.
-            at = old.rated_at_ms + 1;
-        }
+        let row = self.rating_row(user, movie).await?;
+        let previous = row.and_then(|(rating, _)| rating);
+        // After the row's last write (a rating or a removal), whatever this gateway's clock
+        // says: the write's timestamp, and a new index entry distinct from the one it replaces.
+        let at = match row {
+            Some((_, last)) => now_ms().max(last + 1),
+            None => now_ms(),
+        };
         let (u, m, bucket) = (user.as_str(), movie.0 as i64, bucket(user));
         let new_pos = encode(Position { key: inverted(at), id: movie.0 });
         let s = self.statements;
         let mut batch = logged();
-        batch.set_timestamp(Some(after(written.map(|(_, ts)| ts))));
+        batch.set_timestamp(Some(write_timestamp(at)));
         batch.append_statement(s.put_rating.clone());
         batch.append_statement(s.put_rating_time.clone());
         batch.append_statement(s.put_movie_rating.clone());
@@ -284,17 +283,19 @@ impl Users<'_> {
     }
 
     pub(crate) async fn delete_rating(&self, user: &UserId, movie: MovieId) -> Result<bool, StoreError> {
-        let Some((old, written)) = self.get_rating_written(user, movie).await? else { return Ok(false) };
+        let Some(old) = self.get_rating(user, movie).await? else { return Ok(false) };
         let (u, m, bucket) = (user.as_str(), movie.0 as i64, bucket(user));
         let s = self.statements;
+        let removed_at = now_ms().max(old.rated_at_ms + 1);
         let mut batch = logged();
-        batch.set_timestamp(Some(after(Some(written))));
+        batch.set_timestamp(Some(write_timestamp(removed_at)));
         batch.append_statement(s.del_rating.clone());
         batch.append_statement(s.del_rating_time.clone());
         batch.append_statement(s.del_movie_rating.clone());
         batch.append_statement(s.put_change.clone());
         let old_pos = encode(Position { key: inverted(old.rated_at_ms), id: movie.0 });
-        self.run_batch(&batch, ((u, m), (u, old_pos), (m, bucket, u), (slot(now_ms()), m, bucket))).await?;
+        let row = (u, m, removed_at as i64);
+        self.run_batch(&batch, (row, (u, old_pos), (m, bucket, u), (slot(now_ms()), m, bucket))).await?;
         self.settle(movie, bucket).await;
         Ok(true)
     }
@@ -438,22 +439,13 @@ impl Users<'_> {
     }
 
     async fn get_watch(&self, user: &UserId, movie: MovieId) -> Result<Option<WatchlistEntry>, StoreError> {
-        Ok(self.get_watch_written(user, movie).await?.map(|(entry, _)| entry))
-    }
-
-    /// A watchlist entry, with the write timestamp of its row.
-    async fn get_watch_written(
-        &self,
-        user: &UserId,
-        movie: MovieId,
-    ) -> Result<Option<(WatchlistEntry, i64)>, StoreError> {
         let result = self.unpaged(&self.statements.get_watch, (user.as_str(), movie.0 as i64)).await?;
         let row = result
             .into_rows_result()
             .map_err(driver_error)?
-            .maybe_first_row::<(i64, i64)>()
+            .maybe_first_row::<(i64,)>()
             .map_err(decode_error)?;
-        Ok(row.map(|(at, written)| (WatchlistEntry { movie, added_at_ms: at as u64 }, written)))
+        Ok(row.map(|(at,)| WatchlistEntry { movie, added_at_ms: at as u64 }))
     }
 
     /// Adds to the watchlist; the caller checked that the movie exists.
@@ -480,10 +472,10 @@ impl Users<'_> {
         user: &UserId,
         movie: MovieId,
     ) -> Result<bool, StoreError> {
-        let Some((entry, written)) = self.get_watch_written(user, movie).await? else { return Ok(false) };
+        let Some(entry) = self.get_watch(user, movie).await? else { return Ok(false) };
         let u = user.as_str();
         let mut batch = logged();
-        batch.set_timestamp(Some(after(Some(written))));
+        batch.set_timestamp(Some(write_timestamp(now_ms().max(entry.added_at_ms + 1))));
         batch.append_statement(self.statements.del_watch.clone());
         batch.append_statement(self.statements.del_watch_time.clone());
         let pos = encode(Position { key: inverted(entry.added_at_ms), id: movie.0 });

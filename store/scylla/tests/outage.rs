@@ -71,6 +71,8 @@ async fn the_store_fails_retryably_while_the_node_is_down_and_recovers_by_itself
     assert!(serving.await.expect_err("aborted").is_cancelled());
     let restarted = StandIn::new(DEFAULT_DATA_CENTER).expect("stand-in");
     let _serving = tokio::spawn(restarted.serve(TcpListener::bind(addr).await.expect("rebind")));
+    // The readiness read needs the keyspace's tables on the (empty) node.
+    migrate(&options).await.expect("migrate the restarted node");
     reconnected(&store).await;
 }
 

@@ -237,13 +237,91 @@ async fn a_write_from_a_clock_behind_wins() {
     tokio::task::block_in_place(|| skewed(&cluster, "skew", "remove", "skewed-user", 9, 0));
     let read = store.user_ratings(&user, &[MovieId(9)]).await.expect("read");
     assert_eq!(read[0], None, "the removal 5 s behind was acknowledged, so it wins");
+    totals_reach(&store, 9, 0).await;
+
+    // A rating after a removal: the removal is remembered, so the late clock still writes
+    // after it.
+    store.rate(&user, MovieId(9), 7).await.expect("rated on time");
+    assert!(store.delete_rating(&user, MovieId(9)).await.expect("removed on time"));
+    tokio::task::block_in_place(|| skewed(&cluster, "skew", "rate", "skewed-user", 9, 6));
+    let read = store.user_ratings(&user, &[MovieId(9)]).await.expect("read");
+    assert_eq!(read[0].as_ref().map(|r| r.score), Some(6), "the rating 5 s behind a removal wins");
+    totals_reach(&store, 9, 1).await;
+}
+
+/// Waits for `movie`'s rating count to be `count`, within the store's stated lag.
+async fn totals_reach(store: &ScyllaStore, movie: u64, count: u64) {
     let deadline = Instant::now() + store.totals_lag();
     loop {
-        let totals = store.rating_totals(&[MovieId(9)]).await.expect("totals");
-        if totals[0].count == 0 {
-            break;
+        let totals = store.rating_totals(&[MovieId(movie)]).await.expect("totals");
+        if totals[0].count == count {
+            return;
         }
-        assert!(Instant::now() < deadline, "totals still count the removed rating: {totals:?}");
+        assert!(Instant::now() < deadline, "totals {totals:?}, expected {count} ratings");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_adds_a_region_refuses_dropping_one_and_gateways_check_the_tables() {
+    let cluster = start(Spec::one_node_each(&[EAST, WEST])).await;
+    let mut east = options(&cluster, EAST, &[(EAST, 1)]);
+    east.keyspace = "growing".into();
+    let report = migrate(&east).await.expect("migrate");
+    assert_eq!(report.engine, "Cassandra");
+    assert_eq!(report.replication_change, None);
+    load(&east, "one region", 5).await.expect("load");
+
+    // A second region in [store] replication: the keyspace is altered (CREATE ... IF NOT
+    // EXISTS alone would ignore it), and the report says what to run there.
+    let both = [(EAST, 1), (WEST, 1)];
+    east.replication = both.iter().map(|(dc, rf)| ((*dc).to_owned(), *rf)).collect();
+    let report = migrate(&east).await.expect("migrate to two regions");
+    let change = report.replication_change.expect("a replication change");
+    assert!(change.contains("'eu-west': 1") && change.contains("nodetool rebuild -- us-east"), "{change}");
+    // What the operator runs in the new data center, then its gateways serve the catalog.
+    tokio::task::block_in_place(|| cluster.nodetool(1, &["rebuild", "--", EAST])).expect("nodetool rebuild");
+    let mut west = options(&cluster, WEST, &both);
+    west.keyspace = "growing".into();
+    let west_store = ScyllaStore::open(&west).await.expect("eu-west serves after the rebuild");
+    assert_eq!(west_store.stats().await.expect("stats").movies, 40);
+    assert!(migrate(&east).await.expect("again").replication_change.is_none(), "idempotent");
+
+    // Dropping a region is refused (it drops replicas).
+    east.replication = [(EAST.to_owned(), 1)].into();
+    let refused = migrate(&east).await.expect_err("removing eu-west").to_string();
+    assert!(refused.contains("eu-west 1 -> 0"), "{refused}");
+
+    // A keyspace one version ahead (a newer build migrated it, this one is rolling out) is
+    // served; two ahead is not; a table that lost a column is named.
+    let session = scylla::client::session_builder::SessionBuilder::new()
+        .known_nodes(cluster.contact_points(EAST))
+        .build()
+        .await
+        .expect("connect");
+    let next = marquee_store_scylla::SCHEMA_VERSION + 1;
+    session
+        .query_unpaged(
+            "INSERT INTO growing.schema_versions (version, name, applied_at) VALUES (?, 'next', 0)",
+            (next,),
+        )
+        .await
+        .expect("record the next version");
+    ScyllaStore::open(&east).await.expect("a build serves the next version");
+    session
+        .query_unpaged(
+            "INSERT INTO growing.schema_versions (version, name, applied_at) VALUES (?, 'later', 0)",
+            (next + 1,),
+        )
+        .await
+        .expect("record a later version");
+    let too_new = ScyllaStore::open(&east).await.err().expect("two versions ahead").to_string();
+    assert!(too_new.contains("deploy a newer gateway"), "{too_new}");
+    session
+        .query_unpaged("DELETE FROM growing.schema_versions WHERE version = ?", (next + 1,))
+        .await
+        .expect("forget it");
+    session.query_unpaged("ALTER TABLE growing.people_by_id DROP body", ()).await.expect("drop a column");
+    let broken = ScyllaStore::open(&east).await.err().expect("a table lost a column").to_string();
+    assert!(broken.contains("people_by_id.body is missing"), "{broken}");
 }
