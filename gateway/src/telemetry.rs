@@ -116,7 +116,9 @@ pub struct Metrics {
     pub cache_l2_degraded: prometheus::IntGauge,
     /// `cache_invalidations_total{event}`: invalidations `published` on the region's bus (or
     /// `publish_failed`), messages `received` from it, and other gateways' or regions' writes
-    /// `followed` from the store's change log (applied region-wide by this gateway).
+    /// `followed` from the store's change log (applied region-wide by this gateway), and
+    /// changes whose claim got no answer from the region's Redis, `follow_deferred` to the
+    /// next read of the log.
     pub cache_invalidations: IntCounterVec,
     /// `cdn_purges_total{result}`: purges of the region's CDN edges (`ok`, `failed` after
     /// retries).

@@ -157,6 +157,18 @@ const PROBE_AFTER: Duration = Duration::from_secs(1);
 /// The least time between two warnings that the cluster is full.
 const FULL_WARNING_EVERY: Duration = Duration::from_secs(60);
 
+/// The outcome of claiming a key ([`Regional::claim_many`]).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// This call set it: the caller acts.
+    Won,
+    /// Another caller holds it: that one acts.
+    HeldElsewhere,
+    /// The cluster did not say (an error, a timeout, the breaker open): nobody may hold it,
+    /// so the caller asks again rather than assume either.
+    Unknown,
+}
+
 /// A client of the region's Redis Cluster.
 pub struct Regional {
     client: fred::clients::Client,
@@ -173,6 +185,9 @@ pub struct Regional {
     /// (0: never).
     full_warned_at: AtomicU64,
     started: Instant,
+    /// This gateway's value in the keys it claims: a claim whose reply was lost (it timed
+    /// out, and the command ran later) is recognised as its own when asked again.
+    claimant: String,
 }
 
 impl std::fmt::Debug for Regional {
@@ -260,6 +275,7 @@ impl Regional {
             degraded: AtomicBool::new(false),
             full_warned_at: AtomicU64::new(0),
             started: Instant::now(),
+            claimant: uuid::Uuid::new_v4().to_string(),
         }))
     }
 
@@ -433,10 +449,11 @@ impl Regional {
         }
     }
 
-    /// Claims each of `keys` for `ttl` (SET NX): `true` for each this call created, `false`
-    /// for one another caller holds, or for all when the cluster did not answer. What a claim
+    /// Claims each of `keys` for `ttl`, one [`Claim`] per key: `SET key <this gateway> NX GET`
+    /// (Redis 7), so a key this gateway already holds (a claim whose reply timed out while
+    /// the command itself ran) is won again rather than taken for another's. What a claim
     /// stands for is the caller's (one gateway of the region acting on something).
-    pub async fn claim_many(&self, keys: &[String], ttl: Duration) -> Vec<bool> {
+    pub async fn claim_many(&self, keys: &[String], ttl: Duration) -> Vec<Claim> {
         if keys.is_empty() {
             return Vec::new();
         }
@@ -444,13 +461,29 @@ impl Regional {
         let pipeline = self.client.pipeline();
         for key in keys {
             let _: Result<(), _> = pipeline
-                .set(key.as_str(), 1, Some(Expiration::PX(ttl_ms)), Some(fred::types::SetOptions::NX), false)
+                .set(
+                    key.as_str(),
+                    self.claimant.as_str(),
+                    Some(Expiration::PX(ttl_ms)),
+                    Some(fred::types::SetOptions::NX),
+                    true,
+                )
                 .await;
         }
         let replies = self.call("claim", async { Ok(pipeline.try_all::<Value>().await) }).await;
         match replies {
-            Ok(replies) => replies.into_iter().map(|reply| matches!(reply, Ok(Value::String(_)))).collect(),
-            Err(_) => vec![false; keys.len()],
+            Ok(replies) => replies
+                .into_iter()
+                .map(|reply| match reply {
+                    // Nothing was there: set now.
+                    Ok(Value::Null) => Claim::Won,
+                    Ok(Value::String(holder)) if *holder == *self.claimant => Claim::Won,
+                    Ok(Value::Bytes(holder)) if *holder == *self.claimant.as_bytes() => Claim::Won,
+                    Ok(Value::String(_) | Value::Bytes(_)) => Claim::HeldElsewhere,
+                    _ => Claim::Unknown,
+                })
+                .collect(),
+            Err(_) => vec![Claim::Unknown; keys.len()],
         }
     }
 

@@ -28,7 +28,8 @@
 //! backend's change log (`rating_changes` on ScyllaDB, replicated to every data center with
 //! the rating), and each gateway reads the last `FOLLOW_SECONDS` of it every `FOLLOW_EVERY`.
 //! A change it has not seen yet is claimed in the region's Redis (`SET NX`), so one gateway of
-//! the region applies it, exactly as if the write had been taken here: regional entries
+//! the region applies it (a claim that gets no answer is asked again on the next read, never
+//! taken for another gateway's), exactly as if the write had been taken here: regional entries
 //! deleted, every gateway's copies dropped through the bus, sent again `REPEAT_AFTER` later
 //! (for totals replicated after the log entry). No write waits on another region, and a
 //! region that cannot be reached catches up from the log when replication resumes, or by the
@@ -48,7 +49,7 @@ use super::StackConfig;
 use super::entities::CachedCatalog;
 use crate::cache::{self, Cache, Weigh};
 use crate::regional::bus::{Bus, Listener};
-use crate::regional::{RedisConfigError, Regional};
+use crate::regional::{Claim, RedisConfigError, Regional};
 
 /// Bumped when the shape of a cached value changes.
 const VERSION: &str = "s1";
@@ -183,6 +184,10 @@ impl Invalidation {
 async fn follow_changes(log: Arc<dyn UserData>, invalidation: Arc<Invalidation>, regional: Arc<Regional>) {
     // The changes seen, by second, for the seconds still read.
     let mut seen: BTreeMap<u64, HashSet<MovieId>> = BTreeMap::new();
+    // Changes whose claim got no answer, with when they were first deferred: claimed again on
+    // every tick (even once their second has left the log's window) until the claim is
+    // settled, for as long as another gateway's claim of them could last.
+    let mut deferred: HashMap<(u64, MovieId), Instant> = HashMap::new();
     let mut ticks = tokio::time::interval(FOLLOW_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -190,12 +195,25 @@ async fn follow_changes(log: Arc<dyn UserData>, invalidation: Arc<Invalidation>,
         let now = crate::regional::bus::now_ms() / 1_000;
         let first = now.saturating_sub(FOLLOW_SECONDS);
         seen = seen.split_off(&first);
-        let mut fresh: Vec<(u64, MovieId)> = Vec::new();
+        let before = deferred.len();
+        deferred.retain(|_, since| since.elapsed() < CLAIM_FOR);
+        if deferred.len() < before {
+            tracing::warn!(
+                changes = before - deferred.len(),
+                "changes from the log could not be claimed while the region's Redis failed; left to the totals' TTL"
+            );
+        }
+        let mut fresh: Vec<(u64, MovieId)> = deferred.keys().copied().collect();
         for second in first..=now {
             match log.rating_changes(second).await {
                 Ok(Some(movies)) => {
                     let known = seen.entry(second).or_default();
-                    fresh.extend(movies.into_iter().filter(|m| known.insert(*m)).map(|m| (second, m)));
+                    fresh.extend(
+                        movies
+                            .into_iter()
+                            .filter(|m| !known.contains(m) && !deferred.contains_key(&(second, *m)))
+                            .map(|m| (second, m)),
+                    );
                 }
                 Ok(None) => return,
                 Err(error) => {
@@ -211,13 +229,28 @@ async fn follow_changes(log: Arc<dyn UserData>, invalidation: Arc<Invalidation>,
             .iter()
             .map(|(second, movie)| format!("mq:{VERSION}:followed:{second}:{}", movie.0))
             .collect();
+        // A change is settled once its claim is (won here, or held by another gateway); one
+        // whose claim got no answer is claimed again next tick, so a failed call never leaves
+        // a change applied by nobody.
         let claimed = regional.claim_many(&claims, CLAIM_FOR).await;
-        let changes: Vec<Change> = fresh
-            .iter()
-            .zip(claimed)
-            .filter(|(_, claimed)| *claimed)
-            .map(|((_, movie), _)| Change::RatingTotals(*movie))
-            .collect();
+        let mut changes = Vec::new();
+        let mut unanswered = 0;
+        for (&(second, movie), claim) in fresh.iter().zip(claimed) {
+            match claim {
+                Claim::Won => changes.push(Change::RatingTotals(movie)),
+                Claim::HeldElsewhere => {}
+                Claim::Unknown => {
+                    unanswered += 1;
+                    deferred.entry((second, movie)).or_insert_with(Instant::now);
+                    continue;
+                }
+            }
+            deferred.remove(&(second, movie));
+            if second >= first {
+                seen.entry(second).or_default().insert(movie);
+            }
+        }
+        regional.count_invalidations("follow_deferred", unanswered);
         if !changes.is_empty() {
             regional.count_invalidations("followed", changes.len());
             invalidation.changed(&changes).await;
