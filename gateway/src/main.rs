@@ -69,6 +69,14 @@ enum Command {
     },
     /// Create or upgrade the store's schema (ScyllaDB: the keyspace and tables); idempotent.
     Migrate,
+    /// Re-derive the rating totals of every rating written since a time (ScyllaDB: after a
+    /// repair, or a partition between regions longer than the reconciler reaches back; the
+    /// change log keeps a day).
+    Reconcile {
+        /// How far back: a duration (`2h`, `90m`) or an RFC 3339 time (`2026-12-06T01:00:00Z`).
+        #[arg(long, value_parser = parse_since)]
+        since: std::time::SystemTime,
+    },
     /// Print the GraphQL schema (SDL).
     Schema,
     /// Print the configuration the gateway would run with (defaults, file, environment and
@@ -162,6 +170,11 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init_tracing(&config.log);
     // Every command from here on reaches the store.
     dns::resolve_contact_points(&mut config.store, &config.dns).await?;
+    if let Some(Command::Reconcile { since }) = &cli.command {
+        let since_ms = since.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        println!("{}", store::reconcile(&config.store, since_ms).await.context("reconciling rating totals")?);
+        return Ok(());
+    }
     if let Some(Command::Migrate) = &cli.command {
         println!("{}", store::migrate(&config.store).await.context("migrating the store's schema")?);
         return Ok(());
@@ -192,6 +205,7 @@ async fn main() -> anyhow::Result<()> {
             Command::Schema
             | Command::Config { .. }
             | Command::Migrate
+            | Command::Reconcile { .. }
             | Command::Keygen { .. }
             | Command::Token { .. },
         ) => {}
@@ -239,4 +253,22 @@ fn write_new_key(path: &std::path::Path) -> anyhow::Result<()> {
     file.write_all(pem.as_bytes())?;
     file.sync_all()?;
     Ok(())
+}
+
+/// `--since`: a duration before now, or an RFC 3339 time; refused when in the future or more
+/// than a day ago (the change log keeps a day).
+fn parse_since(text: &str) -> Result<std::time::SystemTime, String> {
+    let now = std::time::SystemTime::now();
+    let since = match humantime::parse_duration(text) {
+        Ok(ago) => now.checked_sub(ago).ok_or("too far back")?,
+        Err(_) => humantime::parse_rfc3339_weak(text)
+            .map_err(|e| format!("`{text}` is neither a duration (2h) nor an RFC 3339 time: {e}"))?,
+    };
+    match now.duration_since(since) {
+        Err(_) => Err(format!("`{text}` is in the future")),
+        Ok(ago) if ago > std::time::Duration::from_secs(86_400) => {
+            Err(format!("`{text}` is more than a day ago: the change log keeps a day"))
+        }
+        Ok(_) => Ok(since),
+    }
 }

@@ -58,6 +58,26 @@ pub async fn migrate(config: &StoreConfig) -> Result<String, StoreError> {
     }
 }
 
+/// Re-derives the rating totals of every change since `since_ms` (unix ms) (`gateway
+/// reconcile`); what it did, for the operator.
+pub async fn reconcile(config: &StoreConfig, since_ms: u64) -> Result<String, StoreError> {
+    match config {
+        StoreConfig::Embedded(_) => {
+            Ok("the embedded backend keeps rating totals exact in each write; nothing to reconcile"
+                .to_owned())
+        }
+        StoreConfig::Scylla(options) => {
+            let store = ScyllaStore::open(options).await?;
+            let (slots, buckets) = store.reconcile_since(since_ms).await?;
+            Ok(format!(
+                "re-derived {buckets} buckets of rating totals listed in {slots} seconds of the change log \
+                 (keyspace {}, data center {})",
+                options.keyspace, options.local_dc
+            ))
+        }
+    }
+}
+
 /// The configured backend's bulk side (seed, import, export). Called on the runtime; the
 /// returned object's calls block and belong on the blocking pool.
 pub fn bulk(config: &StoreConfig) -> Box<dyn BulkLoad> {

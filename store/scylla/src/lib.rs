@@ -14,6 +14,7 @@
 
 mod bulk;
 mod catalog;
+mod lease;
 mod options;
 mod ranged;
 pub mod schema;
@@ -102,13 +103,23 @@ impl ScyllaStore {
         });
         let interval = Duration::from_millis(options.reconcile_interval_ms.max(10));
         let timeout = options.request_timeout();
-        let reconciler = tokio::spawn(reconcile(Arc::downgrade(&inner), interval, Reconciler::new(timeout)));
+        let lease = lease::Lease::prepare(&inner.cluster, &options.local_dc).await?;
+        let reconciler =
+            tokio::spawn(reconcile(Arc::downgrade(&inner), interval, Reconciler::new(timeout), lease));
         Ok(ScyllaStore { inner, totals_lag: users::totals_lag(interval, timeout), reconciler })
     }
 
     /// The catalog generation this store serves.
     pub fn generation(&self) -> i64 {
         self.inner.generation.id
+    }
+
+    /// Re-derives every rating total the change log lists since `since_ms` (unix ms), for
+    /// operators after a repair or a partition longer than the reconciler's looks reach
+    /// (`gateway reconcile --since`): the slots read and the buckets re-derived. The log keeps
+    /// a day.
+    pub async fn reconcile_since(&self, since_ms: u64) -> Result<(u64, usize), StoreError> {
+        users::reconcile_since(&self.inner.users(), since_ms).await
     }
 }
 
@@ -133,13 +144,31 @@ async fn readiness_probe(
     Ok(probe)
 }
 
-/// Re-derives recently changed rating totals every `interval` until the store is dropped.
-async fn reconcile(store: std::sync::Weak<Inner>, interval: Duration, mut reconciler: Reconciler) {
+/// Re-derives recently changed rating totals every `interval` while this gateway holds its
+/// region's reconciler lease, until the store is dropped.
+async fn reconcile(
+    store: std::sync::Weak<Inner>,
+    interval: Duration,
+    mut reconciler: Reconciler,
+    mut lease: lease::Lease,
+) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
         let Some(inner) = store.upgrade() else { return };
+        match lease.held(&inner.cluster).await {
+            Ok(true) => {}
+            Ok(false) => {
+                reconciler.follow_from_now();
+                continue;
+            }
+            Err(StoreError::Closed) => return,
+            Err(error) => {
+                tracing::warn!(%error, "reading the reconciler lease failed; retrying next interval");
+                continue;
+            }
+        }
         match reconciler.pass(&inner.users()).await {
             Ok(buckets) if buckets > 0 => tracing::debug!(buckets, "rating totals reconciled"),
             Ok(_) => {}

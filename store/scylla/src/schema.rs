@@ -45,10 +45,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "0002_change_log_expiry",
         cql: include_str!("../schema/0002_change_log_expiry.cql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_reconcile_leases",
+        cql: include_str!("../schema/0003_reconcile_leases.cql"),
+    },
 ];
 
 /// The version this build migrates a keyspace to; it serves from this one or the next.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// Users' tables: deletes happen there, so their tombstones must not be purged before a
 /// repair (ScyllaDB's `tombstone_gc` repair mode).

@@ -43,7 +43,13 @@ const SLOT_MS: u64 = 1_000;
 /// The second look at a slot, after the first: room for writes replicated from another region.
 const LATE_MS: u64 = 10_000;
 
-/// Slots one pass catches up on at most (a pass that fell further behind skips the oldest).
+/// The third look: a logged batch whose coordinator failed mid-way is replayed from the
+/// batchlog once it is older than twice the write timeout, by a loop that runs every 60 s on
+/// ScyllaDB (every 10 s on Cassandra); its rows land in their slot that late.
+const BATCHLOG_MS: u64 = 75_000;
+
+/// Slots one look catches up on per pass; a reconciler further behind continues on the next
+/// pass (nothing is skipped: the log keeps a day).
 const MAX_SLOTS_PER_PASS: i64 = 120;
 
 /// How long after its slot ends a slot is first re-derived: every write listed in it has been
@@ -79,43 +85,66 @@ fn slot(ms: u64) -> i64 {
     (ms / SLOT_MS) as i64
 }
 
-/// Which slots one gateway has re-derived, at each of the two looks.
+/// Which slots the region's reconciler has re-derived, at each look.
 pub(crate) struct Reconciler {
-    settle_ms: u64,
-    /// The next slot to look at once settled, and once late.
-    next: [i64; 2],
+    /// How long after its end a slot is due, per look.
+    ages: [u64; 3],
+    /// The next slot to look at, per look.
+    next: [i64; 3],
 }
 
 impl Reconciler {
-    /// Starts with the slots still within reach of the late look, so a gateway that (re)starts
-    /// covers what it may have missed.
+    /// Starts with the slots still within reach of the last look, so a reconciler that
+    /// (re)starts, or takes over from another gateway, covers what it may have missed.
     pub(crate) fn new(request_timeout: Duration) -> Reconciler {
         let settle_ms = u64::try_from(settle(request_timeout).as_millis()).unwrap_or(u64::MAX);
-        let start = slot(now_ms().saturating_sub(settle_ms + LATE_MS));
-        Reconciler { settle_ms, next: [start, start] }
+        let ages = [settle_ms, settle_ms + LATE_MS, settle_ms + BATCHLOG_MS];
+        let mut reconciler = Reconciler { ages, next: [i64::MIN; 3] };
+        reconciler.follow_from_now();
+        reconciler
     }
 
-    /// Re-derives the buckets of every slot that became due since the last pass; how many.
+    /// Moves every look up to the slots still within reach of the last look (what a gateway
+    /// that is not the region's reconciler does, so it starts from there if it becomes it).
+    pub(crate) fn follow_from_now(&mut self) {
+        let start = slot(now_ms().saturating_sub(self.ages[2]));
+        for next in &mut self.next {
+            *next = (*next).max(start);
+        }
+    }
+
+    /// Re-derives the buckets of every slot that became due since the last pass, up to
+    /// [`MAX_SLOTS_PER_PASS`] per look; how many.
     pub(crate) async fn pass(&mut self, users: &Users<'_>) -> Result<usize, StoreError> {
         let now = now_ms();
         let mut done = 0;
-        for (look, age) in [self.settle_ms, self.settle_ms + LATE_MS].into_iter().enumerate() {
+        for (look, age) in self.ages.into_iter().enumerate() {
             // Slot s is due once it ended `age` ago.
             let due = slot(now.saturating_sub(age)) - 1;
-            if due - self.next[look] >= MAX_SLOTS_PER_PASS {
-                tracing::warn!(
-                    skipped = due - self.next[look] + 1 - MAX_SLOTS_PER_PASS,
-                    "rating reconciler fell behind"
-                );
-                self.next[look] = due + 1 - MAX_SLOTS_PER_PASS;
+            let behind = due - self.next[look];
+            if behind >= MAX_SLOTS_PER_PASS {
+                tracing::warn!(look, behind, "rating reconciler is behind; catching up");
             }
-            while self.next[look] <= due {
+            let last = due.min(self.next[look] + MAX_SLOTS_PER_PASS - 1);
+            while self.next[look] <= last {
                 done += users.reconcile_slot(self.next[look]).await?;
                 self.next[look] += 1;
             }
         }
         Ok(done)
     }
+}
+
+/// Re-derives every bucket listed in the change log from `since` (unix ms) to now: what an
+/// operator runs after a repair (`gateway reconcile --since`), or after a partition longer
+/// than the looks reach. Returns the slots read and the buckets re-derived.
+pub(crate) async fn reconcile_since(users: &Users<'_>, since_ms: u64) -> Result<(u64, usize), StoreError> {
+    let (first, last) = (slot(since_ms), slot(now_ms()));
+    let mut buckets = 0;
+    for s in first..=last {
+        buckets += users.reconcile_slot(s).await?;
+    }
+    Ok(((last - first + 1).max(0) as u64, buckets))
 }
 
 fn inverted(ms: u64) -> u64 {

@@ -325,3 +325,106 @@ async fn migrate_adds_a_region_refuses_dropping_one_and_gateways_check_the_table
     let broken = ScyllaStore::open(&east).await.err().expect("a table lost a column").to_string();
     assert!(broken.contains("people_by_id.body is missing"), "{broken}");
 }
+
+/// `count` users rating `movie` in `store`, named `prefix-i`, each `score`.
+async fn rate_many(store: &ScyllaStore, prefix: &str, movie: u64, count: usize, score: u8) {
+    for i in 0..count {
+        let user = UserId::new(format!("{prefix}-{i}")).expect("user");
+        store.rate(&user, MovieId(movie), score).await.expect("rated during the partition");
+    }
+}
+
+/// Waits up to `within` for `store` to read `user`'s rating of `movie` (replication arrived).
+async fn arrives(store: &ScyllaStore, user: &str, movie: u64, within: Duration) {
+    let user = UserId::new(user).expect("user");
+    let deadline = Instant::now() + within;
+    while store.user_ratings(&user, &[MovieId(movie)]).await.expect("read")[0].is_none() {
+        assert!(Instant::now() < deadline, "{user:?}'s rating of {movie} never arrived");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Waits until each side sees the other down (gossip's failure detector).
+fn both_see_a_partition(cluster: &CassandraCluster) {
+    for node in [0, 1] {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let status = cluster.nodetool(node, &["status"]).expect("status");
+            if status.lines().any(|l| l.starts_with("DN ")) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {node} never saw the other down:\n{status}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_partition_heals_reconciling_makes_every_total_exact_in_both_regions() {
+    let cluster = start(Spec::one_node_each(&[EAST, WEST])).await;
+    let replication = [(EAST, 1), (WEST, 1)];
+    let (mut east, mut west) = (options(&cluster, EAST, &replication), options(&cluster, WEST, &replication));
+    east.keyspace = "partition".into();
+    west.keyspace = "partition".into();
+    migrate(&east).await.expect("migrate");
+    load(&east, "partition", 6).await.expect("load");
+    let east_store = ScyllaStore::open(&east).await.expect("us-east");
+    let west_store = ScyllaStore::open(&west).await.expect("eu-west");
+
+    // Healed within the hint window: the coordinators keep hints and replay them.
+    let cut_at = std::time::SystemTime::now();
+    cluster.set_link(Link { round_trip: Duration::from_millis(150), cut: true });
+    tokio::task::block_in_place(|| both_see_a_partition(&cluster));
+    rate_many(&east_store, "east", 11, 12, 8).await;
+    rate_many(&west_store, "west", 11, 9, 3).await;
+    // Each side counts its own while cut apart: both keep taking writes.
+    assert_eq!(east_store.rating_totals(&[MovieId(11)]).await.expect("totals")[0].count, 12);
+    cluster.set_link(Link { round_trip: Duration::from_millis(150), cut: false });
+    tokio::task::block_in_place(|| cluster.wait_until_all_up()).expect("healed");
+    let healed = Instant::now();
+    arrives(&east_store, "west-8", 11, Duration::from_secs(90)).await;
+    arrives(&west_store, "east-11", 11, Duration::from_secs(90)).await;
+    eprintln!("hints replayed {:?} after healing", healed.elapsed());
+    let since = cut_at.duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64 - 5_000;
+    let (slots, buckets) = east_store.reconcile_since(since).await.expect("reconcile");
+    assert!(buckets >= 1 && slots >= 1, "{slots} slots, {buckets} buckets");
+    let exact = marquee_store::RatingTotals { sum: 12 * 8 + 9 * 3, count: 21 };
+    for store in [&east_store, &west_store] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let totals = store.rating_totals(&[MovieId(11)]).await.expect("totals")[0];
+            if totals == exact {
+                break;
+            }
+            assert!(Instant::now() < deadline, "totals {totals:?}, expected {exact:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    eprintln!("every total exact {:?} after healing", healed.elapsed());
+
+    // Beyond the hint window (3 s here): no hints, so the other side gets the rows only from
+    // a repair, then reconciling makes the totals exact.
+    for node in [0, 1] {
+        tokio::task::block_in_place(|| cluster.nodetool(node, &["setmaxhintwindow", "3000"]))
+            .expect("hint window");
+    }
+    let cut_at = std::time::SystemTime::now();
+    cluster.set_link(Link { round_trip: Duration::from_millis(150), cut: true });
+    tokio::task::block_in_place(|| both_see_a_partition(&cluster));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    rate_many(&west_store, "late", 12, 5, 6).await;
+    cluster.set_link(Link { round_trip: Duration::from_millis(150), cut: false });
+    tokio::task::block_in_place(|| cluster.wait_until_all_up()).expect("healed");
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let missing =
+        east_store.user_ratings(&UserId::new("late-4").expect("user"), &[MovieId(12)]).await.expect("read");
+    assert_eq!(missing[0], None, "past the hint window, nothing replays the rows");
+    tokio::task::block_in_place(|| cluster.nodetool(0, &["repair", "-full", "partition"])).expect("repair");
+    arrives(&east_store, "late-4", 12, Duration::from_secs(30)).await;
+    let since = cut_at.duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64 - 5_000;
+    east_store.reconcile_since(since).await.expect("reconcile");
+    assert_eq!(
+        east_store.rating_totals(&[MovieId(12)]).await.expect("totals")[0],
+        marquee_store::RatingTotals { sum: 30, count: 5 }
+    );
+}
