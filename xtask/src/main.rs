@@ -21,6 +21,7 @@
 mod cassandra;
 mod dns;
 mod fuzz;
+mod partitions;
 mod peer;
 mod process;
 mod rig;
@@ -90,6 +91,16 @@ enum Task {
         #[command(subcommand)]
         task: rig::RigTask,
     },
+    /// The size of every catalog table's partitions in the ScyllaDB layout, for a generated
+    /// catalog (no cluster needed): partitions, the largest in rows and in bytes.
+    Partitions {
+        /// Number of movies.
+        #[arg(long, default_value_t = 5_000_000)]
+        movies: u64,
+        /// Generator seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
     /// A multi-data-center Apache Cassandra cluster on this machine (one network namespace
     /// per data center; a link between them that can be slowed and cut), kept in the
     /// background: `up`, `status`, `link`, `down`.
@@ -139,6 +150,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Task::Ci => ci(&root),
         Task::Cassandra { task } => cassandra::run(&root, task),
+        Task::Partitions { movies, seed } => partitions::run(movies, seed),
         Task::BenchPeer { task } => peer::run(&root, task),
         Task::Fuzz(args) => fuzz::run(&root, &args),
         Task::CqlServer { listen, dc, tls } => cql_server(&listen, &dc, &tls),

@@ -85,9 +85,13 @@ pub(crate) fn scylla_config(data_dir: &Path) -> StoreConfig {
     options.reconcile_interval_ms = 200;
     let cluster = marquee_cql_standin::test_cluster();
     options.contact_points = vec![cluster.contact_point];
-    options.replication = cluster.replication.iter().cloned().collect();
+    // The API's suites check answers, not replication (the store's conformance suite runs
+    // replicated to both data centers, `store/scylla/tests/replication.rs` cuts them apart):
+    // the local data center only, so the 50,000-movie demo catalog loads in half the time.
+    options.replication = [(cluster.data_center.clone(), 1)].into();
     options.local_dc = cluster.data_center;
     options.await_schema_agreement = !cluster.stand_in;
+    options.load_concurrency = 256;
     StoreConfig::Scylla(Box::new(options))
 }
 

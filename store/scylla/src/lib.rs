@@ -5,10 +5,14 @@
 //!
 //! - [`schema`]: versioned CQL files applied by `gateway migrate`.
 //! - Catalog reads resolve the published catalog generation once at open (see `bulk`), so a
-//!   gateway serves one whole catalog until it restarts.
+//!   gateway serves one whole catalog until it restarts; loads are written and published at
+//!   EACH_QUORUM, and a generation is served only once the local data center holds it.
 //! - Users' data is plain upserts and deletes (last write wins by write timestamp across
-//!   regions); rating totals are derived per bucket of users and reconciled (see `users`), so
-//!   they never double-count and converge within [`UserData::totals_lag`].
+//!   regions, each write stamped after the one it replaces); rating totals are derived per
+//!   bucket of users and reconciled by one gateway per region (see `users`, `lease`), so they
+//!   never double-count and converge within [`UserData::totals_lag`].
+//! - Readiness reads a replicated partition at LOCAL_QUORUM; the driver connects to the local
+//!   data center's nodes only.
 //! - Every request-path statement is prepared; a dataloader batch is concurrent
 //!   single-partition reads (one `store_calls_total` increment), never a multi-partition `IN`.
 
@@ -104,8 +108,9 @@ impl ScyllaStore {
         let interval = Duration::from_millis(options.reconcile_interval_ms.max(10));
         let timeout = options.request_timeout();
         let lease = lease::Lease::prepare(&inner.cluster, &options.local_dc).await?;
-        let reconciler =
-            tokio::spawn(reconcile(Arc::downgrade(&inner), interval, Reconciler::new(timeout), lease));
+        let others: Vec<String> = options.replication.keys().cloned().collect();
+        let reconciler = Reconciler::new(timeout, &options.local_dc, &others);
+        let reconciler = tokio::spawn(reconcile(Arc::downgrade(&inner), interval, reconciler, lease));
         Ok(ScyllaStore { inner, totals_lag: users::totals_lag(interval, timeout), reconciler })
     }
 

@@ -50,10 +50,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "0003_reconcile_leases",
         cql: include_str!("../schema/0003_reconcile_leases.cql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_rating_log_marks",
+        cql: include_str!("../schema/0004_rating_log_marks.cql"),
+    },
 ];
 
 /// The version this build migrates a keyspace to; it serves from this one or the next.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// Users' tables: deletes happen there, so their tombstones must not be purged before a
 /// repair (ScyllaDB's `tombstone_gc` repair mode).

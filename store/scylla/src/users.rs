@@ -3,7 +3,9 @@
 //! A rating is the row `ratings_by_user (user, movie)`; the newest-first index
 //! `ratings_by_user_time` and the per-movie row `movie_ratings (movie, bucket, user)` are
 //! written with it in one logged batch, so they are applied together or not at all. Two
-//! regions writing the same row resolve by write timestamp (last write wins). Pages of the
+//! regions writing the same row resolve by write timestamp (last write wins); each batch is
+//! stamped from the row's own time, moved past the write it replaces (see
+//! [`write_timestamp`]), so a gateway with a slow clock cannot lose a write. Pages of the
 //! time index are checked against the by-user rows, so an index entry left by two concurrent
 //! re-rates of the same movie by the same user is never shown.
 //!
@@ -12,12 +14,16 @@
 //! or a write from another region replaces a value rather than adding to one, and a write costs
 //! one bucket (1/64 of the movie's ratings), not the whole movie. Two writes racing in one
 //! bucket can leave a total that misses one of them; every write also lists its bucket in
-//! `rating_changes` (in the same batch, one partition per second), and each gateway's
-//! [`Reconciler`] re-derives the buckets of each second twice: once every write of that second
-//! has surely landed in the region (its request timeout later), and once more ten seconds after
-//! that, for writes replicated late from another region. Totals converge within
-//! [`totals_lag`] of the write; each change costs each gateway two bucket reads, not one per
-//! pass.
+//! `rating_changes` (in the same batch, one partition per second), and the region's
+//! [`Reconciler`] (the gateway holding the region's lease, `crate::lease`) re-derives the
+//! buckets of each second three times: once every write of that second has surely landed in
+//! the region (its request timeout later), ten seconds after that (writes replicated from
+//! another region), and 75 s after (logged batches replayed from the batchlog). Totals
+//! converge within [`totals_lag`] of the write; each change costs its region three bucket
+//! reads. Rows arriving later still (hints after a partition, a repair) are found by the
+//! marks each region writes for its settled seconds (`rating_log_marks`): a mark arriving
+//! after the looks at its second means its rows came late, and the second is re-derived. For
+//! operators, [`reconcile_since`] (`gateway reconcile --since`) re-derives a whole period.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -85,21 +91,60 @@ fn slot(ms: u64) -> i64 {
     (ms / SLOT_MS) as i64
 }
 
-/// Which slots the region's reconciler has re-derived, at each look.
+/// How long another region's unmarked seconds are waited for: the hint window (3 h, the
+/// default of both ScyllaDB and Cassandra). Rows arriving later come only from a repair.
+const HINT_WINDOW_SLOTS: i64 = 3 * 3_600;
+
+/// When a second whose mark arrived late is re-derived again, after the first time: rows
+/// and marks replayed by different coordinators arrive in no set order.
+const AFTER_LATE_MARK_MS: [u64; 2] = [10_000, 30_000];
+
+/// Slots per hour partition of `rating_log_marks`.
+const SLOTS_PER_HOUR: i64 = 3_600;
+
+/// Another region's marks as this region's reconciler has read them.
+struct Remote {
+    origin: String,
+    /// The oldest second not yet marked here.
+    cursor: i64,
+    /// Seconds at or after `cursor` already marked (and handled).
+    marked: std::collections::BTreeSet<i64>,
+}
+
+/// Which slots the region's reconciler has re-derived, at each look, and how far it has read
+/// other regions' marks.
 pub(crate) struct Reconciler {
     /// How long after its end a slot is due, per look.
     ages: [u64; 3],
     /// The next slot to look at, per look.
     next: [i64; 3],
+    /// This region's data center: the origin of the marks it writes.
+    origin: String,
+    remotes: Vec<Remote>,
+    /// Second looks at late-marked slots, by when they are due (unix ms).
+    later: std::collections::BTreeMap<u64, Vec<i64>>,
 }
 
 impl Reconciler {
     /// Starts with the slots still within reach of the last look, so a reconciler that
     /// (re)starts, or takes over from another gateway, covers what it may have missed.
-    pub(crate) fn new(request_timeout: Duration) -> Reconciler {
+    /// `remote_origins` are the other regions' data centers, whose marks it follows.
+    pub(crate) fn new(request_timeout: Duration, origin: &str, remote_origins: &[String]) -> Reconciler {
         let settle_ms = u64::try_from(settle(request_timeout).as_millis()).unwrap_or(u64::MAX);
         let ages = [settle_ms, settle_ms + LATE_MS, settle_ms + BATCHLOG_MS];
-        let mut reconciler = Reconciler { ages, next: [i64::MIN; 3] };
+        let start = slot(now_ms().saturating_sub(ages[2]));
+        let remotes = remote_origins
+            .iter()
+            .filter(|o| *o != origin)
+            .map(|o| Remote { origin: o.clone(), cursor: start, marked: Default::default() })
+            .collect();
+        let mut reconciler = Reconciler {
+            ages,
+            next: [i64::MIN; 3],
+            origin: origin.to_owned(),
+            remotes,
+            later: Default::default(),
+        };
         reconciler.follow_from_now();
         reconciler
     }
@@ -111,10 +156,17 @@ impl Reconciler {
         for next in &mut self.next {
             *next = (*next).max(start);
         }
+        for remote in &mut self.remotes {
+            if remote.cursor < start {
+                remote.cursor = start;
+                remote.marked.retain(|&s| s >= start);
+            }
+        }
     }
 
     /// Re-derives the buckets of every slot that became due since the last pass, up to
-    /// [`MAX_SLOTS_PER_PASS`] per look; how many.
+    /// [`MAX_SLOTS_PER_PASS`] per look, marks this region's settled slots, and re-derives the
+    /// slots whose marks arrived late from other regions; how many buckets.
     pub(crate) async fn pass(&mut self, users: &Users<'_>) -> Result<usize, StoreError> {
         let now = now_ms();
         let mut done = 0;
@@ -128,7 +180,58 @@ impl Reconciler {
             let last = due.min(self.next[look] + MAX_SLOTS_PER_PASS - 1);
             while self.next[look] <= last {
                 done += users.reconcile_slot(self.next[look]).await?;
+                if look == 0 {
+                    users.mark(&self.origin, self.next[look]).await?;
+                }
                 self.next[look] += 1;
+            }
+        }
+        done += self.follow_marks(users, now).await?;
+        let due: Vec<u64> = self.later.range(..=now).map(|(&at, _)| at).collect();
+        for at in due {
+            for s in self.later.remove(&at).unwrap_or_default() {
+                done += users.reconcile_slot(s).await?;
+            }
+        }
+        Ok(done)
+    }
+
+    /// Reads other regions' marks from each one's oldest unmarked second; a mark that
+    /// arrives after this region's looks at its slot have passed (hints, a repair, a slow
+    /// link) means rows may have arrived late too: the slot is re-derived now and twice more.
+    async fn follow_marks(&mut self, users: &Users<'_>, now: u64) -> Result<usize, StoreError> {
+        let now_slot = slot(now);
+        // A slot whose second look has passed: rows arriving for it now are late.
+        let looked = slot(now.saturating_sub(self.ages[1])) - 1;
+        let mut done = 0;
+        for remote in &mut self.remotes {
+            let oldest = now_slot - HINT_WINDOW_SLOTS;
+            if remote.cursor < oldest {
+                tracing::warn!(
+                    origin = %remote.origin,
+                    seconds = oldest - remote.cursor,
+                    "another region's change log was not marked within the hint window: run a repair, then \
+                     `gateway reconcile --since`"
+                );
+                remote.cursor = oldest;
+                remote.marked.retain(|&s| s >= oldest);
+            }
+            for hour in remote.cursor.div_euclid(SLOTS_PER_HOUR)..=now_slot.div_euclid(SLOTS_PER_HOUR) {
+                for s in users.marks(&remote.origin, hour, remote.cursor).await? {
+                    if s < remote.cursor || !remote.marked.insert(s) {
+                        continue;
+                    }
+                    if s <= looked {
+                        tracing::info!(origin = %remote.origin, slot = s, "a late mark: re-deriving its second");
+                        done += users.reconcile_slot(s).await?;
+                        for after in AFTER_LATE_MARK_MS {
+                            self.later.entry(now + after).or_default().push(s);
+                        }
+                    }
+                }
+            }
+            while remote.marked.remove(&remote.cursor) {
+                remote.cursor += 1;
             }
         }
         Ok(done)
@@ -176,6 +279,8 @@ pub(crate) struct UserStatements {
     put_totals: PreparedStatement,
     totals: PreparedStatement,
     changes: PreparedStatement,
+    put_mark: PreparedStatement,
+    marks: PreparedStatement,
     rating_page: RangeRead,
     get_watch: PreparedStatement,
     put_watch: PreparedStatement,
@@ -210,6 +315,10 @@ impl UserStatements {
             .await?,
             totals: read("SELECT score_sum, ratings FROM {keyspace}.rating_totals WHERE movie = ?").await?,
             changes: read("SELECT movie, bucket FROM {keyspace}.rating_changes WHERE slot = ?").await?,
+            put_mark: write("INSERT INTO {keyspace}.rating_log_marks (origin, hour, slot) VALUES (?, ?, ?)").await?,
+            // Every slot of the hour; the caller keeps those from its cursor on (a bound here
+            // would be ignored by the CQL stand-in anyway).
+            marks: read("SELECT slot FROM {keyspace}.rating_log_marks WHERE origin = ? AND hour = ?").await?,
             rating_page: RangeRead::prepare(c, "SELECT pos, score FROM {keyspace}.ratings_by_user_time WHERE user_id = ?").await?,
             get_watch: read("SELECT added_at FROM {keyspace}.watchlist_by_user WHERE user_id = ? AND movie = ?").await?,
             put_watch: write("INSERT INTO {keyspace}.watchlist_by_user (user_id, movie, added_at) VALUES (?, ?, ?)").await?,
@@ -357,6 +466,26 @@ impl Users<'_> {
         };
         self.unpaged(&self.statements.put_totals, (movie, bucket, sum, count)).await?;
         Ok(())
+    }
+
+    /// Marks `slot` of the change log complete in `origin` (this region).
+    async fn mark(&self, origin: &str, slot: i64) -> Result<(), StoreError> {
+        self.unpaged(&self.statements.put_mark, (origin, slot.div_euclid(SLOTS_PER_HOUR), slot)).await?;
+        Ok(())
+    }
+
+    /// The slots of `hour` that `origin` has marked, from `from` on, in order.
+    async fn marks(&self, origin: &str, hour: i64, from: i64) -> Result<Vec<i64>, StoreError> {
+        let result = self.unpaged(&self.statements.marks, (origin, hour)).await?;
+        let mut slots = Vec::new();
+        for row in result.into_rows_result().map_err(driver_error)?.rows::<(i64,)>().map_err(decode_error)? {
+            let (s,) = row.map_err(decode_error)?;
+            if s >= from {
+                slots.push(s);
+            }
+        }
+        slots.sort_unstable();
+        Ok(slots)
     }
 
     /// Re-derives every bucket listed in one `rating_changes` slot; how many.

@@ -22,6 +22,7 @@ fn options() -> ScyllaOptions {
         format!("conformance_{}_{}", std::process::id(), KEYSPACES.fetch_add(1, Ordering::Relaxed));
     options.keyspace = keyspace;
     options.reconcile_interval_ms = 200;
+    options.load_concurrency = 256;
     let cluster = marquee_cql_standin::test_cluster();
     options.contact_points = vec![cluster.contact_point];
     options.replication = cluster.replication.iter().cloned().collect();
