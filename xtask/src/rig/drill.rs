@@ -303,7 +303,7 @@ fn graphql_requests(gateways: &[std::net::SocketAddr]) -> u64 {
             continue;
         };
         let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-        let _ = write!(stream, "GET /metrics HTTP/1.1\r\nHost: drill\r\nConnection: close\r\n\r\n");
+        let _ = stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: drill\r\nConnection: close\r\n\r\n");
         let mut text = String::new();
         let _ = stream.read_to_string(&mut text);
         total += text

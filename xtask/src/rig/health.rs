@@ -59,7 +59,10 @@ fn healthy(edge: SocketAddr, host: &str, path: &str) -> bool {
         let mut stream = TcpStream::connect_timeout(&edge, PROBE_TIMEOUT)?;
         stream.set_read_timeout(Some(PROBE_TIMEOUT))?;
         stream.set_write_timeout(Some(PROBE_TIMEOUT))?;
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+        // One write: a request split over several segments can meet a server that answers
+        // after the first and closes with the rest unread, which resets the connection.
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes())?;
         let mut head = [0u8; 12];
         stream.read_exact(&mut head)?;
         Ok(head.starts_with(b"HTTP/1.") && &head[8..12] == b" 200")
@@ -71,15 +74,21 @@ fn healthy(edge: SocketAddr, host: &str, path: &str) -> bool {
 mod tests {
     use super::*;
 
-    /// One HTTP answer on a loopback port, then closed.
+    /// One HTTP answer on a loopback port, after the whole request head has arrived, then closed.
     fn answer_once(status: &'static str) -> SocketAddr {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
         std::thread::spawn(move || {
             if let Ok((mut stream, _)) = listener.accept() {
-                let mut request = [0u8; 512];
-                let _ = stream.read(&mut request);
-                let _ = write!(stream, "HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
+                let mut request = Vec::new();
+                let mut chunk = [0u8; 512];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = stream.write_all(format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n").as_bytes());
             }
         });
         addr
