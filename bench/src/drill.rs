@@ -111,8 +111,13 @@ pub struct Sample {
 
 /// Sends the drill's load until `load.duration` has passed; every request's sample.
 pub async fn run(load: &DrillLoad) -> Vec<Sample> {
+    run_into(load, Arc::new(Mutex::new(Vec::new()))).await
+}
+
+/// [`run`], adding each sample to `samples` as its answer arrives (so a caller can read what
+/// was acknowledged so far while the load runs); every sample, in order, at the end.
+pub async fn run_into(load: &DrillLoad, samples: Arc<Mutex<Vec<Sample>>>) -> Vec<Sample> {
     let started = Instant::now();
-    let samples = Arc::new(Mutex::new(Vec::new()));
     let sequence = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut clients = Vec::new();
     for (region, clients_of) in load.regions.iter().enumerate() {

@@ -76,6 +76,14 @@ enum Command {
         /// How far back: a duration (`2h`, `90m`) or an RFC 3339 time (`2026-12-06T01:00:00Z`).
         #[arg(long, value_parser = parse_since)]
         since: std::time::SystemTime,
+        /// Only compare each total with its ratings, writing nothing; exit status 1 when one
+        /// differs.
+        #[arg(long)]
+        check: bool,
+        /// With `--check`, only the totals changed up to this time (a duration ago, or an
+        /// RFC 3339 time), e.g. the end of a partition while ratings keep arriving.
+        #[arg(long, requires = "check", value_parser = parse_since)]
+        until: Option<std::time::SystemTime>,
     },
     /// Print the GraphQL schema (SDL).
     Schema,
@@ -170,9 +178,20 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init_tracing(&config.log);
     // Every command from here on reaches the store.
     dns::resolve_contact_points(&mut config.store, &config.dns).await?;
-    if let Some(Command::Reconcile { since }) = &cli.command {
-        let since_ms = since.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        println!("{}", store::reconcile(&config.store, since_ms).await.context("reconciling rating totals")?);
+    if let Some(Command::Reconcile { since, check, until }) = &cli.command {
+        let unix_ms = |t: &std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+        };
+        let check = check.then(|| until.as_ref().map_or(u64::MAX, unix_ms));
+        let (report, exact) = store::reconcile(&config.store, unix_ms(since), check)
+            .await
+            .context("reconciling rating totals")?;
+        println!("{report}");
+        if !exact {
+            anyhow::bail!(
+                "rating totals differ from their ratings: `gateway reconcile --since` re-derives them"
+            );
+        }
         return Ok(());
     }
     if let Some(Command::Migrate) = &cli.command {

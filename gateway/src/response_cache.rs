@@ -153,6 +153,12 @@ impl ResponseCache {
         Some(entry)
     }
 
+    /// Drops every response stored so far (lazily, as each is next asked for): the backend now
+    /// serves another catalog generation, and a response produced before may show the old one.
+    pub fn catalog_switched(&self) {
+        *self.all_changed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+    }
+
     /// Counts a lookup the client asked to skip (`Cache-Control: no-cache`).
     pub fn bypass(&self) {
         self.cache.bypass();
@@ -191,7 +197,7 @@ impl RatingsObserver for ResponseCache {
     }
 
     fn lost(&self) {
-        *self.all_changed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+        self.catalog_switched();
     }
 }
 

@@ -157,6 +157,19 @@ impl Application {
                 metrics.cache_requests.clone(),
             ))
         });
+        // A backend that switches to a newly published catalog generation while running: the
+        // responses stored from the old one are dropped (the entity caches follow on their own).
+        if let (Some(cache), Some(mut changes)) = (&response_cache, backend.lifecycle.catalog_changes()) {
+            let cache = Arc::downgrade(cache);
+            tokio::spawn(async move {
+                while changes.changed().await.is_ok() {
+                    let id = changes.borrow_and_update().clone();
+                    let Some(cache) = cache.upgrade() else { return };
+                    cache.catalog_switched();
+                    tracing::info!(catalog = %id, "serving a newly published catalog generation");
+                }
+            });
+        }
         // What else holds ratings, told of every change.
         let mut observers: Vec<Arc<dyn RatingsObserver>> = Vec::new();
         if let Some(cache) = &response_cache {
@@ -173,6 +186,7 @@ impl Application {
                 ttl: Duration::from_secs(config.cache.entities_ttl_secs),
                 regional: regional.clone(),
                 catalog_id: backend.lifecycle.catalog_id(),
+                catalog_changes: backend.lifecycle.catalog_changes(),
             },
             regional: regional.clone(),
             observers,

@@ -248,6 +248,15 @@ pub trait UserData: Send + Sync + 'static {
         let _ = second;
         Ok(None)
     }
+
+    /// The movies whose rating totals this gateway's backend found wrong and re-derived since
+    /// the last call: rows that reached this region too late for the change log's followers
+    /// (hints replayed after a partition, a batchlog replay, a repair), so no cache heard of
+    /// them. Taken once: each is handed to one caller. Empty for a backend whose totals are
+    /// exact in each write.
+    async fn rederived_totals(&self) -> Result<Vec<MovieId>, StoreError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Readiness and shutdown of a backend.
@@ -260,6 +269,13 @@ pub trait Lifecycle: Send + Sync + 'static {
     /// generation and different for every other load, so caches shared between gateways key
     /// catalog entries by it and never mix two loads.
     fn catalog_id(&self) -> String;
+
+    /// The catalog id served, changing when a running backend switches to a newly published
+    /// generation (caches keyed by catalog entity drop what they hold then); `None` for a
+    /// backend that serves the catalog it opened until it is restarted.
+    fn catalog_changes(&self) -> Option<tokio::sync::watch::Receiver<String>> {
+        None
+    }
 
     /// A cheap round trip proving the backend answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;

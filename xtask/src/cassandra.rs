@@ -25,7 +25,11 @@ pub(crate) enum CassandraTask {
     /// Start a cluster in the background and print its contact points (a no-op when one runs).
     Up(Topology),
     /// The running cluster: contact points, PIDs, the link, `nodetool status`.
-    Status,
+    Status {
+        /// The rig's cluster (`cargo xtask rig up` starts one of its own).
+        #[arg(long)]
+        rig: bool,
+    },
     /// Change the link between the data centers.
     Link {
         /// Round-trip time added between data centers, in milliseconds.
@@ -37,6 +41,9 @@ pub(crate) enum CassandraTask {
         /// Join them again.
         #[arg(long)]
         heal: bool,
+        /// The rig's cluster.
+        #[arg(long)]
+        rig: bool,
     },
     /// Stop the cluster (every node by PID) and remove its network namespaces.
     Down {
@@ -44,10 +51,16 @@ pub(crate) enum CassandraTask {
         #[arg(long)]
         stale: bool,
     },
-    /// Run a cluster in the foreground until `stop` arrives on its control port (what `up`
-    /// starts).
+    /// Run a cluster in the foreground until `stop` arrives on its control port, or SIGTERM
+    /// or Ctrl-C (what `up` starts; the rig starts one of its own).
     #[command(hide = true)]
-    Keep(Topology),
+    Keep {
+        #[command(flatten)]
+        topology: Topology,
+        /// Where its nodes and `state.json` go (default `target/cassandra/cluster`).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// The shape of a cluster.
@@ -89,41 +102,45 @@ pub(crate) struct State {
     pub(crate) node_pids: Vec<u32>,
 }
 
-fn dir(root: &Path) -> PathBuf {
+/// The directory of the cluster `cargo xtask cassandra up` keeps.
+fn shared_dir(root: &Path) -> PathBuf {
     root.join("target/cassandra/cluster")
 }
 
-fn state_file(root: &Path) -> PathBuf {
-    dir(root).join("state.json")
+fn state_file(dir: &Path) -> PathBuf {
+    dir.join("state.json")
 }
 
-/// The running cluster's state, if its keeper is alive.
-pub(crate) fn running(root: &Path) -> Option<State> {
-    let text = std::fs::read_to_string(state_file(root)).ok()?;
+/// The state of the cluster kept in `dir`, if its keeper is alive.
+pub(crate) fn running(dir: &Path) -> Option<State> {
+    let text = std::fs::read_to_string(state_file(dir)).ok()?;
     let state: State = serde_json::from_str(&text).ok()?;
     process::alive(state.keeper_pid).then_some(state)
 }
 
 pub(crate) fn run(root: &Path, task: CassandraTask) -> anyhow::Result<()> {
+    let dir = shared_dir(root);
+    let chosen =
+        |rig: bool| if rig { crate::rig::cassandra_dir(&root.join("target/rig")) } else { dir.clone() };
     match task {
         CassandraTask::Up(topology) => {
             let state = up(root, &topology)?;
             print_state(&state);
             Ok(())
         }
-        CassandraTask::Status => {
-            let state = running(root).context("no cluster is running (cargo xtask cassandra up)")?;
+        CassandraTask::Status { rig } => {
+            let state = running(&chosen(rig)).context("no cluster is running (cargo xtask cassandra up)")?;
             print_state(&state);
             print!("{}", ask(&state, "status")?);
             Ok(())
         }
-        CassandraTask::Link { round_trip_ms, cut, heal } => {
-            let state = running(root).context("no cluster is running (cargo xtask cassandra up)")?;
+        CassandraTask::Link { round_trip_ms, cut, heal, rig } => {
+            let state = running(&chosen(rig)).context("no cluster is running (cargo xtask cassandra up)")?;
             print!("{}", set_link(&state, round_trip_ms, cut.then_some(true).or(heal.then_some(false)))?);
             Ok(())
         }
         CassandraTask::Down { stale } => {
-            down(root)?;
+            down(&dir)?;
             if stale {
                 for name in marquee_cassandra_cluster::remove_stale().map_err(anyhow::Error::msg)? {
                     println!("removed stale namespace {name}");
@@ -131,13 +148,14 @@ pub(crate) fn run(root: &Path, task: CassandraTask) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        CassandraTask::Keep(topology) => keep(root, &topology),
+        CassandraTask::Keep { topology, dir: own } => keep(&own.unwrap_or(dir), &topology),
     }
 }
 
-/// Starts a cluster unless one runs; its state either way.
+/// Starts the shared cluster unless one runs; its state either way.
 pub(crate) fn up(root: &Path, topology: &Topology) -> anyhow::Result<State> {
-    if let Some(state) = running(root) {
+    let dir = shared_dir(root);
+    if let Some(state) = running(&dir) {
         let names: Vec<&String> = state.data_centers.iter().map(|(dc, _)| dc).collect();
         if names != topology.data_centers.iter().collect::<Vec<_>>() {
             bail!("a cluster of data centers {names:?} runs already; `cargo xtask cassandra down` first");
@@ -145,28 +163,35 @@ pub(crate) fn up(root: &Path, topology: &Topology) -> anyhow::Result<State> {
         return Ok(state);
     }
     crate::system::ensure_java()?;
-    let _ = std::fs::remove_file(state_file(root));
+    let _ = std::fs::remove_file(state_file(&dir));
+    let log = dir.join("keeper.log");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(&log, "")?;
+    let child = process::spawn_detached(keeper(root, &dir, topology)?, &log, "the Cassandra keeper")?;
+    println!("starting Cassandra ({}; log {})", topology.data_centers.join(", "), log.display());
+    process::wait_for("the Cassandra cluster", child.id(), &log, Duration::from_secs(300), || {
+        running(&dir).is_some()
+    })?;
+    running(&dir).context("the keeper exited")
+}
+
+/// The command that runs a keeper of a cluster shaped `topology` in `dir`.
+pub(crate) fn keeper(root: &Path, dir: &Path, topology: &Topology) -> anyhow::Result<Command> {
     let exe = std::env::current_exe().context("locating xtask")?;
     let mut keeper = Command::new(exe);
     keeper.current_dir(root).args(["cassandra", "keep", "--data-centers", &topology.data_centers.join(",")]);
     keeper.args(["--nodes", &topology.nodes.to_string()]);
     keeper.args(["--hint-window-secs", &topology.hint_window_secs.to_string()]);
     keeper.args(["--heap-mib", &topology.heap_mib.to_string()]);
-    let log = dir(root).join("keeper.log");
-    std::fs::create_dir_all(dir(root))?;
-    std::fs::write(&log, "")?;
-    let child = process::spawn_detached(keeper, &log, "the Cassandra keeper")?;
-    println!("starting Cassandra ({}; log {})", topology.data_centers.join(", "), log.display());
-    process::wait_for("the Cassandra cluster", child.id(), &log, Duration::from_secs(300), || {
-        running(root).is_some()
-    })?;
-    running(root).context("the keeper exited")
+    keeper.arg("--dir").arg(dir);
+    Ok(keeper)
 }
 
-/// Runs the cluster in this process until told to stop.
-fn keep(root: &Path, topology: &Topology) -> anyhow::Result<()> {
+/// Runs the cluster in this process until told to stop (`stop` on the control port, SIGTERM
+/// or Ctrl-C).
+fn keep(dir: &Path, topology: &Topology) -> anyhow::Result<()> {
     let cluster =
-        CassandraCluster::start(&topology.spec(Some(dir(root).join("nodes")))).map_err(anyhow::Error::msg)?;
+        CassandraCluster::start(&topology.spec(Some(dir.join("nodes")))).map_err(anyhow::Error::msg)?;
     let control = TcpListener::bind("127.0.0.1:0").context("binding the control port")?;
     let state = State {
         keeper_pid: std::process::id(),
@@ -178,7 +203,25 @@ fn keep(root: &Path, topology: &Topology) -> anyhow::Result<()> {
             .collect(),
         node_pids: cluster.nodes().iter().filter_map(|n| n.pid).collect(),
     };
-    let file = state_file(root);
+    // A signal becomes a `stop` on the control port, so the nodes are stopped the one way.
+    let control_addr = state.control;
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        runtime.block_on(async {
+            let Ok(mut terminate) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            else {
+                return;
+            };
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        });
+        if let Ok(mut stream) = TcpStream::connect(control_addr) {
+            let _ = stream.write_all(b"stop\n");
+        }
+    });
+    let file = state_file(dir);
     std::fs::write(&file, serde_json::to_string_pretty(&state)?)?;
     println!("cluster {} up: {:?}", cluster.number(), state.data_centers);
     for stream in control.incoming() {
@@ -245,9 +288,9 @@ pub(crate) fn set_link(
     ask(state, &format!("link {} {}", round_trip_ms.unwrap_or(current_ms), cut.unwrap_or(current_cut)))
 }
 
-/// Stops the running cluster, if any.
-pub(crate) fn down(root: &Path) -> anyhow::Result<()> {
-    let Some(text) = std::fs::read_to_string(state_file(root)).ok() else {
+/// Stops the cluster kept in `dir`, if any.
+pub(crate) fn down(dir: &Path) -> anyhow::Result<()> {
+    let Some(text) = std::fs::read_to_string(state_file(dir)).ok() else {
         println!("no cluster is running");
         return Ok(());
     };
@@ -267,7 +310,7 @@ pub(crate) fn down(root: &Path) -> anyhow::Result<()> {
             process::signal_and_wait(pid, "TERM", "a Cassandra node")?;
         }
     }
-    let _ = std::fs::remove_file(state_file(root));
+    let _ = std::fs::remove_file(state_file(dir));
     println!("cluster stopped");
     Ok(())
 }

@@ -10,8 +10,10 @@
 //! an edge (which adds the origin secret) pass the load balancer, and a gateway reached
 //! around it believes no `X-Forwarded-For`; `terraform apply` of
 //! `terraform/environments/local` drains a region from geo-DNS (and refuses to drain them
-//! all); the failover drill (`xtask drill`, short) loses no acknowledged rating and its planned
-//! drain fails no request; a gateway drained with SIGTERM under load leaves the load balancer
+//! all); the failover drill (`xtask drill`, short) loses no acknowledged rating, its planned
+//! drain fails no request, and with the two data centers of the rig's Cassandra cluster cut
+//! apart both regions keep taking ratings, every one readable in both and every total exact
+//! once joined; a gateway drained with SIGTERM under load leaves the load balancer
 //! with no failed request; with every gateway of a region gone the edge still answers what it
 //! holds, sends the reads it does not hold to the other region, refuses writes at once with a
 //! GraphQL-shaped 503, and geo-DNS moves the region's clients away.
@@ -326,7 +328,7 @@ async fn checks() {
     labelled.sort_unstable();
     assert_eq!(labelled, ["eu-west", "us-east"], "{regions}");
 
-    // A rating written through eu-west reads back through us-east.
+    // A rating written through eu-west reads back through us-east (below).
     let alice = token("alice");
 
     // ...and reaches us-east's caches within 2 s: both us-east gateways hold the movie's
@@ -358,8 +360,21 @@ async fn checks() {
     let rated =
         post(&eu, Some(&alice), r#"mutation { rateMovie(movieId: "tt0000042", score: 7) { score } }"#).await;
     assert_eq!(rated["data"]["rateMovie"]["score"], 7, "{rated}");
-    let mine = post(&us, Some(&alice), r#"{ movie(id: "tt0000042") { myRating { score } } }"#).await;
-    assert_eq!(mine["data"]["movie"]["myRating"]["score"], 7, "{mine}");
+    // The data centers are 150 ms apart: the rating is in us-east once replicated (a user's
+    // own region reads its writes at once; geo-DNS keeps a user in one region).
+    let written = Instant::now();
+    loop {
+        let mine = post(&us, Some(&alice), r#"{ movie(id: "tt0000042") { myRating { score } } }"#).await;
+        if mine["data"]["movie"]["myRating"]["score"] == 7 {
+            break;
+        }
+        assert!(
+            written.elapsed() < Duration::from_secs(2),
+            "not in us-east 2 s after eu-west took it: {mine}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("an eu-west rating read back through us-east {:?} after it was taken", written.elapsed());
 
     // The edge: a partner's persisted GET is a miss, then a hit with its age.
     let first = movie_card(&us, "tt0000077", &[]).await;
@@ -519,6 +534,8 @@ async fn checks() {
         "2",
         "--rate",
         "5",
+        "--partition-secs",
+        "15",
         "--out",
         out.to_str().expect("utf-8"),
     ]);
@@ -545,6 +562,30 @@ async fn checks() {
     let (gets, failed_gets) =
         (killed["gets"].as_u64().expect("gets"), killed["failed_gets"].as_u64().expect("n"));
     assert!(gets > 0 && failed_gets * 100 <= gets, "GETs failed while eu-west had no gateway: {killed}");
+    // Cut apart, both regions keep taking ratings in their own data center; once joined, every
+    // rating is readable in both, and every total the drill changed is exact in both.
+    for region in ["eu-west", "us-east"] {
+        let cut = &step("partition")["clients"][region];
+        assert!(
+            cut["writes"].as_u64().is_some_and(|n| n > 0),
+            "no rating sent from {region} while cut: {cut}"
+        );
+        assert_eq!(
+            cut["failed_writes"], 0,
+            "ratings failed in {region} while the data centers were cut apart: {cut}"
+        );
+    }
+    let partition = &results["partition"];
+    assert!(partition["ratings_before_heal"].as_u64().is_some_and(|n| n > 0), "{partition}");
+    let found_after = partition["ratings_found_after_heal_s"].as_f64().unwrap_or(f64::MAX);
+    assert!(found_after < 90.0, "ratings not readable everywhere within 90 s of the heal: {partition}");
+    let exact_after = partition["totals_exact_after_heal_s"].as_f64().unwrap_or(f64::MAX);
+    assert!(exact_after < found_after + 30.0, "totals not exact within 30 s of the replay: {partition}");
+    // ...and each region's caches and edge caught up: partners read the same rating of every
+    // movie rated during the cut through either region's edge.
+    assert!(partition["movies_compared"].as_u64().is_some_and(|n| n > 0), "{partition}");
+    let agree_after = partition["answers_agree_after_heal_s"].as_f64().unwrap_or(f64::MAX);
+    assert!(agree_after < found_after + 30.0, "the edges disagreed 30 s after the replay: {partition}");
     assert!(out.join("failover.svg").exists() && out.join("report.md").exists());
 
     // A gateway drained with SIGTERM under load: no request fails. Eight us-east clients, each

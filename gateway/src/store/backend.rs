@@ -59,20 +59,38 @@ pub async fn migrate(config: &StoreConfig) -> Result<String, StoreError> {
 }
 
 /// Re-derives the rating totals of every change since `since_ms` (unix ms) (`gateway
-/// reconcile`); what it did, for the operator.
-pub async fn reconcile(config: &StoreConfig, since_ms: u64) -> Result<String, StoreError> {
+/// reconcile`), or with `check` only compares those changed until `check`'s time with their
+/// ratings; what it found, for the operator, and whether every total checked is exact.
+pub async fn reconcile(
+    config: &StoreConfig,
+    since_ms: u64,
+    check: Option<u64>,
+) -> Result<(String, bool), StoreError> {
     match config {
-        StoreConfig::Embedded(_) => {
-            Ok("the embedded backend keeps rating totals exact in each write; nothing to reconcile"
-                .to_owned())
-        }
+        StoreConfig::Embedded(_) => Ok((
+            "the embedded backend keeps rating totals exact in each write; nothing to reconcile".to_owned(),
+            true,
+        )),
         StoreConfig::Scylla(options) => {
             let store = ScyllaStore::open(options).await?;
+            let at = format!("keyspace {}, data center {}", options.keyspace, options.local_dc);
+            if let Some(until_ms) = check {
+                let found = store.check_totals(since_ms, until_ms).await?;
+                return Ok((
+                    format!(
+                        "{} of {} buckets of rating totals listed in {} seconds of the change log differ from \
+                         their ratings ({at})",
+                        found.inexact, found.buckets, found.slots
+                    ),
+                    found.inexact == 0,
+                ));
+            }
             let (slots, buckets) = store.reconcile_since(since_ms).await?;
-            Ok(format!(
-                "re-derived {buckets} buckets of rating totals listed in {slots} seconds of the change log \
-                 (keyspace {}, data center {})",
-                options.keyspace, options.local_dc
+            Ok((
+                format!(
+                    "re-derived {buckets} buckets of rating totals listed in {slots} seconds of the change log ({at})"
+                ),
+                true,
             ))
         }
     }

@@ -31,9 +31,11 @@
 //! the region applies it (a claim that gets no answer is asked again on the next read, never
 //! taken for another gateway's), exactly as if the write had been taken here: regional entries
 //! deleted, every gateway's copies dropped through the bus, sent again `REPEAT_AFTER` later
-//! (for totals replicated after the log entry). No write waits on another region, and a
-//! region that cannot be reached catches up from the log when replication resumes, or by the
-//! totals' TTL when a change arrives later than `FOLLOW_SECONDS` (ARCHITECTURE.md).
+//! (for totals replicated after the log entry). No write waits on another region. A change
+//! that arrives later than `FOLLOW_SECONDS` (hints replayed after a partition, a batchlog
+//! replay, a repair) is found by the region's rating reconciler, which re-derives the totals
+//! it makes wrong and hands their movies to its gateway's follower (`rederived_totals`), which
+//! applies them region-wide like any other change (ARCHITECTURE.md).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -221,6 +223,15 @@ async fn follow_changes(log: Arc<dyn UserData>, invalidation: Arc<Invalidation>,
                     break;
                 }
             }
+        }
+        // Totals this gateway's reconciler (the region's one) found wrong and re-derived: rows
+        // that arrived after the log's window, which no follower saw. Applied region-wide
+        // here, unclaimed: only the region's reconciler has them.
+        let rederived = log.rederived_totals().await.unwrap_or_default();
+        if !rederived.is_empty() {
+            regional.count_invalidations("rederived", rederived.len());
+            let changes: Vec<Change> = rederived.into_iter().map(Change::RatingTotals).collect();
+            invalidation.changed(&changes).await;
         }
         if fresh.is_empty() {
             continue;
@@ -422,6 +433,10 @@ impl UserData for CachedUsers {
 
     async fn rating_changes(&self, second: u64) -> Result<Option<Vec<MovieId>>, StoreError> {
         self.inner.rating_changes(second).await
+    }
+
+    async fn rederived_totals(&self) -> Result<Vec<MovieId>, StoreError> {
+        self.inner.rederived_totals().await
     }
 
     async fn rating_totals(&self, movies: &[MovieId]) -> Result<Vec<RatingTotals>, StoreError> {

@@ -3,9 +3,11 @@
 //!
 //! Zipf popularity makes a small set of entities most of the reads; answering those from
 //! memory saves the backend lookup, its page buffers and the blocking-pool hand-off. The
-//! catalog does not change between loads (a load is a new generation, which a gateway opens
-//! whole), so entries need no invalidation: they are bounded in bytes and age out after
-//! `cache.entities_ttl_secs`. Unknown ids are cached too (as absent), so a client asking for
+//! catalog does not change between loads (a load is a new generation), so entries need no
+//! invalidation: they are bounded in bytes and age out after `cache.entities_ttl_secs`. When
+//! the backend switches to a newly published generation (`Lifecycle::catalog_changes`), the
+//! in-process entries are dropped, regional keys name the new generation, and a load that
+//! started before the switch answers its waiters but stores nothing. Unknown ids are cached too (as absent), so a client asking for
 //! ids that do not exist costs the backend once per id and TTL, not once per request.
 //!
 //! A dataloader batch stays one pass: its hits come from memory and its misses go to the
@@ -19,7 +21,8 @@
 //! response cache when they are hot.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -50,6 +53,25 @@ pub struct EntityCacheConfig {
     pub regional: Option<Arc<Regional>>,
     /// The catalog generation served (`Lifecycle::catalog_id`): part of every regional key.
     pub catalog_id: String,
+    /// The backend's switches to a newly published generation, when it makes them.
+    pub catalog_changes: Option<tokio::sync::watch::Receiver<String>>,
+}
+
+/// The generation the entity caches hold, shared by every kind of entity.
+struct Served {
+    /// Bumped at each switch; a load stores what it read only if it is unchanged.
+    epoch: AtomicU64,
+    catalog_id: RwLock<String>,
+}
+
+impl Served {
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    fn catalog_id(&self) -> String {
+        self.catalog_id.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
 }
 
 fn text(value: &str) -> usize {
@@ -96,10 +118,13 @@ type Flight<K, V> = Shared<BoxFuture<'static, Result<Arc<HashMap<K, V>>, Arc<Sto
 #[derive(Clone)]
 struct RegionalTier {
     cache: Arc<Regional>,
-    /// `mq:<VERSION>:<catalog id>:<kind>:`.
-    prefix: String,
     /// The `cache` label (`movies`, ...).
     label: &'static str,
+}
+
+/// `mq:<VERSION>:<catalog id>:<kind>:`: the regional keys of one kind of one generation.
+fn regional_prefix(catalog_id: &str, kind: &str) -> String {
+    format!("mq:{VERSION}:{catalog_id}:{kind}:")
 }
 
 /// One kind of entity: its cache, its loader and the loads in flight.
@@ -110,8 +135,10 @@ struct Entities<K: CacheKey, V> {
     ttl: Duration,
     load: Loader<K, V>,
     /// The load each id is waiting on. An id enters when a load of it starts and leaves when
-    /// that load ends, so an entry is only ever removed by its own load.
+    /// that load ends (or at a generation switch), so an entry is only removed by its own load
+    /// or a switch.
     flights: Arc<Mutex<HashMap<K, Flight<K, V>>>>,
+    served: Arc<Served>,
 }
 
 impl<K, V> Entities<K, V>
@@ -120,18 +147,15 @@ where
     V: Clone + Weigh + Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     fn new(
-        kind: &'static str,
-        label: &'static str,
+        (kind, label): (&'static str, &'static str),
         config: &EntityCacheConfig,
+        served: Arc<Served>,
         max_bytes: u64,
         requests: IntCounterVec,
         load: Loader<K, V>,
     ) -> Self {
-        let regional = config.regional.as_ref().map(|regional| RegionalTier {
-            cache: regional.clone(),
-            prefix: format!("mq:{VERSION}:{}:{kind}:", config.catalog_id),
-            label,
-        });
+        let regional =
+            config.regional.as_ref().map(|regional| RegionalTier { cache: regional.clone(), label });
         let cache = Arc::new(Cache::new(label, max_bytes, requests));
         Entities {
             kind,
@@ -140,7 +164,15 @@ where
             ttl: config.ttl,
             load,
             flights: Arc::new(Mutex::new(HashMap::new())),
+            served,
         }
+    }
+
+    /// Drops what was cached of the generation before a switch, and the loads in flight from
+    /// the table (their waiters keep them).
+    fn switched(&self) {
+        self.cache.clear();
+        self.flights.lock().unwrap_or_else(PoisonError::into_inner).clear();
     }
 
     /// The values of `ids`, in order: hits from memory, the misses in one backend call (less
@@ -203,10 +235,13 @@ where
         let flights = self.flights.clone();
         let ttl = self.ttl;
         let kind = self.kind;
+        let served = self.served.clone();
+        let epoch = served.epoch();
+        let prefix = regional_prefix(&served.catalog_id(), kind);
         async move {
             let mut found: HashMap<K, V> = HashMap::with_capacity(ids.len());
             if let Some(regional) = &regional {
-                let keys: Vec<String> = ids.iter().map(|id| format!("{}{id}", regional.prefix)).collect();
+                let keys: Vec<String> = ids.iter().map(|id| format!("{prefix}{id}")).collect();
                 for (id, bytes) in ids.iter().zip(regional.cache.get_many(regional.label, &keys).await) {
                     // An entry that does not decode is a miss (and is overwritten below).
                     if let Some(value) = bytes.and_then(|b| postcard::from_bytes::<V>(&b).ok()) {
@@ -218,19 +253,23 @@ where
             let loaded = if missing.is_empty() { Ok(Vec::new()) } else { load(missing.clone()).await };
             let outcome = match loaded {
                 Ok(values) if values.len() == missing.len() => {
-                    if let Some(regional) = &regional {
+                    // Read before a switch to another generation: answered, not stored.
+                    let current = served.epoch() == epoch;
+                    if let Some(regional) = regional.as_ref().filter(|_| current) {
                         let entries = missing
                             .iter()
                             .zip(&values)
                             .filter_map(|(id, v)| {
-                                Some((format!("{}{id}", regional.prefix), postcard::to_stdvec(v).ok()?, ttl))
+                                Some((format!("{prefix}{id}"), postcard::to_stdvec(v).ok()?, ttl))
                             })
                             .collect();
                         regional.cache.put_many(entries).await;
                     }
                     found.extend(missing.iter().copied().zip(values));
-                    let entries = found.iter().map(|(id, v)| (*id, v.clone(), ttl));
-                    cache.put_many(entries.collect::<Vec<_>>()).await;
+                    if current {
+                        let entries = found.iter().map(|(id, v)| (*id, v.clone(), ttl));
+                        cache.put_many(entries.collect::<Vec<_>>()).await;
+                    }
                     Ok(Arc::new(found))
                 }
                 Ok(values) => Err(Arc::new(StoreError::backend(std::io::Error::other(format!(
@@ -240,14 +279,36 @@ where
                 ))))),
                 Err(error) => Err(Arc::new(error)),
             };
-            let mut table = flights.lock().unwrap_or_else(PoisonError::into_inner);
-            for id in &ids {
-                table.remove(id);
+            if served.epoch() == epoch {
+                let mut table = flights.lock().unwrap_or_else(PoisonError::into_inner);
+                for id in &ids {
+                    table.remove(id);
+                }
             }
             outcome
         }
         .boxed()
         .shared()
+    }
+}
+
+/// Follows the backend's switches to a new generation until the catalog is dropped: the
+/// epoch first (so loads in flight store nothing), then the regional keys' generation, then
+/// the entries in memory.
+async fn follow_switches(
+    catalog: std::sync::Weak<CachedCatalog>,
+    served: Arc<Served>,
+    mut changes: tokio::sync::watch::Receiver<String>,
+) {
+    while changes.changed().await.is_ok() {
+        let Some(catalog) = catalog.upgrade() else { return };
+        let id = changes.borrow_and_update().clone();
+        served.epoch.fetch_add(1, Ordering::AcqRel);
+        *served.catalog_id.write().unwrap_or_else(PoisonError::into_inner) = id.clone();
+        catalog.movies.switched();
+        catalog.people.switched();
+        catalog.credits.switched();
+        tracing::info!(catalog = %id, "entity caches now hold the newly published catalog generation");
     }
 }
 
@@ -272,13 +333,15 @@ impl CachedCatalog {
         // The byte budget split by what the mix reads most: a movie page shows the movie and
         // its credits, and some of the people.
         let share = |percent: u64| config.max_bytes / 100 * percent;
+        let served =
+            Arc::new(Served { epoch: AtomicU64::new(0), catalog_id: RwLock::new(config.catalog_id.clone()) });
         let movies = {
             let inner = inner.clone();
             let load: Loader<MovieId, Option<Movie>> = Arc::new(move |ids| {
                 let inner = inner.clone();
                 async move { inner.movies(&ids).await }.boxed()
             });
-            Entities::new("movie", "movies", config, share(40), requests.clone(), load)
+            Entities::new(("movie", "movies"), config, served.clone(), share(40), requests.clone(), load)
         };
         let people = {
             let inner = inner.clone();
@@ -286,7 +349,7 @@ impl CachedCatalog {
                 let inner = inner.clone();
                 async move { inner.people(&ids).await }.boxed()
             });
-            Entities::new("person", "people", config, share(20), requests.clone(), load)
+            Entities::new(("person", "people"), config, served.clone(), share(20), requests.clone(), load)
         };
         let credits = {
             let inner = inner.clone();
@@ -294,9 +357,13 @@ impl CachedCatalog {
                 let inner = inner.clone();
                 async move { inner.credits(&ids).await }.boxed()
             });
-            Entities::new("credits", "credits", config, share(40), requests, load)
+            Entities::new(("credits", "credits"), config, served.clone(), share(40), requests, load)
         };
-        Arc::new(CachedCatalog { inner, movies, people, credits })
+        let catalog = Arc::new(CachedCatalog { inner, movies, people, credits });
+        if let Some(changes) = config.catalog_changes.clone() {
+            tokio::spawn(follow_switches(Arc::downgrade(&catalog), served, changes));
+        }
+        catalog
     }
 }
 
@@ -446,6 +513,7 @@ mod tests {
             ttl: Duration::from_secs(60),
             regional: None,
             catalog_id: "test".into(),
+            catalog_changes: None,
         }
     }
 

@@ -148,6 +148,11 @@ impl UserData for Instrumented<dyn UserData> {
     async fn rating_changes(&self, second: u64) -> Result<Option<Vec<MovieId>>, StoreError> {
         self.call("rating_changes", 1, self.inner.rating_changes(second)).await
     }
+
+    // Not a call to the backend: what its reconciler noted in memory.
+    async fn rederived_totals(&self) -> Result<Vec<MovieId>, StoreError> {
+        self.inner.rederived_totals().await
+    }
 }
 
 #[async_trait]
@@ -158,6 +163,10 @@ impl Lifecycle for Instrumented<dyn Lifecycle> {
 
     fn catalog_id(&self) -> String {
         self.inner.catalog_id()
+    }
+
+    fn catalog_changes(&self) -> Option<tokio::sync::watch::Receiver<String>> {
+        self.inner.catalog_changes()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -8,7 +8,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use marquee_store::bulk::seed::{Generator, SeedOptions};
 
-use crate::helpers::{CATALOG, seed_into, seeded_dir, spawn_with, store_config, test_config};
+use marquee_gateway::config::StoreConfig;
+
+use crate::helpers::{
+    CATALOG, scylla_config, seed_into, seed_store, seeded_dir, spawn_with, store_config, test_config,
+};
 
 const QUERY: &str = r#"{ movie(id: "tt0000007") { title cast(first: 2) { person { name } } } }"#;
 
@@ -96,4 +100,64 @@ async fn reseeding_switches_generations_while_a_gateway_serves() {
         .filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().starts_with("catalog-")))
         .count();
     assert_eq!(generations, 1, "the replaced generation was removed");
+}
+
+/// ScyllaDB: a catalog load published while a gateway serves is picked up without a restart
+/// (within `store.catalog_poll_ms`): the movie, its cast and the people read through the entity
+/// cache and the response cache are the new generation's, although both held the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_on_scylladb_serves_a_newly_published_catalog_without_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let StoreConfig::Scylla(mut options) = scylla_config(dir.path()) else { unreachable!("a scylla config") };
+    options.catalog_poll_ms = 200;
+    let store = StoreConfig::Scylla(options);
+    let first = SeedOptions { movies: 300, people: Some(200), seed: 5 };
+    seed_store(&store, &first);
+    let app = spawn_with(test_config_over(dir.path(), &store)).await;
+    let get = async || -> serde_json::Value {
+        let response =
+            app.client.get(app.url("/graphql")).query(&[("query", QUERY)]).send().await.expect("GET");
+        assert_eq!(response.status(), 200);
+        response.json::<serde_json::Value>().await.expect("json")["data"].clone()
+    };
+    let hits = async || app.metric("cache_requests_total", &[("cache", "response"), ("result", "hit")]).await;
+    let before = get().await;
+    assert_eq!(before["movie"]["title"], Generator::new(&first).movie(6).movie.title);
+    assert_eq!(get().await, before);
+    assert!(hits().await >= 1.0, "the second GET came from the response cache");
+
+    let second = SeedOptions { seed: 6, ..first };
+    seed_store(&store, &second);
+    let expected = Generator::new(&second).movie(6).movie.title;
+    assert_ne!(before["movie"]["title"], expected, "the two catalogs differ");
+    let published = std::time::Instant::now();
+    loop {
+        let now = get().await;
+        if now["movie"]["title"] == expected {
+            // Its cast is the new generation's too (credits and people from the entity cache).
+            let names: Vec<&serde_json::Value> =
+                now["movie"]["cast"].as_array().expect("cast").iter().map(|c| &c["person"]["name"]).collect();
+            let restarted = spawn_with(test_config_over(dir.path(), &store)).await;
+            let cold = restarted.data(QUERY, json!({})).await;
+            let cold_names: Vec<&serde_json::Value> = cold["movie"]["cast"]
+                .as_array()
+                .expect("cast")
+                .iter()
+                .map(|c| &c["person"]["name"])
+                .collect();
+            assert_eq!(names, cold_names, "the running gateway answers as a fresh one does");
+            break;
+        }
+        assert!(published.elapsed() < Duration::from_secs(10), "still serving the old catalog: {now}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("a newly published catalog was served {:?} after its load returned", published.elapsed());
+}
+
+/// A test deployment over `store` (with a signing key of its own, as a shared store needs).
+fn test_config_over(dir: &std::path::Path, store: &StoreConfig) -> marquee_gateway::config::Config {
+    let mut config = test_config(dir);
+    config.store = store.clone();
+    config.auth.signing_keys = Some(marquee_gateway::auth::generate_pem().expect("key").into());
+    config
 }

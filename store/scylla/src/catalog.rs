@@ -2,6 +2,8 @@
 //! the store opened, so a gateway serves one whole catalog until it restarts. Batches are
 //! concurrent single-partition reads (token-aware), never a multi-partition `IN`.
 
+use std::sync::Arc;
+
 use futures::future::try_join_all;
 use marquee_store::plan::{self, SEARCH_BUCKETS, SEARCH_SCAN_LIMIT};
 use marquee_store::{
@@ -113,7 +115,8 @@ fn int(v: impl Into<i32>) -> CqlValue {
 pub(crate) struct Catalog<'a> {
     pub(crate) cluster: &'a Cluster,
     pub(crate) statements: &'a CatalogStatements,
-    pub(crate) generation: &'a Generation,
+    /// Taken once per call, so one call never mixes two generations.
+    pub(crate) generation: Arc<Generation>,
 }
 
 impl Catalog<'_> {

@@ -4,9 +4,11 @@
 //! on the `scylla` driver.
 //!
 //! - [`schema`]: versioned CQL files applied by `gateway migrate`.
-//! - Catalog reads resolve the published catalog generation once at open (see `bulk`), so a
-//!   gateway serves one whole catalog until it restarts; loads are written and published at
-//!   EACH_QUORUM, and a generation is served only once the local data center holds it.
+//! - Catalog reads name the published catalog generation (see `bulk`); loads are written and
+//!   published at EACH_QUORUM, and a generation is served only once the local data center
+//!   holds it. A running store looks for a newly published one every `catalog_poll_ms` and
+//!   switches to it; each call reads one generation whole, and
+//!   [`Lifecycle::catalog_changes`] tells the gateway's caches.
 //! - Users' data is plain upserts and deletes (last write wins by write timestamp across
 //!   regions, each write stamped after the one it replaces); rating totals are derived per
 //!   bucket of users and reconciled by one gateway per region (see `users`, `lease`), so they
@@ -42,6 +44,7 @@ pub use bulk::ScyllaBulk;
 pub use options::{Consistency, ScyllaOptions};
 pub use schema::{MigrationReport, SCHEMA_VERSION, migrate};
 pub use session::ScyllaError;
+pub use users::TotalsCheck;
 
 use catalog::{Catalog, CatalogStatements, Generation};
 use session::Cluster;
@@ -52,17 +55,27 @@ struct Inner {
     cluster: Cluster,
     catalog: CatalogStatements,
     users: UserStatements,
-    generation: Generation,
+    /// The generation served now; replaced whole when a newer one is published here.
+    generation: std::sync::RwLock<Arc<Generation>>,
+    /// The served generation's catalog id, for the gateway's caches.
+    catalog_id: tokio::sync::watch::Sender<String>,
     ping: scylla::statement::prepared::PreparedStatement,
+    /// See [`Users::take_rederived`].
+    rederived: std::sync::Mutex<std::collections::BTreeSet<MovieId>>,
 }
 
 impl Inner {
+    /// The generation served now.
+    fn generation(&self) -> Arc<Generation> {
+        self.generation.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
     fn catalog(&self) -> Catalog<'_> {
-        Catalog { cluster: &self.cluster, statements: &self.catalog, generation: &self.generation }
+        Catalog { cluster: &self.cluster, statements: &self.catalog, generation: self.generation() }
     }
 
     fn users(&self) -> Users<'_> {
-        Users { cluster: &self.cluster, statements: &self.users }
+        Users { cluster: &self.cluster, statements: &self.users, rederived: &self.rederived }
     }
 
     /// Refuses writes about movies the served catalog does not have.
@@ -79,6 +92,7 @@ pub struct ScyllaStore {
     inner: Arc<Inner>,
     totals_lag: Duration,
     reconciler: JoinHandle<()>,
+    follower: JoinHandle<()>,
 }
 
 impl ScyllaStore {
@@ -98,25 +112,30 @@ impl ScyllaStore {
             movies = generation.stats.movies,
             "serving catalog generation"
         );
+        let (catalog_id, _) = tokio::sync::watch::channel(catalog_id(&cluster, &generation));
         let inner = Arc::new(Inner {
             catalog: CatalogStatements::prepare(&cluster).await?,
             users: UserStatements::prepare(&cluster).await?,
             ping: readiness_probe(&cluster).await?,
-            generation,
+            generation: std::sync::RwLock::new(Arc::new(generation)),
+            catalog_id,
             cluster,
+            rederived: Default::default(),
         });
+        let poll = Duration::from_millis(options.catalog_poll_ms.max(10));
+        let follower = tokio::spawn(follow_generations(Arc::downgrade(&inner), poll));
         let interval = Duration::from_millis(options.reconcile_interval_ms.max(10));
         let timeout = options.request_timeout();
         let lease = lease::Lease::prepare(&inner.cluster, &options.local_dc).await?;
         let others: Vec<String> = options.replication.keys().cloned().collect();
         let reconciler = Reconciler::new(timeout, &options.local_dc, &others);
         let reconciler = tokio::spawn(reconcile(Arc::downgrade(&inner), interval, reconciler, lease));
-        Ok(ScyllaStore { inner, totals_lag: users::totals_lag(interval, timeout), reconciler })
+        Ok(ScyllaStore { inner, totals_lag: users::totals_lag(interval, timeout), reconciler, follower })
     }
 
     /// The catalog generation this store serves.
     pub fn generation(&self) -> i64 {
-        self.inner.generation.id
+        self.inner.generation().id
     }
 
     /// Re-derives every rating total the change log lists since `since_ms` (unix ms), for
@@ -126,11 +145,59 @@ impl ScyllaStore {
     pub async fn reconcile_since(&self, since_ms: u64) -> Result<(u64, usize), StoreError> {
         users::reconcile_since(&self.inner.users(), since_ms).await
     }
+
+    /// Checks, without writing, that every rating total the change log lists from `since_ms`
+    /// to `until_ms` (unix ms) equals the count of its ratings in this data center (`gateway
+    /// reconcile --check`).
+    pub async fn check_totals(&self, since_ms: u64, until_ms: u64) -> Result<TotalsCheck, StoreError> {
+        users::check_between(&self.inner.users(), since_ms, until_ms).await
+    }
 }
 
 impl Drop for ScyllaStore {
     fn drop(&mut self) {
         self.reconciler.abort();
+        self.follower.abort();
+    }
+}
+
+/// Names a generation for caches shared between gateways (`Lifecycle::catalog_id`).
+fn catalog_id(cluster: &Cluster, generation: &Generation) -> String {
+    format!("{}.{}", cluster.keyspace, generation.id)
+}
+
+/// Looks every `poll` for the generation to serve (the published `current` one once this data
+/// center holds it whole, see `bulk::current_generation`) and switches to it when it differs,
+/// until the store is dropped. A call already reading the old generation finishes on it.
+async fn follow_generations(store: std::sync::Weak<Inner>, poll: Duration) {
+    let mut ticks = tokio::time::interval(poll);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let Some(inner) = store.upgrade() else { return };
+        let found = match bulk::current_generation(&inner.cluster).await {
+            Ok(Some(found)) => found,
+            Ok(None) => continue,
+            Err(StoreError::Closed) => return,
+            Err(error) => {
+                tracing::warn!(%error, "looking for a new catalog generation failed; looking again later");
+                continue;
+            }
+        };
+        let serving = inner.generation();
+        if found.id == serving.id {
+            continue;
+        }
+        tracing::info!(
+            from = serving.id,
+            to = found.id,
+            movies = found.stats.movies,
+            "serving a newly published catalog generation"
+        );
+        let id = catalog_id(&inner.cluster, &found);
+        *inner.generation.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(found);
+        inner.catalog_id.send_replace(id);
     }
 }
 
@@ -225,7 +292,7 @@ impl CatalogReads for ScyllaStore {
 
     async fn stats(&self) -> Result<CatalogStats, StoreError> {
         self.inner.cluster.check_open()?;
-        Ok(self.inner.generation.stats)
+        Ok(self.inner.generation().stats)
     }
 }
 
@@ -281,6 +348,10 @@ impl UserData for ScyllaStore {
     async fn rating_changes(&self, second: u64) -> Result<Option<Vec<MovieId>>, StoreError> {
         Ok(Some(self.inner.users().changed_movies(second).await?))
     }
+
+    async fn rederived_totals(&self) -> Result<Vec<MovieId>, StoreError> {
+        Ok(self.inner.users().take_rederived())
+    }
 }
 
 #[async_trait]
@@ -290,7 +361,11 @@ impl Lifecycle for ScyllaStore {
     }
 
     fn catalog_id(&self) -> String {
-        format!("{}.{}", self.inner.cluster.keyspace, self.inner.generation.id)
+        self.inner.catalog_id.borrow().clone()
+    }
+
+    fn catalog_changes(&self) -> Option<tokio::sync::watch::Receiver<String>> {
+        Some(self.inner.catalog_id.subscribe())
     }
 
     /// One read of a replicated partition at LOCAL_QUORUM (readiness: can the region's data

@@ -89,6 +89,9 @@ pub struct ScyllaOptions {
     pub await_schema_agreement: bool,
     /// How often each gateway re-derives recently written rating totals, in milliseconds.
     pub reconcile_interval_ms: u64,
+    /// How often a running gateway looks for a newly published catalog generation, in
+    /// milliseconds (it switches once its data center holds the new one whole).
+    pub catalog_poll_ms: u64,
     /// User name for password authentication (`MARQUEE_STORE__USERNAME`).
     pub username: Option<String>,
     /// Password (`MARQUEE_STORE__PASSWORD`); prefer `password_file`. Never printed.
@@ -128,6 +131,7 @@ impl Default for ScyllaOptions {
             load_concurrency: 64,
             await_schema_agreement: true,
             reconcile_interval_ms: 1_000,
+            catalog_poll_ms: 10_000,
             username: None,
             password: None,
             password_file: None,

@@ -25,6 +25,7 @@
 //! after the looks at its second means its rows came late, and the second is re-derived. For
 //! operators, [`reconcile_since`] (`gateway reconcile --since`) re-derives a whole period.
 
+use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::TryStreamExt;
@@ -99,6 +100,15 @@ const HINT_WINDOW_SLOTS: i64 = 3 * 3_600;
 /// and marks replayed by different coordinators arrive in no set order.
 const AFTER_LATE_MARK_MS: [u64; 2] = [10_000, 30_000];
 
+/// How long after its own first look (when its origin writes it) another region's mark may
+/// take to arrive before it counts as late: replication, a pass interval, a slow node. A
+/// mark later than that came with rows the change followers (which read the last 3 s of the
+/// log) may have missed: hints after a partition, a repair.
+const MARK_GRACE_MS: u64 = 3_000;
+
+/// When the recent seconds are looked at again after late marks arrive (see `pass`).
+const RECHECK_AFTER_LATE_MARKS_MS: [u64; 3] = [5_000, 15_000, 35_000];
+
 /// Slots per hour partition of `rating_log_marks`.
 const SLOTS_PER_HOUR: i64 = 3_600;
 
@@ -109,6 +119,9 @@ struct Remote {
     cursor: i64,
     /// Seconds at or after `cursor` already marked (and handled).
     marked: std::collections::BTreeSet<i64>,
+    /// Whether its marks have been read since this reconciler (re)started: those found by
+    /// the first read arrived before it and are not late (its own looks cover their seconds).
+    primed: bool,
 }
 
 /// Which slots the region's reconciler has re-derived, at each look, and how far it has read
@@ -123,6 +136,16 @@ pub(crate) struct Reconciler {
     remotes: Vec<Remote>,
     /// Second looks at late-marked slots, by when they are due (unix ms).
     later: std::collections::BTreeMap<u64, Vec<i64>>,
+    /// The (movie, bucket) pairs each slot listed at its looks so far, from `first_looked`.
+    listed: std::collections::BTreeMap<i64, HashSet<(i64, i32)>>,
+    /// The first slot this reconciler's first look handled since it (re)started.
+    first_looked: i64,
+    /// Whether the last pass found late marks: another region's rows are arriving late.
+    late_marks: bool,
+    /// Extra looks at the recent slots after late marks, by when they are due (unix ms).
+    rechecks: std::collections::BTreeMap<u64, Vec<i64>>,
+    /// No new rechecks are planned before this time (unix ms).
+    rechecks_planned_until: u64,
 }
 
 impl Reconciler {
@@ -136,7 +159,7 @@ impl Reconciler {
         let remotes = remote_origins
             .iter()
             .filter(|o| *o != origin)
-            .map(|o| Remote { origin: o.clone(), cursor: start, marked: Default::default() })
+            .map(|o| Remote { origin: o.clone(), cursor: start, marked: Default::default(), primed: false })
             .collect();
         let mut reconciler = Reconciler {
             ages,
@@ -144,6 +167,11 @@ impl Reconciler {
             origin: origin.to_owned(),
             remotes,
             later: Default::default(),
+            listed: Default::default(),
+            first_looked: i64::MAX,
+            late_marks: false,
+            rechecks: Default::default(),
+            rechecks_planned_until: 0,
         };
         reconciler.follow_from_now();
         reconciler
@@ -153,6 +181,8 @@ impl Reconciler {
     /// that is not the region's reconciler does, so it starts from there if it becomes it).
     pub(crate) fn follow_from_now(&mut self) {
         let start = slot(now_ms().saturating_sub(self.ages[2]));
+        self.listed.clear();
+        self.first_looked = i64::MAX;
         for next in &mut self.next {
             *next = (*next).max(start);
         }
@@ -161,6 +191,7 @@ impl Reconciler {
                 remote.cursor = start;
                 remote.marked.retain(|&s| s >= start);
             }
+            remote.primed = false;
         }
     }
 
@@ -179,30 +210,66 @@ impl Reconciler {
             }
             let last = due.min(self.next[look] + MAX_SLOTS_PER_PASS - 1);
             while self.next[look] <= last {
-                done += users.reconcile_slot(self.next[look]).await?;
+                let s = self.next[look];
+                // What the first look listed, for the later ones (from the first slot this
+                // reconciler looked at first).
+                let listed =
+                    (look > 0 && s >= self.first_looked).then(|| self.listed.remove(&s).unwrap_or_default());
+                let report = listed.as_ref().map_or(Report::Wrong, Report::Unlisted);
+                let pairs = users.reconcile_slot(s, report).await?;
+                done += pairs.len();
                 if look == 0 {
-                    users.mark(&self.origin, self.next[look]).await?;
+                    users.mark(&self.origin, s).await?;
+                    self.first_looked = self.first_looked.min(s);
+                }
+                if look == 0 || listed.is_some() {
+                    let mut listed = listed.unwrap_or_default();
+                    listed.extend(pairs);
+                    self.listed.insert(s, listed);
                 }
                 self.next[look] += 1;
             }
         }
+        // The last look is done with these.
+        self.listed = self.listed.split_off(&self.next[2]);
         done += self.follow_marks(users, now).await?;
+        // Late marks mean a link came back (hints) or a repair ran: rows of the recent seconds,
+        // whose marks came in time, may be arriving late too. Those seconds are looked at again
+        // before their last look, each movie not listed before handed to the follower.
+        if std::mem::take(&mut self.late_marks) && now >= self.rechecks_planned_until {
+            let recent: Vec<i64> = (self.next[2]..self.next[0]).collect();
+            for after in RECHECK_AFTER_LATE_MARKS_MS {
+                self.rechecks.entry(now + after).or_default().extend(&recent);
+            }
+            self.rechecks_planned_until = now + RECHECK_AFTER_LATE_MARKS_MS[0];
+        }
+        let due: Vec<u64> = self.rechecks.range(..=now).map(|(&at, _)| at).collect();
+        for at in due {
+            for s in self.rechecks.remove(&at).unwrap_or_default() {
+                let Some(mut listed) = self.listed.remove(&s) else { continue };
+                let pairs = users.reconcile_slot(s, Report::Unlisted(&listed)).await?;
+                done += pairs.len();
+                listed.extend(pairs);
+                self.listed.insert(s, listed);
+            }
+        }
         let due: Vec<u64> = self.later.range(..=now).map(|(&at, _)| at).collect();
         for at in due {
             for s in self.later.remove(&at).unwrap_or_default() {
-                done += users.reconcile_slot(s).await?;
+                done += users.reconcile_slot(s, Report::Every).await?.len();
             }
         }
         Ok(done)
     }
 
     /// Reads other regions' marks from each one's oldest unmarked second; a mark that
-    /// arrives after this region's looks at its slot have passed (hints, a repair, a slow
-    /// link) means rows may have arrived late too: the slot is re-derived now and twice more.
+    /// arrives later than its origin writes it plus [`MARK_GRACE_MS`] (hints, a repair, a
+    /// slow link) means rows may have arrived late too, past the change followers: the slot
+    /// is re-derived now and twice more, every movie in it handed to the follower.
     async fn follow_marks(&mut self, users: &Users<'_>, now: u64) -> Result<usize, StoreError> {
         let now_slot = slot(now);
-        // A slot whose second look has passed: rows arriving for it now are late.
-        let looked = slot(now.saturating_sub(self.ages[1])) - 1;
+        // A slot whose mark should have been here by now: rows arriving with it are late.
+        let looked = slot(now.saturating_sub(self.ages[0] + MARK_GRACE_MS)) - 1;
         let mut done = 0;
         for remote in &mut self.remotes {
             let oldest = now_slot - HINT_WINDOW_SLOTS;
@@ -216,23 +283,30 @@ impl Reconciler {
                 remote.cursor = oldest;
                 remote.marked.retain(|&s| s >= oldest);
             }
+            let mut late = 0;
             for hour in remote.cursor.div_euclid(SLOTS_PER_HOUR)..=now_slot.div_euclid(SLOTS_PER_HOUR) {
                 for s in users.marks(&remote.origin, hour, remote.cursor).await? {
                     if s < remote.cursor || !remote.marked.insert(s) {
                         continue;
                     }
-                    if s <= looked {
-                        tracing::info!(origin = %remote.origin, slot = s, "a late mark: re-deriving its second");
-                        done += users.reconcile_slot(s).await?;
+                    if remote.primed && s <= looked {
+                        tracing::debug!(origin = %remote.origin, slot = s, "a late mark: re-deriving its second");
+                        late += 1;
+                        done += users.reconcile_slot(s, Report::Every).await?.len();
                         for after in AFTER_LATE_MARK_MS {
                             self.later.entry(now + after).or_default().push(s);
                         }
                     }
                 }
             }
+            if late > 0 {
+                self.late_marks = true;
+                tracing::info!(origin = %remote.origin, seconds = late, "late marks from another region: re-derived their seconds");
+            }
             while remote.marked.remove(&remote.cursor) {
                 remote.cursor += 1;
             }
+            remote.primed = true;
         }
         Ok(done)
     }
@@ -245,9 +319,57 @@ pub(crate) async fn reconcile_since(users: &Users<'_>, since_ms: u64) -> Result<
     let (first, last) = (slot(since_ms), slot(now_ms()));
     let mut buckets = 0;
     for s in first..=last {
-        buckets += users.reconcile_slot(s).await?;
+        buckets += users.reconcile_slot(s, Report::Wrong).await?.len();
     }
     Ok(((last - first + 1).max(0) as u64, buckets))
+}
+
+/// Which re-derived movies [`Users::reconcile_slot`] notes for the change follower.
+#[derive(Clone, Copy)]
+enum Report<'a> {
+    /// Those whose stored totals were wrong (a routine look: the follower saw the slot's
+    /// changes when they arrived).
+    Wrong,
+    /// Those, and every one not listed at this slot's first look: rows that arrived later
+    /// (hints replayed after a partition, a batchlog replay) past the change followers, whose
+    /// totals may have arrived right with them, but no cache heard of them.
+    Unlisted(&'a HashSet<(i64, i32)>),
+    /// Every one listed (a slot whose mark came late: all of it may have).
+    Every,
+}
+
+/// What [`check_between`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TotalsCheck {
+    /// Seconds of the change log read.
+    pub slots: u64,
+    /// Distinct (movie, bucket) totals rows checked.
+    pub buckets: usize,
+    /// Of those, the rows that differ from the count of their rating rows.
+    pub inexact: usize,
+}
+
+/// Checks, without writing, every bucket of rating totals the change log lists from `since_ms`
+/// to `until_ms` (unix ms) against its rating rows, as this data center sees them: whether
+/// every total is exact here (`gateway reconcile --check`).
+pub(crate) async fn check_between(
+    users: &Users<'_>,
+    since_ms: u64,
+    until_ms: u64,
+) -> Result<TotalsCheck, StoreError> {
+    let (first, last) = (slot(since_ms), slot(until_ms.min(now_ms())));
+    let mut listed = std::collections::BTreeSet::new();
+    for s in first..=last {
+        listed.extend(users.slot_buckets(s).await?);
+    }
+    let listed: Vec<(i64, i32)> = listed.into_iter().collect();
+    let mut inexact = 0;
+    for chunk in listed.chunks(16) {
+        let exact =
+            try_join_all(chunk.iter().map(|&(movie, bucket)| users.bucket_exact(movie, bucket))).await?;
+        inexact += exact.iter().filter(|e| !**e).count();
+    }
+    Ok(TotalsCheck { slots: (last - first + 1).max(0) as u64, buckets: listed.len(), inexact })
 }
 
 fn inverted(ms: u64) -> u64 {
@@ -278,6 +400,7 @@ pub(crate) struct UserStatements {
     bucket_scores: PreparedStatement,
     put_totals: PreparedStatement,
     totals: PreparedStatement,
+    bucket_totals: PreparedStatement,
     changes: PreparedStatement,
     put_mark: PreparedStatement,
     marks: PreparedStatement,
@@ -314,6 +437,7 @@ impl UserStatements {
             )
             .await?,
             totals: read("SELECT score_sum, ratings FROM {keyspace}.rating_totals WHERE movie = ?").await?,
+            bucket_totals: read("SELECT score_sum, ratings FROM {keyspace}.rating_totals WHERE movie = ? AND bucket = ?").await?,
             changes: read("SELECT movie, bucket FROM {keyspace}.rating_changes WHERE slot = ?").await?,
             put_mark: write("INSERT INTO {keyspace}.rating_log_marks (origin, hour, slot) VALUES (?, ?, ?)").await?,
             // Every slot of the hour; the caller keeps those from its cursor on (a bound here
@@ -334,6 +458,9 @@ impl UserStatements {
 pub(crate) struct Users<'a> {
     pub(crate) cluster: &'a Cluster,
     pub(crate) statements: &'a UserStatements,
+    /// Movies whose totals the reconciler found wrong and re-derived, until the gateway's
+    /// change follower takes them ([`Users::take_rederived`]).
+    pub(crate) rederived: &'a std::sync::Mutex<std::collections::BTreeSet<MovieId>>,
 }
 
 fn logged() -> Batch {
@@ -448,24 +575,45 @@ impl Users<'_> {
 
     /// Recomputes one bucket's (sum, count) from its rows.
     pub(crate) async fn recompute(&self, movie: i64, bucket: i32) -> Result<(), StoreError> {
-        let (sum, count) = {
-            let _slot = self.cluster.slot().await?;
-            let rows = self
-                .cluster
-                .session
-                .execute_iter(self.statements.bucket_scores.clone(), (movie, bucket))
-                .await
-                .map_err(driver_error)?
-                .rows_stream::<(i32,)>()
-                .map_err(decode_error)?;
-            rows.try_fold((0i64, 0i64), |(sum, count), (score,)| async move {
-                Ok((sum + i64::from(score), count + 1))
-            })
-            .await
-            .map_err(driver_error)?
-        };
+        let (sum, count) = self.derive(movie, bucket).await?;
         self.unpaged(&self.statements.put_totals, (movie, bucket, sum, count)).await?;
         Ok(())
+    }
+
+    /// One bucket's (score sum, ratings) counted from its rating rows.
+    async fn derive(&self, movie: i64, bucket: i32) -> Result<(i64, i64), StoreError> {
+        let _slot = self.cluster.slot().await?;
+        let rows = self
+            .cluster
+            .session
+            .execute_iter(self.statements.bucket_scores.clone(), (movie, bucket))
+            .await
+            .map_err(driver_error)?
+            .rows_stream::<(i32,)>()
+            .map_err(decode_error)?;
+        rows.try_fold((0i64, 0i64), |(sum, count), (score,)| async move {
+            Ok((sum + i64::from(score), count + 1))
+        })
+        .await
+        .map_err(driver_error)
+    }
+
+    /// Whether one bucket's totals row equals the count of its rating rows, as this data
+    /// center sees both.
+    async fn bucket_exact(&self, movie: i64, bucket: i32) -> Result<bool, StoreError> {
+        let derived = self.derive(movie, bucket).await?;
+        Ok(self.stored_totals(movie, bucket).await? == derived)
+    }
+
+    /// One bucket's stored (score sum, ratings); zeros when it has no row.
+    async fn stored_totals(&self, movie: i64, bucket: i32) -> Result<(i64, i64), StoreError> {
+        let result = self.unpaged(&self.statements.bucket_totals, (movie, bucket)).await?;
+        Ok(result
+            .into_rows_result()
+            .map_err(driver_error)?
+            .maybe_first_row::<(Option<i64>, Option<i64>)>()
+            .map_err(decode_error)?
+            .map_or((0, 0), |(sum, count)| (sum.unwrap_or(0), count.unwrap_or(0))))
     }
 
     /// Marks `slot` of the change log complete in `origin` (this region).
@@ -488,8 +636,45 @@ impl Users<'_> {
         Ok(slots)
     }
 
-    /// Re-derives every bucket listed in one `rating_changes` slot; how many.
-    async fn reconcile_slot(&self, slot: i64) -> Result<usize, StoreError> {
+    /// Re-derives every bucket listed in one `rating_changes` slot; how many. A bucket whose
+    /// stored total was wrong (rows that arrived after its last derivation: hints after a
+    /// partition, a batchlog replay, a repair) is rewritten; its movie, or with
+    /// [`Report::Every`] every listed movie, is noted for the change follower, since no cache
+    /// was told of rows that arrived that late.
+    async fn reconcile_slot(&self, slot: i64, report: Report<'_>) -> Result<Vec<(i64, i32)>, StoreError> {
+        let buckets = self.slot_buckets(slot).await?;
+        for chunk in buckets.chunks(16) {
+            let fixed = try_join_all(chunk.iter().map(|&(movie, bucket)| async move {
+                let derived = self.derive(movie, bucket).await?;
+                let wrong = self.stored_totals(movie, bucket).await? != derived;
+                if wrong {
+                    self.unpaged(&self.statements.put_totals, (movie, bucket, derived.0, derived.1)).await?;
+                }
+                let noted = wrong
+                    || match report {
+                        Report::Wrong => false,
+                        Report::Unlisted(listed) => !listed.contains(&(movie, bucket)),
+                        Report::Every => true,
+                    };
+                Ok::<_, StoreError>(noted.then_some(MovieId(movie.max(0) as u64)))
+            }))
+            .await?;
+            let fixed: Vec<MovieId> = fixed.into_iter().flatten().collect();
+            if !fixed.is_empty() {
+                self.rederived.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(fixed);
+            }
+        }
+        Ok(buckets)
+    }
+
+    /// The movies whose totals were re-derived since the last call (see `reconcile_slot`).
+    pub(crate) fn take_rederived(&self) -> Vec<MovieId> {
+        let mut rederived = self.rederived.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::mem::take(&mut *rederived).into_iter().collect()
+    }
+
+    /// The (movie, bucket) pairs one `rating_changes` slot lists.
+    async fn slot_buckets(&self, slot: i64) -> Result<Vec<(i64, i32)>, StoreError> {
         let result = self.unpaged(&self.statements.changes, (slot,)).await?;
         let mut buckets = Vec::new();
         for row in
@@ -497,10 +682,7 @@ impl Users<'_> {
         {
             buckets.push(row.map_err(decode_error)?);
         }
-        for chunk in buckets.chunks(16) {
-            try_join_all(chunk.iter().map(|&(movie, bucket)| self.recompute(movie, bucket))).await?;
-        }
-        Ok(buckets.len())
+        Ok(buckets)
     }
 
     /// The movies listed in `rating_changes` for the slot of `second`, each once.

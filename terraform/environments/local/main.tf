@@ -97,8 +97,9 @@ locals {
     zone  = local.zone
     ttl   = local.rig.ttl
     edges = { for r in local.rig.regions : r.name => r.edge }
-    # The other names the rig's DNS answers (Redis seeds, keyspace contact points), relative.
-    hosts = distinct(flatten([for r in local.rig.regions : [for name in r.hosts : trimsuffix(name, ".${local.zone}")]]))
+    # The other names the rig's DNS answers (Redis seeds, keyspace contact points), relative,
+    # each with its address.
+    hosts = { for h in flatten([for r in local.rig.regions : r.hosts]) : trimsuffix(h.name, ".${local.zone}") => h.address }
     # Clients of no region's subnets are answered as the first serving region's.
     default_answers = module.policy.dns_answers[module.policy.serving_regions[0]]
     by_subnet = [for r in local.rig.regions : {

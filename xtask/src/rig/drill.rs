@@ -15,13 +15,19 @@
 //!    refused); 8. **resume** (SIGCONT);
 //! 9. **edge-kill**: the region's edge SIGKILLed (DNS must move its clients); 10. **edge-start**;
 //! 11. **redis-kill**: every node of the region's Redis Cluster SIGKILLed (the gateways serve
-//!     from the store); 12. **redis-start**.
+//!     from the store); 12. **redis-start**;
+//! 13. **partition**: the link between the data centers of the rig's Cassandra cluster cut
+//!     (`--partition-secs`, a minute by default): both regions keep serving their clients and
+//!     taking their ratings, each in its own data center; 14. **heal**: the link restored, and
+//!     the hints the nodes kept replay.
 //!
 //! A request that times out (the load's 10 s) is a failure like any other, and counts as not
 //! yet moved.
 //!
-//! Afterwards every rating the API acknowledged is read back through each region: none may be
-//! missing. Results (`results.json`, `report.md`, `failover.svg`) go to `--out`
+//! Afterwards every rating the API acknowledged is read back through each region until all
+//! are there (at most [`SETTLE`] after the load): none may be missing. The report says how
+//! long after the heal every rating was readable in every region, and how long until every
+//! rating total the change log lists was exact in each (`gateway reconcile --check`). Results (`results.json`, `report.md`, `failover.svg`) go to `--out`
 //! (`bench/results/failover/` by default). The rig is left as it was found: undrained, every
 //! gateway running.
 
@@ -29,6 +35,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -61,6 +68,9 @@ pub(crate) struct DrillArgs {
     /// API's name again, within the DNS TTL), in seconds.
     #[arg(long, default_value_t = 5)]
     reconnect_secs: u64,
+    /// How long the data centers stay cut apart in the partition step, in seconds.
+    #[arg(long, default_value_t = 60)]
+    partition_secs: u64,
     /// Where the results go.
     #[arg(long, default_value = "bench/results/failover")]
     out: PathBuf,
@@ -70,7 +80,11 @@ pub(crate) struct DrillArgs {
 const USERS: usize = 16;
 
 /// The drill's steps, in order (see the module docs).
-const STEPS: usize = 12;
+const STEPS: usize = 14;
+
+/// How long after the load the drill waits for every acknowledged rating to be readable in
+/// every region, and then for every total to be exact, before it calls them lost.
+const SETTLE: Duration = Duration::from_secs(180);
 
 /// How long `stop` waits for the drained region's gateways to see no more requests.
 const IDLE_WAIT: Duration = Duration::from_secs(30);
@@ -111,7 +125,7 @@ pub(crate) fn run(root: &Path, args: &DrillArgs) -> anyhow::Result<()> {
         rate_per_client: args.rate,
         // The steps follow one another a phase apart, and `stop` first waits (at most
         // IDLE_WAIT) for the drained region's traffic to have moved.
-        duration: Duration::from_secs(args.phase_secs * (STEPS as u64 + 2)) + IDLE_WAIT,
+        duration: Duration::from_secs(args.phase_secs * (STEPS as u64 + 1) + args.partition_secs) + IDLE_WAIT,
         reconnect_every: Duration::from_secs(args.reconnect_secs),
         writes_per_mille: 50,
         persisted_per_mille: 300,
@@ -129,17 +143,17 @@ pub(crate) fn run(root: &Path, args: &DrillArgs) -> anyhow::Result<()> {
     );
     let rig = Rig { root: root.to_owned(), dir: dir.clone(), state };
     let runtime = tokio::runtime::Runtime::new()?;
-    let (samples, events, rig) = runtime.block_on(drive(
+    let (samples, events, rig, settled) = runtime.block_on(drive(
         load.clone(),
         rig,
-        gateway,
+        gateway.clone(),
         (drilled.clone(), regions.clone()),
-        args.phase_secs,
+        (args.phase_secs, args.partition_secs),
     ))?;
     rig.save()?;
     println!("drill: reading every acknowledged rating back through each region");
     let verification = runtime.block_on(verify(&load, &regions, &samples))?;
-    let report = Report::new(&load, &samples, &events, &drilled.name, verification);
+    let report = Report::new(&load, &samples, &events, &drilled.name, verification, settled);
     std::fs::create_dir_all(&args.out)?;
     std::fs::write(args.out.join("results.json"), serde_json::to_vec_pretty(&report)?)?;
     marquee_bench::drill::plot(&args.out.join("failover.svg"), &report.seconds, &events)?;
@@ -150,7 +164,208 @@ pub(crate) fn run(root: &Path, args: &DrillArgs) -> anyhow::Result<()> {
     if report.writes.lost > 0 {
         bail!("{} acknowledged ratings were lost", report.writes.lost);
     }
+    if report.partition.answers_agree_after_heal_s.is_none() {
+        bail!(
+            "the regions' edges still disagreed on the ratings of movies rated during the partition {} s after \
+             the heal: {}",
+            SETTLE.as_secs(),
+            report.partition.disagreed.join("; ")
+        );
+    }
+    if report.partition.totals_exact_after_heal_s.is_none() {
+        bail!(
+            "rating totals were not exact in every region {} s after the heal: {:?}",
+            SETTLE.as_secs(),
+            report.partition.totals
+        );
+    }
     Ok(())
+}
+
+/// How the data centers converged after the partition step, measured from the heal while
+/// the load goes on.
+#[derive(Debug, Default, Serialize)]
+struct Settled {
+    /// Ratings acknowledged before the heal (either side of the cut included).
+    ratings_before_heal: usize,
+    /// From the heal until every one of them was read back through every region, in seconds.
+    ratings_found_after_heal_s: Option<f64>,
+    /// From the heal until `gateway reconcile --check` (every total the change log lists from
+    /// the drill's start to the heal) found every total exact in every region, over the same
+    /// buckets in each, in seconds.
+    totals_exact_after_heal_s: Option<f64>,
+    /// What each region's last check printed.
+    totals: BTreeMap<String, String>,
+    /// Movies rated during the partition whose rating partners read through each region's edge
+    /// (the `movie-rating-v1` persisted GET, cached at the edge until purged).
+    movies_compared: usize,
+    /// From the heal until both regions' edges gave the same rating for each of them, in
+    /// seconds: the caches and edges of each region caught up with the other's ratings.
+    answers_agree_after_heal_s: Option<f64>,
+    /// The movies the regions' edges last disagreed on, with each region's answer.
+    disagreed: Vec<String>,
+}
+
+/// Measures [`Settled`]: reads back, every second, the ratings acknowledged before the heal
+/// until every region has them; then checks every region's totals every second until each is
+/// exact over the same buckets. At most [`SETTLE`].
+async fn settle(
+    load: DrillLoad,
+    regions: Vec<Region>,
+    (before, cut_at_ms): (Vec<Sample>, u64),
+    (root, gateway): (PathBuf, PathBuf),
+    (started, healed): (std::time::SystemTime, std::time::SystemTime),
+) -> anyhow::Result<Settled> {
+    let from = Instant::now();
+    let deadline = from + SETTLE;
+    let mut settled = Settled {
+        ratings_before_heal: before.iter().filter(|s| s.written.is_some()).count(),
+        ..Settled::default()
+    };
+    // The movies rated while the data centers were cut apart.
+    let mut movies: Vec<String> = before
+        .iter()
+        .filter(|s| s.due_ms >= cut_at_ms)
+        .filter_map(|s| s.written.as_ref().map(|w| w.movie.clone()))
+        .collect();
+    movies.sort();
+    movies.dedup();
+    movies.truncate(COMPARED_MOVIES);
+    settled.movies_compared = movies.len();
+    let clients: Vec<reqwest::Client> = regions
+        .iter()
+        .map(|region| {
+            let source = client_address(region, 251).context("a client address")?;
+            Ok(marquee_bench::load::client(
+                Duration::from_secs(10),
+                Some(&ClientRoute { dns: load.dns, source }),
+            ))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    // Each region's edge is asked now, at the heal, so it holds the answer its side had while
+    // cut apart (cached for an hour): only a purge can make the two agree in time.
+    for movie in &movies {
+        for client in &clients {
+            let _ = movie_rating(client, &load.api, movie).await;
+        }
+    }
+    loop {
+        if read_back(&load, &regions, &before).await?.lost == 0 {
+            settled.ratings_found_after_heal_s = Some(from.elapsed().as_secs_f64());
+            break;
+        }
+        if Instant::now() > deadline {
+            return Ok(settled);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    loop {
+        let (root, gateway, regions) = (root.clone(), gateway.clone(), regions.clone());
+        let checks = tokio::task::spawn_blocking(move || {
+            regions
+                .iter()
+                .map(|region| check_totals(&root, &gateway, region, started, healed))
+                .collect::<anyhow::Result<Vec<_>>>()
+        })
+        .await??;
+        let buckets: std::collections::BTreeSet<usize> = checks.iter().map(|c| c.2).collect();
+        let exact = checks.iter().all(|c| c.1) && buckets.len() == 1;
+        settled.totals = checks.into_iter().map(|(region, _, _, said)| (region, said)).collect();
+        if exact {
+            settled.totals_exact_after_heal_s = Some(from.elapsed().as_secs_f64());
+            break;
+        }
+        if Instant::now() > deadline {
+            return Ok(settled);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    loop {
+        let mut disagreed = Vec::new();
+        for movie in &movies {
+            let mut answers = Vec::new();
+            for client in &clients {
+                answers.push(movie_rating(client, &load.api, movie).await);
+            }
+            if !answers.iter().all(|a| a.is_ok() && *a == answers[0]) {
+                let said: Vec<String> = regions
+                    .iter()
+                    .zip(&answers)
+                    .map(|(r, a)| match a {
+                        Ok(rating) => format!("{}: {rating}", r.name),
+                        Err(error) => format!("{}: {error}", r.name),
+                    })
+                    .collect();
+                disagreed.push(format!("{movie} ({})", said.join(", ")));
+            }
+        }
+        let agree = disagreed.is_empty();
+        settled.disagreed = disagreed;
+        if agree {
+            settled.answers_agree_after_heal_s = Some(from.elapsed().as_secs_f64());
+            return Ok(settled);
+        }
+        if Instant::now() > deadline {
+            return Ok(settled);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// At most this many movies are compared across regions (each comparison is a request per
+/// region, from one client address, under the gateways' per-client limit).
+const COMPARED_MOVIES: usize = 20;
+
+/// A partner's `movie-rating-v1` persisted GET of `movie` through `client`'s edge: the
+/// rating it answered.
+async fn movie_rating(client: &reqwest::Client, api: &str, movie: &str) -> Result<Value, String> {
+    let variables = json!({ "id": movie }).to_string();
+    let response = client
+        .get(format!("{api}/graphql"))
+        .query(&[("id", "movie-rating-v1"), ("variables", variables.as_str())])
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let body: Value = response.json().await.map_err(|e| format!("{status}: {e}"))?;
+    let rating = body["data"]["movie"]["rating"].clone();
+    if rating.is_null() { Err(format!("{status}: {body}")) } else { Ok(rating) }
+}
+
+/// `gateway reconcile --check` over the change log from `since` to `until` in `region`'s data
+/// center: the region, whether every total is exact, the buckets checked, and what it printed.
+fn check_totals(
+    root: &Path,
+    gateway: &Path,
+    region: &Region,
+    since: std::time::SystemTime,
+    until: std::time::SystemTime,
+) -> anyhow::Result<(String, bool, usize, String)> {
+    let mut check = Command::new(gateway);
+    super::quiet_gateway_env(&mut check);
+    let output = check
+        .arg("--config")
+        .arg(&region.file)
+        .args(["reconcile", "--check"])
+        .arg("--since")
+        .arg(humantime::format_rfc3339_millis(since).to_string())
+        .arg("--until")
+        .arg(humantime::format_rfc3339_millis(until).to_string())
+        .env("MARQUEE_LOG__FILTER", "error")
+        .current_dir(root)
+        .output()
+        .context("gateway reconcile --check")?;
+    let said = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    // "<inexact> of <buckets> buckets of rating totals …"
+    let buckets = said.split_whitespace().nth(2).and_then(|n| n.parse().ok());
+    match buckets {
+        Some(buckets) => Ok((region.name.clone(), output.status.success(), buckets, said)),
+        None => bail!(
+            "gateway reconcile --check in {}: {said}{}",
+            region.name,
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    }
 }
 
 /// Runs the load and, meanwhile, the drill's steps; the samples, the steps' events, and the
@@ -160,12 +375,17 @@ async fn drive(
     rig: Rig,
     gateway: PathBuf,
     (drilled, regions): (Region, Vec<Region>),
-    phase_secs: u64,
-) -> anyhow::Result<(Vec<Sample>, Vec<Event>, Rig)> {
+    (phase_secs, partition_secs): (u64, u64),
+) -> anyhow::Result<(Vec<Sample>, Vec<Event>, Rig, Settled)> {
     let started = Instant::now();
-    let sending = tokio::spawn(async move { marquee_bench::drill::run(&load).await });
-    let phase = Duration::from_secs(phase_secs);
-    let mut events = Vec::new();
+    let started_at = std::time::SystemTime::now();
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let sending = {
+        let (load, acknowledged) = (load.clone(), acknowledged.clone());
+        tokio::spawn(async move { marquee_bench::drill::run_into(&load, acknowledged).await })
+    };
+    let mut settling = None;
+    let mut events: Vec<Event> = Vec::new();
     let root = rig.root.clone();
     let name = drilled.name.clone();
     let mut rig = Some(rig);
@@ -182,8 +402,10 @@ async fn drive(
         ("edge-start", format!("{name}'s edge started again")),
         ("redis-kill", format!("SIGKILL every node of {name}'s Redis Cluster")),
         ("redis-start", format!("{name}'s Redis Cluster started again")),
+        ("partition", "the data centers cut apart (cargo xtask cassandra link --cut)".to_owned()),
+        ("heal", "the data centers joined again".to_owned()),
     ];
-    let mut next = started + phase;
+    let mut next = started + Duration::from_secs(phase_secs);
     for (label, what) in steps {
         tokio::time::sleep_until(next.into()).await;
         if label == "stop" {
@@ -195,11 +417,11 @@ async fn drive(
         }
         let at = started.elapsed();
         println!("drill: {:>5.1} s  {what}", at.as_secs_f64());
-        let root = root.clone();
         let mut owned = rig.take().context("the rig")?;
-        let (gateway, drilled, regions) = (gateway.clone(), drilled.clone(), regions.clone());
+        let step_parts = (root.clone(), gateway.clone(), drilled.clone(), regions.clone());
         let label_owned = label.to_owned();
         let step = tokio::task::spawn_blocking(move || -> anyhow::Result<Rig> {
+            let (root, gateway, drilled, regions) = step_parts;
             let name = drilled.name.as_str();
             match label_owned.as_str() {
                 "drain" => apply(&root, &format!("[\"{name}\"]"))?,
@@ -218,12 +440,30 @@ async fn drive(
                     owned.start_edge(&drilled, &others)?;
                 }
                 "redis-kill" => kill_redis(&mut owned, name)?,
-                _ => owned.start_redis(&drilled)?,
+                "redis-start" => owned.start_redis(&drilled)?,
+                "partition" => cut(&owned, true)?,
+                _ => cut(&owned, false)?,
             }
             Ok(owned)
         });
         rig = Some(step.await??);
-        next = Instant::now() + phase;
+        if label == "heal" {
+            // From here on, while the load goes on: how soon the two sides agree again.
+            let before: Vec<Sample> = acknowledged
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .filter(|s| s.written.is_some())
+                .cloned()
+                .collect();
+            let paths = (root.clone(), gateway.clone());
+            let times = (started_at, std::time::SystemTime::now());
+            let cut_at_ms = events.iter().find(|e| e.label == "partition").map_or(0, |e| e.at_ms);
+            let settle = settle(load.clone(), regions.clone(), (before, cut_at_ms), paths, times);
+            settling = Some(tokio::spawn(settle));
+        }
+        next = Instant::now()
+            + Duration::from_secs(if label == "partition" { partition_secs } else { phase_secs });
         events.push(Event {
             at_ms: at.as_millis() as u64,
             done_ms: started.elapsed().as_millis() as u64,
@@ -232,7 +472,20 @@ async fn drive(
         });
     }
     let samples = sending.await?;
-    Ok((samples, events, rig.context("the rig")?))
+    let settled = match settling {
+        Some(task) => task.await??,
+        None => Settled::default(),
+    };
+    Ok((samples, events, rig.context("the rig")?, settled))
+}
+
+/// Cuts the link between the rig's data centers, or heals it and waits until every node sees
+/// every other up again.
+fn cut(rig: &Rig, cut: bool) -> anyhow::Result<()> {
+    let cluster = crate::cassandra::running(&super::cassandra_dir(&rig.dir))
+        .context("the rig's Cassandra keeper is not running")?;
+    crate::cassandra::set_link(&cluster, None, Some(cut))?;
+    Ok(())
 }
 
 /// `terraform apply` of the rig's environment with `drained` (HCL).
@@ -385,8 +638,21 @@ struct Writes {
     examples: Vec<String>,
 }
 
-/// Reads each drill user's ratings back through a client of every region.
+/// Reads each drill user's ratings back through a client of every region, again every two
+/// seconds while some are missing, for at most [`SETTLE`].
 async fn verify(load: &DrillLoad, regions: &[Region], samples: &[Sample]) -> anyhow::Result<Writes> {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let writes = read_back(load, regions, samples).await?;
+        if writes.lost == 0 || Instant::now() > deadline {
+            return Ok(writes);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// One reading back of every acknowledged rating through every region.
+async fn read_back(load: &DrillLoad, regions: &[Region], samples: &[Sample]) -> anyhow::Result<Writes> {
     let acknowledged: Vec<_> = samples.iter().filter_map(|s| s.written.clone()).collect();
     let mut writes = Writes { acknowledged: acknowledged.len(), ..Writes::default() };
     let mut lost: HashMap<(String, String), u8> = HashMap::new();
@@ -475,6 +741,9 @@ struct Span {
     /// of them failed.
     gets: u64,
     failed_gets: u64,
+    /// Ratings sent, and how many of them failed.
+    writes: u64,
+    failed_writes: u64,
     p99_ms: f64,
     /// Requests answered by each region's edge.
     served_by: BTreeMap<String, u64>,
@@ -507,6 +776,7 @@ struct Report {
     steady: BTreeMap<String, Span>,
     steps: Vec<Step>,
     writes: Writes,
+    partition: Settled,
     seconds: BTreeMap<String, Vec<Second>>,
 }
 
@@ -520,10 +790,13 @@ fn span(load: &DrillLoad, samples: &[&Sample]) -> BTreeMap<String, Span> {
         let mut span = Span { requests: mine.len() as u64, p99_ms: p99 as f64 / 1000.0, ..Span::default() };
         for s in mine {
             let get = matches!(s.kind, marquee_bench::drill::Kind::Persisted);
+            let write = matches!(s.kind, marquee_bench::drill::Kind::Write);
             span.gets += u64::from(get);
+            span.writes += u64::from(write);
             if s.outcome != "ok" {
                 span.failed += 1;
                 span.failed_gets += u64::from(get);
+                span.failed_writes += u64::from(write);
                 *span.failures.entry(s.outcome.clone()).or_insert(0) += 1;
             }
             if let Some(by) = s.served_by {
@@ -539,7 +812,14 @@ fn span(load: &DrillLoad, samples: &[&Sample]) -> BTreeMap<String, Span> {
 }
 
 impl Report {
-    fn new(load: &DrillLoad, samples: &[Sample], events: &[Event], drilled: &str, writes: Writes) -> Report {
+    fn new(
+        load: &DrillLoad,
+        samples: &[Sample],
+        events: &[Event],
+        drilled: &str,
+        writes: Writes,
+        partition: Settled,
+    ) -> Report {
         let drilled_index = load.regions.iter().position(|r| r.name == drilled).unwrap_or(0);
         let first = events.first().map_or(u64::MAX, |e| e.at_ms);
         let steady: Vec<&Sample> = samples.iter().filter(|s| s.due_ms < first).collect();
@@ -604,6 +884,7 @@ impl Report {
             steady: span(load, &steady),
             steps,
             writes,
+            partition,
             seconds: marquee_bench::drill::seconds(load, samples),
         }
     }
@@ -611,7 +892,7 @@ impl Report {
     fn markdown(&self, args: &DrillArgs) -> String {
         let mut md = format!(
             "# Failover drill: {}\n\nCommand: `cargo xtask drill --region {} --clients {} --rate {} --phase-secs {} \
-             --reconnect-secs {}` on the running rig (`cargo xtask rig up`).\n\n\
+             --partition-secs {} --reconnect-secs {}` on the running rig (`cargo xtask rig up`).\n\n\
              Load: {} clients per region, each from its own address, {} req/s each, open loop; 30 % a \
              partner's persisted GETs of 200 hot movies, 5 % signed-in ratings, the rest movie reads over \
              POST. Clients reconnect every {} s (and resolve the API's name again, within its 5 s TTL).\n\n\
@@ -621,12 +902,13 @@ impl Report {
             args.clients,
             args.rate,
             args.phase_secs,
+            args.partition_secs,
             args.reconnect_secs,
             args.clients,
             args.rate,
             args.reconnect_secs,
         );
-        md.push_str("| phase | client region | requests | failed | failed GETs | p99 ms | answered by | edge hits |\n|---|---|---:|---:|---:|---:|---|---:|\n");
+        md.push_str("| phase | client region | requests | failed | failed GETs | failed ratings | p99 ms | answered by | edge hits |\n|---|---|---:|---:|---:|---:|---:|---|---:|\n");
         let row = |md: &mut String, phase: &str, name: &str, span: &Span| {
             let by = span.served_by.iter().map(|(r, n)| format!("{r} {n}")).collect::<Vec<_>>().join(", ");
             let failed = if span.failures.is_empty() {
@@ -639,8 +921,14 @@ impl Report {
                 )
             };
             md.push_str(&format!(
-                "| {phase} | {name} | {} | {failed} | {} of {} | {:.1} | {by} | {} |\n",
-                span.requests, span.failed_gets, span.gets, span.p99_ms, span.edge_hits
+                "| {phase} | {name} | {} | {failed} | {} of {} | {} of {} | {:.1} | {by} | {} |\n",
+                span.requests,
+                span.failed_gets,
+                span.gets,
+                span.failed_writes,
+                span.writes,
+                span.p99_ms,
+                span.edge_hits
             ));
         };
         for (name, span) in &self.steady {
@@ -680,6 +968,30 @@ impl Report {
         ));
         if !self.writes.examples.is_empty() {
             md.push_str(&format!("Lost, for example: {}\n", self.writes.examples.join("; ")));
+        }
+        let p = &self.partition;
+        md.push_str(&format!(
+            "\nAfter the partition: the {} ratings acknowledged before the heal (on both sides of the cut) \
+             were all read back through every region {} s after the heal; every rating total the change \
+             log lists from the drill's start to the heal was exact in every region, over the same \
+             buckets, {} s after the heal (`gateway reconcile --check`, polled every second while the \
+             load went on):\n\n",
+            p.ratings_before_heal,
+            s(p.ratings_found_after_heal_s),
+            s(p.totals_exact_after_heal_s),
+        ));
+        md.push_str(&format!(
+            "\nBoth regions' edges answered partners the same rating (`movie-rating-v1`) for the {} movies \
+             rated while the data centers were cut apart (at most {COMPARED_MOVIES}) {} s after the heal: the \
+             other side's ratings had reached each region's caches and purged its edge.\n",
+            p.movies_compared,
+            s(p.answers_agree_after_heal_s),
+        ));
+        for disagreed in &p.disagreed {
+            md.push_str(&format!("- still disagreeing: {disagreed}\n"));
+        }
+        for (region, said) in &p.totals {
+            md.push_str(&format!("- {region}: {said}\n"));
         }
         md
     }

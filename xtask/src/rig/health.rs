@@ -88,7 +88,8 @@ mod tests {
                         Ok(n) => request.extend_from_slice(&chunk[..n]),
                     }
                 }
-                let _ = stream.write_all(format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n").as_bytes());
+                let _ =
+                    stream.write_all(format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n").as_bytes());
             }
         });
         addr

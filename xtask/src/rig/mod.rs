@@ -9,7 +9,7 @@
 //! | HAProxy per region, checks on `/readyz` | the regional load balancer |
 //! | the region's gateways, with its region file | the region's autoscaling group |
 //! | a Redis Cluster of three masters per region | ElastiCache (cluster mode) per region |
-//! | the CQL stand-in, one keyspace, a contact point per data center | ScyllaDB, a data center per region |
+//! | Apache Cassandra, a node per region's data center (network namespaces, a relay between them that `cargo xtask drill` cuts) | ScyllaDB, a data center per region |
 //! | Prometheus | the monitoring stack |
 //!
 //! Everything it writes goes under `target/rig/` (generated configuration, logs, data, and
@@ -25,6 +25,7 @@ pub(crate) mod health;
 mod regions;
 mod render;
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -47,6 +48,9 @@ const PROMETHEUS: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LO
 /// TTL of the geo-DNS answers, in seconds: how long a client may keep using a region that
 /// has since failed its health check.
 const DNS_TTL: u32 = 5;
+/// The round trip between the rig's data centers once the catalog is loaded, in milliseconds
+/// (a transatlantic link is 70-150 ms).
+const WAN_ROUND_TRIP_MS: u64 = 150;
 /// The Terraform environment that drives the rig's geo-DNS through the traffic policy.
 pub(crate) const TRAFFIC_ENVIRONMENT: &str = "terraform/environments/local";
 
@@ -151,6 +155,11 @@ fn state_file(dir: &Path) -> PathBuf {
     dir.join("rig.json")
 }
 
+/// Where the rig's Cassandra keeper keeps its nodes and `state.json`.
+pub(crate) fn cassandra_dir(dir: &Path) -> PathBuf {
+    dir.join("cassandra")
+}
+
 fn load_state(dir: &Path) -> anyhow::Result<Option<State>> {
     match std::fs::read(state_file(dir)) {
         Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).context("reading target/rig/rig.json")?)),
@@ -229,10 +238,17 @@ fn build_gateway(root: &Path, release: bool) -> anyhow::Result<PathBuf> {
 
 impl Rig {
     fn start(&mut self, gateway: &Path, regions: &[Region]) -> anyhow::Result<()> {
-        self.start_keyspace(regions)?;
-        // Before any gateway: they find the keyspace and their Redis Cluster through it.
-        self.start_dns(regions)?;
+        let nodes = self.start_cassandra(regions)?;
+        // Before any gateway: they find their data center's node and their Redis Cluster
+        // through it.
+        self.start_dns(regions, &nodes)?;
         load_keyspace(gateway, &regions[0])?;
+        // From here on the data centers are a WAN apart (the catalog loads at EACH_QUORUM, so
+        // it goes first, at loopback speed).
+        let cluster =
+            crate::cassandra::running(&cassandra_dir(&self.dir)).context("the Cassandra keeper exited")?;
+        crate::cassandra::set_link(&cluster, Some(WAN_ROUND_TRIP_MS), None)?;
+        println!("rig: {WAN_ROUND_TRIP_MS} ms between the data centers");
         let key = self.dir.join("signing-key.pem");
         let mut keygen = Command::new(gateway);
         keygen.arg("keygen").arg("--out").arg(&key).stdout(std::process::Stdio::null());
@@ -311,33 +327,43 @@ impl Rig {
         self.launch(spec, command, timeout, || http_status(addr, path) == Some(200))
     }
 
-    /// The CQL stand-in with one contact point per region, each in the region's data center,
-    /// all over one keyspace; migrated and seeded once.
-    fn start_keyspace(&mut self, regions: &[Region]) -> anyhow::Result<()> {
-        let xtask = std::env::current_exe().context("locating xtask")?;
-        let mut command = Command::new(xtask);
-        command.arg("cql-server");
-        for region in regions {
-            command
-                .arg("--listen")
-                .arg(region.contact_point.to_string())
-                .arg("--dc")
-                .arg(&region.data_center);
+    /// An Apache Cassandra cluster of one node per region's data center (RF 1 in each, as
+    /// the region files' `replication` says), kept by a keeper process that is the rig's part
+    /// (SIGTERM stops every node); each data center's node address, by data center.
+    fn start_cassandra(&mut self, regions: &[Region]) -> anyhow::Result<BTreeMap<String, IpAddr>> {
+        system::ensure_java()?;
+        let dir = cassandra_dir(&self.dir);
+        let topology = crate::cassandra::Topology {
+            data_centers: regions.iter().map(|r| r.data_center.clone()).collect(),
+            nodes: 1,
+            hint_window_secs: 3 * 3600,
+            heap_mib: 1024,
+        };
+        let command = crate::cassandra::keeper(&self.root, &dir, &topology)?;
+        let ready = || crate::cassandra::running(&dir).is_some();
+        let spec = Spec {
+            name: "cassandra".into(),
+            stands_for: "the ScyllaDB cluster (a data center per region)",
+            address: String::new(),
+            check: Check::Tcp { addrs: Vec::new() },
+        };
+        self.launch(spec, command, Duration::from_secs(300), ready)?;
+        let state = crate::cassandra::running(&dir).context("the Cassandra keeper exited")?;
+        let mut nodes = BTreeMap::new();
+        let mut addrs = Vec::new();
+        for (dc, points) in &state.data_centers {
+            for point in points {
+                let addr: SocketAddr = point.parse().with_context(|| format!("a node's address {point}"))?;
+                nodes.entry(dc.clone()).or_insert(addr.ip());
+                addrs.push(addr);
+            }
         }
-        let addrs: Vec<SocketAddr> = regions.iter().map(|r| r.contact_point).collect();
-        let address = addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
-        let check = Check::Tcp { addrs: addrs.clone() };
-        self.launch(
-            Spec {
-                name: "keyspace".into(),
-                stands_for: "the ScyllaDB cluster (a data center per region)",
-                address,
-                check,
-            },
-            command,
-            Duration::from_secs(30),
-            || addrs.iter().all(|&a| listening(a)),
-        )
+        // Known once it runs: the part's address and check.
+        let part = self.state.parts.last_mut().context("the cassandra part")?;
+        part.address = addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        part.check = Check::Tcp { addrs };
+        self.save()?;
+        Ok(nodes)
     }
 
     /// The secret every region's edge proves itself to its load balancer and gateways with.
@@ -472,13 +498,13 @@ impl Rig {
         )
     }
 
-    fn start_dns(&mut self, regions: &[Region]) -> anyhow::Result<()> {
+    fn start_dns(&mut self, regions: &[Region], nodes: &BTreeMap<String, IpAddr>) -> anyhow::Result<()> {
         let dir = self.dir.join("dns");
         std::fs::create_dir_all(&dir)?;
         let zone_file = dir.join(format!("{ZONE}.zone"));
         // The zone is the traffic policy's: Terraform renders it from regions.json (the same
         // apply an SRE runs to drain a region) before PowerDNS first reads it.
-        let inputs = serde_json::to_vec_pretty(&render::traffic_inputs(ZONE, regions, DNS_TTL))?;
+        let inputs = serde_json::to_vec_pretty(&render::traffic_inputs(ZONE, regions, DNS_TTL, nodes))?;
         std::fs::write(self.dir.join("regions.json"), inputs).context("writing target/rig/regions.json")?;
         println!("rig: rendering the geo-DNS zone with the traffic policy (terraform/environments/local)");
         // With no state yet, nothing was applied before: no region's traffic is "returned".

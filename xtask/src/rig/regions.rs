@@ -11,6 +11,9 @@ use std::process::Command;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
+/// The port of CQL on the rig's Cassandra nodes (each has an address of its own).
+const CQL_PORT: u16 = 9042;
+
 /// One region, as the rig needs it.
 #[derive(Clone, Debug)]
 pub(crate) struct Region {
@@ -20,11 +23,10 @@ pub(crate) struct Region {
     pub(crate) file: PathBuf,
     /// `[store] local_dc`: the data center its gateways read and write in.
     pub(crate) data_center: String,
-    /// `[store] contact_points`: where the rig serves the shared keyspace for this region
-    /// (on 127.0.0.1)...
-    pub(crate) contact_point: SocketAddr,
-    /// ...and the name it is given by, if any (the rig's DNS answers it).
-    pub(crate) contact_name: Option<String>,
+    /// `[store] contact_points`: the name of the region's data center's node in the rig's
+    /// Cassandra cluster, which the rig's DNS answers with the node's address once it runs
+    /// (CQL's port, 9042).
+    pub(crate) contact_name: String,
     /// `[redis] seeds`: the ports of the region's Redis Cluster masters, consecutive.
     pub(crate) redis_ports: Vec<u16>,
     /// The seeds' host names (the rig's DNS answers them with 127.0.0.1).
@@ -119,8 +121,19 @@ fn region(file: &Path, effective: Effective) -> anyhow::Result<Option<Region>> {
     };
     let (contact_host, contact_port) =
         host_port(contact_point).with_context(|| format!("{at}: [store] contact_points: {contact_point}"))?;
-    let contact_name = rig_name(contact_host).with_context(|| format!("{at}: [store] contact_points"))?;
-    let contact_point = SocketAddr::from(([127, 0, 0, 1], contact_port));
+    let Some(contact_name) =
+        rig_name(contact_host).with_context(|| format!("{at}: [store] contact_points"))?
+    else {
+        bail!(
+            "{at}: [store] contact_points: name the node (cql.<region>.{}): its address is known once it runs",
+            super::ZONE
+        );
+    };
+    if contact_port != CQL_PORT {
+        bail!(
+            "{at}: [store] contact_points: the rig's Cassandra nodes listen on port {CQL_PORT}, not {contact_port}"
+        );
+    }
     let Some(redis) = effective.redis else {
         bail!("{at}: the rig runs a Redis Cluster per region: set [redis] seeds")
     };
@@ -142,7 +155,6 @@ fn region(file: &Path, effective: Effective) -> anyhow::Result<Option<Region>> {
         name: effective.region,
         file: file.to_owned(),
         data_center: effective.store.local_dc,
-        contact_point,
         contact_name,
         redis_ports,
         redis_names,
@@ -164,7 +176,7 @@ fn check(regions: &[Region]) -> anyhow::Result<()> {
         if !names.insert(&region.name) {
             bail!("two region files name the region {}", region.name);
         }
-        let mut own: Vec<SocketAddr> = vec![region.contact_point, region.load_balancer, region.edge];
+        let mut own: Vec<SocketAddr> = vec![region.load_balancer, region.edge];
         own.extend(&region.gateways);
         own.extend(region.redis_ports.iter().map(|&p| SocketAddr::from(([127, 0, 0, 1], p))));
         for addr in own {

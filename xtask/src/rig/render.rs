@@ -3,7 +3,7 @@
 //! under `target/rig/`.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
 use super::regions::Region;
@@ -146,13 +146,26 @@ fn load_balancer_backend(name: &str, region: &Region) -> String {
 /// through the traffic policy (the module production's Route 53 records come from): each
 /// region's edge, client subnets and the other names the rig's DNS answers for it, with the
 /// zone's name, TTL and the regions' health URL.
-pub(crate) fn traffic_inputs(zone: &str, regions: &[Region], ttl: u32) -> serde_json::Value {
+pub(crate) fn traffic_inputs(
+    zone: &str,
+    regions: &[Region],
+    ttl: u32,
+    nodes: &std::collections::BTreeMap<String, IpAddr>,
+) -> serde_json::Value {
     let edge_port = regions.first().map_or(80, |r| r.edge.port());
     let regions: Vec<serde_json::Value> = regions
         .iter()
         .map(|region| {
-            // The names its gateways find their Redis Cluster and the keyspace by.
-            let hosts: Vec<&String> = region.redis_names.iter().chain(&region.contact_name).collect();
+            // The names its gateways find their Redis Cluster (on loopback) and their data
+            // center's node by.
+            let mut hosts: Vec<serde_json::Value> = region
+                .redis_names
+                .iter()
+                .map(|name| serde_json::json!({ "name": name, "address": "127.0.0.1" }))
+                .collect();
+            if let Some(node) = nodes.get(&region.data_center) {
+                hosts.push(serde_json::json!({ "name": region.contact_name, "address": node.to_string() }));
+            }
             serde_json::json!({
                 "name": region.name,
                 "edge": region.edge.ip().to_string(),

@@ -23,7 +23,7 @@ run "every_region_serving" {
     error_message = "The first edge whose region health URL answers is given: ${local.api}"
   }
   assert {
-    condition     = strcontains(terraform_data.geo_dns.input, "\nredis-1.us-east IN A 127.0.0.1\n") && strcontains(terraform_data.geo_dns.input, "\ncql.eu-west IN A 127.0.0.1\n")
+    condition     = strcontains(terraform_data.geo_dns.input, "\nredis-1.us-east IN A 127.0.0.1\n") && strcontains(terraform_data.geo_dns.input, "\ncql.eu-west IN A 10.112.1.1\n")
     error_message = "The gateways' Redis seeds and contact points are answered: ${terraform_data.geo_dns.input}"
   }
 }
