@@ -102,6 +102,12 @@ pub(crate) struct State {
     pub(crate) node_pids: Vec<u32>,
 }
 
+/// Where the rig's own cluster is kept (`cargo xtask rig up` starts it), under the rig's
+/// directory.
+pub(crate) fn rig_cluster_dir(rig_dir: &Path) -> PathBuf {
+    rig_dir.join("cassandra")
+}
+
 /// The directory of the cluster `cargo xtask cassandra up` keeps.
 fn shared_dir(root: &Path) -> PathBuf {
     root.join("target/cassandra/cluster")
@@ -120,8 +126,7 @@ pub(crate) fn running(dir: &Path) -> Option<State> {
 
 pub(crate) fn run(root: &Path, task: CassandraTask) -> anyhow::Result<()> {
     let dir = shared_dir(root);
-    let chosen =
-        |rig: bool| if rig { crate::rig::cassandra_dir(&root.join("target/rig")) } else { dir.clone() };
+    let chosen = |rig: bool| if rig { rig_cluster_dir(&root.join("target/rig")) } else { dir.clone() };
     match task {
         CassandraTask::Up(topology) => {
             let state = up(root, &topology)?;

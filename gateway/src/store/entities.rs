@@ -293,8 +293,8 @@ where
 }
 
 /// Follows the backend's switches to a new generation until the catalog is dropped: the
-/// epoch first (so loads in flight store nothing), then the regional keys' generation, then
-/// the entries in memory.
+/// regional keys' generation, then the epoch (so loads in flight store nothing, and a load
+/// that sees the new epoch sees the new id too), then the entries in memory.
 async fn follow_switches(
     catalog: std::sync::Weak<CachedCatalog>,
     served: Arc<Served>,
@@ -303,8 +303,8 @@ async fn follow_switches(
     while changes.changed().await.is_ok() {
         let Some(catalog) = catalog.upgrade() else { return };
         let id = changes.borrow_and_update().clone();
-        served.epoch.fetch_add(1, Ordering::AcqRel);
         *served.catalog_id.write().unwrap_or_else(PoisonError::into_inner) = id.clone();
+        served.epoch.fetch_add(1, Ordering::AcqRel);
         catalog.movies.switched();
         catalog.people.switched();
         catalog.credits.switched();

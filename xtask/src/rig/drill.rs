@@ -482,7 +482,7 @@ async fn drive(
 /// Cuts the link between the rig's data centers, or heals it and waits until every node sees
 /// every other up again.
 fn cut(rig: &Rig, cut: bool) -> anyhow::Result<()> {
-    let cluster = crate::cassandra::running(&super::cassandra_dir(&rig.dir))
+    let cluster = crate::cassandra::running(&crate::cassandra::rig_cluster_dir(&rig.dir))
         .context("the rig's Cassandra keeper is not running")?;
     crate::cassandra::set_link(&cluster, None, Some(cut))?;
     Ok(())

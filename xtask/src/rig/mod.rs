@@ -155,11 +155,6 @@ fn state_file(dir: &Path) -> PathBuf {
     dir.join("rig.json")
 }
 
-/// Where the rig's Cassandra keeper keeps its nodes and `state.json`.
-pub(crate) fn cassandra_dir(dir: &Path) -> PathBuf {
-    dir.join("cassandra")
-}
-
 fn load_state(dir: &Path) -> anyhow::Result<Option<State>> {
     match std::fs::read(state_file(dir)) {
         Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).context("reading target/rig/rig.json")?)),
@@ -245,8 +240,8 @@ impl Rig {
         load_keyspace(gateway, &regions[0])?;
         // From here on the data centers are a WAN apart (the catalog loads at EACH_QUORUM, so
         // it goes first, at loopback speed).
-        let cluster =
-            crate::cassandra::running(&cassandra_dir(&self.dir)).context("the Cassandra keeper exited")?;
+        let cluster = crate::cassandra::running(&crate::cassandra::rig_cluster_dir(&self.dir))
+            .context("the Cassandra keeper exited")?;
         crate::cassandra::set_link(&cluster, Some(WAN_ROUND_TRIP_MS), None)?;
         println!("rig: {WAN_ROUND_TRIP_MS} ms between the data centers");
         let key = self.dir.join("signing-key.pem");
@@ -332,7 +327,7 @@ impl Rig {
     /// (SIGTERM stops every node); each data center's node address, by data center.
     fn start_cassandra(&mut self, regions: &[Region]) -> anyhow::Result<BTreeMap<String, IpAddr>> {
         system::ensure_java()?;
-        let dir = cassandra_dir(&self.dir);
+        let dir = crate::cassandra::rig_cluster_dir(&self.dir);
         let topology = crate::cassandra::Topology {
             data_centers: regions.iter().map(|r| r.data_center.clone()).collect(),
             nodes: 1,
