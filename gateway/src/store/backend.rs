@@ -85,10 +85,12 @@ pub async fn reconcile(
                     found.inexact == 0,
                 ));
             }
-            let (slots, buckets) = store.reconcile_since(since_ms).await?;
+            let done = store.reconcile_since(since_ms).await?;
             Ok((
                 format!(
-                    "re-derived {buckets} buckets of rating totals listed in {slots} seconds of the change log ({at})"
+                    "re-derived {} buckets of rating totals listed in {} seconds of the change log, {} of them wrong; \
+                     wrote {} movies to the change log again, so every region's caches and edges drop them ({at})",
+                    done.buckets, done.slots, done.fixed, done.told
                 ),
                 true,
             ))

@@ -44,7 +44,7 @@ pub use bulk::ScyllaBulk;
 pub use options::{Consistency, ScyllaOptions};
 pub use schema::{MigrationReport, SCHEMA_VERSION, migrate};
 pub use session::ScyllaError;
-pub use users::TotalsCheck;
+pub use users::{Reconciled, TotalsCheck};
 
 use catalog::{Catalog, CatalogStatements, Generation};
 use session::Cluster;
@@ -60,8 +60,8 @@ struct Inner {
     /// The served generation's catalog id, for the gateway's caches.
     catalog_id: tokio::sync::watch::Sender<String>,
     ping: scylla::statement::prepared::PreparedStatement,
-    /// See [`Users::take_rederived`].
-    rederived: std::sync::Mutex<std::collections::BTreeSet<MovieId>>,
+    /// Users' data between calls (see [`users::UserState`]).
+    user_state: users::UserState,
 }
 
 impl Inner {
@@ -75,7 +75,7 @@ impl Inner {
     }
 
     fn users(&self) -> Users<'_> {
-        Users { cluster: &self.cluster, statements: &self.users, rederived: &self.rederived }
+        Users { cluster: &self.cluster, statements: &self.users, state: &self.user_state }
     }
 
     /// Refuses writes about movies the served catalog does not have.
@@ -120,7 +120,7 @@ impl ScyllaStore {
             generation: std::sync::RwLock::new(Arc::new(generation)),
             catalog_id,
             cluster,
-            rederived: Default::default(),
+            user_state: Default::default(),
         });
         let poll = Duration::from_millis(options.catalog_poll_ms.max(10));
         let follower = tokio::spawn(follow_generations(Arc::downgrade(&inner), poll));
@@ -140,9 +140,9 @@ impl ScyllaStore {
 
     /// Re-derives every rating total the change log lists since `since_ms` (unix ms), for
     /// operators after a repair or a partition longer than the reconciler's looks reach
-    /// (`gateway reconcile --since`): the slots read and the buckets re-derived. The log keeps
-    /// a day.
-    pub async fn reconcile_since(&self, since_ms: u64) -> Result<(u64, usize), StoreError> {
+    /// (`gateway reconcile --since`); every movie listed is written to the change log again,
+    /// so every region's caches and edges drop it. The log keeps a day.
+    pub async fn reconcile_since(&self, since_ms: u64) -> Result<Reconciled, StoreError> {
         users::reconcile_since(&self.inner.users(), since_ms).await
     }
 
@@ -229,6 +229,14 @@ async fn reconcile(
     loop {
         ticks.tick().await;
         let Some(inner) = store.upgrade() else { return };
+        // This gateway's own failed writes, whether or not it is the region's reconciler.
+        match inner.users().resettle_due().await {
+            Ok(_) => {}
+            Err(StoreError::Closed) => return,
+            Err(error) => {
+                tracing::warn!(%error, "re-deriving failed writes' totals failed; retrying next interval")
+            }
+        }
         match lease.held(&inner.cluster).await {
             Ok(true) => {}
             Ok(false) => {

@@ -55,10 +55,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0004_rating_log_marks",
         cql: include_str!("../schema/0004_rating_log_marks.cql"),
     },
+    Migration { version: 5, name: "0005_late_rows", cql: include_str!("../schema/0005_late_rows.cql") },
 ];
 
 /// The version this build migrates a keyspace to; it serves from this one or the next.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 
 /// Users' tables: deletes happen there, so their tombstones must not be purged before a
 /// repair (ScyllaDB's `tombstone_gc` repair mode).

@@ -22,8 +22,11 @@
 //! converge within [`totals_lag`] of the write; each change costs its region three bucket
 //! reads. Rows arriving later still (hints after a partition, a repair) are found by the
 //! marks each region writes for its settled seconds (`rating_log_marks`): a mark arriving
-//! after the looks at its second means its rows came late, and the second is re-derived. For
-//! operators, [`reconcile_since`] (`gateway reconcile --since`) re-derives a whole period.
+//! after the looks at its second means its rows came late, and the second is re-derived, then
+//! again with backoff over the next 13 minutes (hint queues replay independently). Where the
+//! reconciler has read other regions' marks survives it (`reconcile_cursors`). For
+//! operators, [`reconcile_since`] (`gateway reconcile --since`) re-derives a whole period and
+//! writes its movies to the log again, so every region's caches and edges drop them.
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -92,13 +95,37 @@ fn slot(ms: u64) -> i64 {
     (ms / SLOT_MS) as i64
 }
 
-/// How long another region's unmarked seconds are waited for: the hint window (3 h, the
-/// default of both ScyllaDB and Cassandra). Rows arriving later come only from a repair.
-const HINT_WINDOW_SLOTS: i64 = 3 * 3_600;
+/// How long another region's unmarked seconds are waited for: twice the hint window (3 h,
+/// the default of both ScyllaDB and Cassandra). The window bounds when hints are stored, not
+/// when they are delivered: after a partition of nearly 3 h, the marks of its first seconds
+/// arrive 3 h old plus the replay's length. Rows arriving later come only from a repair.
+const MARKS_WAITED_SLOTS: i64 = 2 * 3 * 3_600;
 
-/// When a second whose mark arrived late is re-derived again, after the first time: rows
-/// and marks replayed by different coordinators arrive in no set order.
-const AFTER_LATE_MARK_MS: [u64; 2] = [10_000, 30_000];
+/// When a second whose mark arrived late is re-derived again, after the first time, each
+/// movie whose totals changed since the previous time handed to the change follower. Rows
+/// and marks replayed by different coordinators arrive in no set order, and ScyllaDB replays
+/// each shard's hint queue to a node independently: after a long partition a second's rows
+/// may follow its mark by minutes. Past the last look, `gateway reconcile --check` finds
+/// what is still off and `gateway reconcile --since` fixes it.
+const AFTER_LATE_MARK_MS: [u64; 5] = [10_000, 30_000, 90_000, 270_000, 810_000];
+
+/// When a bucket whose logged batch failed (timed out, or a replica was unreachable) is
+/// re-derived by the gateway that wrote it: the batchlog replays the batch once it is older
+/// than twice the write timeout, on a loop every 60 s on ScyllaDB, and again on the next lap
+/// while a replica is unreachable; the reconciler's last look (75 s) covers the first lap
+/// only.
+const AFTER_FAILED_BATCH_MS: [u64; 2] = [150_000, 300_000];
+
+/// How long after this one a failed write's next re-derivation comes, with `left` more to
+/// come after this one.
+fn next_resettle(left: usize) -> Option<u64> {
+    let at = AFTER_FAILED_BATCH_MS.len().checked_sub(left)?;
+    AFTER_FAILED_BATCH_MS.get(at)?.checked_sub(*AFTER_FAILED_BATCH_MS.get(at.checked_sub(1)?)?)
+}
+
+/// Failed writes kept for [`AFTER_FAILED_BATCH_MS`]; beyond that (a data center down) the
+/// reconciler's looks and marks are left to find them.
+const MAX_UNSETTLED: usize = 10_000;
 
 /// How long after its own first look (when its origin writes it) another region's mark may
 /// take to arrive before it counts as late: replication, a pass interval, a slow node. A
@@ -112,6 +139,64 @@ const RECHECK_AFTER_LATE_MARKS_MS: [u64; 3] = [5_000, 15_000, 35_000];
 /// Slots per hour partition of `rating_log_marks`.
 const SLOTS_PER_HOUR: i64 = 3_600;
 
+/// Change rows [`reconcile_since`] writes per second for the movies it re-derived, so the
+/// change followers of every gateway in every region take them in at a steady pace.
+const TOLD_PER_SECOND: usize = 500;
+
+/// A bucket of a movie's rating totals: (movie, bucket).
+type Pair = (i64, i32);
+
+/// The buckets a look at one slot re-derived, with the (sum, count) each had then.
+type Seen = std::collections::HashMap<Pair, (i64, i64)>;
+
+/// State the store keeps for users' data between calls.
+#[derive(Default)]
+pub(crate) struct UserState {
+    /// Movies whose totals the reconciler re-derived, until the gateway's change follower
+    /// takes them ([`Users::take_rederived`]).
+    rederived: std::sync::Mutex<std::collections::BTreeSet<MovieId>>,
+    /// Buckets whose logged batch failed, by when they are re-derived next (unix ms), with
+    /// how many more times ([`AFTER_FAILED_BATCH_MS`]).
+    unsettled: std::sync::Mutex<std::collections::BTreeMap<u64, Vec<(Pair, usize)>>>,
+}
+
+fn locked<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Where a region's reconciler is, as `reconcile_cursors` keeps it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Place {
+    /// In another region's marks: the oldest second not yet marked. In its own looks: the
+    /// next second to look at first.
+    slot: Option<i64>,
+    /// Its own row: the first second of its unbroken run of looks.
+    began: Option<i64>,
+    /// Its own row: where the run before stopped (none: no run before).
+    gap_from: Option<i64>,
+}
+
+impl Place {
+    /// A reconciler's own row when it starts looking from `start`, this the last one's: the
+    /// same run when the last one's next second is within reach, or a new one after a gap.
+    fn run_from(self, start: i64) -> Place {
+        match self {
+            Place { slot: Some(next), began: Some(began), gap_from } if next >= start => {
+                Place { slot: Some(next), began: Some(began), gap_from }
+            }
+            last => Place { slot: None, began: Some(start), gap_from: last.slot },
+        }
+    }
+
+    /// Another region's own row: where a reader whose cursor in its marks is at `cursor`
+    /// skips to, when no look will ever mark that second (it lies in the gap before the
+    /// current run, or before the region's first run).
+    fn unmarkable_until(self, cursor: i64) -> Option<i64> {
+        let began = self.began?;
+        (cursor < began && self.gap_from.is_none_or(|from| from <= cursor)).then_some(began)
+    }
+}
+
 /// Another region's marks as this region's reconciler has read them.
 struct Remote {
     origin: String,
@@ -119,6 +204,8 @@ struct Remote {
     cursor: i64,
     /// Seconds at or after `cursor` already marked (and handled).
     marked: std::collections::BTreeSet<i64>,
+    /// The cursor as last written to `reconcile_cursors`.
+    saved: Option<i64>,
     /// Whether its marks have been read since this reconciler (re)started: those found by
     /// the first read arrived before it and are not late (its own looks cover their seconds).
     primed: bool,
@@ -134,10 +221,12 @@ pub(crate) struct Reconciler {
     /// This region's data center: the origin of the marks it writes.
     origin: String,
     remotes: Vec<Remote>,
-    /// Second looks at late-marked slots, by when they are due (unix ms).
+    /// More looks at late-marked slots, by when they are due (unix ms).
     later: std::collections::BTreeMap<u64, Vec<i64>>,
-    /// The (movie, bucket) pairs each slot listed at its looks so far, from `first_looked`.
-    listed: std::collections::BTreeMap<i64, HashSet<(i64, i32)>>,
+    /// What the last look at each late-marked slot saw, with the looks still to come.
+    late_seen: std::collections::HashMap<i64, (Seen, usize)>,
+    /// What each slot's looks so far saw, from `first_looked` on.
+    listed: std::collections::BTreeMap<i64, Seen>,
     /// The first slot this reconciler's first look handled since it (re)started.
     first_looked: i64,
     /// Whether the last pass found late marks: another region's rows are arriving late.
@@ -146,6 +235,11 @@ pub(crate) struct Reconciler {
     rechecks: std::collections::BTreeMap<u64, Vec<i64>>,
     /// No new rechecks are planned before this time (unix ms).
     rechecks_planned_until: u64,
+    /// Whether the next pass first reads where the region's last reconciler left other
+    /// regions' marks (set when this gateway starts, or stops holding the lease).
+    resume: bool,
+    /// This reconciler's own row of `reconcile_cursors`, as it was last written.
+    own: Place,
 }
 
 impl Reconciler {
@@ -159,7 +253,13 @@ impl Reconciler {
         let remotes = remote_origins
             .iter()
             .filter(|o| *o != origin)
-            .map(|o| Remote { origin: o.clone(), cursor: start, marked: Default::default(), primed: false })
+            .map(|o| Remote {
+                origin: o.clone(),
+                cursor: start,
+                marked: Default::default(),
+                saved: None,
+                primed: false,
+            })
             .collect();
         let mut reconciler = Reconciler {
             ages,
@@ -167,11 +267,14 @@ impl Reconciler {
             origin: origin.to_owned(),
             remotes,
             later: Default::default(),
+            late_seen: Default::default(),
             listed: Default::default(),
             first_looked: i64::MAX,
             late_marks: false,
             rechecks: Default::default(),
             rechecks_planned_until: 0,
+            resume: true,
+            own: Place::default(),
         };
         reconciler.follow_from_now();
         reconciler
@@ -193,6 +296,7 @@ impl Reconciler {
             }
             remote.primed = false;
         }
+        self.resume = true;
     }
 
     /// Re-derives the buckets of every slot that became due since the last pass, up to
@@ -201,6 +305,9 @@ impl Reconciler {
     pub(crate) async fn pass(&mut self, users: &Users<'_>) -> Result<usize, StoreError> {
         let now = now_ms();
         let mut done = 0;
+        if std::mem::take(&mut self.resume) {
+            self.resume_positions(users, slot(now)).await?;
+        }
         for (look, age) in self.ages.into_iter().enumerate() {
             // Slot s is due once it ended `age` ago.
             let due = slot(now.saturating_sub(age)) - 1;
@@ -215,23 +322,26 @@ impl Reconciler {
                 // reconciler looked at first).
                 let listed =
                     (look > 0 && s >= self.first_looked).then(|| self.listed.remove(&s).unwrap_or_default());
-                let report = listed.as_ref().map_or(Report::Wrong, Report::Unlisted);
-                let pairs = users.reconcile_slot(s, report).await?;
-                done += pairs.len();
+                let report = listed.as_ref().map_or(Report::Wrong, Report::Changed);
+                let seen = users.reconcile_slot(s, report).await?;
+                done += seen.len();
                 if look == 0 {
                     users.mark(&self.origin, s).await?;
                     self.first_looked = self.first_looked.min(s);
                 }
                 if look == 0 || listed.is_some() {
-                    let mut listed = listed.unwrap_or_default();
-                    listed.extend(pairs);
-                    self.listed.insert(s, listed);
+                    self.listed.insert(s, seen);
                 }
                 self.next[look] += 1;
             }
         }
         // The last look is done with these.
         self.listed = self.listed.split_off(&self.next[2]);
+        if self.own.slot != Some(self.next[0]) {
+            let own = Place { slot: Some(self.next[0]), ..self.own };
+            users.put_position(&self.origin, &self.origin, own).await?;
+            self.own = own;
+        }
         done += self.follow_marks(users, now).await?;
         // Late marks mean a link came back (hints) or a repair ran: rows of the recent seconds,
         // whose marks came in time, may be arriving late too. Those seconds are looked at again
@@ -246,17 +356,21 @@ impl Reconciler {
         let due: Vec<u64> = self.rechecks.range(..=now).map(|(&at, _)| at).collect();
         for at in due {
             for s in self.rechecks.remove(&at).unwrap_or_default() {
-                let Some(mut listed) = self.listed.remove(&s) else { continue };
-                let pairs = users.reconcile_slot(s, Report::Unlisted(&listed)).await?;
-                done += pairs.len();
-                listed.extend(pairs);
-                self.listed.insert(s, listed);
+                let Some(listed) = self.listed.remove(&s) else { continue };
+                let seen = users.reconcile_slot(s, Report::Changed(&listed)).await?;
+                done += seen.len();
+                self.listed.insert(s, seen);
             }
         }
         let due: Vec<u64> = self.later.range(..=now).map(|(&at, _)| at).collect();
         for at in due {
             for s in self.later.remove(&at).unwrap_or_default() {
-                done += users.reconcile_slot(s, Report::Every).await?.len();
+                let Some((before, left)) = self.late_seen.remove(&s) else { continue };
+                let seen = users.reconcile_slot(s, Report::Changed(&before)).await?;
+                done += seen.len();
+                if left > 1 {
+                    self.late_seen.insert(s, (seen, left - 1));
+                }
             }
         }
         Ok(done)
@@ -272,13 +386,20 @@ impl Reconciler {
         let looked = slot(now.saturating_sub(self.ages[0] + MARK_GRACE_MS)) - 1;
         let mut done = 0;
         for remote in &mut self.remotes {
-            let oldest = now_slot - HINT_WINDOW_SLOTS;
+            // Seconds the other region's reconciler will never mark: between its last run's
+            // end and its current run's start no gateway of it ran (or it never ran before).
+            let theirs = users.position(&remote.origin, &remote.origin).await?;
+            if let Some(began) = theirs.unmarkable_until(remote.cursor) {
+                remote.cursor = began;
+                remote.marked.retain(|&s| s >= began);
+            }
+            let oldest = now_slot - MARKS_WAITED_SLOTS;
             if remote.cursor < oldest {
                 tracing::warn!(
                     origin = %remote.origin,
                     seconds = oldest - remote.cursor,
-                    "another region's change log was not marked within the hint window: run a repair, then \
-                     `gateway reconcile --since`"
+                    "another region's change log was not marked within twice the hint window: run a repair, \
+                     then `gateway reconcile --since`"
                 );
                 remote.cursor = oldest;
                 remote.marked.retain(|&s| s >= oldest);
@@ -292,7 +413,9 @@ impl Reconciler {
                     if remote.primed && s <= looked {
                         tracing::debug!(origin = %remote.origin, slot = s, "a late mark: re-deriving its second");
                         late += 1;
-                        done += users.reconcile_slot(s, Report::Every).await?.len();
+                        let seen = users.reconcile_slot(s, Report::Every).await?;
+                        done += seen.len();
+                        self.late_seen.insert(s, (seen, AFTER_LATE_MARK_MS.len()));
                         for after in AFTER_LATE_MARK_MS {
                             self.later.entry(now + after).or_default().push(s);
                         }
@@ -307,21 +430,93 @@ impl Reconciler {
                 remote.cursor += 1;
             }
             remote.primed = true;
+            if remote.saved != Some(remote.cursor) {
+                let cursor = Place { slot: Some(remote.cursor), ..Place::default() };
+                users.put_position(&self.origin, &remote.origin, cursor).await?;
+                remote.saved = Some(remote.cursor);
+            }
         }
         Ok(done)
     }
+
+    /// Continues from where the region's last reconciler left (`reconcile_cursors`): in each
+    /// other region's marks, when that is further back than this one starts and within
+    /// [`MARKS_WAITED_SLOTS`] (the marks that arrived meanwhile were read by nobody, and those
+    /// for seconds whose looks have passed are late); in its own looks, the same run when the
+    /// last one's next second is still within this one's reach, or a new run after a gap.
+    async fn resume_positions(&mut self, users: &Users<'_>, now_slot: i64) -> Result<(), StoreError> {
+        let saved = users.positions(&self.origin).await?;
+        let last = saved.get(&self.origin).copied().unwrap_or_default();
+        self.own = last.run_from(self.next[2]);
+        if self.own.began != last.began {
+            tracing::info!(region = %self.origin, began = ?self.own.began, gap_from = ?self.own.gap_from, "the rating reconciler starts a new run of looks");
+        }
+        for remote in &mut self.remotes {
+            let Some(cursor) = saved.get(&remote.origin).and_then(|p| p.slot) else { continue };
+            remote.saved = Some(cursor);
+            if cursor < remote.cursor && cursor >= now_slot - MARKS_WAITED_SLOTS {
+                tracing::info!(origin = %remote.origin, seconds = remote.cursor - cursor, "resuming another region's marks where the last reconciler left them");
+                remote.cursor = cursor;
+                remote.marked.retain(|&s| s >= cursor);
+                remote.primed = true;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What [`reconcile_since`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Seconds of the change log read.
+    pub slots: u64,
+    /// Distinct (movie, bucket) totals rows re-derived.
+    pub buckets: usize,
+    /// Of those, the rows that were wrong and rewritten.
+    pub fixed: usize,
+    /// Movies written to the change log again, so every region's caches and edges drop them.
+    pub told: usize,
 }
 
 /// Re-derives every bucket listed in the change log from `since` (unix ms) to now: what an
 /// operator runs after a repair (`gateway reconcile --since`), or after a partition longer
-/// than the looks reach. Returns the slots read and the buckets re-derived.
-pub(crate) async fn reconcile_since(users: &Users<'_>, since_ms: u64) -> Result<(u64, usize), StoreError> {
+/// than the looks reach. Rows a repair brings reached no cache, and their totals may have
+/// arrived right with them, so every listed movie is written to the change log again (at
+/// [`TOLD_PER_SECOND`]): the change followers of every gateway, in every region, drop it
+/// from their caches and purge it at their edge as for a new rating.
+pub(crate) async fn reconcile_since(users: &Users<'_>, since_ms: u64) -> Result<Reconciled, StoreError> {
     let (first, last) = (slot(since_ms), slot(now_ms()));
-    let mut buckets = 0;
+    let mut movies = std::collections::BTreeMap::new();
+    let mut done = Reconciled { slots: (last - first + 1).max(0) as u64, buckets: 0, fixed: 0, told: 0 };
+    let mut buckets = HashSet::new();
     for s in first..=last {
-        buckets += users.reconcile_slot(s, Report::Wrong).await?.len();
+        for pair in users.slot_buckets(s).await? {
+            if buckets.insert(pair) {
+                movies.entry(pair.0).or_insert(pair.1);
+            }
+        }
     }
-    Ok(((last - first + 1).max(0) as u64, buckets))
+    let buckets: Vec<Pair> = buckets.into_iter().collect();
+    for chunk in buckets.chunks(16) {
+        let fixed = try_join_all(chunk.iter().map(|&(movie, bucket)| users.rederive(movie, bucket))).await?;
+        done.fixed += fixed.iter().filter(|(wrong, _)| *wrong).count();
+    }
+    done.buckets = buckets.len();
+    let movies: Vec<Pair> = movies.into_iter().collect();
+    for (i, chunk) in movies.chunks(TOLD_PER_SECOND).enumerate() {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let at = slot(now_ms());
+        try_join_all(
+            chunk
+                .iter()
+                .map(|&(movie, bucket)| users.unpaged(&users.statements.put_change, (at, movie, bucket))),
+        )
+        .await?;
+        done.told += chunk.len();
+    }
+    Ok(done)
 }
 
 /// Which re-derived movies [`Users::reconcile_slot`] notes for the change follower.
@@ -330,10 +525,11 @@ enum Report<'a> {
     /// Those whose stored totals were wrong (a routine look: the follower saw the slot's
     /// changes when they arrived).
     Wrong,
-    /// Those, and every one not listed at this slot's first look: rows that arrived later
-    /// (hints replayed after a partition, a batchlog replay) past the change followers, whose
-    /// totals may have arrived right with them, but no cache heard of them.
-    Unlisted(&'a HashSet<(i64, i32)>),
+    /// Those, and every one this slot's previous look did not see, or saw with other totals:
+    /// rows that arrived later (hints replayed after a partition, a batchlog replay) past the
+    /// change followers, whose totals may have arrived right with them, but no cache heard
+    /// of them. (A later write to the same bucket is handed over too: one purge more.)
+    Changed(&'a Seen),
     /// Every one listed (a slot whose mark came late: all of it may have).
     Every,
 }
@@ -404,6 +600,9 @@ pub(crate) struct UserStatements {
     changes: PreparedStatement,
     put_mark: PreparedStatement,
     marks: PreparedStatement,
+    positions: PreparedStatement,
+    position: PreparedStatement,
+    put_position: PreparedStatement,
     rating_page: RangeRead,
     get_watch: PreparedStatement,
     put_watch: PreparedStatement,
@@ -443,6 +642,12 @@ impl UserStatements {
             // Every slot of the hour; the caller keeps those from its cursor on (a bound here
             // would be ignored by the CQL stand-in anyway).
             marks: read("SELECT slot FROM {keyspace}.rating_log_marks WHERE origin = ? AND hour = ?").await?,
+            positions: read("SELECT origin, slot, began, gap_from FROM {keyspace}.reconcile_cursors WHERE region = ?").await?,
+            position: read("SELECT slot, began, gap_from FROM {keyspace}.reconcile_cursors WHERE region = ? AND origin = ?").await?,
+            put_position: write(
+                "INSERT INTO {keyspace}.reconcile_cursors (region, origin, slot, began, gap_from) VALUES (?, ?, ?, ?, ?)",
+            )
+            .await?,
             rating_page: RangeRead::prepare(c, "SELECT pos, score FROM {keyspace}.ratings_by_user_time WHERE user_id = ?").await?,
             get_watch: read("SELECT added_at FROM {keyspace}.watchlist_by_user WHERE user_id = ? AND movie = ?").await?,
             put_watch: write("INSERT INTO {keyspace}.watchlist_by_user (user_id, movie, added_at) VALUES (?, ?, ?)").await?,
@@ -458,9 +663,7 @@ impl UserStatements {
 pub(crate) struct Users<'a> {
     pub(crate) cluster: &'a Cluster,
     pub(crate) statements: &'a UserStatements,
-    /// Movies whose totals the reconciler found wrong and re-derived, until the gateway's
-    /// change follower takes them ([`Users::take_rederived`]).
-    pub(crate) rederived: &'a std::sync::Mutex<std::collections::BTreeSet<MovieId>>,
+    pub(crate) state: &'a UserState,
 }
 
 fn logged() -> Batch {
@@ -535,14 +738,15 @@ impl Users<'_> {
         let time = (u, new_pos, i32::from(score));
         let by_movie = (m, bucket, u, i32::from(score));
         let change = (slot(at), m, bucket);
-        match previous {
+        let written = match previous {
             Some(old) => {
                 batch.append_statement(s.del_rating_time.clone());
                 let old_pos = encode(Position { key: inverted(old.rated_at_ms), id: movie.0 });
-                self.run_batch(&batch, (row, time, by_movie, change, (u, old_pos))).await?;
+                self.run_batch(&batch, (row, time, by_movie, change, (u, old_pos))).await
             }
-            None => self.run_batch(&batch, (row, time, by_movie, change)).await?,
-        }
+            None => self.run_batch(&batch, (row, time, by_movie, change)).await,
+        };
+        self.unsettle_on_failure(written, movie, bucket)?;
         self.settle(movie, bucket).await;
         Ok(Rating { movie, score, rated_at_ms: at })
     }
@@ -560,7 +764,9 @@ impl Users<'_> {
         batch.append_statement(s.put_change.clone());
         let old_pos = encode(Position { key: inverted(old.rated_at_ms), id: movie.0 });
         let row = (u, m, removed_at as i64);
-        self.run_batch(&batch, (row, (u, old_pos), (m, bucket, u), (slot(now_ms()), m, bucket))).await?;
+        let written =
+            self.run_batch(&batch, (row, (u, old_pos), (m, bucket, u), (slot(now_ms()), m, bucket))).await;
+        self.unsettle_on_failure(written, movie, bucket)?;
         self.settle(movie, bucket).await;
         Ok(true)
     }
@@ -641,36 +847,144 @@ impl Users<'_> {
     /// partition, a batchlog replay, a repair) is rewritten; its movie, or with
     /// [`Report::Every`] every listed movie, is noted for the change follower, since no cache
     /// was told of rows that arrived that late.
-    async fn reconcile_slot(&self, slot: i64, report: Report<'_>) -> Result<Vec<(i64, i32)>, StoreError> {
+    async fn reconcile_slot(&self, slot: i64, report: Report<'_>) -> Result<Seen, StoreError> {
         let buckets = self.slot_buckets(slot).await?;
+        let mut seen = Seen::with_capacity(buckets.len());
         for chunk in buckets.chunks(16) {
-            let fixed = try_join_all(chunk.iter().map(|&(movie, bucket)| async move {
-                let derived = self.derive(movie, bucket).await?;
-                let wrong = self.stored_totals(movie, bucket).await? != derived;
-                if wrong {
-                    self.unpaged(&self.statements.put_totals, (movie, bucket, derived.0, derived.1)).await?;
+            let derived =
+                try_join_all(chunk.iter().map(|&(movie, bucket)| self.rederive(movie, bucket))).await?;
+            let mut noted = Vec::new();
+            for (&pair, (wrong, totals)) in chunk.iter().zip(derived) {
+                let changed = match report {
+                    Report::Wrong => false,
+                    Report::Changed(before) => before.get(&pair) != Some(&totals),
+                    Report::Every => true,
+                };
+                if wrong || changed {
+                    noted.push(MovieId(pair.0.max(0) as u64));
                 }
-                let noted = wrong
-                    || match report {
-                        Report::Wrong => false,
-                        Report::Unlisted(listed) => !listed.contains(&(movie, bucket)),
-                        Report::Every => true,
-                    };
-                Ok::<_, StoreError>(noted.then_some(MovieId(movie.max(0) as u64)))
-            }))
-            .await?;
-            let fixed: Vec<MovieId> = fixed.into_iter().flatten().collect();
-            if !fixed.is_empty() {
-                self.rederived.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(fixed);
+                seen.insert(pair, totals);
+            }
+            if !noted.is_empty() {
+                locked(&self.state.rederived).extend(noted);
             }
         }
-        Ok(buckets)
+        Ok(seen)
+    }
+
+    /// Re-derives one bucket, rewriting its totals row when it differs from the count of its
+    /// rating rows: whether it did, and the (sum, count).
+    async fn rederive(&self, movie: i64, bucket: i32) -> Result<(bool, (i64, i64)), StoreError> {
+        let derived = self.derive(movie, bucket).await?;
+        let wrong = self.stored_totals(movie, bucket).await? != derived;
+        if wrong {
+            self.unpaged(&self.statements.put_totals, (movie, bucket, derived.0, derived.1)).await?;
+        }
+        Ok((wrong, derived))
     }
 
     /// The movies whose totals were re-derived since the last call (see `reconcile_slot`).
     pub(crate) fn take_rederived(&self) -> Vec<MovieId> {
-        let mut rederived = self.rederived.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        std::mem::take(&mut *rederived).into_iter().collect()
+        std::mem::take(&mut *locked(&self.state.rederived)).into_iter().collect()
+    }
+
+    /// Passes a rating batch's result on, noting its bucket when it failed in a way that may
+    /// still apply it (a timeout: the batchlog holds it): the batchlog may replay it after the
+    /// region's last look at its second (see [`AFTER_FAILED_BATCH_MS`]).
+    fn unsettle_on_failure(
+        &self,
+        written: Result<(), StoreError>,
+        movie: MovieId,
+        bucket: i32,
+    ) -> Result<(), StoreError> {
+        if let Err(error) = &written
+            && error.is_retryable()
+        {
+            self.unsettle(movie, bucket);
+        }
+        written
+    }
+
+    fn unsettle(&self, movie: MovieId, bucket: i32) {
+        let mut unsettled = locked(&self.state.unsettled);
+        if unsettled.values().map(Vec::len).sum::<usize>() >= MAX_UNSETTLED {
+            tracing::warn!(movie = %movie, bucket, "too many failed rating writes to follow; left to the reconciler");
+            return;
+        }
+        let pair = (movie.0 as i64, bucket);
+        unsettled
+            .entry(now_ms() + AFTER_FAILED_BATCH_MS[0])
+            .or_default()
+            .push((pair, AFTER_FAILED_BATCH_MS.len() - 1));
+    }
+
+    /// Re-derives the buckets of failed writes that are due, handing each movie whose totals
+    /// were wrong to the change follower; how many buckets.
+    pub(crate) async fn resettle_due(&self) -> Result<usize, StoreError> {
+        let now = now_ms();
+        let due: Vec<(Pair, usize)> = {
+            let mut unsettled = locked(&self.state.unsettled);
+            let later = unsettled.split_off(&(now + 1));
+            std::mem::replace(&mut *unsettled, later).into_values().flatten().collect()
+        };
+        for &((movie, bucket), left) in &due {
+            match self.rederive(movie, bucket).await {
+                Ok((wrong, _)) => {
+                    if wrong {
+                        locked(&self.state.rederived).insert(MovieId(movie.max(0) as u64));
+                    }
+                    if let Some(after) = next_resettle(left) {
+                        locked(&self.state.unsettled)
+                            .entry(now + after)
+                            .or_default()
+                            .push(((movie, bucket), left - 1));
+                    }
+                }
+                Err(error) => {
+                    // Kept for the next pass.
+                    locked(&self.state.unsettled)
+                        .entry(now + 1_000)
+                        .or_default()
+                        .push(((movie, bucket), left));
+                    return Err(error);
+                }
+            }
+        }
+        Ok(due.len())
+    }
+
+    /// Where `region`'s reconciler is, by origin: its cursor in each other region's marks,
+    /// and its own looks.
+    async fn positions(&self, region: &str) -> Result<std::collections::HashMap<String, Place>, StoreError> {
+        let result = self.unpaged(&self.statements.positions, (region,)).await?;
+        let mut positions = std::collections::HashMap::new();
+        for row in result
+            .into_rows_result()
+            .map_err(driver_error)?
+            .rows::<(String, Option<i64>, Option<i64>, Option<i64>)>()
+            .map_err(decode_error)?
+        {
+            let (origin, slot, began, gap_from) = row.map_err(decode_error)?;
+            positions.insert(origin, Place { slot, began, gap_from });
+        }
+        Ok(positions)
+    }
+
+    /// Where `region`'s reconciler is in `origin`'s marks, or in its own looks.
+    async fn position(&self, region: &str, origin: &str) -> Result<Place, StoreError> {
+        let result = self.unpaged(&self.statements.position, (region, origin)).await?;
+        Ok(result
+            .into_rows_result()
+            .map_err(driver_error)?
+            .maybe_first_row::<(Option<i64>, Option<i64>, Option<i64>)>()
+            .map_err(decode_error)?
+            .map(|(slot, began, gap_from)| Place { slot, began, gap_from })
+            .unwrap_or_default())
+    }
+
+    async fn put_position(&self, region: &str, origin: &str, at: Place) -> Result<(), StoreError> {
+        self.unpaged(&self.statements.put_position, (region, origin, at.slot, at.began, at.gap_from)).await?;
+        Ok(())
     }
 
     /// The (movie, bucket) pairs one `rating_changes` slot lists.
@@ -837,5 +1151,51 @@ impl Users<'_> {
             Ok(current.filter(|e| inverted(e.added_at_ms) == pos.key))
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reconciler_continues_its_region_run_only_without_a_gap() {
+        let last = Place { slot: Some(1_000), began: Some(400), gap_from: Some(300) };
+        // It starts looking from 925 (75 s back): the last one's next second is within reach.
+        assert_eq!(last.run_from(925), last);
+        // It starts from 1,100: seconds 1,000 to 1,099 were never looked at.
+        assert_eq!(last.run_from(1_100), Place { slot: None, began: Some(1_100), gap_from: Some(1_000) });
+        // The region's first reconciler: a run with nothing before it.
+        assert_eq!(Place::default().run_from(50), Place { slot: None, began: Some(50), gap_from: None });
+    }
+
+    #[test]
+    fn readers_skip_only_the_seconds_no_look_will_mark() {
+        let first_run = Place { slot: Some(90), began: Some(60), gap_from: None };
+        assert_eq!(first_run.unmarkable_until(40), Some(60), "before the region's first run");
+        assert_eq!(first_run.unmarkable_until(60), None);
+        let after_gap = Place { slot: Some(1_200), began: Some(1_100), gap_from: Some(1_000) };
+        assert_eq!(after_gap.unmarkable_until(1_000), Some(1_100), "in the gap");
+        assert_eq!(after_gap.unmarkable_until(1_050), Some(1_100), "in the gap");
+        // Before the gap the last run looked (a partition's seconds): their marks may still be
+        // on their way in hints, so the reader waits for them.
+        assert_eq!(after_gap.unmarkable_until(999), None);
+        assert_eq!(after_gap.unmarkable_until(1_150), None);
+        assert_eq!(Place::default().unmarkable_until(5), None, "a region that never ran a reconciler");
+    }
+
+    #[test]
+    fn a_failed_write_is_re_derived_at_each_time_after_the_batchlog_laps() {
+        // The first time is scheduled with one more to come, then none.
+        let mut at = AFTER_FAILED_BATCH_MS[0];
+        let mut left = AFTER_FAILED_BATCH_MS.len() - 1;
+        let mut times = vec![at];
+        while let Some(after) = next_resettle(left) {
+            at += after;
+            left -= 1;
+            times.push(at);
+        }
+        assert_eq!(times, AFTER_FAILED_BATCH_MS);
+        assert!(AFTER_FAILED_BATCH_MS[0] > BATCHLOG_MS, "after the reconciler's last look");
     }
 }

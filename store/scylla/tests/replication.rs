@@ -451,9 +451,17 @@ async fn after_a_partition_heals_every_total_becomes_exact_in_both_regions() {
     // Long enough that every regular look at those seconds (the last 75 s after them, for
     // batchlog replays) has passed before the rows can arrive.
     tokio::time::sleep(Duration::from_secs(80)).await;
+    // Both regions' reconcilers stop before the heal, and new ones take the leases once they
+    // lapse: each starts its looks 75 s back, before which the cut began, but reads the other
+    // region's marks from where the last one left them (`reconcile_cursors`), so the marks
+    // replayed meanwhile still count as late. (Without that, nothing would re-derive the
+    // totals: each side's row would count only its own raters.)
+    drop((east_store, west_store));
     cluster.set_link(Link { round_trip: Duration::from_millis(150), cut: false });
     tokio::task::block_in_place(|| cluster.wait_until_all_up()).expect("healed");
     let healed = Instant::now();
+    let east_store = ScyllaStore::open(&east).await.expect("us-east again");
+    let west_store = ScyllaStore::open(&west).await.expect("eu-west again");
     arrives(&east_store, &west_users[8], 11, Duration::from_secs(90)).await;
     arrives(&west_store, &east_users[11], 11, Duration::from_secs(90)).await;
     let replayed = healed.elapsed();
@@ -464,13 +472,15 @@ async fn after_a_partition_heals_every_total_becomes_exact_in_both_regions() {
         "hints replayed {replayed:?} after healing; totals exact {east_after:?} (us-east) and {:?} (eu-west) after that",
         east_after.max(west_after)
     );
+    // Within the leases' lapse (15 s after the last renewal) and a check (5 s).
     assert!(east_after.max(west_after) < Duration::from_secs(30), "exact more than 30 s after the replay");
     // The rows came too late for the change log's followers, so each region's reconciler
     // hands the movie of the seconds it re-derived to its gateway's follower (taken once).
-    // (The totals are written before the movie is noted: allow the rest of the pass.)
+    // (The totals are written before the movie is noted, and the other region's new
+    // reconciler may take its lease a check later: allow that.)
     for store in [&east_store, &west_store] {
         let mut noted = store.rederived_totals().await.expect("rederived");
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(20);
         while noted.is_empty() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
             noted = store.rederived_totals().await.expect("rederived");
@@ -500,16 +510,16 @@ async fn after_a_partition_heals_every_total_becomes_exact_in_both_regions() {
     let exact = marquee_store::RatingTotals { sum: 30, count: 5 };
     let after_repair = totals_become(&east_store, 12, exact, Duration::from_secs(60)).await;
     eprintln!("after the repair, totals exact {after_repair:?} after the rows arrived");
-    // `gateway reconcile --since` is the operator's way to the same totals at once.
-    let ten_minutes_ago = std::time::SystemTime::now() - Duration::from_secs(600);
-    let since = ten_minutes_ago.duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64;
-    let (slots, _) = east_store.reconcile_since(since).await.expect("reconcile");
-    assert!(slots >= 600, "{slots}");
-    assert_eq!(east_store.rating_totals(&[MovieId(12)]).await.expect("totals")[0], exact);
 
     // `gateway reconcile --check` finds every listed total exact in both regions now, and
     // finds one that is not: a totals row overwritten behind the store's back (nothing in the
-    // change log, so no reconciler touches it) until `reconcile --since` re-derives it.
+    // change log, so no reconciler touches it) until `gateway reconcile --since`, the
+    // operator's way to exact totals at once, re-derives it. The row is movie 13's, rated
+    // linked minutes ago: past every look, and its marks came in time. (Movie 12's seconds
+    // were marked late, so their later looks would re-derive an overwritten row of theirs
+    // before the check saw it.)
+    let ten_minutes_ago = std::time::SystemTime::now() - Duration::from_secs(600);
+    let since = ten_minutes_ago.duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64;
     for store in [&east_store, &west_store] {
         let found = store.check_totals(since, u64::MAX).await.expect("check");
         assert!(found.buckets >= 2 && found.inexact == 0, "{found:?}");
@@ -520,7 +530,7 @@ async fn after_a_partition_heals_every_total_becomes_exact_in_both_regions() {
         .await
         .expect("session");
     let mut wrong = scylla::statement::unprepared::Statement::new(
-        "INSERT INTO partition.rating_totals (movie, bucket, score_sum, ratings) VALUES (12, 5, 1, 1)",
+        "INSERT INTO partition.rating_totals (movie, bucket, score_sum, ratings) VALUES (13, 3, 1, 1)",
     );
     wrong.set_consistency(scylla::statement::Consistency::All);
     session.query_unpaged(wrong, ()).await.expect("overwriting a total");
@@ -528,10 +538,28 @@ async fn after_a_partition_heals_every_total_becomes_exact_in_both_regions() {
         let found = store.check_totals(since, u64::MAX).await.expect("check");
         assert_eq!(found.inexact, 1, "{found:?}");
     }
-    east_store.reconcile_since(since).await.expect("reconcile");
+    let started =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    let done = east_store.reconcile_since(since).await.expect("reconcile");
+    assert!(done.slots >= 600 && done.buckets == 3, "{done:?}");
+    assert_eq!((done.fixed, done.told), (1, 3), "{done:?}");
+    assert_eq!(east_store.rating_totals(&[MovieId(12)]).await.expect("totals")[0], exact);
+    // Every movie it re-derived is in the change log again, where every gateway's change
+    // follower, in both regions, takes it as a new rating (caches dropped, edges purged).
+    let finished =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
     tokio::time::sleep(Duration::from_secs(1)).await;
+    for store in [&east_store, &west_store] {
+        let mut told = std::collections::BTreeSet::new();
+        for second in started..=finished {
+            told.extend(store.rating_changes(second).await.expect("changes").unwrap_or_default());
+        }
+        assert_eq!(told, [11, 12, 13].map(MovieId).into(), "told anew");
+    }
     for store in [&east_store, &west_store] {
         let found = store.check_totals(since, u64::MAX).await.expect("check");
         assert_eq!(found.inexact, 0, "{found:?}");
+        let linked = marquee_store::RatingTotals { sum: 15, count: 3 };
+        assert_eq!(store.rating_totals(&[MovieId(13)]).await.expect("totals")[0], linked);
     }
 }
