@@ -95,11 +95,23 @@ fn slot(ms: u64) -> i64 {
     (ms / SLOT_MS) as i64
 }
 
-/// How long another region's unmarked seconds are waited for: twice the hint window (3 h,
-/// the default of both ScyllaDB and Cassandra). The window bounds when hints are stored, not
-/// when they are delivered: after a partition of nearly 3 h, the marks of its first seconds
-/// arrive 3 h old plus the replay's length. Rows arriving later come only from a repair.
-const MARKS_WAITED_SLOTS: i64 = 2 * 3 * 3_600;
+/// How long another region's unmarked seconds are waited for, and how far back a reconciler
+/// that takes the lease catches up: a day, the marks' `gc_grace_seconds` and TTL. The hint
+/// window (3 h) bounds when hints are stored, not when they are delivered, and a stored hint
+/// is replayed until it is older than the grace; rows arriving later come only from a repair.
+const MARKS_WAITED_SLOTS: i64 = 86_400;
+
+/// Late marks handled per other region per pass: after a partition of hours, thousands of
+/// seconds' marks arrive at once, and each costs its second's buckets (and five more looks).
+/// The rest are read again on the next passes, so the lease is renewed meanwhile.
+const MAX_LATE_PER_PASS: usize = 120;
+
+/// Handled seconds beyond the cursor kept in `reconcile_cursors`, as ranges; beyond that a
+/// new holder handles them again (more work, nothing missed).
+const MAX_HANDLED_RANGES: usize = 256;
+
+/// Failed writes re-derived per pass.
+const MAX_RESETTLED_PER_PASS: usize = 256;
 
 /// When a second whose mark arrived late is re-derived again, after the first time, each
 /// movie whose totals changed since the previous time handed to the change follower. Rows
@@ -176,13 +188,42 @@ struct Place {
     gap_from: Option<i64>,
 }
 
+/// Seconds as `first-last` ranges joined by commas (`reconcile_cursors.handled`), at most
+/// [`MAX_HANDLED_RANGES`] ranges from the oldest.
+fn to_ranges(seconds: &std::collections::BTreeSet<i64>) -> String {
+    let mut ranges: Vec<(i64, i64)> = Vec::new();
+    for &s in seconds {
+        let full = ranges.len() >= MAX_HANDLED_RANGES;
+        match ranges.last_mut() {
+            Some((_, last)) if *last + 1 == s => *last = s,
+            _ if full => break,
+            _ => ranges.push((s, s)),
+        }
+    }
+    ranges.iter().map(|(first, last)| format!("{first}-{last}")).collect::<Vec<_>>().join(",")
+}
+
+/// The seconds of [`to_ranges`]; what does not parse is left out (handled again).
+fn from_ranges(ranges: &str) -> std::collections::BTreeSet<i64> {
+    ranges
+        .split(',')
+        .filter_map(|range| {
+            let (first, last) = range.split_once('-')?;
+            let (first, last) = (first.parse::<i64>().ok()?, last.parse::<i64>().ok()?);
+            Some(first..=last.min(first.saturating_add(MARKS_WAITED_SLOTS)))
+        })
+        .flatten()
+        .collect()
+}
+
 impl Place {
-    /// A reconciler's own row when it starts looking from `start`, this the last one's: the
-    /// same run when the last one's next second is within reach, or a new one after a gap.
-    fn run_from(self, start: i64) -> Place {
+    /// A reconciler's own row when it starts, this the last one's: the same run, caught up
+    /// from the last one's next second, when that is no older than `floor` (the log is kept a
+    /// day); else a new run from `start`, after a gap no look will mark.
+    fn run_from(self, floor: i64, start: i64) -> Place {
         match self {
-            Place { slot: Some(next), began: Some(began), gap_from } if next >= start => {
-                Place { slot: Some(next), began: Some(began), gap_from }
+            Place { slot: Some(next), began, gap_from } if next >= floor => {
+                Place { slot: Some(next), began: Some(began.unwrap_or(next)), gap_from }
             }
             last => Place { slot: None, began: Some(start), gap_from: last.slot },
         }
@@ -204,8 +245,10 @@ struct Remote {
     cursor: i64,
     /// Seconds at or after `cursor` already marked (and handled).
     marked: std::collections::BTreeSet<i64>,
-    /// The cursor as last written to `reconcile_cursors`.
-    saved: Option<i64>,
+    /// The cursor and handled seconds as last written to `reconcile_cursors`.
+    saved: Option<(i64, String)>,
+    /// When the last warning that its marks are overdue was logged.
+    warned: Option<std::time::Instant>,
     /// Whether its marks have been read since this reconciler (re)started: those found by
     /// the first read arrived before it and are not late (its own looks cover their seconds).
     primed: bool,
@@ -258,6 +301,7 @@ impl Reconciler {
                 cursor: start,
                 marked: Default::default(),
                 saved: None,
+                warned: None,
                 primed: false,
             })
             .collect();
@@ -285,6 +329,9 @@ impl Reconciler {
     pub(crate) fn follow_from_now(&mut self) {
         let start = slot(now_ms().saturating_sub(self.ages[2]));
         self.listed.clear();
+        self.later.clear();
+        self.late_seen.clear();
+        self.rechecks.clear();
         self.first_looked = i64::MAX;
         for next in &mut self.next {
             *next = (*next).max(start);
@@ -305,8 +352,9 @@ impl Reconciler {
     pub(crate) async fn pass(&mut self, users: &Users<'_>) -> Result<usize, StoreError> {
         let now = now_ms();
         let mut done = 0;
-        if std::mem::take(&mut self.resume) {
+        if self.resume {
             self.resume_positions(users, slot(now)).await?;
+            self.resume = false;
         }
         for (look, age) in self.ages.into_iter().enumerate() {
             // Slot s is due once it ended `age` ago.
@@ -322,7 +370,7 @@ impl Reconciler {
                 // reconciler looked at first).
                 let listed =
                     (look > 0 && s >= self.first_looked).then(|| self.listed.remove(&s).unwrap_or_default());
-                let report = listed.as_ref().map_or(Report::Wrong, Report::Changed);
+                let report = listed.as_ref().map_or(Report::Wrong, Report::Unlisted);
                 let seen = users.reconcile_slot(s, report).await?;
                 done += seen.len();
                 if look == 0 {
@@ -337,8 +385,8 @@ impl Reconciler {
         }
         // The last look is done with these.
         self.listed = self.listed.split_off(&self.next[2]);
-        if self.own.slot != Some(self.next[0]) {
-            let own = Place { slot: Some(self.next[0]), ..self.own };
+        if self.own.slot != Some(self.next[2]) {
+            let own = Place { slot: Some(self.next[2]), ..self.own };
             users.put_position(&self.origin, &self.origin, own).await?;
             self.own = own;
         }
@@ -395,22 +443,32 @@ impl Reconciler {
             }
             let oldest = now_slot - MARKS_WAITED_SLOTS;
             if remote.cursor < oldest {
-                tracing::warn!(
-                    origin = %remote.origin,
-                    seconds = oldest - remote.cursor,
-                    "another region's change log was not marked within twice the hint window: run a repair, \
-                     then `gateway reconcile --since`"
-                );
+                if remote.warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(600)) {
+                    tracing::warn!(
+                        origin = %remote.origin,
+                        seconds = oldest - remote.cursor,
+                        "another region's change log was not marked within a day: run a repair, then \
+                         `gateway reconcile --since`"
+                    );
+                    remote.warned = Some(std::time::Instant::now());
+                }
                 remote.cursor = oldest;
                 remote.marked.retain(|&s| s >= oldest);
             }
             let mut late = 0;
-            for hour in remote.cursor.div_euclid(SLOTS_PER_HOUR)..=now_slot.div_euclid(SLOTS_PER_HOUR) {
+            'hours: for hour in remote.cursor.div_euclid(SLOTS_PER_HOUR)..=now_slot.div_euclid(SLOTS_PER_HOUR)
+            {
                 for s in users.marks(&remote.origin, hour, remote.cursor).await? {
-                    if s < remote.cursor || !remote.marked.insert(s) {
+                    if s < remote.cursor || remote.marked.contains(&s) {
                         continue;
                     }
-                    if remote.primed && s <= looked {
+                    let is_late = remote.primed && s <= looked;
+                    if is_late && late >= MAX_LATE_PER_PASS {
+                        // The rest on the next passes.
+                        break 'hours;
+                    }
+                    remote.marked.insert(s);
+                    if is_late {
                         tracing::debug!(origin = %remote.origin, slot = s, "a late mark: re-deriving its second");
                         late += 1;
                         let seen = users.reconcile_slot(s, Report::Every).await?;
@@ -430,36 +488,48 @@ impl Reconciler {
                 remote.cursor += 1;
             }
             remote.primed = true;
-            if remote.saved != Some(remote.cursor) {
-                let cursor = Place { slot: Some(remote.cursor), ..Place::default() };
-                users.put_position(&self.origin, &remote.origin, cursor).await?;
-                remote.saved = Some(remote.cursor);
+            let at = (remote.cursor, to_ranges(&remote.marked));
+            if remote.saved.as_ref() != Some(&at) {
+                users.put_cursor(&self.origin, &remote.origin, at.0, &at.1).await?;
+                remote.saved = Some(at);
             }
         }
         Ok(done)
     }
 
-    /// Continues from where the region's last reconciler left (`reconcile_cursors`): in each
-    /// other region's marks, when that is further back than this one starts and within
-    /// [`MARKS_WAITED_SLOTS`] (the marks that arrived meanwhile were read by nobody, and those
-    /// for seconds whose looks have passed are late); in its own looks, the same run when the
-    /// last one's next second is still within this one's reach, or a new run after a gap.
+    /// Continues from where the region's last reconciler left (`reconcile_cursors`), within
+    /// [`MARKS_WAITED_SLOTS`]: in each other region's marks, from its cursor with the seconds
+    /// it handled (the marks that arrived meanwhile were read by nobody, and those for seconds
+    /// whose looks have passed are late); in its own looks, from its slowest look's next
+    /// second, catching up on what nobody looked at, or a new run after a gap of a day.
     async fn resume_positions(&mut self, users: &Users<'_>, now_slot: i64) -> Result<(), StoreError> {
-        let saved = users.positions(&self.origin).await?;
+        let (saved, handled) = users.positions(&self.origin).await?;
+        let floor = now_slot - MARKS_WAITED_SLOTS;
         let last = saved.get(&self.origin).copied().unwrap_or_default();
-        self.own = last.run_from(self.next[2]);
-        if self.own.began != last.began {
-            tracing::info!(region = %self.origin, began = ?self.own.began, gap_from = ?self.own.gap_from, "the rating reconciler starts a new run of looks");
+        self.own = last.run_from(floor, self.next[2]);
+        match self.own.slot {
+            Some(next) if next < self.next[2] => {
+                tracing::info!(region = %self.origin, seconds = self.next[2] - next, "the rating reconciler catches up on seconds no look has reached");
+                for look in &mut self.next {
+                    *look = (*look).min(next);
+                }
+            }
+            Some(_) => {}
+            None => {
+                tracing::info!(region = %self.origin, began = ?self.own.began, gap_from = ?self.own.gap_from, "the rating reconciler starts a new run of looks")
+            }
         }
         for remote in &mut self.remotes {
             let Some(cursor) = saved.get(&remote.origin).and_then(|p| p.slot) else { continue };
-            remote.saved = Some(cursor);
-            if cursor < remote.cursor && cursor >= now_slot - MARKS_WAITED_SLOTS {
-                tracing::info!(origin = %remote.origin, seconds = remote.cursor - cursor, "resuming another region's marks where the last reconciler left them");
-                remote.cursor = cursor;
-                remote.marked.retain(|&s| s >= cursor);
-                remote.primed = true;
+            if cursor < floor {
+                continue;
             }
+            let ranges = handled.get(&remote.origin).cloned().unwrap_or_default();
+            remote.cursor = cursor;
+            remote.marked = from_ranges(&ranges);
+            remote.marked.retain(|&s| s >= cursor);
+            remote.saved = Some((cursor, ranges));
+            remote.primed = true;
         }
         Ok(())
     }
@@ -488,20 +558,21 @@ pub(crate) async fn reconcile_since(users: &Users<'_>, since_ms: u64) -> Result<
     let (first, last) = (slot(since_ms), slot(now_ms()));
     let mut movies = std::collections::BTreeMap::new();
     let mut done = Reconciled { slots: (last - first + 1).max(0) as u64, buckets: 0, fixed: 0, told: 0 };
-    let mut buckets = HashSet::new();
+    // Slot by slot, each bucket once: memory grows with the distinct buckets, not the log.
+    let mut seen = HashSet::new();
     for s in first..=last {
-        for pair in users.slot_buckets(s).await? {
-            if buckets.insert(pair) {
-                movies.entry(pair.0).or_insert(pair.1);
-            }
+        let fresh: Vec<Pair> =
+            users.slot_buckets(s).await?.into_iter().filter(|&pair| seen.insert(pair)).collect();
+        for chunk in fresh.chunks(16) {
+            let fixed =
+                try_join_all(chunk.iter().map(|&(movie, bucket)| users.rederive(movie, bucket))).await?;
+            done.fixed += fixed.iter().filter(|(wrong, _)| *wrong).count();
+        }
+        for (movie, bucket) in fresh {
+            movies.entry(movie).or_insert(bucket);
         }
     }
-    let buckets: Vec<Pair> = buckets.into_iter().collect();
-    for chunk in buckets.chunks(16) {
-        let fixed = try_join_all(chunk.iter().map(|&(movie, bucket)| users.rederive(movie, bucket))).await?;
-        done.fixed += fixed.iter().filter(|(wrong, _)| *wrong).count();
-    }
-    done.buckets = buckets.len();
+    done.buckets = seen.len();
     let movies: Vec<Pair> = movies.into_iter().collect();
     for (i, chunk) in movies.chunks(TOLD_PER_SECOND).enumerate() {
         if i > 0 {
@@ -525,10 +596,13 @@ enum Report<'a> {
     /// Those whose stored totals were wrong (a routine look: the follower saw the slot's
     /// changes when they arrived).
     Wrong,
-    /// Those, and every one this slot's previous look did not see, or saw with other totals:
-    /// rows that arrived later (hints replayed after a partition, a batchlog replay) past the
-    /// change followers, whose totals may have arrived right with them, but no cache heard
-    /// of them. (A later write to the same bucket is handed over too: one purge more.)
+    /// Those, and every one this slot's previous look did not list: rows that arrived later
+    /// (a slow replica, a batchlog replay) past the change followers, whose totals may have
+    /// arrived right with them, but no cache heard of them.
+    Unlisted(&'a Seen),
+    /// Those, and every one the previous look did not see, or saw with other totals: while
+    /// hints replay, a listed bucket's late rows may arrive with a right total too. (A later
+    /// write to the same bucket is handed over as well: one purge more.)
     Changed(&'a Seen),
     /// Every one listed (a slot whose mark came late: all of it may have).
     Every,
@@ -603,6 +677,7 @@ pub(crate) struct UserStatements {
     positions: PreparedStatement,
     position: PreparedStatement,
     put_position: PreparedStatement,
+    put_cursor: PreparedStatement,
     rating_page: RangeRead,
     get_watch: PreparedStatement,
     put_watch: PreparedStatement,
@@ -639,15 +714,16 @@ impl UserStatements {
             bucket_totals: read("SELECT score_sum, ratings FROM {keyspace}.rating_totals WHERE movie = ? AND bucket = ?").await?,
             changes: read("SELECT movie, bucket FROM {keyspace}.rating_changes WHERE slot = ?").await?,
             put_mark: write("INSERT INTO {keyspace}.rating_log_marks (origin, hour, slot) VALUES (?, ?, ?)").await?,
-            // Every slot of the hour; the caller keeps those from its cursor on (a bound here
-            // would be ignored by the CQL stand-in anyway).
-            marks: read("SELECT slot FROM {keyspace}.rating_log_marks WHERE origin = ? AND hour = ?").await?,
-            positions: read("SELECT origin, slot, began, gap_from FROM {keyspace}.reconcile_cursors WHERE region = ?").await?,
+            // The caller keeps only those from its cursor on as well (the CQL stand-in of the
+            // fast tests ignores the bound).
+            marks: read("SELECT slot FROM {keyspace}.rating_log_marks WHERE origin = ? AND hour = ? AND slot >= ?").await?,
+            positions: read("SELECT origin, slot, handled, began, gap_from FROM {keyspace}.reconcile_cursors WHERE region = ?").await?,
             position: read("SELECT slot, began, gap_from FROM {keyspace}.reconcile_cursors WHERE region = ? AND origin = ?").await?,
             put_position: write(
                 "INSERT INTO {keyspace}.reconcile_cursors (region, origin, slot, began, gap_from) VALUES (?, ?, ?, ?, ?)",
             )
             .await?,
+            put_cursor: write("INSERT INTO {keyspace}.reconcile_cursors (region, origin, slot, handled) VALUES (?, ?, ?, ?)").await?,
             rating_page: RangeRead::prepare(c, "SELECT pos, score FROM {keyspace}.ratings_by_user_time WHERE user_id = ?").await?,
             get_watch: read("SELECT added_at FROM {keyspace}.watchlist_by_user WHERE user_id = ? AND movie = ?").await?,
             put_watch: write("INSERT INTO {keyspace}.watchlist_by_user (user_id, movie, added_at) VALUES (?, ?, ?)").await?,
@@ -830,7 +906,7 @@ impl Users<'_> {
 
     /// The slots of `hour` that `origin` has marked, from `from` on, in order.
     async fn marks(&self, origin: &str, hour: i64, from: i64) -> Result<Vec<i64>, StoreError> {
-        let result = self.unpaged(&self.statements.marks, (origin, hour)).await?;
+        let result = self.unpaged(&self.statements.marks, (origin, hour, from)).await?;
         let mut slots = Vec::new();
         for row in result.into_rows_result().map_err(driver_error)?.rows::<(i64,)>().map_err(decode_error)? {
             let (s,) = row.map_err(decode_error)?;
@@ -857,6 +933,7 @@ impl Users<'_> {
             for (&pair, (wrong, totals)) in chunk.iter().zip(derived) {
                 let changed = match report {
                     Report::Wrong => false,
+                    Report::Unlisted(before) => !before.contains_key(&pair),
                     Report::Changed(before) => before.get(&pair) != Some(&totals),
                     Report::Every => true,
                 };
@@ -922,12 +999,17 @@ impl Users<'_> {
     /// were wrong to the change follower; how many buckets.
     pub(crate) async fn resettle_due(&self) -> Result<usize, StoreError> {
         let now = now_ms();
-        let due: Vec<(Pair, usize)> = {
+        let mut due: Vec<(Pair, usize)> = {
             let mut unsettled = locked(&self.state.unsettled);
             let later = unsettled.split_off(&(now + 1));
             std::mem::replace(&mut *unsettled, later).into_values().flatten().collect()
         };
-        for &((movie, bucket), left) in &due {
+        // At most so many now; the rest on the next passes.
+        if due.len() > MAX_RESETTLED_PER_PASS {
+            let rest = due.split_off(MAX_RESETTLED_PER_PASS);
+            locked(&self.state.unsettled).entry(now + 1).or_default().extend(rest);
+        }
+        for (i, &((movie, bucket), left)) in due.iter().enumerate() {
             match self.rederive(movie, bucket).await {
                 Ok((wrong, _)) => {
                     if wrong {
@@ -941,11 +1023,11 @@ impl Users<'_> {
                     }
                 }
                 Err(error) => {
-                    // Kept for the next pass.
+                    // This one and the rest, on the next pass.
                     locked(&self.state.unsettled)
                         .entry(now + 1_000)
                         .or_default()
-                        .push(((movie, bucket), left));
+                        .extend(due[i..].iter().copied());
                     return Err(error);
                 }
             }
@@ -955,19 +1037,28 @@ impl Users<'_> {
 
     /// Where `region`'s reconciler is, by origin: its cursor in each other region's marks,
     /// and its own looks.
-    async fn positions(&self, region: &str) -> Result<std::collections::HashMap<String, Place>, StoreError> {
+    #[allow(clippy::type_complexity)]
+    async fn positions(
+        &self,
+        region: &str,
+    ) -> Result<
+        (std::collections::HashMap<String, Place>, std::collections::HashMap<String, String>),
+        StoreError,
+    > {
         let result = self.unpaged(&self.statements.positions, (region,)).await?;
-        let mut positions = std::collections::HashMap::new();
+        let (mut positions, mut handled) =
+            (std::collections::HashMap::new(), std::collections::HashMap::new());
         for row in result
             .into_rows_result()
             .map_err(driver_error)?
-            .rows::<(String, Option<i64>, Option<i64>, Option<i64>)>()
+            .rows::<(String, Option<i64>, Option<String>, Option<i64>, Option<i64>)>()
             .map_err(decode_error)?
         {
-            let (origin, slot, began, gap_from) = row.map_err(decode_error)?;
+            let (origin, slot, ranges, began, gap_from) = row.map_err(decode_error)?;
+            handled.insert(origin.clone(), ranges.unwrap_or_default());
             positions.insert(origin, Place { slot, began, gap_from });
         }
-        Ok(positions)
+        Ok((positions, handled))
     }
 
     /// Where `region`'s reconciler is in `origin`'s marks, or in its own looks.
@@ -982,8 +1073,23 @@ impl Users<'_> {
             .unwrap_or_default())
     }
 
+    /// Writes a reconciler's own row (unset fields left as they are, no tombstones).
     async fn put_position(&self, region: &str, origin: &str, at: Place) -> Result<(), StoreError> {
-        self.unpaged(&self.statements.put_position, (region, origin, at.slot, at.began, at.gap_from)).await?;
+        let unset = scylla::value::MaybeUnset::from_option;
+        let values = (region, origin, unset(at.slot), unset(at.began), unset(at.gap_from));
+        self.unpaged(&self.statements.put_position, values).await?;
+        Ok(())
+    }
+
+    /// Writes a reconciler's cursor in another region's marks.
+    async fn put_cursor(
+        &self,
+        region: &str,
+        origin: &str,
+        cursor: i64,
+        handled: &str,
+    ) -> Result<(), StoreError> {
+        self.unpaged(&self.statements.put_cursor, (region, origin, cursor, handled)).await?;
         Ok(())
     }
 
@@ -1159,14 +1265,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_reconciler_continues_its_region_run_only_without_a_gap() {
+    fn a_reconciler_continues_its_region_run_unless_the_log_no_longer_reaches_it() {
         let last = Place { slot: Some(1_000), began: Some(400), gap_from: Some(300) };
-        // It starts looking from 925 (75 s back): the last one's next second is within reach.
-        assert_eq!(last.run_from(925), last);
-        // It starts from 1,100: seconds 1,000 to 1,099 were never looked at.
-        assert_eq!(last.run_from(1_100), Place { slot: None, began: Some(1_100), gap_from: Some(1_000) });
+        // The last one's slowest look was at 1,000: the same run, caught up from there, whether
+        // this one would start before it or after it (nobody looked at 1,000 to 1,099).
+        assert_eq!(last.run_from(0, 925), last);
+        assert_eq!(last.run_from(0, 1_100), last);
+        // More than a day ago: the log no longer holds it, a new run after a gap.
+        assert_eq!(
+            last.run_from(1_001, 90_000),
+            Place { slot: None, began: Some(90_000), gap_from: Some(1_000) }
+        );
         // The region's first reconciler: a run with nothing before it.
-        assert_eq!(Place::default().run_from(50), Place { slot: None, began: Some(50), gap_from: None });
+        assert_eq!(Place::default().run_from(0, 50), Place { slot: None, began: Some(50), gap_from: None });
+    }
+
+    #[test]
+    fn handled_seconds_are_kept_as_ranges() {
+        let seconds: std::collections::BTreeSet<i64> = [5, 6, 7, 9, 12, 13].into();
+        assert_eq!(to_ranges(&seconds), "5-7,9-9,12-13");
+        assert_eq!(from_ranges(&to_ranges(&seconds)), seconds);
+        assert!(to_ranges(&Default::default()).is_empty() && from_ranges("").is_empty());
+        assert_eq!(from_ranges("4-5,x,7-"), [4, 5].into(), "what does not parse is handled again");
+        // Past the bound the newest are dropped (handled again by a new holder: never missed).
+        let scattered: std::collections::BTreeSet<i64> = (0..1_000).map(|s| s * 2).collect();
+        let kept = from_ranges(&to_ranges(&scattered));
+        assert_eq!(kept.len(), MAX_HANDLED_RANGES);
+        assert!(kept.iter().all(|s| scattered.contains(s)) && kept.first() == scattered.first());
     }
 
     #[test]
