@@ -17,8 +17,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use futures::StreamExt;
-use futures::future::BoxFuture;
 use marquee_store::bulk::{BulkLoad, CatalogSink, ExportStats, Progress};
 use marquee_store::plan;
 use marquee_store::{CatalogStats, GENRES, MovieRecord, MovieSort, Person, Position, StoreError};
@@ -42,6 +40,20 @@ const FLUSH_ROWS: usize = 8_192;
 
 /// Rows of one partition per unlogged batch.
 const BATCH_ROWS: usize = 64;
+
+/// Attempts per write: a timeout or an overloaded node is retried with backoff (the driver's
+/// default policy does not retry a write timeout, so one would otherwise end the load), and
+/// a load gives up only after the cluster has failed a write for about a minute.
+const WRITE_ATTEMPTS: usize = 10;
+
+/// Backoff between attempts of a write: 100 ms doubling to 15 s, with jitter.
+fn write_backoff() -> backon::ExponentialBuilder {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(100))
+        .with_max_delay(std::time::Duration::from_secs(15))
+        .with_max_times(WRITE_ATTEMPTS - 1)
+        .with_jitter()
+}
 
 /// `catalog_generations.state` of a generation whose every row is written.
 const PUBLISHED: &str = "published";
@@ -224,6 +236,19 @@ struct Inserts {
     search: PreparedStatement,
 }
 
+impl Inserts {
+    fn statement(&self, table: Table) -> &PreparedStatement {
+        match table {
+            Table::Movie => &self.movie,
+            Table::Person => &self.person,
+            Table::Credits => &self.credits,
+            Table::Filmography => &self.filmography,
+            Table::Browse => &self.browse,
+            Table::Search => &self.search,
+        }
+    }
+}
+
 /// The table a buffered row goes to.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 enum Table {
@@ -243,7 +268,12 @@ struct ScyllaSink {
     generation: i64,
     source: String,
     started_at: i64,
-    concurrency: usize,
+    /// Writes in flight: a permit each, `[store] load_concurrency` in all.
+    in_flight: Arc<tokio::sync::Semaphore>,
+    /// The writes sent and not yet collected; the first failure ends the load.
+    writes: tokio::task::JoinSet<Result<(), StoreError>>,
+    /// Writes retried after a timeout or an overloaded node, for the load's summary.
+    retried: Arc<std::sync::atomic::AtomicU64>,
     /// Rows waiting to be written, by (table, partition): same-partition rows batch together.
     pending: HashMap<(Table, String), Vec<Vec<CqlValue>>>,
     pending_rows: usize,
@@ -294,7 +324,9 @@ impl ScyllaSink {
             generation,
             source: source.to_owned(),
             started_at,
-            concurrency: options.load_concurrency,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(options.load_concurrency)),
+            writes: tokio::task::JoinSet::new(),
+            retried: Arc::default(),
             pending: HashMap::new(),
             pending_rows: 0,
             stats: CatalogStats::default(),
@@ -312,47 +344,87 @@ impl ScyllaSink {
         Ok(())
     }
 
-    /// Writes everything buffered, `concurrency` requests at a time.
+    /// Sends everything buffered, each partition's rows in unlogged batches of
+    /// [`BATCH_ROWS`], without waiting for them: a write waits only for a free permit of
+    /// `load_concurrency`, so the pipeline never drains between buffers. Writes that ended are
+    /// collected as it goes, so a failure stops the load at once.
     fn flush(&mut self) -> Result<(), StoreError> {
         let pending = std::mem::take(&mut self.pending);
         self.pending_rows = 0;
-        let mut units: Vec<BoxFuture<'static, Result<(), StoreError>>> = Vec::new();
         for ((table, _), rows) in pending {
             for chunk in rows.chunks(BATCH_ROWS) {
+                let permit = self
+                    .runtime
+                    .block_on(self.in_flight.clone().acquire_owned())
+                    .map_err(|_| StoreError::Closed)?;
                 let (cluster, inserts, chunk) = (self.cluster.clone(), self.inserts.clone(), chunk.to_vec());
-                units.push(Box::pin(async move {
-                    let statement = match table {
-                        Table::Movie => &inserts.movie,
-                        Table::Person => &inserts.person,
-                        Table::Credits => &inserts.credits,
-                        Table::Filmography => &inserts.filmography,
-                        Table::Browse => &inserts.browse,
-                        Table::Search => &inserts.search,
-                    };
-                    if let [row] = chunk.as_slice() {
-                        cluster.session.execute_unpaged(statement, row).await.map_err(execution_error)?;
-                    } else {
-                        let mut batch = Batch::new(BatchType::Unlogged);
-                        batch.set_execution_profile_handle(Some(cluster.profile(Kind::Bulk)));
-                        batch.set_is_idempotent(true);
-                        for _ in &chunk {
-                            batch.append_statement(statement.clone());
-                        }
-                        cluster.session.batch(&batch, &chunk).await.map_err(execution_error)?;
-                    }
-                    Ok(())
-                }));
+                let retried = self.retried.clone();
+                self.writes.spawn_on(
+                    async move {
+                        let _permit = permit;
+                        write_chunk(&cluster, inserts.statement(table), &chunk, &retried).await
+                    },
+                    &self.runtime,
+                );
             }
+            self.collect_finished()?;
         }
-        let concurrency = self.concurrency;
-        self.runtime.block_on(async move {
-            let mut results = futures::stream::iter(units).buffer_unordered(concurrency);
-            while let Some(result) = results.next().await {
-                result?;
+        Ok(())
+    }
+
+    /// Collects the writes that have ended; the first failure.
+    fn collect_finished(&mut self) -> Result<(), StoreError> {
+        while let Some(ended) = self.writes.try_join_next() {
+            ended.map_err(|e| StoreError::backend(crate::session::ScyllaError::Driver(e.to_string())))??;
+        }
+        Ok(())
+    }
+
+    /// Waits for every write sent; the first failure.
+    fn drain(&mut self) -> Result<(), StoreError> {
+        let writes = &mut self.writes;
+        self.runtime.block_on(async {
+            while let Some(ended) = writes.join_next().await {
+                ended
+                    .map_err(|e| StoreError::backend(crate::session::ScyllaError::Driver(e.to_string())))??;
             }
             Ok(())
         })
     }
+}
+
+/// Writes one partition's rows (one statement, or one unlogged batch), retrying timeouts,
+/// unavailable replicas, overload and broken connections with backoff; every write of a load
+/// is an idempotent upsert, so a retry of one that did land changes nothing.
+async fn write_chunk(
+    cluster: &Cluster,
+    statement: &PreparedStatement,
+    chunk: &[Vec<CqlValue>],
+    retried: &std::sync::atomic::AtomicU64,
+) -> Result<(), StoreError> {
+    use backon::Retryable;
+    let attempt = || async {
+        if let [row] = chunk {
+            cluster.session.execute_unpaged(statement, row).await.map_err(execution_error)?;
+        } else {
+            let mut batch = Batch::new(BatchType::Unlogged);
+            batch.set_execution_profile_handle(Some(cluster.profile(Kind::Bulk)));
+            batch.set_is_idempotent(true);
+            for _ in chunk {
+                batch.append_statement(statement.clone());
+            }
+            cluster.session.batch(&batch, chunk).await.map_err(execution_error)?;
+        }
+        Ok::<(), StoreError>(())
+    };
+    attempt
+        .retry(write_backoff())
+        .when(StoreError::is_retryable)
+        .notify(|error, after| {
+            retried.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!(%error, ?after, "a catalog write failed; retrying");
+        })
+        .await
 }
 
 fn big(v: u64) -> CqlValue {
@@ -430,6 +502,15 @@ impl CatalogSink for ScyllaSink {
 
     fn finish(mut self: Box<Self>) -> Result<CatalogStats, StoreError> {
         self.flush()?;
+        self.drain()?;
+        let retried = self.retried.load(std::sync::atomic::Ordering::Relaxed);
+        if retried > 0 {
+            tracing::info!(
+                retried,
+                generation = self.generation,
+                "catalog writes retried after timeouts or overload"
+            );
+        }
         let (cluster, generation, stats) = (self.cluster.clone(), self.generation, self.stats);
         let (source, started_at) = (self.source.clone(), self.started_at);
         let genre_movies: Vec<i64> = self.genre_movies.iter().map(|&c| c as i64).collect();

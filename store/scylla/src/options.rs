@@ -128,7 +128,7 @@ impl Default for ScyllaOptions {
             speculative_delay_ms: 50,
             max_in_flight: 1_024,
             page_size: 1_000,
-            load_concurrency: 64,
+            load_concurrency: 256,
             await_schema_agreement: true,
             reconcile_interval_ms: 1_000,
             catalog_poll_ms: 10_000,

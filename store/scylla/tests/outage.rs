@@ -84,3 +84,46 @@ async fn reconnected(store: &ScyllaStore) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A catalog load while its node goes away for a moment: the writes that fail (refused,
+/// broken connections, timeouts) are retried with backoff, and the load completes with every
+/// row, where one failed write used to end it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_load_rides_out_its_node_going_away_and_coming_back() {
+    let node = StandIn::new(DEFAULT_DATA_CENTER).expect("stand-in");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let mut serving = tokio::spawn(node.clone().serve(listener));
+    let options = ScyllaOptions {
+        contact_points: vec![addr.to_string()],
+        replication: [(DEFAULT_DATA_CENTER.to_owned(), 1)].into(),
+        await_schema_agreement: false,
+        request_timeout_ms: 500,
+        ..ScyllaOptions::default()
+    };
+    migrate(&options).await.expect("migrate");
+    let bulk = ScyllaBulk::new(options.clone(), tokio::runtime::Handle::current());
+    let (outage, mut outage_due) = tokio::sync::mpsc::unbounded_channel();
+    let catalog = SeedOptions { movies: 3_000, people: Some(1_500), seed: 9 };
+    let loading = tokio::task::spawn_blocking(move || {
+        seed(&catalog, bulk.sink("outage-load").expect("sink"), &mut |progress| {
+            // The people are sent; the movies are about to be.
+            if matches!(progress, marquee_store::bulk::Progress::Phase { name: "movies", .. }) {
+                outage.send(()).expect("the test waits");
+            }
+        })
+    });
+    outage_due.recv().await.expect("the load advanced");
+    serving.abort();
+    assert!(serving.await.expect_err("aborted").is_cancelled());
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(!loading.is_finished(), "the load ended while its node was away");
+    serving = tokio::spawn(node.serve(TcpListener::bind(addr).await.expect("the same address again")));
+    let stats = loading.await.expect("loading").expect("the load completes");
+    assert_eq!((stats.movies, stats.people), (3_000, 1_500));
+    let store = ScyllaStore::open(&options).await.expect("open");
+    let last = store.movies(&[MovieId(2_999), MovieId(1)]).await.expect("movies");
+    assert!(last[0].is_some() && last[1].is_some(), "{last:?}");
+    assert_eq!(store.stats().await.expect("stats").movies, 3_000);
+    serving.abort();
+}
