@@ -1,8 +1,10 @@
 //! Catalog loads into ScyllaDB.
 //!
-//! A load writes every row of the new catalog under a new generation number, with bounded
-//! concurrency; rows of one partition that arrive together go as one unlogged batch (never a
-//! batch across partitions). Only when every write is acknowledged does `finish` publish the
+//! A load writes every row of the new catalog under a new generation number, streaming:
+//! each write waits only for one of `[store] load_concurrency` permits, never for the writes
+//! before it, and a timeout, an overloaded node or a broken connection is retried with
+//! backoff (every write is an idempotent upsert). Rows of one partition that arrive together
+//! go as one unlogged batch (never a batch across partitions). Only when every write is acknowledged does `finish` publish the
 //! generation (its row, then `catalog_state.current`); gateways resolve the current generation
 //! once at start, so a failed or partial load is never served. Every write of a load, and the
 //! publication, is at `[store] load_consistency` (EACH_QUORUM): acknowledged by a quorum of
