@@ -203,16 +203,19 @@ fn to_ranges(seconds: &std::collections::BTreeSet<i64>) -> String {
     ranges.iter().map(|(first, last)| format!("{first}-{last}")).collect::<Vec<_>>().join(",")
 }
 
-/// The seconds of [`to_ranges`]; what does not parse is left out (handled again).
+/// The seconds of [`to_ranges`], at most [`MAX_HANDLED_RANGES`] ranges and a day of seconds
+/// (a row written otherwise is not this build's); what does not parse is left out (handled
+/// again).
 fn from_ranges(ranges: &str) -> std::collections::BTreeSet<i64> {
     ranges
         .split(',')
+        .take(MAX_HANDLED_RANGES)
         .filter_map(|range| {
             let (first, last) = range.split_once('-')?;
-            let (first, last) = (first.parse::<i64>().ok()?, last.parse::<i64>().ok()?);
-            Some(first..=last.min(first.saturating_add(MARKS_WAITED_SLOTS)))
+            Some(first.parse::<i64>().ok()?..=last.parse::<i64>().ok()?)
         })
         .flatten()
+        .take(MARKS_WAITED_SLOTS as usize)
         .collect()
 }
 
@@ -436,8 +439,11 @@ impl Reconciler {
         for remote in &mut self.remotes {
             // Seconds the other region's reconciler will never mark: between its last run's
             // end and its current run's start no gateway of it ran (or it never ran before).
-            let theirs = users.position(&remote.origin, &remote.origin).await?;
-            if let Some(began) = theirs.unmarkable_until(remote.cursor) {
+            // (Read only while the cursor waits on a second that should have been marked.)
+            if remote.cursor <= looked
+                && let Some(began) =
+                    users.position(&remote.origin, &remote.origin).await?.unmarkable_until(remote.cursor)
+            {
                 remote.cursor = began;
                 remote.marked.retain(|&s| s >= began);
             }
@@ -1287,6 +1293,8 @@ mod tests {
         assert_eq!(from_ranges(&to_ranges(&seconds)), seconds);
         assert!(to_ranges(&Default::default()).is_empty() && from_ranges("").is_empty());
         assert_eq!(from_ranges("4-5,x,7-"), [4, 5].into(), "what does not parse is handled again");
+        // A row no build writes cannot make a reader hold more than a day of seconds.
+        assert_eq!(from_ranges("0-9223372036854775807").len(), MARKS_WAITED_SLOTS as usize);
         // Past the bound the newest are dropped (handled again by a new holder: never missed).
         let scattered: std::collections::BTreeSet<i64> = (0..1_000).map(|s| s * 2).collect();
         let kept = from_ranges(&to_ranges(&scattered));

@@ -15,19 +15,7 @@ use tokio::net::TcpListener;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_fails_retryably_while_the_node_is_down_and_recovers_by_itself() {
-    let node = StandIn::new(DEFAULT_DATA_CENTER).expect("stand-in");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let serving = tokio::spawn(node.clone().serve(listener));
-
-    let options = ScyllaOptions {
-        contact_points: vec![addr.to_string()],
-        replication: [(DEFAULT_DATA_CENTER.to_owned(), 1)].into(),
-        await_schema_agreement: false,
-        request_timeout_ms: 500,
-        ..ScyllaOptions::default()
-    };
-    migrate(&options).await.expect("migrate");
+    let (node, addr, serving, options) = serve_migrated().await;
     let bulk = ScyllaBulk::new(options.clone(), tokio::runtime::Handle::current());
     let catalog = SeedOptions { movies: 50, people: Some(30), seed: 5 };
     tokio::task::spawn_blocking(move || {
@@ -90,18 +78,7 @@ async fn reconnected(store: &ScyllaStore) {
 /// row, where one failed write used to end it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_catalog_load_rides_out_its_node_going_away_and_coming_back() {
-    let node = StandIn::new(DEFAULT_DATA_CENTER).expect("stand-in");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let mut serving = tokio::spawn(node.clone().serve(listener));
-    let options = ScyllaOptions {
-        contact_points: vec![addr.to_string()],
-        replication: [(DEFAULT_DATA_CENTER.to_owned(), 1)].into(),
-        await_schema_agreement: false,
-        request_timeout_ms: 500,
-        ..ScyllaOptions::default()
-    };
-    migrate(&options).await.expect("migrate");
+    let (node, addr, mut serving, options) = serve_migrated().await;
     let bulk = ScyllaBulk::new(options.clone(), tokio::runtime::Handle::current());
     let (outage, mut outage_due) = tokio::sync::mpsc::unbounded_channel();
     let catalog = SeedOptions { movies: 3_000, people: Some(1_500), seed: 9 };
@@ -126,4 +103,23 @@ async fn a_catalog_load_rides_out_its_node_going_away_and_coming_back() {
     assert!(last[0].is_some() && last[1].is_some(), "{last:?}");
     assert_eq!(store.stats().await.expect("stats").movies, 3_000);
     serving.abort();
+}
+
+/// A stand-in node serving on a free loopback port, its keyspace migrated, with the options
+/// of a store on it (short timeouts, so an outage shows at once).
+async fn serve_migrated()
+-> (StandIn, std::net::SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>, ScyllaOptions) {
+    let node = StandIn::new(DEFAULT_DATA_CENTER).expect("stand-in");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let serving = tokio::spawn(node.clone().serve(listener));
+    let options = ScyllaOptions {
+        contact_points: vec![addr.to_string()],
+        replication: [(DEFAULT_DATA_CENTER.to_owned(), 1)].into(),
+        await_schema_agreement: false,
+        request_timeout_ms: 500,
+        ..ScyllaOptions::default()
+    };
+    migrate(&options).await.expect("migrate");
+    (node, addr, serving, options)
 }
