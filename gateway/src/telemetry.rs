@@ -100,6 +100,12 @@ pub struct Metrics {
     pub store_calls: IntCounterVec,
     /// `store_call_duration_seconds{backend,op}`.
     pub store_duration: HistogramVec,
+    /// `store_statements_per_call{backend,op}`: database statements one store call sent (a
+    /// page of a paged read is one), for backends that send statements (ScyllaDB).
+    pub store_statements: HistogramVec,
+    /// `store_round_trips_per_call{backend,op}`: how many of a call's statements were waited
+    /// for one after another (statements sent together count once).
+    pub store_round_trips: HistogramVec,
     /// `dataloader_batch_size{loader}`.
     pub loader: LoaderMetrics,
     /// `cache_requests_total{cache,tier,result}`: lookups per cache (`response`,
@@ -246,6 +252,20 @@ impl Metrics {
                 .buckets(LATENCY_BUCKETS.to_vec()),
             &["backend", "op"],
         )?;
+        let per_call = vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+        let store_statements = HistogramVec::new(
+            HistogramOpts::new("store_statements_per_call", "Database statements per store call")
+                .buckets(per_call.clone()),
+            &["backend", "op"],
+        )?;
+        let store_round_trips = HistogramVec::new(
+            HistogramOpts::new(
+                "store_round_trips_per_call",
+                "Sequential database round trips per store call",
+            )
+            .buckets(per_call),
+            &["backend", "op"],
+        )?;
         let batch_size = HistogramVec::new(
             HistogramOpts::new("dataloader_batch_size", "Keys per dataloader batch")
                 .buckets(vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0]),
@@ -298,6 +318,8 @@ impl Metrics {
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(store_calls.clone()))?;
         registry.register(Box::new(store_duration.clone()))?;
+        registry.register(Box::new(store_statements.clone()))?;
+        registry.register(Box::new(store_round_trips.clone()))?;
         registry.register(Box::new(batch_size.clone()))?;
         let connections = ConnectionMetrics::new(&registry)?;
         Ok(Metrics {
@@ -306,6 +328,8 @@ impl Metrics {
             http_duration,
             store_calls,
             store_duration,
+            store_statements,
+            store_round_trips,
             loader: LoaderMetrics { batch_size },
             cache_requests,
             rate_limiter_fallbacks,

@@ -23,6 +23,7 @@ mod error;
 pub mod keys;
 pub mod model;
 pub mod plan;
+pub mod statements;
 pub mod text;
 
 use std::sync::Arc;

@@ -14,6 +14,13 @@ pub const SEARCH_BUCKETS: u8 = 8;
 /// `genre` partition value meaning "any genre" in the browse partitions.
 pub const ANY_GENRE: u8 = u8::MAX;
 
+/// Rows of each browse order's top partition (ScyllaDB backend): the first rows of every
+/// order (sort and genre, or any genre) across all years, kept by the load, so a browse
+/// without a year range reads one partition instead of one per year (~130) for its first
+/// 10,000 rows (100 pages of 100). At 16 bytes of key a row, a top partition is a few
+/// hundred kB.
+pub const BROWSE_TOP_ROWS: usize = 10_000;
+
 /// How many index entries one search may examine before it returns what it found so far
 /// (with `has_next`), so a query whose words rarely meet cannot scan a whole prefix.
 pub const SEARCH_SCAN_LIMIT: usize = 20_000;

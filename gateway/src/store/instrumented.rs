@@ -1,5 +1,7 @@
 //! The instrumented layer of the store stack: every backend call wrapped in a `tracing` span
-//! and counted in `store_calls_total{backend,op}` / `store_call_duration_seconds`. It sits
+//! and counted in `store_calls_total{backend,op}` / `store_call_duration_seconds`, with the
+//! database statements and sequential round trips it cost (`store_statements_per_call`,
+//! `store_round_trips_per_call`) when the backend sends statements. It sits
 //! directly on the backend, under the caches, so the counts are exactly the backend round
 //! trips requests caused.
 
@@ -11,7 +13,7 @@ use async_trait::async_trait;
 use marquee_store::{
     BrowseQuery, CatalogReads, CatalogStats, Credit, FilmographyEntry, FilmographyQuery, GenreCount,
     Lifecycle, Movie, MovieId, Page, Person, PersonId, Rating, RatingTotals, SearchQuery, SimilarQuery,
-    Store, StoreError, UserData, UserId, UserPage, WatchlistEntry,
+    Store, StoreError, UserData, UserId, UserPage, WatchlistEntry, statements,
 };
 use tracing::Instrument;
 
@@ -46,8 +48,13 @@ impl<S: ?Sized> Instrumented<S> {
         self.metrics.store_calls.with_label_values(&[backend, op]).inc();
         let start = Instant::now();
         let span = tracing::debug_span!("store", backend, op, keys);
-        let result = f.instrument(span).await;
+        let (result, sent) = statements::counted(f.instrument(span)).await;
         self.metrics.store_duration.with_label_values(&[backend, op]).observe(start.elapsed().as_secs_f64());
+        if sent.statements > 0 {
+            let labels = [backend, op];
+            self.metrics.store_statements.with_label_values(&labels).observe(f64::from(sent.statements));
+            self.metrics.store_round_trips.with_label_values(&labels).observe(f64::from(sent.round_trips));
+        }
         if let Err(e) = &result
             && !e.is_client_error()
         {

@@ -316,3 +316,38 @@ async fn response_fields_follow_query_order() {
     );
     assert!(at("\"character\"") > at("\"person\""));
 }
+
+/// What the gateway reports of its store's statements: over ScyllaDB, an unfiltered browse
+/// page is one statement (its order's top partition) and a README browse one per year of its
+/// range, read at once; the embedded backend sends none and reports none.
+#[tokio::test]
+async fn store_statements_are_reported_per_operation() {
+    let app = spawn_app().await;
+    let figures = |op: &'static str| {
+        let app = &app;
+        async move {
+            let labels = [("op", op)];
+            (
+                app.metric("store_statements_per_call_sum", &labels).await,
+                app.metric("store_round_trips_per_call_sum", &labels).await,
+                app.metric("store_statements_per_call_count", &labels).await,
+            )
+        }
+    };
+    let before = figures("browse").await;
+    app.data(r#"{ browse(first: 20) { edges { node { id } } } }"#, json!({})).await;
+    let unfiltered = figures("browse").await;
+    app.data(
+        r#"{ browse(genre: "Sci-Fi", yearFrom: 1990, yearTo: 1999, sort: RATING, first: 10) { edges { node { id } } } }"#,
+        json!({}),
+    )
+    .await;
+    let ranged = figures("browse").await;
+    let delta = |a: (f64, f64, f64), b: (f64, f64, f64)| (b.0 - a.0, b.1 - a.1, b.2 - a.2);
+    if crate::helpers::on_scylla() {
+        assert_eq!(delta(before, unfiltered), (1.0, 1.0, 1.0), "(statements, round trips, calls)");
+        assert_eq!(delta(unfiltered, ranged), (10.0, 1.0, 1.0), "(statements, round trips, calls)");
+    } else {
+        assert_eq!(ranged, (0.0, 0.0, 0.0), "the embedded backend sends no statements");
+    }
+}

@@ -14,7 +14,7 @@
 //! given keys, so a rerun of the same load (same source) reuses the unfinished generation and
 //! completes it; a different source starts a new one.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -34,8 +34,16 @@ use crate::ranged::encode;
 use crate::schema;
 use crate::session::{Cluster, Kind, decode_error, driver_error, execution_error};
 
-/// Encoding of `body` columns; a generation written with another is refused when opened.
-pub(crate) const BODY_FORMAT: i32 = 1;
+/// `catalog_generations.format` of what this build writes: the `body` encoding of format 1,
+/// plus the top partitions of every browse order (see [`plan::BROWSE_TOP_ROWS`]).
+pub(crate) const FORMAT: i32 = 2;
+
+/// The formats this build serves: 1 (generations loaded before the top partitions, browsed
+/// without them) and [`FORMAT`]. Any other is refused when opened.
+const READABLE_FORMATS: std::ops::RangeInclusive<i32> = 1..=FORMAT;
+
+/// `year` of the top partitions in `movies_by_genre_year` (no movie has a negative year).
+pub(crate) const TOP_YEAR: i32 = -1;
 
 /// Rows buffered before they are written.
 const FLUSH_ROWS: usize = 8_192;
@@ -134,12 +142,12 @@ async fn newest_published(cluster: &Cluster) -> Result<Option<Generation>, Store
 
 fn generation(id: i64, row: GenerationRow) -> Result<Generation, StoreError> {
     let (_, format, movies, people, genre_movies, years) = row;
-    if format != Some(BODY_FORMAT) {
+    let Some(format) = format.filter(|f| READABLE_FORMATS.contains(f)) else {
         return Err(StoreError::Corrupt {
             what: "catalog",
-            detail: format!("generation {id} has format {format:?}, this build reads {BODY_FORMAT}"),
+            detail: format!("generation {id} has format {format:?}, this build reads {READABLE_FORMATS:?}"),
         });
-    }
+    };
     let mut years: Vec<u16> =
         years.unwrap_or_default().into_iter().filter_map(|y| u16::try_from(y).ok()).collect();
     years.sort_unstable();
@@ -148,6 +156,7 @@ fn generation(id: i64, row: GenerationRow) -> Result<Generation, StoreError> {
         stats: CatalogStats { movies: movies.unwrap_or(0) as u64, people: people.unwrap_or(0) as u64 },
         genre_movies: genre_movies.unwrap_or_default().into_iter().map(|c| c.max(0) as u64).collect(),
         years,
+        top_partitions: format >= 2,
     })
 }
 
@@ -282,6 +291,8 @@ struct ScyllaSink {
     stats: CatalogStats,
     genre_movies: [u64; GENRES.len()],
     years: BTreeSet<u16>,
+    /// The first [`plan::BROWSE_TOP_ROWS`] positions of each (sort, genre) browse order so far.
+    top: HashMap<(u8, u8), BinaryHeap<Position>>,
 }
 
 impl ScyllaSink {
@@ -297,7 +308,7 @@ impl ScyllaSink {
             )
             .await?;
         let started_at = now_ms();
-        let values = (generation, source, "building", BODY_FORMAT, started_at);
+        let values = (generation, source, "building", FORMAT, started_at);
         cluster.session.execute_unpaged(&record, values).await.map_err(execution_error)?;
         let bulk = |cql: &'static str| cluster.prepare(Kind::Bulk, cql);
         let inserts = Inserts {
@@ -334,6 +345,7 @@ impl ScyllaSink {
             stats: CatalogStats::default(),
             genre_movies: [0; GENRES.len()],
             years: BTreeSet::new(),
+            top: HashMap::new(),
         })
     }
 
@@ -342,6 +354,35 @@ impl ScyllaSink {
         self.pending_rows += 1;
         if self.pending_rows >= FLUSH_ROWS {
             self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Keeps `pos` if it is among the first [`plan::BROWSE_TOP_ROWS`] of its browse order so far.
+    fn keep_top(&mut self, sort: u8, genre: u8, pos: Position) {
+        let top = self.top.entry((sort, genre)).or_default();
+        if top.len() < plan::BROWSE_TOP_ROWS {
+            top.push(pos);
+        } else if top.peek().is_some_and(|last| pos < *last) {
+            top.pop();
+            top.push(pos);
+        }
+    }
+
+    /// Writes the top partitions, once every movie is in.
+    fn write_top(&mut self) -> Result<(), StoreError> {
+        let generation = CqlValue::BigInt(self.generation);
+        for ((sort, genre), top) in std::mem::take(&mut self.top) {
+            for pos in top {
+                let row = vec![
+                    generation.clone(),
+                    int(sort),
+                    int(genre),
+                    CqlValue::Int(TOP_YEAR),
+                    CqlValue::Blob(encode(pos)),
+                ];
+                self.push(Table::Browse, format!("{sort}/{genre}/top"), row)?;
+            }
         }
         Ok(())
     }
@@ -472,6 +513,7 @@ impl CatalogSink for ScyllaSink {
         }
         let popularity = MovieSort::Popularity.code();
         for (sort, genre, year, key) in rows.browse {
+            self.keep_top(sort, genre, Position { key, id });
             let mut partitions = vec![(sort, Position { key, id })];
             if sort == popularity && genre != plan::ANY_GENRE {
                 partitions.push((POPULARITY_MIRRORED, Position { key: u64::MAX - key, id: u64::MAX - id }));
@@ -503,6 +545,7 @@ impl CatalogSink for ScyllaSink {
     }
 
     fn finish(mut self: Box<Self>) -> Result<CatalogStats, StoreError> {
+        self.write_top()?;
         self.flush()?;
         self.drain()?;
         let retried = self.retried.load(std::sync::atomic::Ordering::Relaxed);
@@ -529,7 +572,7 @@ impl CatalogSink for ScyllaSink {
                 generation,
                 source,
                 PUBLISHED,
-                BODY_FORMAT,
+                FORMAT,
                 stats.movies as i64,
                 stats.people as i64,
                 genre_movies,

@@ -14,6 +14,7 @@ use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlValue;
 use serde::de::DeserializeOwned;
 
+use crate::bulk::TOP_YEAR;
 use crate::ranged::{Cursor, Merge, RangeRead};
 use crate::session::{Cluster, Kind, decode_error, driver_error, execution_error};
 
@@ -27,6 +28,8 @@ pub(crate) struct Generation {
     pub(crate) stats: CatalogStats,
     pub(crate) genre_movies: Vec<u64>,
     pub(crate) years: Vec<u16>,
+    /// Whether the load wrote the top partitions of every browse order (format 2 on).
+    pub(crate) top_partitions: bool,
 }
 
 /// Prepared statements of the catalog reads.
@@ -176,7 +179,7 @@ impl Catalog<'_> {
                 Cursor::<(Vec<u8>, String)>::new(&self.statements.search, partition, q.after, q.first + 1)
             })
             .collect();
-        let mut merged = Merge::new(cursors);
+        let mut merged = Merge::scanning(cursors);
         let mut examined = 0usize;
         let mut items = Vec::with_capacity(q.first);
         while let Some((pos, (_, title_words))) = merged.next(self.cluster).await? {
@@ -191,8 +194,19 @@ impl Catalog<'_> {
         Ok(Page { items, has_next: false })
     }
 
+    /// A browse without a year range reads its order's top partition (one statement) and,
+    /// only for a page past its [`plan::BROWSE_TOP_ROWS`], every year's partition merged; with a year
+    /// range, the range's years merged.
     pub(crate) async fn browse(&self, q: &BrowseQuery) -> Result<Page<MovieId>, StoreError> {
-        let cursors = plan::browse_partitions(q, &self.generation.years)?
+        let partitions = plan::browse_partitions(q, &self.generation.years)?;
+        if q.year_from.is_none()
+            && q.year_to.is_none()
+            && self.generation.top_partitions
+            && let Some(page) = self.browse_top(q).await?
+        {
+            return Ok(page);
+        }
+        let cursors = partitions
             .into_iter()
             .map(|(sort, genre, year)| {
                 let partition = vec![self.gen_value(), int(sort), int(genre), int(year)];
@@ -208,6 +222,27 @@ impl Catalog<'_> {
             items.push((pos, MovieId(pos.id)));
         }
         Ok(Page { items, has_next: false })
+    }
+
+    /// The page from the top partition of the query's order, `None` when the page reaches past
+    /// the partition's last row and the order has more.
+    async fn browse_top(&self, q: &BrowseQuery) -> Result<Option<Page<MovieId>>, StoreError> {
+        let genre = q.genre.map_or(plan::ANY_GENRE, Genre::code);
+        let rows = match q.genre {
+            None => self.generation.stats.movies,
+            Some(genre) => self.generation.genre_movies.get(usize::from(genre.code())).copied().unwrap_or(0),
+        };
+        let partition = vec![self.gen_value(), int(q.sort.code()), int(genre), CqlValue::Int(TOP_YEAR)];
+        let mut cursor = Cursor::<(Vec<u8>,)>::new(&self.statements.browse, partition, q.after, q.first + 1);
+        let mut items = Vec::with_capacity(q.first);
+        while let Some((pos, _)) = cursor.next(self.cluster).await? {
+            if items.len() == q.first {
+                return Ok(Some(Page { items, has_next: true }));
+            }
+            items.push((pos, MovieId(pos.id)));
+        }
+        // The top partition holds the whole order when the order has no more rows than it.
+        Ok((rows <= plan::BROWSE_TOP_ROWS as u64).then_some(Page { items, has_next: false }))
     }
 
     /// Up to `first` rows of one browse partition after `after`.

@@ -11,6 +11,7 @@
 
 use std::collections::VecDeque;
 
+use futures::future::Either;
 use futures::future::try_join_all;
 use marquee_store::{Position, StoreError};
 use scylla::deserialize::row::DeserializeRow;
@@ -86,7 +87,10 @@ impl RangeRead {
     }
 }
 
-/// One partition read in order from just after a position, a page at a time.
+/// One partition read in order from just after a position, a page at a time. The first page
+/// is what the caller expects to consume; each later one is four times larger, up to
+/// `[store] page_size`, so a read that walks far into a partition takes few round trips
+/// while a page that stops early reads little more than it returns.
 pub(crate) struct Cursor<'r, T> {
     read: &'r RangeRead,
     partition: Vec<CqlValue>,
@@ -95,6 +99,9 @@ pub(crate) struct Cursor<'r, T> {
     rows: VecDeque<(Position, T)>,
     paging: Option<PagingState>,
 }
+
+/// How much larger each page of a cursor is than the one before.
+const PAGE_GROWTH: i32 = 4;
 
 impl<'r, T: Ranged> Cursor<'r, T> {
     /// Rows of `partition` after `after`; `want` is how many the caller expects to consume
@@ -115,37 +122,46 @@ impl<'r, T: Ranged> Cursor<'r, T> {
         }
     }
 
+    /// Whether the partition has rows not fetched yet (or may have: a last page can be empty).
+    fn more(&self) -> bool {
+        self.paging.is_some()
+    }
+
     /// Fetches pages until a row past the cursor is buffered or the partition ends.
     pub(crate) async fn fill(&mut self, cluster: &Cluster) -> Result<(), StoreError> {
-        while self.rows.is_empty() {
-            let Some(paging) = self.paging.take() else { return Ok(()) };
-            let mut statement = self.read.statement.clone();
-            // Without a server-side bound, rows before the cursor are read too: use full pages.
-            let skipping = !self.read.bounded && self.after.is_some();
-            statement.set_page_size(if skipping { cluster.page_size.max(self.want) } else { self.want });
-            let mut values = self.partition.clone();
-            if self.read.bounded {
-                values.push(CqlValue::Blob(self.after.map(encode).unwrap_or_default()));
-            }
-            let (result, next) = {
-                let _slot = cluster.slot().await?;
-                cluster
-                    .session
-                    .execute_single_page(&statement, values, paging)
-                    .await
-                    .map_err(execution_error)?
-            };
-            self.paging = match next {
-                PagingStateResponse::HasMorePages { state } => Some(state),
-                PagingStateResponse::NoMorePages => None,
-            };
-            let rows = result.into_rows_result().map_err(driver_error)?;
-            for row in rows.rows::<T>().map_err(decode_error)? {
-                let row = row.map_err(decode_error)?;
-                let pos = decode(row.pos())?;
-                if self.after.is_none_or(|after| pos > after) {
-                    self.rows.push_back((pos, row));
-                }
+        while self.rows.is_empty() && self.more() {
+            self.fetch(cluster).await?;
+        }
+        Ok(())
+    }
+
+    /// Fetches the next page, if there is one.
+    async fn fetch(&mut self, cluster: &Cluster) -> Result<(), StoreError> {
+        let Some(paging) = self.paging.take() else { return Ok(()) };
+        let mut statement = self.read.statement.clone();
+        // Without a server-side bound, rows before the cursor are read too: use full pages.
+        let skipping = !self.read.bounded && self.after.is_some();
+        let page = if skipping { cluster.page_size.max(self.want) } else { self.want };
+        statement.set_page_size(page);
+        self.want = self.want.saturating_mul(PAGE_GROWTH).min(cluster.page_size.max(self.want));
+        let mut values = self.partition.clone();
+        if self.read.bounded {
+            values.push(CqlValue::Blob(self.after.map(encode).unwrap_or_default()));
+        }
+        let (result, next) = {
+            let _slot = cluster.slot().await?;
+            cluster.session.execute_single_page(&statement, values, paging).await.map_err(execution_error)?
+        };
+        self.paging = match next {
+            PagingStateResponse::HasMorePages { state } => Some(state),
+            PagingStateResponse::NoMorePages => None,
+        };
+        let rows = result.into_rows_result().map_err(driver_error)?;
+        for row in rows.rows::<T>().map_err(decode_error)? {
+            let row = row.map_err(decode_error)?;
+            let pos = decode(row.pos())?;
+            if self.after.is_none_or(|after| pos > after) {
+                self.rows.push_back((pos, row));
             }
         }
         Ok(())
@@ -160,32 +176,56 @@ impl<'r, T: Ranged> Cursor<'r, T> {
     fn head(&self) -> Option<Position> {
         self.rows.front().map(|(pos, _)| *pos)
     }
+
+    /// Buffered rows are running out: fewer than a quarter of the page being fetched next.
+    fn low(&self) -> bool {
+        self.more() && self.rows.len() < (self.want / PAGE_GROWTH).max(1) as usize
+    }
 }
 
-/// Several partitions merged in position order: reading n rows costs one first page per
-/// partition (fetched concurrently) plus the pages those n rows span.
+/// Several partitions merged in position order.
+///
+/// A partition is fetched only when the merge needs its next row to know which row comes
+/// next, so a merge fetches nothing it does not need (reading n rows costs one first page per
+/// partition, fetched concurrently, plus the pages those n rows span). Every fetch the merge
+/// needs at once is sent at once: one round trip. A merge made [`Merge::scanning`] also
+/// refills, in that same round trip, every partition that is running low, so a long scan over
+/// partitions that drain at about the same rate (search buckets) waits once per page
+/// generation rather than once per partition.
 pub(crate) struct Merge<'r, T> {
     cursors: Vec<Cursor<'r, T>>,
-    started: bool,
+    prefetch: bool,
 }
 
 impl<'r, T: Ranged> Merge<'r, T> {
+    /// A merge that fetches only what it returns (and what deciding the order needs).
     pub(crate) fn new(cursors: Vec<Cursor<'r, T>>) -> Self {
-        Merge { cursors, started: false }
+        Merge { cursors, prefetch: false }
+    }
+
+    /// A merge for long scans: refills partitions running low together with the ones empty.
+    pub(crate) fn scanning(cursors: Vec<Cursor<'r, T>>) -> Self {
+        Merge { cursors, prefetch: true }
     }
 
     /// The next row of all partitions, in position order.
     pub(crate) async fn next(&mut self, cluster: &Cluster) -> Result<Option<(Position, T)>, StoreError> {
-        if !self.started {
-            try_join_all(self.cursors.iter_mut().map(|c| c.fill(cluster))).await?;
-            self.started = true;
+        if self.cursors.iter().any(|c| c.rows.is_empty() && c.more()) {
+            let prefetch = self.prefetch;
+            let fetches = self.cursors.iter_mut().filter_map(|c| {
+                if c.rows.is_empty() && c.more() {
+                    Some(Either::Left(c.fill(cluster)))
+                } else if prefetch && c.low() {
+                    Some(Either::Right(c.fetch(cluster)))
+                } else {
+                    None
+                }
+            });
+            try_join_all(fetches).await?;
         }
         let best = self.cursors.iter().enumerate().filter_map(|(i, c)| c.head().map(|pos| (pos, i))).min();
         let Some((_, i)) = best else { return Ok(None) };
-        let cursor = &mut self.cursors[i];
-        let row = cursor.rows.pop_front();
-        cursor.fill(cluster).await?;
-        Ok(row)
+        Ok(self.cursors[i].rows.pop_front())
     }
 }
 

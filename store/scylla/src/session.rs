@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use marquee_store::{DriverFigures, StoreError};
+use marquee_store::{DriverFigures, StoreError, statements};
 use scylla::client::execution_profile::{ExecutionProfile, ExecutionProfileHandle};
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
@@ -116,6 +116,12 @@ impl HistoryListener for SpeculationCounter {
     }
     fn log_attempt_success(&self, _: AttemptId) {}
     fn log_attempt_error(&self, _: AttemptId, _: &RequestAttemptError, _: &RetryDecision) {}
+}
+
+/// One request-path statement in flight (see [`Cluster::slot`]).
+pub(crate) struct Slot<'c> {
+    _permit: tokio::sync::SemaphorePermit<'c>,
+    _sent: statements::InFlight,
 }
 
 /// What kind of statement, which picks its execution profile.
@@ -246,9 +252,11 @@ impl Cluster {
         }
     }
 
-    /// Waits for a slot among the requests in flight.
-    pub(crate) async fn slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, StoreError> {
-        self.slots.acquire().await.map_err(|_| StoreError::Closed)
+    /// Waits for a slot among the requests in flight; the slot is held, and the statement
+    /// counted in the calling store call (`marquee_store::statements`), until it is dropped.
+    pub(crate) async fn slot(&self) -> Result<Slot<'_>, StoreError> {
+        let permit = self.slots.acquire().await.map_err(|_| StoreError::Closed)?;
+        Ok(Slot { _permit: permit, _sent: statements::sent() })
     }
 
     /// [`StoreError::Closed`] once the store is closed.

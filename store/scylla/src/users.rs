@@ -39,7 +39,7 @@ use marquee_store::{
 };
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
-use scylla::value::CqlValue;
+use scylla::value::{CqlValue, MaybeEmpty};
 
 use crate::ranged::{Cursor, RangeRead, encode};
 use crate::session::{Cluster, Kind, decode_error, driver_error, execution_error};
@@ -789,9 +789,15 @@ impl Users<'_> {
         let row = result
             .into_rows_result()
             .map_err(driver_error)?
-            .maybe_first_row::<(Option<i32>, Option<i64>)>()
+            .maybe_first_row::<(Option<MaybeEmpty<i32>>, Option<i64>)>()
             .map_err(decode_error)?;
         Ok(row.map(|(score, at)| {
+            // A removal's score is null on a cluster; the CQL stand-in stores the `null`
+            // literal as an empty value. Either is no rating.
+            let score = match score {
+                Some(MaybeEmpty::Value(score)) => Some(score),
+                Some(MaybeEmpty::Empty) | None => None,
+            };
             let at = at.unwrap_or(0).max(0) as u64;
             (score.map(|score| Rating { movie, score: score.clamp(0, 255) as u8, rated_at_ms: at }), at)
         }))

@@ -1,0 +1,230 @@
+//! What each read costs the cluster: the statements and sequential round trips of the README's
+//! queries and of the reads that would fan out at production size, counted per call
+//! (`marquee_store::statements`) over the real driver, against a real cluster when
+//! `SCYLLA_URI` is set, else the CQL stand-in (see `conformance.rs`). On the stand-in, which
+//! ignores clustering bounds, a page after a cursor reads from the partition's start, so
+//! those figures are upper bounds of a real cluster's. Every answer is checked against the
+//! embedded backend holding the same catalog.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use marquee_store::bulk::BulkLoad;
+use marquee_store::bulk::seed::seed;
+use marquee_store::conformance::OPTIONS;
+use marquee_store::statements::{Counted, counted};
+use marquee_store::{
+    BrowseQuery, CatalogReads, Genre, Movie, MovieId, MovieRecord, MovieSort, Page, Position, RatingSummary,
+    SearchQuery,
+};
+use marquee_store_embedded::{EmbeddedBulk, EmbeddedOptions, EmbeddedStore};
+use marquee_store_scylla::{ScyllaBulk, ScyllaOptions, ScyllaStore, migrate};
+
+fn options() -> ScyllaOptions {
+    static KEYSPACES: AtomicUsize = AtomicUsize::new(0);
+    let cluster = marquee_cql_standin::test_cluster();
+    ScyllaOptions {
+        keyspace: format!("statements_{}_{}", std::process::id(), KEYSPACES.fetch_add(1, Ordering::Relaxed)),
+        load_concurrency: 256,
+        contact_points: vec![cluster.contact_point],
+        replication: cluster.replication.iter().cloned().collect(),
+        local_dc: cluster.data_center,
+        await_schema_agreement: !cluster.stand_in,
+        ..ScyllaOptions::default()
+    }
+}
+
+/// The same catalog in a fresh keyspace and in an embedded data directory.
+async fn both(
+    load: impl Fn(&dyn BulkLoad) + Send + Sync + 'static,
+) -> (ScyllaStore, EmbeddedStore, tempfile::TempDir) {
+    let options = options();
+    migrate(&options).await.expect("migrate");
+    let dir = tempfile::tempdir().expect("data dir");
+    let (scylla, embedded) = (
+        ScyllaBulk::new(options.clone(), tokio::runtime::Handle::current()),
+        EmbeddedBulk::new(dir.path(), 64 << 20),
+    );
+    tokio::task::spawn_blocking(move || {
+        load(&scylla);
+        load(&embedded);
+    })
+    .await
+    .expect("loading thread");
+    let store = ScyllaStore::open(&options).await.expect("open");
+    let embedded = EmbeddedStore::open(dir.path(), &EmbeddedOptions::default()).expect("open embedded");
+    (store, embedded, dir)
+}
+
+/// One call's answer and cost, after checking the answer is the embedded backend's.
+async fn browse(scylla: &ScyllaStore, embedded: &EmbeddedStore, q: &BrowseQuery) -> (Page<MovieId>, Counted) {
+    let (page, cost) = counted(scylla.browse(q)).await;
+    let page = page.expect("browse");
+    assert_eq!(page, embedded.browse(q).await.expect("embedded browse"), "{q:?}");
+    (page, cost)
+}
+
+async fn search(scylla: &ScyllaStore, embedded: &EmbeddedStore, q: &SearchQuery) -> (Page<MovieId>, Counted) {
+    let (page, cost) = counted(scylla.search(q)).await;
+    let page = page.expect("search");
+    assert_eq!(page, embedded.search(q).await.expect("embedded search"), "{q:?}");
+    (page, cost)
+}
+
+fn query(genre: Option<&str>, years: Option<(u16, u16)>, sort: MovieSort, first: usize) -> BrowseQuery {
+    BrowseQuery {
+        genre: genre.map(|g| Genre::from_name(g).expect("genre")),
+        year_from: years.map(|y| y.0),
+        year_to: years.map(|y| y.1),
+        sort,
+        first,
+        after: None,
+    }
+}
+
+fn text(text: &str, first: usize, after: Option<Position>) -> SearchQuery {
+    SearchQuery { text: text.into(), first, after }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_queries_read_few_partitions() {
+    let (store, embedded, _dir) = both(|bulk| {
+        seed(&OPTIONS, bulk.sink("statements").expect("sink"), &mut |_| {}).expect("seed");
+    })
+    .await;
+
+    // A movie with its cast: one statement per movie, per credits list, per person, each
+    // batch read concurrently.
+    let ids: Vec<MovieId> = (1..=20).map(MovieId).collect();
+    let (movies, cost) = counted(store.movies(&ids)).await;
+    assert_eq!(movies.expect("movies").len(), 20);
+    assert_eq!(cost, Counted { statements: 20, round_trips: 1 });
+
+    // Browse without filters: the order's top partition, whatever the sort or genre.
+    for sort in MovieSort::ALL {
+        for genre in [None, Some("Drama"), Some("Sci-Fi")] {
+            let (page, cost) = browse(&store, &embedded, &query(genre, None, sort, 10)).await;
+            assert_eq!(page.items.len(), 10);
+            assert_eq!(cost, Counted { statements: 1, round_trips: 1 }, "{sort:?} {genre:?}");
+        }
+    }
+    // The README's browse: one partition per year of the range, read at once.
+    let (_, cost) =
+        browse(&store, &embedded, &query(Some("Sci-Fi"), Some((1990, 1999)), MovieSort::Rating, 10)).await;
+    assert_eq!(cost, Counted { statements: 10, round_trips: 1 });
+
+    // The README's searches: the eight buckets of one prefix, read at once.
+    let (_, cost) = search(&store, &embedded, &text("cafe ghost", 5, None)).await;
+    assert!(cost.statements <= 16 && cost.round_trips <= 3, "{cost:?}");
+    let (first, cost) = search(&store, &embedded, &text("star", 5, None)).await;
+    assert_eq!(cost, Counted { statements: 8, round_trips: 1 });
+    let after = first.items.last().map(|(pos, _)| *pos);
+    let (_, cost) = search(&store, &embedded, &text("star", 5, after)).await;
+    assert!(cost.statements <= 16 && cost.round_trips <= 2, "{cost:?}");
+}
+
+/// Movies of the large catalog: every other one's title is "Zebra", the rest "Yakka", and
+/// only the least popular is both, so a search for both walks one word's whole prefix.
+const LARGE: u64 = 24_000;
+/// Years the large catalog spreads over (so a fan-out would read this many partitions).
+const YEARS: u64 = 30;
+
+fn large_movie(id: u64) -> MovieRecord {
+    let title = match id {
+        1 => "Zebra Yakka",
+        _ if id % 2 == 1 => "Zebra",
+        _ => "Yakka",
+    };
+    let genre = Genre::from_name(if id.is_multiple_of(3) { "Comedy" } else { "Drama" }).expect("genre");
+    MovieRecord {
+        movie: Movie {
+            id: MovieId(id),
+            title: title.into(),
+            original_title: None,
+            year: Some(1990 + (id % YEARS) as u16),
+            release_date: None,
+            runtime_minutes: None,
+            genres: vec![genre],
+            overview: None,
+            original_language: None,
+            poster_path: None,
+            popularity: id as f32 / 10.0,
+            rating: RatingSummary { average: (id % 97) as f32 / 10.0, count: (id % 1_000) as u32 },
+        },
+        credits: Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_sized_orders_read_one_partition_and_rare_words_few_round_trips() {
+    let (store, embedded, _dir) = both(|bulk| {
+        let mut sink = bulk.sink("large").expect("sink");
+        for id in 1..=LARGE {
+            sink.put_movie(&large_movie(id)).expect("movie");
+        }
+        sink.finish().expect("finish");
+    })
+    .await;
+
+    // Every page of the first 10,000 rows of an unfiltered order is one statement.
+    let mut q = query(None, None, MovieSort::Popularity, 100);
+    for _ in 0..3 {
+        let (page, cost) = browse(&store, &embedded, &q).await;
+        assert_eq!(cost, Counted { statements: 1, round_trips: 1 });
+        q.after = page.items.last().map(|(pos, _)| *pos);
+    }
+    // A page that reaches past the top partition merges the years: one read of the top
+    // partition, then every year's partition at once.
+    let (deep, _) =
+        browse(&store, &embedded, &BrowseQuery { first: 100, ..query(None, None, MovieSort::Rating, 1) })
+            .await;
+    let mut after = deep.items.last().map(|(pos, _)| *pos);
+    let mut seen = 100;
+    while seen < 9_950 {
+        let page = embedded
+            .browse(&BrowseQuery { after, ..query(None, None, MovieSort::Rating, 100) })
+            .await
+            .expect("page");
+        after = page.items.last().map(|(pos, _)| *pos);
+        seen += page.items.len();
+    }
+    let (page, cost) =
+        browse(&store, &embedded, &BrowseQuery { after, ..query(None, None, MovieSort::Rating, 100) }).await;
+    assert_eq!(page.items.len(), 100);
+    // The stand-in reads the top partition from its start, in pages of `page_size` (1,000).
+    let top_reads = if marquee_cql_standin::test_cluster().stand_in { 10 } else { 1 };
+    assert_eq!(cost, Counted { statements: top_reads + YEARS as u32, round_trips: top_reads + 1 });
+
+    // A genre order is its own top partition.
+    let (page, cost) =
+        browse(&store, &embedded, &query(Some("Comedy"), None, MovieSort::ReleaseDate, 50)).await;
+    assert!(page.items.iter().all(|(_, id)| id.0.is_multiple_of(3)));
+    assert_eq!(cost, Counted { statements: 1, round_trips: 1 });
+
+    // Two common words that meet once, in the least popular movie: the search walks 12,001
+    // entries of one prefix in its eight buckets, with growing pages fetched together.
+    let (page, cost) = search(&store, &embedded, &text("zebra yakka", 10, None)).await;
+    assert_eq!(page.items.iter().map(|(_, id)| *id).collect::<Vec<_>>(), vec![MovieId(1)]);
+    eprintln!("rare-together search: {cost:?}");
+    assert!(cost.round_trips <= 30, "{cost:?}");
+    assert!(cost.statements <= 8 * 8, "{cost:?}");
+    // A common word's first page is one page of each bucket.
+    let (page, cost) = search(&store, &embedded, &text("zebra", 20, None)).await;
+    assert_eq!(page.items.len(), 20);
+    assert_eq!(cost, Counted { statements: 8, round_trips: 1 });
+}
+
+/// The metric the gateway exports is what this test counts: a store wrapped as the gateway
+/// wraps it reports the same figures (checked in the gateway's tests); here, the figures of
+/// two calls made at once do not mix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_count_their_own_statements() {
+    let (store, _embedded, _dir) = both(|bulk| {
+        seed(&OPTIONS, bulk.sink("statements").expect("sink"), &mut |_| {}).expect("seed");
+    })
+    .await;
+    let store = Arc::new(store);
+    let ids: Vec<MovieId> = (1..=7).map(MovieId).collect();
+    let (a, b) = tokio::join!(counted(store.movies(&ids)), counted(store.movies(&ids[..3])));
+    assert_eq!((a.1.statements, b.1.statements), (7, 3));
+}
