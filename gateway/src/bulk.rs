@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use marquee_store::bulk::imdb::{self, ImportReport};
 use marquee_store::bulk::seed::{self, SeedOptions};
-use marquee_store::bulk::{BulkLoad, CatalogSink, ExportStats, Progress};
+use marquee_store::bulk::{BulkLoad, CatalogSink, ExportStats, Progress, TableWritten};
 use marquee_store::{CatalogStats, StoreError};
 
 use crate::telemetry::PROGRESS;
@@ -18,11 +18,13 @@ use crate::telemetry::PROGRESS;
 /// log lines and at most one live bar below them.
 struct Bars {
     bar: Option<(ProgressBar, &'static str, Instant)>,
+    /// Whether each bar has lines under it for the backend's tables.
+    tables: bool,
 }
 
 impl Bars {
-    fn new() -> Bars {
-        Bars { bar: None }
+    fn new(tables: bool) -> Bars {
+        Bars { bar: None, tables }
     }
 
     /// Ends the current phase, if any.
@@ -41,15 +43,23 @@ impl Bars {
                 tracing::info!(phase = name, total, "load phase started");
                 let bar = if total > 0 {
                     let bar = ProgressBar::new(total);
-                    if let Ok(style) = ProgressStyle::with_template(
-                        "{prefix:>12} [{bar:40}] {human_pos}/{human_len} ({per_sec}, eta {eta})",
-                    ) {
+                    let template = if self.tables {
+                        "{prefix:>12} [{bar:40}] {human_pos}/{human_len} ({per_sec}, eta {eta})\n{msg}"
+                    } else {
+                        "{prefix:>12} [{bar:40}] {human_pos}/{human_len} ({per_sec}, eta {eta})"
+                    };
+                    if let Ok(style) = ProgressStyle::with_template(template) {
                         bar.set_style(style.progress_chars("=> "));
                     }
                     bar
                 } else {
                     let bar = ProgressBar::new_spinner();
-                    if let Ok(style) = ProgressStyle::with_template("{prefix:>12} {spinner} {elapsed}") {
+                    let template = if self.tables {
+                        "{prefix:>12} {spinner} {elapsed}\n{msg}"
+                    } else {
+                        "{prefix:>12} {spinner} {elapsed}"
+                    };
+                    if let Ok(style) = ProgressStyle::with_template(template) {
                         bar.set_style(style);
                     }
                     bar.enable_steady_tick(Duration::from_millis(200));
@@ -71,7 +81,12 @@ impl Bars {
     }
 }
 
-/// Runs one bulk load into a fresh sink of `bulk`, with progress bars.
+/// How often the lines of a backend's tables under the bar are redrawn.
+const TABLES_EVERY: Duration = Duration::from_millis(500);
+
+/// Runs one bulk load into a fresh sink of `bulk`, with progress bars, and, for a backend
+/// that writes table by table (ScyllaDB), a line per table under the bar with the rows and
+/// statements written and their rates; each table's totals are logged when the load ends.
 fn load<T>(
     bulk: &dyn BulkLoad,
     source: &str,
@@ -79,10 +94,73 @@ fn load<T>(
 ) -> Result<(T, f64), StoreError> {
     let started = Instant::now();
     let sink = bulk.sink(source)?;
-    let mut bars = Bars::new();
-    let out = run(sink, &mut |e| bars.update(e))?;
+    let base = bulk.written();
+    let mut bars = Bars::new(base.is_some());
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let out = std::thread::scope(|scope| {
+        if let Some(base) = &base {
+            let done = &done;
+            scope.spawn(move || {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(TABLES_EVERY);
+                    if let Some(now) = bulk.written() {
+                        PROGRESS.set_message(table_lines(&written_since(&now, base), started.elapsed()));
+                    }
+                }
+            });
+        }
+        let out = run(sink, &mut |e| bars.update(e));
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        out
+    })?;
     bars.finish();
-    Ok((out, started.elapsed().as_secs_f64()))
+    let seconds = started.elapsed().as_secs_f64();
+    if let (Some(base), Some(now)) = (&base, bulk.written()) {
+        for t in written_since(&now, base) {
+            let (rows_per_sec, statements_per_sec) = (t.rows as f64 / seconds, t.statements as f64 / seconds);
+            tracing::info!(
+                table = t.table,
+                rows = t.rows,
+                statements = t.statements,
+                rows_per_sec = rows_per_sec.round(),
+                statements_per_sec = statements_per_sec.round(),
+                "table written"
+            );
+        }
+    }
+    Ok((out, seconds))
+}
+
+/// What each table gained since `base` (the backend's figures are cumulative).
+fn written_since(now: &[TableWritten], base: &[TableWritten]) -> Vec<TableWritten> {
+    now.iter()
+        .map(|t| {
+            let before = base.iter().find(|b| b.table == t.table).copied().unwrap_or_default();
+            TableWritten {
+                table: t.table,
+                rows: t.rows.saturating_sub(before.rows),
+                statements: t.statements.saturating_sub(before.statements),
+            }
+        })
+        .collect()
+}
+
+/// One line per table: rows and statements written, and their rates over `elapsed`.
+fn table_lines(tables: &[TableWritten], elapsed: Duration) -> String {
+    let seconds = elapsed.as_secs_f64().max(0.001);
+    tables
+        .iter()
+        .map(|t| {
+            format!(
+                "{:>22} {:>12} rows {:>9.0} rows/s {:>8.0} statements/s",
+                t.table,
+                t.rows,
+                t.rows as f64 / seconds,
+                t.statements as f64 / seconds
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Generates the demo catalog, replacing the current one atomically.
@@ -112,7 +190,7 @@ pub fn import_imdb(bulk: &dyn BulkLoad, dir: &Path) -> Result<ImportReport, Stor
 /// with progress bars.
 pub fn export(bulk: &dyn BulkLoad, out_dir: &Path) -> Result<ExportStats, StoreError> {
     let started = Instant::now();
-    let mut bars = Bars::new();
+    let mut bars = Bars::new(false);
     let stats = bulk.export(out_dir, &mut |e| bars.update(e))?;
     bars.finish();
     let seconds = started.elapsed().as_secs_f64();

@@ -35,6 +35,13 @@ impl ActiveBar {
         bar
     }
 
+    /// Sets the message drawn under the bar (when its template has one).
+    pub fn set_message(&self, message: String) {
+        if let Some(bar) = self.0.lock().ok().and_then(|slot| slot.clone()) {
+            bar.set_message(message);
+        }
+    }
+
     /// Clears the bar from the terminal and forgets it.
     pub fn clear(&self) {
         if let Some(bar) = self.0.lock().ok().and_then(|mut slot| slot.take()) {

@@ -19,7 +19,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use marquee_store::bulk::{BulkLoad, CatalogSink, ExportStats, Progress};
+use marquee_store::bulk::{BulkLoad, CatalogSink, ExportStats, Progress, TableWritten};
 use marquee_store::plan;
 use marquee_store::{CatalogStats, GENRES, MovieRecord, MovieSort, Person, Position, StoreError};
 use scylla::statement::batch::{Batch, BatchType};
@@ -46,7 +46,11 @@ const READABLE_FORMATS: std::ops::RangeInclusive<i32> = 1..=FORMAT;
 pub(crate) const TOP_YEAR: i32 = -1;
 
 /// Rows buffered before they are written.
-const FLUSH_ROWS: usize = 8_192;
+/// Rows buffered, across partitions, before every partition's rows are sent. A partition's
+/// rows go as soon as they fill a batch ([`BATCH_ROWS`]); this bounds the rest (at some 250
+/// bytes a row, about 30 MB), so rows of partitions that fill slowly still batch where the
+/// stream brings them together (a common search prefix, a recent year's browse order).
+const FLUSH_ROWS: usize = 131_072;
 
 /// Rows of one partition per unlogged batch.
 const BATCH_ROWS: usize = 64;
@@ -165,12 +169,40 @@ fn generation(id: i64, row: GenerationRow) -> Result<Generation, StoreError> {
 pub struct ScyllaBulk {
     options: ScyllaOptions,
     runtime: Handle,
+    /// What this `ScyllaBulk`'s loads have had acknowledged, per table.
+    written: Arc<Written>,
+}
+
+/// Rows and statements acknowledged per table, counted as writes succeed.
+#[derive(Default)]
+struct Written([(std::sync::atomic::AtomicU64, std::sync::atomic::AtomicU64); Table::ALL.len()]);
+
+impl Written {
+    fn add(&self, table: Table, rows: usize) {
+        let (written, statements) = &self.0[table as usize];
+        written.fetch_add(rows as u64, std::sync::atomic::Ordering::Relaxed);
+        statements.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn figures(&self) -> Vec<TableWritten> {
+        Table::ALL
+            .iter()
+            .map(|&table| {
+                let (rows, statements) = &self.0[table as usize];
+                TableWritten {
+                    table: table.name(),
+                    rows: rows.load(std::sync::atomic::Ordering::Relaxed),
+                    statements: statements.load(std::sync::atomic::Ordering::Relaxed),
+                }
+            })
+            .collect()
+    }
 }
 
 impl ScyllaBulk {
     /// Bulk access to the keyspace of `options`, driving the driver on `runtime`.
     pub fn new(options: ScyllaOptions, runtime: Handle) -> ScyllaBulk {
-        ScyllaBulk { options, runtime }
+        ScyllaBulk { options, runtime, written: Arc::default() }
     }
 
     async fn connect(&self) -> Result<Cluster, StoreError> {
@@ -193,8 +225,17 @@ impl BulkLoad for ScyllaBulk {
     }
 
     fn sink(&self, source: &str) -> Result<Box<dyn CatalogSink>, StoreError> {
-        let sink = self.runtime.block_on(ScyllaSink::start(&self.options, source, self.runtime.clone()))?;
+        let sink = self.runtime.block_on(ScyllaSink::start(
+            &self.options,
+            source,
+            self.runtime.clone(),
+            self.written.clone(),
+        ))?;
         Ok(Box::new(sink))
+    }
+
+    fn written(&self) -> Option<Vec<TableWritten>> {
+        Some(self.written.figures())
     }
 
     fn export(
@@ -271,6 +312,22 @@ enum Table {
     Search,
 }
 
+impl Table {
+    const ALL: [Table; 6] =
+        [Table::Person, Table::Movie, Table::Credits, Table::Filmography, Table::Browse, Table::Search];
+
+    fn name(self) -> &'static str {
+        match self {
+            Table::Movie => "movies_by_id",
+            Table::Person => "people_by_id",
+            Table::Credits => "credits_by_movie",
+            Table::Filmography => "credits_by_person",
+            Table::Browse => "movies_by_genre_year",
+            Table::Search => "title_search",
+        }
+    }
+}
+
 /// Writes a catalog into a new (or unfinished) generation. See the module docs.
 struct ScyllaSink {
     cluster: Arc<Cluster>,
@@ -285,6 +342,8 @@ struct ScyllaSink {
     writes: tokio::task::JoinSet<Result<(), StoreError>>,
     /// Writes retried after a timeout or an overloaded node, for the load's summary.
     retried: Arc<std::sync::atomic::AtomicU64>,
+    /// Rows and statements acknowledged, per table.
+    written: Arc<Written>,
     /// Rows waiting to be written, by (table, partition): same-partition rows batch together.
     pending: HashMap<(Table, String), Vec<Vec<CqlValue>>>,
     pending_rows: usize,
@@ -296,7 +355,12 @@ struct ScyllaSink {
 }
 
 impl ScyllaSink {
-    async fn start(options: &ScyllaOptions, source: &str, runtime: Handle) -> Result<ScyllaSink, StoreError> {
+    async fn start(
+        options: &ScyllaOptions,
+        source: &str,
+        runtime: Handle,
+        written: Arc<Written>,
+    ) -> Result<ScyllaSink, StoreError> {
         let cluster = Cluster::connect(options).await?;
         schema::check(&cluster).await?;
         let generation = choose_generation(&cluster, source).await?;
@@ -340,6 +404,7 @@ impl ScyllaSink {
             in_flight: Arc::new(tokio::sync::Semaphore::new(options.load_concurrency)),
             writes: tokio::task::JoinSet::new(),
             retried: Arc::default(),
+            written,
             pending: HashMap::new(),
             pending_rows: 0,
             stats: CatalogStats::default(),
@@ -350,8 +415,16 @@ impl ScyllaSink {
     }
 
     fn push(&mut self, table: Table, partition: String, row: Vec<CqlValue>) -> Result<(), StoreError> {
-        self.pending.entry((table, partition)).or_default().push(row);
-        self.pending_rows += 1;
+        let rows = self.pending.entry((table, partition)).or_default();
+        rows.push(row);
+        if rows.len() == BATCH_ROWS {
+            let full = std::mem::take(rows);
+            self.pending_rows -= BATCH_ROWS - 1;
+            self.send(table, full)?;
+            self.collect_finished()?;
+        } else {
+            self.pending_rows += 1;
+        }
         if self.pending_rows >= FLUSH_ROWS {
             self.flush()?;
         }
@@ -396,22 +469,31 @@ impl ScyllaSink {
         self.pending_rows = 0;
         for ((table, _), rows) in pending {
             for chunk in rows.chunks(BATCH_ROWS) {
-                let permit = self
-                    .runtime
-                    .block_on(self.in_flight.clone().acquire_owned())
-                    .map_err(|_| StoreError::Closed)?;
-                let (cluster, inserts, chunk) = (self.cluster.clone(), self.inserts.clone(), chunk.to_vec());
-                let retried = self.retried.clone();
-                self.writes.spawn_on(
-                    async move {
-                        let _permit = permit;
-                        write_chunk(&cluster, inserts.statement(table), &chunk, &retried).await
-                    },
-                    &self.runtime,
-                );
+                self.send(table, chunk.to_vec())?;
             }
             self.collect_finished()?;
         }
+        Ok(())
+    }
+
+    /// Sends one partition's rows (at most [`BATCH_ROWS`]) once a permit is free.
+    fn send(&mut self, table: Table, chunk: Vec<Vec<CqlValue>>) -> Result<(), StoreError> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let permit =
+            self.runtime.block_on(self.in_flight.clone().acquire_owned()).map_err(|_| StoreError::Closed)?;
+        let (cluster, inserts) = (self.cluster.clone(), self.inserts.clone());
+        let (retried, written) = (self.retried.clone(), self.written.clone());
+        self.writes.spawn_on(
+            async move {
+                let _permit = permit;
+                write_chunk(&cluster, inserts.statement(table), &chunk, &retried).await?;
+                written.add(table, chunk.len());
+                Ok(())
+            },
+            &self.runtime,
+        );
         Ok(())
     }
 

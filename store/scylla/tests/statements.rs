@@ -163,6 +163,16 @@ async fn production_sized_orders_read_one_partition_and_rare_words_few_round_tri
             sink.put_movie(&large_movie(id)).expect("movie");
         }
         sink.finish().expect("finish");
+        // What the load reports per table: every movie's row, in statements that batch a
+        // partition's rows (the browse and search partitions take many rows each).
+        if let Some(written) = bulk.written() {
+            let table = |name: &str| written.iter().find(|t| t.table == name).copied().expect("table");
+            assert_eq!(table("movies_by_id").rows, LARGE);
+            assert_eq!(table("credits_by_movie").rows, LARGE);
+            let (browse, search) = (table("movies_by_genre_year"), table("title_search"));
+            assert!(browse.rows > 7 * LARGE && browse.statements * 10 < browse.rows, "{browse:?}");
+            assert!(search.rows > 4 * LARGE && search.statements * 10 < search.rows, "{search:?}");
+        }
     })
     .await;
 

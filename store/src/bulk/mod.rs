@@ -29,6 +29,25 @@ pub trait BulkLoad: Send + Sync {
     /// Writes the current catalog as PostgreSQL `COPY` text files (`movie.tsv`, `person.tsv`,
     /// `credit.tsv`) into `out_dir`, from one consistent snapshot.
     fn export(&self, out_dir: &Path, progress: &mut dyn FnMut(Progress)) -> Result<ExportStats, StoreError>;
+
+    /// What the loads of this `BulkLoad` have written so far, table by table (rows and
+    /// statements acknowledged), for progress and throughput figures; `None` for a backend
+    /// that does not write table by table (the embedded one builds its tables in one
+    /// transaction).
+    fn written(&self) -> Option<Vec<TableWritten>> {
+        None
+    }
+}
+
+/// Rows and statements one table has had acknowledged (see [`BulkLoad::written`]).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct TableWritten {
+    /// The table's name.
+    pub table: &'static str,
+    /// Rows written.
+    pub rows: u64,
+    /// Statements that wrote them (a batch of one partition's rows is one).
+    pub statements: u64,
 }
 
 /// What an export wrote.
