@@ -179,11 +179,28 @@ pub fn seed(bulk: &dyn BulkLoad, options: &SeedOptions) -> Result<CatalogStats, 
 
 /// Imports the IMDb dataset in `dir`, replacing the current catalog atomically.
 pub fn import_imdb(bulk: &dyn BulkLoad, dir: &Path) -> Result<ImportReport, StoreError> {
-    let source = format!("imdb {}", dir.display());
+    let source = format!("imdb {} {}", dir.display(), files_fingerprint(dir));
     let (report, seconds) = load(bulk, &source, |sink, progress| imdb::import(dir, sink, progress))?;
     let (movies, people, bad_rows) = (report.stats.movies, report.stats.people, report.bad_rows());
     tracing::info!(movies, people, bad_rows, seconds, "imported IMDb dataset");
     Ok(report)
+}
+
+/// The files of `dir` by name, size and modification time: part of an import's source, so a
+/// rerun completes an unfinished import (skipping what it wrote) only from the same files.
+fn files_fingerprint(dir: &Path) -> String {
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let meta = entry.metadata().ok().filter(std::fs::Metadata::is_file)?;
+            let modified = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+            Some(format!("{}:{}:{modified}", entry.file_name().to_string_lossy(), meta.len()))
+        })
+        .collect();
+    files.sort();
+    files.join(",")
 }
 
 /// Writes the current catalog to `out_dir` as PostgreSQL `COPY` files (movie, person, credit),

@@ -85,6 +85,11 @@ enum Command {
         #[arg(long, requires = "check", value_parser = parse_since)]
         until: Option<std::time::SystemTime>,
     },
+    /// Manage the catalog's generations in the store.
+    Catalog {
+        #[command(subcommand)]
+        action: CatalogAction,
+    },
     /// Print the GraphQL schema (SDL).
     Schema,
     /// Print the configuration the gateway would run with (defaults, file, environment and
@@ -109,6 +114,22 @@ enum Command {
         /// Lifetime, e.g. `30m`, `12h`.
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: std::time::Duration,
+    },
+}
+
+#[derive(Subcommand)]
+enum CatalogAction {
+    /// Remove the generations every gateway has left (ScyllaDB: each load writes a whole new
+    /// generation; the old ones stay until this removes them): those superseded by a newer
+    /// published generation more than `--grace` ago, and loads that never finished and
+    /// started more than `--grace` ago. Never the current one or anything newer.
+    Gc {
+        /// How long a superseded generation is kept, e.g. `24h`, `30m`.
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        grace: std::time::Duration,
+        /// Only list what would be removed.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -194,6 +215,13 @@ async fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if let Some(Command::Catalog { action: CatalogAction::Gc { grace, dry_run } }) = &cli.command {
+        let report = store::collect_generations(&config.store, *grace, *dry_run)
+            .await
+            .context("removing old catalog generations")?;
+        println!("{report}");
+        return Ok(());
+    }
     if let Some(Command::Migrate) = &cli.command {
         println!("{}", store::migrate(&config.store).await.context("migrating the store's schema")?);
         return Ok(());
@@ -225,6 +253,7 @@ async fn main() -> anyhow::Result<()> {
             | Command::Config { .. }
             | Command::Migrate
             | Command::Reconcile { .. }
+            | Command::Catalog { .. }
             | Command::Keygen { .. }
             | Command::Token { .. },
         ) => {}

@@ -98,6 +98,40 @@ pub async fn reconcile(
     }
 }
 
+/// Removes the catalog generations superseded more than `grace` ago (`gateway catalog gc`;
+/// with `dry`, only says what it would remove); what it did, as one line per generation.
+pub async fn collect_generations(
+    config: &StoreConfig,
+    grace: std::time::Duration,
+    dry: bool,
+) -> Result<String, StoreError> {
+    match config {
+        StoreConfig::Embedded(_) => {
+            Ok("the embedded backend removes a replaced catalog itself when the new one is published"
+                .to_owned())
+        }
+        StoreConfig::Scylla(options) => {
+            let done = marquee_store_scylla::collect_generations(options, grace, dry).await?;
+            let mut lines = Vec::new();
+            let verb = if dry { "would remove" } else { "removed" };
+            for id in &done.removed {
+                lines.push(format!("generation {id}: {verb}"));
+            }
+            for (id, why) in &done.kept {
+                lines.push(format!("generation {id}: kept ({why})"));
+            }
+            lines.push(format!(
+                "{verb} {} generations ({} partitions) from keyspace {}; current generation {}",
+                done.removed.len(),
+                done.partitions,
+                options.keyspace,
+                done.current.map_or_else(|| "none".to_owned(), |id| id.to_string())
+            ));
+            Ok(lines.join("\n"))
+        }
+    }
+}
+
 /// The configured backend's bulk side (seed, import, export). Called on the runtime; the
 /// returned object's calls block and belong on the blocking pool.
 pub fn bulk(config: &StoreConfig) -> Box<dyn BulkLoad> {

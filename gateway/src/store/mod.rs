@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use marquee_store::Store;
 
-pub use backend::{bulk, migrate, open, reconcile};
+pub use backend::{bulk, collect_generations, migrate, open, reconcile};
 
 use crate::telemetry::Metrics;
 

@@ -14,9 +14,10 @@
 //! given keys, so a rerun of the same load (same source) reuses the unfinished generation and
 //! completes it; a different source starts a new one.
 
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use marquee_store::bulk::{BulkLoad, CatalogSink, ExportStats, Progress, TableWritten};
@@ -45,13 +46,6 @@ const READABLE_FORMATS: std::ops::RangeInclusive<i32> = 1..=FORMAT;
 /// `year` of the top partitions in `movies_by_genre_year` (no movie has a negative year).
 pub(crate) const TOP_YEAR: i32 = -1;
 
-/// Rows buffered before they are written.
-/// Rows buffered, across partitions, before every partition's rows are sent. A partition's
-/// rows go as soon as they fill a batch ([`BATCH_ROWS`]); this bounds the rest (at some 250
-/// bytes a row, about 30 MB), so rows of partitions that fill slowly still batch where the
-/// stream brings them together (a common search prefix, a recent year's browse order).
-const FLUSH_ROWS: usize = 131_072;
-
 /// Rows of one partition per unlogged batch.
 const BATCH_ROWS: usize = 64;
 
@@ -72,7 +66,7 @@ fn write_backoff() -> backon::ExponentialBuilder {
 /// `catalog_generations.state` of a generation whose every row is written.
 const PUBLISHED: &str = "published";
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
@@ -89,15 +83,7 @@ type GenerationRow =
 /// newest generation it does hold published, so a gateway never serves a load that is still
 /// being written or whose rows have not reached its data center. `None` when none is.
 pub(crate) async fn current_generation(cluster: &Cluster) -> Result<Option<Generation>, StoreError> {
-    let current = cluster
-        .prepare(Kind::Read, "SELECT generation FROM {keyspace}.catalog_state WHERE name = 'current'")
-        .await?;
-    let result = cluster.session.execute_unpaged(&current, ()).await.map_err(execution_error)?;
-    let Some((id,)) =
-        result.into_rows_result().map_err(driver_error)?.maybe_first_row::<(i64,)>().map_err(decode_error)?
-    else {
-        return Ok(None);
-    };
+    let Some(id) = current_id(cluster).await? else { return Ok(None) };
     let row = cluster
         .prepare(
             Kind::Read,
@@ -120,6 +106,17 @@ pub(crate) async fn current_generation(cluster: &Cluster) -> Result<Option<Gener
             newest_published(cluster).await
         }
     }
+}
+
+/// The generation `catalog_state` names current, if any.
+pub(crate) async fn current_id(cluster: &Cluster) -> Result<Option<i64>, StoreError> {
+    let current = cluster
+        .prepare(Kind::Read, "SELECT generation FROM {keyspace}.catalog_state WHERE name = 'current'")
+        .await?;
+    let result = cluster.session.execute_unpaged(&current, ()).await.map_err(execution_error)?;
+    let row =
+        result.into_rows_result().map_err(driver_error)?.maybe_first_row::<(i64,)>().map_err(decode_error)?;
+    Ok(row.map(|(id,)| id))
 }
 
 /// The newest generation this data center holds as published (a scan of a table of a few
@@ -278,6 +275,22 @@ async fn choose_generation(cluster: &Cluster, source: &str) -> Result<i64, Store
     })
 }
 
+/// How many items an earlier run of the load into `generation` wrote whole (0 if none).
+async fn items_written(cluster: &Cluster, generation: i64) -> Result<u64, StoreError> {
+    // At the read consistency: EACH_QUORUM is for writes (ScyllaDB refuses it for reads), and
+    // a LOCAL_QUORUM read sees what an EACH_QUORUM write acknowledged.
+    let statement = cluster
+        .prepare(Kind::Read, "SELECT items FROM {keyspace}.catalog_loads WHERE generation = ?")
+        .await?;
+    let result = cluster.session.execute_unpaged(&statement, (generation,)).await.map_err(execution_error)?;
+    let row = result
+        .into_rows_result()
+        .map_err(driver_error)?
+        .maybe_first_row::<(Option<i64>,)>()
+        .map_err(decode_error)?;
+    Ok(row.and_then(|(items,)| items).map_or(0, |items| items.max(0) as u64))
+}
+
 /// Prepared inserts of a load.
 struct Inserts {
     movie: PreparedStatement,
@@ -344,9 +357,29 @@ struct ScyllaSink {
     retried: Arc<std::sync::atomic::AtomicU64>,
     /// Rows and statements acknowledged, per table.
     written: Arc<Written>,
+    /// People and movies put so far; the item being put is number `items` (from 0).
+    items: u64,
+    /// Items an earlier run of this load had written whole (`catalog_loads`): their rows
+    /// are not sent again.
+    resume_from: u64,
+    /// Whether the item being put is one of those.
+    skipping: bool,
+    /// Writes in flight of the rows sent since the last full flush.
+    open_epoch: Arc<AtomicUsize>,
+    /// Spans ended by a full flush: every row of the items before `.0` is sent, `.1` of
+    /// those writes are still in flight. Oldest first.
+    closed_epochs: VecDeque<(u64, Arc<AtomicUsize>)>,
+    /// The item count last saved to `catalog_loads`.
+    saved_items: u64,
+    save_progress: Arc<PreparedStatement>,
     /// Rows waiting to be written, by (table, partition): same-partition rows batch together.
     pending: HashMap<(Table, String), Vec<Vec<CqlValue>>>,
     pending_rows: usize,
+    /// `[store] load_buffer_rows`: a partition's rows go as soon as they fill a batch
+    /// ([`BATCH_ROWS`]); up to this many wait for theirs to fill, so rows of partitions that
+    /// fill slowly still batch where the stream brings them together (a common search
+    /// prefix, a recent year's browse order).
+    buffer_rows: usize,
     stats: CatalogStats,
     genre_movies: [u64; GENRES.len()],
     years: BTreeSet<u16>,
@@ -393,6 +426,17 @@ impl ScyllaSink {
             )
             .await?,
         };
+        let save_progress =
+            bulk("INSERT INTO {keyspace}.catalog_loads (generation, items, updated_at) VALUES (?, ?, ?)")
+                .await?;
+        let resume_from = items_written(&cluster, generation).await?;
+        if resume_from > 0 {
+            tracing::info!(
+                generation,
+                items = resume_from,
+                "an earlier run of this load wrote its first people and movies whole: their rows are not written again"
+            );
+        }
         tracing::info!(generation, source, keyspace = %options.keyspace, "loading a catalog generation");
         Ok(ScyllaSink {
             cluster: Arc::new(cluster),
@@ -405,8 +449,16 @@ impl ScyllaSink {
             writes: tokio::task::JoinSet::new(),
             retried: Arc::default(),
             written,
+            items: 0,
+            resume_from,
+            skipping: false,
+            open_epoch: Arc::default(),
+            closed_epochs: VecDeque::new(),
+            saved_items: resume_from,
+            save_progress: Arc::new(save_progress),
             pending: HashMap::new(),
             pending_rows: 0,
+            buffer_rows: options.load_buffer_rows,
             stats: CatalogStats::default(),
             genre_movies: [0; GENRES.len()],
             years: BTreeSet::new(),
@@ -415,6 +467,9 @@ impl ScyllaSink {
     }
 
     fn push(&mut self, table: Table, partition: String, row: Vec<CqlValue>) -> Result<(), StoreError> {
+        if self.skipping {
+            return Ok(());
+        }
         let rows = self.pending.entry((table, partition)).or_default();
         rows.push(row);
         if rows.len() == BATCH_ROWS {
@@ -425,7 +480,7 @@ impl ScyllaSink {
         } else {
             self.pending_rows += 1;
         }
-        if self.pending_rows >= FLUSH_ROWS {
+        if self.pending_rows >= self.buffer_rows {
             self.flush()?;
         }
         Ok(())
@@ -473,7 +528,10 @@ impl ScyllaSink {
             }
             self.collect_finished()?;
         }
-        Ok(())
+        // Every row of the items before this one is sent.
+        let epoch = std::mem::take(&mut self.open_epoch);
+        self.closed_epochs.push_back((self.items, epoch));
+        self.collect_finished()
     }
 
     /// Sends one partition's rows (at most [`BATCH_ROWS`]) once a permit is free.
@@ -484,12 +542,14 @@ impl ScyllaSink {
         let permit =
             self.runtime.block_on(self.in_flight.clone().acquire_owned()).map_err(|_| StoreError::Closed)?;
         let (cluster, inserts) = (self.cluster.clone(), self.inserts.clone());
-        let (retried, written) = (self.retried.clone(), self.written.clone());
+        let (retried, written, epoch) = (self.retried.clone(), self.written.clone(), self.open_epoch.clone());
+        epoch.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.writes.spawn_on(
             async move {
                 let _permit = permit;
                 write_chunk(&cluster, inserts.statement(table), &chunk, &retried).await?;
                 written.add(table, chunk.len());
+                epoch.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 Ok(())
             },
             &self.runtime,
@@ -502,7 +562,38 @@ impl ScyllaSink {
         while let Some(ended) = self.writes.try_join_next() {
             ended.map_err(|e| StoreError::backend(crate::session::ScyllaError::Driver(e.to_string())))??;
         }
+        self.save_progress();
         Ok(())
+    }
+
+    /// Saves how many items are written whole, once a flushed span's writes have all landed
+    /// (and every span's before it). A save that fails is only logged: a rerun then rewrites
+    /// a little more.
+    fn save_progress(&mut self) {
+        let mut written = None;
+        while let Some((items, in_flight)) = self.closed_epochs.front() {
+            if in_flight.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+                break;
+            }
+            written = Some(*items);
+            self.closed_epochs.pop_front();
+        }
+        let Some(items) = written.filter(|&items| items > self.saved_items) else { return };
+        self.saved_items = items;
+        let (cluster, statement, generation) =
+            (self.cluster.clone(), self.save_progress.clone(), self.generation);
+        // Client-side timestamps follow the order saves are sent in, so a later count wins
+        // even if an earlier save lands after it.
+        self.writes.spawn_on(
+            async move {
+                let values = (generation, items as i64, now_ms());
+                if let Err(error) = cluster.session.execute_unpaged(&statement, values).await {
+                    tracing::warn!(%error, items, "saving the load's progress failed; a rerun rewrites more");
+                }
+                Ok(())
+            },
+            &self.runtime,
+        );
     }
 
     /// Waits for every write sent; the first failure.
@@ -552,6 +643,15 @@ async fn write_chunk(
         .await
 }
 
+/// [`write_chunk`] for writes outside a load (removing a generation).
+pub(crate) async fn write_with_retries(
+    cluster: &Cluster,
+    statement: &PreparedStatement,
+    chunk: &[Vec<CqlValue>],
+) -> Result<(), StoreError> {
+    write_chunk(cluster, statement, chunk, &std::sync::atomic::AtomicU64::new(0)).await
+}
+
 fn big(v: u64) -> CqlValue {
     CqlValue::BigInt(v as i64)
 }
@@ -562,13 +662,17 @@ fn int(v: impl Into<i32>) -> CqlValue {
 
 impl CatalogSink for ScyllaSink {
     fn put_person(&mut self, person: &Person) -> Result<(), StoreError> {
+        self.skipping = self.items < self.resume_from;
         let row =
             vec![CqlValue::BigInt(self.generation), big(person.id.0), CqlValue::Blob(encode_body(person)?)];
         self.stats.people += 1;
-        self.push(Table::Person, person.id.0.to_string(), row)
+        self.push(Table::Person, person.id.0.to_string(), row)?;
+        self.items += 1;
+        Ok(())
     }
 
     fn put_movie(&mut self, record: &MovieRecord) -> Result<(), StoreError> {
+        self.skipping = self.items < self.resume_from;
         let movie = &record.movie;
         let id = movie.id.0;
         let generation = CqlValue::BigInt(self.generation);
@@ -623,10 +727,12 @@ impl CatalogSink for ScyllaSink {
         }
         self.years.insert(movie.year.unwrap_or(0));
         self.stats.movies += 1;
+        self.items += 1;
         Ok(())
     }
 
     fn finish(mut self: Box<Self>) -> Result<CatalogStats, StoreError> {
+        self.skipping = false;
         self.write_top()?;
         self.flush()?;
         self.drain()?;

@@ -20,6 +20,7 @@
 
 mod bulk;
 mod catalog;
+mod gc;
 mod lease;
 mod options;
 mod ranged;
@@ -41,6 +42,7 @@ use marquee_store::{
 use tokio::task::JoinHandle;
 
 pub use bulk::ScyllaBulk;
+pub use gc::{Collected, collect_generations};
 pub use options::{Consistency, ScyllaOptions};
 pub use schema::{MigrationReport, SCHEMA_VERSION, migrate};
 pub use session::ScyllaError;

@@ -84,6 +84,12 @@ pub struct ScyllaOptions {
     pub page_size: u32,
     /// Concurrent writes while loading a catalog.
     pub load_concurrency: usize,
+    /// Rows a catalog load buffers while waiting for their partitions to fill a batch (at
+    /// some 250 bytes a row, 131,072 is about 30 MB). When the buffer is full every
+    /// partition's rows are sent, and the load's progress (what a rerun skips) moves to the
+    /// people and movies that came before: a smaller buffer batches less and records
+    /// progress more often.
+    pub load_buffer_rows: usize,
     /// Wait for schema agreement after schema changes (on for real clusters; a single-node
     /// stand-in never reports it).
     pub await_schema_agreement: bool,
@@ -129,6 +135,7 @@ impl Default for ScyllaOptions {
             max_in_flight: 1_024,
             page_size: 1_000,
             load_concurrency: 256,
+            load_buffer_rows: 131_072,
             await_schema_agreement: true,
             reconcile_interval_ms: 1_000,
             catalog_poll_ms: 10_000,
@@ -212,8 +219,15 @@ impl ScyllaOptions {
                     .into(),
             );
         }
-        if self.max_in_flight == 0 || self.page_size == 0 || self.load_concurrency == 0 {
-            return Err("store.max_in_flight, page_size and load_concurrency must be above 0".into());
+        if self.max_in_flight == 0
+            || self.page_size == 0
+            || self.load_concurrency == 0
+            || self.load_buffer_rows == 0
+        {
+            return Err(
+                "store.max_in_flight, page_size, load_concurrency and load_buffer_rows must be above 0"
+                    .into(),
+            );
         }
         Ok(())
     }

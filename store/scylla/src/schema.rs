@@ -56,10 +56,15 @@ const MIGRATIONS: &[Migration] = &[
         cql: include_str!("../schema/0004_rating_log_marks.cql"),
     },
     Migration { version: 5, name: "0005_late_rows", cql: include_str!("../schema/0005_late_rows.cql") },
+    Migration {
+        version: 6,
+        name: "0006_load_progress",
+        cql: include_str!("../schema/0006_load_progress.cql"),
+    },
 ];
 
 /// The version this build migrates a keyspace to; it serves from this one or the next.
-pub const SCHEMA_VERSION: i32 = 5;
+pub const SCHEMA_VERSION: i32 = 6;
 
 /// Users' tables: deletes happen there, so their tombstones must not be purged before a
 /// repair (ScyllaDB's `tombstone_gc` repair mode).

@@ -255,8 +255,12 @@ impl Cluster {
     /// Waits for a slot among the requests in flight; the slot is held, and the statement
     /// counted in the calling store call (`marquee_store::statements`), until it is dropped.
     pub(crate) async fn slot(&self) -> Result<Slot<'_>, StoreError> {
+        // Counted before waiting for the slot: statements a call sends together are all
+        // counted on their first poll, before any of them can finish, so they are one round
+        // trip even when the runtime's budget makes some wait for a later poll.
+        let sent = statements::sent();
         let permit = self.slots.acquire().await.map_err(|_| StoreError::Closed)?;
-        Ok(Slot { _permit: permit, _sent: statements::sent() })
+        Ok(Slot { _permit: permit, _sent: sent })
     }
 
     /// [`StoreError::Closed`] once the store is closed.
