@@ -11,6 +11,11 @@
 //! the call's others is in flight starts a new round trip; statements sent together (a
 //! dataloader batch read concurrently) share one. A call that needs many sequential round
 //! trips is slow however fast each statement is, which is why both are bounded by tests.
+//!
+//! A statement counts once however often the driver sends it (its retries and speculative
+//! executions are the driver's own figures), and a statement is in flight from when it asks
+//! for a slot of the backend's in-flight bound, so statements a call sends together count as
+//! one round trip even when some wait for a slot.
 
 use std::future::Future;
 use std::sync::Arc;

@@ -6,13 +6,15 @@
 //! backoff (every write is an idempotent upsert). Rows of one partition that arrive together
 //! go as one unlogged batch (never a batch across partitions). Only when every write is acknowledged does `finish` publish the
 //! generation (its row, then `catalog_state.current`); gateways resolve the current generation
-//! once at start, so a failed or partial load is never served. Every write of a load, and the
+//! at start and again every `catalog_poll_ms`, so a failed or partial load is never served. Every write of a load, and the
 //! publication, is at `[store] load_consistency` (EACH_QUORUM): acknowledged by a quorum of
 //! every data center, so when another region reads `current` at LOCAL_QUORUM the rows are
 //! there too; and a gateway checks the generation's state before serving it (see
 //! [`current_generation`]). Every write is an upsert of
 //! given keys, so a rerun of the same load (same source) reuses the unfinished generation and
-//! completes it; a different source starts a new one.
+//! completes it, skipping what it had written whole (`catalog_loads`), as long as no other
+//! load was published since; a different source starts a new one. Old generations are
+//! removed by `gateway catalog gc` (see `gc`).
 
 use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::path::Path;
@@ -64,7 +66,10 @@ fn write_backoff() -> backon::ExponentialBuilder {
 }
 
 /// `catalog_generations.state` of a generation whose every row is written.
-const PUBLISHED: &str = "published";
+pub(crate) const PUBLISHED: &str = "published";
+
+/// `catalog_generations.state` of a generation being loaded (or whose load stopped).
+pub(crate) const BUILDING: &str = "building";
 
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
@@ -250,23 +255,33 @@ impl BulkLoad for ScyllaBulk {
 
 /// The generation a load writes into: the unfinished one of the same source, or a new one.
 async fn choose_generation(cluster: &Cluster, source: &str) -> Result<i64, StoreError> {
-    let statement = format!("SELECT generation, source, state FROM {}.catalog_generations", cluster.keyspace);
+    let statement =
+        format!("SELECT generation, source, state, format FROM {}.catalog_generations", cluster.keyspace);
     let result = cluster.session.query_unpaged(statement, ()).await.map_err(execution_error)?;
     let mut newest = 0;
+    let mut newest_published = 0;
     let mut resumable = None;
     for row in result
         .into_rows_result()
         .map_err(driver_error)?
-        .rows::<(i64, Option<String>, Option<String>)>()
+        .rows::<(i64, Option<String>, Option<String>, Option<i32>)>()
         .map_err(decode_error)?
     {
-        let (generation, row_source, state) = row.map_err(decode_error)?;
+        let (generation, row_source, state, format) = row.map_err(decode_error)?;
         newest = newest.max(generation);
-        if state.as_deref() == Some("building") && row_source.as_deref() == Some(source) {
-            resumable = Some(resumable.map_or(generation, |g: i64| g.max(generation)));
+        match state.as_deref() {
+            Some(PUBLISHED) => newest_published = newest_published.max(generation),
+            // Rows written by a build of another format are not this build's to complete.
+            Some(BUILDING) if row_source.as_deref() == Some(source) && format == Some(FORMAT) => {
+                resumable = Some(resumable.map_or(generation, |g: i64| g.max(generation)));
+            }
+            // `removing` (see `gc`) and anything else is never written into again.
+            _ => {}
         }
     }
-    Ok(match resumable {
+    // Only a generation newer than every published one is resumed: publishing an older one
+    // would move `current` backwards, behind a load that finished after it.
+    Ok(match resumable.filter(|&g| g > newest_published) {
         Some(generation) => {
             tracing::info!(generation, source, "completing an unfinished load of the same source");
             generation
@@ -405,7 +420,7 @@ impl ScyllaSink {
             )
             .await?;
         let started_at = now_ms();
-        let values = (generation, source, "building", FORMAT, started_at);
+        let values = (generation, source, BUILDING, FORMAT, started_at);
         cluster.session.execute_unpaged(&record, values).await.map_err(execution_error)?;
         let bulk = |cql: &'static str| cluster.prepare(Kind::Bulk, cql);
         let inserts = Inserts {
@@ -580,10 +595,12 @@ impl ScyllaSink {
         }
         let Some(items) = written.filter(|&items| items > self.saved_items) else { return };
         self.saved_items = items;
-        let (cluster, statement, generation) =
-            (self.cluster.clone(), self.save_progress.clone(), self.generation);
-        // Client-side timestamps follow the order saves are sent in, so a later count wins
-        // even if an earlier save lands after it.
+        let (cluster, generation) = (self.cluster.clone(), self.generation);
+        // The count is the write's timestamp, so a larger count wins whichever save lands
+        // last (the driver stamps each attempt when it is sent, and saves can overtake each
+        // other); a removal (`gc`) is stamped with the time and wins over every save.
+        let mut statement = (*self.save_progress).clone();
+        statement.set_timestamp(Some(i64::try_from(items).unwrap_or(i64::MAX)));
         self.writes.spawn_on(
             async move {
                 let values = (generation, items as i64, now_ms());

@@ -1,5 +1,6 @@
-//! Catalog reads, one method per access path. Every read names the generation resolved when
-//! the store opened, so a gateway serves one whole catalog until it restarts. Batches are
+//! Catalog reads, one method per access path. Every call reads the one generation the store
+//! serves when it starts (a newly published one replaces it between calls), so a call never
+//! mixes two catalogs. Batches are
 //! concurrent single-partition reads (token-aware), never a multi-partition `IN`.
 
 use std::sync::Arc;

@@ -1,22 +1,31 @@
 //! Removing catalog generations nobody serves any more (`gateway catalog gc`).
 //!
 //! Every load writes a whole new generation (tens of GB at 5M movies, times the replication
-//! factor and the data centers), and nothing else removes the old ones. A generation is
-//! removed when it is neither the current one nor newer than it (a load in progress), and
-//! either a newer generation was published more than `grace` ago (every gateway follows
-//! `catalog_state` within seconds, so none serves it by then) or it is a load that never
-//! finished and started more than `grace` ago (a rerun of the same load would have resumed
-//! it).
+//! factor and the data centers), and nothing else removes the old ones. Which go:
 //!
-//! Its rows are found by scanning each catalog table's partition keys (`SELECT DISTINCT`,
-//! paged by the driver) and removed a partition at a time, at the load's consistency, with
-//! the load's concurrency and retries. A partition delete is one tombstone whatever the
-//! partition holds; ScyllaDB drops it and the data under it at the first compaction after the
-//! table's `gc_grace_seconds` (10 days by default, [its tombstone docs][ts]), so the disk comes
-//! back then, not at once. The generation's row in `catalog_generations` goes last, so a
-//! removal that stops part way is finished by running it again.
+//! - older than the current one, once the current one has been published for `grace`
+//!   (every gateway follows `catalog_state` within `catalog_poll_ms`, so by then none serves
+//!   an older one);
+//! - newer than the current one only if it is a load that never finished and started more
+//!   than `grace` ago;
+//! - never the current one.
 //!
-//! [ts]: https://opensource.docs.scylladb.com/stable/kb/garbage-collection-ics.html
+//! A removed generation is first marked `removing` (no rerun resumes it, no gateway serves
+//! it) and its load progress deleted. Then one scan of each catalog table's partition keys
+//! (`SELECT DISTINCT`, paged by the driver, at LOCAL_QUORUM) deletes, as it goes, every
+//! partition of a removed generation, and of any generation older than the current one that
+//! is no longer listed at all (left by a removal or a load that stopped), at the load's
+//! consistency with its concurrency and retries. The generations' rows go last, so a removal
+//! that stops part way is finished by running it again.
+//!
+//! A partition delete is one tombstone whatever the partition holds. Compaction drops it and
+//! the data under it once it is droppable: after `gc_grace_seconds` (10 days by default) on a
+//! vnodes keyspace, after the next repair on a tablets keyspace (whose default
+//! `tombstone_gc` mode is `repair`) ([tombstones][ts], [`tombstone_gc`][ddl]); the disk comes
+//! back then, not at once.
+//!
+//! [ts]: https://docs.scylladb.com/manual/stable/kb/tombstones-flush.html
+//! [ddl]: https://docs.scylladb.com/manual/stable/cql/ddl.html
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -26,7 +35,7 @@ use futures::TryStreamExt;
 use marquee_store::StoreError;
 use scylla::value::CqlValue;
 
-use crate::bulk::write_with_retries;
+use crate::bulk::{BUILDING, write_with_retries};
 use crate::options::ScyllaOptions;
 use crate::schema;
 use crate::session::{Cluster, Kind, decode_error, driver_error, execution_error};
@@ -52,6 +61,9 @@ pub struct Collected {
     pub kept: Vec<(i64, String)>,
     /// Partitions deleted (counted, not deleted, when dry).
     pub partitions: u64,
+    /// Of those, partitions of generations no longer listed (left by a removal that stopped
+    /// or a load that failed before its row was written), older than the current one.
+    pub orphaned: u64,
 }
 
 /// A generation's row as a collection sees it.
@@ -61,6 +73,9 @@ struct Listed {
     started_at: i64,
     published_at: Option<i64>,
 }
+
+/// `catalog_generations.state` of a generation being removed: never resumed, never served.
+const REMOVING: &str = "removing";
 
 /// Removes (with `dry`: only lists) the generations past `grace` (see the module docs).
 pub async fn collect_generations(
@@ -74,55 +89,95 @@ pub async fn collect_generations(
     let listed = list_generations(&cluster).await?;
     let now = crate::bulk::now_ms();
     let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+    let current_row = listed.iter().find(|g| Some(g.id) == current);
     let mut collected = Collected { current, ..Collected::default() };
     let mut doomed = Vec::new();
     for generation in &listed {
-        match why_kept(generation, current, &listed, now, grace_ms) {
+        match why_kept(generation, current_row, now, grace_ms) {
             Some(reason) => collected.kept.push((generation.id, reason)),
             None => doomed.push(generation.id),
         }
     }
-    for id in doomed {
-        collected.partitions += remove_generation(&cluster, options, id, dry).await?;
-        collected.removed.push(id);
+    let Some(current) = current else { return Ok(collected) };
+    if !dry {
+        for &id in &doomed {
+            // First, so no rerun resumes it and no gateway serves it from here on; then its
+            // progress, so nothing would skip rows this removal deletes.
+            let mark = cluster
+                .prepare(
+                    Kind::Bulk,
+                    "INSERT INTO {keyspace}.catalog_generations (generation, state) VALUES (?, ?)",
+                )
+                .await?;
+            write_with_retries(
+                &cluster,
+                &mark,
+                &[vec![CqlValue::BigInt(id), CqlValue::Text(REMOVING.into())]],
+            )
+            .await?;
+            let progress = cluster
+                .prepare(Kind::Bulk, "DELETE FROM {keyspace}.catalog_loads WHERE generation = ?")
+                .await?;
+            write_with_retries(&cluster, &progress, &[vec![CqlValue::BigInt(id)]]).await?;
+        }
     }
+    let listed_ids: HashSet<i64> = listed.iter().map(|g| g.id).collect();
+    let doomed_ids: HashSet<i64> = doomed.iter().copied().collect();
+    let remove = |generation: i64| {
+        if doomed_ids.contains(&generation) {
+            Some(false)
+        } else if !listed_ids.contains(&generation) && generation < current {
+            Some(true)
+        } else {
+            None
+        }
+    };
+    for (table, key) in TABLES {
+        let (partitions, orphaned) = sweep(&cluster, options, table, key, &remove, dry).await?;
+        tracing::info!(table, partitions, orphaned, dry, "removed old generations' partitions");
+        collected.partitions += partitions;
+        collected.orphaned += orphaned;
+    }
+    if !dry {
+        let row = cluster
+            .prepare(Kind::Bulk, "DELETE FROM {keyspace}.catalog_generations WHERE generation = ?")
+            .await?;
+        for &id in &doomed {
+            write_with_retries(&cluster, &row, &[vec![CqlValue::BigInt(id)]]).await?;
+            tracing::info!(generation = id, "removed a catalog generation");
+        }
+    }
+    collected.removed = doomed;
     Ok(collected)
 }
 
-/// Why `generation` stays, or `None` when it goes.
-fn why_kept(
-    generation: &Listed,
-    current: Option<i64>,
-    all: &[Listed],
-    now: i64,
-    grace_ms: i64,
-) -> Option<String> {
-    let Some(current) = current else { return Some("no generation is current".into()) };
-    if generation.id == current {
+/// Why `generation` stays, or `None` when it goes. `current` is the current generation's row.
+fn why_kept(generation: &Listed, current: Option<&Listed>, now: i64, grace_ms: i64) -> Option<String> {
+    let Some(current) = current else {
+        return Some("the current generation is not listed here; nothing is removed".into());
+    };
+    let state = generation.state.as_deref();
+    if generation.id == current.id {
         return Some("served now".into());
     }
-    if generation.id > current {
-        return Some("newer than the current one (a load in progress or not yet switched to)".into());
+    if state == Some(REMOVING) {
+        return None;
     }
-    if generation.state.as_deref() == Some("published") {
-        // Superseded when the next newer published generation was published.
-        let superseded = all
-            .iter()
-            .filter(|g| g.id > generation.id && g.state.as_deref() == Some("published"))
-            .filter_map(|g| g.published_at)
-            .min();
-        return match superseded {
-            Some(at) if now.saturating_sub(at) > grace_ms => None,
-            Some(at) => {
-                Some(format!("superseded {} s ago, within the grace period", (now - at).max(0) / 1000))
-            }
-            None => Some("no newer generation is published".into()),
+    if generation.id > current.id {
+        return match state {
+            Some(BUILDING) if now.saturating_sub(generation.started_at) > grace_ms => None,
+            _ => Some("newer than the current one (a load in progress, or not switched to)".into()),
         };
     }
-    if now.saturating_sub(generation.started_at) > grace_ms {
-        None
-    } else {
-        Some("an unfinished load started within the grace period (a rerun resumes it)".into())
+    // Older than the current one: every gateway has left it once the current one has been
+    // published for the grace period (they follow `current` within `catalog_poll_ms`).
+    match current.published_at {
+        Some(at) if now.saturating_sub(at) > grace_ms => None,
+        Some(at) => Some(format!(
+            "the current generation was published {} s ago, within the grace period",
+            now.saturating_sub(at) / 1000
+        )),
+        None => Some("the current generation has no publication time here".into()),
     }
 }
 
@@ -144,30 +199,31 @@ async fn list_generations(cluster: &Cluster) -> Result<Vec<Listed>, StoreError> 
     Ok(listed)
 }
 
-/// Deletes every partition of `generation` (counts them when `dry`), then its rows in
-/// `catalog_loads` and `catalog_generations`; the partitions it found.
-async fn remove_generation(
+/// Deletes (counts, when `dry`) every partition of `table` whose generation `remove` names
+/// (`Some(orphaned)`), as the scan of the table's partition keys finds them (`SELECT
+/// DISTINCT`, or, on a CQL server without it, the stand-in, a scan of the rows), with
+/// `load_concurrency` deletes in flight; (partitions, orphaned ones).
+async fn sweep(
     cluster: &Arc<Cluster>,
     options: &ScyllaOptions,
-    generation: i64,
+    table: &str,
+    key: &str,
+    remove: &impl Fn(i64) -> Option<bool>,
     dry: bool,
-) -> Result<u64, StoreError> {
-    let mut found = 0;
-    for (table, key) in TABLES {
-        let partitions = partitions_of(cluster, table, key, generation).await?;
-        found += partitions.len() as u64;
-        tracing::info!(
-            generation,
-            table,
-            partitions = partitions.len(),
-            dry,
-            "removing a generation's partitions"
-        );
-        if dry {
-            continue;
+) -> Result<(u64, u64), StoreError> {
+    let select = format!("SELECT DISTINCT generation, {key} FROM {{keyspace}}.{table}");
+    // Read at LOCAL_QUORUM (EACH_QUORUM is for writes): a load writes every partition to a
+    // quorum of each data center, so the local one lists them.
+    let (statement, distinct) = match cluster.prepare(Kind::Read, &select).await {
+        Ok(statement) => (statement, true),
+        Err(error) => {
+            tracing::warn!(%error, table, "SELECT DISTINCT refused: scanning every row instead");
+            (cluster.prepare(Kind::Read, &select.replace("DISTINCT ", "")).await?, false)
         }
-        let condition: Vec<String> = key.split(", ").map(|column| format!("{column} = ?")).collect();
-        let delete = cluster
+    };
+    let condition: Vec<String> = key.split(", ").map(|column| format!("{column} = ?")).collect();
+    let delete = Arc::new(
+        cluster
             .prepare(
                 Kind::Bulk,
                 &format!(
@@ -175,54 +231,8 @@ async fn remove_generation(
                     condition.join(" AND ")
                 ),
             )
-            .await?;
-        let delete = Arc::new(delete);
-        let permits = Arc::new(tokio::sync::Semaphore::new(options.load_concurrency));
-        let mut deletes = tokio::task::JoinSet::new();
-        for values in partitions {
-            let permit = permits.clone().acquire_owned().await.map_err(|_| StoreError::Closed)?;
-            let (cluster, delete) = (cluster.clone(), delete.clone());
-            deletes.spawn(async move {
-                let _permit = permit;
-                write_with_retries(&cluster, &delete, &[values]).await
-            });
-            while let Some(ended) = deletes.try_join_next() {
-                ended.map_err(driver_error)??;
-            }
-        }
-        while let Some(ended) = deletes.join_next().await {
-            ended.map_err(driver_error)??;
-        }
-    }
-    if !dry {
-        for cql in [
-            "DELETE FROM {keyspace}.catalog_loads WHERE generation = ?",
-            "DELETE FROM {keyspace}.catalog_generations WHERE generation = ?",
-        ] {
-            let statement = cluster.prepare(Kind::Bulk, cql).await?;
-            write_with_retries(cluster, &statement, &[vec![CqlValue::BigInt(generation)]]).await?;
-        }
-        tracing::info!(generation, partitions = found, "removed a catalog generation");
-    }
-    Ok(found)
-}
-
-/// The partition keys of `generation` in `table` (each with `generation` first): a scan of
-/// the table's partitions (`SELECT DISTINCT`), or, on a CQL server without `DISTINCT` (the
-/// stand-in), of its rows.
-async fn partitions_of(
-    cluster: &Cluster,
-    table: &str,
-    key: &str,
-    generation: i64,
-) -> Result<Vec<Vec<CqlValue>>, StoreError> {
-    let select = format!("SELECT DISTINCT generation, {key} FROM {{keyspace}}.{table}");
-    // Read at LOCAL_QUORUM (EACH_QUORUM is for writes): the load wrote every partition to a
-    // quorum of each data center, so the local one lists them all.
-    let statement = match cluster.prepare(Kind::Read, &select).await {
-        Ok(statement) => statement,
-        Err(_) => cluster.prepare(Kind::Read, &select.replace("DISTINCT ", "")).await?,
-    };
+            .await?,
+    );
     let rows = cluster
         .session
         .execute_iter(statement, ())
@@ -230,14 +240,36 @@ async fn partitions_of(
         .map_err(driver_error)?
         .rows_stream::<scylla::value::Row>()
         .map_err(decode_error)?;
-    let mut seen = HashSet::new();
-    let mut partitions = Vec::new();
     let mut rows = std::pin::pin!(rows);
+    let permits = Arc::new(tokio::sync::Semaphore::new(options.load_concurrency));
+    let mut deletes = tokio::task::JoinSet::new();
+    // Without DISTINCT a partition comes once per row: only the doomed ones are remembered.
+    let mut seen = HashSet::new();
+    let (mut partitions, mut orphaned) = (0, 0);
     while let Some(row) = rows.try_next().await.map_err(driver_error)? {
         let values: Vec<CqlValue> = row.columns.into_iter().map(|c| c.unwrap_or(CqlValue::Empty)).collect();
-        if values.first() == Some(&CqlValue::BigInt(generation)) && seen.insert(format!("{values:?}")) {
-            partitions.push(values);
+        let Some(CqlValue::BigInt(generation)) = values.first() else { continue };
+        let Some(orphan) = remove(*generation) else { continue };
+        if !distinct && !seen.insert(format!("{values:?}")) {
+            continue;
+        }
+        partitions += 1;
+        orphaned += u64::from(orphan);
+        if dry {
+            continue;
+        }
+        let permit = permits.clone().acquire_owned().await.map_err(|_| StoreError::Closed)?;
+        let (cluster, delete) = (cluster.clone(), delete.clone());
+        deletes.spawn(async move {
+            let _permit = permit;
+            write_with_retries(&cluster, &delete, &[values]).await
+        });
+        while let Some(ended) = deletes.try_join_next() {
+            ended.map_err(driver_error)??;
         }
     }
-    Ok(partitions)
+    while let Some(ended) = deletes.join_next().await {
+        ended.map_err(driver_error)??;
+    }
+    Ok((partitions, orphaned))
 }

@@ -31,7 +31,6 @@
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures::TryStreamExt;
 use futures::future::try_join_all;
 use marquee_store::plan;
 use marquee_store::{
@@ -874,22 +873,32 @@ impl Users<'_> {
         Ok(())
     }
 
-    /// One bucket's (score sum, ratings) counted from its rating rows.
+    /// One bucket's (score sum, ratings) counted from its rating rows, a page at a time (each
+    /// page a statement of its own, in a slot of its own).
     async fn derive(&self, movie: i64, bucket: i32) -> Result<(i64, i64), StoreError> {
-        let _slot = self.cluster.slot().await?;
-        let rows = self
-            .cluster
-            .session
-            .execute_iter(self.statements.bucket_scores.clone(), (movie, bucket))
-            .await
-            .map_err(driver_error)?
-            .rows_stream::<(i32,)>()
-            .map_err(decode_error)?;
-        rows.try_fold((0i64, 0i64), |(sum, count), (score,)| async move {
-            Ok((sum + i64::from(score), count + 1))
-        })
-        .await
-        .map_err(driver_error)
+        let (mut sum, mut count) = (0i64, 0i64);
+        let mut paging = scylla::response::PagingState::start();
+        loop {
+            let (result, next) = {
+                let _slot = self.cluster.slot().await?;
+                self.cluster
+                    .session
+                    .execute_single_page(&self.statements.bucket_scores, (movie, bucket), paging)
+                    .await
+                    .map_err(execution_error)?
+            };
+            for row in
+                result.into_rows_result().map_err(driver_error)?.rows::<(i32,)>().map_err(decode_error)?
+            {
+                let (score,) = row.map_err(decode_error)?;
+                sum += i64::from(score);
+                count += 1;
+            }
+            match next {
+                scylla::response::PagingStateResponse::HasMorePages { state } => paging = state,
+                scylla::response::PagingStateResponse::NoMorePages => return Ok((sum, count)),
+            }
+        }
     }
 
     /// Whether one bucket's totals row equals the count of its rating rows, as this data

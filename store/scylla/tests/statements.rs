@@ -352,6 +352,25 @@ async fn superseded_generations_are_removed_after_their_grace() {
     assert_eq!(movie_rows(&options, current).await, 300, "the current generation is untouched");
     let again = collect_generations(&options, std::time::Duration::ZERO, false).await.expect("gc again");
     assert!(again.removed.is_empty() && again.kept.len() == 1, "{again:?}");
+
+    // A partition of a generation nobody lists (a removal or a load that stopped before its
+    // row was written) is swept too; one of a newer unlisted generation is not.
+    execute(
+        &options,
+        "INSERT INTO {ks}.movies_by_id (generation, movie, body) VALUES (?, ?, ?)",
+        (current - 1, 1i64, vec![0u8]),
+    )
+    .await;
+    execute(
+        &options,
+        "INSERT INTO {ks}.movies_by_id (generation, movie, body) VALUES (?, ?, ?)",
+        (current + 5, 1i64, vec![0u8]),
+    )
+    .await;
+    let swept = collect_generations(&options, std::time::Duration::ZERO, false).await.expect("sweep");
+    assert_eq!((swept.partitions, swept.orphaned), (1, 1), "{swept:?}");
+    assert_eq!(movie_rows(&options, current - 1).await, 0);
+    assert_eq!(movie_rows(&options, current + 5).await, 1);
     // The store still serves its generation whole.
     let ids: Vec<MovieId> = (1..=300).map(MovieId).collect();
     assert!(store.movies(&ids).await.expect("movies").iter().all(Option::is_some));
@@ -359,13 +378,26 @@ async fn superseded_generations_are_removed_after_their_grace() {
     assert_eq!(page.expect("browse").items.len(), 100);
 }
 
-/// How many of the first 300 movies `generation` holds in `movies_by_id`.
-async fn movie_rows(options: &ScyllaOptions, generation: i64) -> usize {
-    let session = scylla::client::session_builder::SessionBuilder::new()
+/// A session of its own on the cluster under test, outside the store.
+async fn session(options: &ScyllaOptions) -> scylla::client::session::Session {
+    scylla::client::session_builder::SessionBuilder::new()
         .known_nodes(&options.contact_points)
         .build()
         .await
-        .expect("session");
+        .expect("session")
+}
+
+/// Runs `cql` (`{ks}` is the keyspace) outside the store, as an operator or a stopped
+/// process would have.
+async fn execute(options: &ScyllaOptions, cql: &str, values: impl scylla::serialize::row::SerializeRow) {
+    let session = session(options).await;
+    let statement = session.prepare(cql.replace("{ks}", &options.keyspace)).await.expect("prepare");
+    session.execute_unpaged(&statement, values).await.expect("execute");
+}
+
+/// How many of the first 300 movies `generation` holds in `movies_by_id`.
+async fn movie_rows(options: &ScyllaOptions, generation: i64) -> usize {
+    let session = session(options).await;
     let select =
         format!("SELECT body FROM {}.movies_by_id WHERE generation = ? AND movie = ?", options.keyspace);
     let select = session.prepare(select).await.expect("prepare");
@@ -375,4 +407,54 @@ async fn movie_rows(options: &ScyllaOptions, generation: i64) -> usize {
         found += rows.into_rows_result().expect("rows").rows_num();
     }
     found
+}
+
+/// What a rerun resumes: only an unfinished generation newer than every published one and
+/// not being removed, so `current` never moves backwards and never lands on a generation
+/// whose rows a removal is deleting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_never_resumes_behind_a_newer_load_or_into_a_removal() {
+    let options = ScyllaOptions { load_buffer_rows: 8_192, ..options() };
+    migrate(&options).await.expect("migrate");
+    let bulk = Arc::new(ScyllaBulk::new(options.clone(), tokio::runtime::Handle::current()));
+    let load = |source: &'static str, movies: u64, finish: bool| {
+        let bulk = bulk.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let mut sink = bulk.sink(source).expect("sink");
+                for id in 1..=movies {
+                    sink.put_movie(&large_movie(id)).expect("movie");
+                }
+                if finish {
+                    sink.finish().expect("finish");
+                } else {
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                }
+            })
+            .await
+            .expect("load");
+        }
+    };
+    load("a", 8_000, false).await; // generation 1, stopped
+    load("b", 300, true).await; // generation 2, published
+    load("a", 8_000, true).await; // not generation 1: it would move current backwards
+    let store = ScyllaStore::open(&options).await.expect("open");
+    assert_eq!(store.generation(), 3);
+    assert_eq!(store.stats().await.expect("stats").movies, 8_000);
+    drop(store);
+
+    load("c", 8_000, false).await; // generation 4, stopped
+    // A removal that stopped after marking it.
+    execute(
+        &options,
+        "INSERT INTO {ks}.catalog_generations (generation, state) VALUES (?, ?)",
+        (4i64, "removing"),
+    )
+    .await;
+    load("c", 300, true).await;
+    let store = ScyllaStore::open(&options).await.expect("open");
+    assert_eq!(store.generation(), 5, "a generation being removed is not resumed");
+    assert_eq!(store.stats().await.expect("stats").movies, 300);
+    let done = collect_generations(&options, std::time::Duration::ZERO, false).await.expect("gc");
+    assert_eq!(done.removed, vec![1, 2, 3, 4], "{done:?}");
 }
