@@ -120,9 +120,9 @@ enum Command {
 #[derive(Subcommand)]
 enum CatalogAction {
     /// Remove the generations every gateway has left (ScyllaDB: each load writes a whole new
-    /// generation; the old ones stay until this removes them): those superseded by a newer
-    /// published generation more than `--grace` ago, and loads that never finished and
-    /// started more than `--grace` ago. Never the current one or anything newer.
+    /// generation; the old ones stay until this removes them): those older than the current
+    /// one once it has been published for `--grace`, and unfinished loads that have neither
+    /// started nor made progress within `--grace`. Never the current one.
     Gc {
         /// How long a superseded generation is kept, e.g. `24h`, `30m`.
         #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]

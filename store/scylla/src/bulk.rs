@@ -290,6 +290,37 @@ async fn choose_generation(cluster: &Cluster, source: &str) -> Result<i64, Store
     })
 }
 
+/// Refuses to publish `generation` when `gateway catalog gc` has begun removing it (its rows
+/// may be gone) or when a newer generation was published while it loaded (publishing would
+/// move `current` backwards); a rerun then loads the source into a new generation.
+async fn may_publish(cluster: &Cluster, generation: i64) -> Result<(), StoreError> {
+    let statement = format!("SELECT generation, state FROM {}.catalog_generations", cluster.keyspace);
+    let mut query = scylla::statement::unprepared::Statement::new(statement);
+    query.set_execution_profile_handle(Some(cluster.profile(Kind::Read)));
+    let result = cluster.session.query_unpaged(query, ()).await.map_err(execution_error)?;
+    for row in result
+        .into_rows_result()
+        .map_err(driver_error)?
+        .rows::<(i64, Option<String>)>()
+        .map_err(decode_error)?
+    {
+        let (id, state) = row.map_err(decode_error)?;
+        let refused = match state.as_deref() {
+            Some(state) if id == generation && state != BUILDING => {
+                format!("generation {generation} is marked {state} (`gateway catalog gc` is removing it)")
+            }
+            Some(PUBLISHED) if id > generation => {
+                format!("generation {id} was published while generation {generation} loaded")
+            }
+            _ => continue,
+        };
+        return Err(StoreError::InvalidInput(format!(
+            "not publishing the load: {refused}; run it again to load its source into a new generation"
+        )));
+    }
+    Ok(())
+}
+
 /// How many items an earlier run of the load into `generation` wrote whole (0 if none).
 async fn items_written(cluster: &Cluster, generation: i64) -> Result<u64, StoreError> {
     // At the read consistency: EACH_QUORUM is for writes (ScyllaDB refuses it for reads), and
@@ -766,6 +797,7 @@ impl CatalogSink for ScyllaSink {
         let genre_movies: Vec<i64> = self.genre_movies.iter().map(|&c| c as i64).collect();
         let years: Vec<i32> = self.years.iter().map(|&y| i32::from(y)).collect();
         self.runtime.block_on(async move {
+            may_publish(&cluster, generation).await?;
             let publish = cluster
                 .prepare(
                     Kind::Bulk,

@@ -3,20 +3,22 @@
 //! Every load writes a whole new generation (tens of GB at 5M movies, times the replication
 //! factor and the data centers), and nothing else removes the old ones. Which go:
 //!
-//! - older than the current one, once the current one has been published for `grace`
-//!   (every gateway follows `catalog_state` within `catalog_poll_ms`, so by then none serves
-//!   an older one);
-//! - newer than the current one only if it is a load that never finished and started more
-//!   than `grace` ago;
-//! - never the current one.
+//! - published generations older than the current one, once the current one has been
+//!   published for `grace` (every gateway follows `catalog_state` within `catalog_poll_ms`,
+//!   so by then none serves an older one);
+//! - loads that never finished, of any number, once neither their start nor their last
+//!   progress (`catalog_loads.updated_at`, written every few thousand movies) is within
+//!   `grace`;
+//! - never the current one, nor a published generation newer than it.
 //!
 //! A removed generation is first marked `removing` (no rerun resumes it, no gateway serves
-//! it) and its load progress deleted. Then one scan of each catalog table's partition keys
-//! (`SELECT DISTINCT`, paged by the driver, at LOCAL_QUORUM) deletes, as it goes, every
-//! partition of a removed generation, and of any generation older than the current one that
-//! is no longer listed at all (left by a removal or a load that stopped), at the load's
-//! consistency with its concurrency and retries. The generations' rows go last, so a removal
-//! that stops part way is finished by running it again.
+//! it, a load still running refuses to publish it) and its load progress deleted. Then one
+//! scan of each catalog table's partition keys (`SELECT DISTINCT`, paged by the driver, at
+//! LOCAL_QUORUM) deletes, as it goes, every partition of a removed generation, and of any
+//! generation older than the current one that is not listed at all (a load that stopped
+//! before its row was written), at the load's consistency with its concurrency and retries.
+//! The generations' rows are marked `removed` last and kept, so a removal that stops part way
+//! is finished by running it again and no new load is given a removed generation's number.
 //!
 //! A partition delete is one tombstone whatever the partition holds. Compaction drops it and
 //! the data under it once it is droppable: after `gc_grace_seconds` (10 days by default) on a
@@ -72,10 +74,23 @@ struct Listed {
     state: Option<String>,
     started_at: i64,
     published_at: Option<i64>,
+    /// When a load last reported progress (`catalog_loads.updated_at`), if it has.
+    progressed_at: Option<i64>,
+}
+
+impl Listed {
+    /// When the load was last known to be running: its start or its latest progress.
+    fn last_active(&self) -> i64 {
+        self.started_at.max(self.progressed_at.unwrap_or(0))
+    }
 }
 
 /// `catalog_generations.state` of a generation being removed: never resumed, never served.
 const REMOVING: &str = "removing";
+
+/// `catalog_generations.state` of a removed generation. The row stays, so its number is
+/// never given to a new load (whose progress a late write of the old one could mix with).
+const REMOVED: &str = "removed";
 
 /// Removes (with `dry`: only lists) the generations past `grace` (see the module docs).
 pub async fn collect_generations(
@@ -92,13 +107,14 @@ pub async fn collect_generations(
     let current_row = listed.iter().find(|g| Some(g.id) == current);
     let mut collected = Collected { current, ..Collected::default() };
     let mut doomed = Vec::new();
-    for generation in &listed {
+    for generation in listed.iter().filter(|g| g.state.as_deref() != Some(REMOVED)) {
         match why_kept(generation, current_row, now, grace_ms) {
             Some(reason) => collected.kept.push((generation.id, reason)),
             None => doomed.push(generation.id),
         }
     }
-    let Some(current) = current else { return Ok(collected) };
+    // Without the current generation's row nothing is known to be left behind.
+    let (Some(current), Some(_)) = (current, current_row) else { return Ok(collected) };
     if !dry {
         for &id in &doomed {
             // First, so no rerun resumes it and no gateway serves it from here on; then its
@@ -122,7 +138,12 @@ pub async fn collect_generations(
         }
     }
     let listed_ids: HashSet<i64> = listed.iter().map(|g| g.id).collect();
-    let doomed_ids: HashSet<i64> = doomed.iter().copied().collect();
+    let removed_ids = listed
+        .iter()
+        .filter(|g| g.state.as_deref() == Some(REMOVED))
+        .map(|g| g.id)
+        .filter(|&id| id < current);
+    let doomed_ids: HashSet<i64> = doomed.iter().copied().chain(removed_ids).collect();
     let remove = |generation: i64| {
         if doomed_ids.contains(&generation) {
             Some(false)
@@ -140,10 +161,14 @@ pub async fn collect_generations(
     }
     if !dry {
         let row = cluster
-            .prepare(Kind::Bulk, "DELETE FROM {keyspace}.catalog_generations WHERE generation = ?")
+            .prepare(
+                Kind::Bulk,
+                "INSERT INTO {keyspace}.catalog_generations (generation, state) VALUES (?, ?)",
+            )
             .await?;
         for &id in &doomed {
-            write_with_retries(&cluster, &row, &[vec![CqlValue::BigInt(id)]]).await?;
+            let values = vec![CqlValue::BigInt(id), CqlValue::Text(REMOVED.into())];
+            write_with_retries(&cluster, &row, &[values]).await?;
             tracing::info!(generation = id, "removed a catalog generation");
         }
     }
@@ -163,11 +188,17 @@ fn why_kept(generation: &Listed, current: Option<&Listed>, now: i64, grace_ms: i
     if state == Some(REMOVING) {
         return None;
     }
+    // A load is left alone while it runs (it reports progress every few thousand movies),
+    // whatever its number: one that started before the current one was published may still
+    // be writing.
+    if state == Some(BUILDING) {
+        let idle = now.saturating_sub(generation.last_active());
+        return (idle <= grace_ms).then(|| {
+            format!("a load that started or made progress {} s ago, within the grace period", idle / 1000)
+        });
+    }
     if generation.id > current.id {
-        return match state {
-            Some(BUILDING) if now.saturating_sub(generation.started_at) > grace_ms => None,
-            _ => Some("newer than the current one (a load in progress, or not switched to)".into()),
-        };
+        return Some("newer than the current one (published, not yet switched to)".into());
     }
     // Older than the current one: every gateway has left it once the current one has been
     // published for the grace period (they follow `current` within `catalog_poll_ms`).
@@ -193,7 +224,22 @@ async fn list_generations(cluster: &Cluster) -> Result<Vec<Listed>, StoreError> 
     type Row = (i64, Option<String>, Option<i64>, Option<i64>);
     for row in result.into_rows_result().map_err(driver_error)?.rows::<Row>().map_err(decode_error)? {
         let (id, state, started_at, published_at) = row.map_err(decode_error)?;
-        listed.push(Listed { id, state, started_at: started_at.unwrap_or(0), published_at });
+        listed.push(Listed {
+            id,
+            state,
+            started_at: started_at.unwrap_or(0),
+            published_at,
+            progressed_at: None,
+        });
+    }
+    let progress = cluster
+        .prepare(Kind::Read, "SELECT updated_at FROM {keyspace}.catalog_loads WHERE generation = ?")
+        .await?;
+    for generation in listed.iter_mut().filter(|g| g.state.as_deref() == Some(BUILDING)) {
+        let result =
+            cluster.session.execute_unpaged(&progress, (generation.id,)).await.map_err(execution_error)?;
+        let row = result.into_rows_result().map_err(driver_error)?.maybe_first_row::<(Option<i64>,)>();
+        generation.progressed_at = row.map_err(decode_error)?.and_then(|(at,)| at);
     }
     listed.sort_by_key(|g| g.id);
     Ok(listed)

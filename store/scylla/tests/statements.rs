@@ -340,37 +340,54 @@ async fn superseded_generations_are_removed_after_their_grace() {
     assert!(kept.removed.is_empty(), "{kept:?}");
     assert_eq!(kept.kept.len(), 2, "{kept:?}");
 
-    let dry = collect_generations(&options, std::time::Duration::ZERO, true).await.expect("dry gc");
+    // An hour and a bit after the current generation was published.
+    let published = std::time::SystemTime::now() - std::time::Duration::from_secs(3_700);
+    let published = published.duration_since(std::time::UNIX_EPOCH).expect("time").as_millis() as i64;
+    execute(
+        &options,
+        "INSERT INTO {ks}.catalog_generations (generation, published_at) VALUES (?, ?)",
+        (current, published),
+    )
+    .await;
+    let dry = collect_generations(&options, hour, true).await.expect("dry gc");
     assert_eq!(dry.removed, vec![current - 1]);
     let old_rows = movie_rows(&options, current - 1).await;
     assert_eq!(old_rows, 300, "a dry run deletes nothing");
-    let done = collect_generations(&options, std::time::Duration::ZERO, false).await.expect("gc");
+    let done = collect_generations(&options, hour, false).await.expect("gc");
     assert_eq!(done.removed, vec![current - 1]);
     assert_eq!(done.partitions, dry.partitions);
     assert!(done.partitions > 600, "movies, credits, browse and search partitions: {}", done.partitions);
     assert_eq!(movie_rows(&options, current - 1).await, 0);
     assert_eq!(movie_rows(&options, current).await, 300, "the current generation is untouched");
-    let again = collect_generations(&options, std::time::Duration::ZERO, false).await.expect("gc again");
+    let again = collect_generations(&options, hour, false).await.expect("gc again");
     assert!(again.removed.is_empty() && again.kept.len() == 1, "{again:?}");
 
-    // A partition of a generation nobody lists (a removal or a load that stopped before its
-    // row was written) is swept too; one of a newer unlisted generation is not.
-    execute(
-        &options,
-        "INSERT INTO {ks}.movies_by_id (generation, movie, body) VALUES (?, ?, ?)",
-        (current - 1, 1i64, vec![0u8]),
-    )
-    .await;
-    execute(
-        &options,
-        "INSERT INTO {ks}.movies_by_id (generation, movie, body) VALUES (?, ?, ?)",
-        (current + 5, 1i64, vec![0u8]),
-    )
-    .await;
-    let swept = collect_generations(&options, std::time::Duration::ZERO, false).await.expect("sweep");
-    assert_eq!((swept.partitions, swept.orphaned), (1, 1), "{swept:?}");
+    // Rows of a removed generation written late, and of a generation nobody lists (a load
+    // that stopped before its row was written), are swept; a newer unlisted one is not.
+    for generation in [current - 1, -7, current + 5] {
+        execute(
+            &options,
+            "INSERT INTO {ks}.movies_by_id (generation, movie, body) VALUES (?, ?, ?)",
+            (generation, 1i64, vec![0u8]),
+        )
+        .await;
+    }
+    let swept = collect_generations(&options, hour, false).await.expect("sweep");
+    assert_eq!((swept.partitions, swept.orphaned), (2, 1), "{swept:?}");
     assert_eq!(movie_rows(&options, current - 1).await, 0);
+    assert_eq!(movie_rows(&options, -7).await, 0);
     assert_eq!(movie_rows(&options, current + 5).await, 1);
+    // A removed generation's number is never given to a new load.
+    let next = bulk.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut sink = next.sink("third").expect("sink");
+        sink.put_movie(&large_movie(1)).expect("movie");
+        sink.finish().expect("finish");
+    })
+    .await
+    .expect("load");
+    let reopened = ScyllaStore::open(&options).await.expect("open");
+    assert_eq!(reopened.generation(), current + 1);
     // The store still serves its generation whole.
     let ids: Vec<MovieId> = (1..=300).map(MovieId).collect();
     assert!(store.movies(&ids).await.expect("movies").iter().all(Option::is_some));
@@ -457,4 +474,32 @@ async fn a_rerun_never_resumes_behind_a_newer_load_or_into_a_removal() {
     assert_eq!(store.stats().await.expect("stats").movies, 300);
     let done = collect_generations(&options, std::time::Duration::ZERO, false).await.expect("gc");
     assert_eq!(done.removed, vec![1, 2, 3, 4], "{done:?}");
+
+    // A load is not published once gc has begun removing it, nor behind a load published
+    // while it ran.
+    let (bulk, marker, handle) = (bulk.clone(), options.clone(), tokio::runtime::Handle::current());
+    tokio::task::spawn_blocking(move || {
+        let mut removed = bulk.sink("d").expect("sink");
+        removed.put_movie(&large_movie(1)).expect("movie");
+        handle.block_on(execute(
+            &marker,
+            "INSERT INTO {ks}.catalog_generations (generation, state) VALUES (?, ?)",
+            (6i64, "removing"),
+        ));
+        let error = removed.finish().expect_err("a generation being removed is not published");
+        assert!(error.to_string().contains("removing"), "{error}");
+
+        let mut slow = bulk.sink("e").expect("sink");
+        slow.put_movie(&large_movie(1)).expect("movie");
+        let mut fast = bulk.sink("f").expect("sink");
+        fast.put_movie(&large_movie(2)).expect("movie");
+        fast.finish().expect("the newer load publishes");
+        let error = slow.finish().expect_err("an older load is not published after a newer one");
+        assert!(error.to_string().contains("was published while"), "{error}");
+    })
+    .await
+    .expect("loads");
+    let store = ScyllaStore::open(&options).await.expect("open");
+    assert_eq!(store.stats().await.expect("stats").movies, 1);
+    assert_eq!(store.movies(&[MovieId(2)]).await.expect("movie")[0].as_ref().map(|m| m.id), Some(MovieId(2)));
 }
