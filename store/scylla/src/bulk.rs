@@ -31,7 +31,7 @@ use scylla::value::CqlValue;
 use serde::Serialize;
 use tokio::runtime::Handle;
 
-use crate::catalog::{Generation, POPULARITY_MIRRORED};
+use crate::catalog::{Generation, POPULARITY_MIRRORED, TOP_YEAR};
 use crate::options::ScyllaOptions;
 use crate::ranged::encode;
 use crate::schema;
@@ -44,9 +44,6 @@ pub(crate) const FORMAT: i32 = 2;
 /// The formats this build serves: 1 (generations loaded before the top partitions, browsed
 /// without them) and [`FORMAT`]. Any other is refused when opened.
 const READABLE_FORMATS: std::ops::RangeInclusive<i32> = 1..=FORMAT;
-
-/// `year` of the top partitions in `movies_by_genre_year` (no movie has a negative year).
-pub(crate) const TOP_YEAR: i32 = -1;
 
 /// Rows of one partition per unlogged batch.
 const BATCH_ROWS: usize = 64;
@@ -124,21 +121,30 @@ pub(crate) async fn current_id(cluster: &Cluster) -> Result<Option<i64>, StoreEr
     Ok(row.map(|(id,)| id))
 }
 
-/// The newest generation this data center holds as published (a scan of a table of a few
-/// rows per load).
-async fn newest_published(cluster: &Cluster) -> Result<Option<Generation>, StoreError> {
-    let statement = format!(
-        "SELECT generation, state, format, movies, people, genre_movies, years FROM {}.catalog_generations",
-        cluster.keyspace
-    );
+/// Every row of `catalog_generations` (a table of a few rows per load), `columns` of each,
+/// read at the read consistency (EACH_QUORUM is for writes).
+pub(crate) async fn generation_rows<T>(cluster: &Cluster, columns: &str) -> Result<Vec<T>, StoreError>
+where
+    T: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
+{
+    let statement = format!("SELECT {columns} FROM {}.catalog_generations", cluster.keyspace);
     let mut query = scylla::statement::unprepared::Statement::new(statement);
     query.set_execution_profile_handle(Some(cluster.profile(Kind::Read)));
     let result = cluster.session.query_unpaged(query, ()).await.map_err(execution_error)?;
+    let rows = result.into_rows_result().map_err(driver_error)?;
+    rows.rows::<T>().map_err(decode_error)?.map(|row| row.map_err(decode_error)).collect()
+}
+
+/// The newest generation this data center holds as published (a scan of a table of a few
+/// rows per load).
+async fn newest_published(cluster: &Cluster) -> Result<Option<Generation>, StoreError> {
     let mut newest: Option<(i64, GenerationRow)> = None;
     type Listed =
         (i64, Option<String>, Option<i32>, Option<i64>, Option<i64>, Option<Vec<i64>>, Option<Vec<i32>>);
-    for row in result.into_rows_result().map_err(driver_error)?.rows::<Listed>().map_err(decode_error)? {
-        let (id, state, format, movies, people, genres, years) = row.map_err(decode_error)?;
+    let columns = "generation, state, format, movies, people, genre_movies, years";
+    for (id, state, format, movies, people, genres, years) in
+        generation_rows::<Listed>(cluster, columns).await?
+    {
         if state.as_deref() == Some(PUBLISHED) && newest.as_ref().is_none_or(|(n, _)| id > *n) {
             newest = Some((id, (state, format, movies, people, genres, years)));
         }
@@ -255,19 +261,13 @@ impl BulkLoad for ScyllaBulk {
 
 /// The generation a load writes into: the unfinished one of the same source, or a new one.
 async fn choose_generation(cluster: &Cluster, source: &str) -> Result<i64, StoreError> {
-    let statement =
-        format!("SELECT generation, source, state, format FROM {}.catalog_generations", cluster.keyspace);
-    let result = cluster.session.query_unpaged(statement, ()).await.map_err(execution_error)?;
     let mut newest = 0;
     let mut newest_published = 0;
     let mut resumable = None;
-    for row in result
-        .into_rows_result()
-        .map_err(driver_error)?
-        .rows::<(i64, Option<String>, Option<String>, Option<i32>)>()
-        .map_err(decode_error)?
+    type Row = (i64, Option<String>, Option<String>, Option<i32>);
+    for (generation, row_source, state, format) in
+        generation_rows::<Row>(cluster, "generation, source, state, format").await?
     {
-        let (generation, row_source, state, format) = row.map_err(decode_error)?;
         newest = newest.max(generation);
         match state.as_deref() {
             Some(PUBLISHED) => newest_published = newest_published.max(generation),
@@ -294,17 +294,7 @@ async fn choose_generation(cluster: &Cluster, source: &str) -> Result<i64, Store
 /// may be gone) or when a newer generation was published while it loaded (publishing would
 /// move `current` backwards); a rerun then loads the source into a new generation.
 async fn may_publish(cluster: &Cluster, generation: i64) -> Result<(), StoreError> {
-    let statement = format!("SELECT generation, state FROM {}.catalog_generations", cluster.keyspace);
-    let mut query = scylla::statement::unprepared::Statement::new(statement);
-    query.set_execution_profile_handle(Some(cluster.profile(Kind::Read)));
-    let result = cluster.session.query_unpaged(query, ()).await.map_err(execution_error)?;
-    for row in result
-        .into_rows_result()
-        .map_err(driver_error)?
-        .rows::<(i64, Option<String>)>()
-        .map_err(decode_error)?
-    {
-        let (id, state) = row.map_err(decode_error)?;
+    for (id, state) in generation_rows::<(i64, Option<String>)>(cluster, "generation, state").await? {
         let refused = match state.as_deref() {
             Some(state) if id == generation && state != BUILDING => {
                 format!("generation {generation} is marked {state} (`gateway catalog gc` is removing it)")

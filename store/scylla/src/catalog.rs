@@ -15,12 +15,15 @@ use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlValue;
 use serde::de::DeserializeOwned;
 
-use crate::bulk::TOP_YEAR;
 use crate::ranged::{Cursor, Merge, RangeRead};
 use crate::session::{Cluster, Kind, decode_error, driver_error, execution_error};
 
 /// `sort_order` of the mirrored popularity partitions (see the schema file).
 pub(crate) const POPULARITY_MIRRORED: u8 = 3;
+
+/// `year` of the top partitions in `movies_by_genre_year`: each browse order's first rows
+/// across all years (no movie has a negative year; see `plan::BROWSE_TOP_ROWS`).
+pub(crate) const TOP_YEAR: i32 = -1;
 
 /// The catalog generation a store serves, with what is small enough to hold whole.
 #[derive(Clone, Debug, PartialEq)]

@@ -37,7 +37,7 @@ use futures::TryStreamExt;
 use marquee_store::StoreError;
 use scylla::value::CqlValue;
 
-use crate::bulk::{BUILDING, write_with_retries};
+use crate::bulk::{BUILDING, generation_rows, write_with_retries};
 use crate::options::ScyllaOptions;
 use crate::schema;
 use crate::session::{Cluster, Kind, decode_error, driver_error, execution_error};
@@ -213,25 +213,18 @@ fn why_kept(generation: &Listed, current: Option<&Listed>, now: i64, grace_ms: i
 }
 
 async fn list_generations(cluster: &Cluster) -> Result<Vec<Listed>, StoreError> {
-    let statement = format!(
-        "SELECT generation, state, started_at, published_at FROM {}.catalog_generations",
-        cluster.keyspace
-    );
-    let mut query = scylla::statement::unprepared::Statement::new(statement);
-    query.set_execution_profile_handle(Some(cluster.profile(Kind::Read)));
-    let result = cluster.session.query_unpaged(query, ()).await.map_err(execution_error)?;
-    let mut listed = Vec::new();
     type Row = (i64, Option<String>, Option<i64>, Option<i64>);
-    for row in result.into_rows_result().map_err(driver_error)?.rows::<Row>().map_err(decode_error)? {
-        let (id, state, started_at, published_at) = row.map_err(decode_error)?;
-        listed.push(Listed {
+    let rows = generation_rows::<Row>(cluster, "generation, state, started_at, published_at").await?;
+    let mut listed: Vec<Listed> = rows
+        .into_iter()
+        .map(|(id, state, started_at, published_at)| Listed {
             id,
             state,
             started_at: started_at.unwrap_or(0),
             published_at,
             progressed_at: None,
-        });
-    }
+        })
+        .collect();
     let progress = cluster
         .prepare(Kind::Read, "SELECT updated_at FROM {keyspace}.catalog_loads WHERE generation = ?")
         .await?;
