@@ -31,6 +31,7 @@ use crate::state::{AppState, BodyLimit, Graphiql, Readiness};
 use crate::store::StackConfig;
 use crate::store::cached::RatingsObserver;
 use crate::store::entities::EntityCacheConfig;
+use crate::store::health::StoreHealth;
 use crate::telemetry::Metrics;
 
 /// Why a gateway could not start.
@@ -231,6 +232,7 @@ impl Application {
             readiness: Readiness {
                 draining: Arc::new(AtomicBool::new(false)),
                 region: config.region.as_str().into(),
+                store_health: StoreHealth::new(store.lifecycle.clone()),
                 store: store.lifecycle.clone(),
             },
             metrics: Arc::new(metrics),
@@ -266,6 +268,7 @@ impl Application {
         let Application { listener, state, config, connections, .. } = self;
         state.authenticator.spawn_refresh();
         state.graphql.persisted.spawn_reload();
+        let store_probe = state.readiness.store_health.spawn_probe();
         let router = crate::http::router(
             state.clone(),
             config.request_timeout(),
@@ -298,6 +301,7 @@ impl Application {
                 tracing::warn!(?grace, "in-flight requests did not finish within the grace period; stopping anyway");
             }
         }
+        store_probe.abort();
         if let Err(e) = state.readiness.store.close().await {
             tracing::error!(error = %e, "closing the store");
         }

@@ -14,6 +14,7 @@ use marquee_store::Lifecycle;
 use crate::auth::{AuthStage, Authenticator};
 use crate::pipeline::GraphqlState;
 use crate::rate_limit::RateLimit;
+use crate::store::health::StoreHealth;
 use crate::telemetry::Metrics;
 
 /// Everything the routes share.
@@ -44,7 +45,9 @@ pub struct Readiness {
     pub draining: Arc<AtomicBool>,
     /// Region name, reported by `/readyz`.
     pub region: Arc<str>,
-    /// The store's lifecycle face (`ping`).
+    /// What the background probe last saw of the store.
+    pub store_health: Arc<StoreHealth>,
+    /// The store's lifecycle face (closed at shutdown).
     pub store: Arc<dyn Lifecycle>,
 }
 

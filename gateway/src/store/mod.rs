@@ -16,6 +16,7 @@
 mod backend;
 pub mod cached;
 pub mod entities;
+pub mod health;
 pub mod instrumented;
 
 use std::sync::Arc;

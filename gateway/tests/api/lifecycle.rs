@@ -161,3 +161,75 @@ fn test_config_over(dir: &std::path::Path, store: &StoreConfig) -> marquee_gatew
     config.auth.signing_keys = Some(marquee_gateway::auth::generate_pem().expect("key").into());
     config
 }
+
+/// `/readyz` answers from the background store probe: a store that stops answering keeps the
+/// gateway in rotation for `UNREADY_AFTER` (a pause of every gateway's store at once must not
+/// empty the region), then `/readyz` turns 503 with the reason, and 200 again by itself once
+/// the store answers. The store is a CQL stand-in node of this test's own, taken down by
+/// closing its listener (its data outlives it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_rides_out_a_store_pause_and_reports_an_outage() {
+    use marquee_cql_standin::{DEFAULT_DATA_CENTER, StandIn};
+    use marquee_gateway::store::health::{PROBE_INTERVAL, UNREADY_AFTER};
+    use std::time::Instant;
+
+    let node = StandIn::new(DEFAULT_DATA_CENTER).expect("stand-in");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let serving = tokio::spawn(node.clone().serve(listener));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let StoreConfig::Scylla(mut options) = scylla_config(dir.path()) else { unreachable!("a scylla config") };
+    options.contact_points = vec![addr.to_string()];
+    options.local_dc = DEFAULT_DATA_CENTER.into();
+    options.replication = [(DEFAULT_DATA_CENTER.to_owned(), 1)].into();
+    options.await_schema_agreement = false;
+    options.request_timeout_ms = 500;
+    let store = StoreConfig::Scylla(options);
+    seed_store(&store, &SeedOptions { movies: 50, people: Some(30), seed: 5 });
+    let app = spawn_with(test_config_over(dir.path(), &store)).await;
+    let ready = async || -> (u16, serde_json::Value) {
+        let response = app.client.get(app.url("/readyz")).send().await.expect("readyz");
+        (response.status().as_u16(), response.json().await.expect("json"))
+    };
+    assert_eq!(ready().await.0, 200);
+
+    serving.abort();
+    assert!(serving.await.expect_err("aborted").is_cancelled());
+    let gone = Instant::now();
+    // The probe's last answer came at most one interval before the node went.
+    let surely_ready = UNREADY_AFTER - PROBE_INTERVAL - Duration::from_millis(500);
+    let mut checks = 0;
+    while gone.elapsed() < surely_ready {
+        let (status, body) = ready().await;
+        if gone.elapsed() < surely_ready {
+            assert_eq!(status, 200, "out of rotation {:?} after the store went: {body}", gone.elapsed());
+            checks += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(checks >= 5, "only {checks} checks while the store was gone");
+    let store_error =
+        app.client.post(app.url("/graphql")).json(&json!({ "query": QUERY })).send().await.expect("query");
+    let store_error: serde_json::Value = store_error.json().await.expect("json");
+    assert_eq!(store_error["errors"][0]["extensions"]["code"], "SERVICE_UNAVAILABLE", "{store_error}");
+
+    let deadline = gone + UNREADY_AFTER + PROBE_INTERVAL + Duration::from_secs(5);
+    let body = loop {
+        let (status, body) = ready().await;
+        if status == 503 {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "still ready {:?} after the store went", gone.elapsed());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(body["status"], "store unavailable", "{body}");
+    assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}");
+
+    let _serving = tokio::spawn(node.serve(tokio::net::TcpListener::bind(addr).await.expect("rebind")));
+    let back = Instant::now();
+    while ready().await.0 != 200 {
+        assert!(back.elapsed() < Duration::from_secs(30), "not ready 30 s after the store came back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(app.data(QUERY, json!({})).await["movie"]["title"].is_string());
+}
