@@ -24,18 +24,19 @@ use serde::Serialize;
 
 use load::{LoadSpec, Recorder, Target};
 use report::{Machine, RampStep, Report, TargetResult};
+pub use targets::ManagedStore;
 use targets::{GatewayCounters, GatewaySettings, ManagedGateway, StaticServer};
 use workload::{Dialect, Generator, Workload, documents, nested_answer};
 
 /// Where the gateway under test comes from.
 #[derive(Clone, Debug, Serialize)]
 pub enum GatewaySource {
-    /// `bench` starts `bin` over `data_dir` (and can mint user tokens).
+    /// `bench` starts `bin` over `store` (and can mint user tokens).
     Managed {
         /// The `gateway` binary.
         bin: PathBuf,
-        /// A data directory holding a catalog.
-        data_dir: PathBuf,
+        /// What it serves from.
+        store: ManagedStore,
     },
     /// An already running gateway (public requests only, unless it shares `bench`'s tokens).
     Url(String),
@@ -81,12 +82,12 @@ async fn prepare(setup: &Setup) -> anyhow::Result<Prepared> {
     let scratch = tempfile::tempdir()?;
     let client = load::client(setup.spec.timeout, setup.route.as_ref());
     let (managed, target) = match &setup.gateway {
-        GatewaySource::Managed { bin, data_dir } => {
-            let (bin, data_dir, dir) = (bin.clone(), data_dir.clone(), scratch.path().to_owned());
+        GatewaySource::Managed { bin, store } => {
+            let (bin, store, dir) = (bin.clone(), store.clone(), scratch.path().to_owned());
             let gateway = tokio::task::spawn_blocking(move || {
                 ManagedGateway::start(&GatewaySettings {
                     bin: &bin,
-                    data_dir: &data_dir,
+                    store: &store,
                     scratch: &dir,
                     response_cache: true,
                     name: "marquee",
@@ -104,7 +105,9 @@ async fn prepare(setup: &Setup) -> anyhow::Result<Prepared> {
         _ if wants_users && !setup.preset_tokens.is_empty() => setup.preset_tokens.clone(),
         (Some(gateway), true) => gateway.mint_user_tokens(setup.users)?,
         (None, true) => {
-            bail!("signed-in load needs a gateway started by bench (--gateway-bin and --data-dir)")
+            bail!(
+                "signed-in load needs a gateway started by bench (--gateway-bin and --data-dir or --gateway-config)"
+            )
         }
         (_, false) => Vec::new(),
     };
@@ -157,6 +160,8 @@ fn add(a: Option<GatewayCounters>, b: Option<GatewayCounters>) -> Option<Gateway
     match (a, b) {
         (Some(a), Some(b)) => Some(GatewayCounters {
             store_calls: a.store_calls + b.store_calls,
+            store_statements: a.store_statements + b.store_statements,
+            store_round_trips: a.store_round_trips + b.store_round_trips,
             response_hits: a.response_hits + b.response_hits,
             response_misses: a.response_misses + b.response_misses,
             graphql_requests: a.graphql_requests + b.graphql_requests,
@@ -325,17 +330,34 @@ pub enum CompareTarget {
     Static,
     /// Any other loopback URL (e.g. a peer).
     Url(String),
+    /// One more gateway `bench` starts, the same binary over the store a configuration file
+    /// names (e.g. a ScyllaDB keyspace holding the same catalog): `name=file.toml`. It shares
+    /// the first gateway's signing key, so it takes the same users' tokens.
+    Config {
+        /// Its name in the report.
+        name: String,
+        /// The configuration file.
+        file: PathBuf,
+    },
 }
 
 impl CompareTarget {
-    /// Parses `marquee`, `marquee-nocache`, `static` or `name=http://127.0.0.1:port`.
+    /// Parses `marquee`, `marquee-nocache`, `static`, `name=http://127.0.0.1:port` or
+    /// `name=file.toml`.
     pub fn parse(text: &str) -> Result<CompareTarget, String> {
         match text {
             "marquee" => Ok(CompareTarget::Marquee),
             "marquee-nocache" => Ok(CompareTarget::MarqueeNoCache),
             "static" => Ok(CompareTarget::Static),
             other if other.contains("http://") => Ok(CompareTarget::Url(other.to_owned())),
-            other => Err(format!("unknown target `{other}`: marquee, marquee-nocache, static or name=URL")),
+            other => match other.split_once('=') {
+                Some((name, file)) if !name.is_empty() && file.ends_with(".toml") => {
+                    Ok(CompareTarget::Config { name: name.to_owned(), file: file.into() })
+                }
+                _ => Err(format!(
+                    "unknown target `{other}`: marquee, marquee-nocache, static, name=URL or name=file.toml"
+                )),
+            },
         }
     }
 }
@@ -355,6 +377,7 @@ pub async fn compare(
     }
     let prepared = prepare(setup).await?;
     let mut statics = Vec::new();
+    let mut others = Vec::new();
     let mut targets: Vec<(Target, bool)> = Vec::new();
     for t in which {
         match t {
@@ -386,6 +409,28 @@ pub async fn compare(
                     check_same_answers(setup, &prepared, &target).await?;
                 }
                 targets.push((target, false));
+            }
+            CompareTarget::Config { name, file } => {
+                let GatewaySource::Managed { bin, .. } = &setup.gateway else {
+                    bail!(
+                        "a name=file.toml target needs a gateway started by bench (--data-dir or --gateway-config)"
+                    )
+                };
+                let (bin, store, name) = (bin.clone(), ManagedStore::Config(file.clone()), name.clone());
+                let scratch = prepared._scratch.path().to_owned();
+                let gateway = tokio::task::spawn_blocking(move || {
+                    ManagedGateway::start(&GatewaySettings {
+                        bin: &bin,
+                        store: &store,
+                        scratch: &scratch,
+                        response_cache: true,
+                        name: &name,
+                    })
+                })
+                .await??;
+                targets::register_persisted(&prepared.client, &gateway.target).await?;
+                targets.push((gateway.target.clone(), true));
+                others.push(gateway);
             }
         }
     }
@@ -453,6 +498,28 @@ pub async fn compare(
             on.latency.p99_ms,
             off.latency.p99_ms
         ));
+    }
+    if let Some(base) = results.iter().find(|r| r.name == "marquee") {
+        for other in results.iter().filter(|r| {
+            which.iter().any(|w| matches!(w, CompareTarget::Config { name, .. } if *name == r.name))
+        }) {
+            if base.throughput > 0.0 && base.latency.p99_ms > 0.0 {
+                findings.push(format!(
+                    "{} vs marquee: {:.0} vs {:.0} ok req/s = {:.2}x; p99 {:.2} vs {:.2} ms = {:.2}x; {} vs {} store statements per request; errors {} vs {}",
+                    other.name,
+                    other.throughput,
+                    base.throughput,
+                    other.throughput / base.throughput,
+                    other.latency.p99_ms,
+                    base.latency.p99_ms,
+                    other.latency.p99_ms / base.latency.p99_ms,
+                    other.store_statements_per_request.map_or("-".into(), |v| format!("{v:.2}")),
+                    base.store_statements_per_request.map_or("-".into(), |v| format!("{v:.2}")),
+                    other.error_count(),
+                    base.error_count()
+                ));
+            }
+        }
     }
     for peer in targets.iter().filter(|(t, _)| t.dialect != Dialect::Marquee).map(|(t, _)| &t.name) {
         let Some(theirs) = results.iter().find(|r| &r.name == peer) else { continue };

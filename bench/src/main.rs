@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use marquee_bench::dns::ClientRoute;
 use marquee_bench::load::LoadSpec;
 use marquee_bench::workload::{Mix, Workload};
-use marquee_bench::{CompareTarget, GatewaySource, RampSpec, Setup};
+use marquee_bench::{CompareTarget, GatewaySource, ManagedStore, RampSpec, Setup};
 
 /// Marquee's load generator: open-loop load, HDR latencies, JSON + Markdown + SVG reports.
 #[derive(Parser)]
@@ -39,9 +39,11 @@ enum Scenario {
     Compare {
         #[command(flatten)]
         common: Common,
-        /// Comma-separated: marquee, marquee-nocache, static, name=http://127.0.0.1:PORT. A URL
-        /// target named postgraphile… speaks PostGraphile's schema (started by `cargo xtask
-        /// bench-peer`) and takes the nested scenario only.
+        /// Comma-separated: marquee, marquee-nocache, static, name=http://127.0.0.1:PORT,
+        /// name=FILE.toml. A URL target named postgraphile… speaks PostGraphile's schema (started
+        /// by `cargo xtask bench-peer`) and takes the nested scenario only. A FILE.toml target is
+        /// one more gateway bench starts over the store that file configures (e.g. the same
+        /// catalog in a ScyllaDB keyspace), measured beside the first.
         #[arg(long, default_value = "marquee,marquee-nocache,static", value_delimiter = ',')]
         targets: Vec<String>,
         /// Slices per target.
@@ -69,14 +71,19 @@ enum Kind {
 
 #[derive(Args)]
 struct Common {
-    /// The `gateway` binary to start (with --data-dir); bench mints user tokens with it.
+    /// The `gateway` binary to start (with --data-dir or --gateway-config); bench mints user
+    /// tokens with it.
     #[arg(long, default_value = "target/release/gateway")]
     gateway_bin: PathBuf,
     /// Data directory of the gateway bench starts (must hold a catalog).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Or: an already running gateway on loopback (public requests only).
+    /// Or: the configuration file of the gateway bench starts, for a store other than the
+    /// embedded one (e.g. a ScyllaDB keyspace holding a catalog).
     #[arg(long, conflicts_with = "data_dir")]
+    gateway_config: Option<PathBuf>,
+    /// Or: an already running gateway on loopback (public requests only).
+    #[arg(long, conflicts_with_all = ["data_dir", "gateway_config"])]
     target: Option<String>,
     /// Workload.
     #[arg(long, value_enum, default_value_t = Kind::Mix)]
@@ -149,12 +156,14 @@ struct Common {
 
 impl Common {
     fn setup(&self) -> anyhow::Result<Setup> {
-        let gateway = match (&self.target, &self.data_dir) {
-            (Some(url), None) => GatewaySource::Url(url.clone()),
-            (None, Some(dir)) => {
-                GatewaySource::Managed { bin: self.gateway_bin.clone(), data_dir: dir.clone() }
-            }
-            _ => anyhow::bail!("give --data-dir (bench starts the gateway) or --target URL"),
+        let managed = |store| GatewaySource::Managed { bin: self.gateway_bin.clone(), store };
+        let gateway = match (&self.target, &self.data_dir, &self.gateway_config) {
+            (Some(url), None, None) => GatewaySource::Url(url.clone()),
+            (None, Some(dir), None) => managed(ManagedStore::DataDir(dir.clone())),
+            (None, None, Some(file)) => managed(ManagedStore::Config(file.clone())),
+            _ => anyhow::bail!(
+                "give --data-dir or --gateway-config (bench starts the gateway) or --target URL"
+            ),
         };
         let mix = match (self.scenario, &self.mix) {
             (Kind::Nested, _) => Mix::parse("nested=1").map_err(anyhow::Error::msg)?,

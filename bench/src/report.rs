@@ -72,6 +72,10 @@ pub struct TargetResult {
     pub counters: Option<GatewayCounters>,
     /// `store_calls_total` per request.
     pub store_calls_per_request: Option<f64>,
+    /// Database statements per request (a backend that counts them: ScyllaDB).
+    pub store_statements_per_request: Option<f64>,
+    /// Database round trips waited for per request.
+    pub store_round_trips_per_request: Option<f64>,
     /// Response-cache hits / lookups.
     pub response_hit_ratio: Option<f64>,
     /// Entity-cache (L1) hits / lookups.
@@ -95,6 +99,14 @@ impl TargetResult {
             per_op: recorder.per_op(),
             errors: recorder.errors(),
             store_calls_per_request: counters.zip(requests).map(|(c, n)| c.store_calls / n),
+            store_statements_per_request: counters
+                .zip(requests)
+                .filter(|(c, _)| c.store_statements > 0.0)
+                .map(|(c, n)| c.store_statements / n),
+            store_round_trips_per_request: counters
+                .zip(requests)
+                .filter(|(c, _)| c.store_statements > 0.0)
+                .map(|(c, n)| c.store_round_trips / n),
             response_hit_ratio: counters
                 .map(|c| (c.response_hits, c.response_hits + c.response_misses))
                 .filter(|(_, lookups)| *lookups > 0.0)
@@ -182,13 +194,13 @@ impl Report {
         let _ = writeln!(md, "## Targets\n");
         let _ = writeln!(
             md,
-            "| target | offered load | ok req/s | p50 ms | p95 ms | p99 ms | max ms | errors | store calls/req | response-cache hits | entity-cache hits |"
+            "| target | offered load | ok req/s | p50 ms | p95 ms | p99 ms | max ms | errors | store calls/req | statements/req | round trips/req | response-cache hits | entity-cache hits |"
         );
-        let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for t in &self.targets {
             let _ = writeln!(
                 md,
-                "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} |",
+                "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} |",
                 t.name,
                 match (t.offered_rate, t.saturation_connections) {
                     (Some(rate), _) => format!("{rate:.0} req/s"),
@@ -202,6 +214,8 @@ impl Report {
                 t.latency.max_ms,
                 errors_cell(&t.errors),
                 t.store_calls_per_request.map_or("-".into(), |v| format!("{v:.2}")),
+                t.store_statements_per_request.map_or("-".into(), |v| format!("{v:.2}")),
+                t.store_round_trips_per_request.map_or("-".into(), |v| format!("{v:.2}")),
                 t.response_hit_ratio.map_or("-".into(), |v| format!("{:.1}%", v * 100.0)),
                 t.entity_hit_ratio.map_or("-".into(), |v| format!("{:.1}%", v * 100.0)),
             );

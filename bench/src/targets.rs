@@ -24,12 +24,41 @@ pub struct ManagedGateway {
     env: Vec<(String, String)>,
 }
 
+/// What a managed gateway serves from.
+#[derive(Clone, Debug, serde::Serialize)]
+pub enum ManagedStore {
+    /// The embedded store in this data directory (`gateway --data-dir`; must hold a catalog).
+    DataDir(PathBuf),
+    /// The store this configuration file names (`gateway --config`), e.g. a ScyllaDB keyspace
+    /// holding a published catalog.
+    Config(PathBuf),
+}
+
+impl ManagedStore {
+    /// The `gateway` arguments that select it.
+    fn args(&self) -> [&std::ffi::OsStr; 2] {
+        match self {
+            ManagedStore::DataDir(dir) => ["--data-dir".as_ref(), dir.as_os_str()],
+            ManagedStore::Config(file) => ["--config".as_ref(), file.as_os_str()],
+        }
+    }
+}
+
+impl std::fmt::Display for ManagedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ManagedStore::DataDir(dir) => write!(f, "the data directory {}", dir.display()),
+            ManagedStore::Config(file) => write!(f, "the store of {}", file.display()),
+        }
+    }
+}
+
 /// Settings for a managed gateway.
 pub struct GatewaySettings<'a> {
     /// The `gateway` binary.
     pub bin: &'a Path,
-    /// Its data directory (must hold a catalog).
-    pub data_dir: &'a Path,
+    /// What it serves from.
+    pub store: &'a ManagedStore,
     /// Directory for the signing key.
     pub scratch: &'a Path,
     /// Keep the response cache on.
@@ -73,8 +102,8 @@ impl ManagedGateway {
             }
         }
         let mut child = command
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(settings.data_dir)
+            .args(settings.store.args())
+            .args(["serve", "--listen", "127.0.0.1:0"])
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -84,7 +113,7 @@ impl ManagedGateway {
         let line = BufReader::new(stdout).lines().map_while(Result::ok).find(|l| l.contains("GraphiQL"));
         let Some(line) = line else {
             let _ = child.kill();
-            bail!("the gateway exited before serving (does {} hold a catalog?)", settings.data_dir.display());
+            bail!("the gateway exited before serving (does {} hold a catalog?)", settings.store);
         };
         let url = line
             .split_whitespace()
@@ -232,6 +261,11 @@ const ENTITY_CACHES: [&str; 3] = ["cache=\"movies\"", "cache=\"people\"", "cache
 pub struct GatewayCounters {
     /// `store_calls_total`.
     pub store_calls: f64,
+    /// Database statements the store calls sent (`store_statements_per_call_sum`; none on the
+    /// embedded store).
+    pub store_statements: f64,
+    /// Round trips to the database they waited for (`store_round_trips_per_call_sum`).
+    pub store_round_trips: f64,
     /// `cache_requests_total{cache="response",result="hit"}`.
     pub response_hits: f64,
     /// `cache_requests_total{cache="response",result="miss"}`.
@@ -260,6 +294,8 @@ impl GatewayCounters {
         };
         Ok(GatewayCounters {
             store_calls: sum("store_calls_total", &[]),
+            store_statements: sum("store_statements_per_call_sum", &[]),
+            store_round_trips: sum("store_round_trips_per_call_sum", &[]),
             response_hits: sum("cache_requests_total", &["cache=\"response\"", "result=\"hit\""]),
             response_misses: sum("cache_requests_total", &["cache=\"response\"", "result=\"miss\""]),
             graphql_requests: sum("http_requests_total", &["route=\"/graphql\""]),
@@ -278,6 +314,8 @@ impl GatewayCounters {
     pub fn since(self, before: GatewayCounters) -> GatewayCounters {
         GatewayCounters {
             store_calls: self.store_calls - before.store_calls,
+            store_statements: self.store_statements - before.store_statements,
+            store_round_trips: self.store_round_trips - before.store_round_trips,
             response_hits: self.response_hits - before.response_hits,
             response_misses: self.response_misses - before.response_misses,
             graphql_requests: self.graphql_requests - before.graphql_requests,

@@ -136,3 +136,95 @@ async fn every_scenario_runs_and_reports() {
     assert!(report.ramp.iter().all(|s| s.within_slo));
     assert!(report.findings[0].contains("100 req/s"), "{:?}", report.findings);
 }
+
+/// `compare` with two gateways `bench` starts itself, from the workspace's `gateway` binary:
+/// one over an embedded data directory, one over the same catalog in a CQL keyspace that a
+/// configuration file names (the CQL stand-in, or the cluster `SCYLLA_URI` names). The second
+/// takes the users' tokens minted for the first, and only it reports database statements per
+/// request, from the gateway's own `store_statements_per_call`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_measures_a_second_store_beside_the_first() {
+    use marquee_bench::ManagedStore;
+    use marquee_store_scylla::ScyllaOptions;
+
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_owned();
+    let bin = root.join("target/debug/gateway");
+    assert!(bin.exists(), "{} is built by the workspace's tests", bin.display());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let catalog = SeedOptions { movies: MOVIES, people: Some(300), seed: 3 };
+    let embedded = StoreConfig::Embedded(EmbeddedConfig {
+        data_dir: dir.path().to_owned(),
+        ..EmbeddedConfig::default()
+    });
+    let cluster = marquee_cql_standin::test_cluster();
+    let keyspace = format!(
+        "bench_smoke_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis()
+    );
+    let options = ScyllaOptions {
+        contact_points: vec![cluster.contact_point.clone()],
+        keyspace: keyspace.clone(),
+        local_dc: cluster.data_center.clone(),
+        replication: cluster.replication.iter().cloned().collect(),
+        await_schema_agreement: !cluster.stand_in,
+        ..ScyllaOptions::default()
+    };
+    let scylla = StoreConfig::Scylla(Box::new(options));
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let runtime = tokio::runtime::Runtime::new().expect("runtime");
+                runtime.block_on(marquee_gateway::store::migrate(&scylla)).expect("migrate");
+                let _entered = runtime.enter();
+                for store in [&embedded, &scylla] {
+                    let bulk = marquee_gateway::store::bulk(store);
+                    marquee_gateway::bulk::seed(bulk.as_ref(), &catalog).expect("seed");
+                }
+            })
+            .join()
+            .expect("seeding thread");
+    });
+    let replication: Vec<String> =
+        cluster.replication.iter().map(|(dc, rf)| format!("\"{dc}\" = {rf}")).collect();
+    let file = dir.path().join("scylla.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[store]\nbackend = \"scylla\"\ncontact_points = [\"{}\"]\nkeyspace = \"{keyspace}\"\nlocal_dc = \"{}\"\nreplication = {{ {} }}\nawait_schema_agreement = {}\n",
+            cluster.contact_point,
+            cluster.data_center,
+            replication.join(", "),
+            !cluster.stand_in
+        ),
+    )
+    .expect("config");
+
+    let mut setup = setup("unused", vec![], Mix::realistic(), false);
+    setup.gateway = GatewaySource::Managed { bin, store: ManagedStore::DataDir(dir.path().to_owned()) };
+    setup.users = 5;
+    setup.spec.rate = 100.0;
+    let which = [CompareTarget::Marquee, CompareTarget::Config { name: "scylla".into(), file }];
+    let report = marquee_bench::compare(&setup, &which, 1, None, "smoke stores").await.expect("compare");
+    let by_name = |n: &str| report.targets.iter().find(|t| t.name == n).expect("target");
+    for t in &report.targets {
+        assert_eq!(t.errors, Default::default(), "{}: {:?}", t.name, t.errors);
+        assert!(
+            t.per_op.contains_key("me"),
+            "{}: signed-in requests were answered: {:?}",
+            t.name,
+            t.per_op.keys()
+        );
+    }
+    assert_eq!(
+        by_name("marquee").store_statements_per_request,
+        None,
+        "the embedded store sends no statements"
+    );
+    assert!(
+        by_name("scylla").store_statements_per_request.is_some_and(|s| s > 0.0),
+        "{:?}",
+        by_name("scylla").counters
+    );
+    assert!(report.findings.iter().any(|f| f.starts_with("scylla vs marquee")), "{:?}", report.findings);
+}
