@@ -9,8 +9,12 @@
 //!
 //! Round trips are the length of the call's critical path: a statement sent while none of
 //! the call's others is in flight starts a new round trip; statements sent together (a
-//! dataloader batch read concurrently) share one. A call that needs many sequential round
-//! trips is slow however fast each statement is, which is why both are bounded by tests.
+//! dataloader batch read concurrently) share one. "Together" is one step of the call (one
+//! poll of its future): a statement sent in the same step as the one before shares its round
+//! trip even if that one has already been answered, which happens when the thread sending a
+//! batch is descheduled between two of its statements and the first answer arrives meanwhile.
+//! A call that needs many sequential round trips is slow however fast each statement is,
+//! which is why both are bounded by tests.
 //!
 //! A statement counts once however often the driver sends it (its retries and speculative
 //! executions are the driver's own figures), and a statement is in flight from when it asks
@@ -19,7 +23,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 tokio::task_local! {
     static COUNTER: Arc<Counter>;
@@ -30,6 +34,10 @@ struct Counter {
     statements: AtomicU32,
     round_trips: AtomicU32,
     in_flight: AtomicU32,
+    /// Steps of the call so far: polls of its future (from 1).
+    steps: AtomicU64,
+    /// The step the last statement was sent in (0: none yet).
+    last_sent_step: AtomicU64,
 }
 
 /// The figures of one counted call.
@@ -44,7 +52,12 @@ pub struct Counted {
 /// Runs `call`, counting the statements it sends from this task.
 pub async fn counted<F: Future>(call: F) -> (F::Output, Counted) {
     let counter = Arc::new(Counter::default());
-    let output = COUNTER.scope(counter.clone(), call).await;
+    let mut call = std::pin::pin!(call);
+    let steps = std::future::poll_fn(|cx| {
+        counter.steps.fetch_add(1, Ordering::Relaxed);
+        call.as_mut().poll(cx)
+    });
+    let output = COUNTER.scope(counter.clone(), steps).await;
     let figures = Counted {
         statements: counter.statements.load(Ordering::Relaxed),
         round_trips: counter.round_trips.load(Ordering::Relaxed),
@@ -63,7 +76,9 @@ pub fn sent() -> InFlight {
     let counter = COUNTER.try_with(Arc::clone).ok();
     if let Some(counter) = &counter {
         counter.statements.fetch_add(1, Ordering::Relaxed);
-        if counter.in_flight.fetch_add(1, Ordering::Relaxed) == 0 {
+        let step = counter.steps.load(Ordering::Relaxed);
+        let same_step = counter.last_sent_step.swap(step, Ordering::Relaxed) == step;
+        if counter.in_flight.fetch_add(1, Ordering::Relaxed) == 0 && !same_step {
             counter.round_trips.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -95,6 +110,19 @@ mod tests {
         })
         .await;
         assert_eq!(figures, Counted { statements: 3, round_trips: 2 });
+    }
+
+    #[tokio::test]
+    async fn a_statement_answered_while_its_batch_is_sent_does_not_split_the_batch() {
+        let ((), figures) = counted(async {
+            // Sent and answered within the step that sends the rest of its batch.
+            drop(sent());
+            futures_join(statement(), statement()).await;
+            // Sent after the batch's answers: a step later.
+            statement().await;
+        })
+        .await;
+        assert_eq!(figures, Counted { statements: 4, round_trips: 2 });
     }
 
     #[tokio::test]

@@ -4,7 +4,9 @@
 //! each write waits only for one of `[store] load_concurrency` permits, never for the writes
 //! before it, and a timeout, an overloaded node or a broken connection is retried with
 //! backoff (every write is an idempotent upsert). Rows of one partition that arrive together
-//! go as one unlogged batch (never a batch across partitions). Only when every write is acknowledged does `finish` publish the
+//! go as one unlogged batch (never a batch across partitions); people's filmography rows,
+//! which arrive scattered over the stream, are grouped by person on disk and sent last
+//! (`spill.rs`). Only when every write is acknowledged does `finish` publish the
 //! generation (its row, then `catalog_state.current`); gateways resolve the current generation
 //! at start and again every `catalog_poll_ms`, so a failed or partial load is never served. Every write of a load, and the
 //! publication, is at `[store] load_consistency` (EACH_QUORUM): acknowledged by a quorum of
@@ -36,6 +38,7 @@ use crate::options::ScyllaOptions;
 use crate::ranged::encode;
 use crate::schema;
 use crate::session::{Cluster, Kind, decode_error, driver_error, execution_error};
+use crate::spill::Spill;
 
 /// `catalog_generations.format` of what this build writes: the `body` encoding of format 1,
 /// plus the top partitions of every browse order (see [`plan::BROWSE_TOP_ROWS`]).
@@ -421,6 +424,9 @@ struct ScyllaSink {
     years: BTreeSet<u16>,
     /// The first [`plan::BROWSE_TOP_ROWS`] positions of each (sort, genre) browse order so far.
     top: HashMap<(u8, u8), BinaryHeap<Position>>,
+    /// People's filmography rows, sent grouped by person once every movie is in (see
+    /// `spill.rs`). Kept for the items a rerun skips too: they are sent again whole.
+    filmographies: Option<Spill>,
 }
 
 impl ScyllaSink {
@@ -499,6 +505,7 @@ impl ScyllaSink {
             genre_movies: [0; GENRES.len()],
             years: BTreeSet::new(),
             top: HashMap::new(),
+            filmographies: Some(Spill::new()?),
         })
     }
 
@@ -549,6 +556,36 @@ impl ScyllaSink {
             }
         }
         Ok(())
+    }
+
+    /// Sends the people's filmographies from the spill files, a person's rows in unlogged
+    /// batches of [`BATCH_ROWS`]. A rerun after a kill in this phase sends them all again (a
+    /// few percent of the load's statements); `catalog_loads` counts the other rows only.
+    fn write_filmographies(&mut self) -> Result<(), StoreError> {
+        let Some(spill) = self.filmographies.take() else { return Ok(()) };
+        tracing::info!(
+            rows = spill.rows(),
+            generation = self.generation,
+            "writing the people's filmographies, grouped by person"
+        );
+        let generation = CqlValue::BigInt(self.generation);
+        spill.drain(|person, rows| {
+            for chunk in rows.chunks(BATCH_ROWS) {
+                let chunk = chunk
+                    .iter()
+                    .map(|(pos, body)| {
+                        vec![
+                            generation.clone(),
+                            big(person),
+                            CqlValue::Blob(pos.clone()),
+                            CqlValue::Blob(body.clone()),
+                        ]
+                    })
+                    .collect();
+                self.send(Table::Filmography, chunk)?;
+            }
+            self.collect_finished()
+        })
     }
 
     /// Sends everything buffered, each partition's rows in unlogged batches of
@@ -727,13 +764,8 @@ impl CatalogSink for ScyllaSink {
         let rows = plan::index_rows(record);
         for (person, key, ordinal_id, entry) in &rows.filmography {
             let pos = encode(Position { key: *key, id: *ordinal_id });
-            let row = vec![
-                generation.clone(),
-                big(*person),
-                CqlValue::Blob(pos),
-                CqlValue::Blob(encode_body(entry)?),
-            ];
-            self.push(Table::Filmography, person.to_string(), row)?;
+            let spill = self.filmographies.as_mut().ok_or(StoreError::Closed)?;
+            spill.push(*person, &pos, &encode_body(entry)?)?;
         }
         let popularity = MovieSort::Popularity.code();
         for (sort, genre, year, key) in rows.browse {
@@ -773,6 +805,7 @@ impl CatalogSink for ScyllaSink {
         self.skipping = false;
         self.write_top()?;
         self.flush()?;
+        self.write_filmographies()?;
         self.drain()?;
         let retried = self.retried.load(std::sync::atomic::Ordering::Relaxed);
         if retried > 0 {

@@ -26,6 +26,7 @@ mod options;
 mod ranged;
 pub mod schema;
 mod session;
+mod spill;
 mod tls;
 mod users;
 
