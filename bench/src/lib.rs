@@ -332,7 +332,8 @@ pub enum CompareTarget {
     Url(String),
     /// One more gateway `bench` starts, the same binary over the store a configuration file
     /// names (e.g. a ScyllaDB keyspace holding the same catalog): `name=file.toml`. It shares
-    /// the first gateway's signing key, so it takes the same users' tokens.
+    /// the first gateway's signing key, so it takes the same users' tokens. A name ending in
+    /// `-nocache` sends every request with `Cache-Control: no-cache`, as `marquee-nocache`.
     Config {
         /// Its name in the report.
         name: String,
@@ -429,7 +430,11 @@ pub async fn compare(
                 })
                 .await??;
                 targets::register_persisted(&prepared.client, &gateway.target).await?;
-                targets.push((gateway.target.clone(), true));
+                let mut target = gateway.target.clone();
+                if target.name.ends_with("-nocache") {
+                    target.headers.push(("cache-control".into(), "no-cache".into()));
+                }
+                targets.push((target, true));
                 others.push(gateway);
             }
         }

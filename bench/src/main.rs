@@ -43,7 +43,8 @@ enum Scenario {
         /// name=FILE.toml. A URL target named postgraphile… speaks PostGraphile's schema (started
         /// by `cargo xtask bench-peer`) and takes the nested scenario only. A FILE.toml target is
         /// one more gateway bench starts over the store that file configures (e.g. the same
-        /// catalog in a ScyllaDB keyspace), measured beside the first.
+        /// catalog in a ScyllaDB keyspace), measured beside the first; a name ending in
+        /// `-nocache` asks caches to step aside, as marquee-nocache does.
         #[arg(long, default_value = "marquee,marquee-nocache,static", value_delimiter = ',')]
         targets: Vec<String>,
         /// Slices per target.

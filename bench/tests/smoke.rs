@@ -141,7 +141,8 @@ async fn every_scenario_runs_and_reports() {
 /// one over an embedded data directory, one over the same catalog in a CQL keyspace that a
 /// configuration file names (the CQL stand-in, or the cluster `SCYLLA_URI` names). The second
 /// takes the users' tokens minted for the first, and only it reports database statements per
-/// request, from the gateway's own `store_statements_per_call`.
+/// request, from the gateway's own `store_statements_per_call`; a `-nocache` one asks the
+/// caches to step aside.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compare_measures_a_second_store_beside_the_first() {
     use marquee_bench::ManagedStore;
@@ -204,7 +205,11 @@ async fn compare_measures_a_second_store_beside_the_first() {
     setup.gateway = GatewaySource::Managed { bin, store: ManagedStore::DataDir(dir.path().to_owned()) };
     setup.users = 5;
     setup.spec.rate = 100.0;
-    let which = [CompareTarget::Marquee, CompareTarget::Config { name: "scylla".into(), file }];
+    let which = [
+        CompareTarget::Marquee,
+        CompareTarget::Config { name: "scylla".into(), file: file.clone() },
+        CompareTarget::Config { name: "scylla-nocache".into(), file },
+    ];
     let report = marquee_bench::compare(&setup, &which, 1, None, "smoke stores").await.expect("compare");
     let by_name = |n: &str| report.targets.iter().find(|t| t.name == n).expect("target");
     for t in &report.targets {
@@ -227,4 +232,10 @@ async fn compare_measures_a_second_store_beside_the_first() {
         by_name("scylla").counters
     );
     assert!(report.findings.iter().any(|f| f.starts_with("scylla vs marquee")), "{:?}", report.findings);
+    assert!(by_name("scylla").response_hit_ratio.is_some(), "the response cache answers lookups");
+    assert_eq!(
+        by_name("scylla-nocache").response_hit_ratio,
+        None,
+        "no-cache requests skip the response cache"
+    );
 }

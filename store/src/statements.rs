@@ -13,6 +13,9 @@
 //! poll of its future): a statement sent in the same step as the one before shares its round
 //! trip even if that one has already been answered, which happens when the thread sending a
 //! batch is descheduled between two of its statements and the first answer arrives meanwhile.
+//! The price: a statement that depends on an answer received within the same step (a branch
+//! of a large join polled again in that step) shares its round trip too, so a call whose one
+//! poll lasts longer than a round trip may count fewer round trips than it waited.
 //! A call that needs many sequential round trips is slow however fast each statement is,
 //! which is why both are bounded by tests.
 //!

@@ -262,6 +262,17 @@ impl BulkLoad for ScyllaBulk {
     }
 }
 
+/// What a load's progress in `catalog_loads` means changes with the loader; it is part of
+/// the source a generation records, so a build whose progress means something else never
+/// resumes this build's load (revision 2: filmography rows are not covered by the count, see
+/// `spill.rs`, and a build of revision 1 resuming would skip them).
+const LOADER_REVISION: u32 = 2;
+
+/// The source a load records: what it reads, and which loader wrote it.
+fn recorded_source(source: &str) -> String {
+    format!("{source} (loader {LOADER_REVISION})")
+}
+
 /// The generation a load writes into: the unfinished one of the same source, or a new one.
 async fn choose_generation(cluster: &Cluster, source: &str) -> Result<i64, StoreError> {
     let mut newest = 0;
@@ -436,9 +447,13 @@ impl ScyllaSink {
         runtime: Handle,
         written: Arc<Written>,
     ) -> Result<ScyllaSink, StoreError> {
+        let source = &recorded_source(source);
         let cluster = Cluster::connect(options).await?;
         schema::check(&cluster).await?;
         let generation = choose_generation(&cluster, source).await?;
+        // Before the generation is recorded: a spill directory that cannot be made fails the
+        // load before it has written anything.
+        let filmographies = Spill::new(options, generation)?;
         let record = cluster
             .prepare(
                 Kind::Bulk,
@@ -505,7 +520,7 @@ impl ScyllaSink {
             genre_movies: [0; GENRES.len()],
             years: BTreeSet::new(),
             top: HashMap::new(),
-            filmographies: Some(Spill::new()?),
+            filmographies: Some(filmographies),
         })
     }
 
@@ -570,16 +585,13 @@ impl ScyllaSink {
         );
         let generation = CqlValue::BigInt(self.generation);
         spill.drain(|person, rows| {
-            for chunk in rows.chunks(BATCH_ROWS) {
-                let chunk = chunk
-                    .iter()
+            let mut rows = rows.into_iter().peekable();
+            while rows.peek().is_some() {
+                let chunk = rows
+                    .by_ref()
+                    .take(BATCH_ROWS)
                     .map(|(pos, body)| {
-                        vec![
-                            generation.clone(),
-                            big(person),
-                            CqlValue::Blob(pos.clone()),
-                            CqlValue::Blob(body.clone()),
-                        ]
+                        vec![generation.clone(), big(person), CqlValue::Blob(pos), CqlValue::Blob(body)]
                     })
                     .collect();
                 self.send(Table::Filmography, chunk)?;

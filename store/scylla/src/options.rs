@@ -91,6 +91,12 @@ pub struct ScyllaOptions {
     /// people and movies that came before: a smaller buffer batches less and records
     /// progress more often.
     pub load_buffer_rows: usize,
+    /// Where a catalog load keeps people's filmography rows until every movie is in (about
+    /// 50 bytes a credit: 0.5 GB for 500k seeded movies, 5 GB for 5M), in a directory named
+    /// for the keyspace and generation that the load removes when it ends and a rerun of a
+    /// killed load clears. Unset: the system's temporary directory (`TMPDIR`), which is
+    /// memory on systems that mount `/tmp` as tmpfs.
+    pub load_spill_dir: Option<std::path::PathBuf>,
     /// Wait for schema agreement after schema changes (on for real clusters; a single-node
     /// stand-in never reports it).
     pub await_schema_agreement: bool,
@@ -137,6 +143,7 @@ impl Default for ScyllaOptions {
             page_size: 1_000,
             load_concurrency: 256,
             load_buffer_rows: 131_072,
+            load_spill_dir: None,
             await_schema_agreement: true,
             reconcile_interval_ms: 1_000,
             catalog_poll_ms: 10_000,

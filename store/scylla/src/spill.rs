@@ -7,37 +7,77 @@
 //! [`BUCKETS`] files by a hash of the person, each a few tens of MB at 5M movies, and sent at
 //! the end one file at a time, grouped by person: one unlogged batch per person and 64 rows.
 //!
-//! The files live in the system's temporary directory (`TMPDIR`) and are removed when the
-//! load ends, whatever its outcome. At 5M movies they hold about 6 GB in all.
+//! The files live in `[store] load_spill_dir` (the system's temporary directory by default),
+//! in a directory named for the keyspace and the generation: the load removes it when it
+//! ends, whatever its outcome, and a rerun of a killed load (same generation) clears what the
+//! killed one left. At 5M seeded movies they hold about 5 GB in all.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
 
 use marquee_store::StoreError;
 
-/// Files the rows are spread over: at 5M movies each holds about 1/256 of 6 GB, read into
-/// memory one at a time.
+use crate::options::ScyllaOptions;
+
+/// Files the rows are spread over: at 5M movies each holds about 20 MB, read into memory one
+/// at a time.
 pub(crate) const BUCKETS: usize = 256;
 
 /// One person's rows: (position, body), in the order they were pushed.
 pub(crate) type PersonRows = Vec<(Vec<u8>, Vec<u8>)>;
 
+/// The longest field a spill file may hold: a corrupt length fails instead of allocating.
+const MAX_FIELD: usize = 1 << 20;
+
 /// Filmography rows waiting on disk for the end of the load.
 pub(crate) struct Spill {
-    dir: tempfile::TempDir,
+    dir: Directory,
     buckets: Vec<BufWriter<File>>,
     rows: u64,
 }
 
+/// The spill directory, removed when dropped.
+struct Directory(PathBuf);
+
+impl Directory {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Directory {
+    fn drop(&mut self) {
+        if let Err(error) = std::fs::remove_dir_all(&self.0)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(%error, dir = %self.0.display(), "removing the load's spill directory");
+        }
+    }
+}
+
 impl Spill {
-    /// Empty files in a new directory under the system's temporary directory.
-    pub(crate) fn new() -> Result<Spill, StoreError> {
-        let dir = tempfile::Builder::new()
-            .prefix("marquee-load-")
-            .tempdir()
-            .map_err(|e| StoreError::io("creating the load's spill directory", e))?;
+    /// Empty files for the load of `generation` into `options.keyspace`, in a directory of
+    /// their own under `options.load_spill_dir`; what a killed run of the same load left
+    /// there is removed first.
+    pub(crate) fn new(options: &ScyllaOptions, generation: i64) -> Result<Spill, StoreError> {
+        let root = options.load_spill_dir.clone().unwrap_or_else(std::env::temp_dir);
+        Spill::in_dir(root.join(format!("marquee-load-{}-{generation}", options.keyspace)))
+    }
+
+    fn in_dir(path: PathBuf) -> Result<Spill, StoreError> {
+        let context = || format!("creating the load's spill directory {}", path.display());
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => {
+                tracing::info!(dir = %path.display(), "removed the spill files a killed run of this load left")
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io(context(), e)),
+        }
+        std::fs::create_dir_all(&path).map_err(|e| StoreError::io(context(), e))?;
+        let dir = Directory(path);
         let buckets = (0..BUCKETS)
             .map(|i| {
                 let path = dir.path().join(format!("filmography-{i:03}"));
@@ -61,6 +101,12 @@ impl Spill {
         let write = |out: &mut BufWriter<File>| -> std::io::Result<()> {
             out.write_all(&person.to_le_bytes())?;
             for field in [pos, body] {
+                if field.len() > MAX_FIELD {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "a filmography row over 1 MiB",
+                    ));
+                }
                 let len = u32::try_from(field.len()).map_err(std::io::Error::other)?;
                 out.write_all(&len.to_le_bytes())?;
                 out.write_all(field)?;
@@ -104,17 +150,21 @@ fn read_bucket(path: &std::path::Path) -> std::io::Result<BTreeMap<u64, PersonRo
     let mut input = BufReader::with_capacity(256 * 1024, File::open(path)?);
     let mut people: BTreeMap<u64, PersonRows> = BTreeMap::new();
     let mut word = [0u8; 8];
-    loop {
-        match input.read_exact(&mut word) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(people),
-            Err(e) => return Err(e),
-        }
+    // A file ends between records; one cut inside a record fails (`UnexpectedEof`).
+    while !input.fill_buf()?.is_empty() {
+        input.read_exact(&mut word)?;
         let person = u64::from_le_bytes(word);
         let mut field = || -> std::io::Result<Vec<u8>> {
             let mut len = [0u8; 4];
             input.read_exact(&mut len)?;
-            let mut bytes = vec![0; u32::from_le_bytes(len) as usize];
+            let len = u32::from_le_bytes(len) as usize;
+            if len > MAX_FIELD {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("a field of {len} bytes"),
+                ));
+            }
+            let mut bytes = vec![0; len];
             input.read_exact(&mut bytes)?;
             Ok(bytes)
         };
@@ -122,15 +172,21 @@ fn read_bucket(path: &std::path::Path) -> std::io::Result<BTreeMap<u64, PersonRo
         let body = field()?;
         people.entry(person).or_default().push((pos, body));
     }
+    Ok(people)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn spill(root: &tempfile::TempDir) -> Spill {
+        Spill::in_dir(root.path().join("load")).expect("spill")
+    }
+
     #[test]
     fn every_row_comes_back_once_grouped_by_person_in_push_order() {
-        let mut spill = Spill::new().expect("spill");
+        let root = tempfile::tempdir().expect("tempdir");
+        let mut spill = spill(&root);
         let dir = spill.dir.path().to_owned();
         let mut expected: BTreeMap<u64, PersonRows> = BTreeMap::new();
         for i in 0..5_000u64 {
@@ -154,7 +210,8 @@ mod tests {
 
     #[test]
     fn a_failing_consumer_ends_the_drain_and_the_files_go() {
-        let mut spill = Spill::new().expect("spill");
+        let root = tempfile::tempdir().expect("tempdir");
+        let mut spill = spill(&root);
         let dir = spill.dir.path().to_owned();
         for person in 0..1_000u64 {
             spill.push(person, b"p", b"b").expect("push");
@@ -167,5 +224,31 @@ mod tests {
         assert!(matches!(outcome, Err(StoreError::Closed)));
         assert_eq!(seen, 10);
         assert!(!dir.exists(), "the spill directory is removed after a failure too");
+    }
+
+    #[test]
+    fn a_rerun_clears_what_a_killed_run_left_and_a_cut_file_fails() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let mut killed = spill(&root);
+        killed.push(1, b"pos", b"body").expect("push");
+        let dir = killed.dir.path().to_owned();
+        std::mem::forget(killed); // as a kill leaves it: files on disk
+        assert!(
+            dir.join("filmography-000").exists() || std::fs::read_dir(&dir).expect("ls").count() == BUCKETS
+        );
+
+        let mut rerun = spill(&root);
+        assert_eq!(std::fs::read_dir(&dir).expect("ls").count(), BUCKETS, "fresh files, nothing else");
+        rerun.push(7, b"p", b"b").expect("push");
+        for out in &mut rerun.buckets {
+            out.flush().expect("flush");
+        }
+        let file = dir.join(format!("filmography-{:03}", bucket(7)));
+        let bytes = std::fs::read(&file).expect("read");
+        assert_eq!(read_bucket(&file).expect("whole")[&7], vec![(b"p".to_vec(), b"b".to_vec())]);
+        for cut in [3, 8, 12, bytes.len() - 1] {
+            std::fs::write(&file, &bytes[..cut]).expect("write");
+            assert!(read_bucket(&file).is_err(), "a file cut at {cut} of {} bytes is refused", bytes.len());
+        }
     }
 }
