@@ -504,14 +504,19 @@ pub async fn compare(
             off.latency.p99_ms
         ));
     }
-    if let Some(base) = results.iter().find(|r| r.name == "marquee") {
+    let base = results
+        .iter()
+        .find(|r| r.name == "marquee")
+        .or_else(|| results.iter().find(|r| r.name == "marquee-nocache"));
+    if let Some(base) = base {
         for other in results.iter().filter(|r| {
             which.iter().any(|w| matches!(w, CompareTarget::Config { name, .. } if *name == r.name))
         }) {
             if base.throughput > 0.0 && base.latency.p99_ms > 0.0 {
                 findings.push(format!(
-                    "{} vs marquee: {:.0} vs {:.0} ok req/s = {:.2}x; p99 {:.2} vs {:.2} ms = {:.2}x; {} vs {} store statements per request; errors {} vs {}",
+                    "{} vs {}: {:.0} vs {:.0} ok req/s = {:.2}x; p99 {:.2} vs {:.2} ms = {:.2}x; {} vs {} store statements per request; errors {} vs {}",
                     other.name,
+                    base.name,
                     other.throughput,
                     base.throughput,
                     other.throughput / base.throughput,
