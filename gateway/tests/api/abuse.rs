@@ -56,13 +56,13 @@ async fn post(app: &TestApp, query: &str, variables: Value) -> reqwest::Response
 async fn adversarial_documents_are_refused_before_anything_runs() {
     let app = spawn_app().await;
     for (what, query, code) in REFUSED {
-        let calls = app.metric("store_calls_total", &[]).await;
+        let calls = app.request_store_calls().await;
         let response = post(&app, query, json!({})).await;
         assert_eq!(response.status(), 400, "{what}");
         let body: Value = response.json().await.expect("json");
         assert_eq!(first_code(&body), code, "{what}: {body}");
         assert!(body.get("data").is_none_or(Value::is_null), "{what}: nothing executed");
-        assert_eq!(app.metric("store_calls_total", &[]).await, calls, "{what}: no store call");
+        assert_eq!(app.request_store_calls().await, calls, "{what}: no store call");
     }
     // The variable-default document runs when the variable is sent small.
     let small = post(&app, VARIABLE_DEFAULTS, json!({ "n": 2 })).await;

@@ -185,6 +185,13 @@ impl TestApp {
             .sum()
     }
 
+    /// Store calls made for requests: `store_calls_total` without the readiness probe's
+    /// pings, which run every second whatever the requests do.
+    pub(crate) async fn request_store_calls(&self) -> f64 {
+        self.metric("store_calls_total", &[]).await
+            - self.metric("store_calls_total", &[("op", "ping")]).await
+    }
+
     /// Asks the gateway to stop and waits until it has.
     pub(crate) async fn stop(mut self) -> std::io::Result<()> {
         self.begin_stop();

@@ -8,7 +8,7 @@ use marquee_gateway::config::RateLimitConfig;
 use crate::helpers::{TestApp, first_code, seeded_dir, spawn_app, spawn_with, test_config};
 
 async fn refused(app: &TestApp, query: &str, code: &str) {
-    let calls_before = app.metric("store_calls_total", &[]).await;
+    let calls_before = app.request_store_calls().await;
     let response = app
         .client
         .post(app.url("/graphql"))
@@ -21,7 +21,7 @@ async fn refused(app: &TestApp, query: &str, code: &str) {
     let body: Value = response.json().await.expect("json");
     assert_eq!(first_code(&body), code, "{body}");
     assert!(body.get("data").is_none_or(Value::is_null), "nothing executed: {body}");
-    assert_eq!(app.metric("store_calls_total", &[]).await, calls_before, "no store call for a refused query");
+    assert_eq!(app.request_store_calls().await, calls_before, "no store call for a refused query");
 }
 
 #[tokio::test]

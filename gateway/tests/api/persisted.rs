@@ -199,14 +199,14 @@ async fn hot_persisted_gets_are_answered_from_the_response_cache() {
     let body = first.bytes().await.expect("body");
     assert_eq!((hits().await, misses().await), (0.0, 1.0));
 
-    let calls = app.metric("store_calls_total", &[]).await;
+    let calls = app.request_store_calls().await;
     let again = get(&app, &[("id", "movie-v1"), ("variables", &vars)]).await;
     assert_eq!(again.status(), 200);
     assert!(again.headers().contains_key("age"));
     assert_eq!(again.headers()["etag"], etag);
     assert!(again.headers()["cache-control"].to_str().expect("ascii").starts_with("public, max-age=3600"));
     assert_eq!(again.bytes().await.expect("body"), body, "the same bytes");
-    assert_eq!(app.metric("store_calls_total", &[]).await, calls, "a hit touches no store");
+    assert_eq!(app.request_store_calls().await, calls, "a hit touches no store");
     assert_eq!(hits().await, 1.0);
 
     // The same request by hash and through the query text is the same document.
@@ -240,7 +240,7 @@ async fn hot_persisted_gets_are_answered_from_the_response_cache() {
     assert_eq!(not_modified.status(), 304);
 
     // `Cache-Control: no-cache` (a forced reload) skips the stored copy and executes.
-    let calls = app.metric("store_calls_total", &[]).await;
+    let calls = app.request_store_calls().await;
     let entity_hits = || app.metric("cache_requests_total", &[("cache", "movies"), ("result", "hit")]);
     let entity_hits_before = entity_hits().await;
     let reload = app
@@ -259,7 +259,7 @@ async fn hot_persisted_gets_are_answered_from_the_response_cache() {
     let other = json!({ "id": "tt0000006" }).to_string();
     get(&app, &[("id", "movie-v1"), ("variables", &other)]).await;
     assert_eq!(misses().await, 2.0);
-    assert!(app.metric("store_calls_total", &[]).await > calls);
+    assert!(app.request_store_calls().await > calls);
 }
 
 #[tokio::test]

@@ -8,9 +8,11 @@
 //! the end one file at a time, grouped by person: one unlogged batch per person and 64 rows.
 //!
 //! The files live in `[store] load_spill_dir` (the system's temporary directory by default),
-//! in a directory named for the keyspace and the generation: the load removes it when it
-//! ends, whatever its outcome, and a rerun of a killed load (same generation) clears what the
-//! killed one left. At 5M seeded movies they hold about 5 GB in all.
+//! in a directory of their own per run of a load (`marquee-load-<keyspace>-<generation>-…`),
+//! which the load removes when it ends, whatever its outcome. A running load holds a lock on
+//! a file in its directory; a load starting removes every spill directory whose lock nobody
+//! holds, so what a killed load left goes with the next load on the machine. At 5M seeded
+//! movies the files hold about 5 GB in all.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -35,9 +37,17 @@ const MAX_FIELD: usize = 1 << 20;
 /// Filmography rows waiting on disk for the end of the load.
 pub(crate) struct Spill {
     dir: Directory,
+    /// Held while the load runs (an advisory lock): the directory is in use.
+    _lock: File,
     buckets: Vec<BufWriter<File>>,
     rows: u64,
 }
+
+/// How spill directories' names begin.
+const PREFIX: &str = "marquee-load-";
+
+/// The file a running load holds locked in its spill directory.
+const LOCK: &str = "lock";
 
 /// The spill directory, removed when dropped.
 struct Directory(PathBuf);
@@ -59,25 +69,30 @@ impl Drop for Directory {
 }
 
 impl Spill {
-    /// Empty files for the load of `generation` into `options.keyspace`, in a directory of
-    /// their own under `options.load_spill_dir`; what a killed run of the same load left
-    /// there is removed first.
+    /// Empty files for the load of `generation` into `options.keyspace`, in a new directory
+    /// under `options.load_spill_dir`; spill directories no running load holds are removed
+    /// first.
     pub(crate) fn new(options: &ScyllaOptions, generation: i64) -> Result<Spill, StoreError> {
         let root = options.load_spill_dir.clone().unwrap_or_else(std::env::temp_dir);
-        Spill::in_dir(root.join(format!("marquee-load-{}-{generation}", options.keyspace)))
+        Spill::in_root(&root, &format!("{}-{generation}", options.keyspace))
     }
 
-    fn in_dir(path: PathBuf) -> Result<Spill, StoreError> {
-        let context = || format!("creating the load's spill directory {}", path.display());
-        match std::fs::remove_dir_all(&path) {
-            Ok(()) => {
-                tracing::info!(dir = %path.display(), "removed the spill files a killed run of this load left")
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StoreError::io(context(), e)),
-        }
-        std::fs::create_dir_all(&path).map_err(|e| StoreError::io(context(), e))?;
+    fn in_root(root: &Path, name: &str) -> Result<Spill, StoreError> {
+        let context = |path: &Path| format!("creating the load's spill directory in {}", path.display());
+        std::fs::create_dir_all(root).map_err(|e| StoreError::io(context(root), e))?;
+        sweep(root);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let path = root.join(format!("{PREFIX}{name}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir(&path).map_err(|e| StoreError::io(context(&path), e))?;
         let dir = Directory(path);
+        // Locked before it takes its name, so a sweep never finds it unlocked.
+        let pending = dir.path().join("lock.new");
+        let lock = File::create(&pending).map_err(|e| StoreError::io(context(dir.path()), e))?;
+        lock.try_lock()
+            .map_err(|e| StoreError::io(context(dir.path()), std::io::Error::other(e.to_string())))?;
+        std::fs::rename(&pending, dir.path().join(LOCK))
+            .map_err(|e| StoreError::io(context(dir.path()), e))?;
         let buckets = (0..BUCKETS)
             .map(|i| {
                 let path = dir.path().join(format!("filmography-{i:03}"));
@@ -86,7 +101,7 @@ impl Spill {
                     .map_err(|e| StoreError::io(format!("creating {}", path.display()), e))
             })
             .collect::<Result<_, _>>()?;
-        Ok(Spill { dir, buckets, rows: 0 })
+        Ok(Spill { dir, _lock: lock, buckets, rows: 0 })
     }
 
     /// Rows pushed so far.
@@ -124,7 +139,7 @@ impl Spill {
         self,
         mut each: impl FnMut(u64, PersonRows) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let Spill { dir, buckets, .. } = self;
+        let Spill { dir, buckets, _lock, .. } = self;
         for (i, out) in buckets.into_iter().enumerate() {
             let path = dir.path().join(format!("filmography-{i:03}"));
             let context = || format!("reading the load's spill file {}", path.display());
@@ -136,6 +151,29 @@ impl Spill {
             }
         }
         Ok(())
+    }
+}
+
+/// Removes the spill directories under `root` whose lock nobody holds: their loads were
+/// killed. Best effort: what cannot be read or removed is left.
+fn sweep(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else { return };
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(PREFIX) {
+            continue;
+        }
+        // No lock file yet: a load is making the directory right now.
+        let Ok(lock) = File::open(entry.path().join(LOCK)) else { continue };
+        if lock.try_lock().is_ok() {
+            match std::fs::remove_dir_all(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(dir = %entry.path().display(), "removed the spill files of a load that no longer runs")
+                }
+                Err(error) => {
+                    tracing::warn!(%error, dir = %entry.path().display(), "removing a killed load's spill files")
+                }
+            }
+        }
     }
 }
 
@@ -180,7 +218,7 @@ mod tests {
     use super::*;
 
     fn spill(root: &tempfile::TempDir) -> Spill {
-        Spill::in_dir(root.path().join("load")).expect("spill")
+        Spill::in_root(root.path(), "marquee-1").expect("spill")
     }
 
     #[test]
@@ -227,23 +265,34 @@ mod tests {
     }
 
     #[test]
-    fn a_rerun_clears_what_a_killed_run_left_and_a_cut_file_fails() {
+    fn a_killed_loads_files_go_with_the_next_load_and_running_loads_keep_theirs() {
         let root = tempfile::tempdir().expect("tempdir");
-        let mut killed = spill(&root);
-        killed.push(1, b"pos", b"body").expect("push");
-        let dir = killed.dir.path().to_owned();
-        std::mem::forget(killed); // as a kill leaves it: files on disk
-        assert!(
-            dir.join("filmography-000").exists() || std::fs::read_dir(&dir).expect("ls").count() == BUCKETS
-        );
+        let killed = spill(&root);
+        let killed_dir = killed.dir.path().to_owned();
+        // As a kill leaves it: the files on disk, the lock released with the process.
+        let Spill { dir, _lock, .. } = killed;
+        drop(_lock);
+        std::mem::forget(dir);
+        // Two loads of the same keyspace and generation at once (two clusters, two test
+        // processes) each get a directory of their own.
+        let running = spill(&root);
+        assert!(!killed_dir.exists(), "the killed load's files were removed");
+        let other = spill(&root);
+        assert!(running.dir.path().exists(), "a running load's files are kept");
+        assert_ne!(running.dir.path(), other.dir.path());
+        let dirs = std::fs::read_dir(root.path()).expect("ls").count();
+        assert_eq!(dirs, 2);
+    }
 
-        let mut rerun = spill(&root);
-        assert_eq!(std::fs::read_dir(&dir).expect("ls").count(), BUCKETS, "fresh files, nothing else");
-        rerun.push(7, b"p", b"b").expect("push");
-        for out in &mut rerun.buckets {
+    #[test]
+    fn a_cut_file_fails() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let mut spill = spill(&root);
+        spill.push(7, b"p", b"b").expect("push");
+        for out in &mut spill.buckets {
             out.flush().expect("flush");
         }
-        let file = dir.join(format!("filmography-{:03}", bucket(7)));
+        let file = spill.dir.path().join(format!("filmography-{:03}", bucket(7)));
         let bytes = std::fs::read(&file).expect("read");
         assert_eq!(read_bucket(&file).expect("whole")[&7], vec![(b"p".to_vec(), b"b".to_vec())]);
         for cut in [3, 8, 12, bytes.len() - 1] {
