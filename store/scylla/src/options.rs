@@ -92,10 +92,10 @@ pub struct ScyllaOptions {
     /// progress more often.
     pub load_buffer_rows: usize,
     /// Where a catalog load keeps people's filmography rows until every movie is in (about
-    /// 50 bytes a credit: 0.5 GB for 500k seeded movies, 5 GB for 5M), in a directory named
-    /// for the keyspace and generation that the load removes when it ends and a rerun of a
-    /// killed load clears. Unset: the system's temporary directory (`TMPDIR`), which is
-    /// memory on systems that mount `/tmp` as tmpfs.
+    /// 50 bytes a credit: 0.5 GB for 500k seeded movies, 5 GB for 5M), in a directory of its
+    /// own that it removes when it ends; what a killed load left goes with the next load on
+    /// the machine. Unset: the system's temporary directory (`TMPDIR`), which is memory on
+    /// systems that mount `/tmp` as tmpfs.
     pub load_spill_dir: Option<std::path::PathBuf>,
     /// Wait for schema agreement after schema changes (on for real clusters; a single-node
     /// stand-in never reports it).
