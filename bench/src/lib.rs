@@ -25,7 +25,7 @@ use serde::Serialize;
 use load::{LoadSpec, Recorder, Target};
 use report::{Machine, RampStep, Report, TargetResult};
 pub use targets::ManagedStore;
-use targets::{GatewayCounters, GatewaySettings, ManagedGateway, StaticServer};
+use targets::{GatewayCounters, ManagedGateway, StaticServer};
 use workload::{Dialect, Generator, Workload, documents, nested_answer};
 
 /// Where the gateway under test comes from.
@@ -83,17 +83,13 @@ async fn prepare(setup: &Setup) -> anyhow::Result<Prepared> {
     let client = load::client(setup.spec.timeout, setup.route.as_ref());
     let (managed, target) = match &setup.gateway {
         GatewaySource::Managed { bin, store } => {
-            let (bin, store, dir) = (bin.clone(), store.clone(), scratch.path().to_owned());
-            let gateway = tokio::task::spawn_blocking(move || {
-                ManagedGateway::start(&GatewaySettings {
-                    bin: &bin,
-                    store: &store,
-                    scratch: &dir,
-                    response_cache: true,
-                    name: "marquee",
-                })
-            })
-            .await??;
+            let gateway = ManagedGateway::spawn(
+                bin.clone(),
+                store.clone(),
+                scratch.path().to_owned(),
+                "marquee".into(),
+            )
+            .await?;
             let target = gateway.target.clone();
             (Some(gateway), target)
         }
@@ -417,18 +413,9 @@ pub async fn compare(
                         "a name=file.toml target needs a gateway started by bench (--data-dir or --gateway-config)"
                     )
                 };
-                let (bin, store, name) = (bin.clone(), ManagedStore::Config(file.clone()), name.clone());
+                let store = ManagedStore::Config(file.clone());
                 let scratch = prepared._scratch.path().to_owned();
-                let gateway = tokio::task::spawn_blocking(move || {
-                    ManagedGateway::start(&GatewaySettings {
-                        bin: &bin,
-                        store: &store,
-                        scratch: &scratch,
-                        response_cache: true,
-                        name: &name,
-                    })
-                })
-                .await??;
+                let gateway = ManagedGateway::spawn(bin.clone(), store, scratch, name.clone()).await?;
                 targets::register_persisted(&prepared.client, &gateway.target).await?;
                 let mut target = gateway.target.clone();
                 if target.name.ends_with("-nocache") {

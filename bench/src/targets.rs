@@ -125,6 +125,26 @@ impl ManagedGateway {
         Ok(ManagedGateway { child, target, bin: settings.bin.to_owned(), env })
     }
 
+    /// [`ManagedGateway::start`] off the async runtime (it waits for the process to serve),
+    /// with the response cache on.
+    pub async fn spawn(
+        bin: PathBuf,
+        store: ManagedStore,
+        scratch: PathBuf,
+        name: String,
+    ) -> anyhow::Result<ManagedGateway> {
+        tokio::task::spawn_blocking(move || {
+            ManagedGateway::start(&GatewaySettings {
+                bin: &bin,
+                store: &store,
+                scratch: &scratch,
+                response_cache: true,
+                name: &name,
+            })
+        })
+        .await?
+    }
+
     /// The PID.
     pub fn pid(&self) -> u32 {
         self.child.id()
