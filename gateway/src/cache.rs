@@ -4,8 +4,9 @@
 //! A [`Cache`] is keyed by strings that start with a version prefix (so a deploy that
 //! changes a value's shape never reads the old shape) or by typed ids, bounded in bytes, and
 //! gives every entry its own time to live. Its interface is async and batch-shaped —
-//! `get_many`, `put_many`, `invalidate` — like the regional Redis Cluster behind it
-//! (`regional`), which the store stack reaches in one pipelined round trip per batch.
+//! `get_many`, `put_many`, `invalidate` — the same shape as the regional Redis Cluster
+//! (`regional`), which the entity and rating-totals caches consult on a miss, in one pipelined
+//! round trip per batch.
 //!
 //! Caches that hold what cannot be shared between processes keep their own moka cache: parsed
 //! documents (`marquee_schema`'s parse cache) and token verdicts (`auth`).

@@ -279,7 +279,6 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes a new key to `path`, readable by its owner only.
 /// Whether the configuration, without command-line overrides, loads with a backend other than
 /// the embedded one (to explain why `--data-dir` was refused).
 fn store_is_not_embedded(cli: &Cli) -> bool {
@@ -290,6 +289,7 @@ fn store_is_not_embedded(cli: &Cli) -> bool {
     .is_ok_and(|config| !matches!(config.store, StoreConfig::Embedded(_)))
 }
 
+/// Writes a new key to `path`, readable by its owner only.
 fn write_new_key(path: &std::path::Path) -> anyhow::Result<()> {
     use std::io::Write;
     let pem = generate_pem()?;

@@ -7,8 +7,8 @@
 //! scope-dependent field cannot leak across scopes either. Keys are the document hash, the
 //! operation name, the variables in canonical form (keys sorted) and the response media type,
 //! behind a version prefix. Entries live for the response's max-age, capped by
-//! `response_cache.max_ttl_secs`, and the cache is bounded in bytes. It is a [`Cache`], so the
-//! regional tier will serve it too. An entry showing a movie's rating summary is dropped once
+//! `response_cache.max_ttl_secs`, and the cache is bounded in bytes. It is a [`Cache`] held in
+//! this process only: the regional tier does not serve it (each gateway fills its own). An entry showing a movie's rating summary is dropped once
 //! that rating changes (this gateway's write, the region's bus, another region's write from
 //! the log): entries remember the movies whose ratings they show, and the cache when each
 //! movie's ratings last changed. A request with

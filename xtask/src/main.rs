@@ -14,7 +14,7 @@
 //! PostGraphile peer the benchmark compares against (see `peer`). `cargo xtask fuzz` runs the
 //! fuzz targets for a bounded time (see `fuzz`); CI runs the request target for 60 seconds.
 //! `cargo xtask cassandra up | status | link | down` keeps such a cluster running for the rig
-//! and for developers (see `cassandra`). `cargo xtask rig up | status | down` runs every region of `regions/` on this machine (see
+//! and for developers (see `cassandra`). `cargo xtask rig up | status | test | down` runs every region of `regions/` on this machine (see
 //! `rig`). `cargo xtask terraform ARGS` runs Terraform on `terraform/` (see `terraform`); CI
 //! runs the traffic policy's `terraform test`.
 

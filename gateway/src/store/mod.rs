@@ -4,14 +4,15 @@
 //! ```text
 //! dataloaders (marquee_schema)
 //!   → cached        read-through caches of shared data: rating totals (dropped by the write
-//!                   path) and the L1 entity cache (`entities`: movies, people, credits)
+//!                   path) and the entity cache (`entities`: movies, people, credits), each an
+//!                   in-process L1 and, when `[redis]` is set, the regional Redis Cluster as L2
 //!   → instrumented  every backend call counted and traced (store_calls_total)
 //!   → backend       chosen by `[store] backend` (`backend.rs`)
 //! ```
 //!
-//! Each layer wraps only the faces of [`Store`] it concerns, so a new layer (the regional
-//! cache tier) is one more wrapper here and nothing else changes. Nothing outside this module
-//! and `startup` knows which backend runs.
+//! Each layer wraps only the faces of [`Store`] it concerns. The regional tier is not a layer
+//! of its own: `cached` and `entities` consult it between their L1 and the store, inside the
+//! same single flight. Nothing outside this module and `startup` knows which backend runs.
 
 mod backend;
 pub mod cached;

@@ -1,4 +1,4 @@
-//! `cargo xtask rig up | status | down`: every region of `regions/` (the files with a
+//! `cargo xtask rig up | status | test | down`: every region of `regions/` (the files with a
 //! `[topology]`) on this machine, on loopback, made of the parts production runs or their
 //! stand-ins:
 //!
