@@ -58,6 +58,16 @@ pub struct Cost {
     pub visited: u64,
 }
 
+/// Checks one operation's measures against every limit, in the order a client fixes them.
+fn check_operation(limits: &QueryLimits, cost: &Cost) -> Result<(), Refusal> {
+    limits.check_depth(cost.depth, cost.introspection_depth)?;
+    limits.check_aliases(cost.aliases)?;
+    limits.check_root_fields(cost.root_fields)?;
+    limits.check_complexity(cost.complexity)?;
+    limits.check_introspection_complexity(cost.introspection_complexity)?;
+    limits.check_size(cost.size)
+}
+
 /// What a selection costs, relative to where it is used.
 #[derive(Copy, Clone, Debug, Default)]
 struct Summary {
@@ -358,7 +368,7 @@ pub(crate) fn measure(
             size: summary.size,
             visited: 0,
         };
-        limits.check(&measured)?;
+        check_operation(limits, &measured)?;
         cost = Cost {
             depth: cost.depth.max(measured.depth),
             complexity: cost.complexity.max(measured.complexity),

@@ -4,8 +4,6 @@
 
 use async_graphql::{ErrorExtensionValues, ServerError};
 
-use crate::analysis::Cost;
-
 /// The limits, from config.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct QueryLimits {
@@ -100,19 +98,11 @@ fn over(value: u64, limit: u64, code: &'static str, message: impl FnOnce() -> St
 }
 
 impl QueryLimits {
-    /// Checks one operation's measures.
-    pub(crate) fn check(&self, cost: &Cost) -> Result<(), Refusal> {
-        self.check_depth(cost.depth, cost.introspection_depth)?;
-        self.check_aliases(cost.aliases)?;
-        over(cost.root_fields, self.max_root_fields, codes::TOO_MANY_ROOT_FIELDS, || {
-            format!(
-                "the query asks for {} root fields; the limit is {}",
-                cost.root_fields, self.max_root_fields
-            )
-        })?;
-        self.check_complexity(cost.complexity)?;
-        self.check_introspection_complexity(cost.introspection_complexity)?;
-        self.check_size(cost.size)
+    /// Fields at the top of the operation.
+    pub(crate) fn check_root_fields(&self, root_fields: u64) -> Result<(), Refusal> {
+        over(root_fields, self.max_root_fields, codes::TOO_MANY_ROOT_FIELDS, || {
+            format!("the query asks for {root_fields} root fields; the limit is {}", self.max_root_fields)
+        })
     }
 
     /// Nesting of catalog and of introspection fields.
