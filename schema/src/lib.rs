@@ -14,6 +14,7 @@
 mod analysis;
 mod caller;
 mod completion;
+mod context;
 mod cursor;
 mod error;
 mod loaders;

@@ -5,18 +5,11 @@
 //! (the HTTP stage refuses them over GET).
 
 use async_graphql::{Context, ID, Object};
-use marquee_store::{MovieId, SCORES, UserId};
+use marquee_store::{MovieId, SCORES};
 
-use crate::Caller;
+use crate::context::{signed_in, store};
 use crate::error::ApiError;
-use crate::query::store;
 use crate::types::{UserRatingObject, WatchlistEntryObject};
-
-/// The signed-in caller's id, or `UNAUTHENTICATED`.
-pub(crate) fn signed_in(ctx: &Context<'_>, what: &'static str) -> Result<UserId, ApiError> {
-    let id = ctx.data_opt::<Caller>().and_then(Caller::user_id).ok_or(ApiError::Unauthenticated(what))?;
-    Ok(UserId::new(id)?)
-}
 
 /// Writes.
 pub struct Mutation;

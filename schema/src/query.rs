@@ -3,13 +3,12 @@
 use std::sync::Arc;
 
 use async_graphql::{Context, Enum, ID, Object};
-use marquee_store::{BrowseQuery, Genre, MAX_PAGE, MovieId, MovieSort, Page, PersonId, SearchQuery, Store};
+use marquee_store::{BrowseQuery, Genre, MAX_PAGE, MovieId, MovieSort, Page, PersonId, SearchQuery};
 
+use crate::context::{loaders, page_size, signed_in, store};
 use crate::cursor::{self, CursorKind};
 use crate::error::ApiError;
-use crate::types::{
-    GenreObject, MovieConnection, MovieObject, PersonObject, ViewerObject, loaders, page_size,
-};
+use crate::types::{GenreObject, MovieConnection, MovieObject, PersonObject, ViewerObject};
 use crate::types::{MovieEdge, PageInfo};
 
 // The store's `MovieSort` as a GraphQL enum: `remote` makes the compiler keep the two in step.
@@ -27,12 +26,6 @@ pub(crate) enum MovieSortEnum {
 
 /// The catalog's entry points.
 pub struct Query;
-
-/// The store the schema was built over (for unbatched reads and writes; batched reads go
-/// through the request's loaders).
-pub(crate) fn store<'a>(ctx: &Context<'a>) -> &'a Store {
-    ctx.data_unchecked::<Store>()
-}
 
 fn parse_ids<T: std::str::FromStr<Err = marquee_store::StoreError>>(ids: &[ID]) -> Result<Vec<T>, ApiError> {
     if ids.len() > MAX_PAGE {
@@ -190,7 +183,7 @@ impl Query {
     /// response private.
     #[graphql(cache_control(private))]
     async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<ViewerObject>> {
-        crate::error::resolve(async move { Ok(Some(ViewerObject(crate::mutation::signed_in(ctx, "`me`")?))) })
+        crate::error::resolve(async move { Ok(Some(ViewerObject(signed_in(ctx, "`me`")?))) })
             .await
     }
 

@@ -3,7 +3,8 @@
 use async_graphql::{Context, Enum, Object};
 use marquee_store::{Credit, Department, MovieId, PersonId};
 
-use super::{MovieObject, PersonObject, loaders};
+use super::{MovieObject, PersonObject};
+use crate::context::loaders;
 
 /// Department of a credit or a person (the store's `Department`, exposed as a GraphQL enum).
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]

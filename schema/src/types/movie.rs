@@ -5,7 +5,8 @@ use std::sync::Arc;
 use async_graphql::{Context, ID, Object, SimpleObject};
 use marquee_store::{GenreCount, Movie, SimilarQuery};
 
-use super::{CreditObject, UserRatingObject, loaders, page_size};
+use super::{CreditObject, UserRatingObject};
+use crate::context::{loaders, page_size};
 use crate::SchemaConfig;
 use crate::error::ApiError;
 

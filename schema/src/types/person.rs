@@ -6,7 +6,8 @@ use async_graphql::{Context, ID, Object};
 use marquee_store::{Department, FilmographyQuery, Page, Person};
 
 use super::connection::{CreditEdge, PageInfo};
-use super::{CreditConnection, CreditObject, DepartmentEnum, loaders, page_size};
+use super::{CreditConnection, CreditObject, DepartmentEnum};
+use crate::context::{loaders, page_size};
 use crate::cursor::{self, CursorKind};
 
 /// A person in cast or crew.

@@ -7,7 +7,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use async_graphql::{Context, ID, Object, SimpleObject};
 use marquee_store::{MovieId, Page, Rating, UserId, UserPage, WatchlistEntry};
 
-use super::{MovieObject, PageInfo, loaders, page_size};
+use super::{MovieObject, PageInfo};
+use crate::context::{loaders, page_size, store};
 use crate::cursor::{self, CursorKind};
 use crate::error::ApiError;
 
@@ -139,7 +140,7 @@ impl ViewerObject {
     ) -> async_graphql::Result<RatingConnection> {
         crate::error::resolve(async move {
             let page = user_page(CursorKind::Ratings, first, after.as_deref())?;
-            let page = crate::query::store(ctx).users.ratings_page(&self.0, page).await?;
+            let page = store(ctx).users.ratings_page(&self.0, page).await?;
             let (edges, page_info) = edges(CursorKind::Ratings, page, |cursor, r| RatingEdge {
                 cursor,
                 node: UserRatingObject(r),
@@ -158,7 +159,7 @@ impl ViewerObject {
     ) -> async_graphql::Result<WatchlistConnection> {
         crate::error::resolve(async move {
             let page = user_page(CursorKind::Watchlist, first, after.as_deref())?;
-            let page = crate::query::store(ctx).users.watchlist_page(&self.0, page).await?;
+            let page = store(ctx).users.watchlist_page(&self.0, page).await?;
             let (edges, page_info) = edges(CursorKind::Watchlist, page, |cursor, e| WatchlistEdge {
                 cursor,
                 node: WatchlistEntryObject(e),
