@@ -45,7 +45,7 @@ pub struct Config {
     /// The region's Redis Cluster (`[redis]`): the regional cache tier, the invalidation bus,
     /// region-wide rate limits and APQ registrations. Unset: all of that stays in process.
     #[serde(default)]
-    pub redis: Option<crate::regional::RedisConfig>,
+    pub redis: Option<RedisConfig>,
     /// `[topology]`: where the region's parts listen. The gateway does not use it; it is
     /// here so that a region file is checked whole, and the tools that deploy a region (the
     /// local rig, the traffic policy) read it from the same file.
@@ -53,10 +53,10 @@ pub struct Config {
     pub topology: Option<TopologyConfig>,
     /// `[dns]`: how the names in this configuration are resolved.
     #[serde(default)]
-    pub dns: crate::dns::DnsConfig,
+    pub dns: DnsConfig,
     /// `[cdn]`: the region's CDN edges, purged when ratings change.
     #[serde(default)]
-    pub cdn: crate::purge::CdnConfig,
+    pub cdn: CdnConfig,
     /// This deployment is a test (CI, the local rig): development tokens are accepted over a
     /// shared store. Never set in production.
     #[serde(default)]
@@ -385,6 +385,65 @@ pub struct DemoConfig {
     pub seed: u64,
 }
 
+/// `[redis]`: the region's Redis Cluster.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Cluster nodes to discover the cluster from, `host:port`.
+    pub seeds: Vec<String>,
+    /// A call taking longer is a miss (or dropped, or decided in process), in milliseconds.
+    pub command_timeout_ms: u64,
+    /// Extra time to live, up to this percentage of an entry's TTL, chosen per entry.
+    pub ttl_jitter_pct: u8,
+    /// Speak TLS to every node, verifying its certificate (against public CAs, or
+    /// `tls_ca_file`) and its name (the seed's).
+    pub tls: bool,
+    /// PEM file of the CA(s) that sign the nodes' certificates, instead of public CAs.
+    pub tls_ca_file: Option<PathBuf>,
+    /// The user to AUTH as (`default` for an ElastiCache AUTH token).
+    pub username: Option<String>,
+    /// The password (AUTH token) to AUTH with. Never printed.
+    pub password: Option<Secret>,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            seeds: Vec::new(),
+            command_timeout_ms: 50,
+            ttl_jitter_pct: 10,
+            tls: false,
+            tls_ca_file: None,
+            username: None,
+            password: None,
+        }
+    }
+}
+
+/// `[dns]`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DnsConfig {
+    /// DNS servers (`ip:port`, UDP) for the names in this configuration. Empty: the system's.
+    pub servers: Vec<SocketAddr>,
+}
+
+/// `[cdn]`: the region's CDN edges.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CdnConfig {
+    /// URLs to send `PURGE` to, with the surrogate keys in `xkey-purge` (empty: no purging).
+    pub purge_urls: Vec<String>,
+    /// How long one purge request may take, in milliseconds.
+    pub purge_timeout_ms: u64,
+}
+
+impl Default for CdnConfig {
+    fn default() -> Self {
+        CdnConfig { purge_urls: Vec::new(), purge_timeout_ms: 1_000 }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         let limits = QueryLimits::default();
@@ -457,8 +516,8 @@ impl Default for Config {
             response_cache: ResponseCacheConfig { enabled: true, max_mib: 64, max_ttl_secs: 60 },
             redis: None,
             topology: None,
-            dns: crate::dns::DnsConfig::default(),
-            cdn: crate::purge::CdnConfig::default(),
+            dns: DnsConfig::default(),
+            cdn: CdnConfig::default(),
             testing: false,
         }
     }
@@ -723,10 +782,7 @@ mod tests {
         assert!(refused(&config).contains("origin_header"));
 
         let config = Config {
-            redis: Some(crate::regional::RedisConfig {
-                username: Some("default".into()),
-                ..Default::default()
-            }),
+            redis: Some(RedisConfig { username: Some("default".into()), ..Default::default() }),
             ..Config::default()
         };
         assert!(refused(&config).contains("redis.username is set without redis.password"));

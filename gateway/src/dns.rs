@@ -19,15 +19,8 @@ use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::{Resolver, TokioResolver};
-use serde::{Deserialize, Serialize};
 
-/// `[dns]`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DnsConfig {
-    /// DNS servers (`ip:port`, UDP) for the names in this configuration. Empty: the system's.
-    pub servers: Vec<SocketAddr>,
-}
+use crate::config::{DnsConfig, StoreConfig};
 
 /// Why the resolver could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -57,10 +50,10 @@ pub fn resolver(config: &DnsConfig) -> Result<TokioResolver, DnsConfigError> {
 /// addresses the servers give (every address of each name); otherwise they are left to the
 /// driver.
 pub async fn resolve_contact_points(
-    store: &mut crate::config::StoreConfig,
+    store: &mut StoreConfig,
     config: &DnsConfig,
 ) -> Result<(), DnsConfigError> {
-    let crate::config::StoreConfig::Scylla(options) = store else { return Ok(()) };
+    let StoreConfig::Scylla(options) = store else { return Ok(()) };
     if config.servers.is_empty() {
         return Ok(());
     }
@@ -107,7 +100,6 @@ impl fred::types::Resolve for FredResolver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::StoreConfig;
 
     fn scylla(points: &[&str]) -> StoreConfig {
         StoreConfig::Scylla(Box::new(marquee_store_scylla::ScyllaOptions {

@@ -16,26 +16,10 @@ use std::time::Duration;
 
 use marquee_store::MovieId;
 use prometheus::IntCounterVec;
-use serde::{Deserialize, Serialize};
 
 use crate::cache_policy::{ALL_RATINGS, MAX_SURROGATE_KEYS};
+use crate::config::CdnConfig;
 use crate::store::cached::RatingsObserver;
-
-/// `[cdn]`: the region's CDN edges.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CdnConfig {
-    /// URLs to send `PURGE` to, with the surrogate keys in `xkey-purge` (empty: no purging).
-    pub purge_urls: Vec<String>,
-    /// How long one purge request may take, in milliseconds.
-    pub purge_timeout_ms: u64,
-}
-
-impl Default for CdnConfig {
-    fn default() -> Self {
-        CdnConfig { purge_urls: Vec::new(), purge_timeout_ms: 1_000 }
-    }
-}
 
 /// How many times a purge is sent before it is given up.
 const ATTEMPTS: u32 = 4;

@@ -36,7 +36,6 @@ pub mod limiter;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -48,44 +47,8 @@ use fred::prelude::{
 use fred::types::Resolve;
 use fred::types::config::{Server, TlsConfig, TlsConnector, TlsHostMapping};
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge};
-use serde::{Deserialize, Serialize};
 
-use crate::secret::Secret;
-
-/// `[redis]`: the region's Redis Cluster.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RedisConfig {
-    /// Cluster nodes to discover the cluster from, `host:port`.
-    pub seeds: Vec<String>,
-    /// A call taking longer is a miss (or dropped, or decided in process), in milliseconds.
-    pub command_timeout_ms: u64,
-    /// Extra time to live, up to this percentage of an entry's TTL, chosen per entry.
-    pub ttl_jitter_pct: u8,
-    /// Speak TLS to every node, verifying its certificate (against public CAs, or
-    /// `tls_ca_file`) and its name (the seed's).
-    pub tls: bool,
-    /// PEM file of the CA(s) that sign the nodes' certificates, instead of public CAs.
-    pub tls_ca_file: Option<PathBuf>,
-    /// The user to AUTH as (`default` for an ElastiCache AUTH token).
-    pub username: Option<String>,
-    /// The password (AUTH token) to AUTH with. Never printed.
-    pub password: Option<Secret>,
-}
-
-impl Default for RedisConfig {
-    fn default() -> Self {
-        RedisConfig {
-            seeds: Vec::new(),
-            command_timeout_ms: 50,
-            ttl_jitter_pct: 10,
-            tls: false,
-            tls_ca_file: None,
-            username: None,
-            password: None,
-        }
-    }
-}
+use crate::config::RedisConfig;
 
 /// The TLS settings `config` asks for, or `None` when TLS is off.
 fn tls_config(config: &RedisConfig) -> Result<Option<TlsConfig>, RedisConfigError> {

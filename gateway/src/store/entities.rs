@@ -600,7 +600,7 @@ mod tests {
             .expect("a Redis Cluster (redis-server installed?)");
         let dir = tempfile::tempdir().expect("tempdir");
         let slow = seeded(dir.path()).await;
-        let redis = crate::regional::RedisConfig {
+        let redis = crate::config::RedisConfig {
             seeds: cluster.seeds(),
             command_timeout_ms: 200,
             ..Default::default()

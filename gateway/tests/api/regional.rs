@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use marquee_gateway::auth::{Authenticator, generate_pem};
 use marquee_gateway::config::Config;
+use marquee_gateway::config::RedisConfig;
 use marquee_gateway::persisted::sha256_hex;
-use marquee_gateway::regional::RedisConfig;
 use marquee_redis_cluster::RedisCluster;
 use serde_json::{Value, json};
 
