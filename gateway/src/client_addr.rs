@@ -95,7 +95,7 @@ impl TrustedProxies {
 pub struct ClientAddr(pub IpAddr);
 
 /// Middleware: records the request's [`ClientAddr`].
-pub(super) async fn client(
+pub(crate) async fn record(
     State(proxies): State<TrustedProxies>,
     mut request: Request,
     next: Next,
@@ -105,6 +105,24 @@ pub(super) async fn client(
         request.extensions_mut().insert(ClientAddr(client));
     }
     next.run(request).await
+}
+
+/// The client address a request is limited by: an IPv4 address, or the /64 an IPv6 address
+/// belongs to (one IPv6 client usually owns a whole /64 and can pick any address in it).
+pub(crate) fn of(request: &Request) -> String {
+    let extensions = request.extensions();
+    let ip = match (extensions.get::<ClientAddr>(), extensions.get::<ConnectInfo<SocketAddr>>()) {
+        (Some(ClientAddr(client)), _) => *client,
+        (None, Some(ConnectInfo(peer))) => peer.ip(),
+        (None, None) => return "unknown".to_owned(),
+    };
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
 }
 
 #[cfg(test)]

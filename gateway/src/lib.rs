@@ -4,7 +4,8 @@
 //!
 //! 1. `server` — connections: cap, header and idle time limits;
 //! 2. `http` — routes, media type, error shape, metrics, timeout (`http/graphql.rs` reads the
-//!    GraphQL request from GET or POST);
+//!    GraphQL request from GET or POST), and who the client is (`client_addr`: its address
+//!    behind trusted proxies);
 //! 3. `auth` — bearer token → caller;
 //! 4. `rate_limit` — per-identity rate;
 //! 5. `pipeline` — in order: `persisted` (which document), `response_cache` (public GETs),
@@ -22,6 +23,7 @@ pub mod auth;
 pub mod bulk;
 pub mod cache;
 pub mod cache_policy;
+pub mod client_addr;
 pub mod config;
 pub mod dns;
 pub mod error;

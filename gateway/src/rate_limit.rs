@@ -12,16 +12,14 @@
 //! outage of the shared limiter neither blocks traffic nor leaves it unlimited. (Query depth
 //! and cost limits are another stage, in `marquee_schema`'s `query_limits`.)
 
-use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 
-use crate::http::forwarded::ClientAddr;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -152,24 +150,6 @@ impl RateLimiter for InProcessLimiter {
     }
 }
 
-/// The client address a request is limited by: an IPv4 address, or the /64 an IPv6 address
-/// belongs to (one IPv6 client usually owns a whole /64 and can pick any address in it).
-pub(crate) fn client_address(request: &Request) -> String {
-    let extensions = request.extensions();
-    let ip = match (extensions.get::<ClientAddr>(), extensions.get::<ConnectInfo<SocketAddr>>()) {
-        (Some(ClientAddr(client)), _) => *client,
-        (None, Some(ConnectInfo(peer))) => peer.ip(),
-        (None, None) => return "unknown".to_owned(),
-    };
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-        }
-    }
-}
-
 /// The bucket of a client address.
 pub(crate) fn address_bucket(address: &str) -> String {
     format!("ip:{address}")
@@ -210,7 +190,7 @@ pub async fn rate_limit(State(limits): State<RateLimit>, request: Request, next:
     if !limits.enabled() {
         return next.run(request).await;
     }
-    let client = client_address(&request);
+    let client = crate::client_addr::of(&request);
     let (own, issuer) = buckets(request.extensions().get::<Caller>().unwrap_or(&Caller::Anonymous), &client);
     let charged = request.extensions().get::<Charged>().map(|c| c.0.as_str());
     for bucket in std::iter::once(own).chain(issuer) {

@@ -16,8 +16,8 @@ use tokio::net::TcpListener;
 
 use crate::auth::{AuthSetupError, Authenticator};
 use crate::cache_policy::CachePolicy;
+use crate::client_addr::TrustedProxies;
 use crate::config::Config;
-use crate::http::forwarded::TrustedProxies;
 use crate::http::graphiql::{self, AssetSource, MissingAsset};
 use crate::persisted::{ManifestError, PersistedQueries};
 use crate::pipeline::GraphqlState;

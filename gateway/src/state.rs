@@ -3,7 +3,8 @@
 //! stage through axum's `FromRef` ([`GraphqlState`] for the pipeline, [`AuthStage`] for
 //! authentication, [`RateLimit`] for rate limits, [`Readiness`] for `/readyz`, [`Metrics`]),
 //! so what a stage can touch is visible in its signature. This module imports the stages'
-//! types and nothing imports it back but the HTTP routes, so there is no cycle.
+//! types; only the HTTP routes and `startup` import it, and no stage imports `http`, so there is
+//! no cycle.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -35,7 +36,7 @@ pub struct AppState {
     /// GraphiQL's page.
     pub graphiql: Graphiql,
     /// The proxies whose `X-Forwarded-For` names the client.
-    pub proxies: crate::http::forwarded::TrustedProxies,
+    pub proxies: crate::client_addr::TrustedProxies,
 }
 
 /// What `/readyz` looks at.

@@ -421,7 +421,7 @@ pub async fn authenticate(State(state): State<AuthStage>, mut request: Request, 
                     Some(caller) => Ok(caller),
                     None => {
                         if state.rate_limit.enabled() {
-                            let bucket = rate_limit::address_bucket(&rate_limit::client_address(&request));
+                            let bucket = rate_limit::address_bucket(&crate::client_addr::of(&request));
                             if let Err(refused) = state.rate_limit.charge(&bucket).await {
                                 return refused;
                             }

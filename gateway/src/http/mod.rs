@@ -3,7 +3,6 @@
 //! handler; `/graphql` then passes the authentication (`crate::auth`) and rate-limit
 //! (`crate::rate_limit`) stages, and its handlers hand the request to `crate::pipeline`.
 
-pub mod forwarded;
 pub mod graphiql;
 mod graphql;
 mod health;
@@ -81,7 +80,7 @@ pub fn router(state: AppState, request_timeout: Duration, graphiql_assets: Optio
                     tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
                 }))
                 .layer(middleware::from_fn_with_state(state.metrics.clone(), track))
-                .layer(middleware::from_fn_with_state(state.proxies.clone(), forwarded::client))
+                .layer(middleware::from_fn_with_state(state.proxies.clone(), crate::client_addr::record))
                 .layer(HandleErrorLayer::new(error::middleware_error))
                 .timeout(request_timeout),
         )

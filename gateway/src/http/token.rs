@@ -15,7 +15,7 @@ use crate::error::{HttpError, codes};
 
 /// `POST /auth/anonymous`.
 pub(super) async fn anonymous(State(auth): State<Arc<Authenticator>>, request: Request) -> Response {
-    match auth.issue_anonymous(&crate::rate_limit::client_address(&request)) {
+    match auth.issue_anonymous(&crate::client_addr::of(&request)) {
         Ok(token) => {
             let mut response = (StatusCode::OK, Json(token)).into_response();
             response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
