@@ -183,8 +183,7 @@ impl Query {
     /// response private.
     #[graphql(cache_control(private))]
     async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<ViewerObject>> {
-        crate::error::resolve(async move { Ok(Some(ViewerObject(signed_in(ctx, "`me`")?))) })
-            .await
+        crate::error::resolve(async move { Ok(Some(ViewerObject(signed_in(ctx, "`me`")?))) }).await
     }
 
     /// Every genre with its movie count.

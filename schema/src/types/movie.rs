@@ -6,8 +6,8 @@ use async_graphql::{Context, ID, Object, SimpleObject};
 use marquee_store::{GenreCount, Movie, SimilarQuery};
 
 use super::{CreditObject, UserRatingObject};
-use crate::context::{loaders, page_size};
 use crate::SchemaConfig;
+use crate::context::{loaders, page_size};
 use crate::error::ApiError;
 
 // Users' ratings reach it eventually: at once on the gateway that took the rating, within
