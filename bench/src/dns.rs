@@ -10,6 +10,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::name_server::TokioConnectionProvider;
@@ -35,14 +36,56 @@ pub struct RegionResolver {
 impl RegionResolver {
     /// A resolver for `route`.
     pub fn new(route: &ClientRoute) -> Arc<RegionResolver> {
-        let mut server = NameServerConfig::new(route.dns, Protocol::Udp);
-        server.bind_addr = Some(SocketAddr::new(route.source, 0));
+        Arc::new(RegionResolver { resolver: route.resolver(ResolverOpts::default()) })
+    }
+}
+
+/// Why a one-off lookup failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    /// No runtime to resolve on.
+    #[error("starting a runtime for the lookup: {0}")]
+    Runtime(#[from] std::io::Error),
+    /// The server did not answer, or not with addresses.
+    #[error("looking up {name} at {server}: {source}")]
+    Resolve {
+        /// The name asked for.
+        name: String,
+        /// The DNS server asked.
+        server: SocketAddr,
+        /// What the resolver said.
+        source: hickory_resolver::ResolveError,
+    },
+}
+
+impl ClientRoute {
+    /// A resolver asking `dns` from `source`.
+    fn resolver(&self, options: ResolverOpts) -> TokioResolver {
+        let mut server = NameServerConfig::new(self.dns, Protocol::Udp);
+        server.bind_addr = Some(SocketAddr::new(self.source, 0));
         let mut config = ResolverConfig::new();
         config.add_name_server(server);
-        let resolver = Resolver::builder_with_config(config, TokioConnectionProvider::default())
-            .with_options(ResolverOpts::default())
-            .build();
-        Arc::new(RegionResolver { resolver })
+        Resolver::builder_with_config(config, TokioConnectionProvider::default())
+            .with_options(options)
+            .build()
+    }
+
+    /// The IPv4 addresses the server gives `name` now, asked once (no cache, one attempt of
+    /// 2 s): what a health check or a test polling for a DNS change needs. Blocks.
+    pub fn lookup_v4_once(&self, name: &str) -> Result<Vec<IpAddr>, LookupError> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        runtime.block_on(async {
+            let mut options = ResolverOpts::default();
+            options.cache_size = 0;
+            options.attempts = 1;
+            options.timeout = Duration::from_secs(2);
+            let lookup = self
+                .resolver(options)
+                .ipv4_lookup(name)
+                .await
+                .map_err(|source| LookupError::Resolve { name: name.to_owned(), server: self.dns, source })?;
+            Ok(lookup.iter().map(|a| IpAddr::V4(a.0)).collect())
+        })
     }
 }
 

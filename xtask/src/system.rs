@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 
-use crate::check;
+use crate::process::check;
 
 /// Debian's Node.js and npm, installed when missing.
 pub(crate) fn ensure_node() -> anyhow::Result<()> {
@@ -98,7 +98,7 @@ pub(crate) fn client_packages(root: &Path) -> anyhow::Result<()> {
         _ => true,
     };
     if stale {
-        crate::run(&dir, "npm", &["ci", "--no-audit", "--no-fund"])?;
+        crate::process::run(&dir, "npm", &["ci", "--no-audit", "--no-fund"])?;
     }
     Ok(())
 }

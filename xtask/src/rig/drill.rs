@@ -46,7 +46,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::regions::{self, Region};
-use super::{DNS, Rig, TRAFFIC_ENVIRONMENT, ZONE, alive, client_address, load_state, state_file};
+use super::{DNS, Rig, ZONE, alive, client_address, load_state, state_file};
 
 /// `cargo xtask drill`.
 #[derive(Args, Clone, Debug)]
@@ -492,7 +492,7 @@ fn cut(rig: &Rig, cut: bool) -> anyhow::Result<()> {
 fn apply(root: &Path, drained: &str) -> anyhow::Result<()> {
     let log = root.join("target/rig/logs/terraform.log");
     let args: Vec<String> = vec![
-        format!("-chdir={TRAFFIC_ENVIRONMENT}"),
+        format!("-chdir={}", crate::terraform::TRAFFIC_ENVIRONMENT),
         "apply".into(),
         "-input=false".into(),
         "-auto-approve".into(),

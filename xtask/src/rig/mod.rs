@@ -21,7 +21,6 @@
 //! so draining a region on the rig is the same `terraform apply` as in production.
 
 pub(crate) mod drill;
-pub(crate) mod health;
 mod regions;
 mod render;
 
@@ -33,6 +32,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use marquee_bench::dns::ClientRoute;
 use serde::{Deserialize, Serialize};
 
 use crate::process::{alive, http_status, listening, signal_and_wait, spawn_detached, wait_for};
@@ -51,8 +51,6 @@ const DNS_TTL: u32 = 5;
 /// The round trip between the rig's data centers once the catalog is loaded, in milliseconds
 /// (a transatlantic link is 70-150 ms).
 const WAN_ROUND_TRIP_MS: u64 = 150;
-/// The Terraform environment that drives the rig's geo-DNS through the traffic policy.
-pub(crate) const TRAFFIC_ENVIRONMENT: &str = "terraform/environments/local";
 
 #[derive(Subcommand)]
 pub(crate) enum RigTask {
@@ -146,7 +144,7 @@ pub(crate) fn run(root: &Path, task: RigTask) -> anyhow::Result<()> {
         }
         RigTask::Down => down(&dir),
         RigTask::Test => {
-            crate::run(root, "cargo", &["test", "-p", "xtask", "--test", "rig", "--", "--nocapture"])
+            crate::process::run(root, "cargo", &["test", "-p", "xtask", "--test", "rig", "--", "--nocapture"])
         }
     }
 }
@@ -227,7 +225,7 @@ fn build_gateway(root: &Path, release: bool) -> anyhow::Result<PathBuf> {
         args.push("--release");
     }
     println!("rig: building the gateway{}", if release { " (release)" } else { "" });
-    crate::run(root, "cargo", &args)?;
+    crate::process::run(root, "cargo", &args)?;
     Ok(root.join(if release { "target/release/gateway" } else { "target/debug/gateway" }))
 }
 
@@ -247,7 +245,7 @@ impl Rig {
         let key = self.dir.join("signing-key.pem");
         let mut keygen = Command::new(gateway);
         keygen.arg("keygen").arg("--out").arg(&key).stdout(std::process::Stdio::null());
-        crate::check(keygen, "gateway keygen (one signing key for every region's gateways)")?;
+        crate::process::check(keygen, "gateway keygen (one signing key for every region's gateways)")?;
         // The regions' Redis Clusters require AUTH, as ElastiCache with an AUTH token does.
         std::fs::write(self.redis_password_file(), random_hex()?).context("writing the Redis password")?;
         // The secret the edges add to every request they forward, which the load balancers
@@ -510,7 +508,7 @@ impl Rig {
             ["init", "-input=false"].as_slice(),
             ["apply", "-input=false", "-auto-approve", first_apply.as_str()].as_slice(),
         ] {
-            let mut all = vec![format!("-chdir={TRAFFIC_ENVIRONMENT}")];
+            let mut all = vec![format!("-chdir={}", crate::terraform::TRAFFIC_ENVIRONMENT)];
             all.extend(args.iter().map(|a| (*a).to_owned()));
             crate::terraform::run_quiet(&self.root, &all, &self.log("terraform"))?;
         }
@@ -559,13 +557,13 @@ fn load_keyspace(gateway: &Path, first: &Region) -> anyhow::Result<()> {
     migrate.arg("--config").arg(&first.file).arg("migrate");
     quiet_gateway_env(&mut migrate);
     migrate.env("MARQUEE_LOG__FILTER", "warn,scylla=error");
-    crate::check(migrate, &format!("gateway --config {} migrate", first.file.display()))?;
+    crate::process::check(migrate, &format!("gateway --config {} migrate", first.file.display()))?;
     println!("rig: seeding the shared keyspace with the {}-movie demo catalog", first.demo_movies);
     let mut seed = Command::new(gateway);
     seed.arg("--config").arg(&first.file).arg("seed").arg("--movies").arg(first.demo_movies.to_string());
     quiet_gateway_env(&mut seed);
     seed.env("MARQUEE_LOG__FILTER", "warn,scylla=error");
-    crate::check(seed, &format!("gateway --config {} seed", first.file.display()))
+    crate::process::check(seed, &format!("gateway --config {} seed", first.file.display()))
 }
 
 /// Waits until geo-DNS sends every region's clients to their own region: until its first
@@ -577,7 +575,9 @@ fn wait_for_routing(regions: &[Region]) -> anyhow::Result<()> {
     loop {
         let routed =
             regions.iter().filter_map(|r| Some((first_client(r)?, r.edge.ip()))).all(|(client, edge)| {
-                crate::dns::resolve_from(DNS, client, &name).is_ok_and(|answers| answers == [edge])
+                ClientRoute { dns: DNS, source: client }
+                    .lookup_v4_once(&name)
+                    .is_ok_and(|answers| answers == [edge])
             });
         if routed {
             return Ok(());
@@ -637,7 +637,8 @@ fn status(dir: &Path) -> anyhow::Result<bool> {
     if !state.clients.is_empty() {
         println!();
         for (region, client) in &state.clients {
-            match crate::dns::resolve_from(DNS, *client, &format!("api.{ZONE}")) {
+            let route = ClientRoute { dns: DNS, source: *client };
+            match route.lookup_v4_once(&format!("api.{ZONE}")) {
                 Ok(answers) => println!(
                     "geo-DNS: a client at {client} ({region}) resolves api.{ZONE} to {}",
                     answers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
