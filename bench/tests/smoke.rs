@@ -19,8 +19,11 @@ async fn gateway(dir: &std::path::Path) -> (String, Vec<Arc<str>>) {
     let store =
         StoreConfig::Embedded(EmbeddedConfig { data_dir: dir.to_owned(), ..EmbeddedConfig::default() });
     let bulk = marquee_gateway::store::bulk(&store);
-    marquee_gateway::bulk::seed(bulk.as_ref(), &SeedOptions { movies: MOVIES, people: Some(300), seed: 3 })
-        .expect("seed");
+    marquee_gateway::progress::seed(
+        bulk.as_ref(),
+        &SeedOptions { movies: MOVIES, people: Some(300), seed: 3 },
+    )
+    .expect("seed");
     let key = dir.join("key.pem");
     std::fs::write(&key, generate_pem().expect("key")).expect("write");
     let mut config = Config { listen: "127.0.0.1:0".parse().expect("addr"), store, ..Config::default() };
@@ -180,7 +183,7 @@ async fn compare_measures_a_second_store_beside_the_first() {
                 let _entered = runtime.enter();
                 for store in [&embedded, &scylla] {
                     let bulk = marquee_gateway::store::bulk(store);
-                    marquee_gateway::bulk::seed(bulk.as_ref(), &catalog).expect("seed");
+                    marquee_gateway::progress::seed(bulk.as_ref(), &catalog).expect("seed");
                 }
             })
             .join()

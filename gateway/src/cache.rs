@@ -28,15 +28,15 @@ pub const L1: &str = "l1";
 
 /// A value as stored: shared, with its own lifetime.
 #[derive(Debug)]
-struct Stored<V> {
+struct Timed<V> {
     value: V,
     ttl: Duration,
 }
 
 struct PerEntryTtl;
 
-impl<K, V> Expiry<K, Arc<Stored<V>>> for PerEntryTtl {
-    fn expire_after_create(&self, _: &K, stored: &Arc<Stored<V>>, _: Instant) -> Option<Duration> {
+impl<K, V> Expiry<K, Arc<Timed<V>>> for PerEntryTtl {
+    fn expire_after_create(&self, _: &K, stored: &Arc<Timed<V>>, _: Instant) -> Option<Duration> {
         Some(stored.ttl)
     }
 }
@@ -72,7 +72,7 @@ impl CacheKey for marquee_store::PersonId {
 }
 
 /// What moka keeps per entry besides key and value (its node, deque links, timer, the
-/// `Stored` wrapper), estimated: counted so that many small entries do not overrun the bound.
+/// `Timed` wrapper), estimated: counted so that many small entries do not overrun the bound.
 const ENTRY_OVERHEAD: usize = 160;
 
 type Hasher = foldhash::fast::RandomState;
@@ -81,7 +81,7 @@ type Hasher = foldhash::fast::RandomState;
 pub struct Cache<V, K: CacheKey = Arc<str>> {
     /// Label in `cache_requests_total{cache}`.
     name: &'static str,
-    local: moka::future::Cache<K, Arc<Stored<V>>, Hasher>,
+    local: moka::future::Cache<K, Arc<Timed<V>>, Hasher>,
     requests: IntCounterVec,
 }
 
@@ -95,7 +95,7 @@ where
     pub fn new(name: &'static str, max_bytes: u64, requests: IntCounterVec) -> Cache<V, K> {
         let local = moka::future::Cache::builder()
             .max_capacity(max_bytes)
-            .weigher(|k: &K, v: &Arc<Stored<V>>| {
+            .weigher(|k: &K, v: &Arc<Timed<V>>| {
                 u32::try_from(k.weight() + v.value.weight() + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
             })
             .expire_after(PerEntryTtl)
@@ -139,7 +139,7 @@ where
     pub async fn put_many(&self, entries: impl IntoIterator<Item = (impl Into<K>, V, Duration)>) {
         for (key, value, ttl) in entries {
             if !ttl.is_zero() {
-                self.local.insert(key.into(), Arc::new(Stored { value, ttl })).await;
+                self.local.insert(key.into(), Arc::new(Timed { value, ttl })).await;
             }
         }
     }

@@ -16,11 +16,10 @@
 //!
 //! `startup` builds all of it behind [`startup::Application`] and `state` holds what the
 //! stages share; `config` and `telemetry` are cross-cutting; `cache` is the cache abstraction
-//! every shared cache uses; `bulk` holds the seed, import and export commands; `dns` resolves
+//! every shared cache uses; `progress` runs the seed, import and export commands with progress bars; `dns` resolves
 //! the names in the configuration.
 
 pub mod auth;
-pub mod bulk;
 pub mod cache;
 pub mod cache_policy;
 pub mod client_addr;
@@ -30,6 +29,7 @@ pub mod error;
 pub mod http;
 pub mod persisted;
 pub mod pipeline;
+pub mod progress;
 pub mod purge;
 pub mod rate_limit;
 pub mod regional;

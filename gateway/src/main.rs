@@ -14,7 +14,7 @@ use figment::providers::Serialized;
 use marquee_gateway::auth::{Authenticator, generate_pem};
 use marquee_gateway::config::{Config, StoreConfig};
 use marquee_gateway::startup::{Application, shutdown_signal};
-use marquee_gateway::{bulk, dns, store, telemetry};
+use marquee_gateway::{dns, progress, store, telemetry};
 use marquee_store::bulk::seed::SeedOptions;
 
 /// Marquee: a movie-metadata GraphQL API.
@@ -231,18 +231,19 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Seed { movies, people, seed }) => {
             let stats = tokio::task::spawn_blocking(move || {
-                bulk::seed(target.as_ref(), &SeedOptions { movies, people, seed })
+                progress::seed(target.as_ref(), &SeedOptions { movies, people, seed })
             })
             .await??;
             println!("seeded {} movies and {} people into {location}", stats.movies, stats.people);
         }
         Some(Command::Import { source: ImportSource::Imdb { dir } }) => {
             let report =
-                tokio::task::spawn_blocking(move || bulk::import_imdb(target.as_ref(), &dir)).await??;
+                tokio::task::spawn_blocking(move || progress::import_imdb(target.as_ref(), &dir)).await??;
             print!("{report}");
         }
         Some(Command::Export { out }) => {
-            let stats = tokio::task::spawn_blocking(move || bulk::export(target.as_ref(), &out)).await??;
+            let stats =
+                tokio::task::spawn_blocking(move || progress::export(target.as_ref(), &out)).await??;
             println!(
                 "exported {} movies, {} people and {} credits from {location}",
                 stats.movies, stats.people, stats.credits,
@@ -262,7 +263,7 @@ async fn main() -> anyhow::Result<()> {
             // whole deployment's, loaded by an explicit `seed` or `import`.
             if matches!(config.store, StoreConfig::Embedded(_)) {
                 let (movies, seed) = (config.demo.movies, config.demo.seed);
-                tokio::task::spawn_blocking(move || bulk::ensure_catalog(target.as_ref(), movies, seed))
+                tokio::task::spawn_blocking(move || progress::ensure_catalog(target.as_ref(), movies, seed))
                     .await?
                     .context("preparing the catalog")?;
             } else if !tokio::task::spawn_blocking(move || target.has_catalog()).await?? {

@@ -65,7 +65,7 @@ pub struct ResponseCache {
 }
 
 /// What identifies a response.
-pub struct CacheKey<'a> {
+pub struct ResponseKey<'a> {
     /// Access scope of the caller (`public`, `user`).
     pub scope: &'a str,
     /// Response media type.
@@ -78,7 +78,7 @@ pub struct CacheKey<'a> {
     pub variables: Option<&'a Value>,
 }
 
-impl CacheKey<'_> {
+impl ResponseKey<'_> {
     /// The key as stored.
     pub fn render(&self) -> String {
         let mut key = format!(
@@ -139,7 +139,7 @@ impl ResponseCache {
         }
     }
 
-    /// The stored response for `key` (from [`CacheKey::render`]), counting a hit or a miss; an
+    /// The stored response for `key` (from [`ResponseKey::render`]), counting a hit or a miss; an
     /// entry showing a rating that changed since is dropped (and counted `invalidated`).
     pub async fn get(&self, key: &str) -> Option<Arc<Entry>> {
         let entry = self.cache.get(key).await?;
@@ -213,7 +213,7 @@ mod tests {
             json!({ "b": { "x": null, "y": [1, 2] }, "a": 1 }),
         );
         let key = |v| {
-            CacheKey {
+            ResponseKey {
                 scope: "public",
                 media: "json",
                 document_hash: "h",

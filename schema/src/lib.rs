@@ -6,7 +6,7 @@
 //! it, a request is parsed, measured against the query limits (`analysis`, `query_limits`),
 //! validated (once per document: `revalidation`), executed within a budget of resolved fields
 //! and completed — query order, and field errors as nulls
-//! that propagate as the spec says (`pipeline`, `completion`). The
+//! that propagate as the spec says (`extension`, `completion`). The
 //! schema holds only shared, immutable things (the store handle and settings); everything
 //! per-request — the loaders and their caches — is attached to each request by the HTTP layer
 //! with [`Loaders::new`], so no request can see another's data.
@@ -17,10 +17,10 @@ mod completion;
 mod context;
 mod cursor;
 mod error;
+mod extension;
 mod loaders;
 mod mutation;
 mod parse_cache;
-mod pipeline;
 mod query;
 mod query_limits;
 mod revalidation;
@@ -37,10 +37,10 @@ use marquee_store::Store;
 pub use analysis::Cost;
 pub use caller::Caller;
 pub use error::{ApiError, codes};
+pub use extension::{Analyzer, ExecutionStarted};
 pub use loaders::{LoaderMetrics, Loaders};
 pub use mutation::Mutation;
 pub use parse_cache::Parsed;
-pub use pipeline::{Analyzer, ExecutionStarted};
 pub use query::Query;
 pub use query_limits::{QueryLimits, codes as limit_codes};
 pub use shown::ShownRatings;
@@ -75,7 +75,7 @@ pub fn build(store: Store, config: SchemaConfig) -> MarqueeSchema {
     Schema::build(Query, Mutation, EmptySubscription)
         .data(store)
         .data(config)
-        .extension(pipeline::Pipeline(analyzer))
+        .extension(extension::Pipeline(analyzer))
         .finish()
 }
 

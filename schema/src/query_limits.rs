@@ -1,6 +1,6 @@
 //! The limits a query must stay within, and the stable codes of the refusals. The document's
 //! shape is checked before anything runs (`analysis`); what the estimate cannot see is caught
-//! while the query runs, by a budget of resolved fields (`pipeline`).
+//! while the query runs, by a budget of resolved fields (`extension`).
 
 use async_graphql::{ErrorExtensionValues, ServerError};
 

@@ -25,7 +25,7 @@ use serde_json::Value;
 use crate::cache_policy::{self, CachePolicy, Decision};
 use crate::error::{HttpError, codes};
 use crate::persisted::{Document, DocumentRef, PersistedQueries, PersistedQueryError};
-use crate::response_cache::{CacheKey, ResponseCache, Stored};
+use crate::response_cache::{ResponseCache, ResponseKey, Stored};
 
 /// What the pipeline needs, shared by every request.
 #[derive(Clone)]
@@ -95,7 +95,7 @@ pub(crate) async fn get(
     let directives = cache_policy::request_directives(headers);
     let cache = state.response_cache.as_deref().map(|cache| {
         let scope = if caller.user_id().is_some() { "user" } else { "public" };
-        let key = CacheKey {
+        let key = ResponseKey {
             scope,
             media: media.as_str(),
             document_hash: &document.hash,

@@ -124,7 +124,7 @@ pub trait RatingsObserver: Send + Sync + 'static {
 }
 
 /// The region's side of the rating-totals cache: its regional tier and the bus.
-struct Regionally {
+struct RegionTier {
     regional: Arc<Regional>,
     bus: Bus,
 }
@@ -134,7 +134,7 @@ struct Regionally {
 pub struct Invalidation {
     rating_totals: Arc<Cache<RatingTotals, MovieId>>,
     observers: Vec<Arc<dyn RatingsObserver>>,
-    regionally: Option<Arc<Regionally>>,
+    region_tier: Option<Arc<RegionTier>>,
     /// How long a copy it could have missed may live (the totals' TTL, jitter included).
     horizon: Duration,
 }
@@ -148,7 +148,7 @@ impl Invalidation {
                 Change::RatingTotals(movie) => *movie,
             })
             .collect();
-        if let Some(regionally) = &self.regionally {
+        if let Some(region_tier) = &self.region_tier {
             let shared: Vec<String> = changes
                 .iter()
                 .map(|change| match change {
@@ -157,15 +157,15 @@ impl Invalidation {
                 .collect();
             let messages: Vec<(u64, String)> = changes.iter().map(|c| c.message()).collect();
             // The regional entries first, so this gateway cannot refill its own from them.
-            regionally.bus.invalidate(&shared, &messages).await;
-            let regionally = regionally.clone();
+            region_tier.bus.invalidate(&shared, &messages).await;
+            let region_tier = region_tier.clone();
             let horizon = self.horizon;
             tokio::spawn(async move {
                 let started = Instant::now();
                 let mut wait = REPEAT_AFTER;
                 loop {
                     tokio::time::sleep(wait).await;
-                    if regionally.bus.invalidate(&shared, &messages).await || started.elapsed() > horizon {
+                    if region_tier.bus.invalidate(&shared, &messages).await || started.elapsed() > horizon {
                         break;
                     }
                     wait = (wait * 2).min(Duration::from_secs(2));
@@ -315,7 +315,7 @@ pub struct CachedUsers {
     inner: Arc<dyn UserData>,
     totals: Arc<Cache<RatingTotals, MovieId>>,
     ttl: Duration,
-    regionally: Option<Arc<Regionally>>,
+    region_tier: Option<Arc<RegionTier>>,
     invalidation: Arc<Invalidation>,
     /// Follows the change log while the store lives (with `[redis]`).
     follower: Option<tokio::task::JoinHandle<()>>,
@@ -333,13 +333,13 @@ impl Drop for CachedUsers {
 pub fn wrap(store: Store, config: &StackConfig, requests: IntCounterVec) -> Result<Store, RedisConfigError> {
     let requests_for_entities = requests.clone();
     let totals = Arc::new(Cache::new(TOTALS, config.rating_totals_bytes, requests));
-    let regionally = match &config.regional {
+    let region_tier = match &config.regional {
         Some(regional) => {
             let listener = Arc::new(TotalsListener {
                 rating_totals: totals.clone(),
                 observers: config.observers.clone(),
             });
-            Some(Arc::new(Regionally {
+            Some(Arc::new(RegionTier {
                 regional: regional.clone(),
                 bus: Bus::join(regional.clone(), listener)?,
             }))
@@ -350,13 +350,13 @@ pub fn wrap(store: Store, config: &StackConfig, requests: IntCounterVec) -> Resu
     let invalidation = Arc::new(Invalidation {
         rating_totals: totals.clone(),
         observers: config.observers.clone(),
-        regionally: regionally.clone(),
+        region_tier: region_tier.clone(),
         horizon: ttl + ttl / 5 + Duration::from_secs(1),
     });
-    let follower = regionally.as_ref().map(|regionally| {
-        tokio::spawn(follow_changes(store.users.clone(), invalidation.clone(), regionally.regional.clone()))
+    let follower = region_tier.as_ref().map(|region_tier| {
+        tokio::spawn(follow_changes(store.users.clone(), invalidation.clone(), region_tier.regional.clone()))
     });
-    let users = CachedUsers { inner: store.users, invalidation, totals, ttl, regionally, follower };
+    let users = CachedUsers { inner: store.users, invalidation, totals, ttl, region_tier, follower };
     let catalog = CachedCatalog::wrap(store.catalog, &config.entities, requests_for_entities);
     Ok(Store { catalog, users: Arc::new(users), lifecycle: store.lifecycle })
 }
@@ -446,7 +446,7 @@ impl UserData for CachedUsers {
         }
         // Without a live bus, another gateway's write could not reach this gateway's copies:
         // neither tier is used then, and the regional one only for values read since.
-        let live_since = self.regionally.as_ref().map(|r| r.bus.live_since());
+        let live_since = self.region_tier.as_ref().map(|r| r.bus.live_since());
         let here = live_since.is_none_or(|since| since.is_some());
         let mut found: Vec<Option<RatingTotals>> =
             if here { self.totals.get_many(movies).await } else { vec![None; movies.len()] };
@@ -458,8 +458,8 @@ impl UserData for CachedUsers {
         }
         let mut fresh: HashMap<MovieId, RatingTotals> = HashMap::with_capacity(missing.len());
         let mut from_store: Vec<MovieId> = Vec::new();
-        if let (Some(regionally), Some(Some(since))) = (&self.regionally, live_since) {
-            let regional = self.regional_totals(&regionally.regional, &missing, since).await;
+        if let (Some(region_tier), Some(Some(since))) = (&self.region_tier, live_since) {
+            let regional = self.regional_totals(&region_tier.regional, &missing, since).await;
             for (movie, totals) in missing.iter().zip(regional) {
                 match totals {
                     Some(totals) => {
@@ -474,7 +474,7 @@ impl UserData for CachedUsers {
         if !from_store.is_empty() {
             let read_at_ms = crate::regional::bus::now_ms();
             let loaded = self.inner.rating_totals(&from_store).await?;
-            if let (Some(regionally), true) = (&self.regionally, here) {
+            if let (Some(region_tier), true) = (&self.region_tier, here) {
                 let entries = from_store
                     .iter()
                     .zip(&loaded)
@@ -483,7 +483,7 @@ impl UserData for CachedUsers {
                         Some((regional_totals_key(*movie), postcard::to_stdvec(&stamped).ok()?, self.ttl))
                     })
                     .collect();
-                regionally.regional.put_many(entries).await;
+                region_tier.regional.put_many(entries).await;
             }
             fresh.extend(from_store.into_iter().zip(loaded));
         }

@@ -488,7 +488,7 @@ mod tests {
         let bulk_config = config.clone();
         tokio::task::spawn_blocking(move || {
             let bulk = crate::store::bulk(&bulk_config);
-            crate::bulk::seed(bulk.as_ref(), &SeedOptions { movies: 60, people: Some(40), seed: 7 })
+            crate::progress::seed(bulk.as_ref(), &SeedOptions { movies: 60, people: Some(40), seed: 7 })
         })
         .await
         .expect("seeding")

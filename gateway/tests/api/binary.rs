@@ -107,7 +107,7 @@ fn on_a_terminal_log_lines_start_on_their_own_line_beside_progress_bars() {
         assert!(
             timestamp.len() >= 20
                 && timestamp.ends_with('Z')
-                && shown.trim_end().ends_with("marquee_gateway::bulk:"),
+                && shown.trim_end().ends_with("marquee_gateway::progress:"),
             "a log line shares its row with {shown:?}"
         );
         log_lines += 1;

@@ -111,7 +111,7 @@ pub(crate) fn seed_store(config: &StoreConfig, options: &SeedOptions) {
                 runtime.block_on(marquee_gateway::store::migrate(config)).expect("migrate");
                 let _entered = runtime.enter();
                 let bulk = marquee_gateway::store::bulk(config);
-                marquee_gateway::bulk::seed(bulk.as_ref(), options).expect("seed");
+                marquee_gateway::progress::seed(bulk.as_ref(), options).expect("seed");
             })
             .join()
             .expect("seeding thread");

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use std::path::Path;
 
-use marquee_gateway::{bulk, store};
+use marquee_gateway::{progress, store};
 use marquee_store::StoreError;
 use marquee_store::bulk::imdb::ImportReport;
 use serde_json::{Value, json};
@@ -14,7 +14,7 @@ use crate::helpers::{CATALOG, seeded_dir, spawn_with, store_config, test_config}
 
 /// `gateway import imdb --dir dir` into the store over `data_dir`.
 fn import(dir: &Path, data_dir: &Path) -> Result<ImportReport, StoreError> {
-    bulk::import_imdb(store::bulk(&store_config(data_dir)).as_ref(), dir)
+    progress::import_imdb(store::bulk(&store_config(data_dir)).as_ref(), dir)
 }
 
 fn fixtures() -> PathBuf {
