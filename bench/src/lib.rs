@@ -4,13 +4,13 @@
 //! - `load`: the open-loop driver and its HDR-histogram recorder.
 //! - `targets`: gateways started by `bench`, plain URLs, and the static-bytes limit.
 //! - `report`: JSON, Markdown and SVG output.
-//! - `drill`: the failover drill's load from every region's clients, and its report.
+//! - `drill_load`: the failover drill's load from every region's clients, and its report.
 //!
 //! The three scenarios (`run`, `ramp`, `compare`) are functions here so the smoke test drives
 //! the same code as the command line.
 
 pub mod dns;
-pub mod drill;
+pub mod drill_load;
 pub mod load;
 pub mod report;
 pub mod targets;

@@ -20,6 +20,7 @@
 
 mod cassandra;
 mod ci;
+mod drill;
 mod fuzz;
 mod partitions;
 mod peer;
@@ -80,7 +81,7 @@ enum Task {
     /// The failover drill on the running rig: steady load from every region's clients while
     /// a region is drained with Terraform, undrained, killed and restarted; every
     /// acknowledged rating read back. Results in bench/results/failover/.
-    Drill(rig::drill::DrillArgs),
+    Drill(drill::DrillArgs),
     /// What CI checks of terraform/: `fmt -check`, the `terraform test` files, checkov over
     /// every module (the AWS ones cannot be planned without their provider), and the
     /// CloudFront function's tests.
@@ -143,7 +144,7 @@ fn main() -> anyhow::Result<()> {
         Task::Rig { task } => rig::run(&root, task),
         Task::Terraform { args } => terraform::run(&root, &args),
         Task::TerraformCheck => terraform::check_all(&root),
-        Task::Drill(args) => rig::drill::run(&root, &args),
+        Task::Drill(args) => drill::run(&root, &args),
         Task::RedisCluster { masters, port, dir, tls_names, password_file } => {
             let password = password_file
                 .map(|file| {

@@ -20,8 +20,7 @@
 //! `terraform/environments/local`, whose traffic policy decides each region's clients' answers,
 //! so draining a region on the rig is the same `terraform apply` as in production.
 
-pub(crate) mod drill;
-mod regions;
+pub(crate) mod regions;
 mod render;
 
 use std::collections::BTreeMap;
@@ -42,7 +41,7 @@ use regions::Region;
 /// The API's name in the rig's geo-DNS zone.
 pub(crate) const ZONE: &str = "marquee.test";
 /// The rig's DNS server.
-const DNS: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 18053);
+pub(crate) const DNS: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 18053);
 /// The rig's Prometheus.
 const PROMETHEUS: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 19090);
 /// TTL of the geo-DNS answers, in seconds: how long a client may keep using a region that
@@ -77,7 +76,7 @@ pub(crate) struct UpArgs {
 
 /// One running part of the rig, as `rig.json` records it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-struct Part {
+pub(crate) struct Part {
     /// e.g. `us-east gateway 1`.
     name: String,
     /// What it is in production.
@@ -126,7 +125,7 @@ struct State {
     clients: Vec<(String, IpAddr)>,
 }
 
-struct Rig {
+pub(crate) struct Rig {
     root: PathBuf,
     dir: PathBuf,
     state: State,
@@ -146,6 +145,67 @@ pub(crate) fn run(root: &Path, task: RigTask) -> anyhow::Result<()> {
         RigTask::Test => {
             crate::process::run(root, "cargo", &["test", "-p", "xtask", "--test", "rig", "--", "--nocapture"])
         }
+    }
+}
+
+/// What the drill and other tools that act on a running rig need of it: its directories, its
+/// gateway binary, and its parts by name (to signal, stop and forget them).
+impl Rig {
+    /// The rig `cargo xtask rig up` left running under `root`, every part of it healthy.
+    pub(crate) fn running(root: &Path) -> anyhow::Result<Rig> {
+        let dir = root.join("target/rig");
+        let Some(state) = load_state(&dir)? else {
+            bail!("the rig is not up: `cargo xtask rig up` first");
+        };
+        if let Some(down) = state.parts.iter().find(|p| !alive(p.pid) || !p.check.healthy()) {
+            bail!("{} is not healthy (`cargo xtask rig status`); restart the rig first", down.name);
+        }
+        Ok(Rig { root: root.to_owned(), dir, state })
+    }
+
+    /// The workspace the rig runs from.
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The rig's own directory (`target/rig`).
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The gateway binary the rig's regions run.
+    pub(crate) fn gateway(&self) -> anyhow::Result<PathBuf> {
+        self.state.gateway.clone().context(
+            "target/rig/rig.json does not name its gateway binary: restart the rig (`rig down`, `rig up`)",
+        )
+    }
+
+    /// The part named `name`.
+    pub(crate) fn part(&self, name: &str) -> anyhow::Result<&Part> {
+        self.state.parts.iter().find(|p| p.name == name).with_context(|| format!("no part {name}"))
+    }
+
+    /// The PIDs of the parts whose names start with `prefix`.
+    pub(crate) fn pids_of(&self, prefix: &str) -> Vec<u32> {
+        self.state.parts.iter().filter(|p| p.name.starts_with(prefix)).map(|p| p.pid).collect()
+    }
+
+    /// Drops the parts whose names start with `prefix` (stopped by the caller) and saves.
+    pub(crate) fn forget(&mut self, prefix: &str) -> anyhow::Result<()> {
+        self.state.parts.retain(|p| !p.name.starts_with(prefix));
+        self.save()
+    }
+}
+
+impl Part {
+    /// Its PID.
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Its log file.
+    pub(crate) fn log(&self) -> &Path {
+        &self.log
     }
 }
 
@@ -267,7 +327,7 @@ impl Rig {
         self.save()
     }
 
-    fn save(&self) -> anyhow::Result<()> {
+    pub(crate) fn save(&self) -> anyhow::Result<()> {
         let json = serde_json::to_vec_pretty(&self.state)?;
         std::fs::write(state_file(&self.dir), json).context("writing target/rig/rig.json")
     }
@@ -380,7 +440,7 @@ impl Rig {
 
     /// The region's Redis Cluster, TLS only and with AUTH, as ElastiCache runs with transit
     /// encryption and an AUTH token: the certificate names the seeds' host names.
-    fn start_redis(&mut self, region: &Region) -> anyhow::Result<()> {
+    pub(crate) fn start_redis(&mut self, region: &Region) -> anyhow::Result<()> {
         let xtask = std::env::current_exe().context("locating xtask")?;
         let mut command = Command::new(xtask);
         command
@@ -414,7 +474,12 @@ impl Rig {
         )
     }
 
-    fn start_gateways(&mut self, gateway: &Path, region: &Region, key: &Path) -> anyhow::Result<()> {
+    pub(crate) fn start_gateways(
+        &mut self,
+        gateway: &Path,
+        region: &Region,
+        key: &Path,
+    ) -> anyhow::Result<()> {
         let manifest = self.root.join("regions/rig/partner-manifest.json");
         for (i, &addr) in region.gateways.iter().enumerate() {
             let mut command = Command::new(gateway);
@@ -461,7 +526,7 @@ impl Rig {
         )
     }
 
-    fn start_edge(&mut self, region: &Region, others: &[&Region]) -> anyhow::Result<()> {
+    pub(crate) fn start_edge(&mut self, region: &Region, others: &[&Region]) -> anyhow::Result<()> {
         let dir = self.dir.join(&region.name).join("varnish");
         std::fs::create_dir_all(&dir)?;
         std::fs::write(
@@ -590,7 +655,7 @@ fn wait_for_routing(regions: &[Region]) -> anyhow::Result<()> {
 }
 
 /// The rig decides the gateways' settings: none of the caller's `MARQUEE_*` variables leak in.
-fn quiet_gateway_env(command: &mut Command) {
+pub(crate) fn quiet_gateway_env(command: &mut Command) {
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("MARQUEE_") {
             command.env_remove(name);
@@ -604,7 +669,7 @@ fn first_client(region: &Region) -> Option<IpAddr> {
 }
 
 /// The `n`-th address of `region`'s first client subnet.
-fn client_address(region: &Region, n: u32) -> Option<IpAddr> {
+pub(crate) fn client_address(region: &Region, n: u32) -> Option<IpAddr> {
     let subnet = region.client_subnets.first()?;
     let (ip, _) = subnet.split_once('/')?;
     match ip.parse().ok()? {

@@ -1,5 +1,5 @@
 //! `cargo xtask drill`: the failover drill on the running rig. Steady open-loop load from
-//! clients of every region (`marquee_bench::drill`: geo-DNS → edge → load balancer →
+//! clients of every region (`marquee_bench::drill_load`: geo-DNS → edge → load balancer →
 //! gateways, reads, a partner's persisted GETs and ratings), and meanwhile, one phase apart:
 //!
 //! 1. **drain**: `terraform apply -var 'drained_regions=["eu-west"]'` on
@@ -41,12 +41,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 use marquee_bench::dns::ClientRoute;
-use marquee_bench::drill::{ClientRegion, DrillLoad, Event, Sample, Second};
+use marquee_bench::drill_load::{ClientRegion, DrillLoad, Event, Sample, Second};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::regions::{self, Region};
-use super::{DNS, Rig, ZONE, alive, client_address, load_state, state_file};
+use crate::process::alive;
+use crate::rig::regions::{self, Region};
+use crate::rig::{DNS, Rig, ZONE, client_address, quiet_gateway_env};
 
 /// `cargo xtask drill`.
 #[derive(Args, Clone, Debug)]
@@ -90,16 +91,8 @@ const SETTLE: Duration = Duration::from_secs(180);
 const IDLE_WAIT: Duration = Duration::from_secs(30);
 
 pub(crate) fn run(root: &Path, args: &DrillArgs) -> anyhow::Result<()> {
-    let dir = root.join("target/rig");
-    let Some(state) = load_state(&dir)? else {
-        bail!("the rig is not up: `cargo xtask rig up` first");
-    };
-    if let Some(down) = state.parts.iter().find(|p| !alive(p.pid) || !p.check.healthy()) {
-        bail!("{} is not healthy (`cargo xtask rig status`); restart the rig first", down.name);
-    }
-    let Some(gateway) = state.gateway.clone() else {
-        bail!("target/rig/rig.json does not name its gateway binary: restart the rig (`rig down`, `rig up`)");
-    };
+    let rig = Rig::running(root)?;
+    let gateway = rig.gateway()?;
     let regions = regions::load(&gateway, &root.join("regions"))?;
     let Some(drilled) = regions.iter().find(|r| r.name == args.region).cloned() else {
         bail!("no region {} in regions/", args.region);
@@ -141,7 +134,6 @@ pub(crate) fn run(root: &Path, args: &DrillArgs) -> anyhow::Result<()> {
         load.duration.as_secs(),
         args.phase_secs
     );
-    let rig = Rig { root: root.to_owned(), dir: dir.clone(), state };
     let runtime = tokio::runtime::Runtime::new()?;
     let (samples, events, rig, settled) = runtime.block_on(drive(
         load.clone(),
@@ -156,7 +148,7 @@ pub(crate) fn run(root: &Path, args: &DrillArgs) -> anyhow::Result<()> {
     let report = Report::new(&load, &samples, &events, &drilled.name, verification, settled);
     std::fs::create_dir_all(&args.out)?;
     std::fs::write(args.out.join("results.json"), serde_json::to_vec_pretty(&report)?)?;
-    marquee_bench::drill::plot(&args.out.join("failover.svg"), &report.seconds, &events)?;
+    marquee_bench::drill_load::plot(&args.out.join("failover.svg"), &report.seconds, &events)?;
     let markdown = report.markdown(args);
     std::fs::write(args.out.join("report.md"), &markdown)?;
     println!("{markdown}");
@@ -342,7 +334,7 @@ fn check_totals(
     until: std::time::SystemTime,
 ) -> anyhow::Result<(String, bool, usize, String)> {
     let mut check = Command::new(gateway);
-    super::quiet_gateway_env(&mut check);
+    quiet_gateway_env(&mut check);
     let output = check
         .arg("--config")
         .arg(&region.file)
@@ -382,11 +374,11 @@ async fn drive(
     let acknowledged = Arc::new(Mutex::new(Vec::new()));
     let sending = {
         let (load, acknowledged) = (load.clone(), acknowledged.clone());
-        tokio::spawn(async move { marquee_bench::drill::run_into(&load, acknowledged).await })
+        tokio::spawn(async move { marquee_bench::drill_load::run_into(&load, acknowledged).await })
     };
     let mut settling = None;
     let mut events: Vec<Event> = Vec::new();
-    let root = rig.root.clone();
+    let root = rig.root().to_owned();
     let name = drilled.name.clone();
     let mut rig = Some(rig);
     let steps: [(&str, String); STEPS] = [
@@ -429,7 +421,7 @@ async fn drive(
                 "stop" => stop_parts(&mut owned, &format!("{name} gateway"), "TERM")?,
                 "kill" => stop_parts(&mut owned, &format!("{name} gateway"), "KILL")?,
                 "start" | "restart" => {
-                    let key = owned.dir.join("signing-key.pem");
+                    let key = owned.dir().join("signing-key.pem");
                     owned.start_gateways(&gateway, &drilled, &key)?;
                 }
                 "blackhole" => signal_part(&owned, &format!("{name} load balancer"), "STOP")?,
@@ -482,7 +474,7 @@ async fn drive(
 /// Cuts the link between the rig's data centers, or heals it and waits until every node sees
 /// every other up again.
 fn cut(rig: &Rig, cut: bool) -> anyhow::Result<()> {
-    let cluster = crate::cassandra::running(&crate::cassandra::rig_cluster_dir(&rig.dir))
+    let cluster = crate::cassandra::running(&crate::cassandra::rig_cluster_dir(rig.dir()))
         .context("the rig's Cassandra keeper is not running")?;
     crate::cassandra::set_link(&cluster, None, Some(cut))?;
     Ok(())
@@ -505,8 +497,7 @@ fn apply(root: &Path, drained: &str) -> anyhow::Result<()> {
 /// Sends `signal` to every part whose name starts with `prefix`, waits (up to 30 s) until each
 /// has exited, and drops them from the rig's parts.
 fn stop_parts(rig: &mut Rig, prefix: &str, signal: &str) -> anyhow::Result<()> {
-    let pids: Vec<u32> =
-        rig.state.parts.iter().filter(|p| p.name.starts_with(prefix)).map(|p| p.pid).collect();
+    let pids = rig.pids_of(prefix);
     if pids.is_empty() {
         bail!("no running part named {prefix}…");
     }
@@ -520,9 +511,7 @@ fn stop_parts(rig: &mut Rig, prefix: &str, signal: &str) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    rig.state.parts.retain(|p| !p.name.starts_with(prefix));
-    std::fs::write(state_file(&rig.dir), serde_json::to_vec_pretty(&rig.state)?)?;
-    Ok(())
+    rig.forget(prefix)
 }
 
 /// Waits (up to [`IDLE_WAIT`]) until `gateways` have answered no `/graphql` request for two
@@ -570,17 +559,15 @@ fn graphql_requests(gateways: &[std::net::SocketAddr]) -> u64 {
 
 /// Sends `signal` to the part named `name` (it stays one of the rig's parts).
 fn signal_part(rig: &Rig, name: &str, signal: &str) -> anyhow::Result<()> {
-    let part = rig.state.parts.iter().find(|p| p.name == name).with_context(|| format!("no part {name}"))?;
-    send(part.pid, signal)
+    send(rig.part(name)?.pid(), signal)
 }
 
 /// SIGKILLs every node of `region`'s Redis Cluster (the PIDs its `xtask redis-cluster` logged),
 /// then stops that process, so the cluster can be started again on the same ports.
 fn kill_redis(rig: &mut Rig, region: &str) -> anyhow::Result<()> {
     let name = format!("{region} redis");
-    let part = rig.state.parts.iter().find(|p| p.name == name).with_context(|| format!("no part {name}"))?;
-    let log =
-        std::fs::read_to_string(&part.log).with_context(|| format!("reading {}", part.log.display()))?;
+    let log = rig.part(&name)?.log();
+    let log = std::fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
     let nodes = log
         .lines()
         .rev()
@@ -789,8 +776,8 @@ fn span(load: &DrillLoad, samples: &[&Sample]) -> BTreeMap<String, Span> {
         let p99 = latencies.get((latencies.len() * 99).div_ceil(100).saturating_sub(1)).copied().unwrap_or(0);
         let mut span = Span { requests: mine.len() as u64, p99_ms: p99 as f64 / 1000.0, ..Span::default() };
         for s in mine {
-            let get = matches!(s.kind, marquee_bench::drill::Kind::Persisted);
-            let write = matches!(s.kind, marquee_bench::drill::Kind::Write);
+            let get = matches!(s.kind, marquee_bench::drill_load::Kind::Persisted);
+            let write = matches!(s.kind, marquee_bench::drill_load::Kind::Write);
             span.gets += u64::from(get);
             span.writes += u64::from(write);
             if s.outcome != "ok" {
@@ -885,7 +872,7 @@ impl Report {
             steps,
             writes,
             partition,
-            seconds: marquee_bench::drill::seconds(load, samples),
+            seconds: marquee_bench::drill_load::seconds(load, samples),
         }
     }
 
