@@ -149,7 +149,6 @@ async fn every_scenario_runs_and_reports() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compare_measures_a_second_store_beside_the_first() {
     use marquee_bench::ManagedStore;
-    use marquee_store_scylla::ScyllaOptions;
 
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_owned();
     let bin = root.join("target/debug/gateway");
@@ -166,14 +165,7 @@ async fn compare_measures_a_second_store_beside_the_first() {
         std::process::id(),
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis()
     );
-    let options = ScyllaOptions {
-        contact_points: vec![cluster.contact_point.clone()],
-        keyspace: keyspace.clone(),
-        local_dc: cluster.data_center.clone(),
-        replication: cluster.replication.iter().cloned().collect(),
-        await_schema_agreement: !cluster.stand_in,
-        ..ScyllaOptions::default()
-    };
+    let options = cluster.scylla_options(keyspace.clone());
     let scylla = StoreConfig::Scylla(Box::new(options));
     std::thread::scope(|scope| {
         scope

@@ -12,7 +12,6 @@ use std::path::Path;
 use marquee_gateway::config::{Config, DemoConfig, EmbeddedConfig, StoreConfig};
 use marquee_gateway::startup::Application;
 use marquee_store::bulk::seed::{Generator, SeedOptions};
-use marquee_store_scylla::ScyllaOptions;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -76,22 +75,17 @@ pub(crate) fn embedded_config(data_dir: &Path) -> StoreConfig {
 
 /// The ScyllaDB backend, in a keyspace named after `data_dir`.
 pub(crate) fn scylla_config(data_dir: &Path) -> StoreConfig {
-    let mut options = ScyllaOptions::default();
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in data_dir.as_os_str().as_encoded_bytes() {
         hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
     }
-    options.keyspace = format!("api_{hash:016x}");
-    options.reconcile_interval_ms = 200;
     let cluster = marquee_cql_standin::test_cluster();
-    options.contact_points = vec![cluster.contact_point];
+    let mut options = cluster.scylla_options(format!("api_{hash:016x}"));
+    options.reconcile_interval_ms = 200;
     // The API's suites check answers, not replication (the store's conformance suite runs
     // replicated to both data centers, `store/scylla/tests/replication.rs` cuts them apart):
     // the local data center only, so the 50,000-movie demo catalog loads in half the time.
-    options.replication = [(cluster.data_center.clone(), 1)].into();
-    options.local_dc = cluster.data_center;
-    options.await_schema_agreement = !cluster.stand_in;
-    options.load_concurrency = 256;
+    options.replication = [(cluster.data_center, 1)].into();
     StoreConfig::Scylla(Box::new(options))
 }
 

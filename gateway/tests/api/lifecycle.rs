@@ -174,9 +174,7 @@ async fn readiness_rides_out_a_store_pause_and_reports_an_outage() {
     use std::time::Instant;
 
     let node = StandIn::new(DEFAULT_DATA_CENTER).expect("stand-in");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let serving = tokio::spawn(node.clone().serve(listener));
+    let (addr, serving) = node.serve_on(([127, 0, 0, 1], 0).into()).await.expect("serve");
     let dir = tempfile::tempdir().expect("tempdir");
     let StoreConfig::Scylla(mut options) = scylla_config(dir.path()) else { unreachable!("a scylla config") };
     options.contact_points = vec![addr.to_string()];
@@ -225,7 +223,7 @@ async fn readiness_rides_out_a_store_pause_and_reports_an_outage() {
     assert_eq!(body["status"], "store unavailable", "{body}");
     assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}");
 
-    let _serving = tokio::spawn(node.serve(tokio::net::TcpListener::bind(addr).await.expect("rebind")));
+    let (_, _serving) = node.serve_on(addr).await.expect("serve again on the same address");
     let back = Instant::now();
     while ready().await.0 != 200 {
         assert!(back.elapsed() < Duration::from_secs(30), "not ready 30 s after the store came back");

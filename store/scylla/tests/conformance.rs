@@ -17,17 +17,10 @@ use marquee_store_scylla::{ScyllaBulk, ScyllaOptions, ScyllaStore, migrate};
 /// A fresh keyspace on the cluster under test.
 fn options() -> ScyllaOptions {
     static KEYSPACES: AtomicUsize = AtomicUsize::new(0);
-    let mut options = ScyllaOptions::default();
     let keyspace =
         format!("conformance_{}_{}", std::process::id(), KEYSPACES.fetch_add(1, Ordering::Relaxed));
-    options.keyspace = keyspace;
+    let mut options = marquee_cql_standin::test_cluster().scylla_options(keyspace);
     options.reconcile_interval_ms = 200;
-    options.load_concurrency = 256;
-    let cluster = marquee_cql_standin::test_cluster();
-    options.contact_points = vec![cluster.contact_point];
-    options.replication = cluster.replication.iter().cloned().collect();
-    options.local_dc = cluster.data_center;
-    options.await_schema_agreement = !cluster.stand_in;
     options
 }
 

@@ -11,7 +11,6 @@ use marquee_store::bulk::BulkLoad;
 use marquee_store::bulk::seed::{SeedOptions, seed};
 use marquee_store::{CatalogReads, Lifecycle, MovieId};
 use marquee_store_scylla::{ScyllaBulk, ScyllaOptions, ScyllaStore, migrate};
-use tokio::net::TcpListener;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_fails_retryably_while_the_node_is_down_and_recovers_by_itself() {
@@ -47,8 +46,7 @@ async fn the_store_fails_retryably_while_the_node_is_down_and_recovers_by_itself
     assert!(store.ping().await.expect_err("the node is down").is_retryable());
     assert!(started.elapsed() < Duration::from_secs(5), "failed in {:?}", started.elapsed());
 
-    let listener = TcpListener::bind(addr).await.expect("the same address again");
-    let serving = tokio::spawn(node.serve(listener));
+    let (_, serving) = node.serve_on(addr).await.expect("the same address again");
     reconnected(&store).await;
     let again = store.movies(&[MovieId(3)]).await.expect("movie after the node came back");
     assert_eq!(again[0].as_ref().map(|m| m.title.clone()), Some(title));
@@ -58,7 +56,7 @@ async fn the_store_fails_retryably_while_the_node_is_down_and_recovers_by_itself
     serving.abort();
     assert!(serving.await.expect_err("aborted").is_cancelled());
     let restarted = StandIn::new(DEFAULT_DATA_CENTER).expect("stand-in");
-    let _serving = tokio::spawn(restarted.serve(TcpListener::bind(addr).await.expect("rebind")));
+    let (_, _serving) = restarted.serve_on(addr).await.expect("rebind");
     // The readiness read needs the keyspace's tables on the (empty) node.
     migrate(&options).await.expect("migrate the restarted node");
     reconnected(&store).await;
@@ -95,7 +93,7 @@ async fn a_catalog_load_rides_out_its_node_going_away_and_coming_back() {
     assert!(serving.await.expect_err("aborted").is_cancelled());
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert!(!loading.is_finished(), "the load ended while its node was away");
-    serving = tokio::spawn(node.serve(TcpListener::bind(addr).await.expect("the same address again")));
+    serving = node.serve_on(addr).await.expect("the same address again").1;
     let stats = loading.await.expect("loading").expect("the load completes");
     assert_eq!((stats.movies, stats.people), (3_000, 1_500));
     let store = ScyllaStore::open(&options).await.expect("open");
@@ -110,9 +108,7 @@ async fn a_catalog_load_rides_out_its_node_going_away_and_coming_back() {
 async fn serve_migrated()
 -> (StandIn, std::net::SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>, ScyllaOptions) {
     let node = StandIn::new(DEFAULT_DATA_CENTER).expect("stand-in");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let serving = tokio::spawn(node.clone().serve(listener));
+    let (addr, serving) = node.serve_on(([127, 0, 0, 1], 0).into()).await.expect("serve");
     let options = ScyllaOptions {
         contact_points: vec![addr.to_string()],
         replication: [(DEFAULT_DATA_CENTER.to_owned(), 1)].into(),

@@ -22,16 +22,11 @@ use marquee_store_scylla::{ScyllaBulk, ScyllaOptions, ScyllaStore, collect_gener
 
 fn options() -> ScyllaOptions {
     static KEYSPACES: AtomicUsize = AtomicUsize::new(0);
-    let cluster = marquee_cql_standin::test_cluster();
-    ScyllaOptions {
-        keyspace: format!("statements_{}_{}", std::process::id(), KEYSPACES.fetch_add(1, Ordering::Relaxed)),
-        load_concurrency: 256,
-        contact_points: vec![cluster.contact_point],
-        replication: cluster.replication.iter().cloned().collect(),
-        local_dc: cluster.data_center,
-        await_schema_agreement: !cluster.stand_in,
-        ..ScyllaOptions::default()
-    }
+    marquee_cql_standin::test_cluster().scylla_options(format!(
+        "statements_{}_{}",
+        std::process::id(),
+        KEYSPACES.fetch_add(1, Ordering::Relaxed)
+    ))
 }
 
 /// The same catalog in a fresh keyspace and in an embedded data directory.

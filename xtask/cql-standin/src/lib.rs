@@ -104,6 +104,18 @@ impl StandIn {
         self.serve_with(listener, None).await
     }
 
+    /// Serves this node (a clone of it: they share the data) on `addr` from the current
+    /// runtime, port 0 for a free one: the address it listens on and the task serving it (abort
+    /// it to take the node away; serve again on the same address to bring it back).
+    pub async fn serve_on(
+        &self,
+        addr: SocketAddr,
+    ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        Ok((addr, tokio::spawn(self.clone().serve(listener))))
+    }
+
     /// [`StandIn::serve`] over TLS: every connection's handshake is answered with `tls` (see
     /// [`server_config`]); a client that does not complete it is disconnected.
     pub async fn serve_tls(self, listener: TcpListener, tls: Arc<ServerConfig>) -> std::io::Result<()> {
@@ -352,6 +364,22 @@ pub struct TestCluster {
     pub replication: Vec<(String, u32)>,
     /// Whether it is the stand-in (which never reports schema agreement).
     pub stand_in: bool,
+}
+
+impl TestCluster {
+    /// The options of a store on this cluster in `keyspace`: its contact point, its data
+    /// center as the local one, the test replication, and schema agreement awaited on a real
+    /// cluster only (the stand-in never reports it).
+    pub fn scylla_options(&self, keyspace: impl Into<String>) -> marquee_store_scylla::ScyllaOptions {
+        marquee_store_scylla::ScyllaOptions {
+            keyspace: keyspace.into(),
+            contact_points: vec![self.contact_point.clone()],
+            replication: self.replication.iter().cloned().collect(),
+            local_dc: self.data_center.clone(),
+            await_schema_agreement: !self.stand_in,
+            ..marquee_store_scylla::ScyllaOptions::default()
+        }
+    }
 }
 
 /// The cluster tests run against:
