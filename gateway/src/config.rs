@@ -297,37 +297,10 @@ pub struct GraphqlConfig {
     /// A `node_modules` directory holding GraphiQL's npm packages: the gateway serves them
     /// itself, and the page loads nothing from the internet.
     pub graphiql_assets_dir: Option<PathBuf>,
-    /// Deepest nesting of catalog fields a query may have.
-    pub max_depth: u32,
-    /// Largest estimated query cost (list fields multiply by their page size); also the most
-    /// fields a document may hold once its fragments are expanded.
-    pub max_complexity: u64,
-    /// Deepest nesting of introspection fields.
-    pub max_introspection_depth: u32,
-    /// Largest estimated cost of introspection fields (lists count with the schema's sizes).
-    pub max_introspection_complexity: u64,
-    /// Most aliases a query may use (each use of a fragment counts).
-    pub max_aliases: u64,
-    /// Most root fields an operation may have.
-    pub max_root_fields: u64,
-    /// Most fields (and list items) one request may resolve before it is stopped with
-    /// `RESPONSE_TOO_LARGE`.
-    pub max_response_fields: u64,
-}
-
-impl GraphqlConfig {
-    /// The query limits these settings describe.
-    pub fn limits(&self) -> QueryLimits {
-        QueryLimits {
-            max_depth: self.max_depth,
-            max_complexity: self.max_complexity,
-            max_introspection_depth: self.max_introspection_depth,
-            max_introspection_complexity: self.max_introspection_complexity,
-            max_aliases: self.max_aliases,
-            max_root_fields: self.max_root_fields,
-            max_response_fields: self.max_response_fields,
-        }
-    }
+    /// Depth, cost, alias, root-field and response-size limits (`max_*`, keys of `[graphql]`
+    /// itself; see [`QueryLimits`]).
+    #[serde(flatten)]
+    pub limits: QueryLimits,
 }
 
 /// The storage backend: `[store]` with `backend = "..."` and that backend's own settings
@@ -446,7 +419,6 @@ impl Default for CdnConfig {
 
 impl Default for Config {
     fn default() -> Self {
-        let limits = QueryLimits::default();
         Config {
             region: "local".into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -471,13 +443,7 @@ impl Default for Config {
                 graphiql: true,
                 graphiql_assets_url: "https://unpkg.com".into(),
                 graphiql_assets_dir: None,
-                max_depth: limits.max_depth,
-                max_complexity: limits.max_complexity,
-                max_introspection_depth: limits.max_introspection_depth,
-                max_introspection_complexity: limits.max_introspection_complexity,
-                max_aliases: limits.max_aliases,
-                max_root_fields: limits.max_root_fields,
-                max_response_fields: limits.max_response_fields,
+                limits: QueryLimits::default(),
             },
             store: StoreConfig::default(),
             demo: DemoConfig { movies: 50_000, seed: 1 },
@@ -726,6 +692,51 @@ mod tests {
             assert!(Config::load(Some(Path::new("typo.toml")), no_overrides()).is_err());
             jail.set_env("MARQUEE_LOG__FORMTA", "json");
             assert!(Config::load(None, no_overrides()).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own large error type
+    fn query_limits_are_keys_of_graphql_in_every_layer() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            let defaults = Config::load(None, no_overrides()).expect("defaults");
+            assert_eq!(defaults.graphql.limits, QueryLimits::default());
+
+            jail.create_file(
+                "limits.toml",
+                "[graphql]\ngraphiql = false\nmax_depth = 7\nmax_response_fields = 900\n",
+            )?;
+            jail.set_env("MARQUEE_GRAPHQL__MAX_ALIASES", "4");
+            jail.set_env("MARQUEE_GRAPHQL__MAX_RESPONSE_FIELDS", "800");
+            let overrides = Serialized::defaults(serde_json::json!({ "graphql": { "max_root_fields": 3 } }));
+            let config = Config::load(Some(Path::new("limits.toml")), overrides).expect("valid");
+            assert!(!config.graphql.graphiql);
+            assert_eq!(
+                config.graphql.limits,
+                QueryLimits {
+                    max_depth: 7,
+                    max_aliases: 4,
+                    max_root_fields: 3,
+                    max_response_fields: 800,
+                    ..QueryLimits::default()
+                }
+            );
+
+            jail.clear_env();
+            jail.create_file("typo.toml", "[graphql]\nmax_dept = 7\n")?;
+            let typo = Config::load(Some(Path::new("typo.toml")), no_overrides()).expect_err("a typo");
+            assert!(typo.to_string().contains("max_dept"), "{typo}");
+            jail.set_env("MARQUEE_GRAPHQL__MAX_DEPTH", "deep");
+            assert!(Config::load(None, no_overrides()).is_err(), "a limit that is not a number");
+            jail.set_env("MARQUEE_GRAPHQL__MAX_DEPTH", "-1");
+            assert!(Config::load(None, no_overrides()).is_err(), "a negative limit");
+
+            // What `gateway config` prints: the limits as keys of `graphql`.
+            let printed = serde_json::to_value(&defaults).expect("print");
+            assert_eq!(printed["graphql"]["max_depth"], 12, "{printed}");
+            assert!(printed["graphql"].get("limits").is_none(), "{printed}");
             Ok(())
         });
     }

@@ -196,7 +196,7 @@ impl Application {
         let schema_config = SchemaConfig {
             image_base_url: config.graphql.image_base_url.clone(),
             batch_delay: Duration::from_micros(config.graphql.batch_delay_us),
-            limits: config.graphql.limits(),
+            limits: config.graphql.limits,
         };
         let schema = marquee_schema::build(store.clone(), schema_config.clone());
         let authenticator = Arc::new(Authenticator::new(&config.auth).await?);

@@ -3,9 +3,12 @@
 //! while the query runs, by a budget of resolved fields (`extension`).
 
 use async_graphql::{ErrorExtensionValues, ServerError};
+use serde::{Deserialize, Serialize};
 
-/// The limits, from config.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+/// The limits, from config: the gateway reads them from `[graphql]`, these names as its keys
+/// (a missing key keeps its default).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct QueryLimits {
     /// Deepest nesting of catalog fields (introspection has its own).
     pub max_depth: u32,

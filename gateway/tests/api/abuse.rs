@@ -98,7 +98,7 @@ async fn skip_and_include_see_variable_defaults() {
 async fn the_response_budget_ends_what_the_estimate_lets_through() {
     let dir = seeded_dir();
     let mut config = test_config(dir.path());
-    config.graphql.max_response_fields = 200;
+    config.graphql.limits.max_response_fields = 200;
     let app = spawn_with(config).await;
     // 1 + 100 × 3 estimated, under the complexity limit; over 200 fields when it runs.
     let response = post(&app, "{ browse(first: 100) { edges { node { id title } } } }", json!({})).await;
