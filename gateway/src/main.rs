@@ -146,11 +146,59 @@ enum ImportSource {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let serve = match &cli.command {
-        Some(Command::Schema) => {
-            print!("{}", marquee_schema::sdl());
-            return Ok(());
+    // Commands that need no configuration.
+    match &cli.command {
+        Some(Command::Schema) => return schema(),
+        Some(Command::Keygen { out }) => return keygen(out),
+        _ => {}
+    }
+    let mut config = load_config(&cli)?;
+    // Commands that read the configuration only.
+    match &cli.command {
+        Some(Command::Config { check }) => return print_config(&config, *check),
+        Some(Command::Token { user, ttl }) => return token(&config, user, *ttl).await,
+        _ => {}
+    }
+    // Refused settings stop every command before it reaches the store, in one line.
+    let serving = matches!(cli.command, None | Some(Command::Serve(_)));
+    config.check(serving)?;
+    telemetry::init_tracing(&config.log);
+    // Every command from here on reaches the store.
+    dns::resolve_contact_points(&mut config.store, &config.dns).await?;
+    match cli.command {
+        Some(Command::Reconcile { since, check, until }) => reconcile(&config, since, check, until).await,
+        Some(Command::Catalog { action: CatalogAction::Gc { grace, dry_run } }) => {
+            catalog_gc(&config, grace, dry_run).await
         }
+        Some(Command::Migrate) => migrate(&config).await,
+        Some(Command::Seed { movies, people, seed }) => {
+            seed_catalog(&config, SeedOptions { movies, people, seed }).await
+        }
+        Some(Command::Import { source: ImportSource::Imdb { dir } }) => import_imdb(&config, dir).await,
+        Some(Command::Export { out }) => export(&config, out).await,
+        Some(Command::Serve(_)) | None => serve(config).await,
+        Some(Command::Schema | Command::Keygen { .. } | Command::Config { .. } | Command::Token { .. }) => {
+            unreachable!("answered above")
+        }
+    }
+}
+
+/// `gateway schema`: the SDL.
+fn schema() -> anyhow::Result<()> {
+    print!("{}", marquee_schema::sdl());
+    Ok(())
+}
+
+/// `gateway keygen --out FILE`.
+fn keygen(out: &std::path::Path) -> anyhow::Result<()> {
+    write_new_key(out)?;
+    println!("wrote a new signing key to {}; list it first in auth.signing_key_files", out.display());
+    Ok(())
+}
+
+/// The configuration: defaults, the file, the environment, then the flags.
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let serve = match &cli.command {
         Some(Command::Serve(args)) => args.clone(),
         _ => cli.serve.clone(),
     };
@@ -161,122 +209,121 @@ async fn main() -> anyhow::Result<()> {
     if let Some(listen) = serve.listen {
         overrides.insert("listen".into(), listen.to_string().into());
     }
-    if let Some(Command::Keygen { out }) = &cli.command {
-        write_new_key(out)?;
-        println!("wrote a new signing key to {}; list it first in auth.signing_key_files", out.display());
-        return Ok(());
+    match Config::load(cli.config.as_deref(), Serialized::defaults(overrides.into())) {
+        Err(error) if cli.data_dir.is_some() && store_is_not_embedded(cli) => Err(anyhow::Error::new(error)
+            .context("--data-dir is the embedded store's directory, and this configuration's [store] is another backend")),
+        loaded => Ok(loaded?),
     }
-    let mut config = match Config::load(cli.config.as_deref(), Serialized::defaults(overrides.into())) {
-        Err(error) if cli.data_dir.is_some() && store_is_not_embedded(&cli) => {
-            return Err(anyhow::Error::new(error).context(
-                "--data-dir is the embedded store's directory, and this configuration's [store] is another backend",
-            ));
-        }
-        loaded => loaded?,
+}
+
+/// `gateway config [--check]`.
+fn print_config(config: &Config, check: bool) -> anyhow::Result<()> {
+    if check {
+        config.check(true)?;
+        println!("configuration accepted");
+    } else {
+        println!("{}", serde_json::to_string_pretty(config)?);
+    }
+    Ok(())
+}
+
+/// `gateway token --user ID`: a development user token signed with the configured key.
+async fn token(config: &Config, user: &str, ttl: std::time::Duration) -> anyhow::Result<()> {
+    if config.auth.signing_key_files.is_empty() && config.auth.signing_keys.is_none() {
+        anyhow::bail!(
+            "auth.signing_keys and auth.signing_key_files are unset: a token signed now would verify nowhere"
+        );
+    }
+    let auth = Authenticator::new(&config.auth).await?;
+    println!("{}", auth.issue_dev_user(user, ttl)?.token);
+    Ok(())
+}
+
+/// `gateway reconcile --since T [--check [--until T]]`.
+async fn reconcile(
+    config: &Config,
+    since: std::time::SystemTime,
+    check: bool,
+    until: Option<std::time::SystemTime>,
+) -> anyhow::Result<()> {
+    let unix_ms = |t: &std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
     };
-    if let Some(Command::Config { check }) = &cli.command {
-        if *check {
-            config.check(true)?;
-            println!("configuration accepted");
-        } else {
-            println!("{}", serde_json::to_string_pretty(&config)?);
-        }
-        return Ok(());
+    let check = check.then(|| until.as_ref().map_or(u64::MAX, unix_ms));
+    let (report, exact) =
+        store::reconcile(&config.store, unix_ms(&since), check).await.context("reconciling rating totals")?;
+    println!("{report}");
+    if !exact {
+        anyhow::bail!("rating totals differ from their ratings: `gateway reconcile --since` re-derives them");
     }
-    if let Some(Command::Token { user, ttl }) = &cli.command {
-        if config.auth.signing_key_files.is_empty() && config.auth.signing_keys.is_none() {
-            anyhow::bail!(
-                "auth.signing_keys and auth.signing_key_files are unset: a token signed now would verify nowhere"
-            );
-        }
-        let auth = Authenticator::new(&config.auth).await?;
-        println!("{}", auth.issue_dev_user(user, *ttl)?.token);
-        return Ok(());
-    }
-    // Refused settings stop every command before it reaches the store, in one line.
-    let serving = matches!(cli.command, None | Some(Command::Serve(_)));
-    config.check(serving)?;
-    telemetry::init_tracing(&config.log);
-    // Every command from here on reaches the store.
-    dns::resolve_contact_points(&mut config.store, &config.dns).await?;
-    if let Some(Command::Reconcile { since, check, until }) = &cli.command {
-        let unix_ms = |t: &std::time::SystemTime| {
-            t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-        };
-        let check = check.then(|| until.as_ref().map_or(u64::MAX, unix_ms));
-        let (report, exact) = store::reconcile(&config.store, unix_ms(since), check)
-            .await
-            .context("reconciling rating totals")?;
-        println!("{report}");
-        if !exact {
-            anyhow::bail!(
-                "rating totals differ from their ratings: `gateway reconcile --since` re-derives them"
-            );
-        }
-        return Ok(());
-    }
-    if let Some(Command::Catalog { action: CatalogAction::Gc { grace, dry_run } }) = &cli.command {
-        let report = store::collect_generations(&config.store, *grace, *dry_run)
-            .await
-            .context("removing old catalog generations")?;
-        println!("{report}");
-        return Ok(());
-    }
-    if let Some(Command::Migrate) = &cli.command {
-        println!("{}", store::migrate(&config.store).await.context("migrating the store's schema")?);
-        return Ok(());
-    }
+    Ok(())
+}
+
+/// `gateway catalog gc [--grace D] [--dry-run]`.
+async fn catalog_gc(config: &Config, grace: std::time::Duration, dry_run: bool) -> anyhow::Result<()> {
+    let report = store::collect_generations(&config.store, grace, dry_run)
+        .await
+        .context("removing old catalog generations")?;
+    println!("{report}");
+    Ok(())
+}
+
+/// `gateway migrate`.
+async fn migrate(config: &Config) -> anyhow::Result<()> {
+    println!("{}", store::migrate(&config.store).await.context("migrating the store's schema")?);
+    Ok(())
+}
+
+/// `gateway seed --movies N`.
+async fn seed_catalog(config: &Config, options: SeedOptions) -> anyhow::Result<()> {
     let target = store::bulk(&config.store);
     let location = target.location();
-    match cli.command {
-        Some(Command::Seed { movies, people, seed }) => {
-            let stats = tokio::task::spawn_blocking(move || {
-                progress::seed(target.as_ref(), &SeedOptions { movies, people, seed })
-            })
-            .await??;
-            println!("seeded {} movies and {} people into {location}", stats.movies, stats.people);
-        }
-        Some(Command::Import { source: ImportSource::Imdb { dir } }) => {
-            let report =
-                tokio::task::spawn_blocking(move || progress::import_imdb(target.as_ref(), &dir)).await??;
-            print!("{report}");
-        }
-        Some(Command::Export { out }) => {
-            let stats =
-                tokio::task::spawn_blocking(move || progress::export(target.as_ref(), &out)).await??;
-            println!(
-                "exported {} movies, {} people and {} credits from {location}",
-                stats.movies, stats.people, stats.credits,
-            );
-        }
-        Some(
-            Command::Schema
-            | Command::Config { .. }
-            | Command::Migrate
-            | Command::Reconcile { .. }
-            | Command::Catalog { .. }
-            | Command::Keygen { .. }
-            | Command::Token { .. },
-        ) => {}
-        Some(Command::Serve(_)) | None => {
-            // The demo catalog is seeded into the embedded store only: a shared store is the
-            // whole deployment's, loaded by an explicit `seed` or `import`.
-            if matches!(config.store, StoreConfig::Embedded(_)) {
-                let (movies, seed) = (config.demo.movies, config.demo.seed);
-                tokio::task::spawn_blocking(move || progress::ensure_catalog(target.as_ref(), movies, seed))
-                    .await?
-                    .context("preparing the catalog")?;
-            } else if !tokio::task::spawn_blocking(move || target.has_catalog()).await?? {
-                anyhow::bail!(
-                    "no current catalog in {location}: `serve` never seeds a shared store; load one first \
-                     with `gateway seed --movies N` or `gateway import imdb --dir DIR`"
-                );
-            }
-            let app = Application::build(config).await.context("starting the gateway")?;
-            println!("Marquee is serving GraphQL; GraphiQL: http://{}/graphql", app.local_addr());
-            app.run_until_stopped(shutdown_signal()).await.context("serving")?;
-        }
+    let stats = tokio::task::spawn_blocking(move || progress::seed(target.as_ref(), &options)).await??;
+    println!("seeded {} movies and {} people into {location}", stats.movies, stats.people);
+    Ok(())
+}
+
+/// `gateway import imdb --dir DIR`.
+async fn import_imdb(config: &Config, dir: PathBuf) -> anyhow::Result<()> {
+    let target = store::bulk(&config.store);
+    let report = tokio::task::spawn_blocking(move || progress::import_imdb(target.as_ref(), &dir)).await??;
+    print!("{report}");
+    Ok(())
+}
+
+/// `gateway export --out DIR`.
+async fn export(config: &Config, out: PathBuf) -> anyhow::Result<()> {
+    let target = store::bulk(&config.store);
+    let location = target.location();
+    let stats = tokio::task::spawn_blocking(move || progress::export(target.as_ref(), &out)).await??;
+    println!(
+        "exported {} movies, {} people and {} credits from {location}",
+        stats.movies, stats.people, stats.credits
+    );
+    Ok(())
+}
+
+/// `gateway serve` (the default): the demo catalog seeded into an embedded store that has
+/// none, then serving until SIGTERM or Ctrl-C.
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let target = store::bulk(&config.store);
+    let location = target.location();
+    // The demo catalog is seeded into the embedded store only: a shared store is the whole
+    // deployment's, loaded by an explicit `seed` or `import`.
+    if matches!(config.store, StoreConfig::Embedded(_)) {
+        let (movies, seed) = (config.demo.movies, config.demo.seed);
+        tokio::task::spawn_blocking(move || progress::ensure_catalog(target.as_ref(), movies, seed))
+            .await?
+            .context("preparing the catalog")?;
+    } else if !tokio::task::spawn_blocking(move || target.has_catalog()).await?? {
+        anyhow::bail!(
+            "no current catalog in {location}: `serve` never seeds a shared store; load one first \
+             with `gateway seed --movies N` or `gateway import imdb --dir DIR`"
+        );
     }
+    let app = Application::build(config).await.context("starting the gateway")?;
+    println!("Marquee is serving GraphQL; GraphiQL: http://{}/graphql", app.local_addr());
+    app.run_until_stopped(shutdown_signal()).await.context("serving")?;
     Ok(())
 }
 
