@@ -1,6 +1,7 @@
 //! Marquee's regional GraphQL gateway.
 //!
-//! A request flows through these stages, one module each:
+//! A request flows through these stages, one module each (the same numbers in ARCHITECTURE.md
+//! and in `pipeline`):
 //!
 //! 1. `server` — connections: cap, header and idle time limits;
 //! 2. `http` — routes, media type, error shape, metrics, timeout (`http/graphql.rs` reads the
@@ -8,16 +9,17 @@
 //!    behind trusted proxies);
 //! 3. `auth` — bearer token → caller;
 //! 4. `rate_limit` — per-identity rate;
-//! 5. `pipeline` — in order: `persisted` (which document), `response_cache` (public GETs),
-//!    query limits and execution (`pipeline/execute.rs` → `marquee_schema`), cache headers
-//!    (`pipeline/respond.rs`, `cache_policy`);
-//! 6. `marquee_schema`'s resolvers and per-request dataloaders → `store` (the store stack:
-//!    caches, instrumentation, the backend chosen in config).
+//! 5. `persisted` — which document runs (from `pipeline`, as are 6-8);
+//! 6. `response_cache` — a public GET answered again;
+//! 7. query limits and execution (`pipeline/execute.rs` → `marquee_schema`): its resolvers and
+//!    per-request dataloaders → `store` (the store stack: caches, instrumentation, the backend
+//!    chosen in config);
+//! 8. cache headers (`pipeline/respond.rs`, `cache_policy`).
 //!
 //! `startup` builds all of it behind [`startup::Application`] and `state` holds what the
 //! stages share; `config` and `telemetry` are cross-cutting; `cache` is the cache abstraction
-//! every shared cache uses; `progress` runs the seed, import and export commands with progress bars; `dns` resolves
-//! the names in the configuration.
+//! every shared cache uses; `progress` runs the seed, import and export commands with progress
+//! bars; `dns` resolves the names in the configuration.
 
 pub mod auth;
 pub mod cache;

@@ -1,4 +1,4 @@
-//! Stage 3: query limits and execution. The request gets fresh dataloaders over the store
+//! Stage 7: query limits and execution. The request gets fresh dataloaders over the store
 //! stack and the caller's identity; `marquee_schema` then measures the document against the
 //! query limits (refusing it before anything runs), executes it within the response budget and
 //! completes it as the spec says. The result is serialised here, once, with its caching

@@ -2,11 +2,14 @@
 //! authentication and rate-limit stages (middleware) have let it through. One function per
 //! method, each reading as the list of its stages:
 //!
-//! 1. persisted query (`crate::persisted`): which document runs;
-//! 2. response cache (`crate::response_cache`, GET only): answer a public response again;
-//! 3. query limits and execution (`execute`): `marquee_schema` measures the document
+//! 5. persisted query (`crate::persisted`): which document runs;
+//! 6. response cache (`crate::response_cache`, GET only): answer a public response again;
+//! 7. query limits and execution (`execute`): `marquee_schema` measures the document
 //!    against the limits, then runs it with this request's dataloaders over the store stack;
-//! 4. cache headers (`respond`, `crate::cache_policy`): `Cache-Control`, `ETag`, 304s.
+//! 8. cache headers (`respond`, `crate::cache_policy`): `Cache-Control`, `ETag`, 304s.
+//!
+//! (Stages 1-4, connections to rate limit, are the server's and the HTTP router's; the numbers
+//! are the request path's, as in the crate docs and ARCHITECTURE.md.)
 
 mod execute;
 mod respond;
@@ -83,7 +86,7 @@ pub struct Incoming {
 /// no cache keeps).
 const INTROSPECTION_TOKEN: &str = "marquee-introspection-token";
 
-/// `GET /graphql`: stages 1-4, with the response cache, refusing mutations.
+/// `GET /graphql`: stages 5-8, with the response cache, refusing mutations.
 pub(crate) async fn get(
     state: &GraphqlState,
     caller: &Caller,
@@ -137,7 +140,7 @@ pub(crate) async fn get(
     Ok(respond::executed(state.cache_policy, executed, media, Some(headers)))
 }
 
-/// `POST /graphql`: stages 1, 3 and 4 (POST responses are never cached).
+/// `POST /graphql`: stages 5, 7 and 8 (POST responses are never cached).
 pub(crate) async fn post(
     state: &GraphqlState,
     caller: &Caller,
@@ -165,7 +168,7 @@ fn persisted_error(e: PersistedQueryError, media: MediaType) -> HttpError {
     HttpError::new(status, code, e.to_string())
 }
 
-/// Stage 1: checks the request's shape and names the document to execute. `tooling_headers`
+/// Stage 5: checks the request's shape and names the document to execute. `tooling_headers`
 /// are a POST's headers, where the introspection token may be.
 async fn persisted_document(
     state: &GraphqlState,

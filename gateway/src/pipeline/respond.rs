@@ -1,4 +1,4 @@
-//! Stage 4: the HTTP response, with the cache headers `crate::cache_policy` decides — for an
+//! Stage 8: the HTTP response, with the cache headers `crate::cache_policy` decides — for an
 //! executed operation, or for a response-cache hit answered exactly like the original.
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
