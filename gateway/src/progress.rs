@@ -17,7 +17,9 @@ use crate::telemetry::PROGRESS;
 /// phase's bar is cleared when it ends and a log line says what it did, so the terminal shows
 /// log lines and at most one live bar below them.
 struct Bars {
-    bar: Option<(ProgressBar, &'static str, Instant)>,
+    /// The current phase's bar, name and start, and whether it counts its items (a phase of
+    /// unknown size that never advances, such as building indexes, counts nothing).
+    bar: Option<(ProgressBar, &'static str, Instant, bool)>,
     /// Whether each bar has lines under it for the backend's tables.
     tables: bool,
 }
@@ -29,10 +31,14 @@ impl Bars {
 
     /// Ends the current phase, if any.
     fn end_phase(&mut self) {
-        if let Some((bar, phase, started)) = self.bar.take() {
+        if let Some((bar, phase, started, counted)) = self.bar.take() {
             PROGRESS.clear();
-            let (done, seconds) = (bar.position(), started.elapsed().as_secs_f64());
-            tracing::info!(phase, done, seconds, "load phase finished");
+            let seconds = started.elapsed().as_secs_f64();
+            if counted {
+                tracing::info!(phase, done = bar.position(), seconds, "load phase finished");
+            } else {
+                tracing::info!(phase, seconds, "load phase finished");
+            }
         }
     }
 
@@ -40,7 +46,11 @@ impl Bars {
         match event {
             Progress::Phase { name, total } => {
                 self.end_phase();
-                tracing::info!(phase = name, total, "load phase started");
+                if total > 0 {
+                    tracing::info!(phase = name, total, "load phase started");
+                } else {
+                    tracing::info!(phase = name, "load phase started");
+                }
                 let bar = if total > 0 {
                     let bar = ProgressBar::new(total);
                     let template = if self.tables {
@@ -66,11 +76,12 @@ impl Bars {
                     bar
                 };
                 bar.set_prefix(name);
-                self.bar = Some((PROGRESS.show(bar), name, Instant::now()));
+                self.bar = Some((PROGRESS.show(bar), name, Instant::now(), total > 0));
             }
             Progress::Advance { done } => {
-                if let Some((bar, _, _)) = &self.bar {
+                if let Some((bar, _, _, counted)) = &mut self.bar {
                     bar.set_position(done);
+                    *counted = true;
                 }
             }
         }

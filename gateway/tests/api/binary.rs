@@ -78,6 +78,11 @@ fn logs_written_to_a_file_have_no_colour_codes() {
     let logs = String::from_utf8(out.stderr).expect("utf8");
     assert!(logs.contains("load phase finished"), "{logs}");
     assert!(!logs.contains('\u{1b}'), "no escape sequences in logs that are not on a terminal: {logs:?}");
+    // A phase of unknown size that counts nothing (building indexes) logs no made-up zeros.
+    let indexes: Vec<&str> = logs.lines().filter(|l| l.contains("phase=\"indexes\"")).collect();
+    assert_eq!(indexes.len(), 2, "started and finished: {logs}");
+    assert!(indexes.iter().all(|l| !l.contains("total=") && !l.contains("done=")), "{indexes:?}");
+    assert!(logs.lines().any(|l| l.contains("phase=\"movies\"") && l.contains("done=200")), "{logs}");
 }
 
 #[test]

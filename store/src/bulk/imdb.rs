@@ -214,6 +214,7 @@ pub fn import(
             progress(Progress::Advance { done: basics.report.imported });
         }
     }
+    progress(Progress::Advance { done: basics.report.imported });
     report.files.push(basics.report);
     if let Some(mut file) = principals {
         if pending.take().is_some() {
@@ -243,6 +244,7 @@ pub fn import(
             Err(reason) => names.bad(reason),
         }
     }
+    progress(Progress::Advance { done: names.report.imported });
     report.files.push(names.report);
     if !credit_counts.is_empty() {
         tracing::warn!(

@@ -71,6 +71,7 @@ pub fn seed(
             progress(Progress::Advance { done: index + 1 });
         }
     }
+    progress(Progress::Advance { done: generator.people });
     progress(Progress::Phase { name: "movies", total: options.movies });
     // Generation runs on its own thread, ahead of the writer by a bounded queue.
     let (tx, rx) = mpsc::sync_channel::<MovieRecord>(4096);
@@ -96,6 +97,7 @@ pub fn seed(
         }
     }
     producer.join().map_err(|_| StoreError::Backend("the generator thread panicked".into()))?;
+    progress(Progress::Advance { done: written });
     progress(Progress::Phase { name: "indexes", total: 0 });
     sink.finish()
 }
