@@ -5,7 +5,7 @@
 use async_graphql::Context;
 use marquee_store::{MAX_PAGE, Store, StoreError, UserId};
 
-use crate::Caller;
+use crate::caller::Caller;
 use crate::error::ApiError;
 use crate::loaders::Loaders;
 

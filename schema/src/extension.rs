@@ -249,7 +249,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::{Mutation, Query};
+    use crate::mutation::Mutation;
+    use crate::query::Query;
 
     /// Counts the validations that reach async-graphql's rules (it sits after the pipeline).
     struct CountValidations(Arc<AtomicUsize>);

@@ -24,12 +24,12 @@ mod parse_cache;
 mod query;
 mod query_limits;
 mod revalidation;
+mod settings;
 mod shape;
 mod shown;
 mod types;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_graphql::{EmptySubscription, Schema};
 use marquee_store::Store;
@@ -43,31 +43,11 @@ pub use mutation::Mutation;
 pub use parse_cache::Parsed;
 pub use query::Query;
 pub use query_limits::{QueryLimits, codes as limit_codes};
+pub use settings::SchemaConfig;
 pub use shown::ShownRatings;
 
 /// The executable schema type.
 pub type MarqueeSchema = Schema<Query, Mutation, EmptySubscription>;
-
-/// Settings the resolvers need.
-#[derive(Clone, Debug)]
-pub struct SchemaConfig {
-    /// Prefix for `Movie.posterUrl` (poster paths are stored relative).
-    pub image_base_url: String,
-    /// How long a dataloader waits to collect a batch.
-    pub batch_delay: Duration,
-    /// Depth, complexity, alias, root-field and response-size limits.
-    pub limits: QueryLimits,
-}
-
-impl Default for SchemaConfig {
-    fn default() -> Self {
-        SchemaConfig {
-            image_base_url: "https://images.marquee.example".into(),
-            batch_delay: Duration::ZERO,
-            limits: QueryLimits::default(),
-        }
-    }
-}
 
 /// Builds the schema over `store`.
 pub fn build(store: Store, config: SchemaConfig) -> MarqueeSchema {

@@ -16,7 +16,8 @@ use marquee_store::{
 };
 use prometheus::HistogramVec;
 
-use crate::{Caller, SchemaConfig};
+use crate::caller::Caller;
+use crate::settings::SchemaConfig;
 
 /// Where loaders report their batch sizes (`dataloader_batch_size{loader}`).
 #[derive(Clone, Debug)]

@@ -64,7 +64,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::{Mutation, Query};
+    use crate::mutation::Mutation;
+    use crate::query::Query;
 
     fn check(query: &str, operation_name: Option<&str>, variables: serde_json::Value) -> bool {
         let mut registry = Registry::default();

@@ -15,7 +15,8 @@ use async_graphql::{EmptySubscription, Schema};
 use marquee_store::MAX_PAGE;
 use serde_json::Value;
 
-use crate::{Mutation, Query};
+use crate::mutation::Mutation;
+use crate::query::Query;
 
 /// List fields without a page argument, and how many items each returns at most.
 /// Connection `edges` are bounded by the `first` of the field that returned the connection,

@@ -6,9 +6,10 @@ use async_graphql::{Context, ID, Object, SimpleObject};
 use marquee_store::{GenreCount, Movie, SimilarQuery};
 
 use super::{CreditObject, UserRatingObject};
-use crate::SchemaConfig;
 use crate::context::{loaders, page_size};
 use crate::error::ApiError;
+use crate::settings::SchemaConfig;
+use crate::shown::ShownRatings;
 
 // Users' ratings reach it eventually: at once on the gateway that took the rating, within
 // the invalidation bus's delivery on the region's other gateways and the change log's follow
@@ -111,7 +112,7 @@ impl MovieObject {
 
     /// Public rating summary.
     async fn rating(&self, ctx: &Context<'_>) -> async_graphql::Result<RatingSummary> {
-        if let Some(shown) = ctx.data_opt::<crate::ShownRatings>() {
+        if let Some(shown) = ctx.data_opt::<ShownRatings>() {
             shown.add(self.0.id);
         }
         crate::error::resolve(async move {
