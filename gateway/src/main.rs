@@ -146,41 +146,43 @@ enum ImportSource {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // Commands that need no configuration.
     match &cli.command {
-        Some(Command::Schema) => return schema(),
-        Some(Command::Keygen { out }) => return keygen(out),
-        _ => {}
+        // No configuration needed.
+        Some(Command::Schema) => schema(),
+        Some(Command::Keygen { out }) => keygen(out),
+        // The configuration only.
+        Some(Command::Config { check }) => print_config(&load_config(&cli)?, *check),
+        Some(Command::Token { user, ttl }) => token(&load_config(&cli)?, user, *ttl).await,
+        // The store.
+        Some(Command::Reconcile { since, check, until }) => {
+            reconcile(&store_config(&cli).await?, *since, *check, *until).await
+        }
+        Some(Command::Catalog { action: CatalogAction::Gc { grace, dry_run } }) => {
+            catalog_gc(&store_config(&cli).await?, *grace, *dry_run).await
+        }
+        Some(Command::Migrate) => migrate(&store_config(&cli).await?).await,
+        Some(Command::Seed { movies, people, seed }) => {
+            let options = SeedOptions { movies: *movies, people: *people, seed: *seed };
+            seed_catalog(&store_config(&cli).await?, options).await
+        }
+        Some(Command::Import { source: ImportSource::Imdb { dir } }) => {
+            import_imdb(&store_config(&cli).await?, dir.clone()).await
+        }
+        Some(Command::Export { out }) => export(&store_config(&cli).await?, out.clone()).await,
+        Some(Command::Serve(_)) | None => serve(store_config(&cli).await?).await,
     }
-    let mut config = load_config(&cli)?;
-    // Commands that read the configuration only.
-    match &cli.command {
-        Some(Command::Config { check }) => return print_config(&config, *check),
-        Some(Command::Token { user, ttl }) => return token(&config, user, *ttl).await,
-        _ => {}
-    }
-    // Refused settings stop every command before it reaches the store, in one line.
+}
+
+/// The configuration of a command that reaches the store: loaded, its settings checked (a
+/// refused one stops the command before it reaches the store, in one line), logging started,
+/// and the store's contact points resolved.
+async fn store_config(cli: &Cli) -> anyhow::Result<Config> {
+    let mut config = load_config(cli)?;
     let serving = matches!(cli.command, None | Some(Command::Serve(_)));
     config.check(serving)?;
     telemetry::init_tracing(&config.log);
-    // Every command from here on reaches the store.
     dns::resolve_contact_points(&mut config.store, &config.dns).await?;
-    match cli.command {
-        Some(Command::Reconcile { since, check, until }) => reconcile(&config, since, check, until).await,
-        Some(Command::Catalog { action: CatalogAction::Gc { grace, dry_run } }) => {
-            catalog_gc(&config, grace, dry_run).await
-        }
-        Some(Command::Migrate) => migrate(&config).await,
-        Some(Command::Seed { movies, people, seed }) => {
-            seed_catalog(&config, SeedOptions { movies, people, seed }).await
-        }
-        Some(Command::Import { source: ImportSource::Imdb { dir } }) => import_imdb(&config, dir).await,
-        Some(Command::Export { out }) => export(&config, out).await,
-        Some(Command::Serve(_)) | None => serve(config).await,
-        Some(Command::Schema | Command::Keygen { .. } | Command::Config { .. } | Command::Token { .. }) => {
-            unreachable!("answered above")
-        }
-    }
+    Ok(config)
 }
 
 /// `gateway schema`: the SDL.
