@@ -26,11 +26,15 @@ use std::time::Duration;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::cache::{SharedTier, Sizing, Tiered, Tiers};
 use crate::config::PersistedQueryConfig;
 use crate::regional::Regional;
 
-/// The `cache` label of APQ lookups in the region's Redis.
+/// The `cache` label of APQ registrations.
 const APQ_LABEL: &str = "apq";
+
+/// Bumped when the shape of a shared registration changes.
+const APQ_VERSION: &str = "q2";
 
 /// Why the persisted-query stage refused a request.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -136,9 +140,8 @@ pub fn sha256_hex(text: &str) -> String {
 pub struct PersistedQueries {
     manifest: RwLock<Arc<Manifest>>,
     manifest_file: Option<PathBuf>,
-    apq: Option<moka::sync::Cache<String, Arc<str>>>,
-    /// The region's Redis, where registrations are shared, and for how long.
-    regional: Option<(Arc<Regional>, Duration)>,
+    /// APQ registrations, text by hash: in this gateway and, with `[redis]`, the region's Redis.
+    apq: Option<Tiered<Arc<str>, Arc<str>>>,
     safelist: bool,
     reload_every: Duration,
     /// Fingerprint of the last file refused, so a bad file is reported once, not every tick.
@@ -172,9 +175,11 @@ pub struct ManifestError {
 
 impl PersistedQueries {
     /// Loads the manifest (if configured); an unreadable or invalid manifest stops startup.
+    /// `requests` counts APQ lookups (`cache_requests_total{cache="apq"}`).
     pub fn new(
         config: &PersistedQueryConfig,
         regional: Option<Arc<Regional>>,
+        requests: prometheus::IntCounterVec,
     ) -> Result<PersistedQueries, ManifestError> {
         let manifest = match &config.manifest_file {
             None => Manifest::default(),
@@ -203,15 +208,23 @@ impl PersistedQueries {
             }
         };
         let apq = (config.apq && !config.safelist).then(|| {
-            moka::sync::Cache::builder()
-                .max_capacity(config.apq_cache_mib * 1024 * 1024)
-                .weigher(|k: &String, v: &Arc<str>| u32::try_from(k.len() + v.len()).unwrap_or(u32::MAX))
-                .build()
+            let sizing = Sizing {
+                name: APQ_LABEL,
+                max_bytes: config.apq_cache_mib * 1024 * 1024,
+                ttl: Duration::from_secs(config.apq_shared_ttl_secs.max(1)),
+                requests,
+            };
+            let shared = regional.map(|regional| SharedTier {
+                regional,
+                version: APQ_VERSION,
+                namespace: "apq".into(),
+            });
+            // A text read back from Redis is run only if it hashes to its key.
+            Tiered::new_checked(sizing, shared, |hash: &Arc<str>, text: &Arc<str>| sha256_hex(text) == **hash)
         });
         Ok(PersistedQueries {
             manifest: RwLock::new(Arc::new(manifest)),
             manifest_file: config.manifest_file.clone(),
-            regional: regional.map(|r| (r, Duration::from_secs(config.apq_shared_ttl_secs.max(1)))),
             apq,
             safelist: config.safelist,
             reload_every: Duration::from_millis(config.reload_ms.max(10)),
@@ -293,40 +306,11 @@ impl PersistedQueries {
         });
     }
 
-    /// The document `request` names, looking APQ hashes up in the region's Redis too and
-    /// sharing new registrations there.
+    /// The document `request` names: from the manifest, or from the APQ registrations (this
+    /// gateway's and the region's), registering new ones in both before answering, so the
+    /// client's next hash-only request finds it at any gateway.
     pub async fn resolve(&self, request: &DocumentRef<'_>) -> Result<Document, PersistedQueryError> {
-        let (Some((regional, ttl)), Some(apq)) = (&self.regional, &self.apq) else {
-            return self.resolve_here(request);
-        };
-        let hash = request.persisted.and_then(|p| parse_extension(p).ok()).filter(|h| is_sha256(h));
-        let Some(hash) = hash else { return self.resolve_here(request) };
-        let with_text = request.query.is_some_and(|q| !q.trim().is_empty());
-        let known_here = apq.contains_key(hash);
-        match self.resolve_here(request) {
-            Err(PersistedQueryError::NotFound) if !with_text => {
-                let text =
-                    regional.get(APQ_LABEL, apq_key(hash)).await.and_then(|b| String::from_utf8(b).ok());
-                // A text that does not hash to the key is not run (and is overwritten by the
-                // client's registration that follows the NOT_FOUND).
-                let text = text.filter(|t| sha256_hex(t) == hash).ok_or(PersistedQueryError::NotFound)?;
-                let query: Arc<str> = text.into();
-                apq.insert(hash.to_owned(), Arc::clone(&query));
-                Ok(Document { query, hash: hash.into() })
-            }
-            Ok(document) if with_text && !known_here && apq.contains_key(hash) => {
-                // Registered here just now: share it before answering, so the client's next
-                // hash-only request finds it at any gateway.
-                regional.put_many(vec![(apq_key(hash), document.query.as_bytes().to_vec(), *ttl)]).await;
-                Ok(document)
-            }
-            other => other,
-        }
-    }
-
-    /// The document `request` names, from this gateway's manifest and APQ cache only.
-    pub fn resolve_here(&self, request: &DocumentRef<'_>) -> Result<Document, PersistedQueryError> {
-        match self.lookup(request) {
+        match self.lookup(request).await {
             Err(PersistedQueryError::NotInList) => match request.query {
                 Some(query) if self.tooling(request) && introspection_only(query) => {
                     Ok(Document { hash: sha256_hex(query).into(), query: query.into() })
@@ -347,7 +331,7 @@ impl PersistedQueries {
         }
     }
 
-    fn lookup(&self, request: &DocumentRef<'_>) -> Result<Document, PersistedQueryError> {
+    async fn lookup(&self, request: &DocumentRef<'_>) -> Result<Document, PersistedQueryError> {
         let manifest = self.manifest();
         if let Some(id) = request.id {
             let document = manifest.by_id.get(id).ok_or(PersistedQueryError::NotFound)?;
@@ -387,10 +371,11 @@ impl PersistedQueries {
                     return Err(PersistedQueryError::NotInList);
                 }
                 let query: Arc<str> = query.into();
-                if let Some(apq) = &self.apq {
-                    apq.insert(actual.clone(), Arc::clone(&query));
+                let hash: Arc<str> = actual.into();
+                if let Some(apq) = self.apq.as_ref().filter(|apq| !apq.holds(&*hash)) {
+                    apq.put(hash.clone(), query.clone(), apq.ttl()).await;
                 }
-                Ok(Document { query, hash: actual.into() })
+                Ok(Document { query, hash })
             }
             (None, Some(hash)) => {
                 if let Some(document) = manifest.get(hash) {
@@ -399,9 +384,10 @@ impl PersistedQueries {
                 if self.safelist {
                     return Err(PersistedQueryError::NotInList);
                 }
-                let query =
-                    self.apq.as_ref().and_then(|apq| apq.get(hash)).ok_or(PersistedQueryError::NotFound)?;
-                Ok(Document { query, hash: hash.into() })
+                let apq = self.apq.as_ref().ok_or(PersistedQueryError::NotFound)?;
+                let hash: Arc<str> = hash.into();
+                let query = apq.lookup(std::slice::from_ref(&hash), Tiers::ANY).await.pop().flatten();
+                Ok(Document { query: query.ok_or(PersistedQueryError::NotFound)?, hash })
             }
             (Some(query), None) => {
                 let hash = sha256_hex(query);
@@ -447,11 +433,6 @@ fn introspection_only(query: &str) -> bool {
         .all(|op| op.node.ty == OperationType::Query && only_meta(&document, &op.node.selection_set.node, 0))
 }
 
-/// The key of an APQ registration in the region's Redis.
-fn apq_key(hash: &str) -> String {
-    format!("mq:apq1:{}", hash.to_ascii_lowercase())
-}
-
 /// Whether `key` is a SHA-256 in hex (the APQ form) rather than a manifest id.
 fn is_sha256(key: &str) -> bool {
     key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit())
@@ -479,6 +460,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn requests() -> prometheus::IntCounterVec {
+        prometheus::IntCounterVec::new(prometheus::Opts::new("t", "t"), &["cache", "tier", "result"])
+            .expect("counter")
+    }
+
     fn config(manifest: Option<PathBuf>, safelist: bool) -> PersistedQueryConfig {
         PersistedQueryConfig {
             manifest_file: manifest,
@@ -491,8 +477,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_introspection_token_lets_only_introspection_through_the_safelist() {
+    #[tokio::test]
+    async fn the_introspection_token_lets_only_introspection_through_the_safelist() {
         let dir = tempfile::tempdir().expect("tempdir");
         let manifest = dir.path().join("manifest.json");
         std::fs::write(
@@ -504,19 +490,20 @@ mod tests {
         std::fs::write(&token_file, "tooling-token-0123456789\n").expect("write");
         let mut settings = config(Some(manifest), true);
         settings.introspection_token_file = Some(token_file);
-        let pq = PersistedQueries::new(&settings, None).expect("loads");
-        let ask = |query: &'static str, token: Option<&'static str>| {
-            pq.resolve_here(&DocumentRef {
+        let pq = PersistedQueries::new(&settings, None, requests()).expect("loads");
+        let ask = async |query: &'static str, token: Option<&'static str>| {
+            pq.resolve(&DocumentRef {
                 query: Some(query),
                 introspection_token: token,
                 ..DocumentRef::default()
             })
+            .await
         };
         let introspection = "query IntrospectionQuery { __schema { types { name } } ...T } fragment T on Query { __typename }";
-        assert!(ask(introspection, Some("tooling-token-0123456789")).is_ok());
-        assert_eq!(ask(introspection, None).expect_err("no token"), PersistedQueryError::NotInList);
+        assert!(ask(introspection, Some("tooling-token-0123456789")).await.is_ok());
+        assert_eq!(ask(introspection, None).await.expect_err("no token"), PersistedQueryError::NotInList);
         assert_eq!(
-            ask(introspection, Some("wrong-token-0123456789")).expect_err("bad"),
+            ask(introspection, Some("wrong-token-0123456789")).await.expect_err("bad"),
             PersistedQueryError::NotInList
         );
         for other in [
@@ -527,30 +514,30 @@ mod tests {
             "{ nope",
         ] {
             assert_eq!(
-                ask(other, Some("tooling-token-0123456789")).expect_err("not introspection only"),
+                ask(other, Some("tooling-token-0123456789")).await.expect_err("not introspection only"),
                 PersistedQueryError::NotInList,
                 "{other}"
             );
         }
-        assert!(ask("{ genres { name } }", None).is_ok(), "manifest operations still run");
+        assert!(ask("{ genres { name } }", None).await.is_ok(), "manifest operations still run");
     }
 
-    #[test]
-    fn apq_registers_then_serves_by_hash() {
-        let pq = PersistedQueries::new(&config(None, false), None).expect("pq");
+    #[tokio::test]
+    async fn apq_registers_then_serves_by_hash() {
+        let pq = PersistedQueries::new(&config(None, false), None, requests()).expect("pq");
         let query = "{ genres { name } }";
         let hash = sha256_hex(query);
         let ext = json!({ "version": 1, "sha256Hash": hash });
         let miss = DocumentRef { persisted: Some(&ext), ..DocumentRef::default() };
-        assert_eq!(pq.resolve_here(&miss).expect_err("unknown"), PersistedQueryError::NotFound);
+        assert_eq!(pq.resolve(&miss).await.expect_err("unknown"), PersistedQueryError::NotFound);
         let register = DocumentRef { query: Some(query), persisted: Some(&ext), ..DocumentRef::default() };
-        assert_eq!(&*pq.resolve_here(&register).expect("registers").query, query);
-        assert_eq!(&*pq.resolve_here(&miss).expect("now known").query, query);
+        assert_eq!(&*pq.resolve(&register).await.expect("registers").query, query);
+        assert_eq!(&*pq.resolve(&miss).await.expect("now known").query, query);
         let wrong = DocumentRef { query: Some("{ x }"), persisted: Some(&ext), ..DocumentRef::default() };
-        assert_eq!(pq.resolve_here(&wrong).expect_err("mismatch"), PersistedQueryError::HashMismatch);
+        assert_eq!(pq.resolve(&wrong).await.expect_err("mismatch"), PersistedQueryError::HashMismatch);
         let v2 = json!({ "version": 2, "sha256Hash": hash });
         let v2 = DocumentRef { persisted: Some(&v2), ..DocumentRef::default() };
-        assert!(matches!(pq.resolve_here(&v2), Err(PersistedQueryError::BadRequest(_))));
+        assert!(matches!(pq.resolve(&v2).await, Err(PersistedQueryError::BadRequest(_))));
     }
 
     #[test]
@@ -563,7 +550,7 @@ mod tests {
             )
         };
         std::fs::write(&path, good("{ genres { name } }")).expect("write");
-        let pq = PersistedQueries::new(&config(Some(path.clone()), false), None).expect("loads");
+        let pq = PersistedQueries::new(&config(Some(path.clone()), false), None, requests()).expect("loads");
         assert_eq!(pq.reload(), Reload::Unchanged);
         std::fs::write(&path, "{ not json").expect("write");
         assert_eq!(pq.reload(), Reload::Rejected);
@@ -581,8 +568,8 @@ mod tests {
         assert_eq!(pq.reload(), Reload::Rejected, "reported again after a good file");
     }
 
-    #[test]
-    fn custom_manifest_ids_work_in_the_hash_field() {
+    #[tokio::test]
+    async fn custom_manifest_ids_work_in_the_hash_field() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("manifest.json");
         std::fs::write(
@@ -591,36 +578,37 @@ mod tests {
         )
         .expect("write");
         for safelist in [false, true] {
-            let pq = PersistedQueries::new(&config(Some(path.clone()), safelist), None).expect("loads");
+            let pq = PersistedQueries::new(&config(Some(path.clone()), safelist), None, requests())
+                .expect("loads");
             let ext = |id: &str| json!({ "version": 1, "sha256Hash": id });
             let known = ext("genre-list-v1");
             let by_id = DocumentRef { persisted: Some(&known), ..DocumentRef::default() };
-            assert_eq!(&*pq.resolve_here(&by_id).expect("runs").query, "{ genres { name } }");
+            assert_eq!(&*pq.resolve(&by_id).await.expect("runs").query, "{ genres { name } }");
             let with_text = DocumentRef {
                 query: Some("{ genres { name } }"),
                 persisted: Some(&known),
                 ..DocumentRef::default()
             };
-            assert_eq!(&*pq.resolve_here(&with_text).expect("runs").query, "{ genres { name } }");
+            assert_eq!(&*pq.resolve(&with_text).await.expect("runs").query, "{ genres { name } }");
             let other_text = DocumentRef {
                 query: Some("{ genres { movieCount } }"),
                 persisted: Some(&known),
                 ..DocumentRef::default()
             };
             assert_eq!(
-                pq.resolve_here(&other_text).expect_err("mismatch"),
+                pq.resolve(&other_text).await.expect_err("mismatch"),
                 PersistedQueryError::HashMismatch
             );
             let unknown = ext("no-such-op");
             let missing = DocumentRef { persisted: Some(&unknown), ..DocumentRef::default() };
-            assert_eq!(pq.resolve_here(&missing).expect_err("unknown"), PersistedQueryError::NotFound);
+            assert_eq!(pq.resolve(&missing).await.expect_err("unknown"), PersistedQueryError::NotFound);
             // The link's retry with the text runs it as an ordinary query (not in safelist mode).
             let retry = DocumentRef {
                 query: Some("{ genres { movieCount } }"),
                 persisted: Some(&unknown),
                 ..DocumentRef::default()
             };
-            match pq.resolve_here(&retry) {
+            match pq.resolve(&retry).await {
                 Ok(document) => assert!(!safelist && &*document.query == "{ genres { movieCount } }"),
                 Err(e) => assert!(safelist && e == PersistedQueryError::NotInList, "{e:?}"),
             }

@@ -7,8 +7,9 @@
 //! scope-dependent field cannot leak across scopes either. Keys are the document hash, the
 //! operation name, the variables in canonical form (keys sorted) and the response media type,
 //! behind a version prefix. Entries live for the response's max-age, capped by
-//! `response_cache.max_ttl_secs`, and the cache is bounded in bytes. It is a [`Cache`] held in
-//! this process only: the regional tier does not serve it (each gateway fills its own). An entry showing a movie's rating summary is dropped once
+//! `response_cache.max_ttl_secs`, and the cache is bounded in bytes. It is a [`Tiered`] cache
+//! held in this process only: the regional tier does not serve it (each gateway fills its
+//! own). An entry showing a movie's rating summary is dropped once
 //! that rating changes (this gateway's write, the region's bus, another region's write from
 //! the log): entries remember the movies whose ratings they show, and the cache when each
 //! movie's ratings last changed. A request with
@@ -24,7 +25,7 @@ use serde_json::Value;
 
 use marquee_store::MovieId;
 
-use crate::cache::{Cache, Weigh};
+use crate::cache::{Sizing, Tiered, Weigh};
 use crate::store::cached::RatingsObserver;
 
 /// Bumped when the key or entry shape changes.
@@ -56,7 +57,7 @@ impl Weigh for Arc<Entry> {
 
 /// The response cache of one gateway.
 pub struct ResponseCache {
-    cache: Cache<Arc<Entry>>,
+    cache: Tiered<Arc<Entry>>,
     max_ttl: Duration,
     /// When each movie's ratings last changed, for as long as an entry can live.
     changed: moka::sync::Cache<MovieId, Instant>,
@@ -132,7 +133,7 @@ impl ResponseCache {
     /// `requests` (`cache_requests_total{cache="response",tier="l1",result}`).
     pub fn new(max_bytes: u64, max_ttl: Duration, requests: IntCounterVec) -> ResponseCache {
         ResponseCache {
-            cache: Cache::new("response", max_bytes, requests),
+            cache: Tiered::local(Sizing { name: "response", max_bytes, ttl: max_ttl, requests }),
             max_ttl,
             changed: moka::sync::Cache::builder().max_capacity(1_000_000).time_to_live(max_ttl).build(),
             all_changed: std::sync::Mutex::new(None),
@@ -170,7 +171,7 @@ impl ResponseCache {
         let Stored { body, etag, max_age, as_of, shown } = stored;
         let ttl = Duration::from_secs(u64::from(max_age)).min(self.max_ttl);
         let entry = Arc::new(Entry { body, etag, max_age, stored_at: Instant::now(), as_of, shown });
-        self.cache.put(key, entry, ttl).await;
+        self.cache.put(key.into(), entry, ttl).await;
     }
 }
 

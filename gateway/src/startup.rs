@@ -200,7 +200,11 @@ impl Application {
         };
         let schema = marquee_schema::build(store.clone(), schema_config.clone());
         let authenticator = Arc::new(Authenticator::new(&config.auth).await?);
-        let persisted = Arc::new(PersistedQueries::new(&config.persisted_queries, regional.clone())?);
+        let persisted = Arc::new(PersistedQueries::new(
+            &config.persisted_queries,
+            regional.clone(),
+            metrics.cache_requests.clone(),
+        )?);
         let graphiql_assets = match &config.graphql.graphiql_assets_dir {
             Some(dir) => AssetSource::Dir(dir.clone()),
             None => AssetSource::Cdn(config.graphql.graphiql_assets_url.clone()),

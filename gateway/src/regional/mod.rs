@@ -14,8 +14,8 @@
 //!
 //! A batch of keys is one pipelined round trip: keys are grouped by hash slot, one `MGET` per
 //! slot (a cross-slot `MGET` fails on a cluster), and the pipeline sends each to its node.
-//! Values are postcard bytes under keys that carry the encoding version; every entry gets its
-//! TTL plus up to `ttl_jitter_pct` percent, so entries written together do not expire together.
+//! What the keys and values are, and the TTL jitter, are the caches' (`crate::cache`): this
+//! module moves bytes.
 //!
 //! A cluster that is full is not failing. Run with `maxmemory-policy allkeys-lru` it evicts and
 //! never refuses a write; run with Redis's default, `noeviction`, it refuses writes with `OOM`
@@ -242,6 +242,12 @@ impl Regional {
         }))
     }
 
+    /// How much longer than asked, in percent at most, the caches keep an entry
+    /// (`redis.ttl_jitter_pct`; applied by `crate::cache`).
+    pub fn ttl_jitter_pct(&self) -> u8 {
+        self.jitter_pct
+    }
+
     /// Whether every connection to the cluster is up now.
     pub fn is_connected(&self) -> bool {
         self.client.is_connected()
@@ -370,11 +376,6 @@ impl Regional {
         out
     }
 
-    /// The value of one key (see [`Regional::get_many`]).
-    pub async fn get(&self, cache: &str, key: String) -> Option<Vec<u8>> {
-        self.get_many(cache, &[key]).await.pop().flatten()
-    }
-
     /// Stores `entries` (key, value, TTL), best effort; whether every one was stored.
     pub async fn put_many(&self, entries: Vec<(String, Vec<u8>, Duration)>) -> bool {
         if entries.is_empty() {
@@ -383,11 +384,8 @@ impl Regional {
         let pipeline = self.client.pipeline();
         for (key, value, ttl) in entries {
             let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
-            let jitter = ttl_ms.saturating_mul(i64::from(self.jitter_pct)) / 100;
-            let extra = if jitter > 0 { spread(&key, jitter) } else { 0 };
-            let _: Result<(), _> = pipeline
-                .set(key, value.as_slice(), Some(Expiration::PX(ttl_ms.saturating_add(extra))), None, false)
-                .await;
+            let _: Result<(), _> =
+                pipeline.set(key, value.as_slice(), Some(Expiration::PX(ttl_ms)), None, false).await;
         }
         self.run_pipeline("write", pipeline).await
     }
@@ -554,18 +552,6 @@ impl Breaker {
 
 fn probe_ms() -> u64 {
     u64::try_from(PROBE_AFTER.as_millis()).unwrap_or(1_000)
-}
-
-/// A number in `0..bound` (`bound` > 0) from the key and the clock: spreads the expiries of
-/// entries written together; needs no other quality.
-fn spread(key: &str, bound: i64) -> i64 {
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325 ^ u64::from(nanos);
-    for byte in key.as_bytes() {
-        hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
-    }
-    i64::try_from(hash % bound.unsigned_abs()).unwrap_or(0)
 }
 
 #[cfg(test)]

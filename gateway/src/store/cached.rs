@@ -47,9 +47,11 @@ use marquee_store::{
 };
 use prometheus::IntCounterVec;
 
+use futures::FutureExt;
+
 use super::StackConfig;
 use super::entities::CachedCatalog;
-use crate::cache::{self, Cache, Weigh};
+use crate::cache::{SharedTier, Sizing, Tiered, Tiers, Weigh};
 use crate::regional::bus::{Bus, Listener};
 use crate::regional::{Claim, RedisConfigError, Regional};
 
@@ -132,7 +134,7 @@ struct RegionTier {
 /// The invalidation entry point: the write path tells it what changed, and it drops the
 /// cached copies, in every tier and every gateway of the region.
 pub struct Invalidation {
-    rating_totals: Arc<Cache<RatingTotals, MovieId>>,
+    rating_totals: Tiered<RatingTotals, MovieId>,
     observers: Vec<Arc<dyn RatingsObserver>>,
     region_tier: Option<Arc<RegionTier>>,
     /// How long a copy it could have missed may live (the totals' TTL, jitter included).
@@ -149,12 +151,7 @@ impl Invalidation {
             })
             .collect();
         if let Some(region_tier) = &self.region_tier {
-            let shared: Vec<String> = changes
-                .iter()
-                .map(|change| match change {
-                    Change::RatingTotals(movie) => regional_totals_key(*movie),
-                })
-                .collect();
+            let shared = self.rating_totals.shared_keys(&keys);
             let messages: Vec<(u64, String)> = changes.iter().map(|c| c.message()).collect();
             // The regional entries first, so this gateway cannot refill its own from them.
             region_tier.bus.invalidate(&shared, &messages).await;
@@ -271,7 +268,7 @@ async fn follow_changes(log: Arc<dyn UserData>, invalidation: Arc<Invalidation>,
 
 /// Drops this gateway's copies on the bus's word.
 struct TotalsListener {
-    rating_totals: Arc<Cache<RatingTotals, MovieId>>,
+    rating_totals: Tiered<RatingTotals, MovieId>,
     observers: Vec<Arc<dyn RatingsObserver>>,
 }
 
@@ -297,23 +294,10 @@ impl Listener for TotalsListener {
     }
 }
 
-/// Rating totals do not depend on the catalog generation: users' data outlives loads.
-fn regional_totals_key(movie: MovieId) -> String {
-    format!("mq:{VERSION}:totals:{}", movie.0)
-}
-
-/// Rating totals in the regional tier, with when they were read from the store (milliseconds
-/// since the Unix epoch).
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Stamped {
-    read_at_ms: u64,
-    totals: RatingTotals,
-}
-
 /// [`UserData`] with rating totals read through a cache and writes invalidating it.
 pub struct CachedUsers {
     inner: Arc<dyn UserData>,
-    totals: Arc<Cache<RatingTotals, MovieId>>,
+    totals: Tiered<RatingTotals, MovieId>,
     ttl: Duration,
     region_tier: Option<Arc<RegionTier>>,
     invalidation: Arc<Invalidation>,
@@ -332,7 +316,15 @@ impl Drop for CachedUsers {
 /// Wraps the faces of `store` that have caches.
 pub fn wrap(store: Store, config: &StackConfig, requests: IntCounterVec) -> Result<Store, RedisConfigError> {
     let requests_for_entities = requests.clone();
-    let totals = Arc::new(Cache::new(TOTALS, config.rating_totals_bytes, requests));
+    let ttl = config.rating_totals_ttl;
+    let sizing = Sizing { name: TOTALS, max_bytes: config.rating_totals_bytes, ttl, requests };
+    // Rating totals do not depend on the catalog generation: users' data outlives loads.
+    let shared = config.regional.as_ref().map(|regional| SharedTier {
+        regional: regional.clone(),
+        version: VERSION,
+        namespace: "totals".into(),
+    });
+    let totals = Tiered::new(sizing, shared);
     let region_tier = match &config.regional {
         Some(regional) => {
             let listener = Arc::new(TotalsListener {
@@ -346,12 +338,11 @@ pub fn wrap(store: Store, config: &StackConfig, requests: IntCounterVec) -> Resu
         }
         None => None,
     };
-    let ttl = config.rating_totals_ttl;
     let invalidation = Arc::new(Invalidation {
         rating_totals: totals.clone(),
         observers: config.observers.clone(),
         region_tier: region_tier.clone(),
-        horizon: ttl + ttl / 5 + Duration::from_secs(1),
+        horizon: totals.longest_life(ttl) + Duration::from_secs(1),
     });
     let follower = region_tier.as_ref().map(|region_tier| {
         tokio::spawn(follow_changes(store.users.clone(), invalidation.clone(), region_tier.regional.clone()))
@@ -359,28 +350,6 @@ pub fn wrap(store: Store, config: &StackConfig, requests: IntCounterVec) -> Resu
     let users = CachedUsers { inner: store.users, invalidation, totals, ttl, region_tier, follower };
     let catalog = CachedCatalog::wrap(store.catalog, &config.entities, requests_for_entities);
     Ok(Store { catalog, users: Arc::new(users), lifecycle: store.lifecycle })
-}
-
-impl CachedUsers {
-    /// The totals of `movies` from the regional tier (`None`: not there, or read from the
-    /// store before `since`, when this gateway's bus last became live).
-    async fn regional_totals(
-        &self,
-        regional: &Regional,
-        movies: &[MovieId],
-        since: u64,
-    ) -> Vec<Option<RatingTotals>> {
-        let keys: Vec<String> = movies.iter().map(|m| regional_totals_key(*m)).collect();
-        regional
-            .get_many(TOTALS, &keys)
-            .await
-            .into_iter()
-            .map(|bytes| {
-                let stamped: Stamped = postcard::from_bytes(&bytes?).ok()?;
-                (stamped.read_at_ms >= since).then_some(stamped.totals)
-            })
-            .collect()
-    }
 }
 
 #[async_trait]
@@ -446,57 +415,14 @@ impl UserData for CachedUsers {
         }
         // Without a live bus, another gateway's write could not reach this gateway's copies:
         // neither tier is used then, and the regional one only for values read since.
-        let live_since = self.region_tier.as_ref().map(|r| r.bus.live_since());
-        let here = live_since.is_none_or(|since| since.is_some());
-        let mut found: Vec<Option<RatingTotals>> =
-            if here { self.totals.get_many(movies).await } else { vec![None; movies.len()] };
-        let missing = cache::distinct(
-            &movies.iter().zip(&found).filter(|(_, c)| c.is_none()).map(|(m, _)| *m).collect::<Vec<_>>(),
-        );
-        if missing.is_empty() {
-            return Ok(found.into_iter().map(Option::unwrap_or_default).collect());
-        }
-        let mut fresh: HashMap<MovieId, RatingTotals> = HashMap::with_capacity(missing.len());
-        let mut from_store: Vec<MovieId> = Vec::new();
-        if let (Some(region_tier), Some(Some(since))) = (&self.region_tier, live_since) {
-            let regional = self.regional_totals(&region_tier.regional, &missing, since).await;
-            for (movie, totals) in missing.iter().zip(regional) {
-                match totals {
-                    Some(totals) => {
-                        fresh.insert(*movie, totals);
-                    }
-                    None => from_store.push(*movie),
-                }
-            }
-        } else {
-            from_store = missing;
-        }
-        if !from_store.is_empty() {
-            let read_at_ms = crate::regional::bus::now_ms();
-            let loaded = self.inner.rating_totals(&from_store).await?;
-            if let (Some(region_tier), true) = (&self.region_tier, here) {
-                let entries = from_store
-                    .iter()
-                    .zip(&loaded)
-                    .filter_map(|(movie, totals)| {
-                        let stamped = Stamped { read_at_ms, totals: *totals };
-                        Some((regional_totals_key(*movie), postcard::to_stdvec(&stamped).ok()?, self.ttl))
-                    })
-                    .collect();
-                region_tier.regional.put_many(entries).await;
-            }
-            fresh.extend(from_store.into_iter().zip(loaded));
-        }
-        if here {
-            let entries: Vec<(MovieId, RatingTotals, Duration)> =
-                fresh.iter().map(|(m, t)| (*m, *t, self.ttl)).collect();
-            self.totals.put_many(entries).await;
-        }
-        for (slot, movie) in found.iter_mut().zip(movies) {
-            if slot.is_none() {
-                *slot = fresh.get(movie).copied();
-            }
-        }
-        Ok(found.into_iter().map(Option::unwrap_or_default).collect())
+        let tiers = match self.region_tier.as_ref().map(|r| r.bus.live_since()) {
+            None => Tiers::ANY,
+            Some(Some(since_ms)) => Tiers::Cached { since_ms },
+            Some(None) => Tiers::Bypass,
+        };
+        let inner = self.inner.clone();
+        self.totals
+            .load(movies, tiers, move |movies| async move { inner.rating_totals(&movies).await }.boxed())
+            .await
     }
 }

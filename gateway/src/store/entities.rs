@@ -1,5 +1,5 @@
-//! The L1 entity cache: movies, people and credits by id, in process, between the dataloaders
-//! and the backend.
+//! The entity cache: movies, people and credits by id, between the dataloaders and the
+//! backend, in a [`Tiered`] cache per kind (this gateway's memory, then the region's Redis).
 //!
 //! Zipf popularity makes a small set of entities most of the reads; answering those from
 //! memory saves the backend lookup, its page buffers and the blocking-pool hand-off. The
@@ -7,40 +7,34 @@
 //! invalidation: they are bounded in bytes and age out after `cache.entities_ttl_secs`. When
 //! the backend switches to a newly published generation (`Lifecycle::catalog_changes`), the
 //! in-process entries are dropped, regional keys name the new generation, and a load that
-//! started before the switch answers its waiters but stores nothing. Unknown ids are cached too (as absent), so a client asking for
-//! ids that do not exist costs the backend once per id and TTL, not once per request.
+//! started before the switch answers its waiters but stores nothing. Unknown ids are cached
+//! too (as absent), so a client asking for ids that do not exist costs the backend once per
+//! id and TTL, not once per request.
 //!
 //! A dataloader batch stays one pass: its hits come from memory and its misses go to the
-//! backend in one call. Single-flight: a miss for an id that another batch of this gateway is
-//! already loading waits for that load instead of reading it again, so N concurrent misses of
-//! one id cost one backend read. The load runs to completion even if the request that started
-//! it goes away (the waiters drive it).
+//! backend in one call, and concurrent misses of one id cost one backend read (the cache's
+//! single flight).
 //!
 //! Search, browse, filmography and similar pages pass through: the profile of the mix puts
 //! the backend's time in entity lookups, and those pages are already answered by the HTTP
 //! response cache when they are hot.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::FutureExt;
-use futures::future::{BoxFuture, Shared};
 use marquee_store::{
     BrowseQuery, CatalogReads, CatalogStats, Credit, FilmographyEntry, FilmographyQuery, GenreCount, Movie,
     MovieId, Page, Person, PersonId, SearchQuery, SimilarQuery, StoreError,
 };
 use prometheus::IntCounterVec;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
-use crate::cache::{self, Cache, CacheKey, Weigh};
+use crate::cache::{SharedTier, Sizing, Tiered, Tiers, Weigh};
 use crate::regional::Regional;
 
 /// Bumped when the shape of a cached entity changes.
-const VERSION: &str = "e1";
+const VERSION: &str = "e2";
 
 /// Settings of the entity cache.
 #[derive(Clone, Debug)]
@@ -55,23 +49,6 @@ pub struct EntityCacheConfig {
     pub catalog_id: String,
     /// The backend's switches to a newly published generation, when it makes them.
     pub catalog_changes: Option<tokio::sync::watch::Receiver<String>>,
-}
-
-/// The generation the entity caches hold, shared by every kind of entity.
-struct Served {
-    /// Bumped at each switch; a load stores what it read only if it is unchanged.
-    epoch: AtomicU64,
-    catalog_id: RwLock<String>,
-}
-
-impl Served {
-    fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Acquire)
-    }
-
-    fn catalog_id(&self) -> String {
-        self.catalog_id.read().unwrap_or_else(PoisonError::into_inner).clone()
-    }
 }
 
 fn text(value: &str) -> usize {
@@ -108,216 +85,35 @@ impl Weigh for Arc<Vec<Credit>> {
     }
 }
 
-/// Loads the values of some ids from the backend, one per id, in order.
-type Loader<K, V> = Arc<dyn Fn(Vec<K>) -> BoxFuture<'static, Result<Vec<V>, StoreError>> + Send + Sync>;
-
-/// A load in flight, shared by every batch that needs one of its ids.
-type Flight<K, V> = Shared<BoxFuture<'static, Result<Arc<HashMap<K, V>>, Arc<StoreError>>>>;
-
-/// The regional tier as one kind of entity uses it.
-#[derive(Clone)]
-struct RegionalTier {
-    cache: Arc<Regional>,
-    /// The `cache` label (`movies`, ...).
-    label: &'static str,
+/// The regional namespace of one kind of entity of one catalog generation.
+fn namespace(catalog_id: &str, kind: &str) -> String {
+    format!("{catalog_id}:{kind}")
 }
 
-/// `mq:<VERSION>:<catalog id>:<kind>:`: the regional keys of one kind of one generation.
-fn regional_prefix(catalog_id: &str, kind: &str) -> String {
-    format!("mq:{VERSION}:{catalog_id}:{kind}:")
-}
-
-/// One kind of entity: its cache, its loader and the loads in flight.
-struct Entities<K: CacheKey, V> {
-    kind: &'static str,
-    cache: Arc<Cache<V, K>>,
-    regional: Option<RegionalTier>,
-    ttl: Duration,
-    load: Loader<K, V>,
-    /// The load each id is waiting on. An id enters when a load of it starts and leaves when
-    /// that load ends (or at a generation switch), so an entry is only removed by its own load
-    /// or a switch.
-    flights: Arc<Mutex<HashMap<K, Flight<K, V>>>>,
-    served: Arc<Served>,
-}
-
-impl<K, V> Entities<K, V>
-where
-    K: Copy + CacheKey + std::fmt::Display,
-    V: Clone + Weigh + Serialize + DeserializeOwned + Send + Sync + 'static,
-{
-    fn new(
-        (kind, label): (&'static str, &'static str),
-        config: &EntityCacheConfig,
-        served: Arc<Served>,
-        max_bytes: u64,
-        requests: IntCounterVec,
-        load: Loader<K, V>,
-    ) -> Self {
-        let regional =
-            config.regional.as_ref().map(|regional| RegionalTier { cache: regional.clone(), label });
-        let cache = Arc::new(Cache::new(label, max_bytes, requests));
-        Entities {
-            kind,
-            cache,
-            regional,
-            ttl: config.ttl,
-            load,
-            flights: Arc::new(Mutex::new(HashMap::new())),
-            served,
-        }
-    }
-
-    /// Drops what was cached of the generation before a switch, and the loads in flight from
-    /// the table (their waiters keep them).
-    fn switched(&self) {
-        self.cache.clear();
-        self.flights.lock().unwrap_or_else(PoisonError::into_inner).clear();
-    }
-
-    /// The values of `ids`, in order: hits from memory, the misses in one backend call (less
-    /// the ones another batch is loading already, which are waited for).
-    async fn get(&self, ids: &[K]) -> Result<Vec<V>, StoreError> {
-        let cached = self.cache.get_many(ids).await;
-        let misses: Vec<K> =
-            ids.iter().zip(&cached).filter(|(_, c)| c.is_none()).map(|(id, _)| *id).collect();
-        if misses.is_empty() {
-            return Ok(cached.into_iter().flatten().collect());
-        }
-        let mut waits: Vec<Flight<K, V>> = Vec::new();
-        let mut own = Vec::new();
-        {
-            let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
-            for id in cache::distinct(&misses) {
-                match flights.get(&id) {
-                    Some(flight) => {
-                        if !waits.iter().any(|w| w.ptr_eq(flight)) {
-                            waits.push(flight.clone());
-                        }
-                    }
-                    None => own.push(id),
-                }
-            }
-            if !own.is_empty() {
-                let flight = self.flight(own.clone());
-                for id in &own {
-                    flights.insert(*id, flight.clone());
-                }
-                waits.push(flight);
-            }
-        }
-        let mut loaded: HashMap<K, V> = HashMap::with_capacity(misses.len());
-        for flight in waits {
-            let values = flight.await.map_err(|error| error.echo())?;
-            loaded.extend(values.iter().map(|(id, value)| (*id, value.clone())));
-        }
-        ids.iter()
-            .zip(cached)
-            .map(|(id, hit)| match hit {
-                Some(value) => Ok(value),
-                None => loaded.get(id).cloned().ok_or_else(|| {
-                    StoreError::backend(std::io::Error::other(format!(
-                        "the {} load in flight did not answer {id}",
-                        self.kind
-                    )))
-                }),
-            })
-            .collect()
-    }
-
-    /// The shared load of `ids`: the regional tier first, the backend for the rest; fills
-    /// both tiers, then leaves the flights table (in that order, so a batch arriving in
-    /// between finds the cache filled).
-    fn flight(&self, ids: Vec<K>) -> Flight<K, V> {
-        let load = self.load.clone();
-        let cache = self.cache.clone();
-        let regional = self.regional.clone();
-        let flights = self.flights.clone();
-        let ttl = self.ttl;
-        let kind = self.kind;
-        let served = self.served.clone();
-        let epoch = served.epoch();
-        let prefix = regional_prefix(&served.catalog_id(), kind);
-        async move {
-            let mut found: HashMap<K, V> = HashMap::with_capacity(ids.len());
-            if let Some(regional) = &regional {
-                let keys: Vec<String> = ids.iter().map(|id| format!("{prefix}{id}")).collect();
-                for (id, bytes) in ids.iter().zip(regional.cache.get_many(regional.label, &keys).await) {
-                    // An entry that does not decode is a miss (and is overwritten below).
-                    if let Some(value) = bytes.and_then(|b| postcard::from_bytes::<V>(&b).ok()) {
-                        found.insert(*id, value);
-                    }
-                }
-            }
-            let missing: Vec<K> = ids.iter().copied().filter(|id| !found.contains_key(id)).collect();
-            let loaded = if missing.is_empty() { Ok(Vec::new()) } else { load(missing.clone()).await };
-            let outcome = match loaded {
-                Ok(values) if values.len() == missing.len() => {
-                    // Read before a switch to another generation: answered, not stored.
-                    let current = served.epoch() == epoch;
-                    if let Some(regional) = regional.as_ref().filter(|_| current) {
-                        let entries = missing
-                            .iter()
-                            .zip(&values)
-                            .filter_map(|(id, v)| {
-                                Some((format!("{prefix}{id}"), postcard::to_stdvec(v).ok()?, ttl))
-                            })
-                            .collect();
-                        regional.cache.put_many(entries).await;
-                    }
-                    found.extend(missing.iter().copied().zip(values));
-                    if current {
-                        let entries = found.iter().map(|(id, v)| (*id, v.clone(), ttl));
-                        cache.put_many(entries.collect::<Vec<_>>()).await;
-                    }
-                    Ok(Arc::new(found))
-                }
-                Ok(values) => Err(Arc::new(StoreError::backend(std::io::Error::other(format!(
-                    "the backend answered {} {kind} for {} ids",
-                    values.len(),
-                    missing.len()
-                ))))),
-                Err(error) => Err(Arc::new(error)),
-            };
-            if served.epoch() == epoch {
-                let mut table = flights.lock().unwrap_or_else(PoisonError::into_inner);
-                for id in &ids {
-                    table.remove(id);
-                }
-            }
-            outcome
-        }
-        .boxed()
-        .shared()
-    }
-}
-
-/// Follows the backend's switches to a new generation until the catalog is dropped: the
-/// regional keys' generation, then the epoch (so loads in flight store nothing, and a load
-/// that sees the new epoch sees the new id too), then the entries in memory.
+/// Follows the backend's switches to a new generation until the catalog is dropped: each kind
+/// of entity then names the new generation in its regional keys and drops what it holds in
+/// memory and has in flight (a load that started before the switch answers its waiters but
+/// stores nothing).
 async fn follow_switches(
     catalog: std::sync::Weak<CachedCatalog>,
-    served: Arc<Served>,
     mut changes: tokio::sync::watch::Receiver<String>,
 ) {
     while changes.changed().await.is_ok() {
         let Some(catalog) = catalog.upgrade() else { return };
         let id = changes.borrow_and_update().clone();
-        *served.catalog_id.write().unwrap_or_else(PoisonError::into_inner) = id.clone();
-        served.epoch.fetch_add(1, Ordering::AcqRel);
-        catalog.movies.switched();
-        catalog.people.switched();
-        catalog.credits.switched();
+        catalog.movies.switch(&namespace(&id, "movie"));
+        catalog.people.switch(&namespace(&id, "person"));
+        catalog.credits.switch(&namespace(&id, "credits"));
         tracing::info!(catalog = %id, "entity caches now hold the newly published catalog generation");
     }
 }
 
-/// [`CatalogReads`] with movies, people and credits served from the L1 entity cache.
+/// [`CatalogReads`] with movies, people and credits served from the entity cache.
 pub struct CachedCatalog {
     inner: Arc<dyn CatalogReads>,
-    movies: Entities<MovieId, Option<Movie>>,
-    people: Entities<PersonId, Option<Person>>,
-    credits: Entities<MovieId, Arc<Vec<Credit>>>,
+    movies: Tiered<Option<Movie>, MovieId>,
+    people: Tiered<Option<Person>, PersonId>,
+    credits: Tiered<Arc<Vec<Credit>>, MovieId>,
 }
 
 impl CachedCatalog {
@@ -332,36 +128,29 @@ impl CachedCatalog {
         }
         // The byte budget split by what the mix reads most: a movie page shows the movie and
         // its credits, and some of the people.
-        let share = |percent: u64| config.max_bytes / 100 * percent;
-        let served =
-            Arc::new(Served { epoch: AtomicU64::new(0), catalog_id: RwLock::new(config.catalog_id.clone()) });
-        let movies = {
-            let inner = inner.clone();
-            let load: Loader<MovieId, Option<Movie>> = Arc::new(move |ids| {
-                let inner = inner.clone();
-                async move { inner.movies(&ids).await }.boxed()
+        let tier = |(kind, name): (&str, &'static str), percent: u64| {
+            let sizing = Sizing {
+                name,
+                max_bytes: config.max_bytes / 100 * percent,
+                ttl: config.ttl,
+                requests: requests.clone(),
+            };
+            let shared = config.regional.as_ref().map(|regional| SharedTier {
+                regional: regional.clone(),
+                version: VERSION,
+                namespace: namespace(&config.catalog_id, kind),
             });
-            Entities::new(("movie", "movies"), config, served.clone(), share(40), requests.clone(), load)
+            (sizing, shared)
         };
-        let people = {
-            let inner = inner.clone();
-            let load: Loader<PersonId, Option<Person>> = Arc::new(move |ids| {
-                let inner = inner.clone();
-                async move { inner.people(&ids).await }.boxed()
-            });
-            Entities::new(("person", "people"), config, served.clone(), share(20), requests.clone(), load)
-        };
-        let credits = {
-            let inner = inner.clone();
-            let load: Loader<MovieId, Arc<Vec<Credit>>> = Arc::new(move |ids| {
-                let inner = inner.clone();
-                async move { inner.credits(&ids).await }.boxed()
-            });
-            Entities::new(("credits", "credits"), config, served.clone(), share(40), requests, load)
-        };
+        let (sizing, shared) = tier(("movie", "movies"), 40);
+        let movies = Tiered::new(sizing, shared);
+        let (sizing, shared) = tier(("person", "people"), 20);
+        let people = Tiered::new(sizing, shared);
+        let (sizing, shared) = tier(("credits", "credits"), 40);
+        let credits = Tiered::new(sizing, shared);
         let catalog = Arc::new(CachedCatalog { inner, movies, people, credits });
         if let Some(changes) = config.catalog_changes.clone() {
-            tokio::spawn(follow_switches(Arc::downgrade(&catalog), served, changes));
+            tokio::spawn(follow_switches(Arc::downgrade(&catalog), changes));
         }
         catalog
     }
@@ -370,15 +159,20 @@ impl CachedCatalog {
 #[async_trait]
 impl CatalogReads for CachedCatalog {
     async fn movies(&self, ids: &[MovieId]) -> Result<Vec<Option<Movie>>, StoreError> {
-        self.movies.get(ids).await
+        let inner = self.inner.clone();
+        self.movies.load(ids, Tiers::ANY, move |ids| async move { inner.movies(&ids).await }.boxed()).await
     }
 
     async fn people(&self, ids: &[PersonId]) -> Result<Vec<Option<Person>>, StoreError> {
-        self.people.get(ids).await
+        let inner = self.inner.clone();
+        self.people.load(ids, Tiers::ANY, move |ids| async move { inner.people(&ids).await }.boxed()).await
     }
 
     async fn credits(&self, movies: &[MovieId]) -> Result<Vec<Arc<Vec<Credit>>>, StoreError> {
-        self.credits.get(movies).await
+        let inner = self.inner.clone();
+        self.credits
+            .load(movies, Tiers::ANY, move |ids| async move { inner.credits(&ids).await }.boxed())
+            .await
     }
 
     async fn filmographies(
