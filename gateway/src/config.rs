@@ -14,6 +14,54 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::secret::Secret;
 
+/// A whole number of seconds: the type of every `*_secs` duration key.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secs(pub u64);
+
+/// A whole number of milliseconds: the type of every `*_ms` key.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Millis(pub u64);
+
+/// A whole number of microseconds: the type of every `*_us` key.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Micros(pub u64);
+
+/// A whole number of mebibytes: the type of every `*_mib` memory key.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Mib(pub u64);
+
+impl Secs {
+    /// As a duration.
+    pub const fn get(self) -> Duration {
+        Duration::from_secs(self.0)
+    }
+}
+
+impl Millis {
+    /// As a duration.
+    pub const fn get(self) -> Duration {
+        Duration::from_millis(self.0)
+    }
+}
+
+impl Micros {
+    /// As a duration.
+    pub const fn get(self) -> Duration {
+        Duration::from_micros(self.0)
+    }
+}
+
+impl Mib {
+    /// In bytes.
+    pub const fn bytes(self) -> u64 {
+        self.0.saturating_mul(1024 * 1024)
+    }
+}
+
 /// Everything the gateway can be configured with.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,11 +137,11 @@ pub struct PersistedQueryConfig {
     /// Accept automatic persisted queries (ignored in safelist mode).
     pub apq: bool,
     /// Memory for registered APQ documents, in MiB.
-    pub apq_cache_mib: u64,
+    pub apq_cache_mib: Mib,
     /// How long a registration stays in the region's Redis (with `[redis]`), in seconds.
-    pub apq_shared_ttl_secs: u64,
+    pub apq_shared_ttl_secs: Secs,
     /// How often the manifest file is checked for changes, in milliseconds.
-    pub reload_ms: u64,
+    pub reload_ms: Millis,
     /// A file holding a token that lets introspection through safelist mode: a POST with it
     /// in `Marquee-Introspection-Token` may run a document that selects only `__schema`,
     /// `__type` and `__typename`.
@@ -107,9 +155,9 @@ pub struct ResponseCacheConfig {
     /// Off: every GET executes.
     pub enabled: bool,
     /// Memory for cached responses, in MiB.
-    pub max_mib: u64,
+    pub max_mib: Mib,
     /// Longest an entry lives, in seconds (shorter when the response's max-age is).
-    pub max_ttl_secs: u64,
+    pub max_ttl_secs: Secs,
 }
 
 /// Token verification and issuing.
@@ -130,12 +178,12 @@ pub struct AuthConfig {
     #[serde(default)]
     pub signing_keys: Option<Secret>,
     /// Lifetime of anonymous tokens from `POST /auth/anonymous`, in seconds.
-    pub anonymous_ttl_secs: u64,
+    pub anonymous_ttl_secs: Secs,
     /// Accept user tokens signed with the gateway's own key (`gateway token`); for development.
     /// Refused over a shared store unless `testing` is set.
     pub dev_tokens: bool,
     /// Clock skew allowed on `exp` and `nbf`, in seconds.
-    pub leeway_secs: u64,
+    pub leeway_secs: Secs,
     /// The identity provider's JWKS URL.
     pub jwks_url: Option<String>,
     /// The identity provider's JWKS as a local file (instead of a URL).
@@ -143,9 +191,9 @@ pub struct AuthConfig {
     /// The identity provider's `iss` (required with a JWKS).
     pub jwks_issuer: Option<String>,
     /// How often the JWKS is fetched again, in seconds.
-    pub jwks_refresh_secs: u64,
+    pub jwks_refresh_secs: Secs,
     /// Least time between two fetches caused by unknown `kid`s, in seconds.
-    pub jwks_min_refresh_secs: u64,
+    pub jwks_min_refresh_secs: Secs,
 }
 
 /// HTTP caching of public GET responses (max-age comes from the schema's field hints).
@@ -158,13 +206,13 @@ pub struct CacheConfig {
     pub stale_if_error_secs: u32,
     /// How long a gateway caches a movie's users' rating totals, in seconds: the longest a
     /// rating taken by another gateway of the region takes to show here (0: not cached).
-    pub rating_totals_ttl_secs: u64,
+    pub rating_totals_ttl_secs: Secs,
     /// Memory for cached rating totals, in MiB.
-    pub rating_totals_mib: u64,
+    pub rating_totals_mib: Mib,
     /// Memory for the entity cache (movies, people, credits by id), in MiB (0: none).
-    pub entities_mib: u64,
+    pub entities_mib: Mib,
     /// How long an entity stays in the entity cache, in seconds.
-    pub entities_ttl_secs: u64,
+    pub entities_ttl_secs: Secs,
 }
 
 /// Per-identity request rate.
@@ -207,24 +255,24 @@ pub struct HttpConfig {
     pub body_limit_bytes: usize,
     /// Per-request time limit, in milliseconds (504 after): reading the body, parsing,
     /// analysis and execution.
-    pub request_timeout_ms: u64,
+    pub request_timeout_ms: Millis,
     /// Largest request line plus headers, in bytes (431 above; at least 8192).
     pub max_header_bytes: usize,
     /// Time a client has to send a whole request head once its first byte arrived, in
     /// milliseconds; the connection is closed after it (slow-header clients).
-    pub header_read_timeout_ms: u64,
+    pub header_read_timeout_ms: Millis,
     /// How long a connection may wait for its next request, or stall a response it is not
     /// reading, in milliseconds before it is closed. Keep it above the load balancer's idle
     /// timeout, so the balancer is the one that closes idle connections.
-    pub idle_timeout_ms: u64,
+    pub idle_timeout_ms: Millis,
     /// Most connections open at once; further clients wait in the listen backlog until one
     /// closes. Lowered at startup to what the file-descriptor limit allows.
     pub max_connections: usize,
     /// After SIGTERM, how long `/readyz` answers 503 while requests are still served, so load
     /// balancers stop sending traffic before the listener closes.
-    pub drain_delay_ms: u64,
+    pub drain_delay_ms: Millis,
     /// After the listener closes, how long in-flight requests get to finish.
-    pub shutdown_grace_ms: u64,
+    pub shutdown_grace_ms: Millis,
     /// The proxies in front of the gateway (load balancer, CDN), as networks. A request from
     /// one of them is the client's named in `X-Forwarded-For`: the rightmost address that is
     /// not itself a trusted proxy. Rate limits and anonymous tokens key on that address.
@@ -286,7 +334,7 @@ pub struct GraphqlConfig {
     /// so a step's keys share one batch (asserted by the batching tests). Above 0 arms a timer
     /// per batch (async-io's timer thread): it can merge keys from concurrent work, at that
     /// much added latency per nesting level.
-    pub batch_delay_us: u64,
+    pub batch_delay_us: Micros,
     /// Prefix for poster URLs.
     pub image_base_url: String,
     /// Serve GraphiQL at `GET /graphql` to browsers.
@@ -323,9 +371,9 @@ pub struct EmbeddedConfig {
     /// The data directory (the catalog generations and the user data).
     pub data_dir: PathBuf,
     /// Page cache of the catalog while serving, in MiB.
-    pub cache_mib: usize,
+    pub cache_mib: Mib,
     /// Page cache of the user data (ratings, watchlists), in MiB.
-    pub users_cache_mib: usize,
+    pub users_cache_mib: Mib,
     /// Catalog reads on the request's worker thread (`false`: on the blocking pool, for a
     /// catalog larger than the machine's memory).
     pub inline_reads: bool,
@@ -335,8 +383,8 @@ impl Default for EmbeddedConfig {
     fn default() -> Self {
         EmbeddedConfig {
             data_dir: PathBuf::from("data"),
-            cache_mib: 128,
-            users_cache_mib: 16,
+            cache_mib: Mib(128),
+            users_cache_mib: Mib(16),
             inline_reads: true,
         }
     }
@@ -365,7 +413,7 @@ pub struct RedisConfig {
     /// Cluster nodes to discover the cluster from, `host:port`.
     pub seeds: Vec<String>,
     /// A call taking longer is a miss (or dropped, or decided in process), in milliseconds.
-    pub command_timeout_ms: u64,
+    pub command_timeout_ms: Millis,
     /// Extra time to live, up to this percentage of an entry's TTL, chosen per entry.
     pub ttl_jitter_pct: u8,
     /// Speak TLS to every node, verifying its certificate (against public CAs, or
@@ -383,7 +431,7 @@ impl Default for RedisConfig {
     fn default() -> Self {
         RedisConfig {
             seeds: Vec::new(),
-            command_timeout_ms: 50,
+            command_timeout_ms: Millis(50),
             ttl_jitter_pct: 10,
             tls: false,
             tls_ca_file: None,
@@ -408,12 +456,12 @@ pub struct CdnConfig {
     /// URLs to send `PURGE` to, with the surrogate keys in `xkey-purge` (empty: no purging).
     pub purge_urls: Vec<String>,
     /// How long one purge request may take, in milliseconds.
-    pub purge_timeout_ms: u64,
+    pub purge_timeout_ms: Millis,
 }
 
 impl Default for CdnConfig {
     fn default() -> Self {
-        CdnConfig { purge_urls: Vec::new(), purge_timeout_ms: 1_000 }
+        CdnConfig { purge_urls: Vec::new(), purge_timeout_ms: Millis(1_000) }
     }
 }
 
@@ -425,20 +473,20 @@ impl Default for Config {
             log: LogConfig { format: LogFormat::Human, filter: "info".into() },
             http: HttpConfig {
                 body_limit_bytes: 64 * 1024,
-                request_timeout_ms: 10_000,
+                request_timeout_ms: Millis(10_000),
                 max_header_bytes: 32 * 1024,
-                header_read_timeout_ms: 10_000,
-                idle_timeout_ms: 75_000,
+                header_read_timeout_ms: Millis(10_000),
+                idle_timeout_ms: Millis(75_000),
                 max_connections: 10_000,
-                drain_delay_ms: 0,
-                shutdown_grace_ms: 10_000,
+                drain_delay_ms: Millis(0),
+                shutdown_grace_ms: Millis(10_000),
                 trusted_proxies: Vec::new(),
                 origin_secret: None,
                 origin_secret_previous: None,
                 origin_header: default_origin_header(),
             },
             graphql: GraphqlConfig {
-                batch_delay_us: 0,
+                batch_delay_us: Micros(0),
                 image_base_url: "https://images.marquee.example".into(),
                 graphiql: true,
                 graphiql_assets_url: "https://unpkg.com".into(),
@@ -451,35 +499,35 @@ impl Default for Config {
             cache: CacheConfig {
                 stale_while_revalidate_secs: 60,
                 stale_if_error_secs: 86_400,
-                rating_totals_ttl_secs: 10,
-                rating_totals_mib: 8,
-                entities_mib: 128,
-                entities_ttl_secs: 3_600,
+                rating_totals_ttl_secs: Secs(10),
+                rating_totals_mib: Mib(8),
+                entities_mib: Mib(128),
+                entities_ttl_secs: Secs(3_600),
             },
             auth: AuthConfig {
                 issuer: "marquee".into(),
                 audience: "marquee-api".into(),
                 signing_key_files: Vec::new(),
                 signing_keys: None,
-                anonymous_ttl_secs: 3600,
+                anonymous_ttl_secs: Secs(3600),
                 dev_tokens: false,
-                leeway_secs: 30,
+                leeway_secs: Secs(30),
                 jwks_url: None,
                 jwks_file: None,
                 jwks_issuer: None,
-                jwks_refresh_secs: 300,
-                jwks_min_refresh_secs: 30,
+                jwks_refresh_secs: Secs(300),
+                jwks_min_refresh_secs: Secs(30),
             },
             persisted_queries: PersistedQueryConfig {
                 manifest_file: None,
                 safelist: false,
                 apq: true,
-                apq_cache_mib: 16,
-                apq_shared_ttl_secs: 7 * 86_400,
-                reload_ms: 5_000,
+                apq_cache_mib: Mib(16),
+                apq_shared_ttl_secs: Secs(7 * 86_400),
+                reload_ms: Millis(5_000),
                 introspection_token_file: None,
             },
-            response_cache: ResponseCacheConfig { enabled: true, max_mib: 64, max_ttl_secs: 60 },
+            response_cache: ResponseCacheConfig { enabled: true, max_mib: Mib(64), max_ttl_secs: Secs(60) },
             redis: None,
             topology: None,
             dns: DnsConfig::default(),
@@ -571,7 +619,7 @@ impl Config {
 
     /// The per-request time limit.
     pub fn request_timeout(&self) -> Duration {
-        Duration::from_millis(self.http.request_timeout_ms)
+        self.http.request_timeout_ms.get()
     }
 }
 
@@ -642,7 +690,7 @@ mod tests {
                     embedded.users_cache_mib,
                     embedded.inline_reads
                 ),
-                (Path::new("/srv/marquee"), 64, 32, false)
+                (Path::new("/srv/marquee"), Mib(64), Mib(32), false)
             );
 
             jail.create_file(
@@ -684,7 +732,10 @@ mod tests {
             )?;
             let redis = Config::load(Some(Path::new("redis.toml")), no_overrides()).expect("valid").redis;
             let redis = redis.expect("[redis] read");
-            assert_eq!((redis.seeds.len(), redis.command_timeout_ms, redis.ttl_jitter_pct), (2, 50, 10));
+            assert_eq!(
+                (redis.seeds.len(), redis.command_timeout_ms, redis.ttl_jitter_pct),
+                (2, Millis(50), 10)
+            );
             assert!(Config::load(None, no_overrides()).expect("defaults").redis.is_none());
             jail.create_file("redis-typo.toml", "[redis]\nseed = [\"x:1\"]\n")?;
             assert!(Config::load(Some(Path::new("redis-typo.toml")), no_overrides()).is_err());

@@ -18,12 +18,14 @@
 //!
 //! `startup` builds all of it behind [`startup::Application`] and `state` holds what the
 //! stages share; `config` and `telemetry` are cross-cutting; `cache` is the cache abstraction
-//! every shared cache uses; `progress` runs the seed, import and export commands with progress
+//! every shared cache uses; `changes` carries what writes changed to every cache holding it
+//! (this gateway's, the region's, the edge's, the other regions'); `progress` runs the seed, import and export commands with progress
 //! bars; `dns` resolves the names in the configuration.
 
 pub mod auth;
 pub mod cache;
 pub mod cache_policy;
+pub mod changes;
 pub mod client_addr;
 pub mod config;
 pub mod dns;

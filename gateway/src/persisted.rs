@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use marquee_schema::Analyzer;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -148,6 +149,8 @@ pub struct PersistedQueries {
     rejected: Mutex<Option<[u8; 32]>>,
     /// SHA-256 of the introspection token (the token itself is never kept).
     introspection_token: Option<[u8; 32]>,
+    /// The schema's parse cache.
+    documents: Arc<Analyzer>,
 }
 
 /// What a manifest check found.
@@ -175,11 +178,13 @@ pub struct ManifestError {
 
 impl PersistedQueries {
     /// Loads the manifest (if configured); an unreadable or invalid manifest stops startup.
-    /// `requests` counts APQ lookups (`cache_requests_total{cache="apq"}`).
+    /// `requests` counts APQ lookups (`cache_requests_total{cache="apq"}`); `documents` is the
+    /// schema's parse cache.
     pub fn new(
         config: &PersistedQueryConfig,
         regional: Option<Arc<Regional>>,
         requests: prometheus::IntCounterVec,
+        documents: Arc<Analyzer>,
     ) -> Result<PersistedQueries, ManifestError> {
         let manifest = match &config.manifest_file {
             None => Manifest::default(),
@@ -210,8 +215,8 @@ impl PersistedQueries {
         let apq = (config.apq && !config.safelist).then(|| {
             let sizing = Sizing {
                 name: APQ_LABEL,
-                max_bytes: config.apq_cache_mib * 1024 * 1024,
-                ttl: Duration::from_secs(config.apq_shared_ttl_secs.max(1)),
+                max_bytes: config.apq_cache_mib.bytes(),
+                ttl: config.apq_shared_ttl_secs.get().max(Duration::from_secs(1)),
                 requests,
             };
             let shared = regional.map(|regional| SharedTier {
@@ -227,9 +232,10 @@ impl PersistedQueries {
             manifest_file: config.manifest_file.clone(),
             apq,
             safelist: config.safelist,
-            reload_every: Duration::from_millis(config.reload_ms.max(10)),
+            reload_every: config.reload_ms.get().max(Duration::from_millis(10)),
             rejected: Mutex::new(None),
             introspection_token,
+            documents,
         })
     }
 
@@ -312,13 +318,20 @@ impl PersistedQueries {
     pub async fn resolve(&self, request: &DocumentRef<'_>) -> Result<Document, PersistedQueryError> {
         match self.lookup(request).await {
             Err(PersistedQueryError::NotInList) => match request.query {
-                Some(query) if self.tooling(request) && introspection_only(query) => {
+                Some(query) if self.tooling(request) && self.introspection_only(query) => {
                     Ok(Document { hash: sha256_hex(query).into(), query: query.into() })
                 }
                 _ => Err(PersistedQueryError::NotInList),
             },
             other => other,
         }
+    }
+
+    /// Whether every operation of `query` is a query selecting only introspection fields
+    /// (parsed through the schema's parse cache, so it is not parsed again to run).
+    /// Unparseable text is not.
+    fn introspection_only(&self, query: &str) -> bool {
+        self.documents.parse(query).is_ok_and(|parsed| parsed.introspection_only())
     }
 
     /// Whether `request` carries the introspection token.
@@ -404,35 +417,6 @@ impl PersistedQueries {
     }
 }
 
-/// Whether every operation of `query` is a query selecting only introspection fields at its
-/// root (fragments included). Unparseable text is not.
-fn introspection_only(query: &str) -> bool {
-    use async_graphql::parser::types::{DocumentOperations, OperationType, Selection, SelectionSet};
-    let Ok(document) = async_graphql::parser::parse_query(query) else { return false };
-    fn only_meta(
-        document: &async_graphql::parser::types::ExecutableDocument,
-        set: &SelectionSet,
-        depth: u32,
-    ) -> bool {
-        depth < 8
-            && set.items.iter().all(|item| match &item.node {
-                Selection::Field(f) => f.node.name.node.starts_with("__"),
-                Selection::InlineFragment(i) => only_meta(document, &i.node.selection_set.node, depth + 1),
-                Selection::FragmentSpread(s) => document
-                    .fragments
-                    .get(&s.node.fragment_name.node)
-                    .is_some_and(|f| only_meta(document, &f.node.selection_set.node, depth + 1)),
-            })
-    }
-    let operations: Vec<_> = match &document.operations {
-        DocumentOperations::Single(op) => vec![op],
-        DocumentOperations::Multiple(ops) => ops.values().collect(),
-    };
-    operations
-        .iter()
-        .all(|op| op.node.ty == OperationType::Query && only_meta(&document, &op.node.selection_set.node, 0))
-}
-
 /// Whether `key` is a SHA-256 in hex (the APQ form) rather than a manifest id.
 fn is_sha256(key: &str) -> bool {
     key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit())
@@ -458,7 +442,12 @@ fn parse_extension(value: &serde_json::Value) -> Result<&str, PersistedQueryErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Mib, Millis, Secs};
     use serde_json::json;
+
+    fn documents() -> Arc<Analyzer> {
+        Arc::new(Analyzer::new(marquee_schema::QueryLimits::default()))
+    }
 
     fn requests() -> prometheus::IntCounterVec {
         prometheus::IntCounterVec::new(prometheus::Opts::new("t", "t"), &["cache", "tier", "result"])
@@ -470,9 +459,9 @@ mod tests {
             manifest_file: manifest,
             safelist,
             apq: true,
-            apq_cache_mib: 1,
-            apq_shared_ttl_secs: 60,
-            reload_ms: 1000,
+            apq_cache_mib: Mib(1),
+            apq_shared_ttl_secs: Secs(60),
+            reload_ms: Millis(1000),
             introspection_token_file: None,
         }
     }
@@ -490,7 +479,7 @@ mod tests {
         std::fs::write(&token_file, "tooling-token-0123456789\n").expect("write");
         let mut settings = config(Some(manifest), true);
         settings.introspection_token_file = Some(token_file);
-        let pq = PersistedQueries::new(&settings, None, requests()).expect("loads");
+        let pq = PersistedQueries::new(&settings, None, requests(), documents()).expect("loads");
         let ask = async |query: &'static str, token: Option<&'static str>| {
             pq.resolve(&DocumentRef {
                 query: Some(query),
@@ -524,7 +513,7 @@ mod tests {
 
     #[tokio::test]
     async fn apq_registers_then_serves_by_hash() {
-        let pq = PersistedQueries::new(&config(None, false), None, requests()).expect("pq");
+        let pq = PersistedQueries::new(&config(None, false), None, requests(), documents()).expect("pq");
         let query = "{ genres { name } }";
         let hash = sha256_hex(query);
         let ext = json!({ "version": 1, "sha256Hash": hash });
@@ -550,7 +539,8 @@ mod tests {
             )
         };
         std::fs::write(&path, good("{ genres { name } }")).expect("write");
-        let pq = PersistedQueries::new(&config(Some(path.clone()), false), None, requests()).expect("loads");
+        let pq = PersistedQueries::new(&config(Some(path.clone()), false), None, requests(), documents())
+            .expect("loads");
         assert_eq!(pq.reload(), Reload::Unchanged);
         std::fs::write(&path, "{ not json").expect("write");
         assert_eq!(pq.reload(), Reload::Rejected);
@@ -578,8 +568,9 @@ mod tests {
         )
         .expect("write");
         for safelist in [false, true] {
-            let pq = PersistedQueries::new(&config(Some(path.clone()), safelist), None, requests())
-                .expect("loads");
+            let pq =
+                PersistedQueries::new(&config(Some(path.clone()), safelist), None, requests(), documents())
+                    .expect("loads");
             let ext = |id: &str| json!({ "version": 1, "sha256Hash": id });
             let known = ext("genre-list-v1");
             let by_id = DocumentRef { persisted: Some(&known), ..DocumentRef::default() };

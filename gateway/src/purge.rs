@@ -18,8 +18,8 @@ use marquee_store::MovieId;
 use prometheus::IntCounterVec;
 
 use crate::cache_policy::{ALL_RATINGS, MAX_SURROGATE_KEYS};
+use crate::changes::Subscriber;
 use crate::config::CdnConfig;
-use crate::store::cached::RatingsObserver;
 
 /// How many times a purge is sent before it is given up.
 const ATTEMPTS: u32 = 4;
@@ -50,7 +50,7 @@ impl EdgePurger {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let client = reqwest::Client::builder()
-            .timeout(Duration::from_millis(config.purge_timeout_ms.max(1)))
+            .timeout(config.purge_timeout_ms.get().max(Duration::from_millis(1)))
             .build()
             .map_err(|e| CdnConfigError(e.to_string()))?;
         Ok(Some(EdgePurger { client, urls: Arc::new(urls), purges }))
@@ -70,7 +70,7 @@ impl EdgePurger {
     }
 }
 
-impl RatingsObserver for EdgePurger {
+impl Subscriber for EdgePurger {
     fn applied(&self, movies: &[MovieId]) {
         if movies.is_empty() {
             return;

@@ -26,7 +26,7 @@ use serde_json::Value;
 use marquee_store::MovieId;
 
 use crate::cache::{Sizing, Tiered, Weigh};
-use crate::store::cached::RatingsObserver;
+use crate::changes::Subscriber;
 
 /// Bumped when the key or entry shape changes.
 const KEY_VERSION: &str = "r1";
@@ -189,7 +189,7 @@ pub struct Stored {
     pub shown: Vec<MovieId>,
 }
 
-impl RatingsObserver for ResponseCache {
+impl Subscriber for ResponseCache {
     fn seen(&self, movies: &[MovieId]) {
         let now = Instant::now();
         for movie in movies {

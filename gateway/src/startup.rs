@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use marquee_schema::SchemaConfig;
 use marquee_store::StoreError;
@@ -16,6 +15,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::{AuthSetupError, Authenticator};
 use crate::cache_policy::CachePolicy;
+use crate::changes::Subscriber;
 use crate::client_addr::TrustedProxies;
 use crate::config::Config;
 use crate::http::graphiql::{self, AssetSource, MissingAsset};
@@ -29,7 +29,6 @@ use crate::response_cache::ResponseCache;
 use crate::server::ConnectionLimits;
 use crate::state::{AppState, BodyLimit, Graphiql, Readiness};
 use crate::store::StackConfig;
-use crate::store::cached::RatingsObserver;
 use crate::store::entities::EntityCacheConfig;
 use crate::store::health::StoreHealth;
 use crate::telemetry::Metrics;
@@ -153,8 +152,8 @@ impl Application {
             .transpose()?;
         let response_cache = config.response_cache.enabled.then(|| {
             Arc::new(ResponseCache::new(
-                config.response_cache.max_mib * 1024 * 1024,
-                Duration::from_secs(config.response_cache.max_ttl_secs),
+                config.response_cache.max_mib.bytes(),
+                config.response_cache.max_ttl_secs.get(),
                 metrics.cache_requests.clone(),
             ))
         });
@@ -172,38 +171,41 @@ impl Application {
             });
         }
         // What else holds ratings, told of every change.
-        let mut observers: Vec<Arc<dyn RatingsObserver>> = Vec::new();
+        let mut subscribers: Vec<Arc<dyn Subscriber>> = Vec::new();
         if let Some(cache) = &response_cache {
-            observers.push(cache.clone());
+            subscribers.push(cache.clone());
         }
         if let Some(purger) = EdgePurger::new(&config.cdn, metrics.cdn_purges.clone())? {
-            observers.push(Arc::new(purger));
+            subscribers.push(Arc::new(purger));
         }
         let stack = StackConfig {
-            rating_totals_ttl: Duration::from_secs(config.cache.rating_totals_ttl_secs),
-            rating_totals_bytes: config.cache.rating_totals_mib * 1024 * 1024,
+            rating_totals_ttl: config.cache.rating_totals_ttl_secs.get(),
+            rating_totals_bytes: config.cache.rating_totals_mib.bytes(),
             entities: EntityCacheConfig {
-                max_bytes: config.cache.entities_mib * 1024 * 1024,
-                ttl: Duration::from_secs(config.cache.entities_ttl_secs),
+                max_bytes: config.cache.entities_mib.bytes(),
+                ttl: config.cache.entities_ttl_secs.get(),
                 regional: regional.clone(),
                 catalog_id: backend.lifecycle.catalog_id(),
                 catalog_changes: backend.lifecycle.catalog_changes(),
             },
             regional: regional.clone(),
-            observers,
+            subscribers,
         };
         let store = crate::store::stack(backend, &stack, &metrics)?;
         let schema_config = SchemaConfig {
             image_base_url: config.graphql.image_base_url.clone(),
-            batch_delay: Duration::from_micros(config.graphql.batch_delay_us),
+            batch_delay: config.graphql.batch_delay_us.get(),
             limits: config.graphql.limits,
         };
-        let schema = marquee_schema::build(store.clone(), schema_config.clone());
+        // One parse cache for the schema and the stages that look at a document before it runs.
+        let documents = Arc::new(marquee_schema::Analyzer::new(schema_config.limits));
+        let schema = marquee_schema::build_with(store.clone(), schema_config.clone(), documents.clone());
         let authenticator = Arc::new(Authenticator::new(&config.auth).await?);
         let persisted = Arc::new(PersistedQueries::new(
             &config.persisted_queries,
             regional.clone(),
             metrics.cache_requests.clone(),
+            documents.clone(),
         )?);
         let graphiql_assets = match &config.graphql.graphiql_assets_dir {
             Some(dir) => AssetSource::Dir(dir.clone()),
@@ -220,6 +222,7 @@ impl Application {
             listener.local_addr().map_err(|source| StartupError::Bind { addr: config.listen, source })?;
         let state = AppState {
             graphql: Arc::new(GraphqlState {
+                documents,
                 schema,
                 store: store.clone(),
                 schema_config,
@@ -278,8 +281,8 @@ impl Application {
             config.request_timeout(),
             config.graphql.graphiql_assets_dir.as_deref().filter(|_| config.graphql.graphiql),
         );
-        let drain_delay = Duration::from_millis(config.http.drain_delay_ms);
-        let grace = Duration::from_millis(config.http.shutdown_grace_ms);
+        let drain_delay = config.http.drain_delay_ms.get();
+        let grace = config.http.shutdown_grace_ms.get();
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let draining = state.readiness.draining.clone();
         let signal = async move {

@@ -52,6 +52,13 @@ pub type MarqueeSchema = Schema<Query, Mutation, EmptySubscription>;
 /// Builds the schema over `store`.
 pub fn build(store: Store, config: SchemaConfig) -> MarqueeSchema {
     let analyzer = Arc::new(Analyzer::new(config.limits));
+    build_with(store, config, analyzer)
+}
+
+/// Builds the schema over `store`, parsing through `analyzer`: a caller that parses a
+/// document before executing it (to learn its operation type) shares the parse with the
+/// execution.
+pub fn build_with(store: Store, config: SchemaConfig, analyzer: Arc<Analyzer>) -> MarqueeSchema {
     Schema::build(Query, Mutation, EmptySubscription)
         .data(store)
         .data(config)

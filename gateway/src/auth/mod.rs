@@ -212,8 +212,7 @@ impl Authenticator {
                         "auth.jwks_issuer must name the identity provider's `iss`".into(),
                     ));
                 }
-                let remote =
-                    RemoteKeys::new(source.clone(), Duration::from_secs(config.jwks_min_refresh_secs))?;
+                let remote = RemoteKeys::new(source.clone(), config.jwks_min_refresh_secs.get())?;
                 match (remote.refresh().await, &source) {
                     (Ok(count), _) => tracing::info!(keys = count, "loaded the identity provider's JWKS"),
                     (Err(e), JwksSource::File(_)) => return Err(e),
@@ -234,10 +233,10 @@ impl Authenticator {
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
             idp_issuer: config.jwks_issuer.clone(),
-            leeway: config.leeway_secs,
+            leeway: config.leeway_secs.0,
             dev_tokens: config.dev_tokens,
-            anonymous_ttl: Duration::from_secs(config.anonymous_ttl_secs),
-            refresh_every: Duration::from_secs(config.jwks_refresh_secs.max(1)),
+            anonymous_ttl: config.anonymous_ttl_secs.get(),
+            refresh_every: config.jwks_refresh_secs.get().max(Duration::from_secs(1)),
         })
     }
 

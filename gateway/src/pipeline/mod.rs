@@ -17,11 +17,11 @@ mod respond;
 use std::sync::Arc;
 
 use async_graphql::Request;
-use async_graphql::parser::types::{DocumentOperations, OperationType};
+use async_graphql::parser::types::OperationType;
 use async_graphql::{ServerError, Variables};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
-use marquee_schema::{Caller, LoaderMetrics, MarqueeSchema, SchemaConfig};
+use marquee_schema::{Analyzer, Caller, LoaderMetrics, MarqueeSchema, SchemaConfig};
 use marquee_store::Store;
 use serde_json::Value;
 
@@ -35,6 +35,9 @@ use crate::response_cache::{ResponseCache, ResponseKey, Stored};
 pub struct GraphqlState {
     /// The executable schema (immutable; per-request loaders are attached per request).
     pub schema: MarqueeSchema,
+    /// The schema's parse cache: a document parsed here to learn its operation type is not
+    /// parsed again when it runs.
+    pub documents: Arc<Analyzer>,
     /// The store stack the loaders read through.
     pub store: Store,
     /// Resolver settings, also needed to build each request's loaders.
@@ -116,7 +119,7 @@ pub(crate) async fn get(
         }
     }
     let request = build_request(&document, incoming);
-    if is_mutation(&request) {
+    if is_mutation(&state.documents, &request) {
         return Err(HttpError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             codes::METHOD_NOT_ALLOWED,
@@ -206,19 +209,11 @@ fn build_request(document: &Document, incoming: Incoming) -> Request {
     request
 }
 
-/// Whether the operation `request` selects is a mutation. Unparseable documents are not: they
-/// fail in execution with the parser's error.
-fn is_mutation(request: &Request) -> bool {
-    let Ok(document) = async_graphql::parser::parse_query(&request.query) else { return false };
-    let ty = match (&document.operations, request.operation_name.as_deref()) {
-        (DocumentOperations::Single(op), _) => Some(op.node.ty),
-        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name).map(|op| op.node.ty),
-        (DocumentOperations::Multiple(ops), None) => {
-            // Ambiguous without a name: refuse if any operation could write.
-            ops.values().any(|op| op.node.ty == OperationType::Mutation).then_some(OperationType::Mutation)
-        }
-    };
-    ty == Some(OperationType::Mutation)
+/// Whether the operation `request` selects is a mutation (an ambiguous choice counts as one).
+/// Unparseable documents are not: they fail in execution with the parser's error.
+fn is_mutation(documents: &Analyzer, request: &Request) -> bool {
+    let Ok(parsed) = documents.parse(&request.query) else { return false };
+    parsed.operation_type(request.operation_name.as_deref()) == Some(OperationType::Mutation)
 }
 
 /// The body of a request error: the GraphQL spec gives it no `data` entry.

@@ -208,7 +208,7 @@ impl Regional {
         if hosts.is_empty() {
             return Err(RedisConfigError("seeds is empty".into()));
         }
-        let timeout = Duration::from_millis(config.command_timeout_ms.max(1));
+        let timeout = config.command_timeout_ms.get().max(Duration::from_millis(1));
         let fred_config = FredConfig {
             server: ServerConfig::Clustered { hosts, policy: Default::default() },
             tls: tls_config(config)?,

@@ -47,8 +47,8 @@ impl ConnectionLimits {
     pub fn from_config(http: &HttpConfig) -> ConnectionLimits {
         ConnectionLimits {
             max_connections: fitting_connections(http.max_connections),
-            header_read_timeout: Duration::from_millis(http.header_read_timeout_ms),
-            idle_timeout: Duration::from_millis(http.idle_timeout_ms),
+            header_read_timeout: http.header_read_timeout_ms.get(),
+            idle_timeout: http.idle_timeout_ms.get(),
             max_header_bytes: http.max_header_bytes.max(8192),
         }
     }

@@ -19,8 +19,8 @@ pub async fn open(config: &StoreConfig) -> Result<Store, StoreError> {
     match config {
         StoreConfig::Embedded(embedded) => {
             let options = EmbeddedOptions {
-                cache_bytes: embedded.cache_mib * 1024 * 1024,
-                users_cache_bytes: embedded.users_cache_mib * 1024 * 1024,
+                cache_bytes: usize::try_from(embedded.cache_mib.bytes()).unwrap_or(usize::MAX),
+                users_cache_bytes: usize::try_from(embedded.users_cache_mib.bytes()).unwrap_or(usize::MAX),
                 inline_reads: embedded.inline_reads,
             };
             let data_dir = embedded.data_dir.clone();

@@ -275,8 +275,8 @@ mod tests {
     async fn seeded(dir: &std::path::Path) -> Arc<Slow> {
         let config = StoreConfig::Embedded(EmbeddedConfig {
             data_dir: dir.to_owned(),
-            cache_mib: 8,
-            users_cache_mib: 8,
+            cache_mib: crate::config::Mib(8),
+            users_cache_mib: crate::config::Mib(8),
             inline_reads: true,
         });
         let bulk_config = config.clone();
@@ -396,7 +396,7 @@ mod tests {
         let slow = seeded(dir.path()).await;
         let redis = crate::config::RedisConfig {
             seeds: cluster.seeds(),
-            command_timeout_ms: 200,
+            command_timeout_ms: crate::config::Millis(200),
             ..Default::default()
         };
         let gateway = |regional: Arc<Regional>, requests: IntCounterVec| {

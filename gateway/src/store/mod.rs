@@ -3,16 +3,17 @@
 //!
 //! ```text
 //! dataloaders (marquee_schema)
-//!   → cached        read-through caches of shared data: rating totals (dropped by the write
-//!                   path) and the entity cache (`entities`: movies, people, credits), each an
-//!                   in-process L1 and, when `[redis]` is set, the regional Redis Cluster as L2
+//!   → cached        read-through caches of shared data: rating totals (dropped through
+//!                   `crate::changes` by the write path) and the entity cache (`entities`:
+//!                   movies, people, credits), each a `crate::cache::Tiered`: an in-process
+//!                   L1 and, when `[redis]` is set, the regional Redis Cluster as L2
 //!   → instrumented  every backend call counted and traced (store_calls_total)
 //!   → backend       chosen by `[store] backend` (`backend.rs`)
 //! ```
 //!
 //! Each layer wraps only the faces of [`Store`] it concerns. The regional tier is not a layer
-//! of its own: `cached` and `entities` consult it between their L1 and the store, inside the
-//! same single flight. Nothing outside this module and `startup` knows which backend runs.
+//! of its own: it is the second tier of each cache, consulted between its L1 and the store
+//! inside the same single flight. Nothing outside this module and `startup` knows which backend runs.
 
 mod backend;
 pub mod cached;
@@ -42,7 +43,7 @@ pub struct StackConfig {
     /// invalidations.
     pub regional: Option<Arc<crate::regional::Regional>>,
     /// Told of every change to ratings (the response cache, the CDN purger).
-    pub observers: Vec<Arc<dyn cached::RatingsObserver>>,
+    pub subscribers: Vec<Arc<dyn crate::changes::Subscriber>>,
 }
 
 /// Stacks the layers over `backend`, bottom up.

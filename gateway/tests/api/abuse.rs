@@ -281,8 +281,8 @@ async fn closed_by_server(socket: &mut TcpStream) -> bool {
 async fn silent_slow_and_idle_connections_are_closed() {
     let dir = seeded_dir();
     let mut config = test_config(dir.path());
-    config.http.header_read_timeout_ms = 300;
-    config.http.idle_timeout_ms = 600;
+    config.http.header_read_timeout_ms = marquee_gateway::config::Millis(300);
+    config.http.idle_timeout_ms = marquee_gateway::config::Millis(600);
     let app = spawn_with(config).await;
 
     // Connects and never sends a byte.
@@ -319,7 +319,7 @@ async fn clients_beyond_the_connection_cap_wait_for_a_slot() {
     let dir = seeded_dir();
     let mut config = test_config(dir.path());
     config.http.max_connections = 2;
-    config.http.header_read_timeout_ms = 60_000;
+    config.http.header_read_timeout_ms = marquee_gateway::config::Millis(60_000);
     let app = spawn_with(config).await;
     let mut held = Vec::new();
     for _ in 0..2 {

@@ -283,7 +283,7 @@ async fn jwks_url_key_rotation() {
     let mut config = test_config(dir.path());
     config.auth.jwks_url = Some(url);
     config.auth.jwks_issuer = Some(IDP_ISSUER.into());
-    config.auth.jwks_min_refresh_secs = 0;
+    config.auth.jwks_min_refresh_secs = marquee_gateway::config::Secs(0);
     let app = spawn_with(config).await;
 
     let token_a = a.sign(&claims("alice", json!({})));
@@ -459,7 +459,7 @@ async fn the_periodic_jwks_refresh_retires_keys_without_any_trigger() {
     let mut config = test_config(dir.path());
     config.auth.jwks_url = Some(url);
     config.auth.jwks_issuer = Some(IDP_ISSUER.into());
-    config.auth.jwks_refresh_secs = 1;
+    config.auth.jwks_refresh_secs = marquee_gateway::config::Secs(1);
     let app = spawn_with(config).await;
     let token = a.sign(&claims("alice", json!({})));
     assert_eq!(call(&app, Some(&token)).await.status(), 200);
@@ -478,7 +478,7 @@ async fn the_periodic_jwks_refresh_retires_keys_without_any_trigger() {
 #[tokio::test]
 async fn a_remembered_token_still_expires_on_time() {
     let a = rsa_a();
-    let (app, _dir) = with_jwks_file(&[&a], |c| c.auth.leeway_secs = 0).await;
+    let (app, _dir) = with_jwks_file(&[&a], |c| c.auth.leeway_secs = marquee_gateway::config::Secs(0)).await;
     let token = a.sign(&claims("alice", json!({ "exp": now() + 2 })));
     assert_eq!(call(&app, Some(&token)).await.status(), 200);
     assert_eq!(call(&app, Some(&token)).await.status(), 200, "verified once, then remembered");

@@ -67,8 +67,8 @@ pub(crate) fn store_config(data_dir: &Path) -> StoreConfig {
 pub(crate) fn embedded_config(data_dir: &Path) -> StoreConfig {
     StoreConfig::Embedded(EmbeddedConfig {
         data_dir: data_dir.to_owned(),
-        cache_mib: 16,
-        users_cache_mib: 8,
+        cache_mib: marquee_gateway::config::Mib(16),
+        users_cache_mib: marquee_gateway::config::Mib(8),
         inline_reads: true,
     })
 }

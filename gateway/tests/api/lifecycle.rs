@@ -32,7 +32,7 @@ async fn a_restart_keeps_all_data() {
 async fn draining_turns_readiness_off_then_finishes_in_flight_requests() {
     let dir = seeded_dir();
     let mut config = test_config(dir.path());
-    config.http.drain_delay_ms = 600;
+    config.http.drain_delay_ms = marquee_gateway::config::Millis(600);
     let mut app = spawn_with(config).await;
     assert_eq!(app.client.get(app.url("/readyz")).send().await.expect("readyz").status(), 200);
 

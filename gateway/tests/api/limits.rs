@@ -91,7 +91,7 @@ async fn a_request_over_the_time_limit_gets_504() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = seeded_dir();
     let mut config = test_config(dir.path());
-    config.http.request_timeout_ms = 300;
+    config.http.request_timeout_ms = marquee_gateway::config::Millis(300);
     let app = spawn_with(config).await;
     // A client that announces a body and never sends it: the handler waits on the body inside
     // the time limit, so the limit is what ends the request.

@@ -118,7 +118,7 @@ async fn manifest_operations_run_by_id_and_reload_when_the_file_changes() {
     let manifest_path = path.clone();
     let app = spawn_with(config(dir.path(), move |c| {
         c.persisted_queries.manifest_file = Some(manifest_path);
-        c.persisted_queries.reload_ms = 20;
+        c.persisted_queries.reload_ms = marquee_gateway::config::Millis(20);
     }))
     .await;
 

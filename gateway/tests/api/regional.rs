@@ -42,8 +42,11 @@ async fn region(adjust: impl FnOnce(&mut Config)) -> Region {
     config.auth.signing_keys = None;
     config.auth.dev_tokens = true;
     // Generous, so that a loaded test machine does not turn hits into misses.
-    config.redis =
-        Some(RedisConfig { seeds: cluster.seeds(), command_timeout_ms: 500, ..Default::default() });
+    config.redis = Some(RedisConfig {
+        seeds: cluster.seeds(),
+        command_timeout_ms: marquee_gateway::config::Millis(500),
+        ..Default::default()
+    });
     adjust(&mut config);
     let a = spawn_with(config.clone()).await;
     let b = spawn_with(config.clone()).await;
@@ -353,7 +356,7 @@ async fn a_frozen_cluster_costs_one_timeout_per_second_and_keeps_the_staleness_b
         c.rate_limit.per_second = 1_000_000;
         c.rate_limit.burst = 1_000_000;
         if let Some(redis) = &mut c.redis {
-            redis.command_timeout_ms = 100;
+            redis.command_timeout_ms = marquee_gateway::config::Millis(100);
         }
     })
     .await;
@@ -424,8 +427,11 @@ async fn other_region(region: &Region, name: &str) -> (RedisCluster, TestApp) {
         .expect("a second Redis Cluster");
     let mut config = region.config.clone();
     config.region = name.to_owned();
-    config.redis =
-        Some(RedisConfig { seeds: cluster.seeds(), command_timeout_ms: 500, ..Default::default() });
+    config.redis = Some(RedisConfig {
+        seeds: cluster.seeds(),
+        command_timeout_ms: marquee_gateway::config::Millis(500),
+        ..Default::default()
+    });
     let app = spawn_with(config).await;
     let deadline = Instant::now() + Duration::from_secs(15);
     while app.metric("cache_invalidation_bus_live", &[]).await < 1.0 {
@@ -557,7 +563,7 @@ async fn a_cluster_with_tls_and_auth_is_shared_and_one_that_cannot_be_trusted_is
             // Seeds by name, as ElastiCache's configuration endpoint is: the certificate names
             // it, and nodes announced by address are checked against it.
             seeds: cluster.seeds().iter().map(|s| s.replace("127.0.0.1", "localhost")).collect(),
-            command_timeout_ms: 500,
+            command_timeout_ms: marquee_gateway::config::Millis(500),
             tls,
             tls_ca_file: ca,
             username: Some("default".into()),

@@ -1,0 +1,328 @@
+//! Changes: what a successful write changed, and how every cached copy it made stale is
+//! dropped, in this gateway, in every gateway of its region, and in the other regions.
+//!
+//! The write path (`store::cached`) tells [`Changes::changed`] what it changed once the
+//! backend has acknowledged it, before the mutation returns, so the gateway that took a write
+//! reads it back at once. Subscribers (the response cache, the CDN edge purger) are told of
+//! every change this gateway learns of, and of the one it applies for its region.
+//!
+//! With `[redis]`, rating totals have a regional tier, and a write reaches the region's
+//! other gateways through the invalidation bus (`crate::regional::bus`): it deletes the
+//! regional entries and every gateway drops its own copies, within the bus's delivery time.
+//! A read racing the write (it read the old totals before the write and stores them after the
+//! deletion) would put the old value back; so every invalidation is sent again
+//! `REPEAT_AFTER` later, and retried while the cluster fails, for as long as an entry it could
+//! have missed may live. While the bus is not live (the cluster unreachable, frozen, or a
+//! subscription lost), this gateway uses neither tier for totals: messages could be lost, so
+//! totals come from the store, and the bound holds through an outage too. Once it is live
+//! again it ignores regional entries read from the store before that moment (each entry
+//! carries when it was read), since an invalidation sent during the outage may have missed
+//! them. A writer that cannot reach Redis at all keeps retrying; until it succeeds (or the TTL
+//! passes) gateways that never lost the bus may show the old totals.
+//!
+//! Other regions' writes arrive through the store: every rating write lists its movie in the
+//! backend's change log (`rating_changes` on ScyllaDB, replicated to every data center with
+//! the rating), and each gateway reads the last `FOLLOW_SECONDS` of it every `FOLLOW_EVERY`.
+//! A change it has not seen yet is claimed in the region's Redis (`SET NX`), so one gateway of
+//! the region applies it (a claim that gets no answer is asked again on the next read, never
+//! taken for another gateway's), exactly as if the write had been taken here: regional entries
+//! deleted, every gateway's copies dropped through the bus, sent again `REPEAT_AFTER` later
+//! (for totals replicated after the log entry). No write waits on another region. A change
+//! that arrives later than `FOLLOW_SECONDS` (hints replayed after a partition, a batchlog
+//! replay, a repair) is found by the region's rating reconciler, which re-derives the totals
+//! it makes wrong and hands their movies to its gateway's follower (`rederived_totals`), which
+//! applies them region-wide like any other change (ARCHITECTURE.md).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use marquee_store::{MovieId, RatingTotals, UserData};
+
+use crate::cache::{Tiered, Tiers};
+use crate::regional::bus::{Bus, Listener, now_ms};
+use crate::regional::{Claim, RedisConfigError, Regional};
+
+/// Bumped when the shape of a claim key changes.
+const VERSION: &str = "s1";
+
+/// When an invalidation is sent again (see the module docs).
+const REPEAT_AFTER: Duration = Duration::from_millis(500);
+
+/// How often each gateway reads the change log.
+const FOLLOW_EVERY: Duration = Duration::from_millis(250);
+
+/// How far back, in seconds of the writers' clocks, each read of the change log goes: a change
+/// that reaches this region's replicas later than that (or from a clock further behind) is
+/// left to the totals' TTL.
+const FOLLOW_SECONDS: u64 = 3;
+
+/// How long a gateway's claim to apply a change lasts: longer than the change stays within
+/// `FOLLOW_SECONDS`, so no second gateway of the region claims it.
+const CLAIM_FOR: Duration = Duration::from_secs(30);
+
+/// What a successful write changed.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A rating was set or removed: the movie's totals changed.
+    RatingTotals(MovieId),
+}
+
+impl Change {
+    /// The bus message saying so: `totals <movie id>`.
+    fn message(self) -> (u64, String) {
+        match self {
+            Change::RatingTotals(movie) => (movie.0, format!("totals {}", movie.0)),
+        }
+    }
+
+    fn parse(text: &str) -> Option<Change> {
+        let (kind, id) = text.split_once(' ')?;
+        match kind {
+            "totals" => Some(Change::RatingTotals(MovieId(id.parse().ok()?))),
+            _ => None,
+        }
+    }
+}
+
+/// What else holds ratings, subscribed to changes: HTTP caches of whole responses (this
+/// gateway's response cache, the region's CDN edge).
+pub trait Subscriber: Send + Sync + 'static {
+    /// `movies`' ratings changed, and this gateway learnt of it (its own write, a message on
+    /// the region's bus, or a change it applied from the log).
+    fn seen(&self, movies: &[MovieId]) {
+        let _ = movies;
+    }
+
+    /// `movies`' ratings changed and this gateway applies it for the whole region (its own
+    /// write, or another region's it claimed from the log): once per change per region.
+    fn applied(&self, movies: &[MovieId]) {
+        let _ = movies;
+    }
+
+    /// Messages about changes may have been lost: anything may be stale.
+    fn lost(&self) {}
+}
+
+/// The region's side of the rating-totals cache: its regional tier and the bus.
+struct RegionTier {
+    regional: Arc<Regional>,
+    bus: Bus,
+}
+
+/// The entry point of changes: the write path (and the log follower) tells it what changed,
+/// and it drops the cached copies, in every tier and every gateway of the region.
+pub struct Changes {
+    rating_totals: Tiered<RatingTotals, MovieId>,
+    subscribers: Vec<Arc<dyn Subscriber>>,
+    region_tier: Option<Arc<RegionTier>>,
+    /// How long a copy it could have missed may live (the totals' TTL, jitter included).
+    horizon: Duration,
+}
+
+impl Changes {
+    /// Drops whatever `changes` made stale.
+    pub async fn changed(&self, changes: &[Change]) {
+        let keys: Vec<MovieId> = changes
+            .iter()
+            .map(|change| match change {
+                Change::RatingTotals(movie) => *movie,
+            })
+            .collect();
+        if let Some(region_tier) = &self.region_tier {
+            let shared = self.rating_totals.shared_keys(&keys);
+            let messages: Vec<(u64, String)> = changes.iter().map(|c| c.message()).collect();
+            // The regional entries first, so this gateway cannot refill its own from them.
+            region_tier.bus.invalidate(&shared, &messages).await;
+            let region_tier = region_tier.clone();
+            let horizon = self.horizon;
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let mut wait = REPEAT_AFTER;
+                loop {
+                    tokio::time::sleep(wait).await;
+                    if region_tier.bus.invalidate(&shared, &messages).await || started.elapsed() > horizon {
+                        break;
+                    }
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
+            });
+        }
+        self.rating_totals.invalidate(&keys).await;
+        for subscriber in &self.subscribers {
+            subscriber.seen(&keys);
+            subscriber.applied(&keys);
+        }
+    }
+}
+
+/// Reads the backend's change log every `FOLLOW_EVERY` and applies, region-wide, each change
+/// this gateway is the first of its region to claim (see the module docs). Returns at once on
+/// a backend without a log.
+async fn follow_log(log: Arc<dyn UserData>, changes: Arc<Changes>, regional: Arc<Regional>) {
+    // The changes seen, by second, for the seconds still read.
+    let mut seen: BTreeMap<u64, HashSet<MovieId>> = BTreeMap::new();
+    // Changes whose claim got no answer, with when they were first deferred: claimed again on
+    // every tick (even once their second has left the log's window) until the claim is
+    // settled, for as long as another gateway's claim of them could last.
+    let mut deferred: HashMap<(u64, MovieId), Instant> = HashMap::new();
+    let mut ticks = tokio::time::interval(FOLLOW_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let now = now_ms() / 1_000;
+        let first = now.saturating_sub(FOLLOW_SECONDS);
+        seen = seen.split_off(&first);
+        let before = deferred.len();
+        deferred.retain(|_, since| since.elapsed() < CLAIM_FOR);
+        if deferred.len() < before {
+            tracing::warn!(
+                changes = before - deferred.len(),
+                "changes from the log could not be claimed while the region's Redis failed; left to the totals' TTL"
+            );
+        }
+        let mut fresh: Vec<(u64, MovieId)> = deferred.keys().copied().collect();
+        for second in first..=now {
+            match log.rating_changes(second).await {
+                Ok(Some(movies)) => {
+                    let known = seen.entry(second).or_default();
+                    fresh.extend(
+                        movies
+                            .into_iter()
+                            .filter(|m| !known.contains(m) && !deferred.contains_key(&(second, *m)))
+                            .map(|m| (second, m)),
+                    );
+                }
+                Ok(None) => return,
+                Err(error) => {
+                    tracing::debug!(%error, "reading the change log failed; reading it again next tick");
+                    break;
+                }
+            }
+        }
+        // Totals this gateway's reconciler (the region's one) found wrong and re-derived: rows
+        // that arrived after the log's window, which no follower saw. Applied region-wide
+        // here, unclaimed: only the region's reconciler has them.
+        let rederived = log.rederived_totals().await.unwrap_or_default();
+        if !rederived.is_empty() {
+            regional.count_invalidations("rederived", rederived.len());
+            let found: Vec<Change> = rederived.into_iter().map(Change::RatingTotals).collect();
+            changes.changed(&found).await;
+        }
+        if fresh.is_empty() {
+            continue;
+        }
+        let claims: Vec<String> = fresh
+            .iter()
+            .map(|(second, movie)| format!("mq:{VERSION}:followed:{second}:{}", movie.0))
+            .collect();
+        // A change is settled once its claim is (won here, or held by another gateway); one
+        // whose claim got no answer is claimed again next tick, so a failed call never leaves
+        // a change applied by nobody.
+        let claimed = regional.claim_many(&claims, CLAIM_FOR).await;
+        let mut found = Vec::new();
+        let mut unanswered = 0;
+        for (&(second, movie), claim) in fresh.iter().zip(claimed) {
+            match claim {
+                Claim::Won => found.push(Change::RatingTotals(movie)),
+                Claim::HeldElsewhere => {}
+                Claim::Unknown => {
+                    unanswered += 1;
+                    deferred.entry((second, movie)).or_insert_with(Instant::now);
+                    continue;
+                }
+            }
+            deferred.remove(&(second, movie));
+            if second >= first {
+                seen.entry(second).or_default().insert(movie);
+            }
+        }
+        regional.count_invalidations("follow_deferred", unanswered);
+        if !found.is_empty() {
+            regional.count_invalidations("followed", found.len());
+            changes.changed(&found).await;
+        }
+    }
+}
+
+/// Drops this gateway's copies on the bus's word.
+struct BusListener {
+    rating_totals: Tiered<RatingTotals, MovieId>,
+    subscribers: Vec<Arc<dyn Subscriber>>,
+}
+
+#[async_trait]
+impl Listener for BusListener {
+    async fn message(&self, text: &str) {
+        match Change::parse(text) {
+            Some(Change::RatingTotals(movie)) => {
+                self.rating_totals.invalidate([&movie]).await;
+                for subscriber in &self.subscribers {
+                    subscriber.seen(&[movie]);
+                }
+            }
+            None => tracing::debug!(text, "unknown invalidation message"),
+        }
+    }
+
+    async fn resync(&self) {
+        self.rating_totals.clear();
+        for subscriber in &self.subscribers {
+            subscriber.lost();
+        }
+    }
+}
+
+/// A running follower of the change log; stopped when dropped.
+pub struct Following(tokio::task::JoinHandle<()>);
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Changes {
+    /// The changes of a gateway whose rating totals are cached in `rating_totals` (fresh for
+    /// `ttl`), telling `subscribers`; with the region's Redis (`regional`), joined to the
+    /// region's bus and following `log` for other regions' changes while the returned
+    /// [`Following`] lives.
+    pub fn start(
+        rating_totals: Tiered<RatingTotals, MovieId>,
+        ttl: Duration,
+        subscribers: Vec<Arc<dyn Subscriber>>,
+        regional: Option<Arc<Regional>>,
+        log: Arc<dyn UserData>,
+    ) -> Result<(Arc<Changes>, Option<Following>), RedisConfigError> {
+        let region_tier = match regional {
+            Some(regional) => {
+                let listener = Arc::new(BusListener {
+                    rating_totals: rating_totals.clone(),
+                    subscribers: subscribers.clone(),
+                });
+                Some(Arc::new(RegionTier { bus: Bus::join(regional.clone(), listener)?, regional }))
+            }
+            None => None,
+        };
+        let horizon = rating_totals.longest_life(ttl) + Duration::from_secs(1);
+        let changes = Arc::new(Changes { rating_totals, subscribers, region_tier, horizon });
+        let following = changes.region_tier.as_ref().map(|region_tier| {
+            Following(tokio::spawn(follow_log(log, changes.clone(), region_tier.regional.clone())))
+        });
+        Ok((changes, following))
+    }
+
+    /// Which tiers rating totals may be read from now: without a live bus, another gateway's
+    /// write could not reach this gateway's copies, so neither; once live again, the regional
+    /// one only for values read since.
+    pub fn totals_tiers(&self) -> Tiers {
+        match &self.region_tier {
+            None => Tiers::ANY,
+            Some(region_tier) => match region_tier.bus.live_since() {
+                Some(since_ms) => Tiers::Cached { since_ms },
+                None => Tiers::Bypass,
+            },
+        }
+    }
+}
