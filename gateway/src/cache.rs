@@ -129,13 +129,26 @@ impl Tiers {
 }
 
 /// Where a cache's L2 entries live.
-pub struct SharedTier {
+pub struct SharedTier<K> {
     /// The region's Redis Cluster.
     pub regional: Arc<Regional>,
     /// Bumped when the shape of a value changes.
     pub version: &'static str,
     /// What the values belong to (see [`Tiered::switch`]).
     pub namespace: String,
+    /// A key as its L2 name ends (the key's `Display` by default).
+    pub key: fn(&K) -> String,
+}
+
+impl<K: Display> SharedTier<K> {
+    /// Entries under `mq:<version>:<namespace>:<key>`.
+    pub fn new(
+        regional: Arc<Regional>,
+        version: &'static str,
+        namespace: impl Into<String>,
+    ) -> SharedTier<K> {
+        SharedTier { regional, version, namespace: namespace.into(), key: |key| key.to_string() }
+    }
 }
 
 /// An L2 value: when it was read from its source (milliseconds since the Unix epoch), and the
@@ -162,16 +175,17 @@ struct L2<K, V> {
     decode: fn(&[u8]) -> Option<Stamped<V>>,
     /// Whether a value read from L2 may be used for its key (another process wrote it).
     check: fn(&K, &V) -> bool,
+    key: fn(&K) -> String,
 }
 
-impl<K: Display, V> L2<K, V> {
+impl<K, V> L2<K, V> {
     fn prefix(&self) -> Arc<str> {
         self.prefix.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    fn keys(&self, keys: &[K]) -> Vec<String> {
-        let prefix = self.prefix();
-        keys.iter().map(|key| format!("{prefix}{key}")).collect()
+    /// The L2 names of `keys` under `prefix`.
+    fn names(&self, prefix: &str, keys: &[K]) -> Vec<String> {
+        keys.iter().map(|key| format!("{prefix}{}", (self.key)(key))).collect()
     }
 }
 
@@ -209,6 +223,25 @@ struct Flight<K, V> {
 impl<K, V> Clone for Flight<K, V> {
     fn clone(&self) -> Self {
         Flight { answer: self.answer.clone(), revoked: self.revoked.clone() }
+    }
+}
+
+/// Removes a flight's keys from the flights table when the flight ends, however it ends (the
+/// entries that are still its own: an invalidation may have replaced some).
+struct Leave<K: EntryKey, V> {
+    cache: Tiered<V, K>,
+    keys: Vec<K>,
+    revoked: Arc<Revoked<K>>,
+}
+
+impl<K: EntryKey, V> Drop for Leave<K, V> {
+    fn drop(&mut self) {
+        let mut flights = self.cache.inner.flights.lock().unwrap_or_else(PoisonError::into_inner);
+        for key in &self.keys {
+            if flights.get(key).is_some_and(|flight| Arc::ptr_eq(&flight.revoked, &self.revoked)) {
+                flights.remove(key);
+            }
+        }
     }
 }
 
@@ -293,7 +326,7 @@ where
     }
 
     /// A cache with an L2 in the region's Redis when `shared` is given.
-    pub fn new(sizing: Sizing, shared: Option<SharedTier>) -> Tiered<V, K>
+    pub fn new(sizing: Sizing, shared: Option<SharedTier<K>>) -> Tiered<V, K>
     where
         V: Serialize + DeserializeOwned,
     {
@@ -302,13 +335,17 @@ where
 
     /// [`Tiered::new`], using a value read from L2 only if `check` accepts it for its key
     /// (another process wrote it: e.g. a document must hash to its key).
-    pub fn new_checked(sizing: Sizing, shared: Option<SharedTier>, check: fn(&K, &V) -> bool) -> Tiered<V, K>
+    pub fn new_checked(
+        sizing: Sizing,
+        shared: Option<SharedTier<K>>,
+        check: fn(&K, &V) -> bool,
+    ) -> Tiered<V, K>
     where
         V: Serialize + DeserializeOwned,
     {
         match shared {
             None => Tiered::build(sizing, None, 0),
-            Some(SharedTier { regional, version, namespace }) => {
+            Some(SharedTier { regional, version, namespace, key }) => {
                 let jitter_pct = regional.ttl_jitter_pct();
                 let l2 = L2 {
                     regional,
@@ -317,6 +354,7 @@ where
                     encode: encode::<V>,
                     decode: decode::<V>,
                     check,
+                    key,
                 };
                 Tiered::build(sizing, Some(l2), jitter_pct)
             }
@@ -345,12 +383,17 @@ where
 
     /// How long an entry stored for `ttl` may live, jitter included.
     pub fn longest_life(&self, ttl: Duration) -> Duration {
-        ttl + ttl * u32::from(self.inner.jitter_pct) / 100
+        ttl.saturating_add(self.most_jitter(ttl))
+    }
+
+    /// The most jitter an entry stored for `ttl` gets.
+    fn most_jitter(&self, ttl: Duration) -> Duration {
+        ttl.checked_mul(u32::from(self.inner.jitter_pct)).map_or(Duration::MAX, |d| d / 100)
     }
 
     /// `ttl` plus this entry's jitter.
     fn jittered(&self, key: &K, ttl: Duration) -> Duration {
-        ttl + spread(key, ttl * u32::from(self.inner.jitter_pct) / 100)
+        ttl.saturating_add(spread(key, self.most_jitter(ttl)))
     }
 
     /// The value of `key` in this process's tier (L2 is not asked), counting a hit or a miss.
@@ -387,7 +430,9 @@ where
                 (key, value, ttl)
             })
             .collect();
-        self.store_shared(&entries, now_ms()).await;
+        if let Some(l2) = &self.inner.l2 {
+            self.store_shared(&l2.prefix(), &entries, now_ms()).await;
+        }
         for (key, value, ttl) in entries {
             self.inner.local.insert(key, Arc::new(Timed { value, ttl })).await;
         }
@@ -402,7 +447,8 @@ where
     }
 
     /// The values of `keys`, in order (`None`: in neither tier): L1, then L2 for its misses in
-    /// one round trip; an L2 hit fills L1.
+    /// one round trip; an L2 hit fills L1. For values no write changes (APQ registrations):
+    /// unlike [`Tiered::load`], an invalidation meanwhile does not stop the fill.
     pub async fn lookup(&self, keys: &[K], tiers: Tiers) -> Vec<Option<V>>
     where
         K: Display,
@@ -415,7 +461,8 @@ where
         if missing.is_empty() {
             return found;
         }
-        let shared = self.shared_many(&missing, since_ms).await;
+        let prefix = self.inner.l2.as_ref().map(L2::prefix);
+        let shared = self.shared_many(prefix.as_deref(), &missing, since_ms).await;
         for (key, value) in &shared {
             let ttl = self.jittered(key, self.inner.ttl);
             self.inner.local.insert(key.clone(), Arc::new(Timed { value: value.clone(), ttl })).await;
@@ -515,7 +562,9 @@ where
 
     /// The shared load of `keys`: L2 first, `source` for the rest; fills both tiers with what
     /// was not revoked meanwhile, then leaves the flights table (in that order, so a batch
-    /// arriving in between finds L1 filled).
+    /// arriving in between finds L1 filled). The L2 names are those of the namespace served
+    /// when the flight was registered (`prefix`): a switch revokes the flight, and nothing it
+    /// read is written under the new namespace.
     fn flight<F>(
         &self,
         keys: Vec<K>,
@@ -528,8 +577,13 @@ where
         F: FnOnce(Vec<K>) -> BoxFuture<'static, Result<Vec<V>, StoreError>> + Send + 'static,
     {
         let cache = self.clone();
+        let prefix = self.inner.l2.as_ref().map(L2::prefix);
         async move {
-            let mut found = cache.shared_many(&keys, since_ms).await;
+            // Leaves the table however the flight ends: answered, failed, panicked, or
+            // dropped by every waiter.
+            let _leave = Leave { cache: cache.clone(), keys: keys.clone(), revoked: revoked.clone() };
+            let prefix = prefix.as_deref();
+            let mut found = cache.shared_many(prefix, &keys, since_ms).await;
             let from_l2: Vec<(K, V)> = found.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
             let missing: Vec<K> = keys.iter().filter(|key| !found.contains_key(*key)).cloned().collect();
             let outcome = async {
@@ -544,27 +598,30 @@ where
                     .filter(|(key, _)| !revoked.contains(key))
                     .map(|(key, value)| (key.clone(), value.clone(), cache.jittered(key, cache.inner.ttl)))
                     .collect();
-                cache.store_shared(&fresh, read_at_ms).await;
+                if let Some(prefix) = prefix {
+                    cache.store_shared(prefix, &fresh, read_at_ms).await;
+                    // Revoked during the write: the write may have landed after the
+                    // invalidation's delete, so take it back.
+                    let late: Vec<K> = fresh
+                        .iter()
+                        .map(|(key, _, _)| key)
+                        .filter(|key| revoked.contains(key))
+                        .cloned()
+                        .collect();
+                    if let (false, Some(l2)) = (late.is_empty(), &cache.inner.l2) {
+                        l2.regional.delete_many(&l2.names(prefix, &late)).await;
+                    }
+                }
                 found.extend(read);
                 for (key, value, ttl) in fresh {
-                    cache.inner.local.insert(key, Arc::new(Timed { value, ttl })).await;
+                    cache.store_local(&revoked, key, value, ttl).await;
                 }
                 Ok(())
             }
             .await;
             for (key, value) in from_l2 {
-                if !revoked.contains(&key) {
-                    let ttl = cache.jittered(&key, cache.inner.ttl);
-                    cache.inner.local.insert(key, Arc::new(Timed { value, ttl })).await;
-                }
-            }
-            {
-                let mut flights = cache.inner.flights.lock().unwrap_or_else(PoisonError::into_inner);
-                for key in &keys {
-                    if flights.get(key).is_some_and(|flight| Arc::ptr_eq(&flight.revoked, &revoked)) {
-                        flights.remove(key);
-                    }
-                }
+                let ttl = cache.jittered(&key, cache.inner.ttl);
+                cache.store_local(&revoked, key, value, ttl).await;
             }
             outcome.map(|()| Arc::new(found)).map_err(Arc::new)
         }
@@ -572,18 +629,29 @@ where
         .shared()
     }
 
-    /// Writes `entries` to L2 (if any), stamped as read from their source at `read_at_ms`.
-    async fn store_shared(&self, entries: &[(K, V, Duration)], read_at_ms: u64)
-    where
-        K: Display,
-    {
+    /// Stores what a flight read in L1, unless its key was revoked: checked before the insert
+    /// and again after it (an invalidation marks the key revoked before it drops the entry, so
+    /// whichever runs second removes it).
+    async fn store_local(&self, revoked: &Revoked<K>, key: K, value: V, ttl: Duration) {
+        if revoked.contains(&key) {
+            return;
+        }
+        self.inner.local.insert(key.clone(), Arc::new(Timed { value, ttl })).await;
+        if revoked.contains(&key) {
+            self.inner.local.invalidate(&key).await;
+        }
+    }
+
+    /// Writes `entries` to L2 under `prefix`, stamped as read from their source at
+    /// `read_at_ms`.
+    async fn store_shared(&self, prefix: &str, entries: &[(K, V, Duration)], read_at_ms: u64) {
         let Some(l2) = &self.inner.l2 else { return };
         if entries.is_empty() {
             return;
         }
         let keys: Vec<K> = entries.iter().map(|(key, _, _)| key.clone()).collect();
         let shared = l2
-            .keys(&keys)
+            .names(prefix, &keys)
             .into_iter()
             .zip(entries)
             .filter_map(|(name, (_, value, ttl))| Some((name, (l2.encode)(read_at_ms, value)?, *ttl)))
@@ -609,14 +677,11 @@ where
         out
     }
 
-    /// The L2 values of `keys` read from their source at or after `since_ms` (the cluster
-    /// counts its own hits and misses).
-    async fn shared_many(&self, keys: &[K], since_ms: u64) -> HashMap<K, V>
-    where
-        K: Display,
-    {
-        let Some(l2) = &self.inner.l2 else { return HashMap::new() };
-        let names = l2.keys(keys);
+    /// The L2 values of `keys` under `prefix` (none: no L2) read from their source at or
+    /// after `since_ms` (the cluster counts its own hits and misses).
+    async fn shared_many(&self, prefix: Option<&str>, keys: &[K], since_ms: u64) -> HashMap<K, V> {
+        let (Some(l2), Some(prefix)) = (&self.inner.l2, prefix) else { return HashMap::new() };
+        let names = l2.names(prefix, keys);
         let mut found = HashMap::with_capacity(keys.len());
         for (key, bytes) in keys.iter().zip(l2.regional.get_many(self.inner.name, &names).await) {
             let Some(stamped) = bytes.and_then(|bytes| (l2.decode)(&bytes)) else { continue };
@@ -661,7 +726,7 @@ where
     where
         K: Display,
     {
-        self.inner.l2.as_ref().map(|l2| l2.keys(keys)).unwrap_or_default()
+        self.inner.l2.as_ref().map(|l2| l2.names(&l2.prefix(), keys)).unwrap_or_default()
     }
 
     /// Serves another namespace from now on (a newly published catalog generation): L2 keys
@@ -815,5 +880,76 @@ mod tests {
         let error = cache.load(&keys, Tiers::ANY, short).await.expect_err("one value for two keys");
         assert!(error.to_string().contains("1 values for 2 keys"), "{error}");
         assert_eq!(cache.get("a").await, None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_source_that_panics_leaves_no_flight_behind() {
+        let cache: Tiered<u64> = Tiered::local(sizing(&counter()));
+        let keys: [Arc<str>; 1] = ["k".into()];
+        let failing = cache.clone();
+        let first = tokio::spawn(async move {
+            let panics = |_: Vec<Arc<str>>| async { panic!("the source failed hard") }.boxed();
+            failing.load(&["k".into()], Tiers::ANY, panics).await
+        });
+        assert!(first.await.is_err(), "the waiter saw the panic");
+        let calls = Arc::new(AtomicUsize::new(0));
+        let answer = cache.load(&keys, Tiers::ANY, slow(&calls, 7, Duration::ZERO)).await;
+        assert_eq!(answer.expect("a new load, not the failed one"), [7]);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    /// A switch to another namespace while a load is in flight (a new catalog generation
+    /// published mid-read): what the load read is stored nowhere, in particular not in the
+    /// region's Redis under the new namespace. A real Redis Cluster.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_switch_during_a_load_stores_nothing_under_the_new_namespace() {
+        let cluster = tokio::task::spawn_blocking(|| marquee_redis_cluster::RedisCluster::start(3))
+            .await
+            .expect("starting")
+            .expect("a Redis Cluster (redis-server installed?)");
+        let config = crate::config::RedisConfig {
+            seeds: cluster.seeds(),
+            command_timeout_ms: crate::config::Millis(500),
+            ..Default::default()
+        };
+        let metrics = crate::regional::RegionalMetrics {
+            requests: counter(),
+            latency: prometheus::Histogram::with_opts(prometheus::HistogramOpts::new("l", "l"))
+                .expect("histogram"),
+            degraded: prometheus::IntGauge::new("d", "d").expect("gauge"),
+            invalidations: IntCounterVec::new(prometheus::Opts::new("i", "i"), &["event"]).expect("counter"),
+            bus_live: prometheus::IntGauge::new("b", "b").expect("gauge"),
+            refused: prometheus::IntCounter::new("r", "r").expect("counter"),
+        };
+        let regional = Regional::connect(&config, metrics).expect("client");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !regional.is_connected() {
+            assert!(Instant::now() < deadline, "the client did not connect");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let tier = |namespace: &str| Some(SharedTier::new(regional.clone(), "t1", namespace));
+        let cache: Tiered<u64> = Tiered::new(sizing(&counter()), tier("old"));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let keys: [Arc<str>; 1] = ["k".into()];
+
+        let read = cache.load(&keys, Tiers::ANY, slow(&calls, 1, Duration::from_millis(150)));
+        let switch = async {
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            cache.switch("new");
+        };
+        let (read, ()) = tokio::join!(read, switch);
+        assert_eq!(read.expect("answered to its waiter"), [1]);
+        assert_eq!(cache.get("k").await, None, "not in memory");
+        let fresh: Tiered<u64> = Tiered::new(sizing(&counter()), tier("new"));
+        assert_eq!(fresh.lookup(&keys, Tiers::ANY).await, [None], "not in Redis under the new namespace");
+        let old: Tiered<u64> = Tiered::new(sizing(&counter()), tier("old"));
+        assert_eq!(old.lookup(&keys, Tiers::ANY).await, [None], "nor under the old one");
+
+        // The next load reads the new generation and shares it.
+        let answer = cache.load(&keys, Tiers::ANY, slow(&calls, 2, Duration::ZERO)).await;
+        assert_eq!(answer.expect("read again"), [2]);
+        let other_gateway: Tiered<u64> = Tiered::new(sizing(&counter()), tier("new"));
+        assert_eq!(other_gateway.lookup(&keys, Tiers::ANY).await, [Some(2)]);
+        drop(cluster);
     }
 }

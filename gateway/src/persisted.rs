@@ -219,11 +219,7 @@ impl PersistedQueries {
                 ttl: config.apq_shared_ttl_secs.get().max(Duration::from_secs(1)),
                 requests,
             };
-            let shared = regional.map(|regional| SharedTier {
-                regional,
-                version: APQ_VERSION,
-                namespace: "apq".into(),
-            });
+            let shared = regional.map(|regional| SharedTier::new(regional, APQ_VERSION, "apq"));
             // A text read back from Redis is run only if it hashes to its key.
             Tiered::new_checked(sizing, shared, |hash: &Arc<str>, text: &Arc<str>| sha256_hex(text) == **hash)
         });

@@ -57,9 +57,10 @@ pub fn wrap(store: Store, config: &StackConfig, requests: IntCounterVec) -> Resu
     let sizing = Sizing { name: TOTALS, max_bytes: config.rating_totals_bytes, ttl, requests };
     // Rating totals do not depend on the catalog generation: users' data outlives loads.
     let shared = config.regional.as_ref().map(|regional| SharedTier {
-        regional: regional.clone(),
-        version: VERSION,
-        namespace: "totals".into(),
+        // `mq:s1:totals:<number>`, as gateways before the tiered cache name them, so both
+        // kinds delete the same keys while a region rolls from one to the other.
+        key: |movie: &MovieId| movie.0.to_string(),
+        ..SharedTier::new(regional.clone(), VERSION, "totals")
     });
     let totals = Tiered::new(sizing, shared);
     let (changes, following) = Changes::start(

@@ -90,6 +90,12 @@ fn namespace(catalog_id: &str, kind: &str) -> String {
     format!("{catalog_id}:{kind}")
 }
 
+/// The regional tier of one kind of entity, when the region has one.
+fn shared_tier<K: std::fmt::Display>(config: &EntityCacheConfig, kind: &str) -> Option<SharedTier<K>> {
+    let regional = config.regional.clone()?;
+    Some(SharedTier::new(regional, VERSION, namespace(&config.catalog_id, kind)))
+}
+
 /// Follows the backend's switches to a new generation until the catalog is dropped: each kind
 /// of entity then names the new generation in its regional keys and drops what it holds in
 /// memory and has in flight (a load that started before the switch answers its waiters but
@@ -128,26 +134,15 @@ impl CachedCatalog {
         }
         // The byte budget split by what the mix reads most: a movie page shows the movie and
         // its credits, and some of the people.
-        let tier = |(kind, name): (&str, &'static str), percent: u64| {
-            let sizing = Sizing {
-                name,
-                max_bytes: config.max_bytes / 100 * percent,
-                ttl: config.ttl,
-                requests: requests.clone(),
-            };
-            let shared = config.regional.as_ref().map(|regional| SharedTier {
-                regional: regional.clone(),
-                version: VERSION,
-                namespace: namespace(&config.catalog_id, kind),
-            });
-            (sizing, shared)
+        let sizing = |name: &'static str, percent: u64| Sizing {
+            name,
+            max_bytes: config.max_bytes / 100 * percent,
+            ttl: config.ttl,
+            requests: requests.clone(),
         };
-        let (sizing, shared) = tier(("movie", "movies"), 40);
-        let movies = Tiered::new(sizing, shared);
-        let (sizing, shared) = tier(("person", "people"), 20);
-        let people = Tiered::new(sizing, shared);
-        let (sizing, shared) = tier(("credits", "credits"), 40);
-        let credits = Tiered::new(sizing, shared);
+        let movies = Tiered::new(sizing("movies", 40), shared_tier(config, "movie"));
+        let people = Tiered::new(sizing("people", 20), shared_tier(config, "person"));
+        let credits = Tiered::new(sizing("credits", 40), shared_tier(config, "credits"));
         let catalog = Arc::new(CachedCatalog { inner, movies, people, credits });
         if let Some(changes) = config.catalog_changes.clone() {
             tokio::spawn(follow_switches(Arc::downgrade(&catalog), changes));
