@@ -339,12 +339,10 @@ pub struct GraphqlConfig {
     pub image_base_url: String,
     /// Serve GraphiQL at `GET /graphql` to browsers.
     pub graphiql: bool,
-    /// The CDN GraphiQL's scripts are loaded from (unpkg's layout), unless `graphiql_assets_dir`
-    /// is set.
-    pub graphiql_assets_url: String,
-    /// A `node_modules` directory holding GraphiQL's npm packages: the gateway serves them
-    /// itself, and the page loads nothing from the internet.
-    pub graphiql_assets_dir: Option<PathBuf>,
+    /// A CDN laid out like unpkg to load GraphiQL's scripts from, at their pinned versions
+    /// and integrity hashes. Unset (the default): the gateway serves them itself, and the page
+    /// loads nothing from the internet.
+    pub graphiql_assets_url: Option<String>,
     /// Depth, cost, alias, root-field and response-size limits (`max_*`, keys of `[graphql]`
     /// itself; see [`QueryLimits`]).
     #[serde(flatten)]
@@ -489,8 +487,7 @@ impl Default for Config {
                 batch_delay_us: Micros(0),
                 image_base_url: "https://images.marquee.example".into(),
                 graphiql: true,
-                graphiql_assets_url: "https://unpkg.com".into(),
-                graphiql_assets_dir: None,
+                graphiql_assets_url: None,
                 limits: QueryLimits::default(),
             },
             store: StoreConfig::default(),
@@ -603,7 +600,7 @@ impl Config {
             return Err(ConfigError::Refused(
                 "auth.signing_keys (or auth.signing_key_files) is unset: over a shared store every gateway \
                  must sign with the deployment's keys, or a token from one gateway fails on the next \
-                 (README: signing keys)"
+                 (docs/operating.md: keys, tokens and limits)"
                     .into(),
             ));
         }

@@ -18,7 +18,7 @@ use crate::cache_policy::CachePolicy;
 use crate::changes::Subscriber;
 use crate::client_addr::TrustedProxies;
 use crate::config::Config;
-use crate::http::graphiql::{self, AssetSource, MissingAsset};
+use crate::http::graphiql;
 use crate::persisted::{ManifestError, PersistedQueries};
 use crate::pipeline::GraphqlState;
 use crate::purge::EdgePurger;
@@ -58,9 +58,6 @@ pub enum StartupError {
     /// The persisted-query manifest is unusable.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
-    /// GraphiQL's assets directory is incomplete.
-    #[error(transparent)]
-    Graphiql(#[from] MissingAsset),
     /// Metrics could not be registered.
     #[error("registering metrics")]
     Metrics(#[from] prometheus::Error),
@@ -207,13 +204,6 @@ impl Application {
             metrics.cache_requests.clone(),
             documents.clone(),
         )?);
-        let graphiql_assets = match &config.graphql.graphiql_assets_dir {
-            Some(dir) => AssetSource::Dir(dir.clone()),
-            None => AssetSource::Cdn(config.graphql.graphiql_assets_url.clone()),
-        };
-        if config.graphql.graphiql {
-            graphiql_assets.check()?;
-        }
         let connections = ConnectionLimits::from_config(&config.http);
         let listener = TcpListener::bind(config.listen)
             .await
@@ -244,7 +234,12 @@ impl Application {
             },
             metrics: Arc::new(metrics),
             body_limit: BodyLimit(config.http.body_limit_bytes),
-            graphiql: Graphiql(config.graphql.graphiql.then(|| graphiql::page(&graphiql_assets, "/graphql"))),
+            graphiql: Graphiql(
+                config
+                    .graphql
+                    .graphiql
+                    .then(|| graphiql::page(config.graphql.graphiql_assets_url.as_deref(), "/graphql")),
+            ),
             proxies,
         };
         Ok(Application { listener, addr, state, config, connections })
@@ -279,7 +274,7 @@ impl Application {
         let router = crate::http::router(
             state.clone(),
             config.request_timeout(),
-            config.graphql.graphiql_assets_dir.as_deref().filter(|_| config.graphql.graphiql),
+            config.graphql.graphiql && config.graphql.graphiql_assets_url.is_none(),
         );
         let drain_delay = config.http.drain_delay_ms.get();
         let grace = config.http.shutdown_grace_ms.get();

@@ -9,7 +9,6 @@ mod health;
 mod metrics;
 mod token;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,20 +20,16 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
 
 use crate::state::AppState;
 use crate::telemetry::Metrics;
 use crate::{auth, error, rate_limit};
 
-/// The gateway's router over `state`; `graphiql_assets` is a directory of GraphiQL's npm
-/// packages to serve, if the page is to load them from the gateway.
-pub fn router(state: AppState, request_timeout: Duration, graphiql_assets: Option<&Path>) -> Router {
-    let router = match graphiql_assets {
-        Some(dir) => Router::new().nest_service(graphiql::ASSETS_ROUTE, ServeDir::new(dir)),
-        None => Router::new(),
-    };
+/// The gateway's router over `state`; with `graphiql_assets`, it serves GraphiQL's scripts
+/// and stylesheet too (the page loads them from the gateway).
+pub fn router(state: AppState, request_timeout: Duration, graphiql_assets: bool) -> Router {
+    let router = if graphiql_assets { graphiql::assets() } else { Router::new() };
     router
         .route(
             "/graphql",

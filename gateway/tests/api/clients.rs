@@ -4,8 +4,9 @@
 //! with manifests written by Apollo's own `generate-persisted-query-manifest`; and
 //! `graphql-http`'s GraphQL-over-HTTP server audit, which must end with no error and no warning.
 //!
-//! GraphiQL served with its scripts from the gateway (the same packages, from the npm registry)
-//! is here too.
+//! GraphiQL is here too: served with its scripts from the gateway, whose vendored copies must
+//! be byte for byte the files of the pinned packages npm installs from the registry (with the
+//! lockfile's integrity checks).
 //!
 //! The scripts and their pinned packages are in `gateway/tests/clients/` (`npm ci` there, which
 //! `cargo xtask ci` runs; Node.js and npm from Debian).
@@ -15,8 +16,6 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::process::Command;
-
-use marquee_gateway::startup::Application;
 
 use crate::helpers::{TestApp, seeded_dir, spawn_with, test_config};
 
@@ -103,13 +102,57 @@ async fn apollo_client_4_and_the_graphql_over_http_audit_pass() {
     assert!(audit.contains(", 0 not ok"), "{audit}");
 }
 
+/// A fresh gateway's GraphiQL loads nothing from the internet: the page names the gateway's own
+/// copies of the pinned files with their integrity hashes, and the gateway serves those bytes.
 #[tokio::test]
-async fn graphiql_can_be_served_without_internet_access() {
-    let node_modules = clients_dir().join("node_modules");
-    assert!(node_modules.join("graphiql").exists(), "run `npm ci` in {}", clients_dir().display());
+async fn graphiql_is_served_without_internet_access() {
+    use base64::Engine;
+    use sha2::Digest;
+
     let dir = seeded_dir();
+    let app = spawn_with(test_config(dir.path())).await;
+    let page = app
+        .client
+        .get(app.url("/graphql"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .expect("graphiql")
+        .text()
+        .await
+        .expect("page");
+    assert!(!page.contains("https://") && !page.contains("http://"), "nothing from the internet: {page}");
+    // Each asset is `src="…" integrity="…"` (or `href`): fetch it and check the hash as a
+    // browser would.
+    let tags: Vec<(&str, &str)> = page
+        .split(['\n', '<'])
+        .filter_map(|tag| {
+            let url =
+                tag.split(" src=\"").nth(1).or_else(|| tag.split(" href=\"").nth(1))?.split('"').next()?;
+            let integrity = tag.split(" integrity=\"").nth(1)?.split('"').next()?;
+            Some((url, integrity))
+        })
+        .collect();
+    assert_eq!(tags.len(), marquee_gateway::http::graphiql::ASSETS.len(), "{page}");
+    for (url, integrity) in tags {
+        assert!(url.starts_with(marquee_gateway::http::graphiql::ASSETS_ROUTE), "{url}");
+        let response = app.client.get(app.url(url)).send().await.expect("asset");
+        assert_eq!(response.status(), 200, "{url}");
+        assert!(response.headers()["cache-control"].to_str().expect("ascii").contains("immutable"));
+        let bytes = response.bytes().await.expect("body");
+        let actual = format!(
+            "sha384-{}",
+            base64::engine::general_purpose::STANDARD.encode(sha2::Sha384::digest(&bytes))
+        );
+        assert_eq!(actual, integrity, "{url}");
+    }
+    let missing = app.client.get(app.url("/graphiql/assets/nope.js")).send().await.expect("asset");
+    assert_eq!(missing.status(), 404);
+    app.stop().await.expect("stops");
+
+    // Pointed at a CDN, the page names it, with the same pinned hashes.
     let mut config = test_config(dir.path());
-    config.graphql.graphiql_assets_dir = Some(node_modules);
+    config.graphql.graphiql_assets_url = Some("https://cdn.example".into());
     let app = spawn_with(config).await;
     let page = app
         .client
@@ -121,24 +164,28 @@ async fn graphiql_can_be_served_without_internet_access() {
         .text()
         .await
         .expect("page");
-    assert!(!page.contains("https://"), "nothing from the internet: {page}");
-    let assets: Vec<&str> = page
-        .split('"')
-        .filter(|part| part.starts_with(marquee_gateway::http::graphiql::ASSETS_ROUTE))
-        .collect();
-    assert_eq!(assets.len(), marquee_gateway::http::graphiql::ASSETS.len(), "{page}");
-    for asset in assets {
-        let response = app.client.get(app.url(asset)).send().await.expect("asset");
-        assert_eq!(response.status(), 200, "{asset}");
-        assert!(response.bytes().await.expect("body").len() > 1000, "{asset}");
-    }
-    let missing = app.client.get(app.url("/graphiql/assets/nope.js")).send().await.expect("asset");
-    assert_eq!(missing.status(), 404);
+    assert!(
+        page.contains("src=\"https://cdn.example/graphiql@4.1.2/graphiql.min.js\" integrity=\"sha384-"),
+        "{page}"
+    );
     app.stop().await.expect("stops");
 
-    // A directory without the packages stops startup with what to install.
-    let mut config = test_config(dir.path());
-    config.graphql.graphiql_assets_dir = Some(dir.path().to_owned());
-    let error = Application::build(config).await.err().expect("refused").to_string();
-    assert!(error.contains("npm install") && error.contains("graphiql@4.1.2"), "{error}");
+    // The vendored files are the registry's.
+    let node_modules = clients_dir().join("node_modules");
+    assert!(node_modules.join("graphiql").exists(), "run `npm ci` in {}", clients_dir().display());
+    for asset in &marquee_gateway::http::graphiql::ASSETS {
+        let package = node_modules.join(asset.package);
+        let installed: Value =
+            serde_json::from_slice(&std::fs::read(package.join("package.json")).expect("package.json"))
+                .expect("json");
+        assert_eq!(installed["version"], asset.version, "{}", asset.package);
+        let file = std::fs::read(package.join(asset.file)).expect("the package's file");
+        assert!(
+            file == asset.bytes,
+            "gateway/assets/graphiql differs from {}@{}/{}",
+            asset.package,
+            asset.version,
+            asset.file
+        );
+    }
 }
