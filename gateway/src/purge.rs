@@ -9,7 +9,7 @@
 //! never delays the write: purges are sent in the background, retried a few times, and
 //! counted (`cdn_purges_total{result}`); a purge that never gets through leaves the edge's
 //! copy to its `s-maxage`. CDNs that cannot purge by tag (CloudFront) get no purge: their bound
-//! is the response's `s-maxage` (README, "Failing over a region").
+//! is the response's `s-maxage` (docs/failover.md).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -89,7 +89,7 @@ fn gateway_accepts_its_environment(root: &Path) -> anyhow::Result<()> {
         gateway.env(name, value.as_str().context("a setting is a string")?);
     }
     // What ECS would put in the environment from each secret: sample values of the shapes
-    // the README documents.
+    // docs/failover.md documents.
     let key_file = root.join("target/terraform/sample-signing.pem");
     let _ = std::fs::remove_file(&key_file);
     let mut keygen = Command::new(root.join("target/debug/gateway"));

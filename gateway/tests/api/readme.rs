@@ -1,7 +1,7 @@
-//! The README's examples, pasted as a new user would: every `curl` command in its `sh` blocks
-//! (with the shell assignments they depend on) runs against a gateway on the demo catalog,
-//! with the partner manifest the README shows and a development user token, and must answer
-//! JSON without errors.
+//! The README's examples, pasted as a new user would: every `curl` command in the `sh` blocks
+//! of the README and of the documents under `docs/` (with the shell assignments they depend
+//! on) runs against a gateway on the demo catalog, with the partner manifest the README shows
+//! and a development user token, and must answer JSON without errors.
 
 use std::path::Path;
 use std::time::Duration;
@@ -13,8 +13,22 @@ use marquee_store::bulk::seed::SeedOptions;
 
 use crate::helpers::{TestApp, gateway_command, spawn_with, test_config};
 
+/// The README, then every document under `docs/` (by name): their examples are tested alike.
 fn readme() -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).expect("README.md")
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut text = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let mut docs: Vec<std::path::PathBuf> = std::fs::read_dir(root.join("docs"))
+        .expect("docs/")
+        .map(|entry| entry.expect("a docs/ entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "md"))
+        .collect();
+    docs.sort();
+    assert!(docs.len() >= 7, "the operators' documents are in docs/: {docs:?}");
+    for doc in docs {
+        text.push('\n');
+        text.push_str(&std::fs::read_to_string(&doc).expect("a document"));
+    }
+    text
 }
 
 /// The fenced blocks of `language` in `text`.

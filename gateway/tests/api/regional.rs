@@ -290,7 +290,7 @@ fn padded(n: usize, bytes: usize) -> String {
 /// Clients flooding the region with APQ registrations: a cluster run with Redis's default
 /// policy (`noeviction`) fills up and refuses writes, which must cost the region nothing but
 /// the sharing of new entries (the tier stays up, reads keep hitting); run with `allkeys-lru`
-/// as the README tells operators to, it evicts and keeps sharing.
+/// as docs/redis.md tells operators to, it evicts and keeps sharing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_apq_flood_fills_the_cluster_without_switching_the_tier_off() {
     let region = region(|c| c.rate_limit.enabled = false).await;

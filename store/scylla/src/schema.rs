@@ -150,7 +150,7 @@ fn plan_replication(
     if !shrunk.is_empty() {
         return Err(format!(
             "keyspace {keyspace} replicates {current:?}; [store] replication {wanted:?} removes replicas ({}). \
-             Migrate does not drop replicas: decommission first, then ALTER KEYSPACE by hand (README: regions)",
+             Migrate does not drop replicas: decommission first, then ALTER KEYSPACE by hand (docs/scylladb.md)",
             shrunk.join(", ")
         ));
     }

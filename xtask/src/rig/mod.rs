@@ -258,7 +258,7 @@ fn up(root: &Path, dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
     status(dir)?;
     println!(
         "\nrig: up. Send traffic as a client of a region with `bench run --dns {DNS} --client-ip \
-         <an address of its subnet> --target http://api.{ZONE}:<edge port>` (README, \"Multi-region\"); \
+         <an address of its subnet> --target http://api.{ZONE}:<edge port>` (docs/multi-region.md); \
          `cargo xtask rig down` stops it."
     );
     Ok(())

@@ -3,8 +3,8 @@
 # own replica and never another region's API) and the gateway's image repository (replicated,
 # so each region pulls from its own registry and a release goes region by region).
 #
-# The secrets' values are never Terraform's: an operator puts them with the AWS CLI (README,
-# "Secrets"), so they are in no state file.
+# The secrets' values are never Terraform's: an operator puts them with the AWS CLI
+# (docs/failover.md, "Secrets"), so they are in no state file.
 #
 #   terraform init -backend-config=shared.s3.tfbackend
 #   terraform apply -var-file=shared.tfvars
@@ -68,7 +68,7 @@ locals {
 }
 
 resource "aws_secretsmanager_secret" "gateway" {
-  #checkov:skip=CKV2_AWS_57:Rotation is the runbook's (README, Secrets): each of these needs a coordinated, ordered change across regions that a rotation Lambda does not know.
+  #checkov:skip=CKV2_AWS_57:Rotation is the runbook's (docs/failover.md, Secrets): each of these needs a coordinated, ordered change across regions that a rotation Lambda does not know.
   #checkov:skip=CKV_AWS_149:Encrypted with the account's Secrets Manager key in each region; a customer-managed key per region is an option, not a need.
   for_each                = local.secrets
   name                    = "marquee/${replace(each.key, "_", "-")}"

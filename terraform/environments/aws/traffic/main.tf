@@ -53,7 +53,7 @@ variable "first_apply" {
 }
 
 variable "drained_regions" {
-  description = "Regions taken out of traffic (README, \"Failing over a region\"). Draining every region is refused."
+  description = "Regions taken out of traffic (docs/failover.md). Draining every region is refused."
   type        = set(string)
   default     = []
 }
