@@ -294,7 +294,10 @@ async fn graphiql_is_revalidated_and_varies() {
     assert_eq!(header(&response, VARY.as_str()), "Accept, Authorization");
     // By default its scripts come from the gateway itself, pinned by their integrity.
     let page = response.text().await.expect("page");
-    assert!(page.contains("src=\"/graphiql/assets/graphiql@4.1.2/graphiql.min.js\" integrity=\"sha384-"), "{page}");
+    assert!(
+        page.contains("src=\"/graphiql/assets/graphiql@4.1.2/graphiql.min.js\" integrity=\"sha384-"),
+        "{page}"
+    );
 }
 
 /// POSTs `query` with `variables` accepting the spec's media type; the status and the body.
