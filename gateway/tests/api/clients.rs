@@ -102,6 +102,13 @@ async fn apollo_client_4_and_the_graphql_over_http_audit_pass() {
     assert!(audit.contains(", 0 not ok"), "{audit}");
 }
 
+/// The GraphiQL page, as a browser asks for it.
+async fn graphiql_page(app: &TestApp) -> String {
+    let response =
+        app.client.get(app.url("/graphql")).header("accept", "text/html").send().await.expect("graphiql");
+    response.text().await.expect("page")
+}
+
 /// A fresh gateway's GraphiQL loads nothing from the internet: the page names the gateway's own
 /// copies of the pinned files with their integrity hashes, and the gateway serves those bytes.
 #[tokio::test]
@@ -111,16 +118,7 @@ async fn graphiql_is_served_without_internet_access() {
 
     let dir = seeded_dir();
     let app = spawn_with(test_config(dir.path())).await;
-    let page = app
-        .client
-        .get(app.url("/graphql"))
-        .header("accept", "text/html")
-        .send()
-        .await
-        .expect("graphiql")
-        .text()
-        .await
-        .expect("page");
+    let page = graphiql_page(&app).await;
     assert!(!page.contains("https://") && !page.contains("http://"), "nothing from the internet: {page}");
     // Each asset is `src="…" integrity="…"` (or `href`): fetch it and check the hash as a
     // browser would.
@@ -154,16 +152,7 @@ async fn graphiql_is_served_without_internet_access() {
     let mut config = test_config(dir.path());
     config.graphql.graphiql_assets_url = Some("https://cdn.example".into());
     let app = spawn_with(config).await;
-    let page = app
-        .client
-        .get(app.url("/graphql"))
-        .header("accept", "text/html")
-        .send()
-        .await
-        .expect("graphiql")
-        .text()
-        .await
-        .expect("page");
+    let page = graphiql_page(&app).await;
     assert!(
         page.contains("src=\"https://cdn.example/graphiql@4.1.2/graphiql.min.js\" integrity=\"sha384-"),
         "{page}"
