@@ -15,8 +15,9 @@
 //!   fail the cache's check) is a miss; Redis is an optimisation, never a dependency.
 //! - **Single flight.** [`Tiered::load`] reads the misses of a batch from the source in one
 //!   call, and a miss for a key another batch of this process is loading already waits for that
-//!   load instead: N concurrent misses of one key cost one read. The load runs to completion
-//!   even if the request that started it goes away (its waiters drive it).
+//!   load instead: N concurrent misses of one key cost one read. A load whose requests all went
+//!   away stays in the flights table, and the next batch needing one of its keys drives it on
+//!   (the dataloaders run their loads in tasks of their own, so in practice it runs through).
 //! - **Invalidation wins over a load in flight.** A key invalidated (or the cache cleared)
 //!   while a load of it is in flight is answered to that load's waiters but stored in neither
 //!   tier, and later batches start a new load: a write is never undone by a read that began
@@ -579,8 +580,8 @@ where
         let cache = self.clone();
         let prefix = self.inner.l2.as_ref().map(L2::prefix);
         async move {
-            // Leaves the table however the flight ends: answered, failed, panicked, or
-            // dropped by every waiter.
+            // Leaves the table however the flight ends: answered, failed or panicked (the
+            // table holds the flight itself, so it is not dropped before it ends).
             let _leave = Leave { cache: cache.clone(), keys: keys.clone(), revoked: revoked.clone() };
             let prefix = prefix.as_deref();
             let mut found = cache.shared_many(prefix, &keys, since_ms).await;
