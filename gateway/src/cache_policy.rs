@@ -7,7 +7,7 @@
 //! byte-stable: fields come out in query order) and answer a matching `If-None-Match` with 304.
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
-use marquee_store::MovieId;
+use marquee_schema::SurrogateKey;
 use sha2::{Digest, Sha256};
 
 /// Staleness allowances added to every public response.
@@ -119,25 +119,26 @@ pub fn apply(policy: CachePolicy, decision: Decision, etag: Option<&str>, header
     }
 }
 
-/// Most surrogate keys one response names; a response showing more movies' ratings is named
-/// by [`ALL_RATINGS`] instead, which every purge names too.
+/// Most surrogate keys one response names; a response showing more is named by [`ALL_KEYS`]
+/// instead, which every purge names too.
 pub const MAX_SURROGATE_KEYS: usize = 200;
 
-/// The surrogate key of responses showing too many ratings to name them all.
-pub const ALL_RATINGS: &str = "ratings";
+/// The surrogate key of responses showing too much to name it all (it kept its first name,
+/// from when keys named only ratings, so edges mid-upgrade purge the same responses).
+pub const ALL_KEYS: &str = "ratings";
 
-/// The surrogate keys of a public response showing the ratings of `shown`: each movie's id,
-/// the key a rating of that movie purges.
-pub fn surrogate_keys(shown: &[MovieId]) -> String {
+/// The surrogate keys of a public response showing `shown`: the keys the writes that change
+/// what it shows purge (`marquee_schema::Shown`).
+pub fn surrogate_keys(shown: &[SurrogateKey]) -> String {
     if shown.len() > MAX_SURROGATE_KEYS {
-        return ALL_RATINGS.to_owned();
+        return ALL_KEYS.to_owned();
     }
     shown.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")
 }
 
-/// Names a public response's surrogate keys (nothing when it shows no rating): `xkey` for
-/// Varnish's xkey module, `Surrogate-Key` for CDNs that purge by tag.
-pub fn apply_surrogate_keys(decision: Decision, shown: &[MovieId], headers: &mut HeaderMap) {
+/// Names a public response's surrogate keys (nothing when it shows nothing a write changes):
+/// `xkey` for Varnish's xkey module, `Surrogate-Key` for CDNs that purge by tag.
+pub fn apply_surrogate_keys(decision: Decision, shown: &[SurrogateKey], headers: &mut HeaderMap) {
     if !matches!(decision, Decision::Public { .. }) || shown.is_empty() {
         return;
     }

@@ -4,7 +4,13 @@
 //! The write path (`store::cached`) tells [`Changes::changed`] what it changed once the
 //! backend has acknowledged it, before the mutation returns, so the gateway that took a write
 //! reads it back at once. Subscribers (the response cache, the CDN edge purger) are told of
-//! every change this gateway learns of, and of the one it applies for its region.
+//! every change this gateway learns of, and of the one it applies for its region, as the
+//! surrogate keys responses name (`marquee_schema::Shown`).
+//!
+//! Two kinds of change: a rating (the movie's totals, cached in a [`Tiered`] cache of their
+//! own) and a catalog change (an editor's correction or a delta: movies and people, dropped
+//! from the entity cache, and the list pages they moved, which only HTTP caches hold). Both
+//! travel the same way; what follows says "totals" for short, and holds for entities too.
 //!
 //! With `[redis]`, rating totals have a regional tier, and a write reaches the region's
 //! other gateways through the invalidation bus (`crate::regional::bus`): it deletes the
@@ -38,11 +44,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use marquee_store::{MovieId, RatingTotals, UserData};
+use marquee_schema::SurrogateKey;
+use marquee_store::{Applied, MovieId, PersonId, RatingTotals, UserData};
 
 use crate::cache::{Tiered, Tiers};
 use crate::regional::bus::{Bus, Listener, now_ms};
 use crate::regional::{Claim, RedisConfigError, Regional};
+use crate::store::entities::EntityTiers;
 
 /// Bumped when the shape of a claim key changes.
 const VERSION: &str = "s1";
@@ -63,42 +71,109 @@ const FOLLOW_SECONDS: u64 = 3;
 const CLAIM_FOR: Duration = Duration::from_secs(30);
 
 /// What a successful write changed.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
     /// A rating was set or removed: the movie's totals changed.
     RatingTotals(MovieId),
+    /// The catalog changed what the key names: a movie (its record or credits), a person
+    /// (their record or filmography), or a list page's membership or order.
+    Catalog(SurrogateKey),
 }
 
 impl Change {
-    /// The bus message saying so: `totals <movie id>`.
-    fn message(self) -> (u64, String) {
+    /// The changes an apply of catalog changes made.
+    pub fn of_catalog(applied: &Applied) -> Vec<Change> {
+        let movies = applied.movies.iter().chain(&applied.removed_movies).map(|&m| SurrogateKey::Movie(m));
+        let mut people: Vec<PersonId> = applied
+            .people
+            .iter()
+            .chain(&applied.removed_people)
+            .chain(&applied.filmographies)
+            .copied()
+            .collect();
+        people.sort_unstable();
+        people.dedup();
+        let lists = &applied.lists;
+        movies
+            .chain(people.into_iter().map(SurrogateKey::Person))
+            .chain(lists.search_prefixes.iter().map(|p| SurrogateKey::Search(p.clone())))
+            .chain(lists.browse_genres.iter().map(|&g| SurrogateKey::Browse(g)))
+            .chain(lists.genre_counts.then_some(SurrogateKey::Genres))
+            .map(Change::Catalog)
+            .collect()
+    }
+
+    /// The surrogate key of what changed.
+    fn key(&self) -> SurrogateKey {
+        match self {
+            Change::RatingTotals(movie) => SurrogateKey::Movie(*movie),
+            Change::Catalog(key) => key.clone(),
+        }
+    }
+
+    /// The bus message saying so (`totals <movie number>`, `catalog <key>`), with the number
+    /// of the shard it is published on.
+    fn message(&self) -> (u64, String) {
         match self {
             Change::RatingTotals(movie) => (movie.0, format!("totals {}", movie.0)),
+            Change::Catalog(key) => {
+                let shard = match key {
+                    SurrogateKey::Movie(id) => id.0,
+                    SurrogateKey::Person(id) => id.0,
+                    other => other.to_string().bytes().map(u64::from).sum(),
+                };
+                (shard, format!("catalog {key}"))
+            }
         }
     }
 
     fn parse(text: &str) -> Option<Change> {
-        let (kind, id) = text.split_once(' ')?;
+        let (kind, rest) = text.split_once(' ')?;
         match kind {
-            "totals" => Some(Change::RatingTotals(MovieId(id.parse().ok()?))),
+            "totals" => Some(Change::RatingTotals(MovieId(rest.parse().ok()?))),
+            "catalog" => SurrogateKey::parse(rest).map(Change::Catalog),
             _ => None,
         }
     }
 }
 
-/// What else holds ratings, subscribed to changes: HTTP caches of whole responses (this
-/// gateway's response cache, the region's CDN edge).
+/// The entities among `changes`: movies and people whose cached records they made stale.
+fn changed_entities(changes: &[Change]) -> (Vec<MovieId>, Vec<PersonId>) {
+    let (mut movies, mut people) = (Vec::new(), Vec::new());
+    for change in changes {
+        match change {
+            Change::Catalog(SurrogateKey::Movie(id)) => movies.push(*id),
+            Change::Catalog(SurrogateKey::Person(id)) => people.push(*id),
+            _ => {}
+        }
+    }
+    (movies, people)
+}
+
+/// The movies whose totals `changes` made stale.
+fn totals(changes: &[Change]) -> Vec<MovieId> {
+    changes
+        .iter()
+        .filter_map(|change| match change {
+            Change::RatingTotals(movie) => Some(*movie),
+            Change::Catalog(_) => None,
+        })
+        .collect()
+}
+
+/// What else holds what writes change, subscribed to changes: HTTP caches of whole responses
+/// (this gateway's response cache, the region's CDN edge).
 pub trait Subscriber: Send + Sync + 'static {
-    /// `movies`' ratings changed, and this gateway learnt of it (its own write, a message on
+    /// What `keys` name changed, and this gateway learnt of it (its own write, a message on
     /// the region's bus, or a change it applied from the log).
-    fn seen(&self, movies: &[MovieId]) {
-        let _ = movies;
+    fn seen(&self, keys: &[SurrogateKey]) {
+        let _ = keys;
     }
 
-    /// `movies`' ratings changed and this gateway applies it for the whole region (its own
+    /// What `keys` name changed and this gateway applies it for the whole region (its own
     /// write, or another region's it claimed from the log): once per change per region.
-    fn applied(&self, movies: &[MovieId]) {
-        let _ = movies;
+    fn applied(&self, keys: &[SurrogateKey]) {
+        let _ = keys;
     }
 
     /// Messages about changes may have been lost: anything may be stale.
@@ -115,6 +190,7 @@ struct RegionTier {
 /// and it drops the cached copies, in every tier and every gateway of the region.
 pub struct Changes {
     rating_totals: Tiered<RatingTotals, MovieId>,
+    entities: Option<EntityTiers>,
     subscribers: Vec<Arc<dyn Subscriber>>,
     region_tier: Option<Arc<RegionTier>>,
     /// How long a copy it could have missed may live (the totals' TTL, jitter included).
@@ -124,14 +200,16 @@ pub struct Changes {
 impl Changes {
     /// Drops whatever `changes` made stale.
     pub async fn changed(&self, changes: &[Change]) {
-        let keys: Vec<MovieId> = changes
-            .iter()
-            .map(|change| match change {
-                Change::RatingTotals(movie) => *movie,
-            })
-            .collect();
+        if changes.is_empty() {
+            return;
+        }
+        let totals = totals(changes);
+        let (movies, people) = changed_entities(changes);
         if let Some(region_tier) = &self.region_tier {
-            let shared = self.rating_totals.shared_keys(&keys);
+            let mut shared = self.rating_totals.shared_keys(&totals);
+            if let Some(entities) = &self.entities {
+                shared.extend(entities.shared_keys(&movies, &people));
+            }
             let messages: Vec<(u64, String)> = changes.iter().map(|c| c.message()).collect();
             // The regional entries first, so this gateway cannot refill its own from them.
             region_tier.bus.invalidate(&shared, &messages).await;
@@ -149,7 +227,11 @@ impl Changes {
                 }
             });
         }
-        self.rating_totals.invalidate(&keys).await;
+        self.rating_totals.invalidate(&totals).await;
+        if let Some(entities) = &self.entities {
+            entities.invalidate(&movies, &people).await;
+        }
+        let keys: Vec<SurrogateKey> = changes.iter().map(Change::key).collect();
         for subscriber in &self.subscribers {
             subscriber.seen(&keys);
             subscriber.applied(&keys);
@@ -249,25 +331,34 @@ async fn follow_log(log: Arc<dyn UserData>, changes: Arc<Changes>, regional: Arc
 /// Drops this gateway's copies on the bus's word.
 struct BusListener {
     rating_totals: Tiered<RatingTotals, MovieId>,
+    entities: Option<EntityTiers>,
     subscribers: Vec<Arc<dyn Subscriber>>,
 }
 
 #[async_trait]
 impl Listener for BusListener {
     async fn message(&self, text: &str) {
-        match Change::parse(text) {
-            Some(Change::RatingTotals(movie)) => {
-                self.rating_totals.invalidate([&movie]).await;
-                for subscriber in &self.subscribers {
-                    subscriber.seen(&[movie]);
-                }
-            }
-            None => tracing::debug!(text, "unknown invalidation message"),
+        let Some(change) = Change::parse(text) else {
+            tracing::debug!(text, "unknown invalidation message");
+            return;
+        };
+        let changes = [change];
+        self.rating_totals.invalidate(&totals(&changes)).await;
+        if let Some(entities) = &self.entities {
+            let (movies, people) = changed_entities(&changes);
+            entities.invalidate(&movies, &people).await;
+        }
+        let keys = [changes[0].key()];
+        for subscriber in &self.subscribers {
+            subscriber.seen(&keys);
         }
     }
 
     async fn resync(&self) {
         self.rating_totals.clear();
+        if let Some(entities) = &self.entities {
+            entities.clear();
+        }
         for subscriber in &self.subscribers {
             subscriber.lost();
         }
@@ -285,11 +376,12 @@ impl Drop for Following {
 
 impl Changes {
     /// The changes of a gateway whose rating totals are cached in `rating_totals` (fresh for
-    /// `ttl`), telling `subscribers`; with the region's Redis (`regional`), joined to the
-    /// region's bus and following `log` for other regions' changes while the returned
-    /// [`Following`] lives.
+    /// `ttl`) and catalog entities in `entities`, telling `subscribers`; with the region's
+    /// Redis (`regional`), joined to the region's bus and following `log` for other regions'
+    /// changes while the returned [`Following`] lives.
     pub fn start(
         rating_totals: Tiered<RatingTotals, MovieId>,
+        entities: Option<EntityTiers>,
         ttl: Duration,
         subscribers: Vec<Arc<dyn Subscriber>>,
         regional: Option<Arc<Regional>>,
@@ -299,14 +391,16 @@ impl Changes {
             Some(regional) => {
                 let listener = Arc::new(BusListener {
                     rating_totals: rating_totals.clone(),
+                    entities: entities.clone(),
                     subscribers: subscribers.clone(),
                 });
                 Some(Arc::new(RegionTier { bus: Bus::join(regional.clone(), listener)?, regional }))
             }
             None => None,
         };
-        let horizon = rating_totals.longest_life(ttl) + Duration::from_secs(1);
-        let changes = Arc::new(Changes { rating_totals, subscribers, region_tier, horizon });
+        let entities_life = entities.as_ref().map_or(Duration::ZERO, EntityTiers::longest_life);
+        let horizon = rating_totals.longest_life(ttl).max(entities_life) + Duration::from_secs(1);
+        let changes = Arc::new(Changes { rating_totals, entities, subscribers, region_tier, horizon });
         let following = changes.region_tier.as_ref().map(|region_tier| {
             Following(tokio::spawn(follow_log(log, changes.clone(), region_tier.regional.clone())))
         });

@@ -114,6 +114,9 @@ enum Command {
         /// Lifetime, e.g. `30m`, `12h`.
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: std::time::Duration,
+        /// An editor's token (`role: editor`): may also run the editors' mutations.
+        #[arg(long)]
+        editor: bool,
     },
 }
 
@@ -152,7 +155,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Keygen { out }) => keygen(out),
         // The configuration only.
         Some(Command::Config { check }) => print_config(&load_config(&cli)?, *check),
-        Some(Command::Token { user, ttl }) => token(&load_config(&cli)?, user, *ttl).await,
+        Some(Command::Token { user, ttl, editor }) => token(&load_config(&cli)?, user, *ttl, *editor).await,
         // The store.
         Some(Command::Reconcile { since, check, until }) => {
             reconcile(&store_config(&cli).await?, *since, *check, *until).await
@@ -229,15 +232,17 @@ fn print_config(config: &Config, check: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `gateway token --user ID`: a development user token signed with the configured key.
-async fn token(config: &Config, user: &str, ttl: std::time::Duration) -> anyhow::Result<()> {
+/// `gateway token --user ID [--editor]`: a development user (or editor) token signed with the
+/// configured key.
+async fn token(config: &Config, user: &str, ttl: std::time::Duration, editor: bool) -> anyhow::Result<()> {
     if config.auth.signing_key_files.is_empty() && config.auth.signing_keys.is_none() {
         anyhow::bail!(
             "auth.signing_keys and auth.signing_key_files are unset: a token signed now would verify nowhere"
         );
     }
     let auth = Authenticator::new(&config.auth).await?;
-    println!("{}", auth.issue_dev_user(user, ttl)?.token);
+    let issued = if editor { auth.issue_dev_editor(user, ttl)? } else { auth.issue_dev_user(user, ttl)? };
+    println!("{}", issued.token);
     Ok(())
 }
 

@@ -1,10 +1,12 @@
-//! Purging the region's CDN edges when ratings change, so a partner's cached persisted GET
-//! shows a new rating within seconds rather than after its `s-maxage`.
+//! Purging the region's CDN edges when ratings or the catalog change, so a partner's cached
+//! persisted GET shows a new rating or a corrected title within seconds rather than after its
+//! `s-maxage`.
 //!
-//! Public responses name the movies whose rating they show as surrogate keys
-//! (`crate::cache_policy::apply_surrogate_keys`). When this gateway applies a change for its
-//! region (its own write, or another region's it claimed from the store's change log; see
-//! `store::cached`), it sends `PURGE` with an `xkey-purge` header naming those movies to every
+//! Public responses name what they show as surrogate keys (movies, people, list pages:
+//! `marquee_schema::Shown`, `crate::cache_policy::apply_surrogate_keys`). When this gateway
+//! applies a change for its region (its own write, or another region's it claimed from the
+//! store's change log; see `crate::changes`), it sends `PURGE` with an `xkey-purge` header
+//! naming the change's keys to every
 //! URL of `[cdn] purge_urls` (Varnish's xkey module; each region purges its own edges). It
 //! never delays the write: purges are sent in the background, retried a few times, and
 //! counted (`cdn_purges_total{result}`); a purge that never gets through leaves the edge's
@@ -14,10 +16,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use marquee_store::MovieId;
+use marquee_schema::SurrogateKey;
 use prometheus::IntCounterVec;
 
-use crate::cache_policy::{ALL_RATINGS, MAX_SURROGATE_KEYS};
+use crate::cache_policy::{ALL_KEYS, MAX_SURROGATE_KEYS};
 use crate::changes::Subscriber;
 use crate::config::CdnConfig;
 
@@ -56,14 +58,14 @@ impl EdgePurger {
         Ok(Some(EdgePurger { client, urls: Arc::new(urls), purges }))
     }
 
-    /// The `xkey-purge` value for `movies`: their keys, and the key of responses showing too
-    /// many ratings to name them all.
-    fn keys(movies: &[MovieId]) -> Vec<String> {
-        movies
+    /// The `xkey-purge` values for `changed`: their keys, and the key of responses showing too
+    /// much to name it all.
+    fn keys(changed: &[SurrogateKey]) -> Vec<String> {
+        changed
             .chunks(MAX_SURROGATE_KEYS)
             .map(|chunk| {
                 let mut keys: Vec<String> = chunk.iter().map(ToString::to_string).collect();
-                keys.push(ALL_RATINGS.to_owned());
+                keys.push(ALL_KEYS.to_owned());
                 keys.join(" ")
             })
             .collect()
@@ -71,12 +73,12 @@ impl EdgePurger {
 }
 
 impl Subscriber for EdgePurger {
-    fn applied(&self, movies: &[MovieId]) {
-        if movies.is_empty() {
+    fn applied(&self, changed: &[SurrogateKey]) {
+        if changed.is_empty() {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        for keys in EdgePurger::keys(movies) {
+        for keys in EdgePurger::keys(changed) {
             for url in self.urls.iter() {
                 let (client, url, keys, purges) =
                     (self.client.clone(), url.clone(), keys.clone(), self.purges.clone());
@@ -116,9 +118,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_purge_names_each_movie_and_the_key_of_responses_showing_too_many() {
-        assert_eq!(EdgePurger::keys(&[MovieId(43), MovieId(7)]), ["tt0000043 tt0000007 ratings"]);
-        let many: Vec<MovieId> = (1..=MAX_SURROGATE_KEYS as u64 + 1).map(MovieId).collect();
+    fn a_purge_names_each_key_and_the_key_of_responses_showing_too_much() {
+        use marquee_store::{MovieId, PersonId};
+        let changed = [
+            SurrogateKey::Movie(MovieId(43)),
+            SurrogateKey::Person(PersonId(7)),
+            SurrogateKey::Search("wars".into()),
+        ];
+        assert_eq!(EdgePurger::keys(&changed), ["tt0000043 nm0000007 search:wars ratings"]);
+        let many: Vec<SurrogateKey> =
+            (1..=MAX_SURROGATE_KEYS as u64 + 1).map(|id| SurrogateKey::Movie(MovieId(id))).collect();
         assert_eq!(EdgePurger::keys(&many).len(), 2);
     }
 }

@@ -164,7 +164,7 @@ fn buckets(caller: &Caller, client: &str) -> (String, Option<String>) {
         Caller::Guest { subject, issued_to } => {
             (subject.clone(), Some(address_bucket(issued_to.as_deref().unwrap_or(client))))
         }
-        Caller::User { id } => (format!("user:{id}"), None),
+        Caller::User { id, .. } => (format!("user:{id}"), None),
     }
 }
 

@@ -9,10 +9,10 @@
 //! behind a version prefix. Entries live for the response's max-age, capped by
 //! `response_cache.max_ttl_secs`, and the cache is bounded in bytes. It is a [`Tiered`] cache
 //! held in this process only: the regional tier does not serve it (each gateway fills its
-//! own). An entry showing a movie's rating summary is dropped once
-//! that rating changes (this gateway's write, the region's bus, another region's write from
-//! the log): entries remember the movies whose ratings they show, and the cache when each
-//! movie's ratings last changed. A request with
+//! own). An entry is dropped once something it shows changes (a rating or a catalog edit taken
+//! here, the region's bus, another region's write from the log): entries remember the
+//! surrogate keys of what they show (`marquee_schema::Shown`), and the cache when each key
+//! last changed. A request with
 //! `Cache-Control: no-cache` (a browser's forced reload, a CDN revalidating) skips the lookup
 //! and refreshes the entry; `no-store` also keeps the response out.
 
@@ -23,7 +23,7 @@ use axum::body::Bytes;
 use prometheus::IntCounterVec;
 use serde_json::Value;
 
-use marquee_store::MovieId;
+use marquee_schema::SurrogateKey;
 
 use crate::cache::{Sizing, Tiered, Weigh};
 use crate::changes::Subscriber;
@@ -42,16 +42,26 @@ pub struct Entry {
     pub max_age: u32,
     /// When it was stored (for `Age`).
     pub stored_at: Instant,
-    /// When the execution that produced it started: a change of a rating it shows at or
+    /// When the execution that produced it started: a change of something it shows at or
     /// after this moment may not be in it.
     pub as_of: Instant,
-    /// The movies whose rating summary it shows.
-    pub shown: Vec<MovieId>,
+    /// The surrogate keys of what it shows.
+    pub shown: Vec<SurrogateKey>,
+}
+
+/// Heap bytes of a key's text.
+fn key_text(key: &SurrogateKey) -> usize {
+    match key {
+        SurrogateKey::Search(prefix) => prefix.len(),
+        _ => 0,
+    }
 }
 
 impl Weigh for Arc<Entry> {
     fn weight(&self) -> usize {
-        self.body.len() + self.etag.len() + self.shown.len() * std::mem::size_of::<MovieId>()
+        self.body.len()
+            + self.etag.len()
+            + self.shown.iter().map(|k| std::mem::size_of::<SurrogateKey>() + key_text(k)).sum::<usize>()
     }
 }
 
@@ -59,8 +69,8 @@ impl Weigh for Arc<Entry> {
 pub struct ResponseCache {
     cache: Tiered<Arc<Entry>>,
     max_ttl: Duration,
-    /// When each movie's ratings last changed, for as long as an entry can live.
-    changed: moka::sync::Cache<MovieId, Instant>,
+    /// When each surrogate key last changed, for as long as an entry can live.
+    changed: moka::sync::Cache<SurrogateKey, Instant>,
     /// When anything may last have changed (messages lost).
     all_changed: std::sync::Mutex<Option<Instant>>,
 }
@@ -146,7 +156,7 @@ impl ResponseCache {
         let entry = self.cache.get(key).await?;
         let all = *self.all_changed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let stale = all.is_some_and(|at| at >= entry.as_of)
-            || entry.shown.iter().any(|movie| self.changed.get(movie).is_some_and(|at| at >= entry.as_of));
+            || entry.shown.iter().any(|key| self.changed.get(key).is_some_and(|at| at >= entry.as_of));
         if stale {
             self.cache.invalidate([key]).await;
             return None;
@@ -166,7 +176,7 @@ impl ResponseCache {
     }
 
     /// Stores a public response under the key `get` was asked for: produced by an execution
-    /// that started `as_of` and showed the ratings of `shown`.
+    /// that started `as_of` and showed `shown`.
     pub async fn put(&self, key: String, stored: Stored) {
         let Stored { body, etag, max_age, as_of, shown } = stored;
         let ttl = Duration::from_secs(u64::from(max_age)).min(self.max_ttl);
@@ -185,15 +195,15 @@ pub struct Stored {
     pub max_age: u32,
     /// When its execution started.
     pub as_of: Instant,
-    /// The movies whose rating summary it shows.
-    pub shown: Vec<MovieId>,
+    /// The surrogate keys of what it shows.
+    pub shown: Vec<SurrogateKey>,
 }
 
 impl Subscriber for ResponseCache {
-    fn seen(&self, movies: &[MovieId]) {
+    fn seen(&self, keys: &[SurrogateKey]) {
         let now = Instant::now();
-        for movie in movies {
-            self.changed.insert(*movie, now);
+        for key in keys {
+            self.changed.insert(key.clone(), now);
         }
     }
 

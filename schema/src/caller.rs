@@ -20,6 +20,8 @@ pub enum Caller {
     User {
         /// The user's id (the token subject).
         id: String,
+        /// Whether the token's `role` claim is `editor`: may correct the catalog.
+        editor: bool,
     },
 }
 
@@ -27,7 +29,7 @@ impl Caller {
     /// The signed-in user's id, if any.
     pub fn user_id(&self) -> Option<&str> {
         match self {
-            Caller::User { id } => Some(id),
+            Caller::User { id, .. } => Some(id),
             Caller::Anonymous | Caller::Guest { .. } => None,
         }
     }

@@ -28,6 +28,16 @@ pub(crate) fn signed_in(ctx: &Context<'_>, what: &'static str) -> Result<UserId,
     Ok(UserId::new(id)?)
 }
 
+/// The signed-in editor's id: `UNAUTHENTICATED` without a user, `FORBIDDEN` for a user
+/// without the editor role.
+pub(crate) fn editor(ctx: &Context<'_>, what: &'static str) -> Result<String, ApiError> {
+    match ctx.data_opt::<Caller>() {
+        Some(Caller::User { id, editor: true }) => Ok(UserId::new(id.clone())?.as_str().to_owned()),
+        Some(Caller::User { .. }) => Err(ApiError::Forbidden(what)),
+        _ => Err(ApiError::Unauthenticated(what)),
+    }
+}
+
 /// Validates a `first` argument.
 pub(crate) fn page_size(first: i32) -> Result<usize, ApiError> {
     usize::try_from(first).ok().filter(|&n| n <= MAX_PAGE).ok_or_else(|| {

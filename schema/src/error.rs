@@ -12,6 +12,8 @@ pub mod codes {
     pub const BAD_USER_INPUT: &str = "BAD_USER_INPUT";
     /// The field or mutation needs a signed-in user; send a user token.
     pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
+    /// The caller is signed in but may not do this (an editor's mutation without the role).
+    pub const FORBIDDEN: &str = "FORBIDDEN";
     /// A mutation names something that does not exist (e.g. an unknown movie).
     pub const NOT_FOUND: &str = "NOT_FOUND";
     /// A cursor was not produced by this API for this field.
@@ -32,6 +34,9 @@ pub enum ApiError {
     /// The caller is not signed in.
     #[error("{0} needs a signed-in user; send `Authorization: Bearer <user token>`")]
     Unauthenticated(&'static str),
+    /// The caller is signed in without the role this needs.
+    #[error("{0} needs an editor: a token whose `role` claim is `editor`")]
+    Forbidden(&'static str),
     /// The cursor does not decode or belongs to another field.
     #[error("`after` is not a cursor returned by this field; start again without it")]
     InvalidCursor,
@@ -47,6 +52,7 @@ impl ApiError {
             ApiError::BadUserInput(_) => codes::BAD_USER_INPUT,
             ApiError::InvalidCursor => codes::INVALID_CURSOR,
             ApiError::Unauthenticated(_) => codes::UNAUTHENTICATED,
+            ApiError::Forbidden(_) => codes::FORBIDDEN,
             ApiError::Store(e) if matches!(**e, StoreError::NotFound { .. }) => codes::NOT_FOUND,
             ApiError::Store(e) if e.is_client_error() => codes::BAD_USER_INPUT,
             ApiError::Store(e) if e.is_retryable() => codes::SERVICE_UNAVAILABLE,

@@ -276,7 +276,7 @@ mod tests {
     #[tokio::test]
     async fn an_operation_is_validated_once_and_bad_variables_always() {
         let validations = Arc::new(AtomicUsize::new(0));
-        let schema = Schema::build(Query, Mutation, EmptySubscription)
+        let schema = Schema::build(Query, Mutation::default(), EmptySubscription)
             .extension(Pipeline(Arc::new(Analyzer::new(QueryLimits::default()))))
             .extension(CountValidations(validations.clone()))
             .finish();

@@ -16,6 +16,7 @@ mod caller;
 mod completion;
 mod context;
 mod cursor;
+mod editing;
 mod error;
 mod extension;
 mod loaders;
@@ -44,7 +45,7 @@ pub use parse_cache::Parsed;
 pub use query::Query;
 pub use query_limits::{QueryLimits, codes as limit_codes};
 pub use settings::SchemaConfig;
-pub use shown::ShownRatings;
+pub use shown::{Key as SurrogateKey, Shown};
 
 /// The executable schema type.
 pub type MarqueeSchema = Schema<Query, Mutation, EmptySubscription>;
@@ -59,7 +60,7 @@ pub fn build(store: Store, config: SchemaConfig) -> MarqueeSchema {
 /// document before executing it (to learn its operation type) shares the parse with the
 /// execution.
 pub fn build_with(store: Store, config: SchemaConfig, analyzer: Arc<Analyzer>) -> MarqueeSchema {
-    Schema::build(Query, Mutation, EmptySubscription)
+    Schema::build(Query, Mutation::default(), EmptySubscription)
         .data(store)
         .data(config)
         .extension(extension::Pipeline(analyzer))
@@ -68,5 +69,5 @@ pub fn build_with(store: Store, config: SchemaConfig, analyzer: Arc<Analyzer>) -
 
 /// The schema in SDL, as checked in at `schema/schema.graphql`.
 pub fn sdl() -> String {
-    Schema::build(Query, Mutation, EmptySubscription).finish().sdl()
+    Schema::build(Query, Mutation::default(), EmptySubscription).finish().sdl()
 }

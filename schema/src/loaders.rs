@@ -18,6 +18,7 @@ use prometheus::HistogramVec;
 
 use crate::caller::Caller;
 use crate::settings::SchemaConfig;
+use crate::shown::{Key, Shown};
 
 /// Where loaders report their batch sizes (`dataloader_batch_size{loader}`).
 #[derive(Clone, Debug)]
@@ -37,6 +38,8 @@ pub struct Loaders {
     pub(crate) rating_totals: DataLoader<RatingTotalsLoader, HashMapCache>,
     /// The signed-in caller's own ratings (`Movie.myRating`); `None` for anonymous callers.
     pub(crate) my_ratings: Option<DataLoader<MyRatingLoader, HashMapCache>>,
+    /// The surrogate keys of what this request read.
+    pub(crate) shown: Shown,
 }
 
 impl Loaders {
@@ -51,8 +54,11 @@ impl Loaders {
             DataLoader::with_cache(inner, tokio::spawn, HashMapCache::default()).delay(config.batch_delay)
         }
         let batch_size = |name: &'static str| metrics.map(|m| m.batch_size.with_label_values(&[name]));
-        let catalog = |name| Base { store: store.catalog.clone(), batch_size: batch_size(name) };
-        let users = |name| Base { store: store.users.clone(), batch_size: batch_size(name) };
+        let shown = Shown::default();
+        let catalog =
+            |name| Base { store: store.catalog.clone(), batch_size: batch_size(name), shown: shown.clone() };
+        let users =
+            |name| Base { store: store.users.clone(), batch_size: batch_size(name), shown: shown.clone() };
         Loaders {
             movies: loader(MovieLoader(catalog("movie")), config),
             people: loader(PersonLoader(catalog("person")), config),
@@ -64,14 +70,22 @@ impl Loaders {
                 .user_id()
                 .and_then(|id| UserId::new(id).ok())
                 .map(|user| loader(MyRatingLoader { base: users("my_rating"), user }, config)),
+            shown,
         }
+    }
+
+    /// The surrogate keys of everything this request's loaders were asked for so far.
+    pub fn shown(&self) -> &Shown {
+        &self.shown
     }
 }
 
-/// What every loader holds: the face of the store it reads, and its batch-size histogram.
+/// What every loader holds: the face of the store it reads, its batch-size histogram, and
+/// the request's surrogate keys, to which it adds every key it is asked for.
 pub(crate) struct Base<S: ?Sized> {
     store: Arc<S>,
     batch_size: Option<prometheus::Histogram>,
+    shown: Shown,
 }
 
 impl<S: ?Sized> Base<S> {
@@ -79,6 +93,10 @@ impl<S: ?Sized> Base<S> {
         if let Some(h) = &self.batch_size {
             h.observe(n as f64);
         }
+    }
+
+    fn show(&self, keys: impl IntoIterator<Item = Key>) {
+        self.shown.add_all(keys);
     }
 }
 
@@ -104,6 +122,7 @@ impl Loader<MovieId> for MovieLoader {
 
     async fn load(&self, keys: &[MovieId]) -> LoadResult<MovieId, Arc<Movie>> {
         self.0.observe(keys.len());
+        self.0.show(keys.iter().map(|&id| Key::Movie(id)));
         let found = self.0.store.movies(keys).await?;
         Ok(keys.iter().zip(found).filter_map(|(k, v)| Some((*k, Arc::new(v?)))).collect())
     }
@@ -115,6 +134,7 @@ impl Loader<PersonId> for PersonLoader {
 
     async fn load(&self, keys: &[PersonId]) -> LoadResult<PersonId, Arc<Person>> {
         self.0.observe(keys.len());
+        self.0.show(keys.iter().map(|&id| Key::Person(id)));
         let found = self.0.store.people(keys).await?;
         Ok(keys.iter().zip(found).filter_map(|(k, v)| Some((*k, Arc::new(v?)))).collect())
     }
@@ -126,6 +146,7 @@ impl Loader<MovieId> for CreditsLoader {
 
     async fn load(&self, keys: &[MovieId]) -> LoadResult<MovieId, Arc<Vec<Credit>>> {
         self.0.observe(keys.len());
+        self.0.show(keys.iter().map(|&id| Key::Movie(id)));
         let found = self.0.store.credits(keys).await?;
         Ok(keys.iter().copied().zip(found).collect())
     }
@@ -140,6 +161,7 @@ impl Loader<FilmographyQuery> for FilmographyLoader {
         keys: &[FilmographyQuery],
     ) -> LoadResult<FilmographyQuery, Arc<Page<FilmographyEntry>>> {
         self.0.observe(keys.len());
+        self.0.show(keys.iter().map(|q| Key::Person(q.person)));
         let found = self.0.store.filmographies(keys).await?;
         Ok(keys.iter().cloned().zip(found.into_iter().map(Arc::new)).collect())
     }
@@ -151,6 +173,7 @@ impl Loader<SimilarQuery> for SimilarLoader {
 
     async fn load(&self, keys: &[SimilarQuery]) -> LoadResult<SimilarQuery, Arc<Vec<MovieId>>> {
         self.0.observe(keys.len());
+        self.0.show(keys.iter().map(|q| Key::Movie(q.movie)));
         let found = self.0.store.similar(keys).await?;
         Ok(keys.iter().cloned().zip(found.into_iter().map(Arc::new)).collect())
     }
@@ -162,6 +185,7 @@ impl Loader<MovieId> for RatingTotalsLoader {
 
     async fn load(&self, keys: &[MovieId]) -> LoadResult<MovieId, RatingTotals> {
         self.0.observe(keys.len());
+        self.0.show(keys.iter().map(|&id| Key::Movie(id)));
         let found = self.0.store.rating_totals(keys).await?;
         Ok(keys.iter().copied().zip(found).collect())
     }

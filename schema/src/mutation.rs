@@ -1,21 +1,27 @@
-//! The root `Mutation` type: a signed-in user's ratings and watchlist. Every mutation needs a
-//! user token, validates its input before writing, and returns only after the store has made
+//! The root `Mutation` type: a signed-in user's ratings and watchlist, and editors'
+//! corrections to the catalog (`crate::editing`). Every mutation needs a user token, validates its input before writing, and returns only after the store has made
 //! the write durable and the caches in front of it have dropped what it changed (the store
 //! stack's user-data decorator does that, `gateway/src/store/`). Mutations run over POST only
 //! (the HTTP stage refuses them over GET).
 
-use async_graphql::{Context, ID, Object};
+use async_graphql::{Context, ID, MergedObject, Object};
 use marquee_store::{MovieId, SCORES};
 
 use crate::context::{signed_in, store};
+use crate::editing::EditorMutation;
 use crate::error::ApiError;
 use crate::types::{UserRatingObject, WatchlistEntryObject};
 
-/// Writes.
-pub struct Mutation;
+/// Every mutation: a signed-in user's own writes, and editors' corrections.
+#[derive(MergedObject, Default)]
+pub struct Mutation(UserMutation, EditorMutation);
+
+/// A signed-in user's writes.
+#[derive(Default)]
+pub(crate) struct UserMutation;
 
 #[Object]
-impl Mutation {
+impl UserMutation {
     /// Rates a movie 1-10. Rating it again replaces the earlier score (it is never counted
     /// twice). The movie's public rating summary follows within its cache lifetime.
     #[graphql(cache_control(private))]

@@ -3,11 +3,12 @@
 use std::sync::Arc;
 
 use async_graphql::{Context, Enum, ID, Object};
-use marquee_store::{BrowseQuery, Genre, MAX_PAGE, MovieId, MovieSort, Page, PersonId, SearchQuery};
+use marquee_store::{BrowseQuery, Genre, MAX_PAGE, MovieId, MovieSort, Page, PersonId, SearchQuery, plan};
 
 use crate::context::{loaders, page_size, signed_in, store};
 use crate::cursor::{self, CursorKind};
 use crate::error::ApiError;
+use crate::shown::Key;
 use crate::types::{GenreObject, MovieConnection, MovieObject, PersonObject, ViewerObject};
 use crate::types::{MovieEdge, PageInfo};
 
@@ -131,7 +132,13 @@ impl Query {
                 return Err(ApiError::BadUserInput("`query` may be at most 200 characters".into()));
             }
             let after = cursor::decode(CursorKind::Search, after.as_deref())?;
-            let page = store(ctx).catalog.search(&SearchQuery { text: query, first, after }).await?;
+            let query = SearchQuery { text: query, first, after };
+            let page = store(ctx).catalog.search(&query).await?;
+            // The partition the search read: a change that moves a movie into or out of it,
+            // or within it, names it.
+            if let Ok((_, prefix)) = plan::search_plan(&query) {
+                loaders(ctx)?.shown.add(Key::Search(prefix));
+            }
             movie_connection(ctx, CursorKind::Search, page).await
         })
         .await
@@ -174,6 +181,7 @@ impl Query {
                 after,
             };
             let page = store(ctx).catalog.browse(&query).await?;
+            loaders(ctx)?.shown.add(Key::Browse(genre.map_or(plan::ANY_GENRE, Genre::code)));
             movie_connection(ctx, kind, page).await
         })
         .await
@@ -190,6 +198,7 @@ impl Query {
     #[graphql(cache_control(max_age = 3600))]
     async fn genres(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<GenreObject>> {
         crate::error::resolve(async move {
+            loaders(ctx)?.shown.add(Key::Genres);
             Ok(store(ctx).catalog.genres().await?.into_iter().map(GenreObject::from).collect())
         })
         .await

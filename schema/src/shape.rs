@@ -79,7 +79,7 @@ fragment T on __Type { kind name ofType { kind name ofType { kind name ofType { 
 impl Shape {
     /// Reads the shape of Marquee's schema.
     pub(crate) fn of_marquee() -> Shape {
-        let bare = Schema::build(Query, Mutation, EmptySubscription).finish();
+        let bare = Schema::build(Query, Mutation::default(), EmptySubscription).finish();
         // Introspection resolves from the schema's registry alone: no store, no runtime.
         let response = futures::executor::block_on(bare.execute(INTROSPECT));
         assert!(response.errors.is_empty(), "introspecting the schema failed: {:?}", response.errors);

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use crate::bulk::seed::{Generator, SeedOptions};
 use crate::{
-    BrowseQuery, FilmographyQuery, Genre, MovieId, MovieSort, PersonId, Position, RatingTotals, SearchQuery,
-    SimilarQuery, Store, StoreError, UserId, UserPage, keys, text,
+    BrowseQuery, CatalogChanges, Credit, Department, Edit, FilmographyQuery, Genre, MovieId, MovieRecord,
+    MovieSort, Person, PersonId, Position, RatingTotals, SearchQuery, SimilarQuery, Store, StoreError,
+    UserId, UserPage, keys, text,
 };
 
 /// The catalog every backend is checked against.
@@ -44,6 +45,16 @@ macro_rules! conformance_cases {
             genres_count_every_movie,
             stats_and_ping,
             closed_store_refuses_calls,
+        );
+    };
+    (catalog_writes: $open:path) => {
+        $crate::conformance_cases!($open:
+            an_edit_moves_every_derived_row,
+            new_credits_move_filmographies,
+            removed_movies_leave_every_read_path,
+            new_movies_and_people_are_found_everywhere,
+            invalid_changes_write_nothing,
+            the_audit_log_says_who_changed_what,
         );
     };
     ($open:path) => {
@@ -446,4 +457,320 @@ pub async fn user_lists_page_newest_first_and_stay_private(store: Store) {
     assert!(!store.users.remove_from_watchlist(&alice, MovieId(3)).await.expect("remove twice"));
     let left = store.users.watchlist_page(&alice, UserPage { first: 10, after: None }).await.expect("page");
     assert_eq!(left.items.len(), 4);
+}
+
+// Live catalog writes (`crate::CatalogWrites`).
+
+fn edit(action: &str) -> Edit {
+    Edit { editor: "conformance".into(), action: action.into() }
+}
+
+async fn search_ids(store: &Store, query: &str) -> Vec<MovieId> {
+    let page = store
+        .catalog
+        .search(&SearchQuery { text: query.into(), first: 100, after: None })
+        .await
+        .expect("search");
+    page.items.into_iter().map(|(_, id)| id).collect()
+}
+
+async fn browse_ids(store: &Store, genre: Option<Genre>, year: Option<u16>) -> Vec<MovieId> {
+    let q = BrowseQuery {
+        genre,
+        year_from: year,
+        year_to: year,
+        sort: MovieSort::Popularity,
+        first: 100,
+        after: None,
+    };
+    store.catalog.browse(&q).await.expect("browse").items.into_iter().map(|(_, id)| id).collect()
+}
+
+/// Every entry of `person`'s filmography, paging through it.
+async fn filmography(store: &Store, person: PersonId) -> Vec<crate::FilmographyEntry> {
+    let (mut entries, mut after) = (Vec::new(), None);
+    loop {
+        let q = FilmographyQuery { person, first: 100, after };
+        let page = store.catalog.filmographies(&[q]).await.expect("filmography").remove(0);
+        after = page.items.last().map(|(p, _)| *p);
+        entries.extend(page.items.into_iter().map(|(_, e)| e));
+        if !page.has_next {
+            return entries;
+        }
+    }
+}
+
+async fn filmography_ids(store: &Store, person: PersonId) -> Vec<MovieId> {
+    filmography(store, person).await.into_iter().map(|e| e.movie).collect()
+}
+
+async fn genre_count(store: &Store, genre: Genre) -> u64 {
+    store
+        .catalog
+        .genres()
+        .await
+        .expect("genres")
+        .into_iter()
+        .find(|c| c.genre == genre)
+        .map_or(0, |c| c.movies)
+}
+
+fn genre(name: &str) -> Genre {
+    Genre::from_name(name).expect("a genre")
+}
+
+pub async fn an_edit_moves_every_derived_row(store: Store) {
+    let old = generator().movie(4);
+    let id = old.movie.id;
+    let (old_genre, new_genre) = (
+        old.movie.genres[0],
+        if old.movie.genres.contains(&genre("Western")) { genre("Film-Noir") } else { genre("Western") },
+    );
+    let old_year = old.movie.year;
+    let mut new = old.clone();
+    new.movie.title = "Zyzzyva Quartermaine".into();
+    new.movie.year = Some(1801);
+    new.movie.release_date = None;
+    new.movie.genres = vec![new_genre];
+    new.movie.popularity = 1.0e6;
+    let (old_count, new_count) = (genre_count(&store, old_genre).await, genre_count(&store, new_genre).await);
+    let old_words = text::words(&old.movie.title);
+    let old_query = old_words.iter().max_by_key(|w| w.len()).expect("a word").clone();
+    assert!(search_ids(&store, &old_query).await.contains(&id), "found under its old title first");
+
+    let changes = CatalogChanges { movies: vec![new.clone()], ..CatalogChanges::default() };
+    let applied = store.edits.apply(changes.clone(), edit("test")).await.expect("apply");
+    assert_eq!(applied.movies, [id]);
+    assert!(applied.lists.search_prefixes.iter().any(|p| "zyzzyva".starts_with(p.as_str())));
+    assert!(applied.lists.browse_genres.contains(&new_genre.code()));
+    assert!(applied.lists.browse_genres.contains(&old_genre.code()));
+    assert!(applied.lists.genre_counts);
+
+    assert_eq!(store.catalog.movies(&[id]).await.expect("movies")[0].as_ref(), Some(&new.movie));
+    assert_eq!(store.edits.records(&[id]).await.expect("records")[0].as_ref(), Some(&new));
+    assert_eq!(search_ids(&store, "zyzzyva quart").await, [id], "found under its new title");
+    if !text::matches(&text::words(&old_query), "zyzzyva quartermaine") {
+        assert!(!search_ids(&store, &old_query).await.contains(&id), "gone from its old title's search");
+    }
+    assert_eq!(browse_ids(&store, Some(new_genre), Some(1801)).await, [id], "in its new genre and year");
+    assert_eq!(browse_ids(&store, None, None).await.first(), Some(&id), "first by its new popularity");
+    assert!(
+        !browse_ids(&store, Some(old_genre), old_year).await.contains(&id),
+        "gone from its old partition"
+    );
+    assert_eq!(genre_count(&store, new_genre).await, new_count + 1);
+    assert_eq!(genre_count(&store, old_genre).await, old_count - 1);
+    for credit in &old.credits {
+        let entries = filmography(&store, credit.person).await;
+        let entry = entries.iter().find(|e| e.movie == id).map(|e| e.year);
+        assert_eq!(entry, Some(Some(1801)), "{}'s filmography carries the new year", credit.person);
+    }
+    let again = store.edits.apply(changes, edit("test")).await.expect("apply again");
+    assert!(!again.changed_anything(), "the same record again changes nothing: {again:?}");
+    assert_eq!(again.unchanged, 1);
+}
+
+pub async fn new_credits_move_filmographies(store: Store) {
+    let old = generator().movie(9);
+    let id = old.movie.id;
+    let newcomer = PersonId(1_499);
+    let mut new = old.clone();
+    new.credits = vec![Credit { person: newcomer, department: Department::Acting, role: "Hero".into() }];
+    let applied = store
+        .edits
+        .apply(CatalogChanges { movies: vec![new.clone()], ..CatalogChanges::default() }, edit("test"))
+        .await
+        .expect("apply");
+    assert!(applied.filmographies.contains(&newcomer));
+    assert_eq!(store.catalog.credits(&[id]).await.expect("credits")[0].as_slice(), new.credits.as_slice());
+    assert!(filmography_ids(&store, newcomer).await.contains(&id));
+    for credit in old.credits.iter().filter(|c| c.person != newcomer) {
+        assert!(applied.filmographies.contains(&credit.person));
+        assert!(
+            !filmography_ids(&store, credit.person).await.contains(&id),
+            "{} lost the credit",
+            credit.person
+        );
+    }
+}
+
+pub async fn removed_movies_leave_every_read_path(store: Store) {
+    let old = generator().movie(2);
+    let id = old.movie.id;
+    let before = store.catalog.stats().await.expect("stats");
+    let counts: Vec<u64> = {
+        let mut counts = Vec::new();
+        for g in &old.movie.genres {
+            counts.push(genre_count(&store, *g).await);
+        }
+        counts
+    };
+    let alice = user("alice");
+    store.users.add_to_watchlist(&alice, id).await.expect("watch");
+    let changes = CatalogChanges { removed_movies: vec![id, MovieId(999_999)], ..CatalogChanges::default() };
+    let applied = store.edits.apply(changes, edit("test")).await.expect("apply");
+    assert_eq!(applied.removed_movies, [id]);
+    assert_eq!(applied.unknown_removals, ["tt0999999"]);
+    assert!(applied.lists.stats);
+
+    assert_eq!(store.catalog.movies(&[id]).await.expect("movies"), [None]);
+    assert!(store.catalog.credits(&[id]).await.expect("credits")[0].is_empty());
+    assert_eq!(store.edits.records(&[id]).await.expect("records"), [None]);
+    let words = text::words(&old.movie.title);
+    assert!(!search_ids(&store, &words.join(" ")).await.contains(&id), "gone from search");
+    assert!(
+        !browse_ids(&store, Some(old.movie.genres[0]), old.movie.year).await.contains(&id),
+        "gone from browse"
+    );
+    for credit in &old.credits {
+        assert!(!filmography_ids(&store, credit.person).await.contains(&id), "gone from {}", credit.person);
+    }
+    for (g, count) in old.movie.genres.iter().zip(counts) {
+        assert_eq!(genre_count(&store, *g).await, count - 1, "{}", g.name());
+    }
+    let after = store.catalog.stats().await.expect("stats");
+    assert_eq!(after.movies, before.movies - 1);
+    let similar = store
+        .catalog
+        .similar(&[SimilarQuery { movie: MovieId(id.0 + 1), first: 100 }])
+        .await
+        .expect("similar");
+    assert!(!similar[0].contains(&id), "gone from similar");
+    // Users' rows naming it stay (their owners see a movie that is no longer there); new ones
+    // are refused.
+    let watchlist =
+        store.users.watchlist_page(&alice, UserPage { first: 10, after: None }).await.expect("watchlist");
+    assert_eq!(watchlist.items.iter().map(|(_, e)| e.movie).collect::<Vec<_>>(), [id]);
+    let err = store.users.rate(&alice, id, 5).await.expect_err("a removed movie");
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
+    let again = store
+        .edits
+        .apply(CatalogChanges { removed_movies: vec![id], ..CatalogChanges::default() }, edit("test"))
+        .await
+        .expect("remove again");
+    assert_eq!(again.unknown_removals, [id.to_string()], "a re-run removal is reported, not an error");
+}
+
+pub async fn new_movies_and_people_are_found_everywhere(store: Store) {
+    let before = store.catalog.stats().await.expect("stats");
+    let person = Person {
+        id: PersonId(9_000_001),
+        name: "Quillon Vantablack".into(),
+        birth_year: Some(1970),
+        death_year: None,
+        known_for_department: Some(Department::Directing),
+        popularity: 3.0,
+    };
+    let mut record: MovieRecord = generator().movie(0);
+    record.movie.id = MovieId(9_000_001);
+    record.movie.title = "Vantablack Horizon".into();
+    record.credits =
+        vec![Credit { person: person.id, department: Department::Directing, role: "Director".into() }];
+    let changes = CatalogChanges {
+        movies: vec![record.clone()],
+        people: vec![person.clone()],
+        ..CatalogChanges::default()
+    };
+    let applied = store.edits.apply(changes, edit("test")).await.expect("apply");
+    assert_eq!(
+        (applied.movies.as_slice(), applied.people.as_slice()),
+        ([record.movie.id].as_slice(), [person.id].as_slice())
+    );
+    assert_eq!(
+        store.catalog.movies(&[record.movie.id]).await.expect("movies")[0].as_ref(),
+        Some(&record.movie)
+    );
+    assert_eq!(store.catalog.people(&[person.id]).await.expect("people")[0].as_ref(), Some(&person));
+    assert_eq!(store.edits.person_records(&[person.id]).await.expect("people")[0].as_ref(), Some(&person));
+    assert_eq!(search_ids(&store, "vantablack").await, [record.movie.id]);
+    assert_eq!(filmography_ids(&store, person.id).await, [record.movie.id]);
+    let after = store.catalog.stats().await.expect("stats");
+    assert_eq!((after.movies, after.people), (before.movies + 1, before.people + 1));
+    let mut renamed = person.clone();
+    renamed.name = "Quillon Vantablack Jr.".into();
+    let applied = store
+        .edits
+        .apply(CatalogChanges { people: vec![renamed.clone()], ..CatalogChanges::default() }, edit("test"))
+        .await
+        .expect("rename");
+    assert_eq!(applied.people, [person.id]);
+    assert_eq!(store.catalog.people(&[person.id]).await.expect("people")[0].as_ref(), Some(&renamed));
+    assert_eq!(store.catalog.stats().await.expect("stats").people, before.people + 1, "a rename adds nobody");
+}
+
+pub async fn invalid_changes_write_nothing(store: Store) {
+    let good = {
+        let mut r = generator().movie(5);
+        r.movie.title = "Perfectly Fine".into();
+        r
+    };
+    let mut bad = generator().movie(6);
+    bad.movie.title = "   ".into();
+    let mut too_many_genres = generator().movie(7);
+    too_many_genres.movie.genres = Genre::all().take(4).collect();
+    let mut control = generator().movie(7);
+    control.movie.title = "Bell\u{7}".into();
+    let mut dead_first = generator().person(3);
+    dead_first.birth_year = Some(1990);
+    dead_first.death_year = Some(1980);
+    let cases = [
+        CatalogChanges { movies: vec![good.clone(), bad], ..CatalogChanges::default() },
+        CatalogChanges { movies: vec![good.clone(), too_many_genres], ..CatalogChanges::default() },
+        CatalogChanges { movies: vec![good.clone(), control], ..CatalogChanges::default() },
+        CatalogChanges { movies: vec![good.clone()], people: vec![dead_first], ..CatalogChanges::default() },
+        CatalogChanges {
+            movies: vec![good.clone()],
+            removed_movies: vec![good.movie.id],
+            ..CatalogChanges::default()
+        },
+        CatalogChanges {
+            movies: (0..crate::writes::MAX_CHANGES as u64 + 1).map(|i| generator().movie(i)).collect(),
+            ..CatalogChanges::default()
+        },
+    ];
+    for changes in cases {
+        let err = store.edits.apply(changes, edit("test")).await.expect_err("refused");
+        assert!(matches!(err, StoreError::InvalidInput(_)), "{err}");
+    }
+    assert_eq!(
+        store.catalog.movies(&[good.movie.id]).await.expect("movies")[0].as_ref(),
+        Some(&generator().movie(5).movie),
+        "the valid record of a refused apply was not written either"
+    );
+    assert!(
+        store.edits.audit_page(UserPage { first: 10, after: None }).await.expect("audit").items.is_empty()
+    );
+}
+
+pub async fn the_audit_log_says_who_changed_what(store: Store) {
+    let mut first = generator().movie(10);
+    first.movie.overview = Some("Corrected synopsis.".into());
+    let alice = Edit { editor: "alice".into(), action: "updateMovie".into() };
+    store
+        .edits
+        .apply(CatalogChanges { movies: vec![first.clone()], ..CatalogChanges::default() }, alice.clone())
+        .await
+        .expect("apply");
+    // A change that changes nothing is not recorded.
+    store
+        .edits
+        .apply(CatalogChanges { movies: vec![first.clone()], ..CatalogChanges::default() }, alice.clone())
+        .await
+        .expect("apply");
+    let bob = Edit { editor: "bob".into(), action: "removeMovie".into() };
+    store
+        .edits
+        .apply(CatalogChanges { removed_movies: vec![MovieId(12)], ..CatalogChanges::default() }, bob.clone())
+        .await
+        .expect("apply");
+    let page = store.edits.audit_page(UserPage { first: 1, after: None }).await.expect("audit");
+    assert!(page.has_next);
+    let newest = &page.items[0].1;
+    assert_eq!((&newest.edit, newest.removed_movies.as_slice()), (&bob, [MovieId(12)].as_slice()));
+    let rest =
+        store.edits.audit_page(UserPage { first: 10, after: Some(page.items[0].0) }).await.expect("audit");
+    assert!(!rest.has_next);
+    let records: Vec<_> = rest.items.iter().map(|(_, r)| (&r.edit, r.movies.clone())).collect();
+    assert_eq!(records, [(&alice, vec![first.movie.id])], "newest first, the no-op left out");
+    assert!(rest.items[0].1.at_ms <= newest.at_ms);
 }

@@ -1,11 +1,14 @@
 //! Marquee's storage contract: the domain model and the traits every backend implements, split
 //! by what they serve and what they can promise.
 //!
-//! - [`CatalogReads`]: movies, people, credits and their indexes. Immutable between catalog
-//!   loads, so every answer is cacheable anywhere (in-process, Redis, CDN) until the next load.
+//! - [`CatalogReads`]: movies, people, credits and their indexes. Changed only by loads and
+//!   [`CatalogWrites`], each of which says what it changed, so every answer is cacheable
+//!   anywhere (in-process, Redis, CDN) until a change names it.
 //! - [`UserData`]: users' ratings and watchlists, and the movies' rating totals derived from
 //!   them. A user's own rows are read-your-writes; the totals are eventually consistent, within
 //!   the bound the backend states ([`UserData::totals_lag`]), and never double-count.
+//! - [`CatalogWrites`]: live changes to the catalog (editors' corrections, daily deltas),
+//!   applied beside readers with every derived row.
 //! - [`Lifecycle`]: readiness and shutdown.
 //! - [`bulk::BulkLoad`]: how a whole new catalog gets in (seed, import) and out (export).
 //!
@@ -25,6 +28,7 @@ pub mod model;
 pub mod plan;
 pub mod statements;
 pub mod text;
+pub mod writes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +37,7 @@ use async_trait::async_trait;
 
 pub use error::StoreError;
 pub use model::*;
+pub use writes::{Applied, AuditRecord, CatalogChanges, Edit, Lists};
 
 /// The largest page any paged read returns; larger requests are an error at the API edge.
 pub const MAX_PAGE: usize = 100;
@@ -193,6 +198,33 @@ pub trait CatalogReads: Send + Sync + 'static {
     async fn stats(&self) -> Result<CatalogStats, StoreError>;
 }
 
+/// Live changes to the catalog being served (see [`writes`]): movies, people and removals
+/// applied beside readers, every derived row kept in step.
+///
+/// What every backend promises:
+/// - An apply is checked whole first ([`CatalogChanges::check`]); one invalid record and
+///   nothing is written.
+/// - It is durable when it returns `Ok`, with its audit record.
+/// - A reader sees each movie either before or after (its row and its derived rows agree
+///   within what the backend states: one transaction on the embedded store).
+/// - A record equal to the stored one writes nothing; a removal of an unknown id is reported
+///   in [`Applied::unknown_removals`], not an error; so re-running a delta converges.
+#[async_trait]
+pub trait CatalogWrites: Send + Sync + 'static {
+    /// Applies `changes` on behalf of `edit`, and records it in the audit log.
+    async fn apply(&self, changes: CatalogChanges, edit: Edit) -> Result<Applied, StoreError>;
+
+    /// Movies with their credits as stored now, read from the backend itself (no cache), one
+    /// entry per input: what an edit starts from.
+    async fn records(&self, ids: &[MovieId]) -> Result<Vec<Option<MovieRecord>>, StoreError>;
+
+    /// People as stored now, read from the backend itself (no cache), one entry per input.
+    async fn person_records(&self, ids: &[PersonId]) -> Result<Vec<Option<Person>>, StoreError>;
+
+    /// A page of the audit log, most recent first.
+    async fn audit_page(&self, page: UserPage) -> Result<Page<AuditRecord>, StoreError>;
+}
+
 /// Users' data: ratings, watchlists, and the rating totals derived from the ratings.
 ///
 /// What every backend promises:
@@ -316,13 +348,15 @@ pub struct Store {
     pub catalog: Arc<dyn CatalogReads>,
     /// Users' data.
     pub users: Arc<dyn UserData>,
+    /// Live catalog changes.
+    pub edits: Arc<dyn CatalogWrites>,
     /// Readiness and shutdown.
     pub lifecycle: Arc<dyn Lifecycle>,
 }
 
 impl Store {
     /// The three faces of one backend object.
-    pub fn new<B: CatalogReads + UserData + Lifecycle>(backend: Arc<B>) -> Store {
-        Store { catalog: backend.clone(), users: backend.clone(), lifecycle: backend }
+    pub fn new<B: CatalogReads + UserData + CatalogWrites + Lifecycle>(backend: Arc<B>) -> Store {
+        Store { catalog: backend.clone(), users: backend.clone(), edits: backend.clone(), lifecycle: backend }
     }
 }

@@ -322,6 +322,106 @@ pub struct MovieRecord {
     pub credits: Vec<Credit>,
 }
 
+/// Longest title, name, character or job, in characters.
+pub const MAX_NAME_CHARS: usize = 500;
+/// Longest synopsis, in characters.
+pub const MAX_OVERVIEW_CHARS: usize = 10_000;
+/// Most genres a movie lists.
+pub const MAX_GENRES: usize = 3;
+/// Most credits a movie lists.
+pub const MAX_CREDITS: usize = 2_000;
+/// Release years a movie may have (the first films to today's announced slate, with room).
+pub const MOVIE_YEARS: std::ops::RangeInclusive<u16> = 1800..=2200;
+
+/// Refuses empty, over-long or control-character text.
+fn check_text(what: &str, text: &str, max: usize) -> Result<(), String> {
+    if text.trim().is_empty() {
+        return Err(format!("{what} is empty"));
+    }
+    check_optional_text(what, text, max)
+}
+
+fn check_optional_text(what: &str, text: &str, max: usize) -> Result<(), String> {
+    if text.chars().count() > max {
+        return Err(format!("{what} is longer than {max} characters"));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(format!("{what} holds a control character"));
+    }
+    Ok(())
+}
+
+impl MovieRecord {
+    /// What makes a record unfit for the catalog, if anything: the rules every way in (import,
+    /// delta, editor) applies, so the catalog holds one shape whatever wrote it.
+    pub fn check(&self) -> Result<(), String> {
+        let m = &self.movie;
+        check_text("the title", &m.title, MAX_NAME_CHARS)?;
+        if let Some(original) = &m.original_title {
+            check_text("the original title", original, MAX_NAME_CHARS)?;
+        }
+        if let Some(year) = m.year
+            && !MOVIE_YEARS.contains(&year)
+        {
+            return Err(format!("the year {year} is outside {}-{}", MOVIE_YEARS.start(), MOVIE_YEARS.end()));
+        }
+        if let (Some(date), Some(year)) = (m.release_date, m.year)
+            && date.year != year
+        {
+            return Err(format!("the release date {date} is not in the year {year}"));
+        }
+        if m.runtime_minutes == Some(0) {
+            return Err("the runtime is 0 minutes".into());
+        }
+        if m.genres.len() > MAX_GENRES {
+            return Err(format!("{} genres listed, at most {MAX_GENRES}", m.genres.len()));
+        }
+        if (1..m.genres.len()).any(|i| m.genres[..i].contains(&m.genres[i])) {
+            return Err("a genre is listed twice".into());
+        }
+        if let Some(overview) = &m.overview {
+            check_optional_text("the overview", &overview.replace(['\n', '\t'], " "), MAX_OVERVIEW_CHARS)?;
+        }
+        if let Some(language) = &m.original_language
+            && !(language.len() == 2 && language.bytes().all(|b| b.is_ascii_lowercase()))
+        {
+            return Err(format!("the original language `{language}` is not an ISO 639-1 code"));
+        }
+        if let Some(poster) = &m.poster_path {
+            check_text("the poster path", poster, MAX_NAME_CHARS)?;
+        }
+        if !(m.popularity.is_finite() && m.popularity >= 0.0) {
+            return Err(format!("the popularity {} is not a non-negative number", m.popularity));
+        }
+        if !(m.rating.average.is_finite() && (0.0..=10.0).contains(&m.rating.average)) {
+            return Err(format!("the average rating {} is outside 0-10", m.rating.average));
+        }
+        if self.credits.len() > MAX_CREDITS {
+            return Err(format!("{} credits listed, at most {MAX_CREDITS}", self.credits.len()));
+        }
+        for credit in &self.credits {
+            check_optional_text("a credit's role", &credit.role, MAX_NAME_CHARS)?;
+        }
+        Ok(())
+    }
+}
+
+impl Person {
+    /// What makes a person unfit for the catalog, if anything (see [`MovieRecord::check`]).
+    pub fn check(&self) -> Result<(), String> {
+        check_text("the name", &self.name, MAX_NAME_CHARS)?;
+        if let (Some(birth), Some(death)) = (self.birth_year, self.death_year)
+            && death < birth
+        {
+            return Err(format!("the death year {death} is before the birth year {birth}"));
+        }
+        if !(self.popularity.is_finite() && self.popularity >= 0.0) {
+            return Err(format!("the popularity {} is not a non-negative number", self.popularity));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

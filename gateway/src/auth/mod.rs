@@ -41,6 +41,8 @@ const ANONYMOUS_PREFIX: &str = "anon:";
 /// `role` claim values.
 const ROLE_ANONYMOUS: &str = "anonymous";
 const ROLE_USER: &str = "user";
+/// A user who may correct the catalog (`updateMovie` and the other editors' mutations).
+pub const ROLE_EDITOR: &str = "editor";
 
 /// Why authentication could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -335,15 +337,16 @@ impl Authenticator {
         }
         let anonymous = claims.sub.starts_with(ANONYMOUS_PREFIX);
         let (exp, nbf) = (claims.exp, claims.nbf.unwrap_or(0));
+        let editor = claims.role.as_deref() == Some(ROLE_EDITOR);
         let caller = match (ours, anonymous) {
             (true, true) if claims.role.as_deref() == Some(ROLE_ANONYMOUS) => {
                 Caller::Guest { subject: claims.sub, issued_to: claims.addr }
             }
-            (true, false) if self.dev_tokens => Caller::User { id: claims.sub },
+            (true, false) if self.dev_tokens => Caller::User { id: claims.sub, editor },
             (true, false) => return Err(TokenError::DevToken),
             // An identity provider may not mint subjects that look like ours.
             (true, true) | (false, true) => return Err(TokenError::MissingClaim),
-            (false, false) => Caller::User { id: claims.sub },
+            (false, false) => Caller::User { id: claims.sub, editor },
         };
         Ok((caller, exp, nbf))
     }
@@ -379,13 +382,23 @@ impl Authenticator {
 
     /// A development user token for `user` (only when `auth.dev_tokens` is on).
     pub fn issue_dev_user(&self, user: &str, ttl: Duration) -> Result<IssuedToken, AuthSetupError> {
+        self.issue_dev(user, ROLE_USER, ttl)
+    }
+
+    /// A development editor token for `user` (only when `auth.dev_tokens` is on): a user who
+    /// may also correct the catalog.
+    pub fn issue_dev_editor(&self, user: &str, ttl: Duration) -> Result<IssuedToken, AuthSetupError> {
+        self.issue_dev(user, ROLE_EDITOR, ttl)
+    }
+
+    fn issue_dev(&self, user: &str, role: &str, ttl: Duration) -> Result<IssuedToken, AuthSetupError> {
         if !self.dev_tokens {
             return Err(AuthSetupError::DevTokensDisabled);
         }
         if user.is_empty() || user.starts_with(ANONYMOUS_PREFIX) || user.len() > 256 {
             return Err(AuthSetupError::Sign(format!("`{user}` is not a usable user id")));
         }
-        self.issue(user.to_owned(), ROLE_USER, ttl, None)
+        self.issue(user.to_owned(), role, ttl, None)
     }
 }
 

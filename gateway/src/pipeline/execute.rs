@@ -7,8 +7,7 @@
 use async_graphql::Request;
 use axum::body::Bytes;
 use axum::http::StatusCode;
-use marquee_schema::{Caller, ExecutionStarted, Loaders, ShownRatings};
-use marquee_store::MovieId;
+use marquee_schema::{Caller, ExecutionStarted, Loaders, SurrogateKey};
 
 use super::{GraphqlState, MediaType, RequestErrors};
 use crate::cache_policy::{self, Decision};
@@ -23,8 +22,8 @@ pub(super) struct Executed {
     pub(super) etag: Option<String>,
     /// When execution started.
     pub(super) as_of: std::time::Instant,
-    /// The movies whose rating summary the response shows (its surrogate keys).
-    pub(super) shown: Vec<MovieId>,
+    /// The surrogate keys of what the response shows (`marquee_schema::Shown`).
+    pub(super) shown: Vec<SurrogateKey>,
 }
 
 /// Executes `request` for `caller`, to be answered as `media`; only GETs (`is_get`) are
@@ -38,12 +37,10 @@ pub(super) async fn run(
 ) -> Result<Executed, HttpError> {
     let loaders = Loaders::new(&state.store, &state.schema_config, Some(&state.loader_metrics), caller);
     let started = ExecutionStarted::default();
-    let shown = ShownRatings::default();
+    let shown = loaders.shown().clone();
     let as_of = std::time::Instant::now();
-    let response = state
-        .schema
-        .execute(request.data(loaders).data(caller.clone()).data(started.clone()).data(shown.clone()))
-        .await;
+    let response =
+        state.schema.execute(request.data(loaders).data(caller.clone()).data(started.clone())).await;
     let request_error = !started.get();
     let decision = cache_policy::decide(is_get, response.is_err(), response.cache_control);
     let body = if request_error {
@@ -56,5 +53,5 @@ pub(super) async fn run(
         HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL_SERVER_ERROR, "internal error")
     })?;
     let etag = matches!(decision, Decision::Public { .. }).then(|| cache_policy::etag(media.as_str(), &body));
-    Ok(Executed { request_error, body: Bytes::from(body), decision, etag, as_of, shown: shown.movies() })
+    Ok(Executed { request_error, body: Bytes::from(body), decision, etag, as_of, shown: shown.keys() })
 }

@@ -9,8 +9,8 @@
 //! Cached here: movies' rating totals (`cache.rating_totals_ttl_secs`), read by every query
 //! that shows a rating, in a [`Tiered`] cache (regional with `[redis]`, and then read only
 //! while the region's invalidation bus is live: `Changes::totals_tiers`), and, through
-//! [`CachedCatalog`], movies, people and credits by id (the catalog changes only with a new
-//! load, so no write invalidates those).
+//! [`CachedCatalog`], movies, people and credits by id, which live catalog changes
+//! ([`CachedEdits`]) drop the same way.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +18,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::FutureExt;
 use marquee_store::{
-    MovieId, Page, Rating, RatingTotals, Store, StoreError, UserData, UserId, UserPage, WatchlistEntry,
+    Applied, AuditRecord, CatalogChanges, CatalogWrites, Edit, MovieId, MovieRecord, Page, Person, PersonId,
+    Rating, RatingTotals, Store, StoreError, UserData, UserId, UserPage, WatchlistEntry,
 };
 use prometheus::IntCounterVec;
 
@@ -63,16 +64,46 @@ pub fn wrap(store: Store, config: &StackConfig, requests: IntCounterVec) -> Resu
         ..SharedTier::new(regional.clone(), VERSION, "totals")
     });
     let totals = Tiered::new(sizing, shared);
+    let (catalog, entities) =
+        CachedCatalog::wrap_with_tiers(store.catalog, &config.entities, requests_for_entities);
     let (changes, following) = Changes::start(
         totals.clone(),
+        entities,
         ttl,
         config.subscribers.clone(),
         config.regional.clone(),
         store.users.clone(),
     )?;
+    let edits = CachedEdits { inner: store.edits, changes: changes.clone() };
     let users = CachedUsers { inner: store.users, totals, ttl, changes, _following: following };
-    let catalog = CachedCatalog::wrap(store.catalog, &config.entities, requests_for_entities);
-    Ok(Store { catalog, users: Arc::new(users), lifecycle: store.lifecycle })
+    Ok(Store { catalog, users: Arc::new(users), edits: Arc::new(edits), lifecycle: store.lifecycle })
+}
+
+/// [`CatalogWrites`] whose applies drop what they changed from every cache before returning.
+pub struct CachedEdits {
+    inner: Arc<dyn CatalogWrites>,
+    changes: Arc<Changes>,
+}
+
+#[async_trait]
+impl CatalogWrites for CachedEdits {
+    async fn apply(&self, changes: CatalogChanges, edit: Edit) -> Result<Applied, StoreError> {
+        let applied = self.inner.apply(changes, edit).await?;
+        self.changes.changed(&Change::of_catalog(&applied)).await;
+        Ok(applied)
+    }
+
+    async fn records(&self, ids: &[MovieId]) -> Result<Vec<Option<MovieRecord>>, StoreError> {
+        self.inner.records(ids).await
+    }
+
+    async fn person_records(&self, ids: &[PersonId]) -> Result<Vec<Option<Person>>, StoreError> {
+        self.inner.person_records(ids).await
+    }
+
+    async fn audit_page(&self, page: UserPage) -> Result<Page<AuditRecord>, StoreError> {
+        self.inner.audit_page(page).await
+    }
 }
 
 #[async_trait]

@@ -2,9 +2,10 @@
 //! backend, in a [`Tiered`] cache per kind (this gateway's memory, then the region's Redis).
 //!
 //! Zipf popularity makes a small set of entities most of the reads; answering those from
-//! memory saves the backend lookup, its page buffers and the blocking-pool hand-off. The
-//! catalog does not change between loads (a load is a new generation), so entries need no
-//! invalidation: they are bounded in bytes and age out after `cache.entities_ttl_secs`. When
+//! memory saves the backend lookup, its page buffers and the blocking-pool hand-off. Entries
+//! are bounded in bytes and age out after `cache.entities_ttl_secs`; a live catalog change
+//! drops the entities it names, in every tier and every gateway of the region, through
+//! `crate::changes` (which holds this cache's [`EntityTiers`]). When
 //! the backend switches to a newly published generation (`Lifecycle::catalog_changes`), the
 //! in-process entries are dropped, regional keys name the new generation, and a load that
 //! started before the switch answers its waiters but stores nothing. Unknown ids are cached
@@ -114,6 +115,44 @@ async fn follow_switches(
     }
 }
 
+/// The entity cache's tiers, one per kind: what a catalog change drops entries from.
+#[derive(Clone)]
+pub struct EntityTiers {
+    movies: Tiered<Option<Movie>, MovieId>,
+    people: Tiered<Option<Person>, PersonId>,
+    credits: Tiered<Arc<Vec<Credit>>, MovieId>,
+}
+
+impl EntityTiers {
+    /// The regional keys holding `movies` (with their credits) and `people`.
+    pub fn shared_keys(&self, movies: &[MovieId], people: &[PersonId]) -> Vec<String> {
+        let mut keys = self.movies.shared_keys(movies);
+        keys.extend(self.credits.shared_keys(movies));
+        keys.extend(self.people.shared_keys(people));
+        keys
+    }
+
+    /// Drops `movies` (with their credits) and `people` from this process's tier; loads of
+    /// them in flight store nothing.
+    pub async fn invalidate(&self, movies: &[MovieId], people: &[PersonId]) {
+        self.movies.invalidate(movies).await;
+        self.credits.invalidate(movies).await;
+        self.people.invalidate(people).await;
+    }
+
+    /// Drops everything this process holds (invalidations may have been lost).
+    pub fn clear(&self) {
+        self.movies.clear();
+        self.credits.clear();
+        self.people.clear();
+    }
+
+    /// How long an entry it missed an invalidation of may live.
+    pub fn longest_life(&self) -> Duration {
+        self.movies.longest_life(self.movies.ttl())
+    }
+}
+
 /// [`CatalogReads`] with movies, people and credits served from the entity cache.
 pub struct CachedCatalog {
     inner: Arc<dyn CatalogReads>,
@@ -129,8 +168,18 @@ impl CachedCatalog {
         config: &EntityCacheConfig,
         requests: IntCounterVec,
     ) -> Arc<dyn CatalogReads> {
+        CachedCatalog::wrap_with_tiers(inner, config, requests).0
+    }
+
+    /// [`CachedCatalog::wrap`], with the tiers catalog changes drop entries from (`None`
+    /// without a cache).
+    pub fn wrap_with_tiers(
+        inner: Arc<dyn CatalogReads>,
+        config: &EntityCacheConfig,
+        requests: IntCounterVec,
+    ) -> (Arc<dyn CatalogReads>, Option<EntityTiers>) {
         if config.max_bytes == 0 || config.ttl.is_zero() {
-            return inner;
+            return (inner, None);
         }
         // The byte budget split by what the mix reads most: a movie page shows the movie and
         // its credits, and some of the people.
@@ -143,11 +192,12 @@ impl CachedCatalog {
         let movies = Tiered::new(sizing("movies", 40), shared_tier(config, "movie"));
         let people = Tiered::new(sizing("people", 20), shared_tier(config, "person"));
         let credits = Tiered::new(sizing("credits", 40), shared_tier(config, "credits"));
+        let tiers = EntityTiers { movies: movies.clone(), people: people.clone(), credits: credits.clone() };
         let catalog = Arc::new(CachedCatalog { inner, movies, people, credits });
         if let Some(changes) = config.catalog_changes.clone() {
             tokio::spawn(follow_switches(Arc::downgrade(&catalog), changes));
         }
-        catalog
+        (catalog, Some(tiers))
     }
 }
 

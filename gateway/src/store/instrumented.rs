@@ -11,15 +11,17 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use marquee_store::{
-    BrowseQuery, CatalogReads, CatalogStats, Credit, FilmographyEntry, FilmographyQuery, GenreCount,
-    Lifecycle, Movie, MovieId, Page, Person, PersonId, Rating, RatingTotals, SearchQuery, SimilarQuery,
-    Store, StoreError, UserData, UserId, UserPage, WatchlistEntry, statements,
+    Applied, AuditRecord, BrowseQuery, CatalogChanges, CatalogReads, CatalogStats, CatalogWrites, Credit,
+    Edit, FilmographyEntry, FilmographyQuery, GenreCount, Lifecycle, Movie, MovieId, MovieRecord, Page,
+    Person, PersonId, Rating, RatingTotals, SearchQuery, SimilarQuery, Store, StoreError, UserData, UserId,
+    UserPage, WatchlistEntry, statements,
 };
 use tracing::Instrument;
 
 use crate::telemetry::Metrics;
 
-/// One face of the store (`S` is `dyn CatalogReads`, `dyn UserData` or `dyn Lifecycle`),
+/// One face of the store (`S` is `dyn CatalogReads`, `dyn UserData`, `dyn CatalogWrites` or
+/// `dyn Lifecycle`),
 /// reporting every call.
 pub struct Instrumented<S: ?Sized> {
     inner: Arc<S>,
@@ -33,6 +35,7 @@ pub fn wrap(store: Store, backend: &'static str, metrics: &Metrics) -> Store {
     Store {
         catalog: Arc::new(Instrumented { inner: store.catalog, backend, metrics: metrics.clone() }),
         users: Arc::new(Instrumented { inner: store.users, backend, metrics: metrics.clone() }),
+        edits: Arc::new(Instrumented { inner: store.edits, backend, metrics: metrics.clone() }),
         lifecycle: Arc::new(Instrumented { inner: store.lifecycle, backend, metrics }),
     }
 }
@@ -61,6 +64,25 @@ impl<S: ?Sized> Instrumented<S> {
             tracing::warn!(backend, op, error = %e, "store call failed");
         }
         result
+    }
+}
+
+#[async_trait]
+impl CatalogWrites for Instrumented<dyn CatalogWrites> {
+    async fn apply(&self, changes: CatalogChanges, edit: Edit) -> Result<Applied, StoreError> {
+        self.call("apply", changes.len(), self.inner.apply(changes, edit)).await
+    }
+
+    async fn records(&self, ids: &[MovieId]) -> Result<Vec<Option<MovieRecord>>, StoreError> {
+        self.call("records", ids.len(), self.inner.records(ids)).await
+    }
+
+    async fn person_records(&self, ids: &[PersonId]) -> Result<Vec<Option<Person>>, StoreError> {
+        self.call("person_records", ids.len(), self.inner.person_records(ids)).await
+    }
+
+    async fn audit_page(&self, page: UserPage) -> Result<Page<AuditRecord>, StoreError> {
+        self.call("audit_page", 1, self.inner.audit_page(page)).await
     }
 }
 

@@ -7,6 +7,7 @@ mod batching;
 mod binary;
 mod caching;
 mod clients;
+mod editing;
 mod helpers;
 mod http;
 mod import;

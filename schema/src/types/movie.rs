@@ -9,12 +9,11 @@ use super::{CreditObject, UserRatingObject};
 use crate::context::{loaders, page_size};
 use crate::error::ApiError;
 use crate::settings::SchemaConfig;
-use crate::shown::ShownRatings;
 
 // Users' ratings reach it eventually: at once on the gateway that took the rating, within
 // the invalidation bus's delivery on the region's other gateways and the change log's follow
 // interval in other regions (plus the backend's own lag), and in HTTP caches as soon as they
-// are purged by the movie's surrogate key (`ShownRatings`), or else within the response's
+// are purged by the movie's surrogate key (`crate::shown`), or else within the response's
 // `max-age` (ARCHITECTURE.md, "Consistency").
 /// A movie's public rating summary: the catalog's votes plus Marquee users' ratings.
 #[derive(SimpleObject)]
@@ -119,9 +118,6 @@ impl MovieObject {
 
     /// Public rating summary.
     async fn rating(&self, ctx: &Context<'_>) -> async_graphql::Result<RatingSummary> {
-        if let Some(shown) = ctx.data_opt::<ShownRatings>() {
-            shown.add(self.0.id);
-        }
         crate::error::resolve(async move {
             let users = loaders(ctx)?.rating_totals.load_one(self.0.id).await?.unwrap_or_default();
             let summary = self.0.rating.with(users);

@@ -5,12 +5,17 @@
 //! blocking the writer, and a commit is durable when it returns. It makes one machine a
 //! complete Marquee with no server to run. A catalog is a generation directory of three files
 //! (`main.redb`; `filmography.redb` and `search.redb`, separate so they can be built in
-//! parallel) reached through the `catalog` symlink in the data directory. Generations are only
-//! ever produced whole by [`CatalogBuilder`] and switched to atomically, so a failed seed or
+//! parallel) reached through the `catalog` symlink in the data directory. Generations are
+//! produced whole by [`CatalogBuilder`] and switched to atomically, so a failed seed or
 //! import never leaves a half-written catalog behind.
 //!
-//! User data (ratings, watchlists, rating totals) lives in `users.redb` directly in the data
-//! directory, outside the generations, so a new catalog keeps every user's data.
+//! Between loads, editors' corrections and daily deltas change the current generation in place
+//! (`edit`): one write per file, made visible to readers all at once and durable in an order
+//! that a crash cannot tear.
+//!
+//! User data (ratings, watchlists, rating totals) and the catalog's audit log live in
+//! `users.redb` directly in the data directory, outside the generations, so a new catalog
+//! keeps every user's data.
 //!
 //! redb calls block. Writes and user-data reads always run on tokio's blocking pool. Catalog
 //! reads run on the calling worker by default ([`EmbeddedOptions::inline_reads`]): a batch
@@ -26,6 +31,7 @@
 //! [`UserData::totals_lag`] is zero.
 
 mod builder;
+mod edit;
 mod export;
 mod read;
 mod sorter;
@@ -33,15 +39,16 @@ pub(crate) mod tables;
 mod users;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use marquee_store::bulk::{BulkLoad, CatalogSink, ExportStats, Progress};
 use marquee_store::{
-    BrowseQuery, CatalogReads, CatalogStats, Credit, FilmographyEntry, FilmographyQuery, GenreCount,
-    Lifecycle, Movie, MovieId, Page, Person, PersonId, Rating, RatingTotals, SearchQuery, SimilarQuery,
-    StoreError, UserData, UserId, UserPage, WatchlistEntry,
+    Applied, AuditRecord, BrowseQuery, CatalogChanges, CatalogReads, CatalogStats, CatalogWrites, Credit,
+    Edit, FilmographyEntry, FilmographyQuery, GenreCount, Lifecycle, Movie, MovieId, MovieRecord, Page,
+    Person, PersonId, Rating, RatingTotals, SearchQuery, SimilarQuery, StoreError, UserData, UserId,
+    UserPage, WatchlistEntry,
 };
 use redb::{Database, ReadableDatabase};
 
@@ -121,14 +128,31 @@ struct Inner {
     main: Database,
     filmography: Database,
     search: Database,
-    /// Year partitions present in the catalog, ascending (0 = unknown year). Loaded once at
-    /// open so browse enumerates only partitions that exist.
-    years: Vec<u16>,
-    /// Ratings and watchlists (outside the catalog generations).
+    /// Year partitions present in the catalog, ascending (0 = unknown year), loaded at open
+    /// and kept by live catalog writes, so browse enumerates only partitions that exist.
+    years: RwLock<Vec<u16>>,
+    /// Serialises live catalog writes; the last one's timestamp (nanoseconds).
+    writer: Mutex<u64>,
+    /// Ratings and watchlists (outside the catalog generations), and the catalog's audit log.
     users: Database,
 }
 
 impl Inner {
+    fn files(&self) -> edit::Files<'_> {
+        edit::Files {
+            main: &self.main,
+            filmography: &self.filmography,
+            search: &self.search,
+            users: &self.users,
+            writer: &self.writer,
+            years: &self.years,
+        }
+    }
+
+    fn snapshot(&self) -> Result<read::Snapshot<'_>, StoreError> {
+        read::Snapshot::new(&self.main, &self.filmography, &self.search, &self.years)
+    }
+
     fn movie_exists(&self, movie: MovieId) -> Result<bool, StoreError> {
         Ok(self.main.begin_read().db()?.open_table(tables::MOVIES).db()?.get(movie.0).db()?.is_some())
     }
@@ -143,6 +167,8 @@ pub struct EmbeddedStore {
     catalog_id: String,
     /// Catalog reads on the calling worker rather than the blocking pool.
     inline_reads: bool,
+    /// Catalog changes a crash interrupted, finished at open.
+    recovered: usize,
 }
 
 impl EmbeddedStore {
@@ -172,16 +198,25 @@ impl EmbeddedStore {
             main,
             filmography: open(FILMOGRAPHY_FILE, 4)?,
             search: open(SEARCH_FILE, 4)?,
-            years,
+            years: RwLock::new(years),
+            writer: Mutex::new(0),
             users,
         };
+        let recovered = edit::recover(&inner.files())?;
         let catalog_id =
             dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
         Ok(EmbeddedStore {
             inner: RwLock::new(Some(Arc::new(inner))),
             catalog_id,
             inline_reads: options.inline_reads,
+            recovered,
         })
+    }
+
+    /// How many catalog changes a crash had interrupted after they became durable, which this
+    /// open finished (their index rows and audit records written).
+    pub fn recovered(&self) -> usize {
+        self.recovered
     }
 
     fn inner(&self) -> Result<Arc<Inner>, StoreError> {
@@ -197,15 +232,9 @@ impl EmbeddedStore {
     {
         let inner = self.inner()?;
         if self.inline_reads {
-            let snapshot = read::Snapshot::new(&inner.main, &inner.filmography, &inner.search, &inner.years)?;
-            return f(&snapshot);
+            return f(&inner.snapshot()?);
         }
-        tokio::task::spawn_blocking(move || {
-            let snapshot = read::Snapshot::new(&inner.main, &inner.filmography, &inner.search, &inner.years)?;
-            f(&snapshot)
-        })
-        .await
-        .map_err(|e| {
+        tokio::task::spawn_blocking(move || f(&inner.snapshot()?)).await.map_err(|e| {
             tracing::error!(op, error = %e, "store call did not complete");
             StoreError::backend(e)
         })?
@@ -338,6 +367,27 @@ impl UserData for EmbeddedStore {
     async fn rating_totals(&self, movies: &[MovieId]) -> Result<Vec<RatingTotals>, StoreError> {
         let movies = movies.to_vec();
         self.with("rating_totals", move |inner| users::rating_totals(&inner.users, &movies)).await
+    }
+}
+
+#[async_trait]
+impl CatalogWrites for EmbeddedStore {
+    async fn apply(&self, changes: CatalogChanges, edit: Edit) -> Result<Applied, StoreError> {
+        self.with("apply", move |inner| edit::apply(&inner.files(), &changes, &edit)).await
+    }
+
+    async fn records(&self, ids: &[MovieId]) -> Result<Vec<Option<MovieRecord>>, StoreError> {
+        let ids = ids.to_vec();
+        self.with("records", move |inner| edit::records(&inner.main, &ids)).await
+    }
+
+    async fn person_records(&self, ids: &[PersonId]) -> Result<Vec<Option<Person>>, StoreError> {
+        let ids = ids.to_vec();
+        self.read("person_records", move |s| s.people(&ids)).await
+    }
+
+    async fn audit_page(&self, page: UserPage) -> Result<Page<AuditRecord>, StoreError> {
+        self.with("audit_page", move |inner| edit::audit_page(&inner.users, page)).await
     }
 }
 

@@ -7,6 +7,7 @@ use std::collections::BinaryHeap;
 use std::ops::Bound;
 
 use std::cell::OnceCell;
+use std::sync::{PoisonError, RwLock};
 
 use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable};
 
@@ -45,8 +46,8 @@ type TitleSearchTable = ReadOnlyTable<(&'static str, u8, u64, u64), &'static str
 
 /// The catalog as one call sees it. Transactions and tables are opened on first use, so a
 /// call pays only for the tables it reads (opening all of them cost ~5% of gateway CPU on the
-/// realistic mix). The catalog is immutable once published, so transactions begun at
-/// different moments of one call still see one consistent catalog.
+/// realistic mix). Every call reads one file, in one transaction, so it sees one state of the
+/// catalog; a live catalog write commits the files one after the other (`edit`).
 pub(super) struct Snapshot<'a> {
     main: &'a Database,
     filmography: &'a Database,
@@ -60,7 +61,8 @@ pub(super) struct Snapshot<'a> {
     title_search: OnceCell<TitleSearchTable>,
     genre_counts: OnceCell<ReadOnlyTable<u8, u64>>,
     meta: OnceCell<ReadOnlyTable<&'static str, u64>>,
-    years: &'a [u16],
+    /// The year partitions that exist (kept by live catalog writes).
+    years: &'a RwLock<Vec<u16>>,
 }
 
 /// The value of `cell`, opening it with `open` the first time.
@@ -78,7 +80,7 @@ impl<'a> Snapshot<'a> {
         main: &'a Database,
         filmography: &'a Database,
         search: &'a Database,
-        years: &'a [u16],
+        years: &'a RwLock<Vec<u16>>,
     ) -> Result<Self, StoreError> {
         Ok(Snapshot {
             main,
@@ -222,7 +224,9 @@ impl<'a> Snapshot<'a> {
 
     pub(super) fn browse(&self, q: &BrowseQuery) -> Result<Page<MovieId>, StoreError> {
         let mut streams = Vec::new();
-        for (sort, genre, year) in plan::browse_partitions(q, self.years)? {
+        let partitions =
+            plan::browse_partitions(q, &self.years.read().unwrap_or_else(PoisonError::into_inner))?;
+        for (sort, genre, year) in partitions {
             let start = match q.after {
                 Some(pos) => Bound::Excluded((sort, genre, year, pos.key, pos.id)),
                 None => Bound::Included((sort, genre, year, 0, 0)),

@@ -52,6 +52,7 @@ pub(super) fn init(db: &Database) -> Result<(), StoreError> {
     txn.open_table(RATING_TOTALS).db()?;
     txn.open_table(WATCHLIST_BY_USER).db()?;
     txn.open_table(WATCHLIST_BY_USER_TIME).db()?;
+    txn.open_table(crate::edit::AUDIT).db()?;
     txn.commit().db()?;
     Ok(())
 }
@@ -71,8 +72,8 @@ pub(super) fn rating_totals(db: &Database, movies: &[MovieId]) -> Result<Vec<Rat
 }
 
 /// Sets a rating; `movie_exists` (read from the catalog just before) refuses an unknown movie
-/// before anything is written. Catalogs only grow between loads, so a movie that existed
-/// a moment ago still does.
+/// before anything is written. (An editor may remove the movie in between: the rating then
+/// names a movie no longer listed, as one given before the removal does.)
 pub(super) fn rate(
     db: &Database,
     user: &UserId,

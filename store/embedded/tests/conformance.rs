@@ -25,6 +25,13 @@ async fn embedded() -> (tempfile::TempDir, Store) {
 
 marquee_store::conformance_cases!(embedded);
 
+/// Live catalog writes: an apply moves every derived row, in one unit.
+mod catalog_writes {
+    use super::*;
+
+    marquee_store::conformance_cases!(catalog_writes: embedded);
+}
+
 /// The catalog reads again with `inline_reads` off: the same answers from the blocking pool.
 mod on_the_blocking_pool {
     use super::*;

@@ -36,9 +36,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use marquee_store::plan;
 use marquee_store::{
-    BrowseQuery, CatalogReads, CatalogStats, Credit, DriverFigures, FilmographyEntry, FilmographyQuery,
-    GenreCount, Lifecycle, Movie, MovieId, Page, Person, PersonId, Rating, RatingTotals, SearchQuery,
-    SimilarQuery, StoreError, UserData, UserId, UserPage, WatchlistEntry,
+    Applied, AuditRecord, BrowseQuery, CatalogChanges, CatalogReads, CatalogStats, CatalogWrites, Credit,
+    DriverFigures, Edit, FilmographyEntry, FilmographyQuery, GenreCount, Lifecycle, Movie, MovieId,
+    MovieRecord, Page, Person, PersonId, Rating, RatingTotals, SearchQuery, SimilarQuery, StoreError,
+    UserData, UserId, UserPage, WatchlistEntry,
 };
 use tokio::task::JoinHandle;
 
@@ -362,6 +363,34 @@ impl UserData for ScyllaStore {
 
     async fn rederived_totals(&self) -> Result<Vec<MovieId>, StoreError> {
         Ok(self.inner.users().take_rederived())
+    }
+}
+
+/// Live catalog writes are not built on this backend yet: every apply is refused whole with
+/// this error, so nothing is half-written, and the catalog changes only by full loads.
+const NO_LIVE_WRITES: &str = "live catalog changes are not available on the ScyllaDB backend yet; load a new catalog generation instead";
+
+#[async_trait]
+impl CatalogWrites for ScyllaStore {
+    async fn apply(&self, _changes: CatalogChanges, _edit: Edit) -> Result<Applied, StoreError> {
+        Err(StoreError::Backend(NO_LIVE_WRITES.into()))
+    }
+
+    async fn records(&self, ids: &[MovieId]) -> Result<Vec<Option<MovieRecord>>, StoreError> {
+        let (movies, credits) = futures::try_join!(self.movies(ids), self.credits(ids))?;
+        Ok(movies
+            .into_iter()
+            .zip(credits)
+            .map(|(movie, credits)| movie.map(|movie| MovieRecord { movie, credits: credits.to_vec() }))
+            .collect())
+    }
+
+    async fn person_records(&self, ids: &[PersonId]) -> Result<Vec<Option<Person>>, StoreError> {
+        self.people(ids).await
+    }
+
+    async fn audit_page(&self, _page: UserPage) -> Result<Page<AuditRecord>, StoreError> {
+        Err(StoreError::Backend(NO_LIVE_WRITES.into()))
     }
 }
 

@@ -1,0 +1,360 @@
+//! Live catalog writes on the embedded store: a [`CatalogChanges`] applied to the generation
+//! being served, beside readers, as one unit across the generation's three files.
+//!
+//! redb gives one transaction per file, and a catalog has three (`main`: movies, credits,
+//! people, browse rows and counts; `filmography`; `search`). An apply therefore:
+//!
+//! 1. writes every change in one transaction per file, and in `main` also a *pending* record
+//!    of the index rows it writes in the other two files and of its audit record;
+//! 2. commits the three without syncing (`Durability::None`), `main` first: readers see each
+//!    file's part whole, and for the microseconds between two commits a search or a
+//!    filmography may still list a movie as it was (every read call reads one file, so no
+//!    call sees a mix; the ScyllaDB backend's tables behave the same way);
+//! 3. makes them durable in order: `main` first (so a crash before it loses the whole apply,
+//!    which was not acknowledged), then the two index files; then writes the audit record to
+//!    `users.redb` and drops the pending record.
+//!
+//! A crash after `main` became durable leaves the pending record: [`recover`] (run at every
+//! open) writes its index rows and audit record again, so an acknowledged apply is never half
+//! there. Every step is idempotent (rows are deleted and written by key).
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use marquee_store::writes::{FilmKey, MovieDiff, SearchKey};
+use marquee_store::{
+    Applied, AuditRecord, CatalogChanges, Credit, Edit, Movie, MovieId, MovieRecord, Page, Person, Position,
+    StoreError, UserPage, plan,
+};
+
+use crate::Db;
+use crate::tables::*;
+
+/// nanoseconds of the apply → postcard [`Pending`]: applies whose index rows and audit record
+/// may not be durable yet.
+const PENDING: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("pending_index_writes");
+
+/// In `users.redb`: inverted nanoseconds of the apply → postcard [`AuditRecord`], newest first.
+pub(crate) const AUDIT: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("catalog_audit");
+
+/// What an apply writes outside `main`, kept in `main` until it is durable.
+#[derive(Default, Serialize, Deserialize)]
+struct Pending {
+    film_remove: Vec<FilmKey>,
+    film_put: Vec<(FilmKey, Vec<u8>)>,
+    search_remove: Vec<SearchKey>,
+    search_put: Vec<(SearchKey, String)>,
+    audit: Option<AuditRecord>,
+}
+
+/// The files an apply writes, and the lock that makes it the only one.
+pub(crate) struct Files<'a> {
+    pub(crate) main: &'a Database,
+    pub(crate) filmography: &'a Database,
+    pub(crate) search: &'a Database,
+    pub(crate) users: &'a Database,
+    /// The last apply's nanoseconds (applies are serialised on it, and each takes a later one).
+    pub(crate) writer: &'a Mutex<u64>,
+    /// The year partitions that exist, kept for readers.
+    pub(crate) years: &'a std::sync::RwLock<Vec<u16>>,
+}
+
+fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+fn non_durable(db: &Database) -> Result<WriteTransaction, StoreError> {
+    let mut txn = db.begin_write().db()?;
+    txn.set_durability(Durability::None).db()?;
+    Ok(txn)
+}
+
+/// Makes every earlier non-durable commit of `db` durable.
+fn sync(db: &Database) -> Result<(), StoreError> {
+    let mut txn = db.begin_write().db()?;
+    txn.set_durability(Durability::Immediate).db()?;
+    txn.commit().db()
+}
+
+/// The stored record of `id`, read inside `txn`.
+fn record(txn: &WriteTransaction, id: MovieId) -> Result<Option<MovieRecord>, StoreError> {
+    let Some(bytes) = txn.open_table(MOVIES).db()?.get(id.0).db()?.map(|v| v.value().to_vec()) else {
+        return Ok(None);
+    };
+    let movie: Movie = decode("movie", &bytes)?;
+    let credits: Vec<Credit> = match txn.open_table(CREDITS_BY_MOVIE).db()?.get(id.0).db()? {
+        Some(v) => decode("credits", v.value())?,
+        None => Vec::new(),
+    };
+    Ok(Some(MovieRecord { movie, credits }))
+}
+
+/// Adds `delta` to the counter under `key` of `table`, removing it at zero.
+fn count<'k, K: redb::Key + 'static>(
+    table: &mut redb::Table<'_, K, u64>,
+    key: impl std::borrow::Borrow<K::SelfType<'k>> + Copy,
+    delta: i64,
+) -> Result<(), StoreError> {
+    let now = table.get(key).db()?.map_or(0, |v| v.value());
+    let next = now.saturating_add_signed(delta);
+    if next == 0 {
+        table.remove(key).db()?;
+    } else {
+        table.insert(key, next).db()?;
+    }
+    Ok(())
+}
+
+/// Writes one movie's diff into `main` (and its record, unless removed) and queues its index
+/// rows in `pending`.
+fn write_movie(
+    txn: &WriteTransaction,
+    new: Option<&MovieRecord>,
+    id: MovieId,
+    diff: &MovieDiff,
+    pending: &mut Pending,
+) -> Result<(), StoreError> {
+    match new {
+        Some(record) => {
+            txn.open_table(MOVIES).db()?.insert(id.0, encode(&record.movie)?.as_slice()).db()?;
+            txn.open_table(CREDITS_BY_MOVIE).db()?.insert(id.0, encode(&record.credits)?.as_slice()).db()?;
+        }
+        None => {
+            txn.open_table(MOVIES).db()?.remove(id.0).db()?;
+            txn.open_table(CREDITS_BY_MOVIE).db()?.remove(id.0).db()?;
+        }
+    }
+    let mut browse = txn.open_table(MOVIES_BY_GENRE_YEAR).db()?;
+    for key in &diff.browse_remove {
+        browse.remove(key).db()?;
+    }
+    for key in &diff.browse_put {
+        browse.insert(key, ()).db()?;
+    }
+    // Genre counts stay listed at zero: `genres` answers every genre.
+    let mut genres = txn.open_table(GENRE_COUNTS).db()?;
+    for &(genre, delta) in &diff.genre_counts {
+        let now = genres.get(genre).db()?.map_or(0, |v| v.value());
+        genres.insert(genre, now.saturating_add_signed(delta)).db()?;
+    }
+    let mut years = txn.open_table(YEARS).db()?;
+    for &(year, delta) in &diff.years {
+        count(&mut years, year, delta)?;
+    }
+    if diff.existed != diff.exists {
+        count(&mut txn.open_table(META).db()?, "movies", if diff.exists { 1 } else { -1 })?;
+    }
+    pending.film_remove.extend(diff.film_remove.iter().copied());
+    for (key, entry) in &diff.film_put {
+        pending.film_put.push((*key, encode(entry)?));
+    }
+    pending.search_remove.extend(diff.search_remove.iter().cloned());
+    pending.search_put.extend(diff.search_put.iter().cloned());
+    Ok(())
+}
+
+/// Writes the person changes, noting them in `applied`.
+fn write_people(
+    txn: &WriteTransaction,
+    changes: &CatalogChanges,
+    applied: &mut Applied,
+) -> Result<(), StoreError> {
+    let mut people = txn.open_table(PEOPLE).db()?;
+    let mut added: i64 = 0;
+    for person in &changes.people {
+        let old: Option<Person> = match people.get(person.id.0).db()? {
+            Some(v) => Some(decode("person", v.value())?),
+            None => None,
+        };
+        if old.as_ref() == Some(person) {
+            applied.unchanged += 1;
+            continue;
+        }
+        added += i64::from(old.is_none());
+        people.insert(person.id.0, encode(person)?.as_slice()).db()?;
+        applied.people.push(person.id);
+    }
+    for &id in &changes.removed_people {
+        if people.remove(id.0).db()?.is_some() {
+            added -= 1;
+            applied.removed_people.push(id);
+        } else {
+            applied.unknown_removals.push(id.to_string());
+        }
+    }
+    drop(people);
+    if added != 0 {
+        count(&mut txn.open_table(META).db()?, "people", added)?;
+        applied.lists.stats = true;
+    }
+    Ok(())
+}
+
+/// Writes `pending`'s index rows into the two index files (not yet committed).
+fn index_txns(
+    files: &Files<'_>,
+    pending: &Pending,
+) -> Result<(WriteTransaction, WriteTransaction), StoreError> {
+    let film = non_durable(files.filmography)?;
+    {
+        let mut table = film.open_table(CREDITS_BY_PERSON).db()?;
+        for key in &pending.film_remove {
+            table.remove(key).db()?;
+        }
+        for (key, entry) in &pending.film_put {
+            table.insert(key, entry.as_slice()).db()?;
+        }
+    }
+    let search = non_durable(files.search)?;
+    {
+        let mut table = search.open_table(TITLE_SEARCH).db()?;
+        for (prefix, bucket, key, id) in &pending.search_remove {
+            table.remove((prefix.as_str(), *bucket, *key, *id)).db()?;
+        }
+        for ((prefix, bucket, key, id), words) in &pending.search_put {
+            table.insert((prefix.as_str(), *bucket, *key, *id), words.as_str()).db()?;
+        }
+    }
+    Ok((film, search))
+}
+
+/// The year partitions that have movies, as `txn` leaves them.
+fn years_in(txn: &WriteTransaction) -> Result<Vec<u16>, StoreError> {
+    let table = txn.open_table(YEARS).db()?;
+    table.iter().db()?.map(|entry| Ok(entry.db()?.0.value())).collect()
+}
+
+/// Makes the apply stamped `nanos` durable everywhere, writes its audit record and drops its
+/// pending record (see the module docs).
+fn settle(files: &Files<'_>, nanos: u64, audit: Option<&AuditRecord>) -> Result<(), StoreError> {
+    sync(files.main)?;
+    sync(files.filmography)?;
+    sync(files.search)?;
+    if let Some(audit) = audit {
+        let txn = files.users.begin_write().db()?;
+        txn.open_table(AUDIT).db()?.insert(u64::MAX - nanos, encode(audit)?.as_slice()).db()?;
+        txn.commit().db()?;
+    }
+    let txn = non_durable(files.main)?;
+    txn.open_table(PENDING).db()?.remove(nanos).db()?;
+    txn.commit().db()
+}
+
+/// Applies `changes` (see the module docs).
+pub(crate) fn apply(files: &Files<'_>, changes: &CatalogChanges, edit: &Edit) -> Result<Applied, StoreError> {
+    changes.check()?;
+    let mut last = files.writer.lock().unwrap_or_else(PoisonError::into_inner);
+    let nanos = now_nanos().max(*last + 1);
+    let mut applied = Applied::default();
+    let mut pending = Pending::default();
+    let main = non_durable(files.main)?;
+    for record in &changes.movies {
+        let id = record.movie.id;
+        let old = self::record(&main, id)?;
+        let Some(diff) = MovieDiff::new(old.as_ref(), Some(record)) else {
+            applied.unchanged += 1;
+            continue;
+        };
+        write_movie(&main, Some(record), id, &diff, &mut pending)?;
+        applied.add_movie(id, &diff);
+    }
+    for &id in &changes.removed_movies {
+        let Some(old) = self::record(&main, id)? else {
+            applied.unknown_removals.push(id.to_string());
+            continue;
+        };
+        let diff = MovieDiff::new(Some(&old), None).unwrap_or_default();
+        write_movie(&main, None, id, &diff, &mut pending)?;
+        applied.add_movie(id, &diff);
+    }
+    write_people(&main, changes, &mut applied)?;
+    applied.finish();
+    if !applied.changed_anything() {
+        main.abort().db()?;
+        return Ok(applied);
+    }
+    let audit = applied.audit(edit, nanos / 1_000_000);
+    pending.audit = Some(audit.clone());
+    main.open_table(PENDING).db()?.insert(nanos, encode(&pending)?.as_slice()).db()?;
+    let years = years_in(&main)?;
+    let (film, search) = index_txns(files, &pending)?;
+    main.commit().db()?;
+    *files.years.write().unwrap_or_else(PoisonError::into_inner) = years;
+    film.commit().db()?;
+    search.commit().db()?;
+    *last = nanos;
+    settle(files, nanos, Some(&audit))?;
+    Ok(applied)
+}
+
+/// Finishes the applies a crash interrupted after `main` became durable (see the module
+/// docs); run at open, before the first reader.
+pub(crate) fn recover(files: &Files<'_>) -> Result<usize, StoreError> {
+    let txn = files.main.begin_write().db()?;
+    let pending: BTreeMap<u64, Vec<u8>> = {
+        let table = txn.open_table(PENDING).db()?;
+        table
+            .iter()
+            .db()?
+            .map(|entry| {
+                let (k, v) = entry.db()?;
+                Ok((k.value(), v.value().to_vec()))
+            })
+            .collect::<Result<_, StoreError>>()?
+    };
+    txn.commit().db()?;
+    for (nanos, bytes) in &pending {
+        let record: Pending = decode("pending catalog write", bytes)?;
+        let (film, search) = index_txns(files, &record)?;
+        film.commit().db()?;
+        search.commit().db()?;
+        settle(files, *nanos, record.audit.as_ref())?;
+        tracing::warn!(nanos, "finished a catalog change that a crash interrupted");
+    }
+    if !pending.is_empty() {
+        sync(files.main)?;
+    }
+    Ok(pending.len())
+}
+
+/// Movies with their credits as stored now.
+pub(crate) fn records(main: &Database, ids: &[MovieId]) -> Result<Vec<Option<MovieRecord>>, StoreError> {
+    let txn = main.begin_read().db()?;
+    let movies = txn.open_table(MOVIES).db()?;
+    let credits = txn.open_table(CREDITS_BY_MOVIE).db()?;
+    ids.iter()
+        .map(|id| {
+            let Some(movie) = movies.get(id.0).db()? else { return Ok(None) };
+            let movie: Movie = decode("movie", movie.value())?;
+            let credits: Vec<Credit> = match credits.get(id.0).db()? {
+                Some(v) => decode("credits", v.value())?,
+                None => Vec::new(),
+            };
+            Ok(Some(MovieRecord { movie, credits }))
+        })
+        .collect()
+}
+
+/// A page of the audit log, newest first.
+pub(crate) fn audit_page(users: &Database, page: UserPage) -> Result<Page<AuditRecord>, StoreError> {
+    plan::check_user_page(page)?;
+    let table = users.begin_read().db()?.open_table(AUDIT).db()?;
+    let start = page.after.map_or(0, |p| p.key.saturating_add(1));
+    let mut items = Vec::with_capacity(page.first);
+    let mut has_next = false;
+    for entry in table.range(start..).db()? {
+        let (key, value) = entry.db()?;
+        if items.len() == page.first {
+            has_next = true;
+            break;
+        }
+        items.push((Position { key: key.value(), id: 0 }, decode("audit record", value.value())?));
+    }
+    Ok(Page { items, has_next })
+}
