@@ -28,6 +28,7 @@ pub mod cache_policy;
 pub mod changes;
 pub mod client_addr;
 pub mod config;
+pub mod delta;
 pub mod dns;
 pub mod error;
 pub mod http;

@@ -14,7 +14,7 @@ use figment::providers::Serialized;
 use marquee_gateway::auth::{Authenticator, generate_pem};
 use marquee_gateway::config::{Config, StoreConfig};
 use marquee_gateway::startup::{Application, shutdown_signal};
-use marquee_gateway::{dns, progress, store, telemetry};
+use marquee_gateway::{delta, dns, progress, store, telemetry};
 use marquee_store::bulk::seed::SeedOptions;
 
 /// Marquee: a movie-metadata GraphQL API.
@@ -143,6 +143,15 @@ enum ImportSource {
         /// Directory holding the files.
         #[arg(long)]
         dir: PathBuf,
+        /// Apply a delta to the catalog being served instead of replacing it: the files hold
+        /// only the rows of the titles and people that changed, plus `removed.tsv` (removed
+        /// ids). See docs/operating.md, "The daily catalog update".
+        #[arg(long)]
+        incremental: bool,
+        /// With --incremental on an embedded store served by a running gateway: how long to
+        /// wait for that gateway to apply the delta, e.g. `10m`.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        wait: std::time::Duration,
     },
 }
 
@@ -168,8 +177,11 @@ async fn main() -> anyhow::Result<()> {
             let options = SeedOptions { movies: *movies, people: *people, seed: *seed };
             seed_catalog(&store_config(&cli).await?, options).await
         }
-        Some(Command::Import { source: ImportSource::Imdb { dir } }) => {
+        Some(Command::Import { source: ImportSource::Imdb { dir, incremental: false, .. } }) => {
             import_imdb(&store_config(&cli).await?, dir.clone()).await
+        }
+        Some(Command::Import { source: ImportSource::Imdb { dir, incremental: true, wait } }) => {
+            import_delta(&store_config(&cli).await?, dir, *wait).await
         }
         Some(Command::Export { out }) => export(&store_config(&cli).await?, out.clone()).await,
         Some(Command::Serve(_)) | None => serve(store_config(&cli).await?).await,
@@ -295,6 +307,38 @@ async fn import_imdb(config: &Config, dir: PathBuf) -> anyhow::Result<()> {
     let target = store::bulk(&config.store);
     let report = tokio::task::spawn_blocking(move || progress::import_imdb(target.as_ref(), &dir)).await??;
     print!("{report}");
+    Ok(())
+}
+
+/// `gateway import imdb --dir DIR --incremental`: applies the delta to the store itself, or
+/// hands it to the gateway that holds an embedded data directory (`marquee_gateway::delta`).
+async fn import_delta(
+    config: &Config,
+    dir: &std::path::Path,
+    wait: std::time::Duration,
+) -> anyhow::Result<()> {
+    let store = match store::open(&config.store).await {
+        Ok(store) => store,
+        Err(error) if delta::is_held_by_a_gateway(&error) => {
+            let StoreConfig::Embedded(embedded) = &config.store else { return Err(error.into()) };
+            println!("a running gateway serves {}; handing the delta to it", embedded.data_dir.display());
+            print!("{}", delta::hand_over(dir, &embedded.data_dir, wait).await?);
+            return Ok(());
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let editor = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "operator".into());
+    let edit = marquee_store::Edit { editor, action: "import imdb --incremental".into() };
+    let mut logged = std::time::Instant::now();
+    let report = delta::apply(dir, store.edits.as_ref(), edit, &mut |done, units| {
+        if done == units || logged.elapsed() >= std::time::Duration::from_secs(2) {
+            logged = std::time::Instant::now();
+            tracing::info!(done, units, "applying the delta");
+        }
+    })
+    .await;
+    store.lifecycle.close().await?;
+    print!("{}", report?);
     Ok(())
 }
 

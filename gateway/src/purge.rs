@@ -8,8 +8,9 @@
 //! store's change log; see `crate::changes`), it sends `PURGE` with an `xkey-purge` header
 //! naming the change's keys to every
 //! URL of `[cdn] purge_urls` (Varnish's xkey module; each region purges its own edges). It
-//! never delays the write: purges are sent in the background, retried a few times, and
-//! counted (`cdn_purges_total{result}`); a purge that never gets through leaves the edge's
+//! never delays the write: purges are sent in the background, retried a few times, sent
+//! again a second later (for a response that read the old data and reached the edge after the
+//! first), and counted (`cdn_purges_total{result}`); a purge that never gets through leaves the edge's
 //! copy to its `s-maxage`. CDNs that cannot purge by tag (CloudFront) get no purge: their bound
 //! is the response's `s-maxage` (docs/failover.md).
 
@@ -25,6 +26,34 @@ use crate::config::CdnConfig;
 
 /// How many times a purge is sent before it is given up.
 const ATTEMPTS: u32 = 4;
+
+/// When a purge is sent again.
+const REPEAT_AFTER: Duration = Duration::from_secs(1);
+
+/// Sends one `PURGE` of `keys` to `url`, retried; whether the edge took it.
+async fn purge(client: &reqwest::Client, url: &reqwest::Url, keys: &str) -> bool {
+    let mut wait = Duration::from_millis(100);
+    for attempt in 1..=ATTEMPTS {
+        let sent = client
+            .request(reqwest::Method::from_bytes(b"PURGE").expect("a method name"), url.clone())
+            .header("xkey-purge", keys)
+            .send()
+            .await;
+        match sent {
+            Ok(response) if response.status().is_success() => return true,
+            Ok(response) if attempt == ATTEMPTS => {
+                tracing::warn!(%url, status = %response.status(), "the CDN edge refused a purge");
+            }
+            Err(error) if attempt == ATTEMPTS => {
+                tracing::warn!(%url, %error, "a CDN edge purge did not get through");
+            }
+            _ => {}
+        }
+        tokio::time::sleep(wait).await;
+        wait *= 2;
+    }
+    false
+}
 
 /// Sends the purges.
 pub struct EdgePurger {
@@ -83,30 +112,15 @@ impl Subscriber for EdgePurger {
                 let (client, url, keys, purges) =
                     (self.client.clone(), url.clone(), keys.clone(), self.purges.clone());
                 runtime.spawn(async move {
-                    let mut wait = Duration::from_millis(100);
-                    for attempt in 1..=ATTEMPTS {
-                        let sent = client
-                            .request(reqwest::Method::from_bytes(b"PURGE").expect("a method name"), url.clone())
-                            .header("xkey-purge", &keys)
-                            .send()
-                            .await;
-                        match sent {
-                            Ok(response) if response.status().is_success() => {
-                                purges.with_label_values(&["ok"]).inc();
-                                return;
-                            }
-                            Ok(response) if attempt == ATTEMPTS => {
-                                tracing::warn!(%url, status = %response.status(), "the CDN edge refused a purge");
-                            }
-                            Err(error) if attempt == ATTEMPTS => {
-                                tracing::warn!(%url, %error, "a CDN edge purge did not get through");
-                            }
-                            _ => {}
+                    // Sent again after `REPEAT_AFTER`: a request that read the old data before
+                    // the change and reached the edge after the first purge is dropped too.
+                    for round in 0..2 {
+                        if round > 0 {
+                            tokio::time::sleep(REPEAT_AFTER).await;
                         }
-                        tokio::time::sleep(wait).await;
-                        wait *= 2;
+                        let label = if purge(&client, &url, &keys).await { "ok" } else { "failed" };
+                        purges.with_label_values(&[label]).inc();
                     }
-                    purges.with_label_values(&["failed"]).inc();
                 });
             }
         }

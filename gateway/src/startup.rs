@@ -17,7 +17,7 @@ use crate::auth::{AuthSetupError, Authenticator};
 use crate::cache_policy::CachePolicy;
 use crate::changes::Subscriber;
 use crate::client_addr::TrustedProxies;
-use crate::config::Config;
+use crate::config::{Config, StoreConfig};
 use crate::http::graphiql;
 use crate::persisted::{ManifestError, PersistedQueries};
 use crate::pipeline::GraphqlState;
@@ -271,6 +271,13 @@ impl Application {
         state.authenticator.spawn_refresh();
         state.graphql.persisted.spawn_reload();
         let store_probe = state.readiness.store_health.spawn_probe();
+        // An embedded data directory takes catalog deltas through its spool (`crate::delta`).
+        let spool = match &config.store {
+            StoreConfig::Embedded(embedded) => {
+                Some(crate::delta::follow_spool(&embedded.data_dir, state.graphql.store.edits.clone()))
+            }
+            StoreConfig::Scylla(_) => None,
+        };
         let router = crate::http::router(
             state.clone(),
             config.request_timeout(),
@@ -304,6 +311,9 @@ impl Application {
             }
         }
         store_probe.abort();
+        if let Some(spool) = spool {
+            spool.abort();
+        }
         if let Err(e) = state.readiness.store.close().await {
             tracing::error!(error = %e, "closing the store");
         }

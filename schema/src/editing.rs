@@ -9,8 +9,10 @@
 use std::sync::Arc;
 
 use async_graphql::{Context, ID, InputObject, MaybeUndefined, Object};
+use marquee_store::writes::Base;
 use marquee_store::{
-    CatalogChanges, Credit, Date, Department, Edit, Genre, MovieId, MovieRecord, Person, PersonId, StoreError,
+    CatalogChanges, Credit, Date, Department, Edit, Genre, MAX_CREDITS, MovieId, MovieRecord, Person,
+    PersonId, Store, StoreError,
 };
 
 use crate::context::{editor, store};
@@ -44,7 +46,7 @@ pub(crate) struct MovieInput {
 }
 
 /// One credit of a movie.
-#[derive(InputObject)]
+#[derive(InputObject, Clone)]
 pub(crate) struct CreditInput {
     /// Who (a person in the catalog).
     person_id: ID,
@@ -110,16 +112,16 @@ fn date(text: String) -> Result<Date, ApiError> {
 
 impl MovieInput {
     /// `record` with these changes.
-    fn apply_to(self, mut record: MovieRecord) -> Result<MovieRecord, ApiError> {
+    fn apply_to(&self, mut record: MovieRecord) -> Result<MovieRecord, ApiError> {
         let movie = &mut record.movie;
-        if let Some(title) = self.title {
-            movie.title = title;
+        if let Some(title) = &self.title {
+            movie.title.clone_from(title);
         }
-        patch(&mut movie.original_title, self.original_title, Ok)?;
+        patch(&mut movie.original_title, self.original_title.clone(), Ok)?;
         patch(&mut movie.year, self.year, small("year"))?;
-        patch(&mut movie.release_date, self.release_date, date)?;
+        patch(&mut movie.release_date, self.release_date.clone(), date)?;
         patch(&mut movie.runtime_minutes, self.runtime_minutes, small("runtimeMinutes"))?;
-        if let Some(genres) = self.genres {
+        if let Some(genres) = &self.genres {
             movie.genres = genres
                 .iter()
                 .map(|name| {
@@ -132,17 +134,17 @@ impl MovieInput {
                 })
                 .collect::<Result<_, _>>()?;
         }
-        patch(&mut movie.overview, self.overview, Ok)?;
-        patch(&mut movie.original_language, self.original_language, Ok)?;
-        patch(&mut movie.poster_path, self.poster_path, Ok)?;
-        if let Some(credits) = self.credits {
+        patch(&mut movie.overview, self.overview.clone(), Ok)?;
+        patch(&mut movie.original_language, self.original_language.clone(), Ok)?;
+        patch(&mut movie.poster_path, self.poster_path.clone(), Ok)?;
+        if let Some(credits) = &self.credits {
             let mut parsed: Vec<Credit> = credits
-                .into_iter()
+                .iter()
                 .map(|c| {
                     Ok(Credit {
                         person: c.person_id.parse::<PersonId>()?,
                         department: Department::from(c.department),
-                        role: c.role,
+                        role: c.role.clone(),
                     })
                 })
                 .collect::<Result<_, ApiError>>()?;
@@ -156,14 +158,35 @@ impl MovieInput {
 
 impl PersonInput {
     /// `person` with these changes.
-    fn apply_to(self, mut person: Person) -> Result<Person, ApiError> {
-        if let Some(name) = self.name {
-            person.name = name;
+    fn apply_to(&self, mut person: Person) -> Result<Person, ApiError> {
+        if let Some(name) = &self.name {
+            person.name.clone_from(name);
         }
         patch(&mut person.birth_year, self.birth_year, small("birthYear"))?;
         patch(&mut person.death_year, self.death_year, small("deathYear"))?;
         patch(&mut person.known_for_department, self.known_for_department, |d| Ok(Department::from(d)))?;
         Ok(person)
+    }
+}
+
+/// How many times an editor's change is derived again after another editor's went first.
+const ATTEMPTS: u32 = 3;
+
+/// Reads, patches and applies through `derive` (which returns the changes, based on what it
+/// read, and the result), deriving again when another writer changed the record in between.
+async fn patched<T, F, Fut>(store: &Store, edit: Edit, mut derive: F) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(CatalogChanges, T), ApiError>>,
+{
+    let mut attempt = 1;
+    loop {
+        let (changes, result) = derive().await?;
+        match store.edits.apply(changes, edit.clone()).await {
+            Ok(_) => return Ok(result),
+            Err(StoreError::Conflict(_)) if attempt < ATTEMPTS => attempt += 1,
+            Err(error) => return Err(error.into()),
+        }
     }
 }
 
@@ -190,10 +213,15 @@ impl EditorMutation {
             let editor = editor(ctx, "`updateMovie`")?;
             let id: MovieId = id.parse()?;
             let store = store(ctx);
-            let current =
-                store.edits.records(&[id]).await?.pop().flatten().ok_or_else(|| not_found("movie", id))?;
-            let record = input.apply_to(current)?;
-            let people: Vec<PersonId> = record.credits.iter().map(|c| c.person).collect();
+            if input.credits.as_ref().is_some_and(|c| c.len() > MAX_CREDITS) {
+                return Err(ApiError::BadUserInput(format!("a movie lists at most {MAX_CREDITS} credits")));
+            }
+            let people: Vec<PersonId> = match &input.credits {
+                Some(credits) => {
+                    credits.iter().map(|c| c.person_id.parse::<PersonId>()).collect::<Result<_, _>>()?
+                }
+                None => Vec::new(),
+            };
             if let Some(unknown) = store
                 .catalog
                 .people(&people)
@@ -206,8 +234,24 @@ impl EditorMutation {
                     "a credit names {unknown}, who is not in the catalog"
                 )));
             }
-            let changes = CatalogChanges { movies: vec![record.clone()], ..CatalogChanges::default() };
-            store.edits.apply(changes, Edit { editor, action: "updateMovie".into() }).await?;
+            let edit = Edit { editor, action: "updateMovie".into() };
+            let record = patched(store, edit, || async {
+                let current = store
+                    .edits
+                    .records(&[id])
+                    .await?
+                    .pop()
+                    .flatten()
+                    .ok_or_else(|| not_found("movie", id))?;
+                let record = input.apply_to(current.clone())?;
+                let changes = CatalogChanges {
+                    movies: vec![record.clone()],
+                    based_on: vec![Base::Movie(id, Some(current))],
+                    ..CatalogChanges::default()
+                };
+                Ok((changes, record))
+            })
+            .await?;
             Ok(MovieObject(Arc::new(record.movie)))
         })
         .await
@@ -225,16 +269,24 @@ impl EditorMutation {
             let editor = editor(ctx, "`updatePerson`")?;
             let id: PersonId = id.parse()?;
             let store = store(ctx);
-            let current = store
-                .edits
-                .person_records(&[id])
-                .await?
-                .pop()
-                .flatten()
-                .ok_or_else(|| not_found("person", id))?;
-            let person = input.apply_to(current)?;
-            let changes = CatalogChanges { people: vec![person.clone()], ..CatalogChanges::default() };
-            store.edits.apply(changes, Edit { editor, action: "updatePerson".into() }).await?;
+            let edit = Edit { editor, action: "updatePerson".into() };
+            let person = patched(store, edit, || async {
+                let current = store
+                    .edits
+                    .person_records(&[id])
+                    .await?
+                    .pop()
+                    .flatten()
+                    .ok_or_else(|| not_found("person", id))?;
+                let person = input.apply_to(current.clone())?;
+                let changes = CatalogChanges {
+                    people: vec![person.clone()],
+                    based_on: vec![Base::Person(id, Some(current))],
+                    ..CatalogChanges::default()
+                };
+                Ok((changes, person))
+            })
+            .await?;
             Ok(PersonObject(Arc::new(person)))
         })
         .await

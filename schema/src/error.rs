@@ -16,6 +16,8 @@ pub mod codes {
     pub const FORBIDDEN: &str = "FORBIDDEN";
     /// A mutation names something that does not exist (e.g. an unknown movie).
     pub const NOT_FOUND: &str = "NOT_FOUND";
+    /// An editor's change met another editor's, applied first; read the record and retry.
+    pub const CONFLICT: &str = "CONFLICT";
     /// A cursor was not produced by this API for this field.
     pub const INVALID_CURSOR: &str = "INVALID_CURSOR";
     /// The gateway is shutting down or its store is unreachable; retry elsewhere.
@@ -54,6 +56,7 @@ impl ApiError {
             ApiError::Unauthenticated(_) => codes::UNAUTHENTICATED,
             ApiError::Forbidden(_) => codes::FORBIDDEN,
             ApiError::Store(e) if matches!(**e, StoreError::NotFound { .. }) => codes::NOT_FOUND,
+            ApiError::Store(e) if matches!(**e, StoreError::Conflict(_)) => codes::CONFLICT,
             ApiError::Store(e) if e.is_client_error() => codes::BAD_USER_INPUT,
             ApiError::Store(e) if e.is_retryable() => codes::SERVICE_UNAVAILABLE,
             ApiError::Store(_) => codes::INTERNAL_SERVER_ERROR,

@@ -55,6 +55,7 @@ macro_rules! conformance_cases {
             new_movies_and_people_are_found_everywhere,
             invalid_changes_write_nothing,
             the_audit_log_says_who_changed_what,
+            a_change_derived_from_an_old_record_is_refused,
         );
     };
     ($open:path) => {
@@ -713,11 +714,18 @@ pub async fn invalid_changes_write_nothing(store: Store) {
     let mut dead_first = generator().person(3);
     dead_first.birth_year = Some(1990);
     dead_first.death_year = Some(1980);
+    let mut unborn = generator().person(4);
+    unborn.birth_year = Some(crate::model::current_year() + 1);
+    let mut dated_but_yearless = generator().movie(8);
+    dated_but_yearless.movie.year = None;
+    dated_but_yearless.movie.release_date = crate::Date::new(1999, 5, 1);
     let cases = [
         CatalogChanges { movies: vec![good.clone(), bad], ..CatalogChanges::default() },
         CatalogChanges { movies: vec![good.clone(), too_many_genres], ..CatalogChanges::default() },
         CatalogChanges { movies: vec![good.clone(), control], ..CatalogChanges::default() },
         CatalogChanges { movies: vec![good.clone()], people: vec![dead_first], ..CatalogChanges::default() },
+        CatalogChanges { movies: vec![good.clone()], people: vec![unborn], ..CatalogChanges::default() },
+        CatalogChanges { movies: vec![good.clone(), dated_but_yearless], ..CatalogChanges::default() },
         CatalogChanges {
             movies: vec![good.clone()],
             removed_movies: vec![good.movie.id],
@@ -773,4 +781,54 @@ pub async fn the_audit_log_says_who_changed_what(store: Store) {
     let records: Vec<_> = rest.items.iter().map(|(_, r)| (&r.edit, r.movies.clone())).collect();
     assert_eq!(records, [(&alice, vec![first.movie.id])], "newest first, the no-op left out");
     assert!(rest.items[0].1.at_ms <= newest.at_ms);
+}
+
+pub async fn a_change_derived_from_an_old_record_is_refused(store: Store) {
+    use crate::writes::Base;
+    let read = generator().movie(20);
+    let id = read.movie.id;
+    // Another editor's change lands between this editor's read and write.
+    let mut theirs = read.clone();
+    theirs.movie.title = "Their Title".into();
+    let first = CatalogChanges {
+        movies: vec![theirs.clone()],
+        based_on: vec![Base::Movie(id, Some(read.clone()))],
+        ..CatalogChanges::default()
+    };
+    store.edits.apply(first, edit("updateMovie")).await.expect("the first editor's change");
+    let mut mine = read.clone();
+    mine.credits.clear();
+    let stale = CatalogChanges {
+        movies: vec![mine.clone()],
+        based_on: vec![Base::Movie(id, Some(read))],
+        ..CatalogChanges::default()
+    };
+    let err =
+        store.edits.apply(stale, edit("updateMovie")).await.expect_err("derived from a record that changed");
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert_eq!(
+        store.edits.records(&[id]).await.expect("records")[0].as_ref(),
+        Some(&theirs),
+        "theirs stands"
+    );
+    // Derived again from what is stored, it applies.
+    let mut mine = theirs.clone();
+    mine.credits.clear();
+    let fresh = CatalogChanges {
+        movies: vec![mine.clone()],
+        based_on: vec![Base::Movie(id, Some(theirs))],
+        ..CatalogChanges::default()
+    };
+    store.edits.apply(fresh, edit("updateMovie")).await.expect("applies");
+    assert_eq!(store.edits.records(&[id]).await.expect("records")[0].as_ref(), Some(&mine));
+    let person = generator().person(30);
+    let mut renamed = person.clone();
+    renamed.name = "Someone Else".into();
+    let absent = CatalogChanges {
+        people: vec![renamed],
+        based_on: vec![Base::Person(person.id, None)],
+        ..CatalogChanges::default()
+    };
+    let err = store.edits.apply(absent, edit("updatePerson")).await.expect_err("the person exists");
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
 }

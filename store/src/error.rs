@@ -24,6 +24,10 @@ pub enum StoreError {
         /// Its id.
         id: String,
     },
+    /// A change was derived from a record another writer has changed since (see
+    /// [`crate::writes::Base`]): read it again and derive the change anew.
+    #[error("{0} was changed by another writer first; read it again and retry")]
+    Conflict(String),
     /// The store was closed (the gateway is shutting down).
     #[error("the store is closed; the gateway is shutting down")]
     Closed,
@@ -96,6 +100,7 @@ impl StoreError {
             StoreError::InvalidId { kind, value } => StoreError::InvalidId { kind, value: value.clone() },
             StoreError::InvalidInput(message) => StoreError::InvalidInput(message.clone()),
             StoreError::NotFound { kind, id } => StoreError::NotFound { kind, id: id.clone() },
+            StoreError::Conflict(id) => StoreError::Conflict(id.clone()),
             StoreError::Closed => StoreError::Closed,
             StoreError::NoCatalog(location) => StoreError::NoCatalog(location.clone()),
             StoreError::Corrupt { what, detail } => StoreError::Corrupt { what, detail: detail.clone() },

@@ -223,6 +223,12 @@ pub trait CatalogWrites: Send + Sync + 'static {
 
     /// A page of the audit log, most recent first.
     async fn audit_page(&self, page: UserPage) -> Result<Page<AuditRecord>, StoreError>;
+
+    /// What applies a crash interrupted changed, which this backend finished when it opened
+    /// (their callers never heard back, so no cache was told). Taken once.
+    fn recovered(&self) -> Vec<Applied> {
+        Vec::new()
+    }
 }
 
 /// Users' data: ratings, watchlists, and the rating totals derived from the ratings.

@@ -333,6 +333,33 @@ pub const MAX_CREDITS: usize = 2_000;
 /// Release years a movie may have (the first films to today's announced slate, with room).
 pub const MOVIE_YEARS: std::ops::RangeInclusive<u16> = 1800..=2200;
 
+/// The current calendar year (UTC), by the system clock.
+pub fn current_year() -> u16 {
+    let days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400);
+    // Days to a civil year (Howard Hinnant's algorithm, years only).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let year = yoe + era * 400 + u64::from(mp >= 10);
+    u16::try_from(year).unwrap_or(u16::MAX)
+}
+
+/// Refuses a person's birth or death year that cannot be: after this year, or year 0 (a
+/// birth year is otherwise valid back to antiquity: writers and composers of centuries ago
+/// are credited on new films).
+pub fn check_person_year(what: &str, year: u16) -> Result<(), String> {
+    let now = current_year();
+    if year == 0 || year > now {
+        return Err(format!("{what} {year} is not a year that has been (1 to {now})"));
+    }
+    Ok(())
+}
+
 /// Refuses empty, over-long or control-character text.
 fn check_text(what: &str, text: &str, max: usize) -> Result<(), String> {
     if text.trim().is_empty() {
@@ -365,10 +392,10 @@ impl MovieRecord {
         {
             return Err(format!("the year {year} is outside {}-{}", MOVIE_YEARS.start(), MOVIE_YEARS.end()));
         }
-        if let (Some(date), Some(year)) = (m.release_date, m.year)
-            && date.year != year
+        if let Some(date) = m.release_date
+            && m.year != Some(date.year)
         {
-            return Err(format!("the release date {date} is not in the year {year}"));
+            return Err(format!("the release date {date} is not in the year {:?}", m.year));
         }
         if m.runtime_minutes == Some(0) {
             return Err("the runtime is 0 minutes".into());
@@ -410,6 +437,12 @@ impl Person {
     /// What makes a person unfit for the catalog, if anything (see [`MovieRecord::check`]).
     pub fn check(&self) -> Result<(), String> {
         check_text("the name", &self.name, MAX_NAME_CHARS)?;
+        if let Some(birth) = self.birth_year {
+            check_person_year("the birth year", birth)?;
+        }
+        if let Some(death) = self.death_year {
+            check_person_year("the death year", death)?;
+        }
         if let (Some(birth), Some(death)) = (self.birth_year, self.death_year)
             && death < birth
         {
@@ -444,6 +477,15 @@ mod tests {
         assert!(Date::new(2023, 2, 29).is_none());
         assert!(Date::new(2023, 13, 1).is_none());
         assert_eq!(Date::new(1999, 12, 31).map(|d| d.to_string()).as_deref(), Some("1999-12-31"));
+    }
+
+    #[test]
+    fn the_current_year_is_the_calendar_year() {
+        let year = current_year();
+        assert!((2026..2200).contains(&year), "{year}");
+        assert!(check_person_year("born", 1564).is_ok(), "Shakespeare is creditable");
+        assert!(check_person_year("born", 0).is_err());
+        assert!(check_person_year("born", year + 1).is_err());
     }
 
     #[test]

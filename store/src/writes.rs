@@ -32,6 +32,19 @@ pub struct CatalogChanges {
     pub removed_movies: Vec<MovieId>,
     /// People to remove (credits naming them stay, and show no person).
     pub removed_people: Vec<PersonId>,
+    /// The records these changes were derived from (an editor's read before a patch): the
+    /// apply is refused with [`StoreError::Conflict`] if one is no longer what is stored, so
+    /// two editors never undo each other. Empty for changes that replace records whole.
+    pub based_on: Vec<Base>,
+}
+
+/// A record as a change found it (`None`: absent).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Base {
+    /// A movie with its credits.
+    Movie(MovieId, Option<MovieRecord>),
+    /// A person.
+    Person(PersonId, Option<Person>),
 }
 
 impl CatalogChanges {
@@ -104,7 +117,7 @@ pub struct AuditRecord {
 
 /// The list pages whose membership or order a change moved: what an edge purges by key and a
 /// response cache drops, besides the changed entities themselves.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lists {
     /// Title-search partitions (index prefixes) whose rows moved.
     pub search_prefixes: BTreeSet<String>,
@@ -122,7 +135,8 @@ impl Lists {
         self.search_prefixes.is_empty() && self.browse_genres.is_empty() && !self.genre_counts && !self.stats
     }
 
-    fn merge(&mut self, other: Lists) {
+    /// Adds `other`'s lists.
+    pub fn merge(&mut self, other: Lists) {
         self.search_prefixes.extend(other.search_prefixes);
         self.browse_genres.extend(other.browse_genres);
         self.genre_counts |= other.genre_counts;
@@ -131,7 +145,7 @@ impl Lists {
 }
 
 /// What an apply changed.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
     /// Movies added or replaced (the record differed).
     pub movies: Vec<MovieId>,
@@ -182,6 +196,17 @@ impl Applied {
         }
         self.filmographies.extend(diff.people.iter().copied());
         self.lists.merge(diff.lists.clone());
+    }
+
+    /// Adds what `other` changed (an earlier apply finished late, say).
+    pub fn merge(&mut self, other: Applied) {
+        self.movies.extend(other.movies);
+        self.people.extend(other.people);
+        self.removed_movies.extend(other.removed_movies);
+        self.removed_people.extend(other.removed_people);
+        self.filmographies.extend(other.filmographies);
+        self.lists.merge(other.lists);
+        self.finish();
     }
 
     /// Sorts and de-duplicates the id lists.

@@ -74,6 +74,17 @@ pub fn wrap(store: Store, config: &StackConfig, requests: IntCounterVec) -> Resu
         config.regional.clone(),
         store.users.clone(),
     )?;
+    // Changes a crash interrupted were finished when the backend opened, and no cache heard of
+    // them: the region's tier and edges may still hold what they replaced.
+    let recovered = store.edits.recovered();
+    if !recovered.is_empty() {
+        let changes = changes.clone();
+        tokio::spawn(async move {
+            for applied in recovered {
+                changes.changed(&Change::of_catalog(&applied)).await;
+            }
+        });
+    }
     let edits = CachedEdits { inner: store.edits, changes: changes.clone() };
     let users = CachedUsers { inner: store.users, totals, ttl, changes, _following: following };
     Ok(Store { catalog, users: Arc::new(users), edits: Arc::new(edits), lifecycle: store.lifecycle })
@@ -88,9 +99,16 @@ pub struct CachedEdits {
 #[async_trait]
 impl CatalogWrites for CachedEdits {
     async fn apply(&self, changes: CatalogChanges, edit: Edit) -> Result<Applied, StoreError> {
-        let applied = self.inner.apply(changes, edit).await?;
-        self.changes.changed(&Change::of_catalog(&applied)).await;
-        Ok(applied)
+        // A task of its own: a caller that goes away (a timeout, a closed connection) after the
+        // backend applied the change must not leave the caches untold.
+        let (inner, cached) = (self.inner.clone(), self.changes.clone());
+        tokio::spawn(async move {
+            let applied = inner.apply(changes, edit).await?;
+            cached.changed(&Change::of_catalog(&applied)).await;
+            Ok(applied)
+        })
+        .await
+        .map_err(StoreError::backend)?
     }
 
     async fn records(&self, ids: &[MovieId]) -> Result<Vec<Option<MovieRecord>>, StoreError> {

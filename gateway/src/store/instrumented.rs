@@ -84,6 +84,10 @@ impl CatalogWrites for Instrumented<dyn CatalogWrites> {
     async fn audit_page(&self, page: UserPage) -> Result<Page<AuditRecord>, StoreError> {
         self.call("audit_page", 1, self.inner.audit_page(page)).await
     }
+
+    fn recovered(&self) -> Vec<Applied> {
+        self.inner.recovered()
+    }
 }
 
 #[async_trait]

@@ -123,3 +123,109 @@ async fn a_failed_import_leaves_the_catalog_untouched() {
     );
     // (That a failed load leaves no files behind is the backend's own test.)
 }
+
+fn delta_fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/imdb-delta")
+}
+
+/// `gateway import imdb --incremental` while a gateway serves the data directory: the delta
+/// goes through the directory's spool, every cache drops what changed, and a second run
+/// changes nothing.
+#[tokio::test]
+async fn a_delta_applies_while_serving_and_a_rerun_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    import(&fixtures(), dir.path()).expect("full import");
+    let app = spawn_with(test_config(dir.path())).await;
+    let shawshank = r#"{ movie(id: "tt0111161") { runtimeMinutes genres rating { average count }
+        cast { character person { name } } crew { job person { name } } } }"#;
+    let get = || app.client.get(app.url("/graphql")).query(&[("query", shawshank)]).send();
+    let before: Value = get().await.expect("get").json().await.expect("json");
+    assert_eq!(before["data"]["movie"]["runtimeMinutes"], 142);
+
+    let report =
+        marquee_gateway::delta::hand_over(&delta_fixtures(), dir.path(), std::time::Duration::from_secs(60))
+            .await
+            .expect("the serving gateway applies the delta");
+    for line in [
+        "2 titles changed, 1 people changed, 2 titles removed, 1 people removed",
+        "1 people ignored",
+        "removal of ids the catalog does not have: tt0000404",
+        "line 5: primaryTitle is missing",
+        "line 4: tt5555555 has no row in the delta's title.basics",
+        "line 5: `xx1` is neither a title id nor a name id",
+    ] {
+        assert!(report.contains(line), "{line:?} in {report}");
+    }
+
+    // The cached GET is not served stale: the changed title, with its new credits.
+    let after: Value = get().await.expect("get").json().await.expect("json");
+    assert_eq!(
+        after["data"]["movie"],
+        json!({
+            "runtimeMinutes": 144, "genres": ["Drama", "Crime"], "rating": { "average": 9.2, "count": 3_100_000 },
+            "cast": [
+                { "character": "Andy Dufresne", "person": { "name": "Tim Robbins" } },
+                { "character": "Ellis Boyd \"Red\" Redding", "person": { "name": "Morgan Freeman" } }
+            ],
+            "crew": [{ "job": "Director", "person": { "name": "Quill Nova" } }]
+        })
+    );
+    let rest = app
+        .data(
+            r#"{ removed: movie(id: "tt0108052") { title } reclassified: movie(id: "tt0211915") { title }
+                 gone: person(id: "nm0000229") { name } new: person(id: "nm9999991") { name }
+                 search(query: "zyzzyva") { edges { node { id title year } } } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        rest,
+        json!({
+            "removed": null, "reclassified": null, "gone": null, "new": { "name": "Quill Nova" },
+            "search": { "edges": [{ "node": { "id": "tt9999991", "title": "Zyzzyva Nights", "year": 2024 } }] }
+        })
+    );
+
+    let again =
+        marquee_gateway::delta::hand_over(&delta_fixtures(), dir.path(), std::time::Duration::from_secs(60))
+            .await
+            .expect("a second run");
+    assert!(
+        again.contains("0 titles changed, 0 people changed, 0 titles removed, 0 people removed, 4 unchanged"),
+        "{again}"
+    );
+    let spool: Vec<String> = std::fs::read_dir(dir.path().join(marquee_gateway::delta::SPOOL_DIR))
+        .expect("spool")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(spool.len(), 2, "{spool:?}");
+    assert!(spool.iter().all(|name| name.ends_with(".done")), "{spool:?}");
+}
+
+/// With no gateway serving the directory, the command applies the delta itself.
+#[tokio::test]
+async fn a_delta_applies_to_a_directory_no_gateway_holds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    import(&fixtures(), dir.path()).expect("full import");
+    let backend = store::open(&store_config(dir.path())).await.expect("open");
+    let edit = marquee_store::Edit { editor: "ops".into(), action: "import imdb --incremental".into() };
+    let mut units = Vec::new();
+    let report =
+        marquee_gateway::delta::apply(&delta_fixtures(), backend.edits.as_ref(), edit, &mut |done, all| {
+            units.push((done, all));
+        })
+        .await
+        .expect("applied");
+    assert_eq!((report.movies, report.people, report.removed_movies, report.removed_people), (2, 1, 2, 1));
+    assert_eq!(units, [(0, 3), (1, 3), (2, 3), (3, 3)]);
+    let audit = backend
+        .edits
+        .audit_page(marquee_store::UserPage { first: 10, after: None })
+        .await
+        .expect("audit")
+        .items;
+    assert_eq!(audit.len(), 3, "one record per unit");
+    assert!(audit.iter().all(|(_, r)| r.edit.editor == "ops"));
+    backend.lifecycle.close().await.expect("close");
+}

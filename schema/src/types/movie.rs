@@ -197,6 +197,11 @@ impl MovieObject {
         crate::error::resolve(async move {
             let first = page_size(first)?;
             let loaders = loaders(ctx)?;
+            // Drawn from its primary genre's browse partitions: a change that moves a row
+            // there names them, and so reaches this list too.
+            if let Some(genre) = self.0.genres.first() {
+                loaders.shown.add(crate::shown::Key::Browse(genre.code()));
+            }
             let ids =
                 loaders.similar.load_one(SimilarQuery { movie: self.0.id, first }).await?.unwrap_or_default();
             let found = loaders.movies.load_many(ids.iter().copied()).await?;

@@ -6,26 +6,31 @@
 //!
 //! 1. writes every change in one transaction per file, and in `main` also a *pending* record
 //!    of the index rows it writes in the other two files and of its audit record;
-//! 2. commits the three without syncing (`Durability::None`), `main` first: readers see each
-//!    file's part whole, and for the microseconds between two commits a search or a
-//!    filmography may still list a movie as it was (every read call reads one file, so no
-//!    call sees a mix; the ScyllaDB backend's tables behave the same way);
-//! 3. makes them durable in order: `main` first (so a crash before it loses the whole apply,
-//!    which was not acknowledged), then the two index files; then writes the audit record to
-//!    `users.redb` and drops the pending record.
+//! 2. commits `main` durably: from here the apply is acknowledged, and no reader saw any of it
+//!    before (so no cache can hold a change a crash then loses);
+//! 3. commits the two index files without syncing (`Durability::None`): readers see each
+//!    file's part whole, and for the moment between two commits a search or a filmography may
+//!    still list a movie as it was (every read call reads one file, so no call sees a mix;
+//!    the ScyllaDB backend's tables behave the same way); then syncs them, writes the audit
+//!    record to `users.redb` and drops the pending record.
 //!
-//! A crash after `main` became durable leaves the pending record: [`recover`] (run at every
-//! open) writes its index rows and audit record again, so an acknowledged apply is never half
-//! there. Every step is idempotent (rows are deleted and written by key).
+//! A crash (or an I/O error) after `main` became durable leaves the pending record:
+//! [`finish_pending`] (run at every open, and before every apply) writes its index rows and
+//! audit record again, so an acknowledged apply is never half there, and hands back what it
+//! changed, for the caches. Every step is idempotent (rows are deleted and written by key).
+//!
+//! An apply refuses to write into a generation a newer load has replaced (the `catalog` link
+//! points elsewhere): its changes would be lost with the old generation.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use marquee_store::writes::{FilmKey, MovieDiff, SearchKey};
+use marquee_store::writes::{Base, FilmKey, MovieDiff, SearchKey};
 use marquee_store::{
     Applied, AuditRecord, CatalogChanges, Credit, Edit, Movie, MovieId, MovieRecord, Page, Person, Position,
     StoreError, UserPage, plan,
@@ -49,6 +54,8 @@ struct Pending {
     search_remove: Vec<SearchKey>,
     search_put: Vec<(SearchKey, String)>,
     audit: Option<AuditRecord>,
+    /// What the apply changed, for the caches of whoever finishes it.
+    applied: Applied,
 }
 
 /// The files an apply writes, and the lock that makes it the only one.
@@ -61,6 +68,9 @@ pub(crate) struct Files<'a> {
     pub(crate) writer: &'a Mutex<u64>,
     /// The year partitions that exist, kept for readers.
     pub(crate) years: &'a std::sync::RwLock<Vec<u16>>,
+    /// The `catalog` link, and the generation directory these files are in.
+    pub(crate) link: &'a Path,
+    pub(crate) generation: &'a Path,
 }
 
 fn now_nanos() -> u64 {
@@ -230,10 +240,9 @@ fn years_in(txn: &WriteTransaction) -> Result<Vec<u16>, StoreError> {
     table.iter().db()?.map(|entry| Ok(entry.db()?.0.value())).collect()
 }
 
-/// Makes the apply stamped `nanos` durable everywhere, writes its audit record and drops its
-/// pending record (see the module docs).
+/// Makes the index files durable, writes the audit record and drops the pending record of the
+/// apply stamped `nanos` (see the module docs).
 fn settle(files: &Files<'_>, nanos: u64, audit: Option<&AuditRecord>) -> Result<(), StoreError> {
-    sync(files.main)?;
     sync(files.filmography)?;
     sync(files.search)?;
     if let Some(audit) = audit {
@@ -246,14 +255,61 @@ fn settle(files: &Files<'_>, nanos: u64, audit: Option<&AuditRecord>) -> Result<
     txn.commit().db()
 }
 
+/// Whether `based_on` still describes what `txn` holds.
+fn check_bases(txn: &WriteTransaction, based_on: &[Base]) -> Result<(), StoreError> {
+    for base in based_on {
+        let (same, id) = match base {
+            Base::Movie(id, seen) => (record(txn, *id)? == *seen, id.to_string()),
+            Base::Person(id, seen) => {
+                let stored: Option<Person> = match txn.open_table(PEOPLE).db()?.get(id.0).db()? {
+                    Some(v) => Some(decode("person", v.value())?),
+                    None => None,
+                };
+                (stored == *seen, id.to_string())
+            }
+        };
+        if !same {
+            return Err(StoreError::Conflict(id));
+        }
+    }
+    Ok(())
+}
+
+/// The latest stamp an apply has used, from the pending records and the audit log, so a new
+/// one is later whatever the clock did across a restart.
+pub(crate) fn last_stamp(main: &Database, users: &Database) -> Result<u64, StoreError> {
+    let pending = match main.begin_read().db()?.open_table(PENDING) {
+        Ok(table) => table.last().db()?.map_or(0, |(k, _)| k.value()),
+        Err(redb::TableError::TableDoesNotExist(_)) => 0,
+        Err(e) => return Err(StoreError::backend(redb::Error::from(e))),
+    };
+    let audited = users
+        .begin_read()
+        .db()?
+        .open_table(AUDIT)
+        .db()?
+        .first()
+        .db()?
+        .map_or(0, |(k, _)| u64::MAX - k.value());
+    Ok(pending.max(audited))
+}
+
 /// Applies `changes` (see the module docs).
 pub(crate) fn apply(files: &Files<'_>, changes: &CatalogChanges, edit: &Edit) -> Result<Applied, StoreError> {
     changes.check()?;
     let mut last = files.writer.lock().unwrap_or_else(PoisonError::into_inner);
+    if std::fs::canonicalize(files.link).ok().as_deref() != Some(files.generation) {
+        return Err(StoreError::unavailable(crate::EmbeddedError::Superseded));
+    }
+    // An earlier apply that failed after `main` became durable: finish it first, and hand
+    // what it changed to this apply's caller.
+    let mut leftover = finish_pending(files)?;
     let nanos = now_nanos().max(*last + 1);
+    *last = nanos;
     let mut applied = Applied::default();
     let mut pending = Pending::default();
     let main = non_durable(files.main)?;
+    check_bases(&main, &changes.based_on)?;
     for record in &changes.movies {
         let id = record.movie.id;
         let old = self::record(&main, id)?;
@@ -277,50 +333,67 @@ pub(crate) fn apply(files: &Files<'_>, changes: &CatalogChanges, edit: &Edit) ->
     applied.finish();
     if !applied.changed_anything() {
         main.abort().db()?;
+        if let Some(earlier) = leftover.take() {
+            applied.merge(earlier);
+        }
         return Ok(applied);
     }
     let audit = applied.audit(edit, nanos / 1_000_000);
     pending.audit = Some(audit.clone());
+    pending.applied = applied.clone();
     main.open_table(PENDING).db()?.insert(nanos, encode(&pending)?.as_slice()).db()?;
     let years = years_in(&main)?;
     let (film, search) = index_txns(files, &pending)?;
+    // Durable before any reader sees it; acknowledged from here on.
+    let mut main = main;
+    main.set_durability(Durability::Immediate).db()?;
     main.commit().db()?;
     *files.years.write().unwrap_or_else(PoisonError::into_inner) = years;
-    film.commit().db()?;
-    search.commit().db()?;
-    *last = nanos;
-    settle(files, nanos, Some(&audit))?;
+    let rest = film
+        .commit()
+        .db()
+        .and_then(|()| search.commit().db())
+        .and_then(|()| settle(files, nanos, Some(&audit)));
+    if let Err(error) = rest {
+        // Durable in `main`: finished by the next apply or the next open.
+        tracing::error!(%error, "a catalog change is durable but its index rows are not written yet; the next change or restart finishes it");
+    }
+    if let Some(earlier) = leftover {
+        applied.merge(earlier);
+    }
     Ok(applied)
 }
 
-/// Finishes the applies a crash interrupted after `main` became durable (see the module
-/// docs); run at open, before the first reader.
-pub(crate) fn recover(files: &Files<'_>) -> Result<usize, StoreError> {
-    let txn = files.main.begin_write().db()?;
-    let pending: BTreeMap<u64, Vec<u8>> = {
-        let table = txn.open_table(PENDING).db()?;
-        table
+/// Finishes the applies a crash or an I/O error interrupted after `main` became durable (see
+/// the module docs): what they changed, merged; `None` when there were none.
+pub(crate) fn finish_pending(files: &Files<'_>) -> Result<Option<Applied>, StoreError> {
+    let pending: BTreeMap<u64, Vec<u8>> = match files.main.begin_read().db()?.open_table(PENDING) {
+        Ok(table) => table
             .iter()
             .db()?
             .map(|entry| {
                 let (k, v) = entry.db()?;
                 Ok((k.value(), v.value().to_vec()))
             })
-            .collect::<Result<_, StoreError>>()?
+            .collect::<Result<_, StoreError>>()?,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(StoreError::backend(redb::Error::from(e))),
     };
-    txn.commit().db()?;
+    if pending.is_empty() {
+        return Ok(None);
+    }
+    let mut changed = Applied::default();
     for (nanos, bytes) in &pending {
         let record: Pending = decode("pending catalog write", bytes)?;
         let (film, search) = index_txns(files, &record)?;
         film.commit().db()?;
         search.commit().db()?;
         settle(files, *nanos, record.audit.as_ref())?;
-        tracing::warn!(nanos, "finished a catalog change that a crash interrupted");
+        changed.merge(record.applied);
+        tracing::warn!(nanos, "finished a catalog change that a crash or an error interrupted");
     }
-    if !pending.is_empty() {
-        sync(files.main)?;
-    }
-    Ok(pending.len())
+    sync(files.main)?;
+    Ok(Some(changed))
 }
 
 /// Movies with their credits as stored now.

@@ -61,6 +61,11 @@ pub enum EmbeddedError {
     /// The data directory is already open in another process.
     #[error("the data directory {0} is in use by another process; stop it or choose another --data-dir")]
     Locked(String),
+    /// A catalog change was refused: a newer load replaced the generation this store serves.
+    #[error(
+        "a newer catalog generation was published in this data directory; restart this gateway to serve it (changes to the replaced one would be lost)"
+    )]
+    Superseded,
 }
 
 fn open_error(data_dir: &Path, e: redb::DatabaseError) -> StoreError {
@@ -133,6 +138,10 @@ struct Inner {
     years: RwLock<Vec<u16>>,
     /// Serialises live catalog writes; the last one's timestamp (nanoseconds).
     writer: Mutex<u64>,
+    /// The data directory's `catalog` link, and the generation directory it pointed at when
+    /// this store opened.
+    link: PathBuf,
+    generation: PathBuf,
     /// Ratings and watchlists (outside the catalog generations), and the catalog's audit log.
     users: Database,
 }
@@ -146,6 +155,8 @@ impl Inner {
             users: &self.users,
             writer: &self.writer,
             years: &self.years,
+            link: &self.link,
+            generation: &self.generation,
         }
     }
 
@@ -167,8 +178,8 @@ pub struct EmbeddedStore {
     catalog_id: String,
     /// Catalog reads on the calling worker rather than the blocking pool.
     inline_reads: bool,
-    /// Catalog changes a crash interrupted, finished at open.
-    recovered: usize,
+    /// What the catalog changes a crash interrupted changed, finished at open; taken once.
+    recovered: Mutex<Option<Applied>>,
 }
 
 impl EmbeddedStore {
@@ -200,23 +211,21 @@ impl EmbeddedStore {
             search: open(SEARCH_FILE, 4)?,
             years: RwLock::new(years),
             writer: Mutex::new(0),
+            link: link.clone(),
+            generation: dir.clone(),
             users,
         };
-        let recovered = edit::recover(&inner.files())?;
+        *inner.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            edit::last_stamp(&inner.main, &inner.users)?;
+        let recovered = edit::finish_pending(&inner.files())?;
         let catalog_id =
             dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
         Ok(EmbeddedStore {
             inner: RwLock::new(Some(Arc::new(inner))),
             catalog_id,
             inline_reads: options.inline_reads,
-            recovered,
+            recovered: Mutex::new(recovered),
         })
-    }
-
-    /// How many catalog changes a crash had interrupted after they became durable, which this
-    /// open finished (their index rows and audit records written).
-    pub fn recovered(&self) -> usize {
-        self.recovered
     }
 
     fn inner(&self) -> Result<Arc<Inner>, StoreError> {
@@ -388,6 +397,10 @@ impl CatalogWrites for EmbeddedStore {
 
     async fn audit_page(&self, page: UserPage) -> Result<Page<AuditRecord>, StoreError> {
         self.with("audit_page", move |inner| edit::audit_page(&inner.users, page)).await
+    }
+
+    fn recovered(&self) -> Vec<Applied> {
+        self.recovered.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take().into_iter().collect()
     }
 }
 

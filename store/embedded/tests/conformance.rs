@@ -80,3 +80,20 @@ fn ls(dir: &std::path::Path) -> Vec<String> {
     names.sort();
     names
 }
+
+#[tokio::test]
+async fn a_change_to_a_generation_a_newer_load_replaced_is_refused() {
+    let (dir, store) = embedded().await;
+    let sink = EmbeddedBulk::new(dir.path(), 16 << 20).sink("newer").expect("sink");
+    seed(
+        &marquee_store::bulk::seed::SeedOptions { movies: 10, people: Some(10), seed: 1 },
+        sink,
+        &mut |_| {},
+    )
+    .expect("a newer load");
+    let edit = marquee_store::Edit { editor: "eddie".into(), action: "removeMovie".into() };
+    let changes = marquee_store::CatalogChanges { removed_movies: vec![MovieId(1)], ..Default::default() };
+    let err = store.edits.apply(changes, edit).await.expect_err("its changes would be lost");
+    assert!(err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("newer catalog generation"), "{err}");
+}

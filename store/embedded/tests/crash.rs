@@ -127,6 +127,11 @@ async fn a_process_killed_mid_apply_leaves_whole_applies_only() {
             format!("round {state}"),
             "the last apply's audit record is there"
         );
+        // Whatever the open finished is handed over for the caches, once.
+        let recovered = store.recovered();
+        let movies: Vec<MovieId> = recovered.iter().flat_map(|a| a.movies.clone()).collect();
+        assert!(recovered.is_empty() || movies == ids, "{movies:?}");
+        assert!(store.recovered().is_empty(), "taken once");
         drop(store);
         next = state + 1;
     }

@@ -205,10 +205,16 @@ pub fn import(
         }
         rows.sort_by_key(|r| (r.credit.department != Department::Acting, r.ordering));
         let credits: Vec<Credit> = rows.into_iter().map(|r| r.credit).collect();
-        for credit in &credits {
+        let record = MovieRecord { movie, credits };
+        // The rules every way into the catalog applies (deltas and editors too).
+        if let Err(reason) = record.check() {
+            basics.bad(format!("{}: {reason}", record.movie.id));
+            continue;
+        }
+        for credit in &record.credits {
             *credit_counts.entry(credit.person.0).or_default() += 1;
         }
-        sink.put_movie(&MovieRecord { movie, credits })?;
+        sink.put_movie(&record)?;
         basics.report.imported += 1;
         if basics.report.imported % 10_000 == 0 {
             progress(Progress::Advance { done: basics.report.imported });
@@ -232,7 +238,7 @@ pub fn import(
     progress(Progress::Phase { name: "name.basics", total: credit_counts.len() as u64 });
     let mut names = TsvFile::open(&names_path, NAMES_HEADER)?;
     while let Some(line) = names.next_line()? {
-        match parse_name(line) {
+        match parse_name(line).and_then(|p| p.check().map(|()| p)) {
             Ok(mut person) => match credit_counts.remove(&person.id.0) {
                 Some(credits) => {
                     person.popularity = credits as f32;
@@ -255,6 +261,159 @@ pub fn import(
     progress(Progress::Phase { name: "indexes", total: 0 });
     report.stats = sink.finish()?;
     Ok(report)
+}
+
+/// The file of a delta listing removed ids (`tt…` titles, `nm…` people), one per line.
+pub const REMOVED_FILE: &str = "removed.tsv";
+const REMOVED_HEADER: &str = "id";
+
+/// A delta in IMDb's format, read whole (see [`read_delta`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Delta {
+    /// Titles replaced whole, in id order: fields from `title.basics`, credits from the
+    /// delta's `title.principals` rows of the title (none: no credits), rating from its
+    /// `title.ratings` row (none: unrated). Person popularity is left at 0 (see `people`).
+    pub movies: Vec<MovieRecord>,
+    /// Titles whose `title.basics` row is no longer a movie (reclassified): removed if the
+    /// catalog has them.
+    pub not_movies: Vec<MovieId>,
+    /// People replaced whole from `name.basics`; `popularity` is 0 here, for the applier to
+    /// keep the stored one or count the delta's credits of a new person.
+    pub people: Vec<Person>,
+    /// Ids listed in `removed.tsv`.
+    pub removed_movies: Vec<MovieId>,
+    /// People listed in `removed.tsv`.
+    pub removed_people: Vec<PersonId>,
+    /// Rows read, skipped and why, per file.
+    pub report: ImportReport,
+}
+
+/// Reads a delta: the IMDb files holding only the rows of what changed (every file optional
+/// except that there must be at least one), plus [`REMOVED_FILE`]. A title named in the
+/// delta's `title.basics` is replaced whole; a title with rows only in `title.principals` or
+/// `title.ratings` is refused (its row, counted bad), since the delta would not say what the
+/// rest of it is. Bad rows are skipped, counted and listed as in [`import`].
+pub fn read_delta(dir: &Path) -> Result<Delta, StoreError> {
+    let basics_path = find(dir, "title.basics").ok();
+    let names_path = find(dir, "name.basics").ok();
+    let principals_path = find(dir, "title.principals").ok();
+    let ratings_path = find(dir, "title.ratings").ok();
+    let removed_path = Some(dir.join(REMOVED_FILE)).filter(|p| p.is_file());
+    if [&basics_path, &names_path, &principals_path, &ratings_path, &removed_path].iter().all(|p| p.is_none())
+    {
+        return Err(StoreError::InvalidInput(format!(
+            "{} holds no delta: none of title.basics, title.principals, title.ratings, name.basics (.tsv or .tsv.gz) or {REMOVED_FILE}",
+            dir.display()
+        )));
+    }
+    let mut delta = Delta::default();
+    let mut titles: std::collections::BTreeMap<MovieId, Movie> = std::collections::BTreeMap::new();
+    if let Some(path) = &basics_path {
+        let mut file = TsvFile::open(path, BASICS_HEADER)?;
+        while let Some(line) = file.next_line()? {
+            match parse_basics_row(line) {
+                Ok((id, Some(movie))) => {
+                    match (MovieRecord { movie: movie.clone(), credits: Vec::new() }).check() {
+                        Ok(()) if titles.contains_key(&id) => file.bad(format!("{id} is listed twice")),
+                        Ok(()) => {
+                            titles.insert(id, movie);
+                            file.report.imported += 1;
+                        }
+                        Err(reason) => file.bad(format!("{id}: {reason}")),
+                    }
+                }
+                Ok((id, None)) => {
+                    delta.not_movies.push(id);
+                    file.report.imported += 1;
+                }
+                Err(reason) => file.bad(reason),
+            }
+        }
+        delta.report.files.push(file.report);
+    }
+    if let Some(path) = &ratings_path {
+        let mut file = TsvFile::open(path, RATINGS_HEADER)?;
+        while let Some(line) = file.next_line()? {
+            match parse_rating(line) {
+                Ok((id, (average, count))) => match titles.get_mut(&MovieId(id)) {
+                    Some(movie) => {
+                        movie.rating = RatingSummary { average, count };
+                        movie.popularity = (count as f32).sqrt();
+                        file.report.imported += 1;
+                    }
+                    None => file.bad(format!("{} has no row in the delta's title.basics", MovieId(id))),
+                },
+                Err(reason) => file.bad(reason),
+            }
+        }
+        delta.report.files.push(file.report);
+    }
+    let mut credits: std::collections::BTreeMap<MovieId, Vec<PrincipalRow>> =
+        std::collections::BTreeMap::new();
+    if let Some(path) = &principals_path {
+        let mut file = TsvFile::open(path, PRINCIPALS_HEADER)?;
+        while let Some(line) = file.next_line()? {
+            match parse_principal(line) {
+                Ok((id, row)) if titles.contains_key(&id) => {
+                    credits.entry(id).or_default().push(row);
+                    file.report.imported += 1;
+                }
+                Ok((id, _)) if delta.not_movies.contains(&id) => file.report.ignored += 1,
+                Ok((id, _)) => file.bad(format!("{id} has no row in the delta's title.basics")),
+                Err(reason) => file.bad(reason),
+            }
+        }
+        delta.report.files.push(file.report);
+    }
+    for (id, movie) in titles {
+        let mut rows = credits.remove(&id).unwrap_or_default();
+        rows.sort_by_key(|r| (r.credit.department != Department::Acting, r.ordering));
+        let record = MovieRecord { movie, credits: rows.into_iter().map(|r| r.credit).collect() };
+        match record.check() {
+            Ok(()) => delta.movies.push(record),
+            // Its fields passed with its basics row: what is wrong is in its credits.
+            Err(reason) => {
+                if let Some(file) =
+                    delta.report.files.iter_mut().find(|f| f.file.starts_with("title.principals"))
+                {
+                    file.bad(0, format!("{id}: {reason}"));
+                }
+            }
+        }
+    }
+    if let Some(path) = &names_path {
+        let mut file = TsvFile::open(path, NAMES_HEADER)?;
+        while let Some(line) = file.next_line()? {
+            match parse_name(line).and_then(|p| p.check().map(|()| p)) {
+                Ok(person) => {
+                    delta.people.push(person);
+                    file.report.imported += 1;
+                }
+                Err(reason) => file.bad(reason),
+            }
+        }
+        delta.report.files.push(file.report);
+    }
+    if let Some(path) = &removed_path {
+        let mut file = TsvFile::open(path, REMOVED_HEADER)?;
+        while let Some(line) = file.next_line()? {
+            let id = line.trim().to_owned();
+            if let Ok(movie) = id.parse::<MovieId>() {
+                delta.removed_movies.push(movie);
+                file.report.imported += 1;
+            } else if let Ok(person) = id.parse::<PersonId>() {
+                delta.removed_people.push(person);
+                file.report.imported += 1;
+            } else {
+                file.bad(format!(
+                    "`{}` is neither a title id nor a name id",
+                    id.chars().take(40).collect::<String>()
+                ));
+            }
+        }
+        delta.report.files.push(file.report);
+    }
+    Ok(delta)
 }
 
 fn find(dir: &Path, stem: &str) -> Result<PathBuf, StoreError> {
@@ -372,6 +531,15 @@ fn year(field: &str, name: &str) -> Result<Option<u16>, String> {
     }
 }
 
+/// A birth or death year: any year that has been (see [`crate::model::check_person_year`]).
+fn person_year(field: &str, name: &str) -> Result<Option<u16>, String> {
+    let year = number::<u16>(field, name)?;
+    if let Some(y) = year {
+        crate::model::check_person_year(name, y)?;
+    }
+    Ok(year)
+}
+
 fn parse_rating(line: &str) -> Result<(u64, (f32, u32)), String> {
     let [id, average, votes] = fields::<3>(line)?;
     let id: MovieId = id.parse().map_err(|_| format!("`{id}` is not a title id"))?;
@@ -384,37 +552,46 @@ fn parse_rating(line: &str) -> Result<(u64, (f32, u32)), String> {
 }
 
 fn parse_basics(line: &str) -> Result<Option<Movie>, String> {
+    parse_basics_row(line).map(|(_, movie)| movie)
+}
+
+/// A `title.basics` row: its id, and the movie (`None` for a title that is not a movie).
+fn parse_basics_row(line: &str) -> Result<(MovieId, Option<Movie>), String> {
     let [id, kind, title, original, _adult, start, _end, runtime, genres] = fields::<9>(line)?;
     let id: MovieId = id.parse().map_err(|_| format!("`{id}` is not a title id"))?;
     if !MOVIE_TYPES.contains(&kind) {
-        return Ok(None);
+        return Ok((id, None));
     }
     let title = null(title).ok_or("primaryTitle is missing")?.to_owned();
     let year = year(start, "startYear")?;
     let runtime_minutes = number::<u16>(runtime, "runtimeMinutes")?;
-    let genres = null(genres)
-        .map(|g| {
-            g.split(',')
-                .map(|name| Genre::from_name(name).ok_or_else(|| format!("unknown genre `{name}`")))
-                .collect()
-        })
-        .transpose()?
-        .unwrap_or_default();
+    let mut listed: Vec<Genre> = Vec::new();
+    for name in null(genres).map(|g| g.split(',')).into_iter().flatten() {
+        let genre = Genre::from_name(name).ok_or_else(|| format!("unknown genre `{name}`"))?;
+        // Genre names match without case: a genre listed twice is listed once.
+        if !listed.contains(&genre) {
+            listed.push(genre);
+        }
+    }
+    let genres = listed;
     let original_title = null(original).filter(|o| *o != title).map(str::to_owned);
-    Ok(Some(Movie {
+    Ok((
         id,
-        title,
-        original_title,
-        year,
-        release_date: None,
-        runtime_minutes,
-        genres,
-        overview: None,
-        original_language: None,
-        poster_path: None,
-        popularity: 0.0,
-        rating: RatingSummary::default(),
-    }))
+        Some(Movie {
+            id,
+            title,
+            original_title,
+            year,
+            release_date: None,
+            runtime_minutes,
+            genres,
+            overview: None,
+            original_language: None,
+            poster_path: None,
+            popularity: 0.0,
+            rating: RatingSummary::default(),
+        }),
+    ))
 }
 
 struct PrincipalRow {
@@ -482,8 +659,8 @@ fn parse_name(line: &str) -> Result<Person, String> {
     let [id, name, birth, death, professions, _known_for] = fields::<6>(line)?;
     let id: PersonId = id.parse().map_err(|_| format!("`{id}` is not a name id"))?;
     let name = null(name).ok_or("primaryName is missing")?.to_owned();
-    let birth_year = year(birth, "birthYear")?;
-    let death_year = year(death, "deathYear")?;
+    let birth_year = person_year(birth, "birthYear")?;
+    let death_year = person_year(death, "deathYear")?;
     if let (Some(b), Some(d)) = (birth_year, death_year)
         && d < b
     {
