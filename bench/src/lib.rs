@@ -6,11 +6,12 @@
 //! - `report`: JSON, Markdown and SVG output.
 //! - `drill_load`: the failover drill's load from every region's clients, and its report.
 //!
-//! The three scenarios (`run`, `ramp`, `compare`) are functions here so the smoke test drives
-//! the same code as the command line.
+//! The scenarios (`run`, `ramp`, `compare`, and `live::live_catalog`) are functions here so
+//! the smoke test drives the same code as the command line.
 
 pub mod dns;
 pub mod drill_load;
+pub mod live;
 pub mod load;
 pub mod report;
 pub mod targets;
@@ -68,17 +69,17 @@ pub struct Setup {
 }
 
 /// A gateway ready to take load, with tokens.
-struct Prepared {
+pub(crate) struct Prepared {
     _managed: Option<ManagedGateway>,
-    target: Target,
-    users: Vec<Arc<str>>,
+    pub(crate) target: Target,
+    pub(crate) users: Vec<Arc<str>>,
     /// A real response body, replayed by the static server.
     sample_body: axum::body::Bytes,
-    client: reqwest::Client,
+    pub(crate) client: reqwest::Client,
     _scratch: tempfile::TempDir,
 }
 
-async fn prepare(setup: &Setup) -> anyhow::Result<Prepared> {
+pub(crate) async fn prepare(setup: &Setup) -> anyhow::Result<Prepared> {
     let scratch = tempfile::tempdir()?;
     let client = load::client(setup.spec.timeout, setup.route.as_ref());
     let (managed, target) = match &setup.gateway {
@@ -111,7 +112,7 @@ async fn prepare(setup: &Setup) -> anyhow::Result<Prepared> {
     Ok(Prepared { _managed: managed, target, users, sample_body, client, _scratch: scratch })
 }
 
-fn settings(setup: &Setup, extra: serde_json::Value) -> serde_json::Value {
+pub(crate) fn settings(setup: &Setup, extra: serde_json::Value) -> serde_json::Value {
     let mut value = serde_json::to_value(setup).unwrap_or_default();
     if let (Some(map), Some(extra)) = (value.as_object_mut(), extra.as_object()) {
         map.extend(extra.clone());
@@ -120,7 +121,7 @@ fn settings(setup: &Setup, extra: serde_json::Value) -> serde_json::Value {
 }
 
 /// One slice of load against `target`, with gateway counters when it is one.
-async fn slice(
+pub(crate) async fn slice(
     client: &reqwest::Client,
     target: &Target,
     gateway: bool,
@@ -137,7 +138,7 @@ async fn slice(
 }
 
 /// Sends `setup.warmup` of the workload to `target` and forgets what it measured.
-async fn warm(setup: &Setup, prepared: &Prepared, target: &Target) -> anyhow::Result<()> {
+pub(crate) async fn warm(setup: &Setup, prepared: &Prepared, target: &Target) -> anyhow::Result<()> {
     if setup.warmup.is_zero() {
         return Ok(());
     }

@@ -51,6 +51,27 @@ enum Scenario {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// The catalog changed under load: the workload before, during and after a delta applied
+    /// live (or a new generation loaded beside the gateway), with the change's duration.
+    LiveCatalog {
+        #[command(flatten)]
+        common: Common,
+        /// What changes.
+        #[arg(long, value_enum, default_value_t = LiveChange::Delta)]
+        change: LiveChange,
+        /// Titles the delta changes (spread over every popularity rank).
+        #[arg(long, default_value_t = 10_000)]
+        delta_titles: u64,
+        /// The generator seed the catalog in --data-dir was seeded with.
+        #[arg(long, default_value_t = 1)]
+        catalog_seed: u64,
+        /// Length of the phases before and after the change.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        phase: Duration,
+        /// Most time the change may take.
+        #[arg(long, default_value = "20m", value_parser = humantime::parse_duration)]
+        change_timeout: Duration,
+    },
     /// Serve one file's bytes to every request (the static target of `compare`).
     #[command(hide = true)]
     ServeStatic {
@@ -58,6 +79,14 @@ enum Scenario {
         #[arg(long)]
         body: PathBuf,
     },
+}
+
+#[derive(Copy, Clone, ValueEnum)]
+enum LiveChange {
+    /// A delta of changed titles, applied live (`gateway import imdb --incremental`).
+    Delta,
+    /// A new generation loaded beside the gateway (`gateway seed`), switched to live.
+    Reload,
 }
 
 #[derive(Copy, Clone, ValueEnum)]
@@ -215,6 +244,25 @@ async fn main() -> anyhow::Result<()> {
             let title = common.title.clone().unwrap_or_else(|| "Marquee: bench ramp".into());
             let spec = RampSpec { step: *step, max_rate: *max_rate, slo_p99_ms: *slo_p99_ms };
             (marquee_bench::ramp(&common.setup()?, &spec, &title).await?, &common.out)
+        }
+        Scenario::LiveCatalog { common, change, delta_titles, catalog_seed, phase, change_timeout } => {
+            let title =
+                common.title.clone().unwrap_or_else(|| "Marquee: the catalog changed under load".into());
+            let live = marquee_bench::live::LiveSpec {
+                change: match change {
+                    LiveChange::Delta => marquee_bench::live::Change::Delta,
+                    LiveChange::Reload => marquee_bench::live::Change::Reload,
+                },
+                delta_titles: *delta_titles,
+                catalog_seed: *catalog_seed,
+                phase: *phase,
+                change_timeout: *change_timeout,
+                data_dir: common.data_dir.clone().ok_or_else(|| {
+                    anyhow::anyhow!("live-catalog changes the catalog in --data-dir: give it")
+                })?,
+                gateway_bin: common.gateway_bin.clone(),
+            };
+            (marquee_bench::live::live_catalog(&common.setup()?, &live, &title).await?, &common.out)
         }
         Scenario::ServeStatic { body } => {
             let body = std::fs::read(body)?;

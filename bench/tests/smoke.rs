@@ -234,3 +234,49 @@ async fn compare_measures_a_second_store_beside_the_first() {
         "no-cache requests skip the response cache"
     );
 }
+
+/// `live-catalog`: the workload before, during and after a delta handed to the serving gateway
+/// (and a new generation loaded beside it), reporting the change's duration and each phase,
+/// with no failed request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_catalog_reports_each_phase_of_a_change_under_load() {
+    use marquee_bench::live::{Change, LiveSpec, live_catalog};
+
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_owned();
+    let bin = root.join("target/debug/gateway");
+    assert!(bin.exists(), "{} is built by the workspace's tests", bin.display());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (url, tokens) = gateway(dir.path()).await;
+    let mut setup = setup(&url, tokens, Mix::realistic(), false);
+    setup.spec.rate = 100.0;
+    for change in [Change::Delta, Change::Reload] {
+        let live = LiveSpec {
+            change,
+            delta_titles: 100,
+            catalog_seed: 3,
+            phase: Duration::from_secs(1),
+            change_timeout: Duration::from_secs(60),
+            data_dir: dir.path().to_owned(),
+            gateway_bin: bin.clone(),
+        };
+        let report = live_catalog(&setup, &live, "smoke live-catalog").await.expect("live-catalog");
+        let names: Vec<&str> = report.targets.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["before", "during", "after"]);
+        for t in &report.targets {
+            assert_eq!(t.errors, Default::default(), "{}: {:?}", t.name, t.errors);
+            assert!(t.completed > 0, "{}", t.name);
+        }
+        let first = &report.findings[0];
+        match change {
+            Change::Delta => {
+                assert!(first.contains("a delta of 100 changed titles"), "{first}");
+                assert!(
+                    report.findings.iter().any(|f| f.contains("100 titles changed")),
+                    "{:?}",
+                    report.findings
+                );
+            }
+            Change::Reload => assert!(first.contains("a new generation of 500 movies"), "{first}"),
+        }
+    }
+}

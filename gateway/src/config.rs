@@ -375,6 +375,9 @@ pub struct EmbeddedConfig {
     /// Catalog reads on the request's worker thread (`false`: on the blocking pool, for a
     /// catalog larger than the machine's memory).
     pub inline_reads: bool,
+    /// How often a serving gateway looks for a newly published catalog generation (a load
+    /// run beside it), in milliseconds.
+    pub catalog_poll_ms: Millis,
 }
 
 impl Default for EmbeddedConfig {
@@ -384,6 +387,7 @@ impl Default for EmbeddedConfig {
             cache_mib: Mib(128),
             users_cache_mib: Mib(16),
             inline_reads: true,
+            catalog_poll_ms: Millis(1_000),
         }
     }
 }

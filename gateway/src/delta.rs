@@ -3,19 +3,25 @@
 //! every cache and edge drops what changed (`crate::changes`), with no reload and no restart.
 //!
 //! Reading (`marquee_store::bulk::imdb::read_delta`) checks every row as a full import does;
-//! applying merges what a delta leaves out (a known person keeps the popularity the catalog
-//! gave them; a new one counts the delta's credits) and applies in units of at most
-//! [`MAX_CHANGES`]: people first (so new credits name people who exist), then titles, then
-//! removals. An interrupted delta is re-run whole: what was applied compares equal and writes
-//! nothing, so it converges.
+//! applying merges what a delta leaves out and IMDb does not carry (a title keeps its
+//! synopsis, poster, language and, in the same year, release date; a known person keeps the
+//! popularity the catalog gave them; a new one counts the delta's credits), checks every unit
+//! first, and then applies in units of at most [`MAX_CHANGES`]: people first (so new credits
+//! name people who exist), then titles, then removals. An interrupted delta is re-run whole:
+//! what was applied compares equal and writes nothing, so it converges.
 //!
-//! Who applies it: whoever can write the store. A ScyllaDB keyspace is written by the command
-//! itself. An embedded data directory is held by its running gateway, so the command hands the
-//! delta over through the directory's spool (`deltas/` in the data directory): it copies the
-//! files into `<name>.partial`, renames that to `<name>.ready`, and waits; the gateway picks
-//! up every `*.ready` directory in name order ([`follow_spool`]), applies it, writes
-//! `report.txt` into it and renames it `<name>.done` (or `.failed`). A gateway that stops
-//! mid-delta applies it again when it starts.
+//! Who applies it: the embedded store's running gateway, which holds the data directory; the
+//! command hands the delta over through the directory's spool (`deltas/` in the data
+//! directory, made by the gateway, owner and group only): it reads the delta itself first
+//! (a delta that does not read is refused at once), copies the files into `<n>.partial`,
+//! renames that to `<n>.ready`, and waits. The gateway claims each `*.ready` directory in name
+//! order by renaming it `<n>.applying` ([`follow_spool`]), applies it, writes `report.txt` into
+//! it and renames it `<n>.done` (or `.failed`). A delta the gateway could not apply for a
+//! store failure goes back to `.ready` and is tried again, at most [`SPOOL_ATTEMPTS`] times;
+//! one it was applying when it stopped is applied again when it starts. A command that gives
+//! up waiting withdraws its delta (`<n>.withdrawn`) unless the gateway has claimed it. With no
+//! gateway running, the command applies the delta itself (no cache or edge is told then: edges
+//! keep what they hold until its `s-maxage`).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -25,7 +31,9 @@ use std::time::Duration;
 
 use marquee_store::bulk::imdb::{Delta, ImportReport, read_delta};
 use marquee_store::writes::MAX_CHANGES;
-use marquee_store::{Applied, CatalogChanges, CatalogWrites, Edit, PersonId, StoreError};
+use marquee_store::{
+    Applied, CatalogChanges, CatalogWrites, Edit, MovieId, MovieRecord, PersonId, StoreError,
+};
 
 /// The spool directory inside an embedded data directory.
 pub const SPOOL_DIR: &str = "deltas";
@@ -33,6 +41,10 @@ pub const SPOOL_DIR: &str = "deltas";
 const SPOOL_EVERY: Duration = Duration::from_secs(1);
 /// The report a gateway writes into each delta it applied.
 pub const REPORT_FILE: &str = "report.txt";
+/// Who handed the delta over (the command's `USER`), for the audit records.
+const SUBMITTER_FILE: &str = "submitted-by";
+/// How many times a delta that met a store failure is tried before it is marked failed.
+pub const SPOOL_ATTEMPTS: u32 = 5;
 
 /// What applying a delta did.
 #[derive(Clone, Debug, Default)]
@@ -53,6 +65,9 @@ pub struct DeltaReport {
     pub ignored_people: u64,
     /// Ids in `removed.tsv` the catalog did not have.
     pub unknown_removals: Vec<String>,
+    /// People the delta's credits name who are neither in the catalog nor in the delta's
+    /// `name.basics`: those credits show no person.
+    pub unknown_credited: Vec<String>,
     /// Units applied (each one transaction).
     pub applies: u64,
 }
@@ -71,10 +86,19 @@ impl fmt::Display for DeltaReport {
                 self.ignored_people
             )?;
         }
-        if !self.unknown_removals.is_empty() {
-            let shown: Vec<&str> = self.unknown_removals.iter().take(20).map(String::as_str).collect();
-            let more = self.unknown_removals.len().saturating_sub(shown.len());
-            write!(f, "  removal of ids the catalog does not have: {}", shown.join(" "))?;
+        for (what, ids) in [
+            ("removal of ids the catalog does not have", &self.unknown_removals),
+            (
+                "credited people in neither the catalog nor the delta's name.basics (their credits show no person)",
+                &self.unknown_credited,
+            ),
+        ] {
+            if ids.is_empty() {
+                continue;
+            }
+            let shown: Vec<&str> = ids.iter().take(20).map(String::as_str).collect();
+            let more = ids.len().saturating_sub(shown.len());
+            write!(f, "  {what}: {}", shown.join(" "))?;
             if more > 0 {
                 write!(f, " ... and {more} more")?;
             }
@@ -122,6 +146,20 @@ pub async fn apply(
     apply_read(delta, edits, edit, progress).await
 }
 
+/// `record` as the delta gives it, keeping what IMDb does not carry from `current`.
+fn merged(mut record: MovieRecord, current: Option<MovieRecord>) -> MovieRecord {
+    if let Some(current) = current {
+        let (new, old) = (&mut record.movie, current.movie);
+        new.overview = new.overview.take().or(old.overview);
+        new.poster_path = new.poster_path.take().or(old.poster_path);
+        new.original_language = new.original_language.take().or(old.original_language);
+        if new.release_date.is_none() {
+            new.release_date = old.release_date.filter(|d| Some(d.year) == new.year);
+        }
+    }
+    record
+}
+
 /// Applies a delta already read.
 async fn apply_read(
     delta: Delta,
@@ -137,7 +175,7 @@ async fn apply_read(
             n
         });
     // People: a known one keeps the catalog's popularity; a new one must be credited here.
-    let mut merged = Vec::with_capacity(people.len());
+    let mut merged_people = Vec::with_capacity(people.len());
     for chunk in people.chunks(MAX_CHANGES) {
         let ids: Vec<PersonId> = chunk.iter().map(|p| p.id).collect();
         for (mut person, current) in chunk.iter().cloned().zip(edits.person_records(&ids).await?) {
@@ -149,27 +187,30 @@ async fn apply_read(
                     continue;
                 }
             }
-            merged.push(person);
+            merged_people.push(person);
         }
     }
-    let units = merged.len().div_ceil(MAX_CHANGES)
-        + movies.len().div_ceil(MAX_CHANGES)
-        + (removed_movies.len() + not_movies.len() + removed_people.len()).div_ceil(MAX_CHANGES);
-    let units = units as u64;
-    progress(0, units);
-    let mut done = 0;
-    let mut run = async |changes: CatalogChanges, out: &mut DeltaReport| -> Result<Applied, StoreError> {
-        let applied = edits.apply(changes, edit.clone()).await?;
-        out.add(&applied);
-        done += 1;
-        progress(done, units);
-        Ok(applied)
-    };
-    for chunk in merged.chunks(MAX_CHANGES) {
-        run(CatalogChanges { people: chunk.to_vec(), ..CatalogChanges::default() }, &mut out).await?;
+    // Credited people who will exist nowhere: reported.
+    let added: std::collections::HashSet<PersonId> = merged_people.iter().map(|p| p.id).collect();
+    let mut named: Vec<PersonId> = credited.keys().copied().filter(|p| !added.contains(p)).collect();
+    named.sort_unstable();
+    for chunk in named.chunks(MAX_CHANGES) {
+        for (id, found) in chunk.iter().zip(edits.person_records(chunk).await?) {
+            if found.is_none() {
+                out.unknown_credited.push(id.to_string());
+            }
+        }
+    }
+    // Every unit, checked before the first is applied.
+    let mut units: Vec<CatalogChanges> = Vec::new();
+    for chunk in merged_people.chunks(MAX_CHANGES) {
+        units.push(CatalogChanges { people: chunk.to_vec(), ..CatalogChanges::default() });
     }
     for chunk in movies.chunks(MAX_CHANGES) {
-        run(CatalogChanges { movies: chunk.to_vec(), ..CatalogChanges::default() }, &mut out).await?;
+        let ids: Vec<MovieId> = chunk.iter().map(|r| r.movie.id).collect();
+        let current = edits.records(&ids).await?;
+        let records = chunk.iter().cloned().zip(current).map(|(r, c)| merged(r, c)).collect();
+        units.push(CatalogChanges { movies: records, ..CatalogChanges::default() });
     }
     // Removals: listed ids are reported when unknown; titles that stopped being movies are
     // removed only where the catalog has them (most never were).
@@ -190,13 +231,23 @@ async fn apply_read(
         let mut changes = CatalogChanges::default();
         for &(movie, id) in chunk {
             if movie {
-                changes.removed_movies.push(marquee_store::MovieId(id));
+                changes.removed_movies.push(MovieId(id));
             } else {
                 changes.removed_people.push(PersonId(id));
             }
         }
-        let applied = run(changes, &mut out).await?;
+        units.push(changes);
+    }
+    for unit in &units {
+        unit.check()?;
+    }
+    let total = units.len() as u64;
+    progress(0, total);
+    for (done, unit) in units.into_iter().enumerate() {
+        let applied = edits.apply(unit, edit.clone()).await?;
+        out.add(&applied);
         out.unknown_removals.extend(applied.unknown_removals.into_iter().filter(|id| listed.contains(id)));
+        progress(done as u64 + 1, total);
     }
     Ok(out)
 }
@@ -210,22 +261,43 @@ pub fn is_held_by_a_gateway(error: &StoreError) -> bool {
     )
 }
 
+fn io(what: String) -> impl FnOnce(std::io::Error) -> StoreError {
+    move |e| StoreError::io(what, e)
+}
+
 /// Hands the delta in `dir` to the gateway serving `data_dir` through its spool and waits for
 /// its report (see the module docs).
 pub async fn hand_over(dir: &Path, data_dir: &Path, wait: Duration) -> Result<String, StoreError> {
     let spool = data_dir.join(SPOOL_DIR);
-    let io = |what: String| move |e| StoreError::io(what, e);
-    std::fs::create_dir_all(&spool).map_err(io(format!("creating {}", spool.display())))?;
+    // A delta that does not read is refused here, before the gateway sees it.
+    let source = dir.to_owned();
+    tokio::task::spawn_blocking(move || read_delta(&source)).await.map_err(StoreError::backend)??;
+    if !spool.is_dir() {
+        return Err(StoreError::InvalidInput(format!(
+            "{} has no delta spool: is a gateway of this version serving {}?",
+            spool.display(),
+            data_dir.display()
+        )));
+    }
     let stamp =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    let name = format!("{stamp}");
+    let name = format!("{stamp:024}-{}", std::process::id());
     let partial = spool.join(format!("{name}.partial"));
     std::fs::create_dir(&partial).map_err(io(format!("creating {}", partial.display())))?;
-    for entry in std::fs::read_dir(dir).map_err(io(format!("reading {}", dir.display())))?.flatten() {
-        if entry.file_type().is_ok_and(|t| t.is_file()) {
-            std::fs::copy(entry.path(), partial.join(entry.file_name()))
-                .map_err(io(format!("copying {}", entry.path().display())))?;
+    let copied = (|| -> Result<(), StoreError> {
+        for entry in std::fs::read_dir(dir).map_err(io(format!("reading {}", dir.display())))?.flatten() {
+            // The files themselves, also through symbolic links.
+            if entry.path().is_file() {
+                std::fs::copy(entry.path(), partial.join(entry.file_name()))
+                    .map_err(io(format!("copying {}", entry.path().display())))?;
+            }
         }
+        let user = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "operator".into());
+        std::fs::write(partial.join(SUBMITTER_FILE), user).map_err(io("writing the submitter".into()))
+    })();
+    if let Err(error) = copied {
+        let _ = std::fs::remove_dir_all(&partial);
+        return Err(error);
     }
     let ready = spool.join(format!("{name}.ready"));
     std::fs::rename(&partial, &ready).map_err(io(format!("handing over {}", ready.display())))?;
@@ -238,51 +310,100 @@ pub async fn hand_over(dir: &Path, data_dir: &Path, wait: Duration) -> Result<St
                 return if ok {
                     Ok(report)
                 } else {
-                    Err(StoreError::InvalidInput(format!("the gateway refused the delta: {report}")))
+                    Err(StoreError::InvalidInput(format!("the gateway did not apply the delta: {report}")))
                 };
             }
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(StoreError::Unavailable(
+            let withdrawn = spool.join(format!("{name}.withdrawn"));
+            let message = if std::fs::rename(&ready, &withdrawn).is_ok() {
                 format!(
-                    "no gateway applied the delta within {}s; it stays in {} for the gateway to apply when it runs",
+                    "no gateway took the delta within {}s; it was withdrawn ({}), nothing applied",
                     wait.as_secs(),
-                    ready.display()
+                    withdrawn.display()
                 )
-                .into(),
-            ));
+            } else {
+                format!(
+                    "the gateway is still applying the delta after {}s; its report will be in {}",
+                    wait.as_secs(),
+                    spool.join(format!("{name}.done")).join(REPORT_FILE).display()
+                )
+            };
+            return Err(StoreError::Unavailable(message.into()));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-/// The deltas waiting in `spool`, in name order.
-fn ready(spool: &Path) -> Vec<PathBuf> {
-    let mut ready: Vec<PathBuf> = std::fs::read_dir(spool)
+/// The deltas waiting in `spool` with `suffix` (not through symbolic links), in name order.
+fn waiting(spool: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(spool)
         .into_iter()
         .flatten()
         .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .map(|e| e.path())
-        .filter(|p| p.is_dir() && p.extension().is_some_and(|e| e == "ready"))
+        .filter(|p| p.extension().is_some_and(|e| e == suffix))
         .collect();
-    ready.sort();
-    ready
+    found.sort();
+    found
+}
+
+/// Makes the spool, for the owner and the group only.
+fn make_spool(spool: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if !spool.is_dir() {
+        std::fs::create_dir_all(spool)?;
+        std::fs::set_permissions(spool, std::fs::Permissions::from_mode(0o770))?;
+    }
+    Ok(())
+}
+
+/// Ends a delta's stay in the spool: its report, and its final name.
+fn finish(dir: &Path, report: &str, suffix: &str) {
+    if let Err(error) = std::fs::write(dir.join(REPORT_FILE), report) {
+        tracing::error!(delta = %dir.display(), %error, "writing a catalog delta's report failed");
+    }
+    let target = dir.with_extension(suffix);
+    if let Err(error) = std::fs::rename(dir, &target) {
+        tracing::error!(delta = %dir.display(), %error, "marking a catalog delta {suffix} failed; it stays claimed and is not applied again");
+    }
 }
 
 /// Applies every delta handed to this gateway's spool in `data_dir`, for as long as the
 /// returned task runs (see the module docs).
 pub fn follow_spool(data_dir: &Path, edits: Arc<dyn CatalogWrites>) -> tokio::task::JoinHandle<()> {
     let spool = data_dir.join(SPOOL_DIR);
+    if let Err(error) = make_spool(&spool) {
+        tracing::warn!(spool = %spool.display(), %error, "the delta spool could not be made; deltas cannot be handed to this gateway");
+    }
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(SPOOL_EVERY);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut attempts: HashMap<PathBuf, u32> = HashMap::new();
+        // What this gateway was applying when it stopped is applied again, first.
+        let mut resumed = waiting(&spool, "applying");
         loop {
             ticks.tick().await;
-            for dir in ready(&spool) {
-                let edit = Edit { editor: "operator".into(), action: "import imdb --incremental".into() };
+            let mut claimed = std::mem::take(&mut resumed);
+            for ready in waiting(&spool, "ready") {
+                let applying = ready.with_extension("applying");
+                match std::fs::rename(&ready, &applying) {
+                    Ok(()) => claimed.push(applying),
+                    Err(error) => {
+                        tracing::warn!(delta = %ready.display(), %error, "claiming a catalog delta failed")
+                    }
+                }
+            }
+            for dir in claimed {
+                let submitter = std::fs::read_to_string(dir.join(SUBMITTER_FILE))
+                    .ok()
+                    .map(|u| u.trim().chars().filter(|c| !c.is_control()).take(64).collect::<String>())
+                    .filter(|u| !u.is_empty())
+                    .unwrap_or_else(|| "operator".into());
+                let edit = Edit { editor: submitter, action: "import imdb --incremental".into() };
                 let started = std::time::Instant::now();
-                let result = apply(&dir, edits.as_ref(), edit, &mut |_, _| {}).await;
-                let (text, suffix) = match &result {
+                match apply(&dir, edits.as_ref(), edit, &mut |_, _| {}).await {
                     Ok(report) => {
                         tracing::info!(
                             delta = %dir.display(),
@@ -292,20 +413,29 @@ pub fn follow_spool(data_dir: &Path, edits: Arc<dyn CatalogWrites>) -> tokio::ta
                             seconds = started.elapsed().as_secs_f64(),
                             "applied a catalog delta"
                         );
-                        (report.to_string(), "done")
+                        finish(&dir, &report.to_string(), "done");
                     }
-                    Err(error) if error.is_client_error() => {
-                        tracing::warn!(delta = %dir.display(), %error, "refused a catalog delta");
-                        (error.to_string(), "failed")
+                    Err(error) if error.is_retryable() && !matches!(error, StoreError::Closed) => {
+                        let tries = attempts.entry(dir.clone()).or_default();
+                        *tries += 1;
+                        if *tries >= SPOOL_ATTEMPTS {
+                            tracing::warn!(delta = %dir.display(), %error, "a catalog delta failed {SPOOL_ATTEMPTS} times; marked failed");
+                            finish(
+                                &dir,
+                                &format!("failed {SPOOL_ATTEMPTS} times; the last time: {error}"),
+                                "failed",
+                            );
+                        } else {
+                            tracing::warn!(delta = %dir.display(), %error, "applying a catalog delta failed; trying it again");
+                            let _ = std::fs::rename(&dir, dir.with_extension("ready"));
+                        }
                     }
+                    Err(StoreError::Closed) => return,
                     Err(error) => {
-                        // The store failed: the delta stays ready and is applied again later.
-                        tracing::warn!(delta = %dir.display(), %error, "applying a catalog delta failed; trying again");
-                        break;
+                        tracing::warn!(delta = %dir.display(), %error, "refused a catalog delta");
+                        finish(&dir, &error.to_string(), "failed");
                     }
-                };
-                let _ = std::fs::write(dir.join(REPORT_FILE), text);
-                let _ = std::fs::rename(&dir, dir.with_extension(suffix));
+                }
             }
         }
     })

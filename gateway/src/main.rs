@@ -317,6 +317,11 @@ async fn import_delta(
     dir: &std::path::Path,
     wait: std::time::Duration,
 ) -> anyhow::Result<()> {
+    if !matches!(config.store, StoreConfig::Embedded(_)) {
+        anyhow::bail!(
+            "live catalog changes are not available on the ScyllaDB backend yet; load a new catalog generation instead"
+        );
+    }
     let store = match store::open(&config.store).await {
         Ok(store) => store,
         Err(error) if delta::is_held_by_a_gateway(&error) => {

@@ -27,7 +27,10 @@ pub async fn open(config: &StoreConfig) -> Result<Store, StoreError> {
             let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(&data_dir, &options))
                 .await
                 .map_err(StoreError::backend)??;
-            Ok(Store::new(Arc::new(store)))
+            let store = Arc::new(store);
+            // A load run beside the gateway publishes a new generation: serve it, no restart.
+            EmbeddedStore::follow_generations(&store, embedded.catalog_poll_ms.get());
+            Ok(Store::new(store))
         }
         StoreConfig::Scylla(options) => Ok(Store::new(Arc::new(ScyllaStore::open(options).await?))),
     }

@@ -103,7 +103,13 @@ impl CatalogWrites for CachedEdits {
         // backend applied the change must not leave the caches untold.
         let (inner, cached) = (self.inner.clone(), self.changes.clone());
         tokio::spawn(async move {
-            let applied = inner.apply(changes, edit).await?;
+            let result = inner.apply(changes, edit).await;
+            // What an earlier, interrupted apply changed, finished by this one: told too,
+            // whether this one succeeded or not.
+            for earlier in inner.recovered() {
+                cached.changed(&Change::of_catalog(&earlier)).await;
+            }
+            let applied = result?;
             cached.changed(&Change::of_catalog(&applied)).await;
             Ok(applied)
         })

@@ -323,6 +323,7 @@ mod tests {
             cache_mib: crate::config::Mib(8),
             users_cache_mib: crate::config::Mib(8),
             inline_reads: true,
+            ..EmbeddedConfig::default()
         });
         let bulk_config = config.clone();
         tokio::task::spawn_blocking(move || {

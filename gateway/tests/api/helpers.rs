@@ -70,6 +70,7 @@ pub(crate) fn embedded_config(data_dir: &Path) -> StoreConfig {
         cache_mib: marquee_gateway::config::Mib(16),
         users_cache_mib: marquee_gateway::config::Mib(8),
         inline_reads: true,
+        ..EmbeddedConfig::default()
     })
 }
 

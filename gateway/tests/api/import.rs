@@ -229,3 +229,33 @@ async fn a_delta_applies_to_a_directory_no_gateway_holds() {
     assert!(audit.iter().all(|(_, r)| r.edit.editor == "ops"));
     backend.lifecycle.close().await.expect("close");
 }
+
+/// Handing a delta over: one that does not read is refused at once, and one no gateway takes
+/// within the wait is withdrawn, applied nowhere.
+#[tokio::test]
+async fn a_delta_nobody_takes_is_withdrawn_and_one_that_does_not_read_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let empty = tempfile::tempdir().expect("empty");
+    let refused =
+        marquee_gateway::delta::hand_over(empty.path(), dir.path(), std::time::Duration::from_secs(1))
+            .await
+            .expect_err("no delta files");
+    assert!(refused.to_string().contains("holds no delta"), "{refused}");
+    let spool = dir.path().join(marquee_gateway::delta::SPOOL_DIR);
+    std::fs::create_dir(&spool).expect("a spool no gateway follows");
+    let waited = marquee_gateway::delta::hand_over(
+        &delta_fixtures(),
+        dir.path(),
+        std::time::Duration::from_millis(300),
+    )
+    .await
+    .expect_err("nobody applies it");
+    assert!(waited.to_string().contains("withdrawn"), "{waited}");
+    let names: Vec<String> = std::fs::read_dir(&spool)
+        .expect("spool")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(names[0].ends_with(".withdrawn"), "{names:?}");
+}

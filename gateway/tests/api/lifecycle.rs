@@ -81,25 +81,51 @@ async fn draining_turns_readiness_off_then_finishes_in_flight_requests() {
     marquee_gateway::store::open(&store_config(dir.path())).await.expect("store released");
 }
 
-#[tokio::test]
+/// Embedded: a seed run beside a serving gateway publishes a new generation, which the gateway
+/// serves within `store.catalog_poll_ms`, without a restart: the movie and its cast through
+/// the response cache and the entity cache are the new generation's, users' data is kept,
+/// editors' changes go to the new generation, and the replaced one is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reseeding_switches_generations_while_a_gateway_serves() {
     let dir = seeded_dir();
-    let app = spawn_with(test_config(dir.path())).await;
-    let before = app.data(QUERY, json!({})).await;
+    let mut config = test_config(dir.path());
+    if let StoreConfig::Embedded(embedded) = &mut config.store {
+        embedded.catalog_poll_ms = marquee_gateway::config::Millis(100);
+    }
+    let app = spawn_with(config).await;
+    let get = async || -> serde_json::Value {
+        let response =
+            app.client.get(app.url("/graphql")).query(&[("query", QUERY)]).send().await.expect("GET");
+        assert_eq!(response.status(), 200);
+        response.json::<serde_json::Value>().await.expect("json")["data"].clone()
+    };
+    let before = get().await;
+    assert_eq!(get().await, before, "cached");
     let other = SeedOptions { seed: CATALOG.seed + 1, ..CATALOG };
     seed_into(dir.path(), &other); // beside a running gateway
-    // The running gateway keeps serving the generation it opened, whole.
-    assert_eq!(app.data(QUERY, json!({})).await, before);
-    app.stop().await.expect("clean stop");
-
-    let app = spawn_with(test_config(dir.path())).await;
-    let after = app.data(QUERY, json!({})).await;
-    assert_eq!(after["movie"]["title"], Generator::new(&other).movie(6).movie.title);
+    let expected = Generator::new(&other).movie(6);
+    let published = std::time::Instant::now();
+    let now = loop {
+        let now = get().await;
+        if now["movie"]["title"] == expected.movie.title.as_str() {
+            break now;
+        }
+        assert_eq!(now, before, "the old generation, whole, until the switch");
+        assert!(published.elapsed() < Duration::from_secs(10), "still serving the old catalog: {now}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let generations = std::fs::read_dir(dir.path())
         .expect("ls")
         .filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().starts_with("catalog-")))
         .count();
     assert_eq!(generations, 1, "the replaced generation was removed");
+    app.stop().await.expect("clean stop");
+    let restarted = spawn_with(test_config(dir.path())).await;
+    assert_eq!(
+        restarted.data(QUERY, json!({})).await,
+        now,
+        "the switched gateway answered as a fresh one does"
+    );
 }
 
 /// ScyllaDB: a catalog load published while a gateway serves is picked up without a restart

@@ -193,7 +193,7 @@ impl CatalogBuilder {
         std::fs::rename(&next, &link).map_err(|e| io("switching to the new catalog", e))?;
         sync_dir(&self.data_dir)?;
         // Older generations are no longer reachable; a gateway still reading one keeps its open
-        // files until it restarts.
+        // files until it has switched to this one and its reads in flight have finished.
         if let Ok(entries) = std::fs::read_dir(&self.data_dir) {
             for entry in entries.flatten() {
                 let file_name = entry.file_name();

@@ -294,16 +294,35 @@ pub(crate) fn last_stamp(main: &Database, users: &Database) -> Result<u64, Store
     Ok(pending.max(audited))
 }
 
-/// Applies `changes` (see the module docs).
-pub(crate) fn apply(files: &Files<'_>, changes: &CatalogChanges, edit: &Edit) -> Result<Applied, StoreError> {
-    changes.check()?;
+/// Applies `changes` (see the module docs). Also returns what an earlier apply, which failed
+/// after `main` became durable, changed: it is finished first, whatever becomes of this one,
+/// and its changes are for the caches too.
+pub(crate) fn apply(
+    files: &Files<'_>,
+    changes: &CatalogChanges,
+    edit: &Edit,
+) -> (Option<Applied>, Result<Applied, StoreError>) {
+    if let Err(error) = changes.check() {
+        return (None, Err(error));
+    }
     let mut last = files.writer.lock().unwrap_or_else(PoisonError::into_inner);
     if std::fs::canonicalize(files.link).ok().as_deref() != Some(files.generation) {
-        return Err(StoreError::unavailable(crate::EmbeddedError::Superseded));
+        return (None, Err(StoreError::unavailable(crate::EmbeddedError::Superseded)));
     }
-    // An earlier apply that failed after `main` became durable: finish it first, and hand
-    // what it changed to this apply's caller.
-    let mut leftover = finish_pending(files)?;
+    let leftover = match finish_pending(files) {
+        Ok(leftover) => leftover,
+        Err(error) => return (None, Err(error)),
+    };
+    (leftover, apply_locked(files, changes, edit, &mut last))
+}
+
+/// [`apply`], with the writer's lock held (its last stamp in `last`).
+fn apply_locked(
+    files: &Files<'_>,
+    changes: &CatalogChanges,
+    edit: &Edit,
+    last: &mut u64,
+) -> Result<Applied, StoreError> {
     let nanos = now_nanos().max(*last + 1);
     *last = nanos;
     let mut applied = Applied::default();
@@ -333,9 +352,6 @@ pub(crate) fn apply(files: &Files<'_>, changes: &CatalogChanges, edit: &Edit) ->
     applied.finish();
     if !applied.changed_anything() {
         main.abort().db()?;
-        if let Some(earlier) = leftover.take() {
-            applied.merge(earlier);
-        }
         return Ok(applied);
     }
     let audit = applied.audit(edit, nanos / 1_000_000);
@@ -357,9 +373,6 @@ pub(crate) fn apply(files: &Files<'_>, changes: &CatalogChanges, edit: &Edit) ->
     if let Err(error) = rest {
         // Durable in `main`: finished by the next apply or the next open.
         tracing::error!(%error, "a catalog change is durable but its index rows are not written yet; the next change or restart finishes it");
-    }
-    if let Some(earlier) = leftover {
-        applied.merge(earlier);
     }
     Ok(applied)
 }

@@ -7,7 +7,10 @@
 //! (`main.redb`; `filmography.redb` and `search.redb`, separate so they can be built in
 //! parallel) reached through the `catalog` symlink in the data directory. Generations are
 //! produced whole by [`CatalogBuilder`] and switched to atomically, so a failed seed or
-//! import never leaves a half-written catalog behind.
+//! import never leaves a half-written catalog behind. A serving store switches to a newly
+//! published generation by itself ([`EmbeddedStore::follow_generations`]): calls in flight
+//! finish on the old one, later calls read the new one, and `Lifecycle::catalog_changes`
+//! tells the caches.
 //!
 //! Between loads, editors' corrections and daily deltas change the current generation in place
 //! (`edit`): one write per file, made visible to readers all at once and durable in an order
@@ -142,11 +145,51 @@ struct Inner {
     /// this store opened.
     link: PathBuf,
     generation: PathBuf,
-    /// Ratings and watchlists (outside the catalog generations), and the catalog's audit log.
-    users: Database,
+    /// Ratings and watchlists (outside the catalog generations), and the catalog's audit log:
+    /// one handle for every generation this store opens.
+    users: Arc<Database>,
+    /// The generation directory's name (unique per load).
+    catalog_id: String,
 }
 
 impl Inner {
+    /// Opens the generation `link` points at now, beside the open `users` file; what the
+    /// catalog changes a crash interrupted there changed (finished now).
+    fn open(
+        data_dir: &Path,
+        options: &EmbeddedOptions,
+        users: Arc<Database>,
+    ) -> Result<(Inner, Option<Applied>), StoreError> {
+        let link = catalog_path(data_dir);
+        let dir = std::fs::canonicalize(&link)
+            .map_err(|e| StoreError::io(format!("resolving {}", link.display()), e))?;
+        let open = |file: &str, share: usize| {
+            redb::Builder::new()
+                .set_cache_size(options.cache_bytes / share)
+                .open(dir.join(file))
+                .map_err(|e| open_error(data_dir, e))
+        };
+        let main = open(MAIN_FILE, 2)?;
+        let years = read::check_format_and_years(&main)?;
+        let catalog_id =
+            dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let inner = Inner {
+            main,
+            filmography: open(FILMOGRAPHY_FILE, 4)?,
+            search: open(SEARCH_FILE, 4)?,
+            years: RwLock::new(years),
+            writer: Mutex::new(0),
+            link,
+            generation: dir,
+            users,
+            catalog_id,
+        };
+        *inner.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            edit::last_stamp(&inner.main, &inner.users)?;
+        let recovered = edit::finish_pending(&inner.files())?;
+        Ok((inner, recovered))
+    }
+
     fn files(&self) -> edit::Files<'_> {
         edit::Files {
             main: &self.main,
@@ -171,14 +214,20 @@ impl Inner {
 
 /// The embedded [`Store`].
 pub struct EmbeddedStore {
-    /// `None` once closed; readers clone the `Arc` so a close waits for none of them and the
-    /// file is released when the last in-flight read finishes.
+    /// `None` once closed; readers clone the `Arc` so a close (or a switch to a newly
+    /// published generation) waits for none of them, and the files are released when the last
+    /// in-flight read of them finishes.
     inner: RwLock<Option<Arc<Inner>>>,
-    /// The generation directory's name (unique per load).
-    catalog_id: String,
+    /// The data directory and the options this store opens generations with.
+    data_dir: PathBuf,
+    options: EmbeddedOptions,
+    /// The generation served, by directory name; changes when a newly published one is
+    /// switched to ([`EmbeddedStore::switch_if_published`]).
+    catalog_id: tokio::sync::watch::Sender<String>,
     /// Catalog reads on the calling worker rather than the blocking pool.
     inline_reads: bool,
-    /// What the catalog changes a crash interrupted changed, finished at open; taken once.
+    /// What the catalog changes a crash or an error interrupted changed, finished since
+    /// (at open, or before a later apply); taken once.
     recovered: Mutex<Option<Applied>>,
 }
 
@@ -188,43 +237,79 @@ impl EmbeddedStore {
         if !has_catalog(data_dir) {
             return Err(StoreError::NoCatalog(data_dir.display().to_string()));
         }
-        // Resolve the link once: a later switch to a new generation does not move this store.
-        let link = catalog_path(data_dir);
-        let dir = std::fs::canonicalize(&link)
-            .map_err(|e| StoreError::io(format!("resolving {}", link.display()), e))?;
-        let open = |file: &str, share: usize| {
-            redb::Builder::new()
-                .set_cache_size(options.cache_bytes / share)
-                .open(dir.join(file))
-                .map_err(|e| open_error(data_dir, e))
-        };
-        let main = open(MAIN_FILE, 2)?;
-        let years = read::check_format_and_years(&main)?;
         let users = redb::Builder::new()
             .set_cache_size(options.users_cache_bytes)
             .create(data_dir.join(users::USERS_FILE))
             .map_err(|e| open_error(data_dir, e))?;
         users::init(&users)?;
-        let inner = Inner {
-            main,
-            filmography: open(FILMOGRAPHY_FILE, 4)?,
-            search: open(SEARCH_FILE, 4)?,
-            years: RwLock::new(years),
-            writer: Mutex::new(0),
-            link: link.clone(),
-            generation: dir.clone(),
-            users,
-        };
-        *inner.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-            edit::last_stamp(&inner.main, &inner.users)?;
-        let recovered = edit::finish_pending(&inner.files())?;
-        let catalog_id =
-            dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let (inner, recovered) = Inner::open(data_dir, options, Arc::new(users))?;
+        let (catalog_id, _) = tokio::sync::watch::channel(inner.catalog_id.clone());
         Ok(EmbeddedStore {
             inner: RwLock::new(Some(Arc::new(inner))),
+            data_dir: data_dir.to_owned(),
+            options: options.clone(),
             catalog_id,
             inline_reads: options.inline_reads,
             recovered: Mutex::new(recovered),
+        })
+    }
+
+    /// Switches to the generation the data directory's `catalog` link points at, if a load
+    /// published a new one since: later calls read it, calls in flight finish on the old one
+    /// (whose files close when the last of them ends), and [`Lifecycle::catalog_changes`]
+    /// says so. Whether it switched.
+    pub fn switch_if_published(&self) -> Result<bool, StoreError> {
+        let Ok(current) = self.inner() else { return Ok(false) };
+        let link = catalog_path(&self.data_dir);
+        let Ok(dir) = std::fs::canonicalize(&link) else { return Ok(false) };
+        if dir == current.generation {
+            return Ok(false);
+        }
+        let (next, recovered) = Inner::open(&self.data_dir, &self.options, current.users.clone())?;
+        let id = next.catalog_id.clone();
+        {
+            let mut slot = self.inner.write().map_err(|_| StoreError::Closed)?;
+            if slot.is_none() {
+                return Ok(false);
+            }
+            *slot = Some(Arc::new(next));
+        }
+        if let Some(applied) = recovered {
+            self.hand_over_finished(applied);
+        }
+        tracing::info!(catalog = %id, "serving the newly published catalog generation");
+        self.catalog_id.send_replace(id);
+        Ok(true)
+    }
+
+    /// Keeps what a finished interrupted apply changed for [`CatalogWrites::recovered`].
+    fn hand_over_finished(&self, applied: Applied) {
+        let mut held = self.recovered.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match held.as_mut() {
+            Some(earlier) => earlier.merge(applied),
+            None => *held = Some(applied),
+        }
+    }
+
+    /// Looks for a newly published generation every `every` for as long as `store` lives
+    /// ([`EmbeddedStore::switch_if_published`]).
+    pub fn follow_generations(store: &Arc<EmbeddedStore>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let store = Arc::downgrade(store);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every.max(Duration::from_millis(10)));
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(store) = store.upgrade() else { return };
+                let switched = tokio::task::spawn_blocking(move || store.switch_if_published()).await;
+                match switched {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, "opening the newly published catalog generation failed; serving the current one");
+                    }
+                    Err(_) => return,
+                }
+            }
         })
     }
 
@@ -382,7 +467,12 @@ impl UserData for EmbeddedStore {
 #[async_trait]
 impl CatalogWrites for EmbeddedStore {
     async fn apply(&self, changes: CatalogChanges, edit: Edit) -> Result<Applied, StoreError> {
-        self.with("apply", move |inner| edit::apply(&inner.files(), &changes, &edit)).await
+        let (leftover, result) =
+            self.with("apply", move |inner| Ok(edit::apply(&inner.files(), &changes, &edit))).await?;
+        if let Some(leftover) = leftover {
+            self.hand_over_finished(leftover);
+        }
+        result
     }
 
     async fn records(&self, ids: &[MovieId]) -> Result<Vec<Option<MovieRecord>>, StoreError> {
@@ -411,7 +501,11 @@ impl Lifecycle for EmbeddedStore {
     }
 
     fn catalog_id(&self) -> String {
-        self.catalog_id.clone()
+        self.catalog_id.borrow().clone()
+    }
+
+    fn catalog_changes(&self) -> Option<tokio::sync::watch::Receiver<String>> {
+        Some(self.catalog_id.subscribe())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

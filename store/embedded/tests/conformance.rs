@@ -97,3 +97,37 @@ async fn a_change_to_a_generation_a_newer_load_replaced_is_refused() {
     assert!(err.is_retryable(), "{err}");
     assert!(err.to_string().contains("newer catalog generation"), "{err}");
 }
+
+#[tokio::test]
+async fn a_serving_store_switches_to_a_newly_published_generation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    seed(&OPTIONS, EmbeddedBulk::new(dir.path(), 64 << 20).sink("first").expect("sink"), &mut |_| {})
+        .expect("seed");
+    let store = Arc::new(EmbeddedStore::open(dir.path(), &EmbeddedOptions::default()).expect("open"));
+    let faces = Store::new(store.clone());
+    let mut changes = faces.lifecycle.catalog_changes().expect("the embedded store says when it switches");
+    let first_id = faces.lifecycle.catalog_id();
+    let user = UserId::new("dave").expect("user");
+    faces.users.rate(&user, MovieId(3), 9).await.expect("rate");
+    assert!(!store.switch_if_published().expect("nothing new"), "nothing to switch to");
+
+    let other = marquee_store::bulk::seed::SeedOptions { movies: 50, people: Some(40), seed: 77 };
+    seed(&other, EmbeddedBulk::new(dir.path(), 16 << 20).sink("second").expect("sink"), &mut |_| {})
+        .expect("a load beside the serving store");
+    // Until it switches, the store serves the generation it opened, whole.
+    let first = marquee_store::bulk::seed::Generator::new(&OPTIONS).movie(2).movie;
+    assert_eq!(faces.catalog.movies(&[MovieId(3)]).await.expect("movies")[0].as_ref(), Some(&first));
+    assert!(store.switch_if_published().expect("switch"), "a new generation was published");
+    let second = marquee_store::bulk::seed::Generator::new(&other).movie(2).movie;
+    assert_eq!(faces.catalog.movies(&[MovieId(3)]).await.expect("movies")[0].as_ref(), Some(&second));
+    assert_eq!(faces.catalog.stats().await.expect("stats").movies, 50);
+    assert!(changes.has_changed().expect("open"), "the caches are told");
+    assert_ne!(*changes.borrow_and_update(), first_id);
+    assert_eq!(faces.lifecycle.catalog_id(), *changes.borrow());
+    let mine = faces.users.user_ratings(&user, &[MovieId(3)]).await.expect("ratings");
+    assert_eq!(mine[0].map(|r| r.score), Some(9), "users' data outlives the catalog");
+    let edit = marquee_store::Edit { editor: "eddie".into(), action: "removeMovie".into() };
+    let removal = marquee_store::CatalogChanges { removed_movies: vec![MovieId(3)], ..Default::default() };
+    let applied = faces.edits.apply(removal, edit).await.expect("changes go to the new generation");
+    assert_eq!(applied.removed_movies, [MovieId(3)]);
+}

@@ -308,6 +308,7 @@ pub fn read_delta(dir: &Path) -> Result<Delta, StoreError> {
     }
     let mut delta = Delta::default();
     let mut titles: std::collections::BTreeMap<MovieId, Movie> = std::collections::BTreeMap::new();
+    let mut not_movies: std::collections::HashSet<MovieId> = std::collections::HashSet::new();
     if let Some(path) = &basics_path {
         let mut file = TsvFile::open(path, BASICS_HEADER)?;
         while let Some(line) = file.next_line()? {
@@ -323,7 +324,9 @@ pub fn read_delta(dir: &Path) -> Result<Delta, StoreError> {
                     }
                 }
                 Ok((id, None)) => {
-                    delta.not_movies.push(id);
+                    if not_movies.insert(id) {
+                        delta.not_movies.push(id);
+                    }
                     file.report.imported += 1;
                 }
                 Err(reason) => file.bad(reason),
@@ -341,6 +344,8 @@ pub fn read_delta(dir: &Path) -> Result<Delta, StoreError> {
                         movie.popularity = (count as f32).sqrt();
                         file.report.imported += 1;
                     }
+                    // Votes of a title that is not a movie (an episode, a series): not ours.
+                    None if not_movies.contains(&MovieId(id)) => file.report.ignored += 1,
                     None => file.bad(format!("{} has no row in the delta's title.basics", MovieId(id))),
                 },
                 Err(reason) => file.bad(reason),
@@ -358,7 +363,7 @@ pub fn read_delta(dir: &Path) -> Result<Delta, StoreError> {
                     credits.entry(id).or_default().push(row);
                     file.report.imported += 1;
                 }
-                Ok((id, _)) if delta.not_movies.contains(&id) => file.report.ignored += 1,
+                Ok((id, _)) if not_movies.contains(&id) => file.report.ignored += 1,
                 Ok((id, _)) => file.bad(format!("{id} has no row in the delta's title.basics")),
                 Err(reason) => file.bad(reason),
             }
@@ -376,15 +381,17 @@ pub fn read_delta(dir: &Path) -> Result<Delta, StoreError> {
                 if let Some(file) =
                     delta.report.files.iter_mut().find(|f| f.file.starts_with("title.principals"))
                 {
-                    file.bad(0, format!("{id}: {reason}"));
+                    file.bad(0, format!("{id}'s credits as a whole: {reason}"));
                 }
             }
         }
     }
     if let Some(path) = &names_path {
         let mut file = TsvFile::open(path, NAMES_HEADER)?;
+        let mut seen = std::collections::HashSet::new();
         while let Some(line) = file.next_line()? {
             match parse_name(line).and_then(|p| p.check().map(|()| p)) {
+                Ok(person) if !seen.insert(person.id) => file.bad(format!("{} is listed twice", person.id)),
                 Ok(person) => {
                     delta.people.push(person);
                     file.report.imported += 1;
@@ -413,6 +420,13 @@ pub fn read_delta(dir: &Path) -> Result<Delta, StoreError> {
         }
         delta.report.files.push(file.report);
     }
+    // A title both changed and removed is removed (and never shows in between); so is a
+    // person.
+    let removed: std::collections::HashSet<MovieId> = delta.removed_movies.iter().copied().collect();
+    delta.movies.retain(|r| !removed.contains(&r.movie.id));
+    delta.not_movies.retain(|id| !removed.contains(id));
+    let gone: std::collections::HashSet<PersonId> = delta.removed_people.iter().copied().collect();
+    delta.people.retain(|p| !gone.contains(&p.id));
     Ok(delta)
 }
 
