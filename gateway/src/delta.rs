@@ -105,17 +105,8 @@ impl fmt::Display for DeltaReport {
             writeln!(f)?;
         }
         for file in &self.files.files {
-            writeln!(
-                f,
-                "  {}: {} rows, {} applied, {} ignored, {} bad",
-                file.file, file.rows, file.imported, file.ignored, file.bad
-            )?;
-            for bad in &file.bad_rows {
-                writeln!(f, "    line {}: {}", bad.line, bad.reason)?;
-            }
-            if file.bad > file.bad_rows.len() as u64 {
-                writeln!(f, "    ... and {} more", file.bad - file.bad_rows.len() as u64)?;
-            }
+            // "applied" rather than "imported": the same counts, for a delta.
+            write!(f, "{file:#}")?;
         }
         Ok(())
     }

@@ -125,22 +125,14 @@ pub struct Lists {
     pub browse_genres: BTreeSet<u8>,
     /// Whether a genre's movie count changed.
     pub genre_counts: bool,
-    /// Whether the catalog's size changed.
-    pub stats: bool,
 }
 
 impl Lists {
-    /// Whether nothing moved.
-    pub fn is_empty(&self) -> bool {
-        self.search_prefixes.is_empty() && self.browse_genres.is_empty() && !self.genre_counts && !self.stats
-    }
-
     /// Adds `other`'s lists.
     pub fn merge(&mut self, other: Lists) {
         self.search_prefixes.extend(other.search_prefixes);
         self.browse_genres.extend(other.browse_genres);
         self.genre_counts |= other.genre_counts;
-        self.stats |= other.stats;
     }
 }
 
@@ -337,7 +329,6 @@ impl MovieDiff {
                 diff.years.push((y, 1));
             }
         }
-        diff.lists.stats = diff.existed != diff.exists;
         if !diff.browse_remove.is_empty() || !diff.browse_put.is_empty() {
             diff.lists.browse_genres.insert(ANY_GENRE);
         }

@@ -12,24 +12,12 @@ use marquee_gateway::auth::Authenticator;
 use marquee_gateway::config::Config;
 use marquee_store::text;
 
-use crate::helpers::{TestApp, first_code, generator, seeded_dir, spawn_with};
-use crate::users::{token, user_config};
+use crate::helpers::{first_code, generator, seeded_dir, spawn_with};
+use crate::users::{run as post, token, user_config};
 
 async fn editor_token(config: &Config, user: &str) -> String {
     let auth = Authenticator::new(&config.auth).await.expect("auth");
     auth.issue_dev_editor(user, std::time::Duration::from_secs(600)).expect("token").token
-}
-
-/// POSTs `query` as `token`'s holder; the body (asserting a 200).
-async fn post(app: &TestApp, token: Option<&str>, query: &str, variables: Value) -> Value {
-    let mut request =
-        app.client.post(app.url("/graphql")).json(&json!({ "query": query, "variables": variables }));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.expect("post");
-    assert_eq!(response.status(), 200, "{query}");
-    response.json().await.expect("json")
 }
 
 const UPDATE_MOVIE: &str = "mutation($id: ID!, $input: MovieInput!) { \

@@ -30,7 +30,7 @@ pub(crate) async fn token(config: &Config, user: &str) -> String {
 }
 
 /// POSTs `query` (as `token`'s holder) and returns the body, asserting a 200.
-async fn run(app: &TestApp, token: Option<&str>, query: &str, variables: Value) -> Value {
+pub(crate) async fn run(app: &TestApp, token: Option<&str>, query: &str, variables: Value) -> Value {
     let mut request =
         app.client.post(app.url("/graphql")).json(&json!({ "query": query, "variables": variables }));
     if let Some(token) = token {

@@ -201,7 +201,6 @@ fn write_people(
     drop(people);
     if added != 0 {
         count(&mut txn.open_table(META).db()?, "people", added)?;
-        applied.lists.stats = true;
     }
     Ok(())
 }

@@ -84,21 +84,31 @@ impl ImportReport {
     }
 }
 
+impl fmt::Display for FileReport {
+    /// Its counts on one line (rows that contributed called `applied_as`), then its listed bad
+    /// rows, one per line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let applied_as = if f.alternate() { "applied" } else { "imported" };
+        writeln!(
+            f,
+            "  {}: {} rows, {} {applied_as}, {} ignored, {} bad",
+            self.file, self.rows, self.imported, self.ignored, self.bad
+        )?;
+        for bad in &self.bad_rows {
+            writeln!(f, "    line {}: {}", bad.line, bad.reason)?;
+        }
+        if self.bad > self.bad_rows.len() as u64 {
+            writeln!(f, "    ... and {} more", self.bad - self.bad_rows.len() as u64)?;
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Display for ImportReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "imported {} movies and {} people", self.stats.movies, self.stats.people)?;
         for file in &self.files {
-            writeln!(
-                f,
-                "  {}: {} rows, {} imported, {} ignored, {} bad",
-                file.file, file.rows, file.imported, file.ignored, file.bad
-            )?;
-            for bad in &file.bad_rows {
-                writeln!(f, "    line {}: {}", bad.line, bad.reason)?;
-            }
-            if file.bad > file.bad_rows.len() as u64 {
-                writeln!(f, "    ... and {} more", file.bad - file.bad_rows.len() as u64)?;
-            }
+            write!(f, "{file}")?;
         }
         Ok(())
     }
