@@ -104,9 +104,13 @@ fn rows(record: &MovieRecord, basics: &mut String, ratings: &mut String, princip
     }
 }
 
+/// The editions a delta's titles alternate between, so that a delta applied again to the same
+/// catalog changes every title again.
+const EDITIONS: [&str; 2] = ["Restored", "Remastered"];
+
 /// Writes a delta of `titles` titles of the catalog `options` seeds, spread over every
-/// popularity rank, each retitled, re-timed and re-rated, into `dir`.
-pub fn write_delta(options: &SeedOptions, titles: u64, dir: &Path) -> anyhow::Result<u64> {
+/// popularity rank, each retitled as `edition`, re-timed and re-rated, into `dir`.
+pub fn write_delta(options: &SeedOptions, titles: u64, edition: &str, dir: &Path) -> anyhow::Result<u64> {
     let catalog = Catalog::new(options);
     let step = (options.movies / titles.max(1)).max(1);
     let (mut basics, mut ratings, mut principals) = (
@@ -122,7 +126,7 @@ pub fn write_delta(options: &SeedOptions, titles: u64, dir: &Path) -> anyhow::Re
         .take(usize::try_from(titles).unwrap_or(0))
     {
         let mut record = catalog.movie(index);
-        record.movie.title = format!("{} (Restored)", record.movie.title);
+        record.movie.title = format!("{} ({edition})", record.movie.title);
         record.movie.original_title = None;
         record.movie.runtime_minutes = Some(record.movie.runtime_minutes.unwrap_or(90).saturating_add(1));
         record.movie.rating.average = (record.movie.rating.average + 0.1).min(10.0);
@@ -162,13 +166,18 @@ fn start_change(
     command.spawn().with_context(|| format!("starting {}", live.gateway_bin.display()))
 }
 
+/// The title the gateway at `url` serves for movie 1.
+async fn first_title(client: &reqwest::Client, url: &str) -> Option<String> {
+    let body = serde_json::json!({ "query": "{ movie(id: \"tt0000001\") { title } }" });
+    let response = client.post(format!("{url}/graphql")).json(&body).send().await.ok()?;
+    let value = response.json::<serde_json::Value>().await.ok()?;
+    value["data"]["movie"]["title"].as_str().map(str::to_owned)
+}
+
 /// Whether the gateway at `url` serves the reloaded catalog: movie 1's title is the second
 /// generator's.
 async fn serves_reloaded(client: &reqwest::Client, url: &str, expected: &str) -> bool {
-    let body = serde_json::json!({ "query": "{ movie(id: \"tt0000001\") { title } }" });
-    let Ok(response) = client.post(format!("{url}/graphql")).json(&body).send().await else { return false };
-    let Ok(value) = response.json::<serde_json::Value>().await else { return false };
-    value["data"]["movie"]["title"] == expected
+    first_title(client, url).await.as_deref() == Some(expected)
 }
 
 /// `bench live-catalog` (see the module docs).
@@ -181,9 +190,15 @@ pub async fn live_catalog(setup: &Setup, live: &LiveSpec, title: &str) -> anyhow
     let scratch = tempfile::tempdir()?;
     let delta = scratch.path().join("delta");
     std::fs::create_dir(&delta)?;
-    let titles =
-        if live.change == Change::Delta { write_delta(&options, live.delta_titles, &delta)? } else { 0 };
     let prepared = prepare(setup).await?;
+    let titles = if live.change == Change::Delta {
+        // The other edition than the one a delta before this one gave the titles.
+        let served = first_title(&prepared.client, &prepared.target.base_url).await.unwrap_or_default();
+        let edition = if served.ends_with(&format!("({})", EDITIONS[0])) { EDITIONS[1] } else { EDITIONS[0] };
+        write_delta(&options, live.delta_titles, edition, &delta)?
+    } else {
+        0
+    };
     warm(setup, &prepared, &prepared.target).await?;
     let mut generator =
         Generator::new(setup.workload.clone(), prepared.users.clone()).map_err(anyhow::Error::msg)?;

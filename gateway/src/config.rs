@@ -378,6 +378,9 @@ pub struct EmbeddedConfig {
     /// How often a serving gateway looks for a newly published catalog generation (a load
     /// run beside it), in milliseconds.
     pub catalog_poll_ms: Millis,
+    /// The share of one core (1 to 100 percent) a catalog delta handed to this gateway may
+    /// take: it waits between its steps, so requests served beside it keep their latency.
+    pub delta_share_percent: u8,
 }
 
 impl Default for EmbeddedConfig {
@@ -388,6 +391,7 @@ impl Default for EmbeddedConfig {
             users_cache_mib: Mib(16),
             inline_reads: true,
             catalog_poll_ms: Millis(1_000),
+            delta_share_percent: 25,
         }
     }
 }

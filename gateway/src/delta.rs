@@ -6,7 +6,7 @@
 //! applying merges what a delta leaves out and IMDb does not carry (a title keeps its
 //! synopsis, poster, language and, in the same year, release date; a known person keeps the
 //! popularity the catalog gave them; a new one counts the delta's credits), checks every unit
-//! first, and then applies in units of at most [`MAX_CHANGES`]: people first (so new credits
+//! first, and then applies in units of [`UNIT`] changes: people first (so new credits
 //! name people who exist), then titles, then removals. An interrupted delta is re-run whole:
 //! what was applied compares equal and writes nothing, so it converges.
 //!
@@ -45,6 +45,39 @@ pub const REPORT_FILE: &str = "report.txt";
 const SUBMITTER_FILE: &str = "submitted-by";
 /// How many times a delta that met a store failure is tried before it is marked failed.
 pub const SPOOL_ATTEMPTS: u32 = 5;
+/// Changes per apply (each one transaction and one durable commit): small, so each apply is
+/// short and the store's readers beside it keep their latency; the store takes up to
+/// [`MAX_CHANGES`].
+const UNIT: usize = 100;
+
+/// The share of one core a delta's work may take: after each step (a batch of reads, a
+/// unit applied) it waits so that its steps take at most this share of the time, and the
+/// requests served beside it keep theirs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Share(u8);
+
+impl Share {
+    /// No waiting: a delta applied with no gateway serving.
+    pub const ALL: Share = Share(100);
+
+    /// `percent` of one core, 1 to 100.
+    pub fn percent(percent: u8) -> Share {
+        Share(percent.clamp(1, 100))
+    }
+
+    /// Waits after a step that began at `started`.
+    async fn rest_after(self, started: std::time::Instant) {
+        let rest = self.rest_for(started.elapsed());
+        if !rest.is_zero() {
+            tokio::time::sleep(rest).await;
+        }
+    }
+
+    /// The rest that keeps a step that took `busy` to this share.
+    fn rest_for(self, busy: Duration) -> Duration {
+        busy.mul_f64(f64::from(100 - self.0) / f64::from(self.0))
+    }
+}
 
 /// What applying a delta did.
 #[derive(Clone, Debug, Default)]
@@ -129,12 +162,15 @@ pub async fn apply(
     dir: &Path,
     edits: &dyn CatalogWrites,
     edit: Edit,
+    share: Share,
     progress: &mut (dyn FnMut(u64, u64) + Send),
 ) -> Result<DeltaReport, StoreError> {
     let path = dir.to_owned();
+    let started = std::time::Instant::now();
     let delta =
         tokio::task::spawn_blocking(move || read_delta(&path)).await.map_err(StoreError::backend)??;
-    apply_read(delta, edits, edit, progress).await
+    share.rest_after(started).await;
+    apply_read(delta, edits, edit, share, progress).await
 }
 
 /// `record` as the delta gives it, keeping what IMDb does not carry from `current`.
@@ -156,6 +192,7 @@ async fn apply_read(
     delta: Delta,
     edits: &dyn CatalogWrites,
     edit: Edit,
+    share: Share,
     progress: &mut (dyn FnMut(u64, u64) + Send),
 ) -> Result<DeltaReport, StoreError> {
     let Delta { movies, not_movies, people, removed_movies, removed_people, report } = delta;
@@ -169,7 +206,10 @@ async fn apply_read(
     let mut merged_people = Vec::with_capacity(people.len());
     for chunk in people.chunks(MAX_CHANGES) {
         let ids: Vec<PersonId> = chunk.iter().map(|p| p.id).collect();
-        for (mut person, current) in chunk.iter().cloned().zip(edits.person_records(&ids).await?) {
+        let started = std::time::Instant::now();
+        let found = edits.person_records(&ids).await?;
+        share.rest_after(started).await;
+        for (mut person, current) in chunk.iter().cloned().zip(found) {
             match (current, credited.get(&person.id)) {
                 (Some(current), _) => person.popularity = current.popularity,
                 (None, Some(&credits)) => person.popularity = credits as f32,
@@ -186,7 +226,10 @@ async fn apply_read(
     let mut named: Vec<PersonId> = credited.keys().copied().filter(|p| !added.contains(p)).collect();
     named.sort_unstable();
     for chunk in named.chunks(MAX_CHANGES) {
-        for (id, found) in chunk.iter().zip(edits.person_records(chunk).await?) {
+        let started = std::time::Instant::now();
+        let found = edits.person_records(chunk).await?;
+        share.rest_after(started).await;
+        for (id, found) in chunk.iter().zip(found) {
             if found.is_none() {
                 out.unknown_credited.push(id.to_string());
             }
@@ -194,12 +237,14 @@ async fn apply_read(
     }
     // Every unit, checked before the first is applied.
     let mut units: Vec<CatalogChanges> = Vec::new();
-    for chunk in merged_people.chunks(MAX_CHANGES) {
+    for chunk in merged_people.chunks(UNIT) {
         units.push(CatalogChanges { people: chunk.to_vec(), ..CatalogChanges::default() });
     }
-    for chunk in movies.chunks(MAX_CHANGES) {
+    for chunk in movies.chunks(UNIT) {
         let ids: Vec<MovieId> = chunk.iter().map(|r| r.movie.id).collect();
+        let started = std::time::Instant::now();
         let current = edits.records(&ids).await?;
+        share.rest_after(started).await;
         let records = chunk.iter().cloned().zip(current).map(|(r, c)| merged(r, c)).collect();
         units.push(CatalogChanges { movies: records, ..CatalogChanges::default() });
     }
@@ -218,7 +263,7 @@ async fn apply_read(
         .collect();
     removals.sort_unstable();
     removals.dedup();
-    for chunk in removals.chunks(MAX_CHANGES) {
+    for chunk in removals.chunks(UNIT) {
         let mut changes = CatalogChanges::default();
         for &(movie, id) in chunk {
             if movie {
@@ -235,7 +280,9 @@ async fn apply_read(
     let total = units.len() as u64;
     progress(0, total);
     for (done, unit) in units.into_iter().enumerate() {
+        let started = std::time::Instant::now();
         let applied = edits.apply(unit, edit.clone()).await?;
+        share.rest_after(started).await;
         out.add(&applied);
         out.unknown_removals.extend(applied.unknown_removals.into_iter().filter(|id| listed.contains(id)));
         progress(done as u64 + 1, total);
@@ -363,7 +410,11 @@ fn finish(dir: &Path, report: &str, suffix: &str) {
 
 /// Applies every delta handed to this gateway's spool in `data_dir`, for as long as the
 /// returned task runs (see the module docs).
-pub fn follow_spool(data_dir: &Path, edits: Arc<dyn CatalogWrites>) -> tokio::task::JoinHandle<()> {
+pub fn follow_spool(
+    data_dir: &Path,
+    edits: Arc<dyn CatalogWrites>,
+    share: Share,
+) -> tokio::task::JoinHandle<()> {
     let spool = data_dir.join(SPOOL_DIR);
     if let Err(error) = make_spool(&spool) {
         tracing::warn!(spool = %spool.display(), %error, "the delta spool could not be made; deltas cannot be handed to this gateway");
@@ -394,7 +445,7 @@ pub fn follow_spool(data_dir: &Path, edits: Arc<dyn CatalogWrites>) -> tokio::ta
                     .unwrap_or_else(|| "operator".into());
                 let edit = Edit { editor: submitter, action: "import imdb --incremental".into() };
                 let started = std::time::Instant::now();
-                match apply(&dir, edits.as_ref(), edit, &mut |_, _| {}).await {
+                match apply(&dir, edits.as_ref(), edit, share, &mut |_, _| {}).await {
                     Ok(report) => {
                         tracing::info!(
                             delta = %dir.display(),
@@ -430,4 +481,19 @@ pub fn follow_spool(data_dir: &Path, edits: Arc<dyn CatalogWrites>) -> tokio::ta
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_share_rests_for_the_rest_of_the_time() {
+        let step = Duration::from_millis(100);
+        assert_eq!(Share::percent(25).rest_for(step), Duration::from_millis(300));
+        assert_eq!(Share::percent(50).rest_for(step), step);
+        assert_eq!(Share::ALL.rest_for(step), Duration::ZERO);
+        assert_eq!(Share::percent(0), Share::percent(1));
+        assert_eq!(Share::percent(1).rest_for(step), Duration::from_millis(9_900));
+    }
 }

@@ -319,7 +319,7 @@ async fn import_delta(
 ) -> anyhow::Result<()> {
     if !matches!(config.store, StoreConfig::Embedded(_)) {
         anyhow::bail!(
-            "live catalog changes are not available on the ScyllaDB backend yet; load a new catalog generation instead"
+            "catalog deltas are not applied to the ScyllaDB backend yet (no gateway in another region would hear of them); load a new catalog generation instead"
         );
     }
     let store = match store::open(&config.store).await {
@@ -335,7 +335,8 @@ async fn import_delta(
     let editor = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "operator".into());
     let edit = marquee_store::Edit { editor, action: "import imdb --incremental".into() };
     let mut logged = std::time::Instant::now();
-    let report = delta::apply(dir, store.edits.as_ref(), edit, &mut |done, units| {
+    // Nobody is served from the directory: the delta takes what it needs.
+    let report = delta::apply(dir, store.edits.as_ref(), edit, delta::Share::ALL, &mut |done, units| {
         if done == units || logged.elapsed() >= std::time::Duration::from_secs(2) {
             logged = std::time::Instant::now();
             tracing::info!(done, units, "applying the delta");

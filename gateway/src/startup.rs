@@ -274,7 +274,8 @@ impl Application {
         // An embedded data directory takes catalog deltas through its spool (`crate::delta`).
         let spool = match &config.store {
             StoreConfig::Embedded(embedded) => {
-                Some(crate::delta::follow_spool(&embedded.data_dir, state.graphql.store.edits.clone()))
+                let share = crate::delta::Share::percent(embedded.delta_share_percent);
+                Some(crate::delta::follow_spool(&embedded.data_dir, state.graphql.store.edits.clone(), share))
             }
             StoreConfig::Scylla(_) => None,
         };

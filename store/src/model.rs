@@ -314,7 +314,7 @@ pub struct GenreCount {
 }
 
 /// A complete movie with its credits, the unit the seeder and importer write.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MovieRecord {
     /// The movie.
     pub movie: Movie,

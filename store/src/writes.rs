@@ -335,3 +335,98 @@ impl MovieDiff {
         Some(diff)
     }
 }
+
+/// One movie an apply changes: its record after (`None`: removed) and the rows that move.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MovieChange {
+    /// The movie.
+    pub id: MovieId,
+    /// Its record before (`None`: new).
+    pub old: Option<MovieRecord>,
+    /// Its record after (`None`: removed).
+    pub new: Option<MovieRecord>,
+    /// The rows that move.
+    pub diff: MovieDiff,
+}
+
+/// One person an apply changes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PersonChange {
+    /// The person.
+    pub id: PersonId,
+    /// Whether the catalog had them before.
+    pub existed: bool,
+    /// Their record after (`None`: removed).
+    pub new: Option<Person>,
+}
+
+/// What an apply writes, planned from the records it replaces (the same for every backend).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Planned {
+    /// Movies that change, in the order given.
+    pub movies: Vec<MovieChange>,
+    /// People that change.
+    pub people: Vec<PersonChange>,
+    /// What the apply changes, for the caller and the caches.
+    pub applied: Applied,
+}
+
+impl Planned {
+    /// Plans `changes` against the catalog as `movie` and `person` read it: refuses a change
+    /// whose `based_on` no longer holds ([`StoreError::Conflict`]), and leaves out records
+    /// equal to what is stored.
+    pub fn new(
+        changes: &CatalogChanges,
+        mut movie: impl FnMut(MovieId) -> Result<Option<MovieRecord>, StoreError>,
+        mut person: impl FnMut(PersonId) -> Result<Option<Person>, StoreError>,
+    ) -> Result<Planned, StoreError> {
+        for base in &changes.based_on {
+            let (same, id) = match base {
+                Base::Movie(id, seen) => (movie(*id)? == *seen, id.to_string()),
+                Base::Person(id, seen) => (person(*id)? == *seen, id.to_string()),
+            };
+            if !same {
+                return Err(StoreError::Conflict(id));
+            }
+        }
+        let mut planned = Planned::default();
+        let news = changes.movies.iter().map(|r| (r.movie.id, Some(r)));
+        for (id, new) in news.chain(changes.removed_movies.iter().map(|&id| (id, None))) {
+            let old = movie(id)?;
+            if new.is_none() && old.is_none() {
+                planned.applied.unknown_removals.push(id.to_string());
+                continue;
+            }
+            let Some(diff) = MovieDiff::new(old.as_ref(), new) else {
+                planned.applied.unchanged += 1;
+                continue;
+            };
+            planned.applied.add_movie(id, &diff);
+            planned.movies.push(MovieChange { id, old, new: new.cloned(), diff });
+        }
+        for new in &changes.people {
+            let old = person(new.id)?;
+            if old.as_ref() == Some(new) {
+                planned.applied.unchanged += 1;
+                continue;
+            }
+            planned.applied.people.push(new.id);
+            planned.people.push(PersonChange { id: new.id, existed: old.is_some(), new: Some(new.clone()) });
+        }
+        for &id in &changes.removed_people {
+            if person(id)?.is_none() {
+                planned.applied.unknown_removals.push(id.to_string());
+                continue;
+            }
+            planned.applied.removed_people.push(id);
+            planned.people.push(PersonChange { id, existed: true, new: None });
+        }
+        planned.applied.finish();
+        Ok(planned)
+    }
+
+    /// How the catalog's people count moves.
+    pub fn people_added(&self) -> i64 {
+        self.people.iter().map(|p| i64::from(p.new.is_some()) - i64::from(p.existed)).sum()
+    }
+}

@@ -80,7 +80,7 @@ pub(crate) fn run_all(root: &Path) -> anyhow::Result<()> {
             }
             check(everything, "cargo test --workspace (nextest when installed)")
         })?;
-        // ...then the API's query, user-data and persisted-query suites again over the ScyllaDB
+        // ...then the API's query, user-data, persisted-query and editing suites again over the ScyllaDB
         // backend, end to end. `--workspace` keeps the feature set of the run above, so nothing
         // is rebuilt.
         phase("API suites over ScyllaDB", || {
@@ -92,10 +92,10 @@ pub(crate) fn run_all(root: &Path) -> anyhow::Result<()> {
                 .envs(cluster.env.iter().map(|(k, v)| (k, v)));
             if nextest {
                 api_on_scylla.args(["nextest", "run", "--workspace", "--locked", "--no-fail-fast"]);
-                api_on_scylla.args(["-E", "binary(api) & test(/^(queries|users|persisted)::/)"]);
+                api_on_scylla.args(["-E", "binary(api) & test(/^(queries|users|persisted|editing)::/)"]);
             } else {
                 api_on_scylla.args(["test", "--workspace", "--locked", "--no-fail-fast", "--test", "api"]);
-                api_on_scylla.args(["--", "queries::", "users::", "persisted::"]);
+                api_on_scylla.args(["--", "queries::", "users::", "persisted::", "editing::"]);
             }
             check(api_on_scylla, "MARQUEE_TEST_BACKEND=scylla cargo test (the API suites over ScyllaDB)")
         })

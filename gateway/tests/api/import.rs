@@ -211,12 +211,17 @@ async fn a_delta_applies_to_a_directory_no_gateway_holds() {
     let backend = store::open(&store_config(dir.path())).await.expect("open");
     let edit = marquee_store::Edit { editor: "ops".into(), action: "import imdb --incremental".into() };
     let mut units = Vec::new();
-    let report =
-        marquee_gateway::delta::apply(&delta_fixtures(), backend.edits.as_ref(), edit, &mut |done, all| {
+    let report = marquee_gateway::delta::apply(
+        &delta_fixtures(),
+        backend.edits.as_ref(),
+        edit,
+        marquee_gateway::delta::Share::ALL,
+        &mut |done, all| {
             units.push((done, all));
-        })
-        .await
-        .expect("applied");
+        },
+    )
+    .await
+    .expect("applied");
     assert_eq!((report.movies, report.people, report.removed_movies, report.removed_people), (2, 1, 2, 1));
     assert_eq!(units, [(0, 3), (1, 3), (2, 3), (3, 3)]);
     let audit = backend

@@ -30,10 +30,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use marquee_store::writes::{Base, FilmKey, MovieDiff, SearchKey};
+use marquee_store::writes::{FilmKey, MovieDiff, Planned, SearchKey};
 use marquee_store::{
-    Applied, AuditRecord, CatalogChanges, Credit, Edit, Movie, MovieId, MovieRecord, Page, Person, Position,
-    StoreError, UserPage, plan,
+    Applied, AuditRecord, CatalogChanges, Credit, Edit, Movie, MovieId, MovieRecord, Page, Person, PersonId,
+    Position, StoreError, UserPage, plan,
 };
 
 use crate::Db;
@@ -92,17 +92,56 @@ fn sync(db: &Database) -> Result<(), StoreError> {
     txn.commit().db()
 }
 
-/// The stored record of `id`, read inside `txn`.
-fn record(txn: &WriteTransaction, id: MovieId) -> Result<Option<MovieRecord>, StoreError> {
-    let Some(bytes) = txn.open_table(MOVIES).db()?.get(id.0).db()?.map(|v| v.value().to_vec()) else {
-        return Ok(None);
-    };
-    let movie: Movie = decode("movie", &bytes)?;
-    let credits: Vec<Credit> = match txn.open_table(CREDITS_BY_MOVIE).db()?.get(id.0).db()? {
-        Some(v) => decode("credits", v.value())?,
-        None => Vec::new(),
-    };
-    Ok(Some(MovieRecord { movie, credits }))
+/// The tables of `main` an apply writes, opened once for its transaction (a table opened in
+/// a write transaction writes its root back when it is dropped).
+struct MainTables<'t> {
+    movies: redb::Table<'t, u64, &'static [u8]>,
+    credits: redb::Table<'t, u64, &'static [u8]>,
+    people: redb::Table<'t, u64, &'static [u8]>,
+    browse: redb::Table<'t, (u8, u8, u16, u64, u64), ()>,
+    genres: redb::Table<'t, u8, u64>,
+    years: redb::Table<'t, u16, u64>,
+    meta: redb::Table<'t, &'static str, u64>,
+}
+
+impl<'t> MainTables<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<Self, StoreError> {
+        Ok(MainTables {
+            movies: txn.open_table(MOVIES).db()?,
+            credits: txn.open_table(CREDITS_BY_MOVIE).db()?,
+            people: txn.open_table(PEOPLE).db()?,
+            browse: txn.open_table(MOVIES_BY_GENRE_YEAR).db()?,
+            genres: txn.open_table(GENRE_COUNTS).db()?,
+            years: txn.open_table(YEARS).db()?,
+            meta: txn.open_table(META).db()?,
+        })
+    }
+
+    /// The stored record of `id`.
+    fn record(&self, id: MovieId) -> Result<Option<MovieRecord>, StoreError> {
+        let Some(bytes) = self.movies.get(id.0).db()?.map(|v| v.value().to_vec()) else {
+            return Ok(None);
+        };
+        let movie: Movie = decode("movie", &bytes)?;
+        let credits: Vec<Credit> = match self.credits.get(id.0).db()? {
+            Some(v) => decode("credits", v.value())?,
+            None => Vec::new(),
+        };
+        Ok(Some(MovieRecord { movie, credits }))
+    }
+
+    /// The stored person `id`.
+    fn person(&self, id: PersonId) -> Result<Option<Person>, StoreError> {
+        match self.people.get(id.0).db()? {
+            Some(v) => Ok(Some(decode("person", v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The year partitions that have movies, as the transaction leaves them.
+    fn years(&self) -> Result<Vec<u16>, StoreError> {
+        self.years.iter().db()?.map(|entry| Ok(entry.db()?.0.value())).collect()
+    }
 }
 
 /// Adds `delta` to the counter under `key` of `table`, removing it at zero.
@@ -124,7 +163,7 @@ fn count<'k, K: redb::Key + 'static>(
 /// Writes one movie's diff into `main` (and its record, unless removed) and queues its index
 /// rows in `pending`.
 fn write_movie(
-    txn: &WriteTransaction,
+    main: &mut MainTables<'_>,
     new: Option<&MovieRecord>,
     id: MovieId,
     diff: &MovieDiff,
@@ -132,33 +171,30 @@ fn write_movie(
 ) -> Result<(), StoreError> {
     match new {
         Some(record) => {
-            txn.open_table(MOVIES).db()?.insert(id.0, encode(&record.movie)?.as_slice()).db()?;
-            txn.open_table(CREDITS_BY_MOVIE).db()?.insert(id.0, encode(&record.credits)?.as_slice()).db()?;
+            main.movies.insert(id.0, encode(&record.movie)?.as_slice()).db()?;
+            main.credits.insert(id.0, encode(&record.credits)?.as_slice()).db()?;
         }
         None => {
-            txn.open_table(MOVIES).db()?.remove(id.0).db()?;
-            txn.open_table(CREDITS_BY_MOVIE).db()?.remove(id.0).db()?;
+            main.movies.remove(id.0).db()?;
+            main.credits.remove(id.0).db()?;
         }
     }
-    let mut browse = txn.open_table(MOVIES_BY_GENRE_YEAR).db()?;
     for key in &diff.browse_remove {
-        browse.remove(key).db()?;
+        main.browse.remove(key).db()?;
     }
     for key in &diff.browse_put {
-        browse.insert(key, ()).db()?;
+        main.browse.insert(key, ()).db()?;
     }
     // Genre counts stay listed at zero: `genres` answers every genre.
-    let mut genres = txn.open_table(GENRE_COUNTS).db()?;
     for &(genre, delta) in &diff.genre_counts {
-        let now = genres.get(genre).db()?.map_or(0, |v| v.value());
-        genres.insert(genre, now.saturating_add_signed(delta)).db()?;
+        let now = main.genres.get(genre).db()?.map_or(0, |v| v.value());
+        main.genres.insert(genre, now.saturating_add_signed(delta)).db()?;
     }
-    let mut years = txn.open_table(YEARS).db()?;
     for &(year, delta) in &diff.years {
-        count(&mut years, year, delta)?;
+        count(&mut main.years, year, delta)?;
     }
     if diff.existed != diff.exists {
-        count(&mut txn.open_table(META).db()?, "movies", if diff.exists { 1 } else { -1 })?;
+        count(&mut main.meta, "movies", if diff.exists { 1 } else { -1 })?;
     }
     pending.film_remove.extend(diff.film_remove.iter().copied());
     for (key, entry) in &diff.film_put {
@@ -169,38 +205,17 @@ fn write_movie(
     Ok(())
 }
 
-/// Writes the person changes, noting them in `applied`.
-fn write_people(
-    txn: &WriteTransaction,
-    changes: &CatalogChanges,
-    applied: &mut Applied,
-) -> Result<(), StoreError> {
-    let mut people = txn.open_table(PEOPLE).db()?;
-    let mut added: i64 = 0;
-    for person in &changes.people {
-        let old: Option<Person> = match people.get(person.id.0).db()? {
-            Some(v) => Some(decode("person", v.value())?),
-            None => None,
+/// Writes the person changes.
+fn write_people(main: &mut MainTables<'_>, planned: &Planned) -> Result<(), StoreError> {
+    for change in &planned.people {
+        match &change.new {
+            Some(person) => main.people.insert(change.id.0, encode(person)?.as_slice()).db()?,
+            None => main.people.remove(change.id.0).db()?,
         };
-        if old.as_ref() == Some(person) {
-            applied.unchanged += 1;
-            continue;
-        }
-        added += i64::from(old.is_none());
-        people.insert(person.id.0, encode(person)?.as_slice()).db()?;
-        applied.people.push(person.id);
     }
-    for &id in &changes.removed_people {
-        if people.remove(id.0).db()?.is_some() {
-            added -= 1;
-            applied.removed_people.push(id);
-        } else {
-            applied.unknown_removals.push(id.to_string());
-        }
-    }
-    drop(people);
+    let added = planned.people_added();
     if added != 0 {
-        count(&mut txn.open_table(META).db()?, "people", added)?;
+        count(&mut main.meta, "people", added)?;
     }
     Ok(())
 }
@@ -233,12 +248,6 @@ fn index_txns(
     Ok((film, search))
 }
 
-/// The year partitions that have movies, as `txn` leaves them.
-fn years_in(txn: &WriteTransaction) -> Result<Vec<u16>, StoreError> {
-    let table = txn.open_table(YEARS).db()?;
-    table.iter().db()?.map(|entry| Ok(entry.db()?.0.value())).collect()
-}
-
 /// Makes the index files durable, writes the audit record and drops the pending record of the
 /// apply stamped `nanos` (see the module docs).
 fn settle(files: &Files<'_>, nanos: u64, audit: Option<&AuditRecord>) -> Result<(), StoreError> {
@@ -252,26 +261,6 @@ fn settle(files: &Files<'_>, nanos: u64, audit: Option<&AuditRecord>) -> Result<
     let txn = non_durable(files.main)?;
     txn.open_table(PENDING).db()?.remove(nanos).db()?;
     txn.commit().db()
-}
-
-/// Whether `based_on` still describes what `txn` holds.
-fn check_bases(txn: &WriteTransaction, based_on: &[Base]) -> Result<(), StoreError> {
-    for base in based_on {
-        let (same, id) = match base {
-            Base::Movie(id, seen) => (record(txn, *id)? == *seen, id.to_string()),
-            Base::Person(id, seen) => {
-                let stored: Option<Person> = match txn.open_table(PEOPLE).db()?.get(id.0).db()? {
-                    Some(v) => Some(decode("person", v.value())?),
-                    None => None,
-                };
-                (stored == *seen, id.to_string())
-            }
-        };
-        if !same {
-            return Err(StoreError::Conflict(id));
-        }
-    }
-    Ok(())
 }
 
 /// The latest stamp an apply has used, from the pending records and the audit log, so a new
@@ -324,40 +313,26 @@ fn apply_locked(
 ) -> Result<Applied, StoreError> {
     let nanos = now_nanos().max(*last + 1);
     *last = nanos;
-    let mut applied = Applied::default();
     let mut pending = Pending::default();
     let main = non_durable(files.main)?;
-    check_bases(&main, &changes.based_on)?;
-    for record in &changes.movies {
-        let id = record.movie.id;
-        let old = self::record(&main, id)?;
-        let Some(diff) = MovieDiff::new(old.as_ref(), Some(record)) else {
-            applied.unchanged += 1;
-            continue;
-        };
-        write_movie(&main, Some(record), id, &diff, &mut pending)?;
-        applied.add_movie(id, &diff);
+    let mut tables = MainTables::open(&main)?;
+    let planned = Planned::new(changes, |id| tables.record(id), |id| tables.person(id))?;
+    for change in &planned.movies {
+        write_movie(&mut tables, change.new.as_ref(), change.id, &change.diff, &mut pending)?;
     }
-    for &id in &changes.removed_movies {
-        let Some(old) = self::record(&main, id)? else {
-            applied.unknown_removals.push(id.to_string());
-            continue;
-        };
-        let diff = MovieDiff::new(Some(&old), None).unwrap_or_default();
-        write_movie(&main, None, id, &diff, &mut pending)?;
-        applied.add_movie(id, &diff);
-    }
-    write_people(&main, changes, &mut applied)?;
-    applied.finish();
+    write_people(&mut tables, &planned)?;
+    let applied = planned.applied;
     if !applied.changed_anything() {
+        drop(tables);
         main.abort().db()?;
         return Ok(applied);
     }
+    let years = tables.years()?;
+    drop(tables);
     let audit = applied.audit(edit, nanos / 1_000_000);
     pending.audit = Some(audit.clone());
     pending.applied = applied.clone();
     main.open_table(PENDING).db()?.insert(nanos, encode(&pending)?.as_slice()).db()?;
-    let years = years_in(&main)?;
     let (film, search) = index_txns(files, &pending)?;
     // Durable before any reader sees it; acknowledged from here on.
     let mut main = main;

@@ -467,8 +467,21 @@ impl UserData for EmbeddedStore {
 #[async_trait]
 impl CatalogWrites for EmbeddedStore {
     async fn apply(&self, changes: CatalogChanges, edit: Edit) -> Result<Applied, StoreError> {
-        let (leftover, result) =
-            self.with("apply", move |inner| Ok(edit::apply(&inner.files(), &changes, &edit))).await?;
+        let inner = self.inner()?;
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        // A thread of its own, at a lower CPU priority than the threads serving requests: an
+        // apply is background work, and on a busy machine it waits rather than the readers.
+        std::thread::Builder::new()
+            .name("catalog-writer".to_owned())
+            .spawn(move || {
+                lower_this_threads_priority();
+                let _ = done.send(edit::apply(&inner.files(), &changes, &edit));
+            })
+            .map_err(StoreError::backend)?;
+        let (leftover, result) = outcome.await.map_err(|e| {
+            tracing::error!(error = %e, "a catalog apply did not complete");
+            StoreError::backend(e)
+        })?;
         if let Some(leftover) = leftover {
             self.hand_over_finished(leftover);
         }
@@ -566,5 +579,21 @@ pub(crate) trait Db<T> {
 impl<T, E: Into<redb::Error>> Db<T> for Result<T, E> {
     fn db(self) -> Result<T, StoreError> {
         self.map_err(|e| StoreError::backend(e.into()))
+    }
+}
+
+/// How much lower than the serving threads' the catalog writer's CPU priority is (a nice
+/// value; the scheduler then gives a serving thread about ten times the writer's share).
+const WRITER_NICENESS: i32 = 10;
+
+/// Lowers the calling thread's CPU priority by [`WRITER_NICENESS`]. On Linux a nice value is
+/// a thread's own (setpriority(2), NOTES: `None`, "the caller", names the calling thread), so
+/// only the catalog writer is affected.
+fn lower_this_threads_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(error) = rustix::process::getpriority_process(None)
+        .and_then(|now| rustix::process::setpriority_process(None, (now + WRITER_NICENESS).min(19)))
+    {
+        tracing::warn!(%error, "could not lower the catalog writer's priority");
     }
 }

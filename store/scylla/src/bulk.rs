@@ -75,7 +75,7 @@ pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-fn encode_body<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn encode_body<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     postcard::to_allocvec(value).map_err(|e| StoreError::Corrupt { what: "record", detail: e.to_string() })
 }
 
@@ -88,6 +88,29 @@ type GenerationRow =
 /// newest generation it does hold published, so a gateway never serves a load that is still
 /// being written or whose rows have not reached its data center. `None` when none is.
 pub(crate) async fn current_generation(cluster: &Cluster) -> Result<Option<Generation>, StoreError> {
+    let Some(generation) = published_generation(cluster).await? else { return Ok(None) };
+    live_counts(cluster, generation).await.map(Some)
+}
+
+/// `generation` with the counts live catalog changes left it (`catalog_counts`), if any.
+async fn live_counts(cluster: &Cluster, generation: Generation) -> Result<Generation, StoreError> {
+    let counts = cluster
+        .prepare(
+            Kind::Read,
+            "SELECT movies, people, genre_movies, years FROM {keyspace}.catalog_counts WHERE generation = ?",
+        )
+        .await?;
+    let result = cluster.session.execute_unpaged(&counts, (generation.id,)).await.map_err(execution_error)?;
+    type CountsRow = (Option<i64>, Option<i64>, Option<Vec<i64>>, Option<Vec<i32>>);
+    let row: Option<CountsRow> =
+        result.into_rows_result().map_err(driver_error)?.maybe_first_row().map_err(decode_error)?;
+    let Some((movies, people, genre_movies, years)) = row else { return Ok(generation) };
+    let format = if generation.top_partitions { FORMAT } else { 1 };
+    self::generation(generation.id, (None, Some(format), movies, people, genre_movies, years))
+}
+
+/// The generation to serve, with the counts its load wrote (see [`current_generation`]).
+async fn published_generation(cluster: &Cluster) -> Result<Option<Generation>, StoreError> {
     let Some(id) = current_id(cluster).await? else { return Ok(None) };
     let row = cluster
         .prepare(

@@ -135,6 +135,13 @@ pub async fn collect_generations(
                 .prepare(Kind::Bulk, "DELETE FROM {keyspace}.catalog_loads WHERE generation = ?")
                 .await?;
             write_with_retries(&cluster, &progress, &[vec![CqlValue::BigInt(id)]]).await?;
+            // What live catalog changes kept of it (schema version 7).
+            for table in ["catalog_counts", "catalog_pending"] {
+                let statement = cluster
+                    .prepare(Kind::Bulk, &format!("DELETE FROM {{keyspace}}.{table} WHERE generation = ?"))
+                    .await?;
+                write_with_retries(&cluster, &statement, &[vec![CqlValue::BigInt(id)]]).await?;
+            }
         }
     }
     let listed_ids: HashSet<i64> = listed.iter().map(|g| g.id).collect();

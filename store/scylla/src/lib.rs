@@ -29,6 +29,7 @@ mod session;
 mod spill;
 mod tls;
 mod users;
+mod writes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,6 +67,15 @@ struct Inner {
     ping: scylla::statement::prepared::PreparedStatement,
     /// Users' data between calls (see [`users::UserState`]).
     user_state: users::UserState,
+    /// Prepared on the first catalog write: a cluster without lightweight transactions (the
+    /// CQL stand-in) serves everything else.
+    writes: tokio::sync::OnceCell<writes::WriteStatements>,
+    /// This store's name as a catalog writer (`writes`).
+    writer_name: String,
+    /// One catalog apply at a time in this store.
+    writing: tokio::sync::Mutex<()>,
+    /// What applies an interrupted writer left changed, finished here, for the caches.
+    recovered: std::sync::Mutex<Option<Applied>>,
 }
 
 impl Inner {
@@ -76,6 +86,37 @@ impl Inner {
 
     fn catalog(&self) -> Catalog<'_> {
         Catalog { cluster: &self.cluster, statements: &self.catalog, generation: self.generation() }
+    }
+
+    async fn writer(&self) -> Result<writes::Writer<'_>, StoreError> {
+        let statements =
+            self.writes.get_or_try_init(|| writes::WriteStatements::prepare(&self.cluster)).await?;
+        Ok(writes::Writer {
+            cluster: &self.cluster,
+            statements,
+            catalog: &self.catalog,
+            generation: self.generation(),
+            me: &self.writer_name,
+            writing: &self.writing,
+        })
+    }
+
+    /// Serves `generation`'s counts as `counts` left them, unless another generation is
+    /// served by now.
+    fn take_counts(&self, generation: &Generation, counts: &writes::Counts) {
+        let mut served = self.generation.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if served.id == generation.id {
+            *served = Arc::new(counts.apply_to(&served));
+        }
+    }
+
+    /// Keeps what a finished interrupted apply changed for [`CatalogWrites::recovered`].
+    fn hand_over_finished(&self, applied: Applied) {
+        let mut held = self.recovered.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match held.as_mut() {
+            Some(earlier) => earlier.merge(applied),
+            None => *held = Some(applied),
+        }
     }
 
     fn users(&self) -> Users<'_> {
@@ -123,6 +164,16 @@ impl ScyllaStore {
             ping: readiness_probe(&cluster).await?,
             generation: std::sync::RwLock::new(Arc::new(generation)),
             catalog_id,
+            writes: tokio::sync::OnceCell::new(),
+            writer_name: format!(
+                "{}-{:x}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos())
+            ),
+            recovered: std::sync::Mutex::new(None),
+            writing: tokio::sync::Mutex::new(()),
             cluster,
             user_state: Default::default(),
         });
@@ -191,6 +242,12 @@ async fn follow_generations(store: std::sync::Weak<Inner>, poll: Duration) {
         };
         let serving = inner.generation();
         if found.id == serving.id {
+            if found != *serving {
+                // Live catalog changes moved the counts.
+                *inner.generation.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Arc::new(found);
+            }
+            finish_abandoned(&inner).await;
             continue;
         }
         tracing::info!(
@@ -202,6 +259,30 @@ async fn follow_generations(store: std::sync::Weak<Inner>, poll: Duration) {
         let id = catalog_id(&inner.cluster, &found);
         *inner.generation.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(found);
         inner.catalog_id.send_replace(id);
+    }
+}
+
+/// Finishes a catalog apply a stopped writer left half-written, once its lock has lapsed
+/// (see `writes`), and keeps what it changed for the caches.
+async fn finish_abandoned(inner: &Inner) {
+    let writer = match inner.writer().await {
+        Ok(writer) => writer,
+        Err(error) => {
+            // A cluster that cannot prepare them takes no catalog writes either.
+            tracing::debug!(%error, "no catalog writes on this cluster");
+            return;
+        }
+    };
+    let generation = writer.generation.clone();
+    match writer.finish_abandoned().await {
+        Ok(None) => {}
+        Ok(Some((applied, counts))) => {
+            inner.take_counts(&generation, &counts);
+            inner.hand_over_finished(applied);
+        }
+        Err(error) => {
+            tracing::warn!(%error, "finishing a half-written catalog change failed; trying again later")
+        }
     }
 }
 
@@ -366,14 +447,18 @@ impl UserData for ScyllaStore {
     }
 }
 
-/// Live catalog writes are not built on this backend yet: every apply is refused whole with
-/// this error, so nothing is half-written, and the catalog changes only by full loads.
-const NO_LIVE_WRITES: &str = "live catalog changes are not available on the ScyllaDB backend yet; load a new catalog generation instead";
-
 #[async_trait]
 impl CatalogWrites for ScyllaStore {
-    async fn apply(&self, _changes: CatalogChanges, _edit: Edit) -> Result<Applied, StoreError> {
-        Err(StoreError::Backend(NO_LIVE_WRITES.into()))
+    async fn apply(&self, changes: CatalogChanges, edit: Edit) -> Result<Applied, StoreError> {
+        let writer = self.inner.writer().await?;
+        let generation = writer.generation.clone();
+        let (leftover, result) = writer.apply(&changes, &edit).await;
+        if let Some(leftover) = leftover {
+            self.inner.hand_over_finished(leftover);
+        }
+        let (applied, counts) = result?;
+        self.inner.take_counts(&generation, &counts);
+        Ok(applied)
     }
 
     async fn records(&self, ids: &[MovieId]) -> Result<Vec<Option<MovieRecord>>, StoreError> {
@@ -389,8 +474,18 @@ impl CatalogWrites for ScyllaStore {
         self.people(ids).await
     }
 
-    async fn audit_page(&self, _page: UserPage) -> Result<Page<AuditRecord>, StoreError> {
-        Err(StoreError::Backend(NO_LIVE_WRITES.into()))
+    async fn audit_page(&self, page: UserPage) -> Result<Page<AuditRecord>, StoreError> {
+        self.inner.writer().await?.audit_page(page).await
+    }
+
+    fn recovered(&self) -> Vec<Applied> {
+        self.inner
+            .recovered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .into_iter()
+            .collect()
     }
 }
 

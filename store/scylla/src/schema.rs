@@ -61,20 +61,33 @@ const MIGRATIONS: &[Migration] = &[
         name: "0006_load_progress",
         cql: include_str!("../schema/0006_load_progress.cql"),
     },
+    Migration {
+        version: 7,
+        name: "0007_catalog_writes",
+        cql: include_str!("../schema/0007_catalog_writes.cql"),
+    },
 ];
 
 /// The version this build migrates a keyspace to; it serves from this one or the next.
-pub const SCHEMA_VERSION: i32 = 6;
+pub const SCHEMA_VERSION: i32 = 7;
 
-/// Users' tables: deletes happen there, so their tombstones must not be purged before a
-/// repair (ScyllaDB's `tombstone_gc` repair mode).
-const USER_TABLES: &[&str] = &[
+/// Tables deletes happen in (users' data; the catalog since live changes, schema version 7),
+/// so their tombstones must not be purged before a repair (ScyllaDB's `tombstone_gc` repair
+/// mode): a deleted rating or search row must not come back from a replica that missed it.
+const DELETED_FROM: &[&str] = &[
     "ratings_by_user",
     "ratings_by_user_time",
     "watchlist_by_user",
     "watchlist_by_user_time",
     "movie_ratings",
     "rating_totals",
+    "movies_by_id",
+    "people_by_id",
+    "credits_by_movie",
+    "credits_by_person",
+    "movies_by_genre_year",
+    "title_search",
+    "catalog_pending",
 ];
 
 const VERSIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS {keyspace}.schema_versions (
@@ -250,7 +263,7 @@ async fn engine(cluster: &Cluster) -> Result<&'static str, StoreError> {
 
 /// The `tombstone_gc` statements for ScyllaDB (see the module docs).
 fn tombstone_gc_statements() -> Vec<String> {
-    USER_TABLES
+    DELETED_FROM
         .iter()
         .map(|table| format!("ALTER TABLE {{keyspace}}.{table} WITH tombstone_gc = {{'mode': 'repair'}}"))
         .collect()
@@ -545,13 +558,13 @@ mod tests {
     #[test]
     fn scylla_gets_repair_mode_tombstone_gc_on_every_users_table() {
         let statements = tombstone_gc_statements();
-        assert_eq!(statements.len(), USER_TABLES.len());
+        assert_eq!(statements.len(), DELETED_FROM.len());
         assert!(statements.contains(
             &"ALTER TABLE {keyspace}.ratings_by_user WITH tombstone_gc = {'mode': 'repair'}".to_owned()
         ));
         let declared: std::collections::HashSet<String> =
             declared_columns().into_iter().map(|(t, _, _)| t).collect();
-        assert!(USER_TABLES.iter().all(|t| declared.contains(*t)), "a users' table the schema lacks");
+        assert!(DELETED_FROM.iter().all(|t| declared.contains(*t)), "a table the schema lacks");
     }
 
     #[test]
