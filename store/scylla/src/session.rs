@@ -252,6 +252,16 @@ impl Cluster {
         }
     }
 
+    /// Runs one prepared statement, unpaged, in a slot of its own.
+    pub(crate) async fn unpaged(
+        &self,
+        statement: &PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow,
+    ) -> Result<scylla::response::query_result::QueryResult, StoreError> {
+        let _slot = self.slot().await?;
+        self.session.execute_unpaged(statement, values).await.map_err(execution_error)
+    }
+
     /// Waits for a slot among the requests in flight; the slot is held, and the statement
     /// counted in the calling store call (`marquee_store::statements`), until it is dropped.
     pub(crate) async fn slot(&self) -> Result<Slot<'_>, StoreError> {

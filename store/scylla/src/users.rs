@@ -759,8 +759,7 @@ impl Users<'_> {
         statement: &PreparedStatement,
         values: impl scylla::serialize::row::SerializeRow,
     ) -> Result<scylla::response::query_result::QueryResult, StoreError> {
-        let _slot = self.cluster.slot().await?;
-        self.cluster.session.execute_unpaged(statement, values).await.map_err(execution_error)
+        self.cluster.unpaged(statement, values).await
     }
 
     async fn run_batch(

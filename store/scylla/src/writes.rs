@@ -49,7 +49,7 @@ use serde::{Deserialize, Serialize};
 use crate::bulk::encode_body;
 use crate::catalog::{Catalog, CatalogStatements, Generation, POPULARITY_MIRRORED, TOP_YEAR, decode_body};
 use crate::ranged::{decode, encode};
-use crate::session::{Cluster, Kind, ScyllaError, decode_error, driver_error, execution_error};
+use crate::session::{Cluster, Kind, ScyllaError, decode_error, driver_error};
 
 /// How long a writer holds the lock without renewing it (an apply renews it between steps).
 pub(crate) const LOCK_TTL: Duration = Duration::from_secs(30);
@@ -405,8 +405,7 @@ impl Writer<'_> {
         statement: &PreparedStatement,
         values: impl scylla::serialize::row::SerializeRow,
     ) -> Result<scylla::response::query_result::QueryResult, StoreError> {
-        let _slot = self.cluster.slot().await?;
-        self.cluster.session.execute_unpaged(statement, values).await.map_err(execution_error)
+        self.cluster.unpaged(statement, values).await
     }
 
     /// One write, its result dropped.
@@ -649,14 +648,17 @@ impl Writer<'_> {
         self.write_rows(stamp, planned, before, &after, held).await?;
         self.keep(held).await?;
         self.commit_counts(before, &after).await?;
-        let micros = stamp;
-        let month = month_of(micros);
-        let pos = i64::MAX - micros;
-        let body = encode_body(&apply.audit)?;
-        self.execute(&self.statements.audit_month, (month,)).await?;
-        self.execute(&self.statements.audit_put, (month, pos, body)).await?;
-        self.execute(&self.statements.pending_delete, (self.generation.id, stamp)).await?;
+        self.close_plan(stamp, &apply.audit).await?;
         Ok(after)
+    }
+
+    /// Writes an apply's audit record and drops its plan: its last step.
+    async fn close_plan(&self, stamp: i64, audit: &AuditRecord) -> Result<(), StoreError> {
+        let month = month_of(stamp);
+        self.execute(&self.statements.audit_month, (month,)).await?;
+        self.execute(&self.statements.audit_put, (month, i64::MAX - stamp, encode_body(audit)?)).await?;
+        self.execute(&self.statements.pending_delete, (self.generation.id, stamp)).await?;
+        Ok(())
     }
 
     /// Every record and derived row of `planned`, at `stamp`.
@@ -921,11 +923,7 @@ impl Writer<'_> {
             }
             if counts.stamp >= stamp {
                 // Its counts moved: only the audit record and the plan's removal may be missing.
-                let micros = stamp;
-                let body = encode_body(&apply.audit)?;
-                self.execute(&self.statements.audit_month, (month_of(micros),)).await?;
-                self.execute(&self.statements.audit_put, (month_of(micros), i64::MAX - micros, body)).await?;
-                self.execute(&self.statements.pending_delete, (self.generation.id, stamp)).await?;
+                self.close_plan(stamp, &apply.audit).await?;
             } else {
                 self.write_apply(stamp, &counts, &apply, &planned, held).await?;
             }
