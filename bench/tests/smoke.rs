@@ -166,6 +166,7 @@ async fn compare_measures_a_second_store_beside_the_first() {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis()
     );
     let options = cluster.scylla_options(keyspace.clone());
+    let _keyspace = marquee_cql_standin::KeyspaceGuard::new(&options);
     let scylla = StoreConfig::Scylla(Box::new(options));
     std::thread::scope(|scope| {
         scope

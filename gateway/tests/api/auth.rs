@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use marquee_gateway::config::{Config, RateLimitConfig};
 
-use crate::helpers::{TestApp, first_code, gateway_command, seeded_dir, spawn_with, test_config};
+use crate::helpers::{DataDir, TestApp, first_code, gateway_command, seeded_dir, spawn_with, test_config};
 use marquee_gateway::auth::generate_pem;
 
 const IDP_ISSUER: &str = "https://idp.marquee.test/";
@@ -92,7 +92,7 @@ fn jwks(keys: &[&IdpKey]) -> Value {
 }
 
 /// A gateway trusting the JWKS in a file.
-async fn with_jwks_file(keys: &[&IdpKey], change: impl FnOnce(&mut Config)) -> (TestApp, tempfile::TempDir) {
+async fn with_jwks_file(keys: &[&IdpKey], change: impl FnOnce(&mut Config)) -> (TestApp, DataDir) {
     let dir = seeded_dir();
     let path = dir.path().join("jwks.json");
     std::fs::write(&path, jwks(keys).to_string()).expect("write jwks");

@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::process::Command;
 
-use crate::helpers::{TestApp, seeded_dir, spawn_with, test_config};
+use crate::helpers::{DataDir, TestApp, seeded_dir, spawn_with, test_config};
 
 fn clients_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
@@ -61,7 +61,7 @@ async fn generate_manifest(out: &Path, custom: bool) -> Value {
     serde_json::from_slice(&std::fs::read(out).expect("manifest written")).expect("manifest is JSON")
 }
 
-async fn gateway(manifest: &Path, safelist: bool) -> (TestApp, tempfile::TempDir) {
+async fn gateway(manifest: &Path, safelist: bool) -> (TestApp, DataDir) {
     let dir = seeded_dir();
     let mut config = test_config(dir.path());
     config.rate_limit.enabled = false;

@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
+use marquee_cql_standin::KeyspaceGuard;
 use marquee_gateway::config::{Config, DemoConfig, EmbeddedConfig, StoreConfig};
 use marquee_gateway::startup::Application;
 use marquee_store::bulk::seed::{Generator, SeedOptions};
@@ -29,7 +30,20 @@ pub(crate) struct TestApp {
     pub(crate) client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<std::io::Result<()>>>,
-    _dir: Option<tempfile::TempDir>,
+    _dir: Option<DataDir>,
+}
+
+/// A seeded data directory, with the keyspace named after it when the tests run over
+/// ScyllaDB (dropped with it: see `KeyspaceGuard`).
+pub(crate) struct DataDir {
+    dir: tempfile::TempDir,
+    _keyspace: Option<KeyspaceGuard>,
+}
+
+impl DataDir {
+    pub(crate) fn path(&self) -> &Path {
+        self.dir.path()
+    }
 }
 
 /// A test deployment's configuration over `data_dir`'s store. Over a shared store (ScyllaDB)
@@ -93,12 +107,17 @@ pub(crate) fn scylla_config(data_dir: &Path) -> StoreConfig {
 /// Seeds `options` into the store over `data_dir`, through the bulk seam (after migrating,
 /// for a backend with a schema). Runs on a thread of its own, so it may be called from tests
 /// on any runtime.
-pub(crate) fn seed_into(data_dir: &Path, options: &SeedOptions) {
-    seed_store(&store_config(data_dir), options);
+pub(crate) fn seed_into(data_dir: &Path, options: &SeedOptions) -> Option<KeyspaceGuard> {
+    seed_store(&store_config(data_dir), options)
 }
 
-/// Migrates and seeds the store `config` names (see [`seed_into`]).
-pub(crate) fn seed_store(config: &StoreConfig, options: &SeedOptions) {
+/// Migrates and seeds the store `config` names (see [`seed_into`]); over ScyllaDB, the
+/// keyspace is dropped with the guard returned.
+pub(crate) fn seed_store(config: &StoreConfig, options: &SeedOptions) -> Option<KeyspaceGuard> {
+    let keyspace = match config {
+        StoreConfig::Scylla(options) => Some(KeyspaceGuard::new(options)),
+        _ => None,
+    };
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
@@ -111,13 +130,14 @@ pub(crate) fn seed_store(config: &StoreConfig, options: &SeedOptions) {
             .join()
             .expect("seeding thread");
     });
+    keyspace
 }
 
 /// Seeds a catalog into a new temporary directory.
-pub(crate) fn seeded_dir() -> tempfile::TempDir {
+pub(crate) fn seeded_dir() -> DataDir {
     let dir = tempfile::tempdir().expect("tempdir");
-    seed_into(dir.path(), &CATALOG);
-    dir
+    let keyspace = seed_into(dir.path(), &CATALOG);
+    DataDir { dir, _keyspace: keyspace }
 }
 
 /// Starts a gateway over a freshly seeded catalog.

@@ -24,6 +24,7 @@ struct Region {
     a: TestApp,
     b: TestApp,
     _dir: tempfile::TempDir,
+    _keyspace: Option<marquee_cql_standin::KeyspaceGuard>,
 }
 
 async fn region(adjust: impl FnOnce(&mut Config)) -> Region {
@@ -33,7 +34,7 @@ async fn region(adjust: impl FnOnce(&mut Config)) -> Region {
         .expect("a Redis Cluster (is redis-server installed? `cargo xtask ci` installs it)");
     let dir = tempfile::tempdir().expect("tempdir");
     let store = scylla_config(dir.path());
-    seed_store(&store, &CATALOG);
+    let keyspace = seed_store(&store, &CATALOG);
     let key = dir.path().join("signing.pem");
     std::fs::write(&key, generate_pem().expect("key")).expect("write key");
     let mut config = test_config(dir.path());
@@ -57,7 +58,7 @@ async fn region(adjust: impl FnOnce(&mut Config)) -> Region {
         assert!(Instant::now() < deadline, "the gateways did not join the invalidation bus");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Region { cluster, config, a, b, _dir: dir }
+    Region { cluster, config, a, b, _dir: dir, _keyspace: keyspace }
 }
 
 const MOVIE: &str = "query($m: ID!) { movie(id: $m) { id title } }";
@@ -553,7 +554,7 @@ async fn a_cluster_with_tls_and_auth_is_shared_and_one_that_cannot_be_trusted_is
     let ca = cluster.ca_file().expect("the cluster's CA").to_owned();
     let dir = tempfile::tempdir().expect("tempdir");
     let store = scylla_config(dir.path());
-    seed_store(&store, &CATALOG);
+    let _keyspace = seed_store(&store, &CATALOG);
     let gateway = |tls: bool, ca: Option<std::path::PathBuf>, password: &str| {
         let mut config = test_config(dir.path());
         config.store = store.clone();

@@ -19,7 +19,7 @@
 //!   back from a replica that missed the delete); Cassandra has no such option and relies on
 //!   `gc_grace_seconds` (10 days) outliving the repair interval (ARCHITECTURE.md).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use marquee_store::StoreError;
 
@@ -343,6 +343,72 @@ async fn run(cluster: &Cluster, cql: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// How long `migrate` waits for another data center's nodes to take a schema change.
+const REMOTE_AGREEMENT: Duration = Duration::from_secs(30);
+
+/// Schema agreement in every data center, before `migrate` writes to what it created.
+///
+/// The driver awaits agreement after each change, but only among the nodes it connects to:
+/// the local data center's (`local_dc` filters the rest out). A table just created may not
+/// exist yet in another region, where an `EACH_QUORUM` write to it fails with
+/// `INCOMPATIBLE_SCHEMA` (seen on a two-data-center Cassandra under concurrent schema
+/// changes). So the local nodes' agreed version is compared with every peer's in
+/// `system.peers` as well, which holds each node's schema version as gossip last reported it
+/// (Cassandra and ScyllaDB alike).
+#[derive(Default)]
+struct Agreement {
+    /// Set once a wait ran out: a node that is down reports an old version until it returns
+    /// (and pulls the schema then), so this run waits no longer.
+    gave_up: bool,
+}
+
+impl Agreement {
+    async fn wait(&mut self, cluster: &Cluster) -> Result<(), StoreError> {
+        if self.gave_up {
+            return Ok(());
+        }
+        let deadline = std::time::Instant::now() + REMOTE_AGREEMENT;
+        loop {
+            let behind = match cluster.session.check_schema_agreement().await {
+                Ok(Some(version)) => behind_peers(cluster, version).await?,
+                Ok(None) => vec!["a node of the local data center".to_owned()],
+                Err(error) => return Err(driver_error(error)),
+            };
+            if behind.is_empty() {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                tracing::warn!(
+                    behind = %behind.join(", "),
+                    "schema agreement not reached in {REMOTE_AGREEMENT:?}; a node that is down takes the \
+                     schema when it returns, and writes needing it fail until then"
+                );
+                self.gave_up = true;
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// The peers (`address (data center)`) whose schema version is not `version`.
+async fn behind_peers(cluster: &Cluster, version: uuid::Uuid) -> Result<Vec<String>, StoreError> {
+    let result = cluster
+        .session
+        .query_unpaged("SELECT peer, data_center, schema_version FROM system.peers", ())
+        .await
+        .map_err(execution_error)?;
+    let rows = result.into_rows_result().map_err(driver_error)?;
+    let mut behind = Vec::new();
+    for row in rows.rows::<(std::net::IpAddr, Option<String>, Option<uuid::Uuid>)>().map_err(driver_error)? {
+        let (peer, data_center, peer_version) = row.map_err(driver_error)?;
+        if peer_version != Some(version) {
+            behind.push(format!("{peer} ({})", data_center.unwrap_or_default()));
+        }
+    }
+    Ok(behind)
+}
+
 /// The schema versions recorded in the keyspace.
 async fn applied_versions(cluster: &Cluster) -> Result<Vec<i32>, StoreError> {
     let statement = format!("SELECT version FROM {}.schema_versions", cluster.keyspace);
@@ -385,6 +451,10 @@ pub async fn migrate(options: &ScyllaOptions) -> Result<MigrationReport, StoreEr
         }
     }
     run(&cluster, VERSIONS_TABLE).await?;
+    let mut agreement = Agreement::default();
+    if options.await_schema_agreement {
+        agreement.wait(&cluster).await?;
+    }
     let already = applied_versions(&cluster).await?;
     if let Some(&newest) = already.last()
         && newest > SCHEMA_VERSION
@@ -400,6 +470,9 @@ pub async fn migrate(options: &ScyllaOptions) -> Result<MigrationReport, StoreEr
         tracing::info!(version = migration.version, name = migration.name, "applying schema version");
         for statement in statements(migration.cql) {
             run(&cluster, &statement).await?;
+        }
+        if options.await_schema_agreement {
+            agreement.wait(&cluster).await?;
         }
         let record = cluster
             .prepare(

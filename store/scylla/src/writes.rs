@@ -417,11 +417,18 @@ impl Writer<'_> {
     async fn lock(&self) -> Result<Held, StoreError> {
         let started = Instant::now();
         loop {
-            if let Some(held) = self.try_lock().await? {
-                return Ok(held);
-            }
-            if started.elapsed() > LOCK_WAIT {
-                return Err(busy("another gateway is applying catalog changes; try again shortly"));
+            match self.try_lock().await {
+                Ok(Some(held)) => return Ok(held),
+                Ok(None) if started.elapsed() > LOCK_WAIT => {
+                    return Err(busy("another gateway is applying catalog changes; try again shortly"));
+                }
+                Ok(None) => {}
+                // A Paxos round that timed out (contention, a slow replica) is tried again
+                // within the wait.
+                Err(error) if started.elapsed() <= LOCK_WAIT => {
+                    tracing::debug!(%error, "taking the catalog writer's lock failed; retrying");
+                }
+                Err(error) => return Err(error),
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -432,9 +439,14 @@ impl Writer<'_> {
         let ttl = LOCK_TTL.as_secs() as i32;
         let n = TAKINGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let held = Held { token: format!("{}-{n}", self.me), renewed: Instant::now() };
-        let taken = self.execute(&self.statements.lock_take, (held.token.as_str(), ttl)).await?;
+        let taken = match self.execute(&self.statements.lock_take, (held.token.as_str(), ttl)).await {
+            Ok(taken) => was_applied(taken)?,
+            // A timed-out take may still have been applied: it is ours if it renews as ours,
+            // and otherwise lapses by itself.
+            Err(error) => return if self.renew(&held).await.is_ok() { Ok(Some(held)) } else { Err(error) },
+        };
         // Not applied: held by someone (by this taking, when a retried request took it).
-        let ours = was_applied(taken)? || self.renew(&held).await.is_ok();
+        let ours = taken || self.renew(&held).await.is_ok();
         Ok(ours.then_some(held))
     }
 

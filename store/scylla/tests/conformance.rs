@@ -8,25 +8,26 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use marquee_cql_standin::KeyspaceGuard;
 use marquee_store::bulk::BulkLoad;
 use marquee_store::bulk::seed::seed;
 use marquee_store::conformance::OPTIONS;
 use marquee_store::{MovieId, RatingTotals, Store, UserId};
 use marquee_store_scylla::{ScyllaBulk, ScyllaOptions, ScyllaStore, migrate};
 
-/// A fresh keyspace on the cluster under test.
-fn options() -> ScyllaOptions {
+/// A fresh keyspace on the cluster under test, dropped with its guard.
+fn options() -> (KeyspaceGuard, ScyllaOptions) {
     static KEYSPACES: AtomicUsize = AtomicUsize::new(0);
     let keyspace =
         format!("conformance_{}_{}", std::process::id(), KEYSPACES.fetch_add(1, Ordering::Relaxed));
     let mut options = marquee_cql_standin::test_cluster().scylla_options(keyspace);
     options.reconcile_interval_ms = 200;
-    options
+    (KeyspaceGuard::new(&options), options)
 }
 
 /// A migrated keyspace holding the conformance catalog.
-async fn seeded() -> ScyllaOptions {
-    let options = options();
+async fn seeded() -> (KeyspaceGuard, ScyllaOptions) {
+    let (keyspace, options) = options();
     migrate(&options).await.expect("migrate");
     let bulk = ScyllaBulk::new(options.clone(), tokio::runtime::Handle::current());
     tokio::task::spawn_blocking(move || {
@@ -35,13 +36,13 @@ async fn seeded() -> ScyllaOptions {
     })
     .await
     .expect("seeding thread");
-    options
+    (keyspace, options)
 }
 
-async fn scylla() -> ((), Store) {
-    let options = seeded().await;
+async fn scylla() -> (KeyspaceGuard, Store) {
+    let (keyspace, options) = seeded().await;
     let store = ScyllaStore::open(&options).await.expect("open");
-    ((), Store::new(Arc::new(store)))
+    (keyspace, Store::new(Arc::new(store)))
 }
 
 marquee_store::conformance_cases!(scylla);
@@ -62,7 +63,7 @@ mod catalog_writes {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_raters_converge_to_exact_totals() {
-    let options = seeded().await;
+    let (_keyspace, options) = seeded().await;
     let store = Arc::new(ScyllaStore::open(&options).await.expect("open"));
     let other_region = Arc::new(ScyllaStore::open(&options).await.expect("open"));
     let movie = MovieId(7);
@@ -103,7 +104,7 @@ async fn totals_reach(store: &ScyllaStore, movie: MovieId, expected: RatingTotal
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rerun_completes_an_unfinished_load_and_gateways_never_see_it() {
-    let options = seeded().await;
+    let (_keyspace, options) = seeded().await;
     let served = ScyllaStore::open(&options).await.expect("open");
     let first = served.generation();
     let bulk = ScyllaBulk::new(options.clone(), tokio::runtime::Handle::current());
@@ -133,7 +134,7 @@ async fn a_rerun_completes_an_unfinished_load_and_gateways_never_see_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rating_replicated_from_another_region_reaches_the_totals_through_the_reconciler() {
     use marquee_store::UserData;
-    let options = seeded().await;
+    let (_keyspace, options) = seeded().await;
     let store = ScyllaStore::open(&options).await.expect("open");
     // What replication brings from another region: a user's row in a bucket and the bucket's
     // change, with none of this region's gateways having recomputed that bucket.

@@ -54,10 +54,24 @@ fn child_applier() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
         let store = ScyllaStore::open(&options(&keyspace)).await.expect("open");
-        for round in start.. {
+        let mut round = start;
+        let mut failures = 0;
+        loop {
             let edit = Edit { editor: "crash-test".into(), action: format!("round {round}") };
-            store.apply(changes(round), edit).await.expect("apply");
-            println!("acked {round}");
+            match store.apply(changes(round), edit).await {
+                Ok(_) => {
+                    println!("acked {round}");
+                    round += 1;
+                    failures = 0;
+                }
+                // A busy cluster times a statement out now and then; an editor retries, and
+                // so does the child (whatever the failed apply wrote, the retry finishes).
+                Err(StoreError::Unavailable(error)) if failures < 5 => {
+                    failures += 1;
+                    eprintln!("child: round {round} failed ({error}); retrying");
+                }
+                Err(error) => panic!("child: round {round} failed: {error}"),
+            }
         }
     });
 }
@@ -100,6 +114,7 @@ async fn a_writer_killed_mid_apply_leaves_whole_applies_only() {
     }
     let keyspace = format!("crash_{}", std::process::id());
     let options = options(&keyspace);
+    let _keyspace = marquee_cql_standin::KeyspaceGuard::new(&options);
     migrate(&options).await.expect("migrate");
     let bulk = ScyllaBulk::new(options.clone(), tokio::runtime::Handle::current());
     tokio::task::spawn_blocking(move || seed(&OPTIONS, bulk.sink("crash").expect("sink"), &mut |_| {}))
@@ -114,7 +129,8 @@ async fn a_writer_killed_mid_apply_leaves_whole_applies_only() {
             .env(CHILD, &keyspace)
             .env("MARQUEE_TEST_APPLY_FROM", next.to_string())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            // Its failures show in this test's output.
+            .stderr(Stdio::inherit())
             .spawn()
             .expect("child");
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use marquee_cql_standin::KeyspaceGuard;
 use marquee_store::bulk::BulkLoad;
 use marquee_store::bulk::seed::seed;
 use marquee_store::conformance::OPTIONS;
@@ -20,20 +21,22 @@ use marquee_store::{
 use marquee_store_embedded::{EmbeddedBulk, EmbeddedOptions, EmbeddedStore};
 use marquee_store_scylla::{ScyllaBulk, ScyllaOptions, ScyllaStore, collect_generations, migrate};
 
-fn options() -> ScyllaOptions {
+/// A fresh keyspace, dropped with its guard.
+fn options() -> (KeyspaceGuard, ScyllaOptions) {
     static KEYSPACES: AtomicUsize = AtomicUsize::new(0);
-    marquee_cql_standin::test_cluster().scylla_options(format!(
+    let options = marquee_cql_standin::test_cluster().scylla_options(format!(
         "statements_{}_{}",
         std::process::id(),
         KEYSPACES.fetch_add(1, Ordering::Relaxed)
-    ))
+    ));
+    (KeyspaceGuard::new(&options), options)
 }
 
 /// The same catalog in a fresh keyspace and in an embedded data directory.
 async fn both(
     load: impl Fn(&dyn BulkLoad) + Send + Sync + 'static,
-) -> (ScyllaStore, EmbeddedStore, tempfile::TempDir) {
-    let options = options();
+) -> (ScyllaStore, EmbeddedStore, (tempfile::TempDir, KeyspaceGuard)) {
+    let (keyspace, options) = options();
     migrate(&options).await.expect("migrate");
     let dir = tempfile::tempdir().expect("data dir");
     let (scylla, embedded) = (
@@ -48,7 +51,7 @@ async fn both(
     .expect("loading thread");
     let store = ScyllaStore::open(&options).await.expect("open");
     let embedded = EmbeddedStore::open(dir.path(), &EmbeddedOptions::default()).expect("open embedded");
-    (store, embedded, dir)
+    (store, embedded, (dir, keyspace))
 }
 
 /// One call's answer and cost, after checking the answer is the embedded backend's.
@@ -241,7 +244,8 @@ async fn concurrent_calls_count_their_own_statements() {
 async fn a_killed_load_resumes_without_rewriting_what_it_wrote() {
     // A buffer this small is sent whole every few thousand movies of this catalog, moving
     // the progress a rerun resumes from.
-    let options = ScyllaOptions { load_buffer_rows: 8_192, ..options() };
+    let (_keyspace, options) = options();
+    let options = ScyllaOptions { load_buffer_rows: 8_192, ..options };
     migrate(&options).await.expect("migrate");
     let runtime = tokio::runtime::Handle::current();
     let killed = ScyllaBulk::new(options.clone(), runtime.clone());
@@ -312,7 +316,7 @@ async fn a_killed_load_resumes_without_rewriting_what_it_wrote() {
 /// every partition of theirs deleted, while the current one keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn superseded_generations_are_removed_after_their_grace() {
-    let options = options();
+    let (_keyspace, options) = options();
     migrate(&options).await.expect("migrate");
     let bulk = Arc::new(ScyllaBulk::new(options.clone(), tokio::runtime::Handle::current()));
     for source in ["first", "second"] {
@@ -426,7 +430,8 @@ async fn movie_rows(options: &ScyllaOptions, generation: i64) -> usize {
 /// whose rows a removal is deleting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rerun_never_resumes_behind_a_newer_load_or_into_a_removal() {
-    let options = ScyllaOptions { load_buffer_rows: 8_192, ..options() };
+    let (_keyspace, options) = options();
+    let options = ScyllaOptions { load_buffer_rows: 8_192, ..options };
     migrate(&options).await.expect("migrate");
     let bulk = Arc::new(ScyllaBulk::new(options.clone(), tokio::runtime::Handle::current()));
     let load = |source: &'static str, movies: u64, finish: bool| {
