@@ -38,6 +38,14 @@
 //! replay, a repair) is found by the region's rating reconciler, which re-derives the totals
 //! it makes wrong and hands their movies to its gateway's follower (`rederived_totals`), which
 //! applies them region-wide like any other change (ARCHITECTURE.md).
+//!
+//! Catalog changes travel the same way: every apply on ScyllaDB is listed in the catalog's
+//! log (`catalog_log`, under the second it finished in, after all its rows), read beside the
+//! ratings' log, claimed by its stamp, and applied region-wide as the changes it made
+//! (entities dropped, list pages named for the response caches and edges). Each log is read on
+//! its own: one that fails to answer does not hold the other back. The gateway that took a
+//! change applies it at once, and its region applies it again from the log (one more purge of
+//! the same keys), as for ratings.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -45,7 +53,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use marquee_schema::SurrogateKey;
-use marquee_store::{Applied, MovieId, PersonId, RatingTotals, UserData};
+use marquee_store::{Applied, CatalogWrites, MovieId, PersonId, RatingTotals, UserData};
 
 use crate::cache::{Tiered, Tiers};
 use crate::regional::bus::{Bus, Listener, now_ms};
@@ -239,16 +247,70 @@ impl Changes {
     }
 }
 
-/// Reads the backend's change log every `FOLLOW_EVERY` and applies, region-wide, each change
+/// One entry of the backend's change logs: a movie's totals, or a catalog apply (by stamp).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Entry {
+    Totals(MovieId),
+    Catalog(i64),
+}
+
+impl Entry {
+    /// The region's claim on applying this entry of `second`.
+    fn claim(self, second: u64) -> String {
+        match self {
+            // As gateways before catalog logs name it, so a rolling region claims alike.
+            Entry::Totals(movie) => format!("mq:{VERSION}:followed:{second}:{}", movie.0),
+            Entry::Catalog(stamp) => format!("mq:{VERSION}:followed:{second}:catalog:{stamp}"),
+        }
+    }
+}
+
+/// The logs a gateway follows: rating totals, and catalog applies.
+struct Logs {
+    ratings: Option<Arc<dyn UserData>>,
+    catalog: Option<Arc<dyn CatalogWrites>>,
+}
+
+impl Logs {
+    /// The entries of `second` (with what each changed); `None` once neither backend has a
+    /// log. A log that fails to answer is read again next tick; the other's entries are kept.
+    async fn read(&mut self, second: u64) -> Option<Vec<(Entry, Vec<Change>)>> {
+        let mut entries = Vec::new();
+        if let Some(ratings) = &self.ratings {
+            match ratings.rating_changes(second).await {
+                Ok(Some(movies)) => entries
+                    .extend(movies.into_iter().map(|m| (Entry::Totals(m), vec![Change::RatingTotals(m)]))),
+                Ok(None) => self.ratings = None,
+                Err(error) => {
+                    tracing::debug!(%error, "reading the ratings' change log failed; reading it again next tick")
+                }
+            }
+        }
+        if let Some(catalog) = &self.catalog {
+            match catalog.catalog_log(second).await {
+                Ok(Some(applies)) => entries.extend(
+                    applies.into_iter().map(|l| (Entry::Catalog(l.stamp), Change::of_catalog(&l.applied))),
+                ),
+                Ok(None) => self.catalog = None,
+                Err(error) => {
+                    tracing::debug!(%error, "reading the catalog's change log failed; reading it again next tick")
+                }
+            }
+        }
+        (self.ratings.is_some() || self.catalog.is_some()).then_some(entries)
+    }
+}
+
+/// Reads the backend's change logs every `FOLLOW_EVERY` and applies, region-wide, each change
 /// this gateway is the first of its region to claim (see the module docs). Returns at once on
-/// a backend without a log.
-async fn follow_log(log: Arc<dyn UserData>, changes: Arc<Changes>, regional: Arc<Regional>) {
-    // The changes seen, by second, for the seconds still read.
-    let mut seen: BTreeMap<u64, HashSet<MovieId>> = BTreeMap::new();
-    // Changes whose claim got no answer, with when they were first deferred: claimed again on
-    // every tick (even once their second has left the log's window) until the claim is
-    // settled, for as long as another gateway's claim of them could last.
-    let mut deferred: HashMap<(u64, MovieId), Instant> = HashMap::new();
+/// a backend without logs.
+async fn follow_log(mut logs: Logs, changes: Arc<Changes>, regional: Arc<Regional>) {
+    // The entries seen, by second, for the seconds still read.
+    let mut seen: BTreeMap<u64, HashSet<Entry>> = BTreeMap::new();
+    // Entries whose claim got no answer, with when they were first deferred and what they
+    // changed: claimed again on every tick (even once their second has left the log's window)
+    // until the claim is settled, for as long as another gateway's claim of them could last.
+    let mut deferred: HashMap<(u64, Entry), (Instant, Vec<Change>)> = HashMap::new();
     let mut ticks = tokio::time::interval(FOLLOW_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -257,72 +319,67 @@ async fn follow_log(log: Arc<dyn UserData>, changes: Arc<Changes>, regional: Arc
         let first = now.saturating_sub(FOLLOW_SECONDS);
         seen = seen.split_off(&first);
         let before = deferred.len();
-        deferred.retain(|_, since| since.elapsed() < CLAIM_FOR);
+        deferred.retain(|_, (since, _)| since.elapsed() < CLAIM_FOR);
         if deferred.len() < before {
             tracing::warn!(
                 changes = before - deferred.len(),
-                "changes from the log could not be claimed while the region's Redis failed; left to the totals' TTL"
+                "changes from the log could not be claimed while the region's Redis failed; left to the caches' TTL"
             );
         }
-        let mut fresh: Vec<(u64, MovieId)> = deferred.keys().copied().collect();
+        let mut fresh: Vec<(u64, Entry, Vec<Change>)> =
+            deferred.iter().map(|(&(second, entry), (_, found))| (second, entry, found.clone())).collect();
         for second in first..=now {
-            match log.rating_changes(second).await {
-                Ok(Some(movies)) => {
-                    let known = seen.entry(second).or_default();
-                    fresh.extend(
-                        movies
-                            .into_iter()
-                            .filter(|m| !known.contains(m) && !deferred.contains_key(&(second, *m)))
-                            .map(|m| (second, m)),
-                    );
-                }
-                Ok(None) => return,
-                Err(error) => {
-                    tracing::debug!(%error, "reading the change log failed; reading it again next tick");
-                    break;
-                }
-            }
+            let Some(entries) = logs.read(second).await else { return };
+            let known = seen.entry(second).or_default();
+            fresh.extend(
+                entries
+                    .into_iter()
+                    .filter(|(e, _)| !known.contains(e) && !deferred.contains_key(&(second, *e)))
+                    .map(|(e, found)| (second, e, found)),
+            );
         }
         // Totals this gateway's reconciler (the region's one) found wrong and re-derived: rows
         // that arrived after the log's window, which no follower saw. Applied region-wide
         // here, unclaimed: only the region's reconciler has them.
-        let rederived = log.rederived_totals().await.unwrap_or_default();
-        if !rederived.is_empty() {
-            regional.count_invalidations("rederived", rederived.len());
-            let found: Vec<Change> = rederived.into_iter().map(Change::RatingTotals).collect();
-            changes.changed(&found).await;
+        if let Some(ratings) = &logs.ratings {
+            let rederived = ratings.rederived_totals().await.unwrap_or_default();
+            if !rederived.is_empty() {
+                regional.count_invalidations("rederived", rederived.len());
+                let found: Vec<Change> = rederived.into_iter().map(Change::RatingTotals).collect();
+                changes.changed(&found).await;
+            }
         }
         if fresh.is_empty() {
             continue;
         }
-        let claims: Vec<String> = fresh
-            .iter()
-            .map(|(second, movie)| format!("mq:{VERSION}:followed:{second}:{}", movie.0))
-            .collect();
-        // A change is settled once its claim is (won here, or held by another gateway); one
+        let claims: Vec<String> = fresh.iter().map(|(second, entry, _)| entry.claim(*second)).collect();
+        // An entry is settled once its claim is (won here, or held by another gateway); one
         // whose claim got no answer is claimed again next tick, so a failed call never leaves
         // a change applied by nobody.
         let claimed = regional.claim_many(&claims, CLAIM_FOR).await;
         let mut found = Vec::new();
-        let mut unanswered = 0;
-        for (&(second, movie), claim) in fresh.iter().zip(claimed) {
+        let (mut won, mut unanswered) = (0, 0);
+        for ((second, entry, changed), claim) in fresh.into_iter().zip(claimed) {
             match claim {
-                Claim::Won => found.push(Change::RatingTotals(movie)),
+                Claim::Won => {
+                    won += 1;
+                    found.extend(changed);
+                }
                 Claim::HeldElsewhere => {}
                 Claim::Unknown => {
                     unanswered += 1;
-                    deferred.entry((second, movie)).or_insert_with(Instant::now);
+                    deferred.entry((second, entry)).or_insert_with(|| (Instant::now(), changed));
                     continue;
                 }
             }
-            deferred.remove(&(second, movie));
+            deferred.remove(&(second, entry));
             if second >= first {
-                seen.entry(second).or_default().insert(movie);
+                seen.entry(second).or_default().insert(entry);
             }
         }
         regional.count_invalidations("follow_deferred", unanswered);
         if !found.is_empty() {
-            regional.count_invalidations("followed", found.len());
+            regional.count_invalidations("followed", won);
             changes.changed(&found).await;
         }
     }
@@ -385,7 +442,8 @@ impl Changes {
         ttl: Duration,
         subscribers: Vec<Arc<dyn Subscriber>>,
         regional: Option<Arc<Regional>>,
-        log: Arc<dyn UserData>,
+        ratings_log: Arc<dyn UserData>,
+        catalog_log: Arc<dyn CatalogWrites>,
     ) -> Result<(Arc<Changes>, Option<Following>), RedisConfigError> {
         let region_tier = match regional {
             Some(regional) => {
@@ -402,7 +460,8 @@ impl Changes {
         let horizon = rating_totals.longest_life(ttl).max(entities_life) + Duration::from_secs(1);
         let changes = Arc::new(Changes { rating_totals, entities, subscribers, region_tier, horizon });
         let following = changes.region_tier.as_ref().map(|region_tier| {
-            Following(tokio::spawn(follow_log(log, changes.clone(), region_tier.regional.clone())))
+            let logs = Logs { ratings: Some(ratings_log), catalog: Some(catalog_log) };
+            Following(tokio::spawn(follow_log(logs, changes.clone(), region_tier.regional.clone())))
         });
         Ok((changes, following))
     }

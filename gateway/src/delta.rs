@@ -22,6 +22,11 @@
 //! up waiting withdraws its delta (`<n>.withdrawn`) unless the gateway has claimed it. With no
 //! gateway running, the command applies the delta itself (no cache or edge is told then: edges
 //! keep what they hold until its `s-maxage`).
+//!
+//! On ScyllaDB the command applies the delta itself, resting between units as long as each
+//! took ([`Share::HALF`]), so editors' changes get the one writer's lock between them; every
+//! unit is listed in the catalog's change log, which the gateways of every region follow to
+//! drop what it changed (`crate::changes`).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -59,6 +64,10 @@ pub struct Share(u8);
 impl Share {
     /// No waiting: a delta applied with no gateway serving.
     pub const ALL: Share = Share(100);
+
+    /// Resting as long as each step took: a delta applied to a shared store, whose one
+    /// writer's lock editors' changes wait for.
+    pub const HALF: Share = Share(50);
 
     /// `percent` of one core, 1 to 100.
     pub fn percent(percent: u8) -> Share {

@@ -312,16 +312,13 @@ async fn import_imdb(config: &Config, dir: PathBuf) -> anyhow::Result<()> {
 
 /// `gateway import imdb --dir DIR --incremental`: applies the delta to the store itself, or
 /// hands it to the gateway that holds an embedded data directory (`marquee_gateway::delta`).
+/// On ScyllaDB every apply is listed in the catalog's change log, which every region's
+/// gateways follow to drop what it changed from their caches and edges.
 async fn import_delta(
     config: &Config,
     dir: &std::path::Path,
     wait: std::time::Duration,
 ) -> anyhow::Result<()> {
-    if !matches!(config.store, StoreConfig::Embedded(_)) {
-        anyhow::bail!(
-            "catalog deltas are not applied to the ScyllaDB backend yet (no gateway in another region would hear of them); load a new catalog generation instead"
-        );
-    }
     let store = match store::open(&config.store).await {
         Ok(store) => store,
         Err(error) if delta::is_held_by_a_gateway(&error) => {
@@ -335,8 +332,12 @@ async fn import_delta(
     let editor = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "operator".into());
     let edit = marquee_store::Edit { editor, action: "import imdb --incremental".into() };
     let mut logged = std::time::Instant::now();
-    // Nobody is served from the directory: the delta takes what it needs.
-    let report = delta::apply(dir, store.edits.as_ref(), edit, delta::Share::ALL, &mut |done, units| {
+    // Nobody is served from an embedded directory a command can open: the delta takes what it
+    // needs. A shared store has one writer at a time across regions: the delta rests as long
+    // as each unit took, so an editor's change waiting for the lock gets it between units.
+    let share =
+        if matches!(config.store, StoreConfig::Embedded(_)) { delta::Share::ALL } else { delta::Share::HALF };
+    let report = delta::apply(dir, store.edits.as_ref(), edit, share, &mut |done, units| {
         if done == units || logged.elapsed() >= std::time::Duration::from_secs(2) {
             logged = std::time::Instant::now();
             tracing::info!(done, units, "applying the delta");

@@ -37,7 +37,7 @@ use async_trait::async_trait;
 
 pub use error::StoreError;
 pub use model::*;
-pub use writes::{Applied, AuditRecord, CatalogChanges, Edit, Lists};
+pub use writes::{Applied, AuditRecord, CatalogChanges, Edit, Lists, Logged};
 
 /// The largest page any paged read returns; larger requests are an error at the API edge.
 pub const MAX_PAGE: usize = 100;
@@ -228,6 +228,19 @@ pub trait CatalogWrites: Send + Sync + 'static {
     /// (their callers never heard back, so no cache was told). Taken once.
     fn recovered(&self) -> Vec<Applied> {
         Vec::new()
+    }
+
+    /// The applies finished during second `second` (since the Unix epoch, by the finishing
+    /// writer's clock), by any gateway or importer of any region, as far as this region's
+    /// replicas have received them: the log other regions' caches follow, as they follow
+    /// [`UserData::rating_changes`]. Each is listed once per finishing (an apply finished
+    /// again after a crash may be listed twice), after every row it wrote. Reading it also
+    /// brings the counts this backend serves up to the newest apply it lists. `None` for a
+    /// backend without such a log (the embedded store: one machine, whose changes all go
+    /// through its own gateway).
+    async fn catalog_log(&self, second: u64) -> Result<Option<Vec<Logged>>, StoreError> {
+        let _ = second;
+        Ok(None)
     }
 }
 

@@ -136,6 +136,16 @@ impl Lists {
     }
 }
 
+/// An apply in the backend's change log ([`crate::CatalogWrites::catalog_log`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Logged {
+    /// The apply's own number (on ScyllaDB its write timestamp): the same wherever and
+    /// however often it is listed.
+    pub stamp: i64,
+    /// What it changed.
+    pub applied: Applied,
+}
+
 /// What an apply changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {

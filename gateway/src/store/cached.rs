@@ -18,8 +18,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::FutureExt;
 use marquee_store::{
-    Applied, AuditRecord, CatalogChanges, CatalogWrites, Edit, MovieId, MovieRecord, Page, Person, PersonId,
-    Rating, RatingTotals, Store, StoreError, UserData, UserId, UserPage, WatchlistEntry,
+    Applied, AuditRecord, CatalogChanges, CatalogWrites, Edit, Logged, MovieId, MovieRecord, Page, Person,
+    PersonId, Rating, RatingTotals, Store, StoreError, UserData, UserId, UserPage, WatchlistEntry,
 };
 use prometheus::IntCounterVec;
 
@@ -73,6 +73,7 @@ pub fn wrap(store: Store, config: &StackConfig, requests: IntCounterVec) -> Resu
         config.subscribers.clone(),
         config.regional.clone(),
         store.users.clone(),
+        store.edits.clone(),
     )?;
     // Changes a crash interrupted were finished when the backend opened, and no cache heard of
     // them: the region's tier and edges may still hold what they replaced.
@@ -127,6 +128,10 @@ impl CatalogWrites for CachedEdits {
 
     async fn audit_page(&self, page: UserPage) -> Result<Page<AuditRecord>, StoreError> {
         self.inner.audit_page(page).await
+    }
+
+    async fn catalog_log(&self, second: u64) -> Result<Option<Vec<Logged>>, StoreError> {
+        self.inner.catalog_log(second).await
     }
 }
 

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use marquee_store::{
     Applied, AuditRecord, BrowseQuery, CatalogChanges, CatalogReads, CatalogStats, CatalogWrites, Credit,
-    Edit, FilmographyEntry, FilmographyQuery, GenreCount, Lifecycle, Movie, MovieId, MovieRecord, Page,
-    Person, PersonId, Rating, RatingTotals, SearchQuery, SimilarQuery, Store, StoreError, UserData, UserId,
-    UserPage, WatchlistEntry, statements,
+    Edit, FilmographyEntry, FilmographyQuery, GenreCount, Lifecycle, Logged, Movie, MovieId, MovieRecord,
+    Page, Person, PersonId, Rating, RatingTotals, SearchQuery, SimilarQuery, Store, StoreError, UserData,
+    UserId, UserPage, WatchlistEntry, statements,
 };
 use tracing::Instrument;
 
@@ -87,6 +87,10 @@ impl CatalogWrites for Instrumented<dyn CatalogWrites> {
 
     fn recovered(&self) -> Vec<Applied> {
         self.inner.recovered()
+    }
+
+    async fn catalog_log(&self, second: u64) -> Result<Option<Vec<Logged>>, StoreError> {
+        self.call("catalog_log", 1, self.inner.catalog_log(second)).await
     }
 }
 

@@ -107,12 +107,14 @@ pub(crate) fn scylla_config(data_dir: &Path) -> StoreConfig {
 /// Seeds `options` into the store over `data_dir`, through the bulk seam (after migrating,
 /// for a backend with a schema). Runs on a thread of its own, so it may be called from tests
 /// on any runtime.
+#[must_use = "over ScyllaDB the keyspace is dropped with the guard"]
 pub(crate) fn seed_into(data_dir: &Path, options: &SeedOptions) -> Option<KeyspaceGuard> {
     seed_store(&store_config(data_dir), options)
 }
 
 /// Migrates and seeds the store `config` names (see [`seed_into`]); over ScyllaDB, the
 /// keyspace is dropped with the guard returned.
+#[must_use = "over ScyllaDB the keyspace is dropped with the guard"]
 pub(crate) fn seed_store(config: &StoreConfig, options: &SeedOptions) -> Option<KeyspaceGuard> {
     let keyspace = match config {
         StoreConfig::Scylla(options) => Some(KeyspaceGuard::new(options)),

@@ -102,7 +102,7 @@ async fn reseeding_switches_generations_while_a_gateway_serves() {
     let before = get().await;
     assert_eq!(get().await, before, "cached");
     let other = SeedOptions { seed: CATALOG.seed + 1, ..CATALOG };
-    seed_into(dir.path(), &other); // beside a running gateway
+    let _keyspace = seed_into(dir.path(), &other); // beside a running gateway
     let expected = Generator::new(&other).movie(6);
     let published = std::time::Instant::now();
     let now = loop {
@@ -138,7 +138,7 @@ async fn a_gateway_on_scylladb_serves_a_newly_published_catalog_without_a_restar
     options.catalog_poll_ms = 200;
     let store = StoreConfig::Scylla(options);
     let first = SeedOptions { movies: 300, people: Some(200), seed: 5 };
-    seed_store(&store, &first);
+    let _keyspace = seed_store(&store, &first);
     let app = spawn_with(test_config_over(dir.path(), &store)).await;
     let get = async || -> serde_json::Value {
         let response =
@@ -153,7 +153,7 @@ async fn a_gateway_on_scylladb_serves_a_newly_published_catalog_without_a_restar
     assert!(hits().await >= 1.0, "the second GET came from the response cache");
 
     let second = SeedOptions { seed: 6, ..first };
-    seed_store(&store, &second);
+    let _second = seed_store(&store, &second);
     let expected = Generator::new(&second).movie(6).movie.title;
     assert_ne!(before["movie"]["title"], expected, "the two catalogs differ");
     let published = std::time::Instant::now();
@@ -209,7 +209,7 @@ async fn readiness_rides_out_a_store_pause_and_reports_an_outage() {
     options.await_schema_agreement = false;
     options.request_timeout_ms = 500;
     let store = StoreConfig::Scylla(options);
-    seed_store(&store, &SeedOptions { movies: 50, people: Some(30), seed: 5 });
+    let _keyspace = seed_store(&store, &SeedOptions { movies: 50, people: Some(30), seed: 5 });
     let app = spawn_with(test_config_over(dir.path(), &store)).await;
     let ready = async || -> (u16, serde_json::Value) {
         let response = app.client.get(app.url("/readyz")).send().await.expect("readyz");

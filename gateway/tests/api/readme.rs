@@ -166,7 +166,7 @@ async fn every_curl_example_in_the_readme_works_when_pasted() {
     let text = readme();
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    crate::helpers::seed_into(&data, &demo_catalog());
+    let _keyspace = crate::helpers::seed_into(&data, &demo_catalog());
     let setup = setup(&text, dir.path());
     let app = spawn_for_readme(&setup, &data, None).await;
 
@@ -232,8 +232,8 @@ async fn every_readme_example_answers_the_same_on_embedded_and_scylla() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (embedded, scylla) = (dir.path().join("embedded"), dir.path().join("scylla"));
     let scylla_store = crate::helpers::scylla_config(&scylla);
-    crate::helpers::seed_store(&crate::helpers::embedded_config(&embedded), &demo_catalog());
-    crate::helpers::seed_store(&scylla_store, &demo_catalog());
+    let _embedded = crate::helpers::seed_store(&crate::helpers::embedded_config(&embedded), &demo_catalog());
+    let _keyspace = crate::helpers::seed_store(&scylla_store, &demo_catalog());
     let setup = setup(&text, dir.path());
     let on_embedded =
         spawn_for_readme(&setup, &embedded, Some(crate::helpers::embedded_config(&embedded))).await;

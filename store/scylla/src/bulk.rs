@@ -97,16 +97,17 @@ async fn live_counts(cluster: &Cluster, generation: Generation) -> Result<Genera
     let counts = cluster
         .prepare(
             Kind::Read,
-            "SELECT movies, people, genre_movies, years FROM {keyspace}.catalog_counts WHERE generation = ?",
+            "SELECT stamp, movies, people, genre_movies, years FROM {keyspace}.catalog_counts WHERE generation = ?",
         )
         .await?;
     let result = cluster.session.execute_unpaged(&counts, (generation.id,)).await.map_err(execution_error)?;
-    type CountsRow = (Option<i64>, Option<i64>, Option<Vec<i64>>, Option<Vec<i32>>);
+    type CountsRow = (Option<i64>, Option<i64>, Option<i64>, Option<Vec<i64>>, Option<Vec<i32>>);
     let row: Option<CountsRow> =
         result.into_rows_result().map_err(driver_error)?.maybe_first_row().map_err(decode_error)?;
-    let Some((movies, people, genre_movies, years)) = row else { return Ok(generation) };
+    let Some((stamp, movies, people, genre_movies, years)) = row else { return Ok(generation) };
     let format = if generation.top_partitions { FORMAT } else { 1 };
-    self::generation(generation.id, (None, Some(format), movies, people, genre_movies, years))
+    let live = self::generation(generation.id, (None, Some(format), movies, people, genre_movies, years))?;
+    Ok(Generation { counts_stamp: stamp.unwrap_or(0), ..live })
 }
 
 /// The generation to serve, with the counts its load wrote (see [`current_generation`]).
@@ -195,6 +196,7 @@ fn generation(id: i64, row: GenerationRow) -> Result<Generation, StoreError> {
         genre_movies: genre_movies.unwrap_or_default().into_iter().map(|c| c.max(0) as u64).collect(),
         years,
         top_partitions: format >= 2,
+        counts_stamp: 0,
     })
 }
 

@@ -34,6 +34,9 @@ pub(crate) struct Generation {
     pub(crate) years: Vec<u16>,
     /// Whether the load wrote the top partitions of every browse order (format 2 on).
     pub(crate) top_partitions: bool,
+    /// The stamp of the live change whose counts these are (`catalog_counts`); 0 for the
+    /// load's own. Counts are only ever replaced by ones of a stamp at least as new.
+    pub(crate) counts_stamp: i64,
 }
 
 /// Prepared statements of the catalog reads.

@@ -38,7 +38,7 @@ use async_trait::async_trait;
 use marquee_store::plan;
 use marquee_store::{
     Applied, AuditRecord, BrowseQuery, CatalogChanges, CatalogReads, CatalogStats, CatalogWrites, Credit,
-    DriverFigures, Edit, FilmographyEntry, FilmographyQuery, GenreCount, Lifecycle, Movie, MovieId,
+    DriverFigures, Edit, FilmographyEntry, FilmographyQuery, GenreCount, Lifecycle, Logged, Movie, MovieId,
     MovieRecord, Page, Person, PersonId, Rating, RatingTotals, SearchQuery, SimilarQuery, StoreError,
     UserData, UserId, UserPage, WatchlistEntry,
 };
@@ -76,6 +76,10 @@ struct Inner {
     writing: tokio::sync::Mutex<()>,
     /// What applies an interrupted writer left changed, finished here, for the caches.
     recovered: std::sync::Mutex<Option<Applied>>,
+    /// Reads one second of `catalog_log`.
+    catalog_log: scylla::statement::prepared::PreparedStatement,
+    /// The newest apply the log listed whose counts this store has read since.
+    logged: std::sync::atomic::AtomicI64,
 }
 
 impl Inner {
@@ -105,9 +109,23 @@ impl Inner {
     /// served by now.
     fn take_counts(&self, generation: &Generation, counts: &writes::Counts) {
         let mut served = self.generation.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if served.id == generation.id {
+        if served.id == generation.id && counts.stamp >= served.counts_stamp {
             *served = Arc::new(counts.apply_to(&served));
         }
+    }
+
+    /// Serves `found`'s counts if it is the generation served and they are no older than the
+    /// served ones (a read racing a newer apply's counts never undoes them); whether they are
+    /// served now.
+    fn take_found_counts(&self, found: Generation) -> bool {
+        let mut served = self.generation.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if served.id != found.id || found.counts_stamp < served.counts_stamp {
+            return false;
+        }
+        if found != **served {
+            *served = Arc::new(found);
+        }
+        true
     }
 
     /// Keeps what a finished interrupted apply changed for [`CatalogWrites::recovered`].
@@ -162,6 +180,13 @@ impl ScyllaStore {
             catalog: CatalogStatements::prepare(&cluster).await?,
             users: UserStatements::prepare(&cluster).await?,
             ping: readiness_probe(&cluster).await?,
+            catalog_log: cluster
+                .prepare(
+                    session::Kind::Read,
+                    "SELECT stamp, applied FROM {keyspace}.catalog_log WHERE slot = ?",
+                )
+                .await?,
+            logged: std::sync::atomic::AtomicI64::new(0),
             generation: std::sync::RwLock::new(Arc::new(generation)),
             catalog_id,
             writes: tokio::sync::OnceCell::new(),
@@ -242,11 +267,8 @@ async fn follow_generations(store: std::sync::Weak<Inner>, poll: Duration) {
         };
         let serving = inner.generation();
         if found.id == serving.id {
-            if found != *serving {
-                // Live catalog changes moved the counts.
-                *inner.generation.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
-                    Arc::new(found);
-            }
+            // Live catalog changes may have moved the counts.
+            inner.take_found_counts(found);
             finish_abandoned(&inner).await;
             continue;
         }
@@ -486,6 +508,42 @@ impl CatalogWrites for ScyllaStore {
             .take()
             .into_iter()
             .collect()
+    }
+
+    async fn catalog_log(&self, second: u64) -> Result<Option<Vec<Logged>>, StoreError> {
+        let inner = &self.inner;
+        let result = inner.cluster.unpaged(&inner.catalog_log, (second as i64,)).await?;
+        let rows = result.into_rows_result().map_err(session::driver_error)?;
+        let mut logged = Vec::new();
+        for row in rows.rows::<(i64, Vec<u8>)>().map_err(session::driver_error)? {
+            let (stamp, body) = row.map_err(session::driver_error)?;
+            match catalog::decode_body("catalog change", &body) {
+                Ok(applied) => logged.push(Logged { stamp, applied }),
+                // Written by a build whose record of a change differs: its caches follow
+                // their TTL; the rest of the log is still followed.
+                Err(error) => {
+                    tracing::warn!(stamp, %error, "a catalog change log entry that does not decode")
+                }
+            }
+        }
+        // The counts moved with the newest apply listed: read them now rather than at the next
+        // generation poll. Taken as read once they are at least that apply's (the counts'
+        // lightweight transaction may reach this data center after the log entry: read again
+        // on the next call, and the generation poll catches up in any case).
+        let newest = logged.iter().map(|l| l.stamp).max().unwrap_or(0);
+        if newest > inner.logged.load(std::sync::atomic::Ordering::Relaxed) {
+            match bulk::current_generation(&inner.cluster).await {
+                Ok(Some(found)) => {
+                    let stamp = found.counts_stamp;
+                    if inner.take_found_counts(found) && stamp >= newest {
+                        inner.logged.fetch_max(newest, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                Ok(None) => {}
+                Err(error) => tracing::debug!(%error, "reading the counts a logged change moved failed"),
+            }
+        }
+        Ok(Some(logged))
     }
 }
 

@@ -66,10 +66,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0007_catalog_writes",
         cql: include_str!("../schema/0007_catalog_writes.cql"),
     },
+    Migration { version: 8, name: "0008_catalog_log", cql: include_str!("../schema/0008_catalog_log.cql") },
 ];
 
 /// The version this build migrates a keyspace to; it serves from this one or the next.
-pub const SCHEMA_VERSION: i32 = 7;
+pub const SCHEMA_VERSION: i32 = 8;
 
 /// Tables deletes happen in (users' data; the catalog since live changes, schema version 7),
 /// so their tombstones must not be purged before a repair (ScyllaDB's `tombstone_gc` repair

@@ -28,7 +28,10 @@
 //!
 //! Readers see an apply's rows as they land (no isolation across partitions, as with the
 //! bulk load's rows); each read call reads single partitions, so a call never sees half of
-//! one row. Readers' counts follow within `catalog_poll_ms` (they poll `catalog_counts`).
+//! one row. An apply's last step lists it in `catalog_log` (its changes, under the second it
+//! finished in), which every region's gateways follow to drop what it changed from their
+//! caches; a store that reads an entry reads the counts it moved then, and every store polls
+//! `catalog_counts` every `catalog_poll_ms` in any case.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -94,6 +97,7 @@ pub(crate) struct WriteStatements {
     pending_first: PreparedStatement,
     pending_delete: PreparedStatement,
     audit_put: PreparedStatement,
+    log_put: PreparedStatement,
     audit_month: PreparedStatement,
     audit_months: PreparedStatement,
     audit_read: PreparedStatement,
@@ -230,6 +234,7 @@ impl WriteStatements {
             pending_delete: write("DELETE FROM {keyspace}.catalog_pending WHERE generation = ? AND stamp = ?")
                 .await?,
             audit_put: write("INSERT INTO {keyspace}.catalog_audit (month, pos, body) VALUES (?, ?, ?)").await?,
+            log_put: write("INSERT INTO {keyspace}.catalog_log (slot, stamp, applied) VALUES (?, ?, ?)").await?,
             audit_month: write("INSERT INTO {keyspace}.catalog_audit_months (log, month) VALUES ('catalog', ?)")
                 .await?,
             audit_months: cluster
@@ -294,6 +299,7 @@ impl Counts {
             stats: CatalogStats { movies: self.movies, people: self.people },
             genre_movies: self.genre_movies.clone(),
             years: self.years.clone(),
+            counts_stamp: self.stamp,
             ..generation.clone()
         }
     }
@@ -660,12 +666,17 @@ impl Writer<'_> {
         self.write_rows(stamp, planned, before, &after, held).await?;
         self.keep(held).await?;
         self.commit_counts(before, &after).await?;
-        self.close_plan(stamp, &apply.audit).await?;
+        self.close_plan(stamp, apply).await?;
         Ok(after)
     }
 
-    /// Writes an apply's audit record and drops its plan: its last step.
-    async fn close_plan(&self, stamp: i64, audit: &AuditRecord) -> Result<(), StoreError> {
+    /// Lists an apply in the change log, writes its audit record and drops its plan: its last
+    /// step, after every row (and the counts) it wrote, so a region that reads the log entry
+    /// reads what it changed.
+    async fn close_plan(&self, stamp: i64, apply: &PendingApply) -> Result<(), StoreError> {
+        let second = now_micros() / 1_000_000;
+        self.execute(&self.statements.log_put, (second, stamp, encode_body(&apply.applied)?)).await?;
+        let audit = &apply.audit;
         let month = month_of(stamp);
         self.execute(&self.statements.audit_month, (month,)).await?;
         self.execute(&self.statements.audit_put, (month, i64::MAX - stamp, encode_body(audit)?)).await?;
@@ -935,7 +946,7 @@ impl Writer<'_> {
             }
             if counts.stamp >= stamp {
                 // Its counts moved: only the audit record and the plan's removal may be missing.
-                self.close_plan(stamp, &apply.audit).await?;
+                self.close_plan(stamp, &apply).await?;
             } else {
                 self.write_apply(stamp, &counts, &apply, &planned, held).await?;
             }

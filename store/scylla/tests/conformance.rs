@@ -168,3 +168,48 @@ async fn a_rating_replicated_from_another_region_reaches_the_totals_through_the_
     assert_eq!(store.rating_totals(&[MovieId(12)]).await.expect("totals"), [RatingTotals::default()]);
     totals_reach(&store, MovieId(12), expected).await;
 }
+
+/// Every finished apply is listed in the catalog's change log, after its rows: another
+/// region's store (here a second store on the keyspace, as a gateway of another region opens
+/// it) finds it under the second it finished in, with what it changed, and serves the counts
+/// it moved once it has read it, without waiting for its generation poll. On a real cluster
+/// only (the writer's lock is a lightweight transaction).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_apply_is_listed_in_the_change_log_with_what_it_changed() {
+    use marquee_store::{CatalogReads, CatalogWrites, Edit};
+    if marquee_cql_standin::test_cluster().stand_in {
+        eprintln!(
+            "skipped: the CQL stand-in runs no lightweight transactions; set SCYLLA_URI to a real cluster"
+        );
+        return;
+    }
+    let (_keyspace, options) = seeded().await;
+    let writer = ScyllaStore::open(&options).await.expect("open");
+    let elsewhere = ScyllaStore::open(&options).await.expect("open");
+    let before = elsewhere.stats().await.expect("stats").movies;
+    let generator = marquee_store::bulk::seed::Generator::new(&OPTIONS);
+    let mut added = generator.movie(0);
+    added.movie.id = MovieId(OPTIONS.movies + 1);
+    added.movie.title = "Zyzzyva Quartermaine".into();
+    let started =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    let changes = marquee_store::CatalogChanges { movies: vec![added], ..Default::default() };
+    let edit = Edit { editor: "eddie".into(), action: "add a title".into() };
+    let applied = writer.apply(changes, edit).await.expect("apply");
+    assert_eq!(applied.movies, [MovieId(OPTIONS.movies + 1)]);
+    let finished =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+
+    let mut listed = Vec::new();
+    for second in started..=finished {
+        listed.extend(elsewhere.catalog_log(second).await.expect("log").expect("a log"));
+    }
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].applied, applied);
+    assert!(listed[0].stamp > 0);
+    assert_eq!(elsewhere.stats().await.expect("stats").movies, before + 1, "counts taken with the log");
+    assert!(
+        elsewhere.catalog_log(finished + 5).await.expect("log").expect("a log").is_empty(),
+        "nothing listed in a second without applies"
+    );
+}
