@@ -4,7 +4,8 @@
 //! CDN edge, and `xtask rig down` stops everything by PID, also when a check fails.
 //!
 //! What it shows: a client lands in its own region; a rating written through eu-west reads
-//! back through us-east, and reaches us-east's caches and both regions' edges within 2 s; the
+//! back through us-east, and reaches us-east's caches and both regions' edges within 2 s (and
+//! so does an editor's correction taken in us-east, through the catalog's change log); the
 //! edge caches a partner's persisted GET (miss, then hit with an `Age`), answers
 //! `If-None-Match` with 304, never stores a signed-in caller's answer; only requests through
 //! an edge (which adds the origin secret) pass the load balancer, and a gateway reached
@@ -132,9 +133,20 @@ fn alive(pid: u32) -> bool {
 
 /// A development token for `user`, signed with the rig's key (every region verifies it).
 fn token(user: &str) -> String {
+    issue(&["--user", user])
+}
+
+/// A development token for `user` with the editor role.
+fn editor_token(user: &str) -> String {
+    issue(&["--user", user, "--editor"])
+}
+
+/// `gateway token ARGS` with the rig's key.
+fn issue(args: &[&str]) -> String {
     let key = root().join("target/rig/signing-key.pem");
     let output = Command::new(root().join("target/debug/gateway"))
-        .args(["--config", "regions/us-east.toml", "token", "--user", user])
+        .args(["--config", "regions/us-east.toml", "token"])
+        .args(args)
         .env("MARQUEE_AUTH__SIGNING_KEY_FILES", format!("[\"{}\"]", key.display()))
         .env("MARQUEE_AUTH__DEV_TOKENS", "true")
         .env("MARQUEE_LOG__FILTER", "error")
@@ -467,6 +479,42 @@ async fn checks() {
         .expect("purge");
     assert_eq!(purge.status(), 403, "only the region's gateways may purge");
     assert_eq!(rating(&us).await, (base + 1, "HIT".to_owned()), "still cached");
+
+    // An editor's correction taken in us-east reaches a partner's cached movie card at both
+    // regions' edges within 2 s: us-east's gateway purges its edge as it applies the change,
+    // and the eu-west gateway that claims it from the catalog's change log purges eu-west's.
+    let card_title = async |client: &reqwest::Client| {
+        let response = movie_card(client, "tt0000046", &[]).await;
+        assert_eq!(response.status(), 200);
+        let cache = header(&response, "x-cache").to_owned();
+        let body: Value = response.json().await.expect("json");
+        (body["data"]["movie"]["title"].as_str().expect("title").to_owned(), cache)
+    };
+    let (old_title, _) = card_title(&us).await;
+    assert_ne!(old_title, "Zyzzyva Quartermaine", "each rig serves a freshly seeded catalog");
+    for client in [&us, &eu] {
+        let _ = card_title(client).await;
+        assert_eq!(card_title(client).await, (old_title.clone(), "HIT".to_owned()), "cached at the edge");
+    }
+    let editor = editor_token("eddie");
+    let corrected = post(
+        &us,
+        Some(&editor),
+        r#"mutation { updateMovie(id: "tt0000046", input: { title: "Zyzzyva Quartermaine" }) { title } }"#,
+    )
+    .await;
+    assert_eq!(corrected["data"]["updateMovie"]["title"], "Zyzzyva Quartermaine", "{corrected}");
+    let written = Instant::now();
+    for (client, region) in [(&us, "us-east"), (&eu, "eu-west")] {
+        while card_title(client).await.0 != "Zyzzyva Quartermaine" {
+            assert!(
+                written.elapsed() < Duration::from_secs(2),
+                "{region}'s edge shows the old title after 2 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        eprintln!("{region}'s edge shows the correction {:?} after it was taken", written.elapsed());
+    }
 
     // A signed-in caller's answer is never stored, so never served to anyone else.
     let bob = token("bob");
