@@ -25,7 +25,7 @@ fn fixtures() -> PathBuf {
 async fn imports_fixtures_and_reports_bad_rows_by_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let report = import(&fixtures(), dir.path()).expect("import succeeds despite bad rows");
-    assert_eq!(report.stats.movies, 5);
+    assert_eq!(report.stats.movies, 6);
     assert_eq!(report.stats.people, 12);
     let file = |name: &str| {
         report.files.iter().find(|f| f.file == name).unwrap_or_else(|| panic!("{name} reported"))
@@ -37,7 +37,7 @@ async fn imports_fixtures_and_reports_bad_rows_by_line() {
     assert!(ratings.bad_rows[0].reason.contains("averageRating"));
 
     let basics = file("title.basics.tsv");
-    assert_eq!((basics.rows, basics.imported, basics.ignored, basics.bad), (10, 5, 1, 4));
+    assert_eq!((basics.rows, basics.imported, basics.ignored, basics.bad), (11, 6, 1, 4));
     let lines: Vec<u64> = basics.bad_rows.iter().map(|b| b.line).collect();
     assert_eq!(lines, [7, 8, 9, 11]);
     assert!(basics.bad_rows[0].reason.contains("expected 9 tab-separated fields"));
@@ -98,7 +98,14 @@ async fn imports_fixtures_and_reports_bad_rows_by_line() {
         .iter()
         .map(|e| e["node"]["job"].as_str().expect("job"))
         .collect();
-    assert_eq!(jobs, ["Director", "screenplay by"]);
+    assert_eq!(jobs, ["Director", "Screenplay by"], "one casing for every job");
+
+    // A title nobody has rated has no average, not a score of 0.
+    let data = app.data(r#"{ movie(id: "tt2000000") { title rating { average count } } }"#, json!({})).await;
+    assert_eq!(
+        data["movie"],
+        json!({ "title": "Nobody Rated Yet", "rating": { "average": null, "count": 0 } })
+    );
 }
 
 #[tokio::test]

@@ -18,8 +18,9 @@ use crate::settings::SchemaConfig;
 /// A movie's public rating summary: the catalog's votes plus Marquee users' ratings.
 #[derive(SimpleObject)]
 pub(crate) struct RatingSummary {
-    /// Mean score, 1-10 (0 when unrated).
-    average: f64,
+    /// Mean score, 1-10; null when nobody has rated the movie (neither the catalog's voters
+    /// nor Marquee's users): an unrated movie has no average, not a score of 0.
+    average: Option<f64>,
     /// Number of ratings.
     count: i32,
     /// The vote-weighted rating `browse(sort: RATING)` orders by: the average pulled towards
@@ -122,7 +123,7 @@ impl MovieObject {
             let users = loaders(ctx)?.rating_totals.load_one(self.0.id).await?.unwrap_or_default();
             let summary = self.0.rating.with(users);
             Ok(RatingSummary {
-                average: (f64::from(summary.average) * 10.0).round() / 10.0,
+                average: (summary.count > 0).then(|| (f64::from(summary.average) * 10.0).round() / 10.0),
                 count: i32::try_from(summary.count).unwrap_or(i32::MAX),
                 weighted: (f64::from(marquee_store::keys::weighted_rating(summary.average, summary.count))
                     * 100.0)

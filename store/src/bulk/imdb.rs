@@ -644,9 +644,37 @@ fn parse_principal(line: &str) -> Result<(MovieId, PrincipalRow), String> {
     let role = if department == Department::Acting {
         null(characters).map(first_character).transpose()?.unwrap_or_default()
     } else {
-        job.unwrap_or(default_job).to_owned()
+        job_title(job.unwrap_or(default_job))
     };
     Ok((id, PrincipalRow { ordering, credit: Credit { person, department, role } }))
+}
+
+/// A crew job in the one casing clients see for every job, the one the catalog's own job
+/// names use (`Director of Photography`): IMDb gives jobs in lower case (`executive
+/// producer`, `screenplay by`) or only as a category (`casting_director`), so words are
+/// capitalised, underscores become spaces and the small words after the first stay lower
+/// case (`Based on the Novel by`).
+fn job_title(job: &str) -> String {
+    const SMALL: [&str; 12] = ["a", "an", "and", "as", "at", "by", "for", "from", "in", "of", "on", "the"];
+    let mut title = String::with_capacity(job.len());
+    for (i, word) in job.split(|c: char| c == '_' || c.is_whitespace()).filter(|w| !w.is_empty()).enumerate()
+    {
+        if i > 0 {
+            title.push(' ');
+        }
+        let lower = word.to_lowercase();
+        if i > 0 && SMALL.contains(&lower.as_str()) {
+            title.push_str(&lower);
+            continue;
+        }
+        let mut chars = word.chars();
+        if let Some(first) = chars.next() {
+            title.extend(first.to_uppercase());
+            // The rest as given: `DJ`, `McCoy` and `3D` keep theirs.
+            title.push_str(chars.as_str());
+        }
+    }
+    title
 }
 
 /// The first name in IMDb's `characters` field, a JSON array of strings (`["Andy Dufresne"]`).
@@ -720,6 +748,22 @@ mod tests {
         assert_eq!(first_character("[]").as_deref(), Ok(""));
         assert!(first_character("Andy").is_err());
         assert!(first_character(r#"["open"#).is_err());
+    }
+
+    #[test]
+    fn crew_jobs_come_in_one_casing() {
+        let role = |line: &str| parse_principal(line).expect("valid").1.credit.role;
+        assert_eq!(role("tt1\t1\tnm1\tdirector\t\\N\t\\N"), "Director");
+        assert_eq!(role("tt1\t2\tnm2\tproducer\texecutive producer\t\\N"), "Executive Producer");
+        assert_eq!(role("tt1\t3\tnm3\twriter\tbased on the novel by\t\\N"), "Based on the Novel by");
+        assert_eq!(role("tt1\t4\tnm4\tcasting_director\t\\N\t\\N"), "Casting Director");
+        assert_eq!(
+            role("tt1\t5\tnm5\tcinematographer\tdirector of photography\t\\N"),
+            "Director of Photography"
+        );
+        assert_eq!(role("tt1\t6\tnm6\tcomposer\t\\N\t\\N"), "Original Music Composer");
+        assert_eq!(role("tt1\t7\tnm7\tproducer\tDJ  and 3D producer\t\\N"), "DJ and 3D Producer");
+        assert_eq!(role("tt1\t8\tnm8\tactor\t\\N\t[\"Andy\"]"), "Andy", "a character keeps its own");
     }
 
     #[test]
