@@ -45,7 +45,15 @@
 //! (entities dropped, list pages named for the response caches and edges). Each log is read on
 //! its own: one that fails to answer does not hold the other back. The gateway that took a
 //! change applies it at once, and its region applies it again from the log (one more purge of
-//! the same keys), as for ratings.
+//! the same keys), as for ratings. Catalog applies have no reconciler to find what was listed
+//! late (a writer's clock behind, a row replicated late, an apply's entry written again by the
+//! next writer after its own failed): every `SWEEP_EVERY` the catalog's log is also read back
+//! `SWEEP_SECONDS`, and an entry no gateway of the region has claimed is applied then.
+//!
+//! A tick that reads fewer seconds than have passed (one that took longer than the window, a
+//! log that did not answer) leaves the first unread second for the next tick, which reads
+//! from there (back at most `CATCH_UP_SECONDS`, else it warns), so a slow store or a paused
+//! gateway does not skip a second of either log.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -71,12 +79,30 @@ const FOLLOW_EVERY: Duration = Duration::from_millis(250);
 
 /// How far back, in seconds of the writers' clocks, each read of the change log goes: a change
 /// that reaches this region's replicas later than that (or from a clock further behind) is
-/// left to the totals' TTL.
+/// left to the totals' TTL (ratings: the reconciler finds it) or to the catalog sweep.
 const FOLLOW_SECONDS: u64 = 3;
 
+/// How far back a tick reads seconds an earlier tick did not read (a tick that took longer
+/// than the window, a log that failed to answer): older ones are left to the caches' TTL.
+const CATCH_UP_SECONDS: u64 = 60;
+
+/// How often the catalog's log is swept further back, for applies listed late: a writer's
+/// clock behind this region's, an entry replicated late, an apply's log row written again by
+/// the next writer after its own failed.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+/// How far back each sweep of the catalog's log reads. Catalog applies are few (one writer at
+/// a time), so a sweep reads mostly empty partitions.
+const SWEEP_SECONDS: u64 = 120;
+
 /// How long a gateway's claim to apply a change lasts: longer than the change stays within
-/// `FOLLOW_SECONDS`, so no second gateway of the region claims it.
-const CLAIM_FOR: Duration = Duration::from_secs(30);
+/// `FOLLOW_SECONDS` (and a catch-up's `CATCH_UP_SECONDS`), so no second gateway of the region
+/// claims it.
+const CLAIM_FOR: Duration = Duration::from_secs(90);
+
+/// How long a claim to apply a catalog entry lasts: longer than a sweep reads its second
+/// again, so a gateway that starts (and has seen nothing) does not apply it a second time.
+const CATALOG_CLAIM_FOR: Duration = Duration::from_secs(SWEEP_SECONDS + 30);
 
 /// What a successful write changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -255,12 +281,14 @@ enum Entry {
 }
 
 impl Entry {
-    /// The region's claim on applying this entry of `second`.
-    fn claim(self, second: u64) -> String {
+    /// The region's claim on applying this entry of `second`, and how long it lasts.
+    fn claim(self, second: u64) -> (String, Duration) {
         match self {
             // As gateways before catalog logs name it, so a rolling region claims alike.
-            Entry::Totals(movie) => format!("mq:{VERSION}:followed:{second}:{}", movie.0),
-            Entry::Catalog(stamp) => format!("mq:{VERSION}:followed:{second}:catalog:{stamp}"),
+            Entry::Totals(movie) => (format!("mq:{VERSION}:followed:{second}:{}", movie.0), CLAIM_FOR),
+            Entry::Catalog(stamp) => {
+                (format!("mq:{VERSION}:followed:{second}:catalog:{stamp}"), CATALOG_CLAIM_FOR)
+            }
         }
     }
 }
@@ -272,16 +300,19 @@ struct Logs {
 }
 
 impl Logs {
-    /// The entries of `second` (with what each changed); `None` once neither backend has a
-    /// log. A log that fails to answer is read again next tick; the other's entries are kept.
-    async fn read(&mut self, second: u64) -> Option<Vec<(Entry, Vec<Change>)>> {
+    /// The entries of `second` (with what each changed) in the logs `which` names, and whether
+    /// every one of them answered; `None` once neither backend has a log. A log that fails to
+    /// answer is read again next tick; the other's entries are kept.
+    async fn read(&mut self, second: u64, which: Which) -> Option<(Vec<(Entry, Vec<Change>)>, bool)> {
         let mut entries = Vec::new();
-        if let Some(ratings) = &self.ratings {
+        let mut answered = true;
+        if let (Some(ratings), Which::Both) = (&self.ratings, which) {
             match ratings.rating_changes(second).await {
                 Ok(Some(movies)) => entries
                     .extend(movies.into_iter().map(|m| (Entry::Totals(m), vec![Change::RatingTotals(m)]))),
                 Ok(None) => self.ratings = None,
                 Err(error) => {
+                    answered = false;
                     tracing::debug!(%error, "reading the ratings' change log failed; reading it again next tick")
                 }
             }
@@ -293,12 +324,33 @@ impl Logs {
                 ),
                 Ok(None) => self.catalog = None,
                 Err(error) => {
+                    answered = false;
                     tracing::debug!(%error, "reading the catalog's change log failed; reading it again next tick")
                 }
             }
         }
-        (self.ratings.is_some() || self.catalog.is_some()).then_some(entries)
+        (self.ratings.is_some() || self.catalog.is_some()).then_some((entries, answered))
     }
+}
+
+/// Which logs a read of a second covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Which {
+    /// Both: the seconds every tick reads.
+    Both,
+    /// Only the catalog's: the seconds a sweep adds.
+    Catalog,
+}
+
+/// The seconds a tick reads, oldest first, and which logs for each: the last
+/// `FOLLOW_SECONDS` up to `now`, back to `unread` (the oldest second an earlier tick did not
+/// read) within `CATCH_UP_SECONDS`, and on a sweep the catalog's back to `SWEEP_SECONDS`.
+fn seconds_to_read(now: u64, unread: u64, sweep: bool) -> Vec<(u64, Which)> {
+    let both_from = now.saturating_sub(FOLLOW_SECONDS).min(unread.max(now.saturating_sub(CATCH_UP_SECONDS)));
+    let catalog_from = if sweep { now.saturating_sub(SWEEP_SECONDS).min(both_from) } else { both_from };
+    (catalog_from..=now)
+        .map(|second| (second, if second < both_from { Which::Catalog } else { Which::Both }))
+        .collect()
 }
 
 /// Reads the backend's change logs every `FOLLOW_EVERY` and applies, region-wide, each change
@@ -313,10 +365,25 @@ async fn follow_log(mut logs: Logs, changes: Arc<Changes>, regional: Arc<Regiona
     let mut deferred: HashMap<(u64, Entry), (Instant, Vec<Change>)> = HashMap::new();
     let mut ticks = tokio::time::interval(FOLLOW_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The oldest second not read yet by every log (see `seconds_to_read`).
+    let mut unread = now_ms() / 1_000;
+    let mut swept = Instant::now();
     loop {
         ticks.tick().await;
         let now = now_ms() / 1_000;
-        let first = now.saturating_sub(FOLLOW_SECONDS);
+        let sweep = swept.elapsed() >= SWEEP_EVERY;
+        if sweep {
+            swept = Instant::now();
+        }
+        let seconds = seconds_to_read(now, unread, sweep);
+        if unread < now.saturating_sub(CATCH_UP_SECONDS) {
+            tracing::warn!(
+                seconds = now.saturating_sub(CATCH_UP_SECONDS) - unread,
+                "seconds of the change logs went unread (the follower fell behind); their changes are left to the caches' TTL"
+            );
+        }
+        // Entries are remembered for as long as a sweep reads their second again.
+        let first = now.saturating_sub(SWEEP_SECONDS.max(CATCH_UP_SECONDS));
         seen = seen.split_off(&first);
         let before = deferred.len();
         deferred.retain(|_, (since, _)| since.elapsed() < CLAIM_FOR);
@@ -328,8 +395,12 @@ async fn follow_log(mut logs: Logs, changes: Arc<Changes>, regional: Arc<Regiona
         }
         let mut fresh: Vec<(u64, Entry, Vec<Change>)> =
             deferred.iter().map(|(&(second, entry), (_, found))| (second, entry, found.clone())).collect();
-        for second in first..=now {
-            let Some(entries) = logs.read(second).await else { return };
+        unread = now;
+        for (second, which) in seconds {
+            let Some((entries, answered)) = logs.read(second, which).await else { return };
+            if !answered && which == Which::Both {
+                unread = unread.min(second);
+            }
             let known = seen.entry(second).or_default();
             fresh.extend(
                 entries
@@ -352,11 +423,12 @@ async fn follow_log(mut logs: Logs, changes: Arc<Changes>, regional: Arc<Regiona
         if fresh.is_empty() {
             continue;
         }
-        let claims: Vec<String> = fresh.iter().map(|(second, entry, _)| entry.claim(*second)).collect();
+        let claims: Vec<(String, Duration)> =
+            fresh.iter().map(|(second, entry, _)| entry.claim(*second)).collect();
         // An entry is settled once its claim is (won here, or held by another gateway); one
         // whose claim got no answer is claimed again next tick, so a failed call never leaves
         // a change applied by nobody.
-        let claimed = regional.claim_many(&claims, CLAIM_FOR).await;
+        let claimed = regional.claim_many(&claims).await;
         let mut found = Vec::new();
         let (mut won, mut unanswered) = (0, 0);
         for ((second, entry, changed), claim) in fresh.into_iter().zip(claimed) {
@@ -477,5 +549,32 @@ impl Changes {
                 None => Tiers::Bypass,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(now: u64, unread: u64, sweep: bool) -> (Vec<u64>, Vec<u64>) {
+        let seconds = seconds_to_read(now, unread, sweep);
+        let of = |which| seconds.iter().filter(|(_, w)| *w == which).map(|(s, _)| *s).collect();
+        (of(Which::Both), of(Which::Catalog))
+    }
+
+    #[test]
+    fn a_tick_reads_the_window_and_what_earlier_ticks_left_unread() {
+        // Caught up: the last `FOLLOW_SECONDS` and the current second, both logs.
+        assert_eq!(read(1_000, 1_000, false), ((997..=1_000).collect(), vec![]));
+        // A tick that took 10 s: the next one starts where the last one stopped.
+        assert_eq!(read(1_010, 1_000, false), ((1_000..=1_010).collect(), vec![]));
+        // Paused for ten minutes: back `CATCH_UP_SECONDS` only.
+        assert_eq!(read(1_600, 1_000, false).0.first(), Some(&(1_600 - CATCH_UP_SECONDS)));
+        // A sweep adds the catalog's log back `SWEEP_SECONDS`, the ratings' log untouched.
+        let (both, catalog) = read(1_000, 1_000, true);
+        assert_eq!(both, (997..=1_000).collect::<Vec<_>>());
+        assert_eq!(catalog, (1_000 - SWEEP_SECONDS..997).collect::<Vec<_>>());
+        // Seconds near the epoch do not underflow.
+        assert_eq!(read(2, 2, true), ((0..=2).collect(), vec![]));
     }
 }

@@ -410,17 +410,17 @@ impl Regional {
         }
     }
 
-    /// Claims each of `keys` for `ttl`, one [`Claim`] per key: `SET key <this gateway> NX GET`
+    /// Claims each of `keys` for its time to live, one [`Claim`] per key: `SET key <this gateway> NX GET`
     /// (Redis 7), so a key this gateway already holds (a claim whose reply timed out while
     /// the command itself ran) is won again rather than taken for another's. What a claim
     /// stands for is the caller's (one gateway of the region acting on something).
-    pub async fn claim_many(&self, keys: &[String], ttl: Duration) -> Vec<Claim> {
+    pub async fn claim_many(&self, keys: &[(String, Duration)]) -> Vec<Claim> {
         if keys.is_empty() {
             return Vec::new();
         }
-        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
         let pipeline = self.client.pipeline();
-        for key in keys {
+        for (key, ttl) in keys {
+            let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
             let _: Result<(), _> = pipeline
                 .set(
                     key.as_str(),

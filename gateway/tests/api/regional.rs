@@ -642,6 +642,62 @@ async fn an_editors_change_in_another_region_reaches_this_regions_caches_within_
     }
     eprintln!("a delta reached both gateways {:?} after it was applied", written.elapsed());
     command.lifecycle.close().await.expect("close");
+
+    // A delta applied by a command whose clock is 30 s behind (Debian's `faketime`) is listed
+    // under a second the followers' 3 s window has left: their sweep of the catalog's log
+    // finds it, long before the caches' TTL would have.
+    let marquee_gateway::config::StoreConfig::Scylla(options) = &region.config.store else {
+        panic!("a ScyllaDB region")
+    };
+    let replication: Vec<String> =
+        options.replication.iter().map(|(dc, rf)| format!("\"{dc}\" = {rf}")).collect();
+    let config_dir = tempfile::tempdir().expect("config dir");
+    let config = config_dir.path().join("command.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nbackend = \"scylla\"\ncontact_points = {:?}\nkeyspace = \"{}\"\nlocal_dc = \"{}\"\nreplication = {{ {} }}\n",
+            options.contact_points,
+            options.keyspace,
+            options.local_dc,
+            replication.join(", ")
+        ),
+    )
+    .expect("config");
+    std::fs::write(
+        delta.path().join("title.basics.tsv"),
+        "tconst\ttitleType\tprimaryTitle\toriginalTitle\tisAdult\tstartYear\tendYear\truntimeMinutes\tgenres\n\
+         tt0000048\tmovie\tZyzzyva Late\tZyzzyva Late\t0\t2024\t\\N\t95\tDrama\n",
+    )
+    .expect("delta file");
+    let late = async |app: &TestApp| {
+        app.data(MOVIE, json!({ "m": "tt0000048" })).await["movie"]["title"]
+            .as_str()
+            .expect("title")
+            .to_owned()
+    };
+    let old = late(a).await;
+    assert_eq!(late(b).await, old);
+    let before = followed().await;
+    let mut skewed = std::process::Command::new("faketime");
+    skewed.args(["-f", "-30s", crate::helpers::BIN, "--config"]).arg(&config);
+    skewed.args(["import", "imdb", "--incremental", "--dir"]).arg(delta.path());
+    let output = tokio::task::spawn_blocking(move || crate::helpers::isolated(&mut skewed).output())
+        .await
+        .expect("task")
+        .expect("faketime (`cargo xtask ci` installs it)");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let written = Instant::now();
+    for app in [a, b] {
+        while late(app).await != "Zyzzyva Late" {
+            // A sweep every 10 s on each gateway; the response cache alone keeps a copy 60 s.
+            assert!(written.elapsed() < Duration::from_secs(25), "the old title after 25 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    eprintln!("a delta listed 30 s late reached both gateways {:?} after it was applied", written.elapsed());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(followed().await, before + 1.0, "found by a sweep, applied once in the region");
 }
 
 /// A cluster secured as ElastiCache runs with transit encryption and an AUTH token (TLS only,

@@ -17,7 +17,8 @@
 //! - **Engines**: on ScyllaDB, users' tables get `tombstone_gc = {'mode': 'repair'}` (a
 //!   tombstone is purged only after a repair has seen it, so a deleted rating cannot come
 //!   back from a replica that missed the delete); Cassandra has no such option and relies on
-//!   `gc_grace_seconds` (10 days) outliving the repair interval (ARCHITECTURE.md).
+//!   `gc_grace_seconds` (10 days) outliving the repair interval (ARCHITECTURE.md). The change
+//!   logs, never deleted from, get `immediate` mode, so their expired rows leave at once.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -90,6 +91,13 @@ const DELETED_FROM: &[&str] = &[
     "title_search",
     "catalog_pending",
 ];
+
+/// The change logs: rows only ever inserted with a time to live, never deleted, compacted by
+/// time window. ScyllaDB's default `tombstone_gc` mode, `repair`, would keep their expired
+/// rows on disk until a repair ran; `immediate` is its documented mode for "a table that uses
+/// the TWCS compaction strategy with no user deletes" (ScyllaDB's CQL reference, Data
+/// Definition, tombstone GC options), so whole expired SSTables are dropped when they expire.
+const EXPIRED_ONLY: &[&str] = &["rating_changes", "catalog_log"];
 
 const VERSIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS {keyspace}.schema_versions (
     version int PRIMARY KEY, name text, applied_at bigint)";
@@ -264,10 +272,13 @@ async fn engine(cluster: &Cluster) -> Result<&'static str, StoreError> {
 
 /// The `tombstone_gc` statements for ScyllaDB (see the module docs).
 fn tombstone_gc_statements() -> Vec<String> {
-    DELETED_FROM
-        .iter()
-        .map(|table| format!("ALTER TABLE {{keyspace}}.{table} WITH tombstone_gc = {{'mode': 'repair'}}"))
-        .collect()
+    let mode = |tables: &[&str], mode: &str| {
+        tables
+            .iter()
+            .map(|table| format!("ALTER TABLE {{keyspace}}.{table} WITH tombstone_gc = {{'mode': '{mode}'}}"))
+            .collect::<Vec<_>>()
+    };
+    [mode(DELETED_FROM, "repair"), mode(EXPIRED_ONLY, "immediate")].concat()
 }
 
 /// Every column the schema files declare, by table: `(table, column, type)`, from their
@@ -630,15 +641,22 @@ mod tests {
     }
 
     #[test]
-    fn scylla_gets_repair_mode_tombstone_gc_on_every_users_table() {
+    fn scylla_gets_the_tombstone_gc_mode_each_table_needs() {
         let statements = tombstone_gc_statements();
-        assert_eq!(statements.len(), DELETED_FROM.len());
+        assert_eq!(statements.len(), DELETED_FROM.len() + EXPIRED_ONLY.len());
         assert!(statements.contains(
             &"ALTER TABLE {keyspace}.ratings_by_user WITH tombstone_gc = {'mode': 'repair'}".to_owned()
         ));
+        assert!(statements.contains(
+            &"ALTER TABLE {keyspace}.catalog_log WITH tombstone_gc = {'mode': 'immediate'}".to_owned()
+        ));
         let declared: std::collections::HashSet<String> =
             declared_columns().into_iter().map(|(t, _, _)| t).collect();
-        assert!(DELETED_FROM.iter().all(|t| declared.contains(*t)), "a table the schema lacks");
+        assert!(
+            DELETED_FROM.iter().chain(EXPIRED_ONLY).all(|t| declared.contains(*t)),
+            "a table the schema lacks"
+        );
+        assert!(!EXPIRED_ONLY.iter().any(|t| DELETED_FROM.contains(t)), "a table deleted from");
     }
 
     #[test]
