@@ -47,13 +47,19 @@
 //! change applies it at once, and its region applies it again from the log (one more purge of
 //! the same keys), as for ratings. Catalog applies have no reconciler to find what was listed
 //! late (a writer's clock behind, a row replicated late, an apply's entry written again by the
-//! next writer after its own failed): every `SWEEP_EVERY` the catalog's log is also read back
-//! `SWEEP_SECONDS`, and an entry no gateway of the region has claimed is applied then.
+//! next writer after its own failed): each tick also sweeps `SWEEP_PER_TICK` older seconds of
+//! the catalog's log, after the window, from a cursor that goes round the last
+//! `SWEEP_SECONDS` in about 10 s, and an entry no gateway of the region has claimed is
+//! applied then.
 //!
 //! A tick that reads fewer seconds than have passed (one that took longer than the window, a
-//! log that did not answer) leaves the first unread second for the next tick, which reads
-//! from there (back at most `CATCH_UP_SECONDS`, else it warns), so a slow store or a paused
-//! gateway does not skip a second of either log.
+//! log that did not answer) leaves the first second it did not read of each log for the next
+//! tick, which reads that log from there (back at most `CATCH_UP_SECONDS`, else it warns), so
+//! a slow store or a paused gateway skips no second, and one log failing does not make the
+//! other read more. The sweep waits while the catalog's log catches up.
+//!
+//! What it costs each gateway: 2 logs × `FOLLOW_SECONDS + 1` single-partition reads per tick
+//! (32 a second) and `SWEEP_PER_TICK` more (12 a second), mostly of empty partitions.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -83,16 +89,18 @@ const FOLLOW_EVERY: Duration = Duration::from_millis(250);
 const FOLLOW_SECONDS: u64 = 3;
 
 /// How far back a tick reads seconds an earlier tick did not read (a tick that took longer
-/// than the window, a log that failed to answer): older ones are left to the caches' TTL.
+/// than the window, a log that failed to answer): older ones are left to the ratings'
+/// reconciler and the catalog's sweep, and beyond those to the caches' TTL.
 const CATCH_UP_SECONDS: u64 = 60;
 
-/// How often the catalog's log is swept further back, for applies listed late: a writer's
-/// clock behind this region's, an entry replicated late, an apply's log row written again by
-/// the next writer after its own failed.
-const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// How many older seconds of the catalog's log each tick sweeps, for applies listed late: a
+/// writer's clock behind this region's, an entry replicated late, an apply's log row written
+/// again by the next writer after its own failed. At `FOLLOW_EVERY` the sweep goes round
+/// `SWEEP_SECONDS` in about 10 s.
+const SWEEP_PER_TICK: u64 = 3;
 
-/// How far back each sweep of the catalog's log reads. Catalog applies are few (one writer at
-/// a time), so a sweep reads mostly empty partitions.
+/// How far back the sweep of the catalog's log reads. Catalog applies are few (one writer at
+/// a time), so it reads mostly empty partitions.
 const SWEEP_SECONDS: u64 = 120;
 
 /// How long a gateway's claim to apply a change lasts: longer than the change stays within
@@ -285,10 +293,20 @@ impl Entry {
     fn claim(self, second: u64) -> (String, Duration) {
         match self {
             // As gateways before catalog logs name it, so a rolling region claims alike.
-            Entry::Totals(movie) => (format!("mq:{VERSION}:followed:{second}:{}", movie.0), CLAIM_FOR),
-            Entry::Catalog(stamp) => {
-                (format!("mq:{VERSION}:followed:{second}:catalog:{stamp}"), CATALOG_CLAIM_FOR)
+            Entry::Totals(movie) => {
+                (format!("mq:{VERSION}:followed:{second}:{}", movie.0), self.claimed_for())
             }
+            Entry::Catalog(stamp) => {
+                (format!("mq:{VERSION}:followed:{second}:catalog:{stamp}"), self.claimed_for())
+            }
+        }
+    }
+
+    /// How long a claim on this entry lasts.
+    fn claimed_for(self) -> Duration {
+        match self {
+            Entry::Totals(_) => CLAIM_FOR,
+            Entry::Catalog(_) => CATALOG_CLAIM_FOR,
         }
     }
 }
@@ -300,57 +318,88 @@ struct Logs {
 }
 
 impl Logs {
-    /// The entries of `second` (with what each changed) in the logs `which` names, and whether
-    /// every one of them answered; `None` once neither backend has a log. A log that fails to
-    /// answer is read again next tick; the other's entries are kept.
-    async fn read(&mut self, second: u64, which: Which) -> Option<(Vec<(Entry, Vec<Change>)>, bool)> {
+    /// The entries of `second` (with what each changed) in the logs `which` names, and which
+    /// of those logs did not answer; `None` once neither backend has a log. A log that fails
+    /// to answer is read again next tick; the other's entries are kept.
+    async fn read(&mut self, second: u64, which: Which) -> Option<(Vec<(Entry, Vec<Change>)>, Which)> {
         let mut entries = Vec::new();
-        let mut answered = true;
-        if let (Some(ratings), Which::Both) = (&self.ratings, which) {
+        let mut failed = Which { ratings: false, catalog: false };
+        if let (Some(ratings), true) = (&self.ratings, which.ratings) {
             match ratings.rating_changes(second).await {
                 Ok(Some(movies)) => entries
                     .extend(movies.into_iter().map(|m| (Entry::Totals(m), vec![Change::RatingTotals(m)]))),
                 Ok(None) => self.ratings = None,
                 Err(error) => {
-                    answered = false;
+                    failed.ratings = true;
                     tracing::debug!(%error, "reading the ratings' change log failed; reading it again next tick")
                 }
             }
         }
-        if let Some(catalog) = &self.catalog {
+        if let (Some(catalog), true) = (&self.catalog, which.catalog) {
             match catalog.catalog_log(second).await {
                 Ok(Some(applies)) => entries.extend(
                     applies.into_iter().map(|l| (Entry::Catalog(l.stamp), Change::of_catalog(&l.applied))),
                 ),
                 Ok(None) => self.catalog = None,
                 Err(error) => {
-                    answered = false;
+                    failed.catalog = true;
                     tracing::debug!(%error, "reading the catalog's change log failed; reading it again next tick")
                 }
             }
         }
-        (self.ratings.is_some() || self.catalog.is_some()).then_some((entries, answered))
+        (self.ratings.is_some() || self.catalog.is_some()).then_some((entries, failed))
     }
 }
 
-/// Which logs a read of a second covers.
+/// Which logs a read of a second covers (or, from [`Logs::read`], which failed).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Which {
-    /// Both: the seconds every tick reads.
-    Both,
-    /// Only the catalog's: the seconds a sweep adds.
-    Catalog,
+struct Which {
+    ratings: bool,
+    catalog: bool,
 }
 
-/// The seconds a tick reads, oldest first, and which logs for each: the last
-/// `FOLLOW_SECONDS` up to `now`, back to `unread` (the oldest second an earlier tick did not
-/// read) within `CATCH_UP_SECONDS`, and on a sweep the catalog's back to `SWEEP_SECONDS`.
-fn seconds_to_read(now: u64, unread: u64, sweep: bool) -> Vec<(u64, Which)> {
-    let both_from = now.saturating_sub(FOLLOW_SECONDS).min(unread.max(now.saturating_sub(CATCH_UP_SECONDS)));
-    let catalog_from = if sweep { now.saturating_sub(SWEEP_SECONDS).min(both_from) } else { both_from };
-    (catalog_from..=now)
-        .map(|second| (second, if second < both_from { Which::Catalog } else { Which::Both }))
-        .collect()
+/// The oldest second each log has not been read for yet (see [`Tick::plan`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Unread {
+    ratings: u64,
+    catalog: u64,
+}
+
+/// What one tick reads: the window, oldest first, and the catalog's seconds it sweeps.
+#[derive(Debug, PartialEq, Eq)]
+struct Tick {
+    window: Vec<(u64, Which)>,
+    sweep: std::ops::Range<u64>,
+}
+
+impl Tick {
+    /// The seconds a tick at `now` reads: each log from the last `FOLLOW_SECONDS`, or from
+    /// its first unread second within `CATCH_UP_SECONDS`, up to `now`; then, once the
+    /// catalog's log is caught up, `SWEEP_PER_TICK` older seconds of it from `cursor`, which
+    /// goes round the last `SWEEP_SECONDS` the window no longer reads.
+    fn plan(now: u64, unread: Unread, cursor: &mut u64) -> Tick {
+        let from = |unread: u64| {
+            now.saturating_sub(FOLLOW_SECONDS).min(unread.max(now.saturating_sub(CATCH_UP_SECONDS)))
+        };
+        let (ratings, catalog) = (from(unread.ratings), from(unread.catalog));
+        let window = (ratings.min(catalog)..=now)
+            .map(|second| (second, Which { ratings: second >= ratings, catalog: second >= catalog }))
+            .collect();
+        let oldest = now.saturating_sub(SWEEP_SECONDS);
+        let caught_up = catalog >= now.saturating_sub(FOLLOW_SECONDS);
+        let sweep = if caught_up && oldest < catalog {
+            if *cursor < oldest || *cursor >= catalog {
+                *cursor = oldest;
+            }
+            let end = (*cursor + SWEEP_PER_TICK).min(catalog);
+            let sweep = *cursor..end;
+            *cursor = end;
+            sweep
+        } else {
+            0..0
+        };
+        Tick { window, sweep }
+    }
 }
 
 /// Reads the backend's change logs every `FOLLOW_EVERY` and applies, region-wide, each change
@@ -365,28 +414,27 @@ async fn follow_log(mut logs: Logs, changes: Arc<Changes>, regional: Arc<Regiona
     let mut deferred: HashMap<(u64, Entry), (Instant, Vec<Change>)> = HashMap::new();
     let mut ticks = tokio::time::interval(FOLLOW_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The oldest second not read yet by every log (see `seconds_to_read`).
-    let mut unread = now_ms() / 1_000;
-    let mut swept = Instant::now();
+    let started = now_ms() / 1_000;
+    let mut unread = Unread { ratings: started, catalog: started };
+    let mut cursor = 0;
     loop {
         ticks.tick().await;
         let now = now_ms() / 1_000;
-        let sweep = swept.elapsed() >= SWEEP_EVERY;
-        if sweep {
-            swept = Instant::now();
-        }
-        let seconds = seconds_to_read(now, unread, sweep);
-        if unread < now.saturating_sub(CATCH_UP_SECONDS) {
-            tracing::warn!(
-                seconds = now.saturating_sub(CATCH_UP_SECONDS) - unread,
-                "seconds of the change logs went unread (the follower fell behind); their changes are left to the caches' TTL"
-            );
+        let tick = Tick::plan(now, unread, &mut cursor);
+        for (log, unread) in [("ratings", unread.ratings), ("catalog", unread.catalog)] {
+            if unread < now.saturating_sub(CATCH_UP_SECONDS) {
+                tracing::warn!(
+                    log,
+                    seconds = now.saturating_sub(CATCH_UP_SECONDS) - unread,
+                    "seconds of a change log went unread (the follower fell behind); left to the ratings' reconciler, the catalog's sweep, or the caches' TTL"
+                );
+            }
         }
         // Entries are remembered for as long as a sweep reads their second again.
         let first = now.saturating_sub(SWEEP_SECONDS.max(CATCH_UP_SECONDS));
         seen = seen.split_off(&first);
         let before = deferred.len();
-        deferred.retain(|_, (since, _)| since.elapsed() < CLAIM_FOR);
+        deferred.retain(|(_, entry), (since, _)| since.elapsed() < entry.claimed_for());
         if deferred.len() < before {
             tracing::warn!(
                 changes = before - deferred.len(),
@@ -395,11 +443,17 @@ async fn follow_log(mut logs: Logs, changes: Arc<Changes>, regional: Arc<Regiona
         }
         let mut fresh: Vec<(u64, Entry, Vec<Change>)> =
             deferred.iter().map(|(&(second, entry), (_, found))| (second, entry, found.clone())).collect();
-        unread = now;
-        for (second, which) in seconds {
-            let Some((entries, answered)) = logs.read(second, which).await else { return };
-            if !answered && which == Which::Both {
-                unread = unread.min(second);
+        unread = Unread { ratings: now, catalog: now };
+        let window = tick.window.into_iter().map(|(second, which)| (second, which, false));
+        let sweep = tick.sweep.map(|second| (second, Which { ratings: false, catalog: true }, true));
+        for (second, which, swept) in window.chain(sweep) {
+            let Some((entries, failed)) = logs.read(second, which).await else { return };
+            // A second the sweep could not read is read on its next round.
+            if failed.ratings && !swept {
+                unread.ratings = unread.ratings.min(second);
+            }
+            if failed.catalog && !swept {
+                unread.catalog = unread.catalog.min(second);
             }
             let known = seen.entry(second).or_default();
             fresh.extend(
@@ -556,25 +610,57 @@ impl Changes {
 mod tests {
     use super::*;
 
-    fn read(now: u64, unread: u64, sweep: bool) -> (Vec<u64>, Vec<u64>) {
-        let seconds = seconds_to_read(now, unread, sweep);
-        let of = |which| seconds.iter().filter(|(_, w)| *w == which).map(|(s, _)| *s).collect();
-        (of(Which::Both), of(Which::Catalog))
+    /// The seconds each log is read for in the window.
+    fn window(tick: &Tick) -> (Vec<u64>, Vec<u64>) {
+        let of =
+            |log: fn(&Which) -> bool| tick.window.iter().filter(|(_, w)| log(w)).map(|(s, _)| *s).collect();
+        (of(|w| w.ratings), of(|w| w.catalog))
     }
 
     #[test]
     fn a_tick_reads_the_window_and_what_earlier_ticks_left_unread() {
+        let both = |second| Unread { ratings: second, catalog: second };
+        let mut cursor = 0;
         // Caught up: the last `FOLLOW_SECONDS` and the current second, both logs.
-        assert_eq!(read(1_000, 1_000, false), ((997..=1_000).collect(), vec![]));
+        let tick = Tick::plan(1_000, both(1_000), &mut cursor);
+        assert_eq!(window(&tick), ((997..=1_000).collect(), (997..=1_000).collect()));
         // A tick that took 10 s: the next one starts where the last one stopped.
-        assert_eq!(read(1_010, 1_000, false), ((1_000..=1_010).collect(), vec![]));
-        // Paused for ten minutes: back `CATCH_UP_SECONDS` only.
-        assert_eq!(read(1_600, 1_000, false).0.first(), Some(&(1_600 - CATCH_UP_SECONDS)));
-        // A sweep adds the catalog's log back `SWEEP_SECONDS`, the ratings' log untouched.
-        let (both, catalog) = read(1_000, 1_000, true);
-        assert_eq!(both, (997..=1_000).collect::<Vec<_>>());
-        assert_eq!(catalog, (1_000 - SWEEP_SECONDS..997).collect::<Vec<_>>());
+        let tick = Tick::plan(1_010, both(1_000), &mut cursor);
+        assert_eq!(window(&tick).0, (1_000..=1_010).collect::<Vec<_>>());
+        // Paused for ten minutes: back `CATCH_UP_SECONDS` only, and no sweep while catching up.
+        let tick = Tick::plan(1_600, both(1_000), &mut cursor);
+        assert_eq!(window(&tick).0.first(), Some(&(1_600 - CATCH_UP_SECONDS)));
+        assert!(tick.sweep.is_empty());
+        // One log failing does not make the other read more.
+        let tick = Tick::plan(1_000, Unread { ratings: 1_000, catalog: 990 }, &mut cursor);
+        assert_eq!(window(&tick), ((997..=1_000).collect(), (990..=1_000).collect()));
+        assert!(tick.sweep.is_empty(), "no sweep while the catalog's log catches up");
         // Seconds near the epoch do not underflow.
-        assert_eq!(read(2, 2, true), ((0..=2).collect(), vec![]));
+        let tick = Tick::plan(2, both(2), &mut cursor);
+        assert_eq!((window(&tick).0, tick.sweep), ((0..=2).collect(), 0..0));
+    }
+
+    #[test]
+    fn the_sweep_goes_round_the_seconds_the_window_left_in_about_ten_seconds() {
+        let mut cursor = 0;
+        let mut swept = Vec::new();
+        let mut ticks = 0;
+        // The clock moves a second every 4 ticks (`FOLLOW_EVERY`).
+        while swept.len() < 200 {
+            let now = 10_000 + ticks / 4;
+            let tick = Tick::plan(now, Unread { ratings: now, catalog: now }, &mut cursor);
+            assert!(tick.sweep.end - tick.sweep.start <= SWEEP_PER_TICK);
+            assert!(tick.sweep.start >= now - SWEEP_SECONDS && tick.sweep.end <= now - FOLLOW_SECONDS);
+            swept.extend(tick.sweep.map(|second| (ticks, second)));
+            ticks += 1;
+        }
+        // Every second that stays in the sweep's range for a round is read within one round.
+        let round =
+            (SWEEP_SECONDS - FOLLOW_SECONDS).div_ceil(SWEEP_PER_TICK) * FOLLOW_EVERY.as_millis() as u64;
+        assert!(round <= 10_000, "a round takes {round} ms");
+        let at =
+            |second: u64| swept.iter().filter(|(_, s)| *s == second).map(|(t, _)| *t).collect::<Vec<_>>();
+        let second = 10_000 - 50;
+        assert!(!at(second).is_empty(), "second {second} was swept");
     }
 }
