@@ -546,10 +546,8 @@ const UPDATE_MOVIE: &str =
 /// CQL stand-in does not run (CI runs this on Cassandra).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_editors_change_in_another_region_reaches_this_regions_caches_within_two_seconds() {
-    if marquee_cql_standin::test_cluster().stand_in {
-        eprintln!(
-            "skipped: the CQL stand-in runs no lightweight transactions; set SCYLLA_URI to a real cluster"
-        );
+    if let Some(why) = marquee_cql_standin::without_lwt() {
+        eprintln!("skipped: {why}");
         return;
     }
     let region = region(|c| c.rate_limit.enabled = false).await;
@@ -557,12 +555,7 @@ async fn an_editors_change_in_another_region_reaches_this_regions_caches_within_
     let (a, b) = (&region.a, &region.b);
     let auth = Authenticator::new(&region.config.auth).await.expect("auth");
     let editor = auth.issue_dev_editor("eddie", Duration::from_secs(600)).expect("token").token;
-    let title = async |app: &TestApp| {
-        app.data(MOVIE, json!({ "m": "tt0000046" })).await["movie"]["title"]
-            .as_str()
-            .expect("title")
-            .to_owned()
-    };
+    let title = async |app: &TestApp| movie_title(app, "tt0000046").await;
 
     // Both gateways of this region hold the movie in their caches.
     let old = title(a).await;
@@ -583,14 +576,8 @@ async fn an_editors_change_in_another_region_reaches_this_regions_caches_within_
     let (status, updated) =
         post(&eu, Some(&editor), UPDATE_MOVIE, json!({ "id": "tt0000046", "input": input })).await;
     assert_eq!((status, updated.get("errors")), (200, None), "{updated}");
-    let written = Instant::now();
-    for app in [a, b] {
-        while title(app).await != "Zyzzyva Quartermaine" {
-            assert!(written.elapsed() < Duration::from_secs(2), "the old title after 2 s");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    eprintln!("another region's correction reached both gateways {:?} after it", written.elapsed());
+    let shown = until_titled([a, b], "tt0000046", "Zyzzyva Quartermaine", Duration::from_secs(2)).await;
+    eprintln!("another region's correction reached both gateways {shown:?} after it");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(followed().await, before + 1.0, "the change came from the log, applied once in the region");
     // The derived rows were written with it: this region's search finds it by its new title.
@@ -599,14 +586,8 @@ async fn an_editors_change_in_another_region_reaches_this_regions_caches_within_
 
     // A delta applied by `gateway import imdb --incremental` (its own store, as the command
     // opens it, no gateway's caches) reaches both gateways the same way.
-    let retitled = async |app: &TestApp| {
-        app.data(MOVIE, json!({ "m": "tt0000047" })).await["movie"]["title"]
-            .as_str()
-            .expect("title")
-            .to_owned()
-    };
-    let old = retitled(a).await;
-    assert_eq!(retitled(b).await, old);
+    let old = movie_title(a, "tt0000047").await;
+    assert_eq!(movie_title(b, "tt0000047").await, old);
     let delta = tempfile::tempdir().expect("delta dir");
     for (file, text) in [
         (
@@ -633,14 +614,8 @@ async fn an_editors_change_in_another_region_reaches_this_regions_caches_within_
     .await
     .expect("the delta applies on ScyllaDB");
     assert_eq!(report.movies, 1, "{report}");
-    let written = Instant::now();
-    for app in [a, b] {
-        while retitled(app).await != "Zyzzyva Nights" {
-            assert!(written.elapsed() < Duration::from_secs(2), "the old title after 2 s");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    eprintln!("a delta reached both gateways {:?} after it was applied", written.elapsed());
+    let shown = until_titled([a, b], "tt0000047", "Zyzzyva Nights", Duration::from_secs(2)).await;
+    eprintln!("a delta reached both gateways {shown:?} after it was applied");
     command.lifecycle.close().await.expect("close");
 
     // A delta applied by a command whose clock is 30 s behind (Debian's `faketime`) is listed
@@ -670,14 +645,8 @@ async fn an_editors_change_in_another_region_reaches_this_regions_caches_within_
          tt0000048\tmovie\tZyzzyva Late\tZyzzyva Late\t0\t2024\t\\N\t95\tDrama\n",
     )
     .expect("delta file");
-    let late = async |app: &TestApp| {
-        app.data(MOVIE, json!({ "m": "tt0000048" })).await["movie"]["title"]
-            .as_str()
-            .expect("title")
-            .to_owned()
-    };
-    let old = late(a).await;
-    assert_eq!(late(b).await, old);
+    let old = movie_title(a, "tt0000048").await;
+    assert_eq!(movie_title(b, "tt0000048").await, old);
     let before = followed().await;
     let mut skewed = std::process::Command::new("faketime");
     skewed.args(["-f", "-30s", crate::helpers::BIN, "--config"]).arg(&config);
@@ -687,17 +656,30 @@ async fn an_editors_change_in_another_region_reaches_this_regions_caches_within_
         .expect("task")
         .expect("faketime (`cargo xtask ci` installs it)");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let written = Instant::now();
-    for app in [a, b] {
-        while late(app).await != "Zyzzyva Late" {
-            // A sweep every 10 s on each gateway; the response cache alone keeps a copy 60 s.
-            assert!(written.elapsed() < Duration::from_secs(25), "the old title after 25 s");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    eprintln!("a delta listed 30 s late reached both gateways {:?} after it was applied", written.elapsed());
+    // The sweep goes round in about 10 s on each gateway; the response cache alone keeps a
+    // copy 60 s.
+    let shown = until_titled([a, b], "tt0000048", "Zyzzyva Late", Duration::from_secs(25)).await;
+    eprintln!("a delta listed 30 s late reached both gateways {shown:?} after it was applied");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(followed().await, before + 1.0, "found by a sweep, applied once in the region");
+}
+
+/// The title `app` shows for the movie `id`.
+async fn movie_title(app: &TestApp, id: &str) -> String {
+    app.data(MOVIE, json!({ "m": id })).await["movie"]["title"].as_str().expect("title").to_owned()
+}
+
+/// Waits until both of `apps` show `title` for the movie `id`, failing after `bound`; returns
+/// how long it took.
+async fn until_titled(apps: [&TestApp; 2], id: &str, title: &str, bound: Duration) -> Duration {
+    let started = Instant::now();
+    for app in apps {
+        while movie_title(app, id).await != title {
+            assert!(started.elapsed() < bound, "the old title of {id} after {bound:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    started.elapsed()
 }
 
 /// A cluster secured as ElastiCache runs with transit encryption and an AUTH token (TLS only,

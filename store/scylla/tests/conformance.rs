@@ -52,13 +52,7 @@ marquee_store::conformance_cases!(scylla);
 mod catalog_writes {
     use super::*;
 
-    fn without_lwt() -> Option<&'static str> {
-        marquee_cql_standin::test_cluster()
-            .stand_in
-            .then_some("the CQL stand-in runs no lightweight transactions; set SCYLLA_URI to a real cluster")
-    }
-
-    marquee_store::conformance_cases!(catalog_writes: scylla, skip_if without_lwt());
+    marquee_store::conformance_cases!(catalog_writes: scylla, skip_if marquee_cql_standin::without_lwt());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,10 +171,8 @@ async fn a_rating_replicated_from_another_region_reaches_the_totals_through_the_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_apply_is_listed_in_the_change_log_with_what_it_changed() {
     use marquee_store::{CatalogReads, CatalogWrites, Edit};
-    if marquee_cql_standin::test_cluster().stand_in {
-        eprintln!(
-            "skipped: the CQL stand-in runs no lightweight transactions; set SCYLLA_URI to a real cluster"
-        );
+    if let Some(why) = marquee_cql_standin::without_lwt() {
+        eprintln!("skipped: {why}");
         return;
     }
     let (_keyspace, options) = seeded().await;

@@ -106,10 +106,8 @@ async fn finish_what_was_left(store: &ScyllaStore) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_writer_killed_mid_apply_leaves_whole_applies_only() {
-    if marquee_cql_standin::test_cluster().stand_in {
-        eprintln!(
-            "skipped: the CQL stand-in runs no lightweight transactions; set SCYLLA_URI to a real cluster"
-        );
+    if let Some(why) = marquee_cql_standin::without_lwt() {
+        eprintln!("skipped: {why}");
         return;
     }
     let keyspace = format!("crash_{}", std::process::id());

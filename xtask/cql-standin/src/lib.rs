@@ -438,6 +438,14 @@ impl Drop for KeyspaceGuard {
     }
 }
 
+/// Why a test that needs lightweight transactions cannot run on [`test_cluster`], if it
+/// cannot: the stand-in runs none.
+pub fn without_lwt() -> Option<&'static str> {
+    test_cluster()
+        .stand_in
+        .then_some("the CQL stand-in runs no lightweight transactions; set SCYLLA_URI to a real cluster")
+}
+
 /// The cluster tests run against:
 ///
 /// - `SCYLLA_URI` (`host:port`), with `SCYLLA_DC` naming its data center and optionally
