@@ -108,6 +108,12 @@ async fn resolve(client: &str) -> Vec<IpAddr> {
     addrs.map(|a: SocketAddr| a.ip()).collect()
 }
 
+/// What geo-DNS's health checks declared, from its log: which edge went down or up, and why.
+fn health_checks() -> String {
+    let log = std::fs::read_to_string(root().join("target/rig/logs/geo-DNS.log")).unwrap_or_default();
+    log.lines().filter(|line| line.contains("monitoring declaring")).collect::<Vec<_>>().join("\n")
+}
+
 /// The region whose gateway answers `/readyz` for a new client at `client`.
 async fn region_of(client: &str) -> String {
     let ready: Value = client_in(client)
@@ -225,8 +231,15 @@ async fn checks() {
 
     // Each client lands in its own region: its edge by DNS, its gateways behind it.
     for _ in 0..10 {
-        assert_eq!(resolve(US_CLIENT).await, [IpAddr::from([127, 0, 1, 1])]);
-        assert_eq!(resolve(EU_CLIENT).await, [IpAddr::from([127, 0, 2, 1])]);
+        for (client, edge) in [(US_CLIENT, [127, 0, 1, 1]), (EU_CLIENT, [127, 0, 2, 1])] {
+            let answers = resolve(client).await;
+            assert_eq!(
+                answers,
+                [IpAddr::from(edge)],
+                "{client}; geo-DNS's health checks:\n{}",
+                health_checks()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for (client, region) in [(&us, "us-east"), (&eu, "eu-west")] {

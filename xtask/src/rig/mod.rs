@@ -633,10 +633,17 @@ fn load_keyspace(gateway: &Path, first: &Region) -> anyhow::Result<()> {
 
 /// Waits until geo-DNS sends every region's clients to their own region: until its first
 /// health checks of the edges have run, it does not know which regions are up.
+///
+/// Routed means routed for three seconds in a row: PowerDNS treats every edge as down until its
+/// first check, and an edge whose origin is still coming up can answer one check and fail the
+/// next, so one routed answer does not yet say the regions are settled.
 fn wait_for_routing(regions: &[Region]) -> anyhow::Result<()> {
+    const SETTLED: Duration = Duration::from_secs(3);
     println!("rig: waiting until geo-DNS sends each region's clients to their own region");
     let name = format!("api.{ZONE}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let start = std::time::Instant::now();
+    let deadline = start + Duration::from_secs(45);
+    let mut routed_since = None;
     loop {
         let routed =
             regions.iter().filter_map(|r| Some((first_client(r)?, r.edge.ip()))).all(|(client, edge)| {
@@ -644,11 +651,17 @@ fn wait_for_routing(regions: &[Region]) -> anyhow::Result<()> {
                     .lookup_v4_once(&name)
                     .is_ok_and(|answers| answers == [edge])
             });
-        if routed {
+        let now = std::time::Instant::now();
+        routed_since = if routed { routed_since.or(Some(now)) } else { None };
+        if routed_since.is_some_and(|since| now.duration_since(since) >= SETTLED) {
             return Ok(());
         }
-        if std::time::Instant::now() > deadline {
-            bail!("geo-DNS did not route every region's clients to their own region within 30 s");
+        if now > deadline {
+            bail!(
+                "geo-DNS did not route every region's clients to their own region for {} s in a row \
+                 within 45 s (its health checks are in target/rig/logs/geo-DNS.log)",
+                SETTLED.as_secs()
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -188,7 +188,10 @@ pub(crate) fn named_conf(zone: &str, zone_file: &Path) -> String {
     format!("zone \"{zone}\" {{\n    type master;\n    file \"{}\";\n}};\n", zone_file.display())
 }
 
-/// PowerDNS's settings: the bind backend with LUA records, health checks every second.
+/// PowerDNS's settings: the bind backend with LUA records, health checks every second, and
+/// log level 6 (info) so `geo-DNS.log` holds each "Lua record monitoring declaring ... UP/DOWN":
+/// Debian's PowerDNS (4.7) has no `minimumFailures`, so one failed check moves a region's
+/// clients, and the log is where to see which check it was.
 pub(crate) fn pdns_conf(dns: SocketAddr, dir: &Path, named_conf: &Path) -> String {
     format!(
         "# the rig's geo-DNS (written by `cargo xtask rig up`)
@@ -203,7 +206,7 @@ daemon=no
 guardian=no
 write-pid=no
 disable-syslog=yes
-loglevel=4
+loglevel=6
 ",
         named = named_conf.display(),
         ip = dns.ip(),
