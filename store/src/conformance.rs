@@ -23,10 +23,12 @@ use crate::{
 /// The catalog every backend is checked against.
 pub const OPTIONS: SeedOptions = SeedOptions { movies: 3_000, people: Some(1_500), seed: 42 };
 
-/// Declares one `#[tokio::test]` per conformance case, each calling `$open()` for a fresh
+/// Declares one `#[tokio::test]` per conformance case, each calling `$open()` for a
 /// `(guard, Store)` holding the catalog of [`OPTIONS`]: every case (`conformance_cases!(open)`),
 /// the catalog reads only (`conformance_cases!(catalog_reads: open)`, for a second
-/// configuration of a backend's read path), or the cases named.
+/// configuration of a backend's read path, or a store the read cases share: they write
+/// nothing), the user-data writes only (`conformance_cases!(user_writes: open)`, each on a
+/// fresh store), the catalog writes (`catalog_writes`), or the cases named.
 #[macro_export]
 macro_rules! conformance_cases {
     (catalog_reads: $open:path) => {
@@ -61,14 +63,17 @@ macro_rules! conformance_cases {
             a_change_derived_from_an_old_record_is_refused,
         );
     };
-    ($open:path) => {
-        $crate::conformance_cases!(catalog_reads: $open);
+    (user_writes: $open:path) => {
         $crate::conformance_cases!($open:
             ratings_replace_and_totals_never_double_count,
             ratings_leave_catalog_movies_as_loaded,
             bad_writes_write_nothing,
             user_lists_page_newest_first_and_stay_private,
         );
+    };
+    ($open:path) => {
+        $crate::conformance_cases!(catalog_reads: $open);
+        $crate::conformance_cases!(user_writes: $open);
     };
     ($open:path: $($case:ident),* $(,)?) => {
         $crate::conformance_cases!($open, skip_if None => $($case),*);

@@ -38,11 +38,22 @@ pub(crate) struct TestApp {
 pub(crate) struct DataDir {
     dir: tempfile::TempDir,
     _keyspace: Option<KeyspaceGuard>,
+    /// The keyspace the test run shares, for a test that only reads the catalog.
+    shared: Option<String>,
 }
 
 impl DataDir {
     pub(crate) fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// [`test_config`] over this directory's store.
+    pub(crate) fn test_config(&self) -> Config {
+        let config = test_config(self.path());
+        match &self.shared {
+            Some(keyspace) => Config { store: keyspace_config(keyspace), ..config },
+            None => config,
+        }
     }
 }
 
@@ -94,8 +105,13 @@ pub(crate) fn scylla_config(data_dir: &Path) -> StoreConfig {
     for byte in data_dir.as_os_str().as_encoded_bytes() {
         hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
     }
+    keyspace_config(&format!("api_{hash:016x}"))
+}
+
+/// The ScyllaDB backend, in `keyspace`.
+fn keyspace_config(keyspace: &str) -> StoreConfig {
     let cluster = marquee_cql_standin::test_cluster();
-    let mut options = cluster.scylla_options(format!("api_{hash:016x}"));
+    let mut options = cluster.scylla_options(keyspace);
     options.reconcile_interval_ms = 200;
     // The API's suites check answers, not replication (the store's conformance suite runs
     // replicated to both data centers, `store/scylla/tests/replication.rs` cuts them apart):
@@ -120,6 +136,12 @@ pub(crate) fn seed_store(config: &StoreConfig, options: &SeedOptions) -> Option<
         StoreConfig::Scylla(options) => Some(KeyspaceGuard::new(options)),
         _ => None,
     };
+    migrate_and_seed(config, options);
+    keyspace
+}
+
+/// Migrates and seeds the store `config` names, on a thread of its own.
+fn migrate_and_seed(config: &StoreConfig, options: &SeedOptions) {
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
@@ -132,14 +154,13 @@ pub(crate) fn seed_store(config: &StoreConfig, options: &SeedOptions) -> Option<
             .join()
             .expect("seeding thread");
     });
-    keyspace
 }
 
 /// Seeds a catalog into a new temporary directory.
 pub(crate) fn seeded_dir() -> DataDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let keyspace = seed_into(dir.path(), &CATALOG);
-    DataDir { dir, _keyspace: keyspace }
+    DataDir { dir, _keyspace: keyspace, shared: None }
 }
 
 /// Starts a gateway over a freshly seeded catalog.
@@ -147,6 +168,34 @@ pub(crate) async fn spawn_app() -> TestApp {
     let dir = seeded_dir();
     let config = test_config(dir.path());
     let mut app = spawn_with(config).await;
+    app._dir = Some(dir);
+    app
+}
+
+/// A data directory for a test that only reads the catalog of [`CATALOG`] (no mutation, no
+/// rating, no list): over ScyllaDB on a real cluster, its store is the keyspace the test run
+/// shares (`marquee_cql_standin::shared_keyspace`, seeded once); otherwise a [`seeded_dir`].
+/// Its store is in [`DataDir::test_config`].
+pub(crate) fn reader_dir() -> DataDir {
+    let shared = on_scylla()
+        .then(|| {
+            marquee_cql_standin::shared_keyspace("api", |keyspace| {
+                migrate_and_seed(&keyspace_config(keyspace), &CATALOG);
+            })
+        })
+        .flatten();
+    match shared {
+        Some(keyspace) => {
+            DataDir { dir: tempfile::tempdir().expect("tempdir"), _keyspace: None, shared: Some(keyspace) }
+        }
+        None => seeded_dir(),
+    }
+}
+
+/// Starts a gateway over a [`reader_dir`]: for tests that only read the catalog.
+pub(crate) async fn spawn_reader() -> TestApp {
+    let dir = reader_dir();
+    let mut app = spawn_with(dir.test_config()).await;
     app._dir = Some(dir);
     app
 }

@@ -2,7 +2,6 @@
 //! manifest by id and hot reload, safelist mode, and the in-process response cache that answers
 //! hot persisted GETs without touching the store.
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -10,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use marquee_gateway::config::Config;
 
-use crate::helpers::{TestApp, first_code, seeded_dir, spawn_with, test_config};
+use crate::helpers::{DataDir, TestApp, first_code, reader_dir, spawn_with};
 
 const GENRES: &str = "query Genres { genres { name movieCount } }";
 const MOVIE: &str =
@@ -32,8 +31,10 @@ fn manifest(operations: &[(&str, &str, &str)]) -> String {
     json!({ "format": "apollo-persisted-query-manifest", "version": 1, "operations": operations }).to_string()
 }
 
-fn config(dir: &Path, change: impl FnOnce(&mut Config)) -> Config {
-    let mut config = test_config(dir);
+/// The gateway's configuration over `dir`'s store. (These tests only read the catalog: a
+/// manifest's mutation is refused over GET, never run.)
+fn config(dir: &DataDir, change: impl FnOnce(&mut Config)) -> Config {
+    let mut config = dir.test_config();
     config.rate_limit.enabled = false;
     change(&mut config);
     config
@@ -50,8 +51,8 @@ async fn get_json(app: &TestApp, params: &[(&str, &str)]) -> (reqwest::StatusCod
 
 #[tokio::test]
 async fn apq_round_trip_over_get_and_post() {
-    let dir = seeded_dir();
-    let app = spawn_with(config(dir.path(), |_| {})).await;
+    let dir = reader_dir();
+    let app = spawn_with(config(&dir, |_| {})).await;
     let hash = sha256(GENRES);
     let ext = apq(&hash);
 
@@ -110,13 +111,13 @@ async fn apq_round_trip_over_get_and_post() {
 
 #[tokio::test]
 async fn manifest_operations_run_by_id_and_reload_when_the_file_changes() {
-    let dir = seeded_dir();
+    let dir = reader_dir();
     let path = dir.path().join("manifest.json");
     let rate = "mutation Rate { rateMovie(movieId: \"tt0000001\", score: 5) { score } }";
     std::fs::write(&path, manifest(&[("genres-v1", "query", GENRES), ("rate-v1", "mutation", rate)]))
         .expect("write");
     let manifest_path = path.clone();
-    let app = spawn_with(config(dir.path(), move |c| {
+    let app = spawn_with(config(&dir, move |c| {
         c.persisted_queries.manifest_file = Some(manifest_path);
         c.persisted_queries.reload_ms = marquee_gateway::config::Millis(20);
     }))
@@ -157,10 +158,10 @@ async fn manifest_operations_run_by_id_and_reload_when_the_file_changes() {
 
 #[tokio::test]
 async fn safelist_mode_runs_manifest_operations_only() {
-    let dir = seeded_dir();
+    let dir = reader_dir();
     let path = dir.path().join("manifest.json");
     std::fs::write(&path, manifest(&[("genres-v1", "query", GENRES)])).expect("write");
-    let app = spawn_with(config(dir.path(), |c| {
+    let app = spawn_with(config(&dir, |c| {
         c.persisted_queries.manifest_file = Some(path);
         c.persisted_queries.safelist = true;
     }))
@@ -184,10 +185,10 @@ async fn safelist_mode_runs_manifest_operations_only() {
 
 #[tokio::test]
 async fn hot_persisted_gets_are_answered_from_the_response_cache() {
-    let dir = seeded_dir();
+    let dir = reader_dir();
     let path = dir.path().join("manifest.json");
     std::fs::write(&path, manifest(&[("movie-v1", "query", MOVIE)])).expect("write");
-    let app = spawn_with(config(dir.path(), |c| c.persisted_queries.manifest_file = Some(path))).await;
+    let app = spawn_with(config(&dir, |c| c.persisted_queries.manifest_file = Some(path))).await;
     let hits = || app.metric("cache_requests_total", &[("cache", "response"), ("result", "hit")]);
     let misses = || app.metric("cache_requests_total", &[("cache", "response"), ("result", "miss")]);
 
@@ -264,16 +265,16 @@ async fn hot_persisted_gets_are_answered_from_the_response_cache() {
 
 #[tokio::test]
 async fn private_and_errored_responses_are_never_cached_and_the_cache_can_be_off() {
-    let dir = seeded_dir();
-    let app = spawn_with(config(dir.path(), |_| {})).await;
+    let dir = reader_dir();
+    let app = spawn_with(config(&dir, |_| {})).await;
     for _ in 0..2 {
         let bad = get(&app, &[("query", "{ movie(id: \"bad\") { title } }")]).await;
         assert_eq!(bad.headers()["cache-control"], "no-store");
     }
     assert_eq!(app.metric("cache_requests_total", &[("cache", "response"), ("result", "hit")]).await, 0.0);
 
-    let off_dir = seeded_dir();
-    let off = spawn_with(config(off_dir.path(), |c| c.response_cache.enabled = false)).await;
+    let off_dir = reader_dir();
+    let off = spawn_with(config(&off_dir, |c| c.response_cache.enabled = false)).await;
     for _ in 0..2 {
         get(&off, &[("query", GENRES)]).await;
     }
@@ -283,12 +284,12 @@ async fn private_and_errored_responses_are_never_cached_and_the_cache_can_be_off
 
 #[tokio::test]
 async fn the_introspection_token_lets_tooling_introspect_a_safelisted_gateway() {
-    let dir = seeded_dir();
+    let dir = reader_dir();
     let path = dir.path().join("manifest.json");
     std::fs::write(&path, manifest(&[("genres-v1", "query", GENRES)])).expect("write");
     let token_file = dir.path().join("introspection-token");
     std::fs::write(&token_file, "tooling-0123456789abcdef\n").expect("write");
-    let app = spawn_with(config(dir.path(), |c| {
+    let app = spawn_with(config(&dir, |c| {
         c.persisted_queries.manifest_file = Some(path);
         c.persisted_queries.safelist = true;
         c.persisted_queries.introspection_token_file = Some(token_file);

@@ -3,11 +3,11 @@
 use marquee_store::{Genre, keys, text};
 use serde_json::{Value, json};
 
-use crate::helpers::{CATALOG, first_code, generator, spawn_app};
+use crate::helpers::{CATALOG, first_code, generator, spawn_reader};
 
 #[tokio::test]
 async fn movie_by_id_has_every_field() {
-    let app = spawn_app().await;
+    let app = spawn_reader().await;
     let expected = generator().movie(41);
     let m = &expected.movie;
     let data = app
@@ -47,7 +47,7 @@ async fn movie_by_id_has_every_field() {
 
 #[tokio::test]
 async fn movies_keep_order_with_nulls() {
-    let app = spawn_app().await;
+    let app = spawn_reader().await;
     let data =
         app.data(r#"{ movies(ids: ["tt0000003", "tt8888888", "tt0000001"]) { id } }"#, json!({})).await;
     assert_eq!(data["movies"], json!([{ "id": "tt0000003" }, null, { "id": "tt0000001" }]));
@@ -58,7 +58,7 @@ async fn movies_keep_order_with_nulls() {
 
 #[tokio::test]
 async fn cast_crew_and_people() {
-    let app = spawn_app().await;
+    let app = spawn_reader().await;
     let record = generator().movie(9);
     let data = app
         .data(
@@ -86,7 +86,7 @@ async fn cast_crew_and_people() {
 
 #[tokio::test]
 async fn person_filmography_pages_through_every_credit() {
-    let app = spawn_app().await;
+    let app = spawn_reader().await;
     let g = generator();
     let person = g.person(0);
     let mut expected = Vec::new();
@@ -132,7 +132,7 @@ async fn person_filmography_pages_through_every_credit() {
 
 #[tokio::test]
 async fn search_is_ranked_accent_insensitive_and_paged() {
-    let app = spawn_app().await;
+    let app = spawn_reader().await;
     let g = generator();
     let words = text::words("cafe");
     let mut expected: Vec<(u64, String)> = (0..CATALOG.movies)
@@ -182,7 +182,7 @@ async fn search_is_ranked_accent_insensitive_and_paged() {
 
 #[tokio::test]
 async fn browse_sorts_and_filters() {
-    let app = spawn_app().await;
+    let app = spawn_reader().await;
     let g = generator();
     let drama = Genre::from_name("Drama").expect("genre");
     let mut expected: Vec<(u64, String)> = (0..CATALOG.movies)
@@ -236,7 +236,7 @@ async fn browse_sorts_and_filters() {
 
 #[tokio::test]
 async fn genres_and_similar() {
-    let app = spawn_app().await;
+    let app = spawn_reader().await;
     let g = generator();
     let data = app.data("{ genres { name movieCount } }", json!({})).await;
     let genres = data["genres"].as_array().expect("genres");
@@ -260,7 +260,7 @@ async fn genres_and_similar() {
 
 #[tokio::test]
 async fn invalid_ids_are_typed_errors() {
-    let app = spawn_app().await;
+    let app = spawn_reader().await;
     for query in [
         r#"{ movie(id: "nm0000001") { id } }"#,
         r#"{ movie(id: "'; DROP") { id } }"#,
@@ -274,7 +274,7 @@ async fn invalid_ids_are_typed_errors() {
 
 #[tokio::test]
 async fn get_requests_follow_the_spec() {
-    let app = spawn_app().await;
+    let app = spawn_reader().await;
     let response = app
         .client
         .get(app.url("/graphql"))
@@ -299,7 +299,7 @@ async fn get_requests_follow_the_spec() {
 
 #[tokio::test]
 async fn response_fields_follow_query_order() {
-    let app = spawn_app().await;
+    let app = spawn_reader().await;
     let query = r#"{ genres { movieCount name } m: movie(id: "tt0000005") { similar(first: 2) { id } crew { job } cast(first: 2) { person { name id } character } title } }"#;
     let mut bodies = Vec::new();
     for _ in 0..5 {
@@ -325,7 +325,7 @@ async fn response_fields_follow_query_order() {
 /// range, read at once; the embedded backend sends none and reports none.
 #[tokio::test]
 async fn store_statements_are_reported_per_operation() {
-    let app = spawn_app().await;
+    let app = spawn_reader().await;
     let figures = |op: &'static str| {
         let app = &app;
         async move {

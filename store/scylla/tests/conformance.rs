@@ -2,7 +2,8 @@
 //! the CQL wire protocol: against a real cluster when `SCYLLA_URI` is set (`host:port`, with
 //! `SCYLLA_DC` naming its data center), else against the in-memory CQL stand-in
 //! (`marquee-cql-standin`), which ignores clustering bounds, TTL and LWT and has one node
-//! (see its docs for what that does not prove). Each test gets its own keyspace.
+//! (see its docs for what that does not prove). Each test that writes gets its own keyspace;
+//! the catalog-read cases share one per test run on a real cluster.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,7 +46,33 @@ async fn scylla() -> (KeyspaceGuard, Store) {
     (keyspace, Store::new(Arc::new(store)))
 }
 
-marquee_store::conformance_cases!(scylla);
+/// The conformance catalog for the cases that only read it: on a real cluster under nextest,
+/// one keyspace the whole run shares (`marquee_cql_standin::shared_keyspace`), else a fresh one.
+async fn scylla_catalog() -> (Option<KeyspaceGuard>, Store) {
+    let runtime = tokio::runtime::Handle::current();
+    let shared = tokio::task::spawn_blocking(move || {
+        marquee_cql_standin::shared_keyspace("conformance", |keyspace| {
+            let mut options = marquee_cql_standin::test_cluster().scylla_options(keyspace);
+            options.reconcile_interval_ms = 200;
+            runtime.block_on(migrate(&options)).expect("migrate");
+            let sink = ScyllaBulk::new(options, runtime.clone()).sink("conformance").expect("sink");
+            seed(&OPTIONS, sink, &mut |_| {}).expect("seed");
+        })
+    })
+    .await
+    .expect("seeding thread");
+    let Some(keyspace) = shared else {
+        let (guard, store) = scylla().await;
+        return (Some(guard), store);
+    };
+    let mut options = marquee_cql_standin::test_cluster().scylla_options(keyspace);
+    options.reconcile_interval_ms = 200;
+    let store = ScyllaStore::open(&options).await.expect("open");
+    (None, Store::new(Arc::new(store)))
+}
+
+marquee_store::conformance_cases!(catalog_reads: scylla_catalog);
+marquee_store::conformance_cases!(user_writes: scylla);
 
 /// Live catalog writes, on a real cluster only: they take a lock with a lightweight
 /// transaction, which the stand-in does not run (CI runs them on Cassandra).

@@ -438,6 +438,66 @@ impl Drop for KeyspaceGuard {
     }
 }
 
+/// A keyspace every test process of one nextest run shares, migrated and seeded once by the
+/// first test that asks for it: for tests that only read a catalog, which would otherwise each
+/// pay a migration and a seed (about 18 s on the CI's two-data-center cluster) for the same
+/// rows.
+///
+/// `None` where nothing can be shared: on the stand-in (its keyspaces live in one process)
+/// and outside `cargo nextest` (no run id names the run). The first caller runs `seed` with
+/// the keyspace's name under a file lock the others wait on; a caller whose seed panicked
+/// leaves no mark, so the next one seeds again (migration and seeding are idempotent).
+///
+/// Nothing drops a shared keyspace at the end of its run (no test knows it is the last): the
+/// run that creates one drops those of earlier runs on the same cluster that are more than six
+/// hours old, and `cargo xtask cassandra down` removes the whole cluster.
+pub fn shared_keyspace(kind: &str, seed: impl FnOnce(&str)) -> Option<String> {
+    let cluster = test_cluster();
+    if cluster.stand_in {
+        return None;
+    }
+    let run: String =
+        std::env::var("NEXTEST_RUN_ID").ok()?.chars().filter(char::is_ascii_alphanumeric).take(16).collect();
+    let keyspace = format!("{kind}_run_{run}").to_ascii_lowercase();
+    let marks = std::env::temp_dir().join("marquee-shared-keyspaces");
+    std::fs::create_dir_all(&marks).expect("a directory for the shared keyspaces' marks");
+    let lock = std::fs::File::create(marks.join(format!("{keyspace}.lock")))
+        .expect("the shared keyspace's lock file");
+    lock.lock().expect("the shared keyspace's lock");
+    let seeded = marks.join(format!("{keyspace}.seeded"));
+    if !seeded.exists() {
+        drop_stale_shared_keyspaces(&marks, &cluster.contact_point, kind);
+        seed(&keyspace);
+        std::fs::write(&seeded, &cluster.contact_point).expect("the shared keyspace's mark");
+    }
+    Some(keyspace)
+}
+
+/// Drops the shared keyspaces of `kind` that earlier runs seeded on the cluster at
+/// `contact_point` more than six hours ago (by their marks' age), and their marks.
+fn drop_stale_shared_keyspaces(marks: &std::path::Path, contact_point: &str, kind: &str) {
+    const STALE: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+    let Ok(entries) = std::fs::read_dir(marks) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(keyspace) =
+            path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".seeded"))
+        else {
+            continue;
+        };
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STALE));
+        let here = std::fs::read_to_string(&path).is_ok_and(|cp| cp == contact_point);
+        if old && here && keyspace.starts_with(&format!("{kind}_run_")) {
+            drop(KeyspaceGuard { target: Some((contact_point.to_owned(), keyspace.to_owned())) });
+            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_file(marks.join(format!("{keyspace}.lock")));
+        }
+    }
+}
+
 /// Why a test that needs lightweight transactions cannot run on [`test_cluster`], if it
 /// cannot: the stand-in runs none.
 pub fn without_lwt() -> Option<&'static str> {
