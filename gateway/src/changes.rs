@@ -73,6 +73,7 @@ use crate::cache::{Tiered, Tiers};
 use crate::regional::bus::{Bus, Listener, now_ms};
 use crate::regional::{Claim, RedisConfigError, Regional};
 use crate::store::entities::EntityTiers;
+use crate::telemetry::FollowerMetrics;
 
 /// Bumped when the shape of a claim key changes.
 const VERSION: &str = "s1";
@@ -405,7 +406,12 @@ impl Tick {
 /// Reads the backend's change logs every `FOLLOW_EVERY` and applies, region-wide, each change
 /// this gateway is the first of its region to claim (see the module docs). Returns at once on
 /// a backend without logs.
-async fn follow_log(mut logs: Logs, changes: Arc<Changes>, regional: Arc<Regional>) {
+async fn follow_log(
+    mut logs: Logs,
+    changes: Arc<Changes>,
+    regional: Arc<Regional>,
+    metrics: FollowerMetrics,
+) {
     // The entries seen, by second, for the seconds still read.
     let mut seen: BTreeMap<u64, HashSet<Entry>> = BTreeMap::new();
     // Entries whose claim got no answer, with when they were first deferred and what they
@@ -463,6 +469,10 @@ async fn follow_log(mut logs: Logs, changes: Arc<Changes>, regional: Arc<Regiona
                     .map(|(e, found)| (second, e, found)),
             );
         }
+        for (log, unread) in [("ratings", unread.ratings), ("catalog", unread.catalog)] {
+            metrics.unread.with_label_values(&[log]).set(i64::try_from(now - unread).unwrap_or(i64::MAX));
+        }
+        metrics.last_tick.set(i64::try_from(now).unwrap_or(i64::MAX));
         // Totals this gateway's reconciler (the region's one) found wrong and re-derived: rows
         // that arrived after the log's window, which no follower saw. Applied region-wide
         // here, unclaimed: only the region's reconciler has them.
@@ -557,10 +567,21 @@ impl Drop for Following {
     }
 }
 
+/// What a gateway with the region's Redis follows for other gateways' and regions' changes:
+/// the store's two change logs, and where it reports how far it has read.
+pub struct FollowLogs {
+    /// The ratings' log.
+    pub ratings: Arc<dyn UserData>,
+    /// The catalog's log.
+    pub catalog: Arc<dyn CatalogWrites>,
+    /// The follower's gauges.
+    pub metrics: FollowerMetrics,
+}
+
 impl Changes {
     /// The changes of a gateway whose rating totals are cached in `rating_totals` (fresh for
     /// `ttl`) and catalog entities in `entities`, telling `subscribers`; with the region's
-    /// Redis (`regional`), joined to the region's bus and following `log` for other regions'
+    /// Redis (`regional`), joined to the region's bus and following `logs` for other regions'
     /// changes while the returned [`Following`] lives.
     pub fn start(
         rating_totals: Tiered<RatingTotals, MovieId>,
@@ -568,8 +589,7 @@ impl Changes {
         ttl: Duration,
         subscribers: Vec<Arc<dyn Subscriber>>,
         regional: Option<Arc<Regional>>,
-        ratings_log: Arc<dyn UserData>,
-        catalog_log: Arc<dyn CatalogWrites>,
+        logs: FollowLogs,
     ) -> Result<(Arc<Changes>, Option<Following>), RedisConfigError> {
         let region_tier = match regional {
             Some(regional) => {
@@ -586,8 +606,9 @@ impl Changes {
         let horizon = rating_totals.longest_life(ttl).max(entities_life) + Duration::from_secs(1);
         let changes = Arc::new(Changes { rating_totals, entities, subscribers, region_tier, horizon });
         let following = changes.region_tier.as_ref().map(|region_tier| {
-            let logs = Logs { ratings: Some(ratings_log), catalog: Some(catalog_log) };
-            Following(tokio::spawn(follow_log(logs, changes.clone(), region_tier.regional.clone())))
+            let FollowLogs { ratings, catalog, metrics } = logs;
+            let logs = Logs { ratings: Some(ratings), catalog: Some(catalog) };
+            Following(tokio::spawn(follow_log(logs, changes.clone(), region_tier.regional.clone(), metrics)))
         });
         Ok((changes, following))
     }

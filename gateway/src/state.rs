@@ -52,6 +52,26 @@ pub struct Readiness {
     pub store: Arc<dyn Lifecycle>,
 }
 
+impl Readiness {
+    /// Whether the gateway should get traffic: `Err` with why not (draining, or what the
+    /// store last failed with).
+    pub fn ready(&self) -> Result<(), NotReady> {
+        if self.draining.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(NotReady::Draining);
+        }
+        self.store_health.status().map_err(NotReady::Store)
+    }
+}
+
+/// Why a gateway should get no traffic now.
+#[derive(Debug)]
+pub enum NotReady {
+    /// Shutting down: in-flight requests finish, new ones go elsewhere.
+    Draining,
+    /// The store has not answered lately: its last error.
+    Store(String),
+}
+
 /// The largest request body `POST /graphql` reads, in bytes.
 #[derive(Copy, Clone, Debug)]
 pub struct BodyLimit(pub usize);

@@ -15,7 +15,9 @@ use marquee_schema::LoaderMetrics;
 use marquee_store::Lifecycle;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
@@ -143,6 +145,23 @@ pub struct Metrics {
     pub redis_writes_refused: IntCounter,
     /// Client connections.
     pub connections: ConnectionMetrics,
+    /// `gateway_ready`: 1 while `/readyz` answers 200 (the store answers and the gateway is
+    /// not draining), set when scraped.
+    pub ready: IntGauge,
+    /// The change-log follower's progress.
+    pub follower: FollowerMetrics,
+}
+
+/// What the change-log follower (`crate::changes`) reports, for the alert on a follower that
+/// fell behind or stopped.
+#[derive(Clone)]
+pub struct FollowerMetrics {
+    /// `change_follower_unread_seconds{log}`: after each tick, how many seconds back the first
+    /// second of the `ratings` or `catalog` log it could not read is (0: read up to now).
+    pub unread: IntGaugeVec,
+    /// `change_follower_last_tick_timestamp_seconds`: when the follower last finished a tick
+    /// (Unix seconds; absent on a gateway that follows no log).
+    pub last_tick: IntGauge,
 }
 
 /// The store driver's cumulative figures, copied into counters when scraped.
@@ -329,6 +348,26 @@ impl Metrics {
         registry.register(Box::new(store_round_trips.clone()))?;
         registry.register(Box::new(batch_size.clone()))?;
         let connections = ConnectionMetrics::new(&registry)?;
+        let ready = IntGauge::new(
+            "gateway_ready",
+            "1 while /readyz answers 200: the store answers and the gateway is not draining",
+        )?;
+        registry.register(Box::new(ready.clone()))?;
+        let follower = FollowerMetrics {
+            unread: IntGaugeVec::new(
+                Opts::new(
+                    "change_follower_unread_seconds",
+                    "How far back the first second of a change log the follower could not read is (0: read up to now)",
+                ),
+                &["log"],
+            )?,
+            last_tick: IntGauge::new(
+                "change_follower_last_tick_timestamp_seconds",
+                "When the change-log follower last finished reading the logs (Unix seconds)",
+            )?,
+        };
+        registry.register(Box::new(follower.unread.clone()))?;
+        registry.register(Box::new(follower.last_tick.clone()))?;
         Ok(Metrics {
             registry,
             http_requests,
@@ -347,6 +386,8 @@ impl Metrics {
             redis_writes_refused,
             cdn_purges,
             connections,
+            ready,
+            follower,
         })
     }
 

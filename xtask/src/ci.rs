@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::Context;
 
 use crate::process::{CI_INCREMENTAL, check, run};
-use crate::{cassandra, fuzz, peer, rig, system, terraform};
+use crate::{cassandra, fuzz, monitoring, peer, rig, system, terraform};
 
 /// Every check, in order; stops at the first that fails.
 pub(crate) fn run_all(root: &Path) -> anyhow::Result<()> {
@@ -43,6 +43,9 @@ pub(crate) fn run_all(root: &Path) -> anyhow::Result<()> {
         system::ensure_java()?;
         system::ensure_faketime()
     })?;
+    // regions/monitoring/: the alerting rules parse and fire on what they should, only
+    // (promtool came with the rig's packages).
+    phase("alerting rules", || monitoring::check_rules(root))?;
     let nextest = phase("cargo-nextest", || {
         if !has_nextest(root) {
             // Not preinstalled on every machine: built from crates.io once, then there for the

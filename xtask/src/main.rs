@@ -1,7 +1,8 @@
 //! `cargo xtask`: the single entry point for Marquee's automation.
 //!
 //! `cargo xtask ci` is what CI runs (`.ci/run` calls exactly this): formatting, clippy with
-//! warnings denied, the stock clients' npm packages (see `system`), every test (nextest when
+//! warnings denied, the stock clients' npm packages (see `system`), the alerting rules'
+//! `promtool` tests (see `monitoring`), every test (nextest when
 //! installed; the ScyllaDB backend's suites on a two-data-center Apache Cassandra cluster it
 //! starts, see `cassandra`), the API's query, user-data and persisted-query suites once more
 //! over the ScyllaDB backend on that cluster (`MARQUEE_TEST_BACKEND=scylla`), a minute of
@@ -22,6 +23,7 @@ mod cassandra;
 mod ci;
 mod drill;
 mod fuzz;
+mod monitoring;
 mod partitions;
 mod peer;
 mod process;

@@ -353,6 +353,48 @@ async fn checks() {
     labelled.sort_unstable();
     assert_eq!(labelled, ["eu-west", "us-east"], "{regions}");
 
+    // It evaluates Marquee's alerting rules (regions/monitoring/rules.yml), every one healthy,
+    // and counts both gateways of each region in rotation.
+    let rules: Value = reqwest::get("http://127.0.0.1:19090/api/v1/rules")
+        .await
+        .expect("prometheus")
+        .json()
+        .await
+        .expect("json");
+    let loaded: Vec<&Value> = rules["data"]["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .flat_map(|g| g["rules"].as_array().expect("rules"))
+        .collect();
+    assert!(loaded.iter().any(|r| r["name"] == "RegionHasNoGatewayInRotation"), "{rules}");
+    assert!(loaded.iter().all(|r| r["health"] != "err"), "a rule fails to evaluate: {rules}");
+    let started = Instant::now();
+    loop {
+        let answer: Value =
+            reqwest::get("http://127.0.0.1:19090/api/v1/query?query=region:gateways_in_rotation:sum")
+                .await
+                .expect("prometheus")
+                .json()
+                .await
+                .expect("json");
+        let mut in_rotation: Vec<(String, String)> = answer["data"]["result"]
+            .as_array()
+            .expect("result")
+            .iter()
+            .map(|s| {
+                (s["metric"]["region"].as_str().unwrap_or_default().to_owned(), s["value"][1].to_string())
+            })
+            .collect();
+        in_rotation.sort();
+        let two = "\"2\"".to_owned();
+        if in_rotation == [("eu-west".to_owned(), two.clone()), ("us-east".to_owned(), two)] {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "gateways in rotation: {in_rotation:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
     // A rating written through eu-west reads back through us-east (below).
     let alice = token("alice");
 

@@ -26,8 +26,9 @@ use prometheus::IntCounterVec;
 use super::StackConfig;
 use super::entities::CachedCatalog;
 use crate::cache::{SharedTier, Sizing, Tiered, Weigh};
-use crate::changes::{Change, Changes, Following};
+use crate::changes::{Change, Changes, FollowLogs, Following};
 use crate::regional::RedisConfigError;
+use crate::telemetry::FollowerMetrics;
 
 /// Bumped when the shape of cached totals changes.
 const VERSION: &str = "s1";
@@ -52,7 +53,12 @@ pub struct CachedUsers {
 }
 
 /// Wraps the faces of `store` that have caches.
-pub fn wrap(store: Store, config: &StackConfig, requests: IntCounterVec) -> Result<Store, RedisConfigError> {
+pub fn wrap(
+    store: Store,
+    config: &StackConfig,
+    requests: IntCounterVec,
+    follower: FollowerMetrics,
+) -> Result<Store, RedisConfigError> {
     let requests_for_entities = requests.clone();
     let ttl = config.rating_totals_ttl;
     let sizing = Sizing { name: TOTALS, max_bytes: config.rating_totals_bytes, ttl, requests };
@@ -72,8 +78,7 @@ pub fn wrap(store: Store, config: &StackConfig, requests: IntCounterVec) -> Resu
         ttl,
         config.subscribers.clone(),
         config.regional.clone(),
-        store.users.clone(),
-        store.edits.clone(),
+        FollowLogs { ratings: store.users.clone(), catalog: store.edits.clone(), metrics: follower },
     )?;
     // Changes a crash interrupted were finished when the backend opened, and no cache heard of
     // them: the region's tier and edges may still hold what they replaced.

@@ -54,5 +54,5 @@ pub fn stack(
 ) -> Result<Store, crate::regional::RedisConfigError> {
     let name = backend.lifecycle.backend();
     let instrumented = instrumented::wrap(backend, name, metrics);
-    cached::wrap(instrumented, config, metrics.cache_requests.clone())
+    cached::wrap(instrumented, config, metrics.cache_requests.clone(), metrics.follower.clone())
 }

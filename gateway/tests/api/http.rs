@@ -195,6 +195,7 @@ async fn health_metrics_and_graphiql() {
     let genres = [("region", "test-region"), ("backend", "embedded"), ("op", "genres")];
     assert_eq!(app.metric("store_calls_total", &genres).await, 1.0);
     assert!(app.metric("http_requests_total", &[("route", "/readyz"), ("status", "200")]).await >= 1.0);
+    assert_eq!(app.metric("gateway_ready", &[("region", "test-region")]).await, 1.0);
 
     let page =
         app.client.get(app.url("/graphql")).header("accept", "text/html").send().await.expect("graphiql");

@@ -53,6 +53,7 @@ async fn draining_turns_readiness_off_then_finishes_in_flight_requests() {
     tokio::time::sleep(Duration::from_millis(150)).await;
     let ready = app.client.get(app.url("/readyz")).send().await.expect("still answering while draining");
     assert_eq!(ready.status(), 503);
+    assert_eq!(app.metric("gateway_ready", &[]).await, 0.0, "draining is out of rotation");
     // Traffic that still arrives during the drain delay is served.
     let served =
         app.client.post(app.url("/graphql")).json(&json!({ "query": QUERY })).send().await.expect("served");
@@ -248,6 +249,8 @@ async fn readiness_rides_out_a_store_pause_and_reports_an_outage() {
     };
     assert_eq!(body["status"], "store unavailable", "{body}");
     assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}");
+    // What the alerts see (regions/monitoring/rules.yml): this gateway out of rotation.
+    assert_eq!(app.metric("gateway_ready", &[]).await, 0.0);
 
     let (_, _serving) = node.serve_on(addr).await.expect("serve again on the same address");
     let back = Instant::now();
@@ -256,4 +259,5 @@ async fn readiness_rides_out_a_store_pause_and_reports_an_outage() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(app.data(QUERY, json!({})).await["movie"]["title"].is_string());
+    assert_eq!(app.metric("gateway_ready", &[]).await, 1.0);
 }

@@ -480,6 +480,17 @@ async fn a_rating_taken_in_one_region_reaches_the_other_regions_caches_within_tw
             + b.metric("cache_invalidations_total", &[("event", "followed")]).await
     };
     assert_eq!(followed().await, 1.0, "the change came from the log, applied once in the region");
+    // Each gateway's follower says it reads both logs up to now (what ChangeFollowerBehind in
+    // regions/monitoring/rules.yml watches).
+    for app in [a, b] {
+        let ticked = app.metric("change_follower_last_tick_timestamp_seconds", &[]).await;
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs_f64();
+        assert!((now - ticked).abs() < 5.0, "the follower last ticked at {ticked}, now {now}");
+        for log in ["ratings", "catalog"] {
+            assert_eq!(app.metric("change_follower_unread_seconds", &[("log", log)]).await, 0.0, "{log}");
+        }
+    }
     // ...and the region's totals stay cached after it: the next reads cost no store call.
     let calls = store_calls(b, "rating_totals").await;
     assert_eq!(count(b).await, base + 1);

@@ -599,7 +599,7 @@ impl Rig {
         let dir = self.dir.join("prometheus");
         std::fs::create_dir_all(&dir)?;
         let config = dir.join("prometheus.yml");
-        std::fs::write(&config, render::prometheus(regions))?;
+        std::fs::write(&config, render::prometheus(regions, &self.root.join(crate::monitoring::RULES)))?;
         let mut command = Command::new("prometheus");
         command
             .arg(format!("--config.file={}", config.display()))

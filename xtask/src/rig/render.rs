@@ -215,22 +215,28 @@ loglevel=6
     )
 }
 
-/// Prometheus: every gateway's `/metrics` every 5 s; the gateways label their own metrics
-/// with `region`.
-pub(crate) fn prometheus(regions: &[Region]) -> String {
-    let mut text = String::from(
+/// Prometheus: every gateway's `/metrics` every 5 s, each target labelled with its region
+/// (the gateways label their own series with `region`; `up` gets it from here), and Marquee's
+/// alerting rules (`rules`, regions/monitoring/rules.yml) evaluated every 5 s.
+pub(crate) fn prometheus(regions: &[Region], rules: &Path) -> String {
+    let mut text = format!(
         "# the rig's monitoring (written by `cargo xtask rig up` from regions/*.toml)
 global:
   scrape_interval: 5s
+  evaluation_interval: 5s
+rule_files:
+  - '{}'
 scrape_configs:
   - job_name: gateway
     honor_labels: true
     static_configs:
 ",
+        rules.display()
     );
     for region in regions {
         let targets: Vec<String> = region.gateways.iter().map(|g| format!("'{g}'")).collect();
         let _ = writeln!(text, "      - targets: [{}]", targets.join(", "));
+        let _ = writeln!(text, "        labels: {{region: '{}'}}", region.name);
     }
     text
 }
