@@ -472,7 +472,7 @@ async fn follow_log(
         for (log, unread) in [("ratings", unread.ratings), ("catalog", unread.catalog)] {
             metrics.unread.with_label_values(&[log]).set(i64::try_from(now - unread).unwrap_or(i64::MAX));
         }
-        metrics.last_tick.set(i64::try_from(now).unwrap_or(i64::MAX));
+        metrics.last_tick.set(i64::try_from(now_ms() / 1_000).unwrap_or(i64::MAX));
         // Totals this gateway's reconciler (the region's one) found wrong and re-derived: rows
         // that arrived after the log's window, which no follower saw. Applied region-wide
         // here, unclaimed: only the region's reconciler has them.

@@ -159,8 +159,8 @@ pub struct FollowerMetrics {
     /// `change_follower_unread_seconds{log}`: after each tick, how many seconds back the first
     /// second of the `ratings` or `catalog` log it could not read is (0: read up to now).
     pub unread: IntGaugeVec,
-    /// `change_follower_last_tick_timestamp_seconds`: when the follower last finished a tick
-    /// (Unix seconds; absent on a gateway that follows no log).
+    /// `change_follower_last_tick_timestamp_seconds`: when the follower last finished reading
+    /// the logs (Unix seconds; 0 on a gateway that follows none, without `[redis]`).
     pub last_tick: IntGauge,
 }
 

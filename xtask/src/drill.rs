@@ -47,7 +47,7 @@ use serde_json::{Value, json};
 
 use crate::process::alive;
 use crate::rig::regions::{self, Region};
-use crate::rig::{DNS, Rig, ZONE, client_address, quiet_gateway_env};
+use crate::rig::{DNS, PROMETHEUS, Rig, ZONE, client_address, quiet_gateway_env};
 
 /// `cargo xtask drill`.
 #[derive(Args, Clone, Debug)]
@@ -135,6 +135,7 @@ pub(crate) fn run(root: &Path, args: &DrillArgs) -> anyhow::Result<()> {
         args.phase_secs
     );
     let runtime = tokio::runtime::Runtime::new()?;
+    let drill_started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
     let (samples, events, rig, settled) = runtime.block_on(drive(
         load.clone(),
         rig,
@@ -145,7 +146,9 @@ pub(crate) fn run(root: &Path, args: &DrillArgs) -> anyhow::Result<()> {
     rig.save()?;
     println!("drill: reading every acknowledged rating back through each region");
     let verification = runtime.block_on(verify(&load, &regions, &samples))?;
-    let report = Report::new(&load, &samples, &events, &drilled.name, verification, settled);
+    let alerts = runtime.block_on(fired_since(drill_started))?;
+    let mut report = Report::new(&load, &samples, &events, &drilled.name, verification, settled);
+    report.alerts_by_step(&alerts, drill_started);
     std::fs::create_dir_all(&args.out)?;
     std::fs::write(args.out.join("results.json"), serde_json::to_vec_pretty(&report)?)?;
     marquee_bench::drill_load::plot(&args.out.join("failover.svg"), &report.seconds, &events)?;
@@ -172,6 +175,53 @@ pub(crate) fn run(root: &Path, args: &DrillArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Every alert series the rig's Prometheus had firing since `since` (Unix seconds): its
+/// labels, and the times of its firing samples (one per rule evaluation, every 5 s).
+async fn fired_since(since: f64) -> anyhow::Result<Vec<(BTreeMap<String, String>, Vec<f64>)>> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
+    let range = (now - since).ceil() as u64 + 1;
+    let query = format!("ALERTS{{alertstate=\"firing\"}}[{range}s]");
+    let answer: Value = reqwest::Client::new()
+        .get(format!("http://{PROMETHEUS}/api/v1/query"))
+        .query(&[("query", query.as_str()), ("time", &format!("{now:.3}"))])
+        .send()
+        .await
+        .context("asking the rig's Prometheus which alerts fired")?
+        .error_for_status()?
+        .json()
+        .await?;
+    let series = answer["data"]["result"].as_array().context("Prometheus's answer has no result")?;
+    Ok(series
+        .iter()
+        .map(|s| {
+            let labels = s["metric"]
+                .as_object()
+                .map(|m| {
+                    m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect()
+                })
+                .unwrap_or_default();
+            let times = s["values"]
+                .as_array()
+                .map(|values| values.iter().filter_map(|v| v[0].as_f64()).collect())
+                .unwrap_or_default();
+            (labels, times)
+        })
+        .collect())
+}
+
+/// An alert that fired during a drill step.
+#[derive(Debug, Clone, Serialize)]
+struct Fired {
+    alert: String,
+    severity: String,
+    /// Where: the region, and the gateway for a per-gateway alert.
+    region: String,
+    instance: Option<String>,
+    /// From the step's start to the first evaluation that had it firing (0 when it was firing
+    /// as the step began), in seconds.
+    after_s: f64,
 }
 
 /// How the data centers converged after the partition step, measured from the heal while
@@ -754,6 +804,9 @@ struct Step {
     own_edge_cache_answers: u64,
     /// Per client region, until the next step.
     clients: BTreeMap<String, Span>,
+    /// The alerts (regions/monitoring/rules.yml) the rig's Prometheus had firing from the
+    /// step's start until the next step's.
+    alerts: Vec<Fired>,
 }
 
 #[derive(Debug, Serialize)]
@@ -855,6 +908,7 @@ impl Report {
                 last_failure_after_s,
                 own_edge_cache_answers,
                 clients: span(load, &within),
+                alerts: Vec::new(),
             });
         }
         Report {
@@ -873,6 +927,29 @@ impl Report {
             writes,
             partition,
             seconds: marquee_bench::drill_load::seconds(load, samples),
+        }
+    }
+
+    /// Lists in each step the alerts of `fired` (from [`fired_since`]) firing between its start
+    /// and the next step's, the drill having started at `started` (Unix seconds).
+    fn alerts_by_step(&mut self, fired: &[(BTreeMap<String, String>, Vec<f64>)], started: f64) {
+        let starts: Vec<f64> = self.steps.iter().map(|s| started + s.event.at_ms as f64 / 1000.0).collect();
+        for (i, step) in self.steps.iter_mut().enumerate() {
+            let (from, to) = (starts[i], starts.get(i + 1).copied().unwrap_or(f64::INFINITY));
+            for (labels, times) in fired {
+                let Some(first) = times.iter().copied().find(|t| *t >= from - 5.0 && *t < to) else {
+                    continue;
+                };
+                let label = |name: &str| labels.get(name).cloned().unwrap_or_default();
+                step.alerts.push(Fired {
+                    alert: label("alertname"),
+                    severity: label("severity"),
+                    region: label("region"),
+                    instance: labels.get("instance").cloned(),
+                    after_s: (first - from).max(0.0),
+                });
+            }
+            step.alerts.sort_by(|a, b| a.after_s.total_cmp(&b.after_s));
         }
     }
 
@@ -947,6 +1024,26 @@ impl Report {
             "\n\"Moved after\": from the step to the last request of the drilled region's clients answered \
              by its edge (drain, kill), or to the first its gateways answered again (undrain, restart).\n",
         );
+        md.push_str(
+            "\nAlerts (regions/monitoring/rules.yml, evaluated every 5 s) firing during each step, and \
+             how long after the step's start each first fired:\n\n| step | alerts |\n|---|---|\n",
+        );
+        for step in &self.steps {
+            let alerts = if step.alerts.is_empty() {
+                "none".to_owned()
+            } else {
+                step.alerts
+                    .iter()
+                    .map(|a| {
+                        let at =
+                            a.instance.as_deref().map_or(a.region.clone(), |i| format!("{} {i}", a.region));
+                        format!("{} ({}, {at}) after {:.0} s", a.alert, a.severity, a.after_s)
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            };
+            md.push_str(&format!("| {} | {alerts} |\n", step.event.label));
+        }
         md.push_str(&format!(
             "\nAcknowledged ratings: {}; read back with their score through {}; **lost: {}**.\n",
             self.writes.acknowledged,

@@ -369,6 +369,20 @@ async fn checks() {
         .collect();
     assert!(loaded.iter().any(|r| r["name"] == "RegionHasNoGatewayInRotation"), "{rules}");
     assert!(loaded.iter().all(|r| r["health"] != "err"), "a rule fails to evaluate: {rules}");
+    // ...and sends what fires to the rig's Alertmanager.
+    let alertmanagers: Value = reqwest::get("http://127.0.0.1:19090/api/v1/alertmanagers")
+        .await
+        .expect("prometheus")
+        .json()
+        .await
+        .expect("json");
+    let active = &alertmanagers["data"]["activeAlertmanagers"];
+    assert!(
+        active
+            .as_array()
+            .is_some_and(|a| a.iter().any(|m| m["url"].as_str().is_some_and(|u| u.contains(":19093/")))),
+        "{alertmanagers}"
+    );
     let started = Instant::now();
     loop {
         let answer: Value =
@@ -661,6 +675,9 @@ async fn checks() {
             assert_eq!(failed, 0, "the planned {planned} failed {region} requests: {}", step(planned));
         }
     }
+    // The report lists each step's alerts; a planned drain pages nobody.
+    let drained = step("drain")["alerts"].as_array().expect("the drain step's alerts");
+    assert!(drained.iter().all(|a| a["severity"] != "page"), "a planned drain paged: {drained:?}");
     let killed = &step("kill")["clients"]["eu-west"];
     let (gets, failed_gets) =
         (killed["gets"].as_u64().expect("gets"), killed["failed_gets"].as_u64().expect("n"));

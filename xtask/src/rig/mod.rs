@@ -43,7 +43,9 @@ pub(crate) const ZONE: &str = "marquee.test";
 /// The rig's DNS server.
 pub(crate) const DNS: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 18053);
 /// The rig's Prometheus.
-const PROMETHEUS: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 19090);
+pub(crate) const PROMETHEUS: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 19090);
+/// Where the rig's Alertmanager listens (Prometheus sends it the alerts that fire).
+const ALERTMANAGER: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 19093);
 /// TTL of the geo-DNS answers, in seconds: how long a client may keep using a region that
 /// has since failed its health check.
 const DNS_TTL: u32 = 5;
@@ -267,11 +269,18 @@ fn up(root: &Path, dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
 /// The rig's Debian packages, installed when missing.
 pub(crate) fn ensure_packages() -> anyhow::Result<()> {
     system::ensure_redis()?;
-    let missing: Vec<&str> =
-        ["pdns-server", "pdns-backend-bind", "haproxy", "varnish", "varnish-modules", "prometheus"]
-            .into_iter()
-            .filter(|package| !system::package_installed(package))
-            .collect();
+    let missing: Vec<&str> = [
+        "pdns-server",
+        "pdns-backend-bind",
+        "haproxy",
+        "varnish",
+        "varnish-modules",
+        "prometheus",
+        "prometheus-alertmanager",
+    ]
+    .into_iter()
+    .filter(|package| !system::package_installed(package))
+    .collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -596,10 +605,12 @@ impl Rig {
     }
 
     fn start_prometheus(&mut self, regions: &[Region]) -> anyhow::Result<()> {
+        self.start_alertmanager()?;
         let dir = self.dir.join("prometheus");
         std::fs::create_dir_all(&dir)?;
         let config = dir.join("prometheus.yml");
-        std::fs::write(&config, render::prometheus(regions, &self.root.join(crate::monitoring::RULES)))?;
+        let rules = self.root.join(crate::monitoring::RULES);
+        std::fs::write(&config, render::prometheus(regions, &rules, ALERTMANAGER))?;
         let mut command = Command::new("prometheus");
         command
             .arg(format!("--config.file={}", config.display()))
@@ -609,6 +620,29 @@ impl Rig {
             "prometheus".into(),
             "the monitoring stack",
             (PROMETHEUS, "/-/ready"),
+            command,
+            Duration::from_secs(60),
+        )
+    }
+
+    /// Debian's Alertmanager, receiving what the rig's Prometheus fires: one route to a
+    /// receiver that notifies nobody (the drill reads what fired from Prometheus; an SRE's
+    /// deployment routes to its pager), no clustering.
+    fn start_alertmanager(&mut self) -> anyhow::Result<()> {
+        let dir = self.dir.join("alertmanager");
+        std::fs::create_dir_all(&dir)?;
+        let config = dir.join("alertmanager.yml");
+        std::fs::write(&config, render::alertmanager())?;
+        let mut command = Command::new("prometheus-alertmanager");
+        command
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address={ALERTMANAGER}"))
+            .arg("--cluster.listen-address=");
+        self.launch_http(
+            "alertmanager".into(),
+            "the alerts' receiver",
+            (ALERTMANAGER, "/-/ready"),
             command,
             Duration::from_secs(60),
         )

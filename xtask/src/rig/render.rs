@@ -142,6 +142,22 @@ fn load_balancer_backend(name: &str, region: &Region) -> String {
     )
 }
 
+/// Alertmanager: every alert to one receiver that notifies nobody, grouped by alert and
+/// region (what a pager route would group by).
+pub(crate) fn alertmanager() -> String {
+    "# the rig's Alertmanager (written by `cargo xtask rig up`)
+route:
+  receiver: rig
+  group_by: [alertname, region]
+  group_wait: 1s
+  group_interval: 5s
+  repeat_interval: 1h
+receivers:
+  - name: rig
+"
+    .to_owned()
+}
+
 /// `regions.json`: what `terraform/environments/local` reads to render the geo-DNS zone
 /// through the traffic policy (the module production's Route 53 records come from): each
 /// region's edge, client subnets and the other names the rig's DNS answers for it, with the
@@ -217,8 +233,9 @@ loglevel=6
 
 /// Prometheus: every gateway's `/metrics` every 5 s, each target labelled with its region
 /// (the gateways label their own series with `region`; `up` gets it from here), and Marquee's
-/// alerting rules (`rules`, regions/monitoring/rules.yml) evaluated every 5 s.
-pub(crate) fn prometheus(regions: &[Region], rules: &Path) -> String {
+/// alerting rules (`rules`, regions/monitoring/rules.yml) evaluated every 5 s, sent to the
+/// Alertmanager at `alertmanager`.
+pub(crate) fn prometheus(regions: &[Region], rules: &Path, alertmanager: SocketAddr) -> String {
     let mut text = format!(
         "# the rig's monitoring (written by `cargo xtask rig up` from regions/*.toml)
 global:
@@ -226,6 +243,10 @@ global:
   evaluation_interval: 5s
 rule_files:
   - '{}'
+alerting:
+  alertmanagers:
+    - static_configs:
+        - targets: ['{alertmanager}']
 scrape_configs:
   - job_name: gateway
     honor_labels: true
