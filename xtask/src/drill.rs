@@ -47,7 +47,7 @@ use serde_json::{Value, json};
 
 use crate::process::alive;
 use crate::rig::regions::{self, Region};
-use crate::rig::{DNS, PROMETHEUS, Rig, ZONE, client_address, quiet_gateway_env};
+use crate::rig::{ALERTMANAGER, DNS, PROMETHEUS, Rig, ZONE, client_address, quiet_gateway_env};
 
 /// `cargo xtask drill`.
 #[derive(Args, Clone, Debug)]
@@ -211,6 +211,40 @@ async fn fired_since(since: f64) -> anyhow::Result<Vec<(BTreeMap<String, String>
         .collect())
 }
 
+/// Silences every alert of `region` in the rig's Alertmanager for two hours (what an SRE
+/// does before a planned drain: `amtool silence add region=REGION`); the silence's id.
+async fn silence_region(region: &str) -> anyhow::Result<String> {
+    let now = std::time::SystemTime::now();
+    let silence = json!({
+        "matchers": [{ "name": "region", "value": region, "isRegex": false, "isEqual": true }],
+        "startsAt": humantime::format_rfc3339_seconds(now).to_string(),
+        "endsAt": humantime::format_rfc3339_seconds(now + Duration::from_secs(2 * 3600)).to_string(),
+        "createdBy": "cargo xtask drill",
+        "comment": format!("planned drain of {region}"),
+    });
+    let created: Value = reqwest::Client::new()
+        .post(format!("http://{ALERTMANAGER}/api/v2/silences"))
+        .json(&silence)
+        .send()
+        .await
+        .context("silencing the drained region in the rig's Alertmanager")?
+        .error_for_status()?
+        .json()
+        .await?;
+    created["silenceID"].as_str().map(str::to_owned).context("Alertmanager returned no silence id")
+}
+
+/// Ends the silence `id` (the region is undrained).
+async fn expire_silence(id: &str) -> anyhow::Result<()> {
+    reqwest::Client::new()
+        .delete(format!("http://{ALERTMANAGER}/api/v2/silence/{id}"))
+        .send()
+        .await
+        .context("ending the drained region's silence")?
+        .error_for_status()?;
+    Ok(())
+}
+
 /// An alert that fired during a drill step.
 #[derive(Debug, Clone, Serialize)]
 struct Fired {
@@ -222,6 +256,8 @@ struct Fired {
     /// From the step's start to the first evaluation that had it firing (0 when it was firing
     /// as the step began), in seconds.
     after_s: f64,
+    /// Fired in the drained region while the drain's silence held: it paged nobody.
+    silenced: bool,
 }
 
 /// How the data centers converged after the partition step, measured from the heal while
@@ -447,6 +483,7 @@ async fn drive(
         ("partition", "the data centers cut apart (cargo xtask cassandra link --cut)".to_owned()),
         ("heal", "the data centers joined again".to_owned()),
     ];
+    let mut silence = None;
     let mut next = started + Duration::from_secs(phase_secs);
     for (label, what) in steps {
         tokio::time::sleep_until(next.into()).await;
@@ -489,6 +526,17 @@ async fn drive(
             Ok(owned)
         });
         rig = Some(step.await??);
+        // A planned drain is announced to Alertmanager, as the runbook does: the drained
+        // region's alerts are silenced until it is undrained.
+        match label {
+            "drain" => silence = Some(silence_region(&name).await?),
+            "undrain" => {
+                if let Some(id) = silence.take() {
+                    expire_silence(&id).await?;
+                }
+            }
+            _ => {}
+        }
         if label == "heal" {
             // From here on, while the load goes on: how soon the two sides agree again.
             let before: Vec<Sample> = acknowledged
@@ -815,6 +863,9 @@ struct Report {
     settings: Value,
     steady: BTreeMap<String, Span>,
     steps: Vec<Step>,
+    /// From the kill of every drilled gateway to the first evaluation with
+    /// `RegionHasNoGatewayInRotation` firing for the region, in seconds.
+    region_down_page_after_kill_s: Option<f64>,
     writes: Writes,
     partition: Settled,
     seconds: BTreeMap<String, Vec<Second>>,
@@ -924,6 +975,7 @@ impl Report {
             }),
             steady: span(load, &steady),
             steps,
+            region_down_page_after_kill_s: None,
             writes,
             partition,
             seconds: marquee_bench::drill_load::seconds(load, samples),
@@ -932,8 +984,24 @@ impl Report {
 
     /// Lists in each step the alerts of `fired` (from [`fired_since`]) firing between its start
     /// and the next step's, the drill having started at `started` (Unix seconds).
+    /// Alerts of the drilled region are silenced from the drain until the undrain.
     fn alerts_by_step(&mut self, fired: &[(BTreeMap<String, String>, Vec<f64>)], started: f64) {
         let starts: Vec<f64> = self.steps.iter().map(|s| started + s.event.at_ms as f64 / 1000.0).collect();
+        let at = |label: &str| self.steps.iter().position(|s| s.event.label == label).map(|i| starts[i]);
+        let silenced = (at("drain").unwrap_or(f64::INFINITY), at("undrain").unwrap_or(f64::INFINITY));
+        let drilled = self.drilled.clone();
+        // The unplanned loss of every gateway: how soon the region-down page came.
+        self.region_down_page_after_kill_s = at("kill").and_then(|kill| {
+            fired
+                .iter()
+                .filter(|(l, _)| {
+                    l.get("alertname").is_some_and(|a| a == "RegionHasNoGatewayInRotation")
+                        && l.get("region") == Some(&drilled)
+                })
+                .flat_map(|(_, times)| times.iter().copied().filter(|t| *t >= kill))
+                .map(|t| t - kill)
+                .reduce(f64::min)
+        });
         for (i, step) in self.steps.iter_mut().enumerate() {
             let (from, to) = (starts[i], starts.get(i + 1).copied().unwrap_or(f64::INFINITY));
             for (labels, times) in fired {
@@ -947,6 +1015,9 @@ impl Report {
                     region: label("region"),
                     instance: labels.get("instance").cloned(),
                     after_s: (first - from).max(0.0),
+                    silenced: labels.get("region") == Some(&drilled)
+                        && first.max(from) >= silenced.0
+                        && first.max(from) < silenced.1,
                 });
             }
             step.alerts.sort_by(|a, b| a.after_s.total_cmp(&b.after_s));
@@ -1037,13 +1108,21 @@ impl Report {
                     .map(|a| {
                         let at =
                             a.instance.as_deref().map_or(a.region.clone(), |i| format!("{} {i}", a.region));
-                        format!("{} ({}, {at}) after {:.0} s", a.alert, a.severity, a.after_s)
+                        let silenced = if a.silenced { ", silenced: drained" } else { "" };
+                        format!("{} ({}, {at}{silenced}) after {:.0} s", a.alert, a.severity, a.after_s)
                     })
                     .collect::<Vec<_>>()
                     .join("; ")
             };
             md.push_str(&format!("| {} | {alerts} |\n", step.event.label));
         }
+        md.push_str(&format!(
+            "\nThe drained region's alerts are silenced in Alertmanager from the drain to the undrain, as \
+             the runbook does. After every {} gateway was killed, `RegionHasNoGatewayInRotation` paged \
+             after {} s.\n",
+            self.drilled,
+            s(self.region_down_page_after_kill_s)
+        ));
         md.push_str(&format!(
             "\nAcknowledged ratings: {}; read back with their score through {}; **lost: {}**.\n",
             self.writes.acknowledged,

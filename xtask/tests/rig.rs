@@ -675,9 +675,15 @@ async fn checks() {
             assert_eq!(failed, 0, "the planned {planned} failed {region} requests: {}", step(planned));
         }
     }
-    // The report lists each step's alerts; a planned drain pages nobody.
-    let drained = step("drain")["alerts"].as_array().expect("the drain step's alerts");
-    assert!(drained.iter().all(|a| a["severity"] != "page"), "a planned drain paged: {drained:?}");
+    // The report lists each step's alerts; a planned drain, and the stop of the drained
+    // region's gateways, page nobody (the drain silences the region's alerts).
+    for planned in ["drain", "stop"] {
+        let alerts = step(planned)["alerts"].as_array().expect("the step's alerts");
+        assert!(
+            alerts.iter().all(|a| a["severity"] != "page" || a["silenced"] == true),
+            "the planned {planned} paged: {alerts:?}"
+        );
+    }
     let killed = &step("kill")["clients"]["eu-west"];
     let (gets, failed_gets) =
         (killed["gets"].as_u64().expect("gets"), killed["failed_gets"].as_u64().expect("n"));

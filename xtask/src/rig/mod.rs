@@ -45,7 +45,7 @@ pub(crate) const DNS: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr
 /// The rig's Prometheus.
 pub(crate) const PROMETHEUS: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 19090);
 /// Where the rig's Alertmanager listens (Prometheus sends it the alerts that fire).
-const ALERTMANAGER: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 19093);
+pub(crate) const ALERTMANAGER: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 19093);
 /// TTL of the geo-DNS answers, in seconds: how long a client may keep using a region that
 /// has since failed its health check.
 const DNS_TTL: u32 = 5;
