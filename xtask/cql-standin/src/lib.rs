@@ -443,15 +443,20 @@ impl Drop for KeyspaceGuard {
 /// pay a migration and a seed (about 18 s on the CI's two-data-center cluster) for the same
 /// rows.
 ///
-/// `None` where nothing can be shared: on the stand-in (its keyspaces live in one process)
-/// and outside `cargo nextest` (no run id names the run). The first caller runs `seed` with
-/// the keyspace's name under a file lock the others wait on; a caller whose seed panicked
-/// leaves no mark, so the next one seeds again (migration and seeding are idempotent).
+/// `None` where nothing can be shared: on the stand-in (its keyspaces live in one process),
+/// outside `cargo nextest` (no run id names the run), or where its marks cannot be kept (the
+/// caller then seeds a keyspace of its own). The first caller runs `seed` with the keyspace's
+/// name under a file lock the others wait on; a caller whose seed panicked leaves it unmarked,
+/// so the next one seeds again (migration and seeding are idempotent: an unfinished load is
+/// resumed).
 ///
-/// Nothing drops a shared keyspace at the end of its run (no test knows it is the last): the
-/// run that creates one drops those of earlier runs on the same cluster that are more than six
-/// hours old, and `cargo xtask cassandra down` removes the whole cluster.
+/// Nothing drops a shared keyspace at the end of its run (no test knows it is the last):
+/// before seeding, each is marked with its cluster and its run's nextest process, and a later
+/// run that seeds one on the same cluster drops those whose nextest process is gone (a run
+/// still going keeps its own, however long it takes). `cargo xtask cassandra down` removes
+/// the whole cluster.
 pub fn shared_keyspace(kind: &str, seed: impl FnOnce(&str)) -> Option<String> {
+    use std::os::unix::fs::MetadataExt as _;
     let cluster = test_cluster();
     if cluster.stand_in {
         return None;
@@ -459,41 +464,52 @@ pub fn shared_keyspace(kind: &str, seed: impl FnOnce(&str)) -> Option<String> {
     let run: String =
         std::env::var("NEXTEST_RUN_ID").ok()?.chars().filter(char::is_ascii_alphanumeric).take(16).collect();
     let keyspace = format!("{kind}_run_{run}").to_ascii_lowercase();
-    let marks = std::env::temp_dir().join("marquee-shared-keyspaces");
-    std::fs::create_dir_all(&marks).expect("a directory for the shared keyspaces' marks");
-    let lock = std::fs::File::create(marks.join(format!("{keyspace}.lock")))
-        .expect("the shared keyspace's lock file");
-    lock.lock().expect("the shared keyspace's lock");
+    // One directory per user: another user's runs are not this one's to drop.
+    let user = std::fs::metadata("/proc/self").ok()?.uid();
+    let marks = std::env::temp_dir().join(format!("marquee-shared-keyspaces-{user}"));
+    std::fs::create_dir_all(&marks).ok()?;
+    let lock = std::fs::File::create(marks.join(format!("{keyspace}.lock"))).ok()?;
+    lock.lock().ok()?;
     let seeded = marks.join(format!("{keyspace}.seeded"));
     if !seeded.exists() {
-        drop_stale_shared_keyspaces(&marks, &cluster.contact_point, kind);
+        drop_finished_runs(&marks, &cluster.contact_point, kind);
+        let mark = format!("{}\n{}\n", cluster.contact_point, std::os::unix::process::parent_id());
+        let pending = marks.join(format!("{keyspace}.run.new"));
+        std::fs::write(&pending, mark).ok()?;
+        std::fs::rename(&pending, marks.join(format!("{keyspace}.run"))).ok()?;
         seed(&keyspace);
-        std::fs::write(&seeded, &cluster.contact_point).expect("the shared keyspace's mark");
+        std::fs::write(&seeded, b"").ok()?;
     }
     Some(keyspace)
 }
 
-/// Drops the shared keyspaces of `kind` that earlier runs seeded on the cluster at
-/// `contact_point` more than six hours ago (by their marks' age), and their marks.
-fn drop_stale_shared_keyspaces(marks: &std::path::Path, contact_point: &str, kind: &str) {
-    const STALE: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+/// Drops the shared keyspaces of `kind` on the cluster at `contact_point` whose run is over
+/// (the nextest process their mark names is gone), with their marks and locks (no process of
+/// a finished run holds them).
+fn drop_finished_runs(marks: &std::path::Path, contact_point: &str, kind: &str) {
     let Ok(entries) = std::fs::read_dir(marks) else { return };
     for entry in entries.flatten() {
         let path = entry.path();
-        let Some(keyspace) =
-            path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".seeded"))
+        let Some(keyspace) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".run"))
         else {
             continue;
         };
-        let old = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STALE));
-        let here = std::fs::read_to_string(&path).is_ok_and(|cp| cp == contact_point);
-        if old && here && keyspace.starts_with(&format!("{kind}_run_")) {
+        if !keyspace.starts_with(&format!("{kind}_run_")) {
+            continue;
+        }
+        let Ok(mark) = std::fs::read_to_string(&path) else { continue };
+        let mut lines = mark.lines();
+        let (Some(cluster), Some(runner)) = (lines.next(), lines.next()) else { continue };
+        let finished = !std::path::Path::new("/proc").join(runner).exists();
+        if cluster == contact_point && finished {
             drop(KeyspaceGuard { target: Some((contact_point.to_owned(), keyspace.to_owned())) });
-            let _ = std::fs::remove_file(&path);
-            let _ = std::fs::remove_file(marks.join(format!("{keyspace}.lock")));
+            for leftover in [
+                path.clone(),
+                marks.join(format!("{keyspace}.seeded")),
+                marks.join(format!("{keyspace}.lock")),
+            ] {
+                let _ = std::fs::remove_file(leftover);
+            }
         }
     }
 }
