@@ -114,6 +114,16 @@ fn health_checks() -> String {
     log.lines().filter(|line| line.contains("monitoring declaring")).collect::<Vec<_>>().join("\n")
 }
 
+/// The rig's Prometheus HTTP API at `path_and_query`, as JSON.
+async fn prometheus(path_and_query: &str) -> Value {
+    reqwest::get(format!("http://127.0.0.1:19090{path_and_query}"))
+        .await
+        .expect("prometheus")
+        .json()
+        .await
+        .expect("json")
+}
+
 /// The region whose gateway answers `/readyz` for a new client at `client`.
 async fn region_of(client: &str) -> String {
     let ready: Value = client_in(client)
@@ -313,12 +323,7 @@ async fn checks() {
     // Prometheus scrapes every gateway, each series labelled with its region.
     let started = Instant::now();
     loop {
-        let answer: Value = reqwest::get("http://127.0.0.1:19090/api/v1/query?query=up")
-            .await
-            .expect("prometheus")
-            .json()
-            .await
-            .expect("json");
+        let answer: Value = prometheus("/api/v1/query?query=up").await;
         let mut up: Vec<String> = answer["data"]["result"]
             .as_array()
             .map(|series| {
@@ -336,14 +341,8 @@ async fn checks() {
         assert!(started.elapsed() < Duration::from_secs(20), "scraped and up: {up:?}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let regions: Value = reqwest::get(
-        "http://127.0.0.1:19090/api/v1/query?query=count%20by%20(region)%20(http_requests_total)",
-    )
-    .await
-    .expect("prometheus")
-    .json()
-    .await
-    .expect("json");
+    let regions: Value =
+        prometheus("/api/v1/query?query=count%20by%20(region)%20(http_requests_total)").await;
     let mut labelled: Vec<&str> = regions["data"]["result"]
         .as_array()
         .expect("result")
@@ -355,12 +354,7 @@ async fn checks() {
 
     // It evaluates Marquee's alerting rules (regions/monitoring/rules.yml), every one healthy,
     // and counts both gateways of each region in rotation.
-    let rules: Value = reqwest::get("http://127.0.0.1:19090/api/v1/rules")
-        .await
-        .expect("prometheus")
-        .json()
-        .await
-        .expect("json");
+    let rules: Value = prometheus("/api/v1/rules").await;
     let loaded: Vec<&Value> = rules["data"]["groups"]
         .as_array()
         .expect("groups")
@@ -370,12 +364,7 @@ async fn checks() {
     assert!(loaded.iter().any(|r| r["name"] == "RegionHasNoGatewayInRotation"), "{rules}");
     assert!(loaded.iter().all(|r| r["health"] != "err"), "a rule fails to evaluate: {rules}");
     // ...and sends what fires to the rig's Alertmanager.
-    let alertmanagers: Value = reqwest::get("http://127.0.0.1:19090/api/v1/alertmanagers")
-        .await
-        .expect("prometheus")
-        .json()
-        .await
-        .expect("json");
+    let alertmanagers: Value = prometheus("/api/v1/alertmanagers").await;
     let active = &alertmanagers["data"]["activeAlertmanagers"];
     assert!(
         active
@@ -385,13 +374,7 @@ async fn checks() {
     );
     let started = Instant::now();
     loop {
-        let answer: Value =
-            reqwest::get("http://127.0.0.1:19090/api/v1/query?query=region:gateways_in_rotation:sum")
-                .await
-                .expect("prometheus")
-                .json()
-                .await
-                .expect("json");
+        let answer: Value = prometheus("/api/v1/query?query=region:gateways_in_rotation:sum").await;
         let mut in_rotation: Vec<(String, String)> = answer["data"]["result"]
             .as_array()
             .expect("result")
