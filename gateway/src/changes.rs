@@ -68,6 +68,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use marquee_schema::SurrogateKey;
 use marquee_store::{Applied, CatalogWrites, MovieId, PersonId, RatingTotals, UserData};
+use tracing::Instrument;
 
 use crate::cache::{Tiered, Tiers};
 use crate::regional::bus::{Bus, Listener, now_ms};
@@ -487,12 +488,19 @@ async fn follow_log(
         if fresh.is_empty() {
             continue;
         }
+        // A trace of its own for each tick that found changes: the claims and what followed.
+        let span = tracing::debug_span!(
+            "change_follower",
+            fresh = fresh.len(),
+            won = tracing::field::Empty,
+            unanswered = tracing::field::Empty
+        );
         let claims: Vec<(String, Duration)> =
             fresh.iter().map(|(second, entry, _)| entry.claim(*second)).collect();
         // An entry is settled once its claim is (won here, or held by another gateway); one
         // whose claim got no answer is claimed again next tick, so a failed call never leaves
         // a change applied by nobody.
-        let claimed = regional.claim_many(&claims).await;
+        let claimed = regional.claim_many(&claims).instrument(span.clone()).await;
         let mut found = Vec::new();
         let (mut won, mut unanswered) = (0, 0);
         for ((second, entry, changed), claim) in fresh.into_iter().zip(claimed) {
@@ -514,9 +522,11 @@ async fn follow_log(
             }
         }
         regional.count_invalidations("follow_deferred", unanswered);
+        span.record("won", won);
+        span.record("unanswered", unanswered);
         if !found.is_empty() {
             regional.count_invalidations("followed", won);
-            changes.changed(&found).await;
+            changes.changed(&found).instrument(span).await;
         }
     }
 }

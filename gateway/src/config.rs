@@ -72,6 +72,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Logging.
     pub log: LogConfig,
+    /// `[telemetry]`: traces exported over OTLP (off unless an endpoint is set).
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     /// HTTP limits and shutdown.
     pub http: HttpConfig,
     /// GraphQL execution.
@@ -235,6 +238,64 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// `tracing` filter directive, e.g. `info,marquee_gateway=debug` (`RUST_LOG` wins if set).
     pub filter: String,
+}
+
+/// Traces: `tracing` spans exported to an OpenTelemetry collector over OTLP/HTTP (protobuf).
+/// Off while `otlp_endpoint` is unset; then no span below `log.filter` is even created.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// The collector's OTLP/HTTP base URL, e.g. `http://127.0.0.1:4318`: spans are posted to
+    /// its `/v1/traces`. Plain HTTP: run the collector beside the gateway (an agent or
+    /// sidecar), which forwards over TLS.
+    pub otlp_endpoint: Option<String>,
+    /// The share of traces started here that are kept, 0.0 to 1.0. A request that arrives
+    /// with a W3C `traceparent` follows the sampling decision it carries.
+    pub sampling_ratio: f64,
+    /// The `service.name` spans are reported under; unset, `marquee-gateway-<region>`.
+    pub service_name: Option<String>,
+    /// Finished spans waiting for export; beyond it, spans are dropped and counted
+    /// (`trace_spans_total{outcome="dropped_queue_full"}`), never waited for.
+    pub queue_spans: usize,
+    /// Time allowed for one export before its spans count as dropped.
+    pub export_timeout_ms: Millis,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            otlp_endpoint: None,
+            sampling_ratio: 1.0,
+            service_name: None,
+            queue_spans: 8_192,
+            export_timeout_ms: Millis(5_000),
+        }
+    }
+}
+
+impl TelemetryConfig {
+    /// Refuses a ratio outside 0..=1, an empty queue and an endpoint that is not an
+    /// `http://` URL.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(0.0..=1.0).contains(&self.sampling_ratio) {
+            return Err(ConfigError::Refused(format!(
+                "telemetry.sampling_ratio is {}: it is a share of traces, from 0.0 to 1.0",
+                self.sampling_ratio
+            )));
+        }
+        if self.queue_spans == 0 {
+            return Err(ConfigError::Refused("telemetry.queue_spans is 0: no span could be exported".into()));
+        }
+        if let Some(endpoint) = &self.otlp_endpoint
+            && endpoint.strip_prefix("http://").is_none_or(str::is_empty)
+        {
+            return Err(ConfigError::Refused(format!(
+                "telemetry.otlp_endpoint is {endpoint:?}: give the collector's OTLP/HTTP base URL, \
+                 e.g. http://127.0.0.1:4318 (plain HTTP to a collector beside the gateway)"
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Log line format.
@@ -477,6 +538,7 @@ impl Default for Config {
             region: "local".into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             log: LogConfig { format: LogFormat::Human, filter: "info".into() },
+            telemetry: TelemetryConfig::default(),
             http: HttpConfig {
                 body_limit_bytes: 64 * 1024,
                 request_timeout_ms: Millis(10_000),
@@ -590,6 +652,7 @@ impl Config {
     /// gateway's tokens, so a key generated per process is refused; development tokens (any
     /// holder of the key mints any user) are refused unless the deployment is a test.
     pub fn check(&self, serving: bool) -> Result<(), ConfigError> {
+        self.telemetry.validate()?;
         if serving {
             self.http.origin_secrets()?;
             if let Some(redis) = &self.redis
@@ -631,6 +694,29 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn telemetry_refuses_ratios_outside_0_to_1_an_empty_queue_and_endpoints_it_cannot_post_to() {
+        let refused = |change: fn(&mut TelemetryConfig)| {
+            let mut config = Config::default();
+            change(&mut config.telemetry);
+            config.check(false).err().map(|e| e.to_string())
+        };
+        assert_eq!(refused(|_| {}), None, "traces are off by default");
+        assert_eq!(refused(|t| t.otlp_endpoint = Some("http://127.0.0.1:4318".into())), None);
+        for change in [
+            (|t: &mut TelemetryConfig| t.sampling_ratio = 1.5) as fn(&mut TelemetryConfig),
+            |t| t.sampling_ratio = f64::NAN,
+            |t| t.sampling_ratio = -0.1,
+            |t| t.queue_spans = 0,
+            |t| t.otlp_endpoint = Some("https://collector:4318".into()),
+            |t| t.otlp_endpoint = Some("127.0.0.1:4318".into()),
+            |t| t.otlp_endpoint = Some("http://".into()),
+        ] {
+            let message = refused(change).expect("refused");
+            assert!(message.starts_with("telemetry."), "{message}");
+        }
+    }
 
     fn no_overrides() -> Serialized<serde_json::Value> {
         Serialized::defaults(serde_json::json!({}))

@@ -12,8 +12,9 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use figment::providers::Serialized;
 use marquee_gateway::auth::{Authenticator, generate_pem};
-use marquee_gateway::config::{Config, StoreConfig};
+use marquee_gateway::config::{Config, StoreConfig, TelemetryConfig};
 use marquee_gateway::startup::{Application, shutdown_signal};
+use marquee_gateway::telemetry::traces::Traces;
 use marquee_gateway::{delta, dns, progress, store, telemetry};
 use marquee_store::bulk::seed::SeedOptions;
 
@@ -167,38 +168,50 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Token { user, ttl, editor }) => token(&load_config(&cli)?, user, *ttl, *editor).await,
         // The store.
         Some(Command::Reconcile { since, check, until }) => {
-            reconcile(&store_config(&cli).await?, *since, *check, *until).await
+            reconcile(&store_config(&cli).await?.0, *since, *check, *until).await
         }
         Some(Command::Catalog { action: CatalogAction::Gc { grace, dry_run } }) => {
-            catalog_gc(&store_config(&cli).await?, *grace, *dry_run).await
+            catalog_gc(&store_config(&cli).await?.0, *grace, *dry_run).await
         }
-        Some(Command::Migrate) => migrate(&store_config(&cli).await?).await,
+        Some(Command::Migrate) => migrate(&store_config(&cli).await?.0).await,
         Some(Command::Seed { movies, people, seed }) => {
             let options = SeedOptions { movies: *movies, people: *people, seed: *seed };
-            seed_catalog(&store_config(&cli).await?, options).await
+            seed_catalog(&store_config(&cli).await?.0, options).await
         }
         Some(Command::Import { source: ImportSource::Imdb { dir, incremental: false, .. } }) => {
-            import_imdb(&store_config(&cli).await?, dir.clone()).await
+            import_imdb(&store_config(&cli).await?.0, dir.clone()).await
         }
         Some(Command::Import { source: ImportSource::Imdb { dir, incremental: true, wait } }) => {
-            import_delta(&store_config(&cli).await?, dir, *wait).await
+            import_delta(&store_config(&cli).await?.0, dir, *wait).await
         }
-        Some(Command::Export { out }) => export(&store_config(&cli).await?, out.clone()).await,
-        Some(Command::Serve(_)) | None => serve(store_config(&cli).await?).await,
+        Some(Command::Export { out }) => export(&store_config(&cli).await?.0, out.clone()).await,
+        Some(Command::Serve(_)) | None => {
+            let (config, traces) = store_config(&cli).await?;
+            let served = serve(config).await;
+            if let Some(traces) = traces {
+                traces.shutdown(TRACE_FLUSH).await;
+            }
+            served
+        }
     }
 }
 
 /// The configuration of a command that reaches the store: loaded, its settings checked (a
-/// refused one stops the command before it reaches the store, in one line), logging started,
-/// and the store's contact points resolved.
-async fn store_config(cli: &Cli) -> anyhow::Result<Config> {
+/// refused one stops the command before it reaches the store, in one line), logging started
+/// (and, for `serve`, trace export when `[telemetry]` sets an endpoint), and the store's
+/// contact points resolved.
+async fn store_config(cli: &Cli) -> anyhow::Result<(Config, Option<Traces>)> {
     let mut config = load_config(cli)?;
     let serving = matches!(cli.command, None | Some(Command::Serve(_)));
     config.check(serving)?;
-    telemetry::init_tracing(&config.log);
+    let telemetry = if serving { config.telemetry.clone() } else { TelemetryConfig::default() };
+    let traces = telemetry::init_tracing(&config.log, &telemetry, &config.region)?;
     dns::resolve_contact_points(&mut config.store, &config.dns).await?;
-    Ok(config)
+    Ok((config, traces))
 }
+
+/// How long a stopping gateway may take to export the spans still queued.
+const TRACE_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// `gateway schema`: the SDL.
 fn schema() -> anyhow::Result<()> {

@@ -4,7 +4,10 @@
 //! of a bar. Colours only when stderr is a terminal, so logs written to a file stay plain.
 //! Metrics live in a registry owned by the application rather than a
 //! process global, so tests can run several gateways in one process and read each one's
-//! counters; every series carries the configured `region` label.
+//! counters; every series carries the configured `region` label. Traces, when configured, are
+//! exported by [`traces`].
+
+pub mod traces;
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
@@ -18,9 +21,12 @@ use prometheus::proto::MetricFamily;
 use prometheus::{
     HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::config::{LogConfig, LogFormat};
+use crate::config::{LogConfig, LogFormat, TelemetryConfig};
+use crate::telemetry::traces::{Traces, TracesError};
 
 /// The progress bar being drawn on stderr, if any, so log lines can be written around it.
 pub static PROGRESS: ActiveBar = ActiveBar(Mutex::new(None));
@@ -82,18 +88,49 @@ impl Drop for LogLine {
     }
 }
 
-/// Installs the global `tracing` subscriber. `RUST_LOG`, when set, overrides the config filter.
-pub fn init_tracing(config: &LogConfig) {
+/// Installs the global `tracing` subscriber: log lines as `config` says (`RUST_LOG`, when
+/// set, overrides its filter), and with `[telemetry]` an OTLP endpoint, spans exported as
+/// traces ([`traces`]). Call it on the Tokio runtime: the trace export runs there. Keep the
+/// returned [`Traces`] until the end, and shut it down to export the last spans.
+pub fn init_tracing(
+    config: &LogConfig,
+    telemetry: &TelemetryConfig,
+    region: &str,
+) -> Result<Option<Traces>, TracesError> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.filter));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let lines = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(|| LogLine(Vec::new()));
-    // `try_init` fails only when a subscriber is already set (tests); keeping it is right.
-    let _ = match config.format {
-        LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+    let lines = match config.format {
+        LogFormat::Human => lines.boxed(),
+        LogFormat::Json => lines.json().flatten_event(true).with_current_span(true).boxed(),
     };
+    let (traces, layer) = match Traces::start(telemetry, region)? {
+        Some((traces, tracer)) => {
+            let layer = tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_location(false)
+                .with_threads(false)
+                .with_level(false)
+                .with_tracked_inactivity(false)
+                .with_filter(tracing_subscriber::filter::filter_fn(exported));
+            (Some(traces), Some(layer))
+        }
+        None => (None, None),
+    };
+    // `try_init` fails only when a subscriber is already set (tests); keeping it is right.
+    let _ = tracing_subscriber::registry().with(lines.with_filter(filter)).with(layer).try_init();
+    Ok(traces)
+}
+
+/// What becomes part of a trace: Marquee's spans at `debug` and above, and any warning or
+/// error (as an event of the span it happened in).
+fn exported(meta: &tracing::Metadata<'_>) -> bool {
+    if meta.is_span() {
+        meta.target().starts_with("marquee_") && *meta.level() <= tracing::Level::DEBUG
+    } else {
+        *meta.level() <= tracing::Level::WARN
+    }
 }
 
 /// The gateway's metrics.
@@ -368,6 +405,7 @@ impl Metrics {
         };
         registry.register(Box::new(follower.unread.clone()))?;
         registry.register(Box::new(follower.last_tick.clone()))?;
+        registry.register(Box::new(traces::SPANS.clone()))?;
         Ok(Metrics {
             registry,
             http_requests,

@@ -25,6 +25,8 @@ use async_graphql::extensions::{
 use async_graphql::parser::types::ExecutableDocument;
 use async_graphql::{Request, Response, ServerError, ServerResult, ValidationResult, Value, Variables};
 
+use tracing::Instrument;
+
 use crate::analysis::{Cost, measure, with_defaults};
 use crate::parse_cache::{ParseCache, Parsed};
 use crate::query_limits::{QueryLimits, Refusal, codes};
@@ -139,8 +141,10 @@ impl Extension for RequestPipeline {
         next: NextPrepareRequest<'_>,
     ) -> ServerResult<Request> {
         let mut request = next.run(ctx, request).await?;
+        let analysis = tracing::debug_span!("analyze").entered();
         let document = self.analyzer.parse(&request.query)?;
         self.analyzer.measure(&document, request.operation_name.as_deref(), &mut request.variables)?;
+        drop(analysis);
         self.keep(document, &request.variables);
         if let Ok(mut slot) = self.operation_name.lock() {
             slot.clone_from(&request.operation_name);
@@ -185,11 +189,13 @@ impl Extension for RequestPipeline {
                 (document.clone(), known)
             })
         });
-        let Some((document, known)) = prepared else { return next.run(ctx).await };
+        let Some((document, known)) = prepared else {
+            return next.run(ctx).instrument(tracing::debug_span!("validate", cached = false)).await;
+        };
         if let Some(result) = known {
             return Ok(result);
         }
-        let result = next.run(ctx).await?;
+        let result = next.run(ctx).instrument(tracing::debug_span!("validate", cached = false)).await?;
         document.set_validated(operation_name, result);
         Ok(result)
     }
@@ -217,7 +223,7 @@ impl Extension for RequestPipeline {
         if let Some(started) = ctx.data_opt::<ExecutionStarted>() {
             started.0.store(true, Ordering::Relaxed);
         }
-        let mut response = next.run(ctx, operation_name).await;
+        let mut response = next.run(ctx, operation_name).instrument(tracing::debug_span!("execute")).await;
         if self.spent.load(Ordering::Relaxed) {
             let limit = self.analyzer.limits.max_response_fields;
             return Response::from_errors(vec![ServerError::from(Refusal {

@@ -15,6 +15,7 @@ use marquee_store::{
     RatingTotals, SimilarQuery, Store, StoreError, UserData, UserId,
 };
 use prometheus::HistogramVec;
+use tracing::Instrument;
 
 use crate::caller::Caller;
 use crate::settings::SchemaConfig;
@@ -51,14 +52,25 @@ impl Loaders {
         caller: &Caller,
     ) -> Loaders {
         fn loader<T: Send + Sync + 'static>(inner: T, config: &SchemaConfig) -> DataLoader<T, HashMapCache> {
-            DataLoader::with_cache(inner, tokio::spawn, HashMapCache::default()).delay(config.batch_delay)
+            // A batch runs as a task of its own, in the span of the field that started it, so
+            // a trace shows it under the request's execution.
+            let spawn = |batch| tokio::spawn(tracing::Instrument::in_current_span(batch));
+            DataLoader::with_cache(inner, spawn, HashMapCache::default()).delay(config.batch_delay)
         }
         let batch_size = |name: &'static str| metrics.map(|m| m.batch_size.with_label_values(&[name]));
         let shown = Shown::default();
-        let catalog =
-            |name| Base { store: store.catalog.clone(), batch_size: batch_size(name), shown: shown.clone() };
-        let users =
-            |name| Base { store: store.users.clone(), batch_size: batch_size(name), shown: shown.clone() };
+        let catalog = |name| Base {
+            name,
+            store: store.catalog.clone(),
+            batch_size: batch_size(name),
+            shown: shown.clone(),
+        };
+        let users = |name| Base {
+            name,
+            store: store.users.clone(),
+            batch_size: batch_size(name),
+            shown: shown.clone(),
+        };
         Loaders {
             movies: loader(MovieLoader(catalog("movie")), config),
             people: loader(PersonLoader(catalog("person")), config),
@@ -83,16 +95,21 @@ impl Loaders {
 /// What every loader holds: the face of the store it reads, its batch-size histogram, and
 /// the request's surrogate keys, to which it adds every key it is asked for.
 pub(crate) struct Base<S: ?Sized> {
+    /// The loader's name (`movie`, `person`, ...), in metrics and spans.
+    name: &'static str,
     store: Arc<S>,
     batch_size: Option<prometheus::Histogram>,
     shown: Shown,
 }
 
 impl<S: ?Sized> Base<S> {
-    fn observe(&self, n: usize) {
+    /// Counts a batch of `n` keys and returns its span (`dataloader.batch`, with the loader's
+    /// name and the batch's size), which the store call runs in.
+    fn observe(&self, n: usize) -> tracing::Span {
         if let Some(h) = &self.batch_size {
             h.observe(n as f64);
         }
+        tracing::debug_span!("dataloader.batch", loader = self.name, keys = n)
     }
 
     fn show(&self, keys: impl IntoIterator<Item = Key>) {
@@ -121,9 +138,9 @@ impl Loader<MovieId> for MovieLoader {
     type Error = Arc<StoreError>;
 
     async fn load(&self, keys: &[MovieId]) -> LoadResult<MovieId, Arc<Movie>> {
-        self.0.observe(keys.len());
+        let batch = self.0.observe(keys.len());
         self.0.show(keys.iter().map(|&id| Key::Movie(id)));
-        let found = self.0.store.movies(keys).await?;
+        let found = self.0.store.movies(keys).instrument(batch).await?;
         Ok(keys.iter().zip(found).filter_map(|(k, v)| Some((*k, Arc::new(v?)))).collect())
     }
 }
@@ -133,9 +150,9 @@ impl Loader<PersonId> for PersonLoader {
     type Error = Arc<StoreError>;
 
     async fn load(&self, keys: &[PersonId]) -> LoadResult<PersonId, Arc<Person>> {
-        self.0.observe(keys.len());
+        let batch = self.0.observe(keys.len());
         self.0.show(keys.iter().map(|&id| Key::Person(id)));
-        let found = self.0.store.people(keys).await?;
+        let found = self.0.store.people(keys).instrument(batch).await?;
         Ok(keys.iter().zip(found).filter_map(|(k, v)| Some((*k, Arc::new(v?)))).collect())
     }
 }
@@ -145,9 +162,9 @@ impl Loader<MovieId> for CreditsLoader {
     type Error = Arc<StoreError>;
 
     async fn load(&self, keys: &[MovieId]) -> LoadResult<MovieId, Arc<Vec<Credit>>> {
-        self.0.observe(keys.len());
+        let batch = self.0.observe(keys.len());
         self.0.show(keys.iter().map(|&id| Key::Movie(id)));
-        let found = self.0.store.credits(keys).await?;
+        let found = self.0.store.credits(keys).instrument(batch).await?;
         Ok(keys.iter().copied().zip(found).collect())
     }
 }
@@ -160,9 +177,9 @@ impl Loader<FilmographyQuery> for FilmographyLoader {
         &self,
         keys: &[FilmographyQuery],
     ) -> LoadResult<FilmographyQuery, Arc<Page<FilmographyEntry>>> {
-        self.0.observe(keys.len());
+        let batch = self.0.observe(keys.len());
         self.0.show(keys.iter().map(|q| Key::Person(q.person)));
-        let found = self.0.store.filmographies(keys).await?;
+        let found = self.0.store.filmographies(keys).instrument(batch).await?;
         Ok(keys.iter().cloned().zip(found.into_iter().map(Arc::new)).collect())
     }
 }
@@ -172,9 +189,9 @@ impl Loader<SimilarQuery> for SimilarLoader {
     type Error = Arc<StoreError>;
 
     async fn load(&self, keys: &[SimilarQuery]) -> LoadResult<SimilarQuery, Arc<Vec<MovieId>>> {
-        self.0.observe(keys.len());
+        let batch = self.0.observe(keys.len());
         self.0.show(keys.iter().map(|q| Key::Movie(q.movie)));
-        let found = self.0.store.similar(keys).await?;
+        let found = self.0.store.similar(keys).instrument(batch).await?;
         Ok(keys.iter().cloned().zip(found.into_iter().map(Arc::new)).collect())
     }
 }
@@ -184,9 +201,9 @@ impl Loader<MovieId> for RatingTotalsLoader {
     type Error = Arc<StoreError>;
 
     async fn load(&self, keys: &[MovieId]) -> LoadResult<MovieId, RatingTotals> {
-        self.0.observe(keys.len());
+        let batch = self.0.observe(keys.len());
         self.0.show(keys.iter().map(|&id| Key::Movie(id)));
-        let found = self.0.store.rating_totals(keys).await?;
+        let found = self.0.store.rating_totals(keys).instrument(batch).await?;
         Ok(keys.iter().copied().zip(found).collect())
     }
 }
@@ -196,8 +213,8 @@ impl Loader<MovieId> for MyRatingLoader {
     type Error = Arc<StoreError>;
 
     async fn load(&self, keys: &[MovieId]) -> LoadResult<MovieId, Rating> {
-        self.base.observe(keys.len());
-        let found = self.base.store.user_ratings(&self.user, keys).await?;
+        let batch = self.base.observe(keys.len());
+        let found = self.base.store.user_ratings(&self.user, keys).instrument(batch).await?;
         Ok(keys.iter().zip(found).filter_map(|(k, v)| Some((*k, v?))).collect())
     }
 }

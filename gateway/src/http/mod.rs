@@ -23,7 +23,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::state::AppState;
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, traces};
 use crate::{auth, error, rate_limit};
 
 /// The gateway's router over `state`; with `graphiql_assets`, it serves GraphiQL's scripts
@@ -57,9 +57,9 @@ pub fn router(state: AppState, request_timeout: Duration, graphiql_assets: bool)
         )
         .route(
             "/auth/anonymous",
-            post(token::anonymous)
-                .fallback(token::anonymous_method_not_allowed)
-                .route_layer(middleware::from_fn_with_state(state.rate_limit.clone(), rate_limit::rate_limit)),
+            post(token::anonymous).fallback(token::anonymous_method_not_allowed).route_layer(
+                middleware::from_fn_with_state(state.rate_limit.clone(), rate_limit::rate_limit),
+            ),
         )
         .route("/.well-known/jwks.json", get(token::jwks))
         .route("/healthz", get(health::healthz))
@@ -71,9 +71,7 @@ pub fn router(state: AppState, request_timeout: Duration, graphiql_assets: bool)
                 .layer(middleware::from_fn(graphql_media))
                 .layer(middleware::from_fn(error::graphql_shaped))
                 .layer(CatchPanicLayer::custom(error::panic_response))
-                .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
-                }))
+                .layer(TraceLayer::new_for_http().make_span_with(request_span))
                 .layer(middleware::from_fn_with_state(state.metrics.clone(), track))
                 .layer(middleware::from_fn_with_state(state.proxies.clone(), crate::client_addr::record))
                 .layer(HandleErrorLayer::new(error::middleware_error))
@@ -95,9 +93,32 @@ async fn graphql_media(request: Request, next: Next) -> Response {
     }
 }
 
-/// Records `http_requests_total` and `http_request_duration_seconds` by matched route.
-async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
-    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| match p.as_str() {
+/// The request's span: its route, method and path (never the query string, which holds GET
+/// variables), the trace it continues (a W3C `traceparent` sent by the client or the edge) and
+/// the trace id its log lines carry; `track` adds the status.
+fn request_span(request: &Request) -> tracing::Span {
+    let route = route(request);
+    let span = tracing::info_span!(
+        "request",
+        otel.name = format_args!("{} {route}", request.method()),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        method = %request.method(),
+        path = %request.uri().path(),
+        route,
+        status = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    if let Some(id) = traces::adopt(&span, traces::request_parent(request.headers())) {
+        span.record("trace_id", tracing::field::display(id));
+    }
+    span
+}
+
+/// The matched route, from a fixed set (a metric label and a span name: what a client sends
+/// cannot add new values).
+fn route(request: &Request) -> &'static str {
+    request.extensions().get::<MatchedPath>().map_or("unmatched", |p| match p.as_str() {
         "/graphql" => "/graphql",
         READ_ROUTE => READ_ROUTE,
         "/healthz" => "/healthz",
@@ -107,9 +128,20 @@ async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next
         "/.well-known/jwks.json" => "/.well-known/jwks.json",
         p if p.starts_with(graphiql::ASSETS_ROUTE) => graphiql::ASSETS_ROUTE,
         _ => "other",
-    });
+    })
+}
+
+/// Records `http_requests_total` and `http_request_duration_seconds` by matched route, and the
+/// status in the request's span.
+async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+    let route = route(&request);
     let start = Instant::now();
     let response = next.run(request).await;
+    let span = tracing::Span::current();
+    span.record("status", response.status().as_u16());
+    if response.status().is_server_error() {
+        span.record("otel.status_code", "error");
+    }
     metrics.http_requests.with_label_values(&[route, response.status().as_str()]).inc();
     metrics.http_duration.with_label_values(&[route]).observe(start.elapsed().as_secs_f64());
     response

@@ -43,11 +43,13 @@ pub(super) async fn run(
         state.schema.execute(request.data(loaders).data(caller.clone()).data(started.clone())).await;
     let request_error = !started.get();
     let decision = cache_policy::decide(is_get, response.is_err(), response.cache_control);
+    let serializing = tracing::debug_span!("serialize").entered();
     let body = if request_error {
         serde_json::to_vec(&RequestErrors { errors: &response.errors, extensions: &response.extensions })
     } else {
         serde_json::to_vec(&response)
     };
+    drop(serializing);
     let body = body.map_err(|e| {
         tracing::error!(error = %e, "serialising a GraphQL response");
         HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL_SERVER_ERROR, "internal error")

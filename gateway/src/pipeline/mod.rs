@@ -24,6 +24,7 @@ use axum::response::Response;
 use marquee_schema::{Analyzer, Caller, LoaderMetrics, MarqueeSchema, SchemaConfig};
 use marquee_store::Store;
 use serde_json::Value;
+use tracing::Instrument;
 
 use crate::cache_policy::{self, CachePolicy, Decision};
 use crate::error::{HttpError, codes};
@@ -112,10 +113,15 @@ pub(crate) async fn get(
         (cache, key)
     });
     if let Some((cache, key)) = &cache {
+        let span = tracing::debug_span!("response_cache", result = tracing::field::Empty);
         if directives.no_cache {
             cache.bypass();
-        } else if let Some(entry) = cache.get(key).await {
+            span.record("result", "bypass");
+        } else if let Some(entry) = cache.get(key).instrument(span.clone()).await {
+            span.record("result", "hit");
             return Ok(respond::from_cache(state.cache_policy, &entry, media, headers));
+        } else {
+            span.record("result", "miss");
         }
     }
     let request = build_request(&document, incoming);
@@ -127,7 +133,8 @@ pub(crate) async fn get(
         )
         .with_header(header::ALLOW, HeaderValue::from_static("POST")));
     }
-    let executed = execute::run(state, request, caller, media, true).await?;
+    let executed =
+        execute::run(state, request, caller, media, true).instrument(tracing::debug_span!("graphql")).await?;
     if let (Some((cache, key)), Decision::Public { max_age }, Some(etag), false) =
         (cache, executed.decision, &executed.etag, directives.no_store)
     {
@@ -138,7 +145,7 @@ pub(crate) async fn get(
             as_of: executed.as_of,
             shown: executed.shown.clone(),
         };
-        cache.put(key, stored).await;
+        cache.put(key, stored).instrument(tracing::debug_span!("response_cache.put")).await;
     }
     Ok(respond::executed(state.cache_policy, executed, media, Some(headers)))
 }
@@ -153,7 +160,9 @@ pub(crate) async fn post(
 ) -> Result<Response, HttpError> {
     let document = persisted_document(state, &incoming, media, Some(headers)).await?;
     let request = build_request(&document, incoming);
-    let executed = execute::run(state, request, caller, media, false).await?;
+    let executed = execute::run(state, request, caller, media, false)
+        .instrument(tracing::debug_span!("graphql"))
+        .await?;
     Ok(respond::executed(state.cache_policy, executed, media, None))
 }
 
@@ -193,7 +202,17 @@ async fn persisted_document(
             .and_then(|h| h.get(INTROSPECTION_TOKEN))
             .and_then(|v| v.to_str().ok()),
     };
-    state.persisted.resolve(&reference).await.map_err(|e| persisted_error(e, media))
+    let span = tracing::debug_span!(
+        "persisted_query",
+        by = if reference.id.is_some() {
+            "id"
+        } else if reference.persisted.is_some() {
+            "hash"
+        } else {
+            "text"
+        }
+    );
+    state.persisted.resolve(&reference).instrument(span).await.map_err(|e| persisted_error(e, media))
 }
 
 /// The executable request for `document` with the client's variables and operation name.

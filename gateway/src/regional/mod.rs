@@ -47,6 +47,7 @@ use fred::prelude::{
 use fred::types::Resolve;
 use fred::types::config::{Server, TlsConfig, TlsConnector, TlsHostMapping};
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge};
+use tracing::Instrument;
 
 use crate::config::RedisConfig;
 
@@ -263,9 +264,20 @@ impl Regional {
         if !self.breaker.admit() {
             return Err(CallError::Skipped);
         }
+        // The operation, never its keys (they hold user ids and query hashes).
+        let span =
+            tracing::debug_span!("redis", op = what, otel.kind = "client", outcome = tracing::field::Empty);
         let started = Instant::now();
-        let outcome = tokio::time::timeout(self.timeout, call).await;
+        let outcome = tokio::time::timeout(self.timeout, call).instrument(span.clone()).await;
         self.metrics.latency.observe(started.elapsed().as_secs_f64());
+        span.record(
+            "outcome",
+            match &outcome {
+                Ok(Ok(_)) => "ok",
+                Ok(Err(_)) => "error",
+                Err(_) => "timeout",
+            },
+        );
         let error = match outcome {
             Ok(Ok(value)) => {
                 self.breaker.closed();

@@ -18,4 +18,5 @@ mod queries;
 mod readme;
 mod regional;
 mod spec;
+mod traces;
 mod users;

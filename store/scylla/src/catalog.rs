@@ -14,6 +14,7 @@ use marquee_store::{
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlValue;
 use serde::de::DeserializeOwned;
+use tracing::Instrument;
 
 use crate::ranged::{Cursor, Merge, RangeRead};
 use crate::session::{Cluster, Kind, decode_error, driver_error, execution_error};
@@ -92,10 +93,14 @@ async fn body(
     generation: i64,
     id: u64,
 ) -> Result<Option<Vec<u8>>, StoreError> {
-    let result = {
+    let span = crate::session::statement_span(statement);
+    let result = async {
         let _slot = cluster.slot().await?;
-        cluster.session.execute_unpaged(statement, (generation, id as i64)).await.map_err(execution_error)?
-    };
+        cluster.session.execute_unpaged(statement, (generation, id as i64)).await.map_err(execution_error)
+    }
+    .instrument(span.clone())
+    .await?;
+    crate::session::record_rows(&span, &result);
     let rows = result.into_rows_result().map_err(driver_error)?;
     Ok(rows.maybe_first_row::<(Vec<u8>,)>().map_err(decode_error)?.map(|(body,)| body))
 }

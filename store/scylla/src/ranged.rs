@@ -18,6 +18,7 @@ use scylla::deserialize::row::DeserializeRow;
 use scylla::response::{PagingState, PagingStateResponse};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlValue;
+use tracing::Instrument;
 
 use crate::session::{Cluster, Kind, decode_error, driver_error, execution_error};
 
@@ -148,10 +149,14 @@ impl<'r, T: Ranged> Cursor<'r, T> {
         if self.read.bounded {
             values.push(CqlValue::Blob(self.after.map(encode).unwrap_or_default()));
         }
-        let (result, next) = {
+        let span = crate::session::statement_span(&statement);
+        let (result, next) = async {
             let _slot = cluster.slot().await?;
-            cluster.session.execute_single_page(&statement, values, paging).await.map_err(execution_error)?
-        };
+            cluster.session.execute_single_page(&statement, values, paging).await.map_err(execution_error)
+        }
+        .instrument(span.clone())
+        .await?;
+        crate::session::record_rows(&span, &result);
         self.paging = match next {
             PagingStateResponse::HasMorePages { state } => Some(state),
             PagingStateResponse::NoMorePages => None,

@@ -23,6 +23,7 @@ use scylla::policies::speculative_execution::SimpleSpeculativeExecutionPolicy;
 use scylla::policies::timestamp_generator::MonotonicTimestampGenerator;
 use scylla::statement::prepared::PreparedStatement;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use crate::options::ScyllaOptions;
 
@@ -122,6 +123,48 @@ impl HistoryListener for SpeculationCounter {
 pub(crate) struct Slot<'c> {
     _permit: tokio::sync::SemaphorePermit<'c>,
     _sent: statements::InFlight,
+}
+
+/// The span of one CQL statement (`cql`): its verb and table, from the prepared text (which
+/// holds bind markers, never values), and the consistency it runs at; [`record_rows`] adds
+/// the rows it returned.
+pub(crate) fn statement_span(statement: &PreparedStatement) -> tracing::Span {
+    tracing::debug_span!(
+        "cql",
+        otel.kind = "client",
+        statement = %StatementName(statement.get_statement()),
+        consistency = ?statement
+            .get_consistency()
+            .or_else(|| statement.get_execution_profile_handle().map(|p| p.to_profile().get_consistency())),
+        rows = tracing::field::Empty,
+    )
+}
+
+/// Records in `span` how many rows `result` holds (when the span is recorded at all).
+pub(crate) fn record_rows(span: &tracing::Span, result: &scylla::response::query_result::QueryResult) {
+    if !span.is_disabled()
+        && let Ok(rows) = result.clone().into_rows_result()
+    {
+        span.record("rows", rows.rows_num());
+    }
+}
+
+/// A statement's verb and table, e.g. `SELECT movies` for `SELECT body FROM ks.movies WHERE ...`.
+struct StatementName<'a>(&'a str);
+
+impl fmt::Display for StatementName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut words = self.0.split_whitespace();
+        let verb = words.next().unwrap_or("?");
+        let table = if verb.eq_ignore_ascii_case("update") {
+            words.next()
+        } else {
+            words.by_ref().find(|w| w.eq_ignore_ascii_case("from") || w.eq_ignore_ascii_case("into"));
+            words.next()
+        };
+        let table = table.map(|t| t.rsplit('.').next().unwrap_or(t).trim_end_matches(['(', ';']));
+        write!(f, "{} {}", verb.to_ascii_uppercase(), table.unwrap_or("?"))
+    }
 }
 
 /// What kind of statement, which picks its execution profile.
@@ -258,8 +301,15 @@ impl Cluster {
         statement: &PreparedStatement,
         values: impl scylla::serialize::row::SerializeRow,
     ) -> Result<scylla::response::query_result::QueryResult, StoreError> {
-        let _slot = self.slot().await?;
-        self.session.execute_unpaged(statement, values).await.map_err(execution_error)
+        let span = statement_span(statement);
+        let result = async {
+            let _slot = self.slot().await?;
+            self.session.execute_unpaged(statement, values).await.map_err(execution_error)
+        }
+        .instrument(span.clone())
+        .await?;
+        record_rows(&span, &result);
+        Ok(result)
     }
 
     /// Waits for a slot among the requests in flight; the slot is held, and the statement
@@ -296,6 +346,26 @@ impl Cluster {
             speculative_executions: self.speculation.speculative.load(Ordering::Relaxed),
             timeouts: metrics.get_request_timeouts(),
             connections: metrics.get_total_connections(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StatementName;
+
+    #[test]
+    fn statement_names_are_verb_and_table() {
+        for (cql, name) in [
+            ("SELECT body FROM ks.movies WHERE generation = ? AND id = ?", "SELECT movies"),
+            ("select pos, body from ks.search where term = ?", "SELECT search"),
+            ("INSERT INTO ks.ratings (user, movie) VALUES (?, ?)", "INSERT ratings"),
+            ("UPDATE ks.rating_totals SET sum = ? WHERE movie = ?", "UPDATE rating_totals"),
+            ("DELETE FROM watchlist WHERE user = ?", "DELETE watchlist"),
+            ("BEGIN BATCH", "BEGIN ?"),
+            ("", "? ?"),
+        ] {
+            assert_eq!(StatementName(cql).to_string(), name, "{cql}");
         }
     }
 }

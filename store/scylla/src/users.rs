@@ -39,6 +39,7 @@ use marquee_store::{
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlValue, MaybeEmpty};
+use tracing::Instrument;
 
 use crate::ranged::{Cursor, RangeRead, encode};
 use crate::session::{Cluster, Kind, decode_error, driver_error, execution_error};
@@ -767,8 +768,21 @@ impl Users<'_> {
         batch: &Batch,
         values: impl scylla::serialize::batch::BatchValues,
     ) -> Result<(), StoreError> {
-        let _slot = self.cluster.slot().await?;
-        self.cluster.session.batch(batch, values).await.map_err(execution_error)?;
+        let span = tracing::debug_span!(
+            "cql",
+            otel.kind = "client",
+            statement = "BATCH",
+            statements = batch.statements.len(),
+            consistency = ?batch
+                .get_consistency()
+                .or_else(|| batch.get_execution_profile_handle().map(|p| p.to_profile().get_consistency())),
+        );
+        async {
+            let _slot = self.cluster.slot().await?;
+            self.cluster.session.batch(batch, values).await.map_err(execution_error)
+        }
+        .instrument(span)
+        .await?;
         Ok(())
     }
 
