@@ -264,9 +264,13 @@ impl Regional {
         if !self.breaker.admit() {
             return Err(CallError::Skipped);
         }
-        // The operation, never its keys (they hold user ids and query hashes).
-        let span =
-            tracing::debug_span!("redis", op = what, otel.kind = "client", outcome = tracing::field::Empty);
+        // The operation, never its keys (they hold user ids and query hashes); within a request
+        // or another traced task only (heartbeats would each be a trace of their own).
+        let span = if tracing::Span::current().is_none() {
+            tracing::Span::none()
+        } else {
+            tracing::debug_span!("redis", op = what, otel.kind = "client", outcome = tracing::field::Empty)
+        };
         let started = Instant::now();
         let outcome = tokio::time::timeout(self.timeout, call).instrument(span.clone()).await;
         self.metrics.latency.observe(started.elapsed().as_secs_f64());

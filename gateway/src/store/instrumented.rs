@@ -50,7 +50,13 @@ impl<S: ?Sized> Instrumented<S> {
         let backend = self.backend;
         self.metrics.store_calls.with_label_values(&[backend, op]).inc();
         let start = Instant::now();
-        let span = tracing::debug_span!("store", backend, op, keys);
+        // Only within a request or another traced task: the readiness probe's ping and other
+        // background calls would each be a trace of their own, one a second.
+        let span = if tracing::Span::current().is_none() {
+            tracing::Span::none()
+        } else {
+            tracing::debug_span!("store", backend, op, keys)
+        };
         let (result, sent) = statements::counted(f.instrument(span)).await;
         self.metrics.store_duration.with_label_values(&[backend, op]).observe(start.elapsed().as_secs_f64());
         if sent.statements > 0 {

@@ -125,10 +125,14 @@ pub(crate) struct Slot<'c> {
     _sent: statements::InFlight,
 }
 
-/// The span of one CQL statement (`cql`): its verb and table, from the prepared text (which
+/// The span of one CQL statement (`cql`) made within a traced call: its verb and table, from the prepared text (which
 /// holds bind markers, never values), and the consistency it runs at; [`record_rows`] adds
 /// the rows it returned.
 pub(crate) fn statement_span(statement: &PreparedStatement) -> tracing::Span {
+    // Background statements (leases, the reconciler, probes) outside any span trace nothing.
+    if tracing::Span::current().is_none() {
+        return tracing::Span::none();
+    }
     tracing::debug_span!(
         "cql",
         otel.kind = "client",

@@ -768,15 +768,19 @@ impl Users<'_> {
         batch: &Batch,
         values: impl scylla::serialize::batch::BatchValues,
     ) -> Result<(), StoreError> {
-        let span = tracing::debug_span!(
-            "cql",
-            otel.kind = "client",
-            statement = "BATCH",
-            statements = batch.statements.len(),
-            consistency = ?batch
-                .get_consistency()
-                .or_else(|| batch.get_execution_profile_handle().map(|p| p.to_profile().get_consistency())),
-        );
+        let span = if tracing::Span::current().is_none() {
+            tracing::Span::none()
+        } else {
+            tracing::debug_span!(
+                "cql",
+                otel.kind = "client",
+                statement = "BATCH",
+                statements = batch.statements.len(),
+                consistency = ?batch
+                    .get_consistency()
+                    .or_else(|| batch.get_execution_profile_handle().map(|p| p.to_profile().get_consistency())),
+            )
+        };
         async {
             let _slot = self.cluster.slot().await?;
             self.cluster.session.batch(batch, values).await.map_err(execution_error)
