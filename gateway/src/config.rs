@@ -249,9 +249,13 @@ pub struct TelemetryConfig {
     /// its `/v1/traces`. Plain HTTP: run the collector beside the gateway (an agent or
     /// sidecar), which forwards over TLS.
     pub otlp_endpoint: Option<String>,
-    /// The share of traces started here that are kept, 0.0 to 1.0. A request that arrives
-    /// with a W3C `traceparent` follows the sampling decision it carries.
+    /// The share of traces kept, 0.0 to 1.0, whether the gateway starts them or a caller's
+    /// `traceparent` does.
     pub sampling_ratio: f64,
+    /// Traces a caller's `traceparent` marks sampled, kept beyond `sampling_ratio`, at most
+    /// this many a second per gateway (0: none): an edge or a client that traces a request
+    /// gets its trace, and nobody can make every request a trace.
+    pub client_sampled_per_second: u32,
     /// The `service.name` spans are reported under; unset, `marquee-gateway-<region>`.
     pub service_name: Option<String>,
     /// Finished spans waiting for export; beyond it, spans are dropped and counted
@@ -266,6 +270,7 @@ impl Default for TelemetryConfig {
         TelemetryConfig {
             otlp_endpoint: None,
             sampling_ratio: 1.0,
+            client_sampled_per_second: 10,
             service_name: None,
             queue_spans: 8_192,
             export_timeout_ms: Millis(5_000),
@@ -274,8 +279,8 @@ impl Default for TelemetryConfig {
 }
 
 impl TelemetryConfig {
-    /// Refuses a ratio outside 0..=1, an empty queue and an endpoint that is not an
-    /// `http://` URL.
+    /// Refuses a ratio outside 0..=1, a queue of none or of millions, no time to export, and
+    /// an endpoint that is not an `http://` URL.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(0.0..=1.0).contains(&self.sampling_ratio) {
             return Err(ConfigError::Refused(format!(
@@ -283,8 +288,16 @@ impl TelemetryConfig {
                 self.sampling_ratio
             )));
         }
-        if self.queue_spans == 0 {
-            return Err(ConfigError::Refused("telemetry.queue_spans is 0: no span could be exported".into()));
+        if !(1..=1_000_000).contains(&self.queue_spans) {
+            return Err(ConfigError::Refused(format!(
+                "telemetry.queue_spans is {}: from 1 to 1000000 finished spans may wait for export",
+                self.queue_spans
+            )));
+        }
+        if self.export_timeout_ms.0 == 0 {
+            return Err(ConfigError::Refused(
+                "telemetry.export_timeout_ms is 0: no export could finish".into(),
+            ));
         }
         if let Some(endpoint) = &self.otlp_endpoint
             && endpoint.strip_prefix("http://").is_none_or(str::is_empty)
@@ -709,6 +722,8 @@ mod tests {
             |t| t.sampling_ratio = f64::NAN,
             |t| t.sampling_ratio = -0.1,
             |t| t.queue_spans = 0,
+            |t| t.queue_spans = usize::MAX,
+            |t| t.export_timeout_ms = Millis(0),
             |t| t.otlp_endpoint = Some("https://collector:4318".into()),
             |t| t.otlp_endpoint = Some("127.0.0.1:4318".into()),
             |t| t.otlp_endpoint = Some("http://".into()),

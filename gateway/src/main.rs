@@ -189,7 +189,7 @@ async fn main() -> anyhow::Result<()> {
             let (config, traces) = store_config(&cli).await?;
             let served = serve(config).await;
             if let Some(traces) = traces {
-                traces.shutdown(TRACE_FLUSH).await;
+                traces.shutdown().await;
             }
             served
         }
@@ -209,9 +209,6 @@ async fn store_config(cli: &Cli) -> anyhow::Result<(Config, Option<Traces>)> {
     dns::resolve_contact_points(&mut config.store, &config.dns).await?;
     Ok((config, traces))
 }
-
-/// How long a stopping gateway may take to export the spans still queued.
-const TRACE_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// `gateway schema`: the SDL.
 fn schema() -> anyhow::Result<()> {

@@ -113,7 +113,13 @@ pub fn init_tracing(
                 .with_threads(false)
                 .with_level(false)
                 .with_tracked_inactivity(false)
-                .with_filter(tracing_subscriber::filter::filter_fn(exported));
+                // A warning in a request that still succeeded (a fallback taken) is an event of
+                // its span, not a failed span; the request span's status says 5xx.
+                .with_error_events_to_status(false)
+                .with_filter(
+                    tracing_subscriber::filter::filter_fn(exported)
+                        .with_max_level_hint(tracing_subscriber::filter::LevelFilter::DEBUG),
+                );
             (Some(traces), Some(layer))
         }
         None => (None, None),
@@ -123,14 +129,12 @@ pub fn init_tracing(
     Ok(traces)
 }
 
-/// What becomes part of a trace: Marquee's spans at `debug` and above, and any warning or
-/// error (as an event of the span it happened in).
+/// What becomes part of a trace: Marquee's spans at `debug` and above, and Marquee's own
+/// warnings and errors (as events of the span they happened in; other crates' messages may
+/// quote what they were given).
 fn exported(meta: &tracing::Metadata<'_>) -> bool {
-    if meta.is_span() {
-        meta.target().starts_with("marquee_") && *meta.level() <= tracing::Level::DEBUG
-    } else {
-        *meta.level() <= tracing::Level::WARN
-    }
+    let level = if meta.is_span() { tracing::Level::DEBUG } else { tracing::Level::WARN };
+    meta.target().starts_with("marquee_") && *meta.level() <= level
 }
 
 /// The gateway's metrics.
@@ -212,6 +216,8 @@ struct DriverCollector {
     speculative: IntCounter,
     timeouts: IntCounter,
     connections: IntGauge,
+    reconciling: IntGauge,
+    reconciled_at: IntGauge,
 }
 
 impl Collector for DriverCollector {
@@ -220,6 +226,8 @@ impl Collector for DriverCollector {
             .into_iter()
             .flat_map(Collector::desc)
             .chain(self.connections.desc())
+            .chain(self.reconciling.desc())
+            .chain(self.reconciled_at.desc())
             .collect()
     }
 
@@ -236,11 +244,15 @@ impl Collector for DriverCollector {
                 counter.inc_by(value.saturating_sub(counter.get()));
             }
             self.connections.set(i64::try_from(figures.connections).unwrap_or(i64::MAX));
+            self.reconciling.set(i64::from(figures.reconciling));
+            self.reconciled_at.set(i64::try_from(figures.reconciled_at_ms / 1_000).unwrap_or(i64::MAX));
         }
         let families = [&self.requests, &self.errors, &self.retries, &self.speculative, &self.timeouts]
             .into_iter()
             .flat_map(Collector::collect)
             .chain(self.connections.collect())
+            .chain(self.reconciling.collect())
+            .chain(self.reconciled_at.collect())
             .collect();
         drop(copying);
         families
@@ -458,6 +470,20 @@ impl Metrics {
             connections: IntGauge::with_opts(
                 Opts::new("store_driver_connections", "Connections the store driver holds open")
                     .const_label("backend", backend),
+            )?,
+            reconciling: IntGauge::with_opts(
+                Opts::new(
+                    "store_reconciler_lease_held",
+                    "1 while this gateway holds its region's rating-reconciler lease",
+                )
+                .const_label("backend", backend),
+            )?,
+            reconciled_at: IntGauge::with_opts(
+                Opts::new(
+                    "store_reconciler_last_pass_timestamp_seconds",
+                    "When this gateway last finished a rating-reconcile pass as its region's reconciler (Unix seconds; 0: never)",
+                )
+                .const_label("backend", backend),
             )?,
         };
         self.registry.register(Box::new(collector))

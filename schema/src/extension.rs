@@ -190,12 +190,12 @@ impl Extension for RequestPipeline {
             })
         });
         let Some((document, known)) = prepared else {
-            return next.run(ctx).instrument(tracing::debug_span!("validate", cached = false)).await;
+            return next.run(ctx).instrument(tracing::debug_span!("validate")).await;
         };
         if let Some(result) = known {
             return Ok(result);
         }
-        let result = next.run(ctx).instrument(tracing::debug_span!("validate", cached = false)).await?;
+        let result = next.run(ctx).instrument(tracing::debug_span!("validate")).await?;
         document.set_validated(operation_name, result);
         Ok(result)
     }

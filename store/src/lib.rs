@@ -357,6 +357,12 @@ pub struct DriverFigures {
     pub timeouts: u64,
     /// Connections open now.
     pub connections: u64,
+    /// Whether this store holds its region's rating-reconciler lease now (it is the region's
+    /// reconciler).
+    pub reconciling: bool,
+    /// When this store last finished a reconcile pass as its region's reconciler (Unix
+    /// milliseconds; 0: never).
+    pub reconciled_at_ms: u64,
 }
 
 /// One backend as the gateway holds it: its three faces, each a trait object, so decorators

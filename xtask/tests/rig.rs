@@ -392,6 +392,72 @@ async fn checks() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
+    // Every query of the SREs' dashboard (regions/monitoring/dashboard.json) runs on the rig's
+    // Prometheus and finds series (the alerts panel only when one fires).
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("regions/monitoring/dashboard.json")).expect("dashboard"),
+    )
+    .expect("JSON");
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().expect("a query").replace("$region", ".*");
+            let mut url = reqwest::Url::parse("http://127.0.0.1:19090/api/v1/query").expect("url");
+            url.query_pairs_mut().append_pair("query", &expr);
+            let answer: Value = reqwest::get(url).await.expect("prometheus").json().await.expect("json");
+            assert_eq!(answer["status"], "success", "{}: {expr}: {answer}", panel["title"]);
+            if !expr.contains("ALERTS") {
+                assert!(
+                    answer["data"]["result"].as_array().is_some_and(|r| !r.is_empty()),
+                    "{}: {expr} finds no series on the rig: {answer}",
+                    panel["title"]
+                );
+            }
+            queried += 1;
+        }
+    }
+    assert!(queried >= 15, "{queried} dashboard queries");
+
+    // A request sent with a W3C traceparent through the region's edge (Varnish) and load
+    // balancer (HAProxy) continues that trace in the gateway, which exports it to the rig's
+    // Jaeger: the gateway's request span is the client's span's child.
+    let (trace, client_span) = ("5ca1ab1e0000000000000000c0ffee01", "00000000000dec0d");
+    let traced = us
+        .post(format!("{API}/graphql"))
+        .header("traceparent", format!("00-{trace}-{client_span}-01"))
+        .json(
+            &json!({ "query": r#"{ movie(id: "tt0000042") { title cast(first: 2) { person { name } } } }"# }),
+        )
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(traced.status(), 200);
+    let started = Instant::now();
+    let found = loop {
+        let answer =
+            reqwest::get(format!("http://127.0.0.1:19686/api/traces/{trace}")).await.expect("jaeger");
+        if answer.status() == 200 {
+            let body: Value = answer.json().await.expect("json");
+            let spans = body["data"][0]["spans"].as_array().cloned().unwrap_or_default();
+            if spans.iter().any(|s| s["operationName"] == "dataloader.batch")
+                && spans.iter().any(|s| s["operationName"] == "POST /graphql")
+            {
+                break body;
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "the trace reached Jaeger");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let spans = found["data"][0]["spans"].as_array().expect("spans");
+    let request = spans.iter().find(|s| s["operationName"] == "POST /graphql").expect("the request span");
+    let parents: Vec<&Value> = request["references"].as_array().expect("references").iter().collect();
+    assert!(
+        parents.iter().any(|r| r["refType"] == "CHILD_OF" && r["spanID"] == client_span),
+        "the gateway's span continues the client's: {request}"
+    );
+    let process = request["processID"].as_str().expect("process");
+    assert_eq!(found["data"][0]["processes"][process]["serviceName"], "marquee-gateway-us-east", "{found}");
+
     // A rating written through eu-west reads back through us-east (below).
     let alice = token("alice");
 

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{FromRef, MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -68,10 +69,11 @@ pub fn router(state: AppState, request_timeout: Duration, graphiql_assets: bool)
         .fallback(error::not_found)
         .layer(
             ServiceBuilder::new()
+                // Outermost: the span sees the response as sent, a panic's 500 included.
+                .layer(TraceLayer::new_for_http().make_span_with(request_span).on_response(responded))
                 .layer(middleware::from_fn(graphql_media))
                 .layer(middleware::from_fn(error::graphql_shaped))
                 .layer(CatchPanicLayer::custom(error::panic_response))
-                .layer(TraceLayer::new_for_http().make_span_with(request_span))
                 .layer(middleware::from_fn_with_state(state.metrics.clone(), track))
                 .layer(middleware::from_fn_with_state(state.proxies.clone(), crate::client_addr::record))
                 .layer(HandleErrorLayer::new(error::middleware_error))
@@ -94,17 +96,28 @@ async fn graphql_media(request: Request, next: Next) -> Response {
 }
 
 /// The request's span: its route, method and path (never the query string, which holds GET
-/// variables), the trace it continues (a W3C `traceparent` sent by the client or the edge) and
-/// the trace id its log lines carry; `track` adds the status.
+/// variables; for a known route only), the trace it continues (a W3C `traceparent` sent by the
+/// client or the edge) and the trace id its log lines carry; [`responded`] adds the status.
+/// Probes and scrapes get a span for their log lines that is never exported.
 fn request_span(request: &Request) -> tracing::Span {
     let route = route(request);
+    let path = if matches!(route, "unmatched" | "other") { "-" } else { request.uri().path() };
+    let method = match *request.method() {
+        Method::GET | Method::POST | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE => {
+            request.method().as_str()
+        }
+        _ => "HTTP",
+    };
+    if matches!(route, "/healthz" | "/readyz" | "/metrics") {
+        return tracing::info_span!(target: "probe", "request", method, path, route, status = tracing::field::Empty);
+    }
     let span = tracing::info_span!(
         "request",
-        otel.name = format_args!("{} {route}", request.method()),
+        otel.name = format_args!("{method} {route}"),
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
-        method = %request.method(),
-        path = %request.uri().path(),
+        method,
+        path,
         route,
         status = tracing::field::Empty,
         trace_id = tracing::field::Empty,
@@ -113,6 +126,20 @@ fn request_span(request: &Request) -> tracing::Span {
         span.record("trace_id", tracing::field::display(id));
     }
     span
+}
+
+/// Records the status in the request's span (an error on a 5xx), then logs as tower-http does.
+fn responded(response: &Response, latency: Duration, span: &tracing::Span) {
+    span.record("status", response.status().as_u16());
+    if response.status().is_server_error() {
+        span.record("otel.status_code", "error");
+    }
+    tower_http::trace::OnResponse::on_response(
+        tower_http::trace::DefaultOnResponse::default(),
+        response,
+        latency,
+        span,
+    );
 }
 
 /// The matched route, from a fixed set (a metric label and a span name: what a client sends
@@ -131,17 +158,11 @@ fn route(request: &Request) -> &'static str {
     })
 }
 
-/// Records `http_requests_total` and `http_request_duration_seconds` by matched route, and the
-/// status in the request's span.
+/// Records `http_requests_total` and `http_request_duration_seconds` by matched route.
 async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
     let route = route(&request);
     let start = Instant::now();
     let response = next.run(request).await;
-    let span = tracing::Span::current();
-    span.record("status", response.status().as_u16());
-    if response.status().is_server_error() {
-        span.record("otel.status_code", "error");
-    }
     metrics.http_requests.with_label_values(&[route, response.status().as_str()]).inc();
     metrics.http_duration.with_label_values(&[route]).observe(start.elapsed().as_secs_f64());
     response

@@ -2,7 +2,8 @@
 //! test (a real HTTP server decoding the protobuf the OpenTelemetry collector accepts). One
 //! nested query sent with a W3C `traceparent` arrives as one tree: the client's span, the
 //! request, its stages, a span per dataloader batch with its size and one store call under
-//! each. A collector that is down costs requests nothing and is counted.
+//! each. Callers cannot make every request a trace. A collector that hangs costs requests
+//! nothing, and what it loses is counted.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -115,9 +116,14 @@ impl Drop for Running {
     }
 }
 
-/// A gateway over a small demo catalog exporting to `endpoint`, logging JSON lines (with
-/// tower-http's per-request lines) into the returned buffer.
-async fn gateway(dir: &std::path::Path, endpoint: &str) -> (Running, String, Arc<Mutex<Vec<String>>>) {
+/// A gateway over a small demo catalog exporting to `endpoint` with the `[telemetry]`
+/// settings in `env`, logging JSON lines (with tower-http's per-request lines) into the
+/// returned buffer.
+async fn gateway(
+    dir: &std::path::Path,
+    endpoint: &str,
+    env: &[(&str, &str)],
+) -> (Running, String, Arc<Mutex<Vec<String>>>) {
     let mut child = gateway_command()
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.join("data"))
@@ -126,6 +132,7 @@ async fn gateway(dir: &std::path::Path, endpoint: &str) -> (Running, String, Arc
         .env("MARQUEE_TELEMETRY__OTLP_ENDPOINT", endpoint)
         .env("MARQUEE_LOG__FORMAT", "json")
         .env("MARQUEE_LOG__FILTER", "info,tower_http=debug")
+        .envs(env.iter().map(|(key, value)| (format!("MARQUEE_TELEMETRY__{key}"), value)))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -149,7 +156,13 @@ const NESTED: &str =
 async fn a_nested_query_arrives_as_one_tree_under_the_callers_span() {
     let receiver = Receiver::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let (child, url, logs) = gateway(dir.path(), &receiver.endpoint).await;
+    // The gateway keeps no trace of its own choosing, and one caller-sampled trace a second.
+    let (child, url, logs) = gateway(
+        dir.path(),
+        &receiver.endpoint,
+        &[("SAMPLING_RATIO", "0"), ("CLIENT_SAMPLED_PER_SECOND", "1")],
+    )
+    .await;
     let client = reqwest::Client::new();
 
     let (trace, caller_span) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
@@ -175,7 +188,7 @@ async fn a_nested_query_arrives_as_one_tree_under_the_callers_span() {
         .collect();
     assert!(!people.is_empty(), "the demo movies have casts: {body}");
 
-    // A request whose caller decided not to sample is not exported.
+    // A request whose caller decided not to sample is not exported (the ratio is 0)...
     let unsampled = "0af7651916cd43dd8448eb211c80319c";
     let status = client
         .post(&url)
@@ -186,6 +199,19 @@ async fn a_nested_query_arrives_as_one_tree_under_the_callers_span() {
         .expect("query")
         .status();
     assert_eq!(status, 200);
+    // ...and a caller asking for a trace on every request gets about one a second.
+    let forced: Vec<String> = (0..20).map(|i| format!("{:032x}", 0xf00d_0000_u128 + i)).collect();
+    for trace in &forced {
+        let status = client
+            .post(&url)
+            .header("traceparent", format!("00-{trace}-b7ad6b7169203331-01"))
+            .json(&json!({ "query": "{ genres { name } }" }))
+            .send()
+            .await
+            .expect("query")
+            .status();
+        assert_eq!(status, 200);
+    }
 
     // Spans are batched for half a second before they are posted.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -268,8 +294,10 @@ async fn a_nested_query_arrives_as_one_tree_under_the_callers_span() {
         }
     }
 
-    // The unsampled request's spans were not exported.
+    // The unsampled request's spans were not exported, nor most of the forced ones.
     assert!(receiver.trace(unsampled).is_empty(), "{:?}", receiver.trace(unsampled));
+    let kept = forced.iter().filter(|t| !receiver.trace(t).is_empty()).count();
+    assert!(kept <= forced.len() / 2, "{kept} of {} caller-sampled requests traced", forced.len());
 
     // The request's log lines carry the trace id.
     let logged = logs.lock().expect("lock").clone();
@@ -291,23 +319,31 @@ async fn a_nested_query_arrives_as_one_tree_under_the_callers_span() {
         .expect("text");
     let exported = metric(&metrics, "trace_spans_total{outcome=\"exported\"");
     assert!(exported >= spans.len() as f64, "{exported} exported: {metrics}");
-    // Background work (the readiness probe's ping every second) makes no trace of its own.
-    let background: Vec<Received> =
-        receiver.spans.lock().expect("lock").iter().filter(|s| s.trace_id != trace).cloned().collect();
+    // Background work (the readiness probe's ping every second) and probes and scrapes (the
+    // /metrics above) make no trace of their own.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let background: Vec<Received> = receiver
+        .spans
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|s| s.trace_id != trace && !forced.contains(&s.trace_id))
+        .cloned()
+        .collect();
     assert!(background.is_empty(), "only the request's trace: {background:#?}");
     drop(child);
     receiver.server.abort();
 }
 
 #[tokio::test]
-async fn a_collector_that_is_down_costs_requests_nothing_and_is_counted() {
-    // A port nothing listens on: bound, then released.
-    let endpoint = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        format!("http://{}", listener.local_addr().expect("addr"))
-    };
+async fn a_collector_that_hangs_costs_requests_nothing_and_what_it_loses_is_counted() {
+    // A collector that accepts connections and never answers: a listener nobody accepts on
+    // (the kernel completes the handshakes), held for the whole test.
+    let hanging = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let endpoint = format!("http://{}", hanging.local_addr().expect("addr"));
     let dir = tempfile::tempdir().expect("tempdir");
-    let (child, url, _logs) = gateway(dir.path(), &endpoint).await;
+    let settings = [("EXPORT_TIMEOUT_MS", "300"), ("QUEUE_SPANS", "16")];
+    let (child, url, _logs) = gateway(dir.path(), &endpoint, &settings).await;
     let client = reqwest::Client::new();
     for _ in 0..20 {
         let response = client
@@ -325,14 +361,16 @@ async fn a_collector_that_is_down_costs_requests_nothing_and_is_counted() {
     loop {
         let metrics = client.get(&metrics_url).send().await.expect("metrics").text().await.expect("text");
         let failed = metric(&metrics, "trace_spans_total{outcome=\"dropped_export_failed\"");
-        if failed > 0.0 {
+        let full = metric(&metrics, "trace_spans_total{outcome=\"dropped_queue_full\"");
+        if failed > 0.0 && full > 0.0 {
             assert_eq!(metric(&metrics, "trace_spans_total{outcome=\"exported\""), 0.0, "{metrics}");
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "failed exports are counted: {metrics}");
+        assert!(tokio::time::Instant::now() < deadline, "lost spans are counted: {metrics}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     drop(child);
+    drop(hanging);
 }
 
 /// The value of the first series in `metrics` whose line starts with `prefix`.

@@ -32,6 +32,7 @@ mod users;
 mod writes;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -155,7 +156,17 @@ pub struct ScyllaStore {
     inner: Arc<Inner>,
     totals_lag: Duration,
     reconciler: JoinHandle<()>,
+    /// Whether the reconciler runs here, and when its last pass finished (for metrics).
+    reconciling: Arc<Reconciling>,
     follower: JoinHandle<()>,
+}
+
+/// What the reconcile task reports: whether this store holds the region's lease, and when
+/// (Unix ms) it last finished a pass.
+#[derive(Default)]
+struct Reconciling {
+    held: std::sync::atomic::AtomicBool,
+    passed_at_ms: std::sync::atomic::AtomicU64,
 }
 
 impl ScyllaStore {
@@ -209,8 +220,16 @@ impl ScyllaStore {
         let lease = lease::Lease::prepare(&inner.cluster, &options.local_dc).await?;
         let others: Vec<String> = options.replication.keys().cloned().collect();
         let reconciler = Reconciler::new(timeout, &options.local_dc, &others);
-        let reconciler = tokio::spawn(reconcile(Arc::downgrade(&inner), interval, reconciler, lease));
-        Ok(ScyllaStore { inner, totals_lag: users::totals_lag(interval, timeout), reconciler, follower })
+        let reconciling = Arc::new(Reconciling::default());
+        let reconciler =
+            tokio::spawn(reconcile(Arc::downgrade(&inner), interval, reconciler, lease, reconciling.clone()));
+        Ok(ScyllaStore {
+            inner,
+            totals_lag: users::totals_lag(interval, timeout),
+            reconciler,
+            reconciling,
+            follower,
+        })
     }
 
     /// The catalog generation this store serves.
@@ -330,6 +349,7 @@ async fn reconcile(
     interval: Duration,
     mut reconciler: Reconciler,
     mut lease: lease::Lease,
+    reconciling: Arc<Reconciling>,
 ) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -345,8 +365,9 @@ async fn reconcile(
             }
         }
         match lease.held(&inner.cluster).await {
-            Ok(true) => {}
+            Ok(true) => reconciling.held.store(true, Ordering::Relaxed),
             Ok(false) => {
+                reconciling.held.store(false, Ordering::Relaxed);
                 reconciler.follow_from_now();
                 continue;
             }
@@ -356,7 +377,11 @@ async fn reconcile(
                 continue;
             }
         }
-        match reconciler.pass(&inner.users()).await {
+        let passed = reconciler.pass(&inner.users()).await;
+        if passed.is_ok() {
+            reconciling.passed_at_ms.store(u64::try_from(bulk::now_ms()).unwrap_or(0), Ordering::Relaxed);
+        }
+        match passed {
             Ok(buckets) if buckets > 0 => tracing::debug!(buckets, "rating totals reconciled"),
             Ok(_) => {}
             Err(StoreError::Closed) => return,
@@ -581,6 +606,10 @@ impl Lifecycle for ScyllaStore {
     }
 
     fn driver_figures(&self) -> Option<DriverFigures> {
-        Some(self.inner.cluster.figures())
+        Some(DriverFigures {
+            reconciling: self.reconciling.held.load(Ordering::Relaxed),
+            reconciled_at_ms: self.reconciling.passed_at_ms.load(Ordering::Relaxed),
+            ..self.inner.cluster.figures()
+        })
     }
 }

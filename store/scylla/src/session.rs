@@ -350,6 +350,9 @@ impl Cluster {
             speculative_executions: self.speculation.speculative.load(Ordering::Relaxed),
             timeouts: metrics.get_request_timeouts(),
             connections: metrics.get_total_connections(),
+            // Filled in by the store, which runs the reconciler.
+            reconciling: false,
+            reconciled_at_ms: 0,
         }
     }
 }

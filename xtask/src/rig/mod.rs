@@ -10,7 +10,8 @@
 //! | the region's gateways, with its region file | the region's autoscaling group |
 //! | a Redis Cluster of three masters per region | ElastiCache (cluster mode) per region |
 //! | Apache Cassandra, a node per region's data center (network namespaces, a relay between them that `cargo xtask drill` cuts) | ScyllaDB, a data center per region |
-//! | Prometheus | the monitoring stack |
+//! | Prometheus, Alertmanager | the monitoring stack |
+//! | Jaeger (built from `xtask/tools`' pinned Go module), OTLP in from every gateway | the trace backend (an OpenTelemetry collector and its store) |
 //!
 //! Everything it writes goes under `target/rig/` (generated configuration, logs, data, and
 //! `rig.json`, the parts and their PIDs), every part runs in a process group of its own, and
@@ -46,6 +47,12 @@ pub(crate) const DNS: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr
 pub(crate) const PROMETHEUS: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 19090);
 /// Where the rig's Alertmanager listens (Prometheus sends it the alerts that fire).
 pub(crate) const ALERTMANAGER: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 19093);
+/// The rig's Jaeger: where gateways post their spans (OTLP/HTTP)...
+pub(crate) const JAEGER_OTLP: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 19318);
+/// ...and its UI and API (`/trace/<id>`, `/api/traces/<id>`).
+pub(crate) const JAEGER_UI: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 19686);
+/// Jaeger's query API over gRPC (unused by the rig; bound to loopback all the same).
+const JAEGER_QUERY_GRPC: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 19685);
 /// TTL of the geo-DNS answers, in seconds: how long a client may keep using a region that
 /// has since failed its health check.
 const DNS_TTL: u32 = 5;
@@ -288,6 +295,30 @@ pub(crate) fn ensure_packages() -> anyhow::Result<()> {
     system::apt_install(&missing)
 }
 
+/// Jaeger's binary, built from the Go module in `xtask/tools` (it pins the version as a
+/// `tool`) into `target/rig-tools/` when missing or older than the module.
+pub(crate) fn ensure_jaeger(root: &Path) -> anyhow::Result<PathBuf> {
+    let tools = root.join("xtask/tools");
+    let binary = root.join("target/rig-tools/jaeger");
+    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    if let (Some(built), Some(pinned)) = (modified(&binary), modified(&tools.join("go.mod")))
+        && built >= pinned
+    {
+        return Ok(binary);
+    }
+    println!(
+        "rig: building Jaeger from xtask/tools/go.mod (Go's module proxy; a few minutes the first time)"
+    );
+    let mut build = Command::new("go");
+    build
+        .args(["build", "-o"])
+        .arg(&binary)
+        .arg("github.com/jaegertracing/jaeger/cmd/jaeger")
+        .current_dir(&tools);
+    crate::process::check(build, "go build (Jaeger, xtask/tools)")?;
+    Ok(binary)
+}
+
 fn build_gateway(root: &Path, release: bool) -> anyhow::Result<PathBuf> {
     let mut args = vec!["build", "--quiet", "-p", "marquee-gateway"];
     if release {
@@ -304,6 +335,7 @@ impl Rig {
         // Before any gateway: they find their data center's node and their Redis Cluster
         // through it.
         self.start_dns(regions, &nodes)?;
+        self.start_jaeger()?;
         load_keyspace(gateway, &regions[0])?;
         // From here on the data centers are a WAN apart (the catalog loads at EACH_QUORUM, so
         // it goes first, at loopback speed).
@@ -504,7 +536,8 @@ impl Rig {
                 .env("MARQUEE_REDIS__TLS_CA_FILE", self.redis_dir(region).join("ca.pem"))
                 .env("MARQUEE_REDIS__USERNAME", "default")
                 .env("MARQUEE_REDIS__PASSWORD", password)
-                .env("MARQUEE_HTTP__ORIGIN_SECRET", self.origin_secret()?);
+                .env("MARQUEE_HTTP__ORIGIN_SECRET", self.origin_secret()?)
+                .env("MARQUEE_TELEMETRY__OTLP_ENDPOINT", format!("http://{JAEGER_OTLP}"));
             self.launch_http(
                 format!("{} gateway {}", region.name, i + 1),
                 "an instance of the region's autoscaling group",
@@ -620,6 +653,25 @@ impl Rig {
             "prometheus".into(),
             "the monitoring stack",
             (PROMETHEUS, "/-/ready"),
+            command,
+            Duration::from_secs(60),
+        )
+    }
+
+    /// Jaeger, receiving every gateway's spans (sampling ratio 1, the default), traces kept
+    /// in memory while the rig runs.
+    fn start_jaeger(&mut self) -> anyhow::Result<()> {
+        let jaeger = ensure_jaeger(&self.root)?;
+        let dir = self.dir.join("jaeger");
+        std::fs::create_dir_all(&dir)?;
+        let config = dir.join("jaeger.yaml");
+        std::fs::write(&config, render::jaeger(JAEGER_OTLP, JAEGER_UI, JAEGER_QUERY_GRPC))?;
+        let mut command = Command::new(jaeger);
+        command.arg(format!("--config={}", config.display()));
+        self.launch_http(
+            "jaeger".into(),
+            "the trace backend",
+            (JAEGER_UI, "/api/services"),
             command,
             Duration::from_secs(60),
         )

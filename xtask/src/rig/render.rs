@@ -158,6 +158,51 @@ receivers:
     .to_owned()
 }
 
+/// Jaeger (v2, built on the OpenTelemetry Collector): OTLP/HTTP in at `otlp`, traces kept in
+/// memory, the UI and its API at `query`; nothing else listens.
+pub(crate) fn jaeger(otlp: SocketAddr, query: SocketAddr, query_grpc: SocketAddr) -> String {
+    format!(
+        "# the rig's Jaeger (written by `cargo xtask rig up`)
+service:
+  extensions: [jaeger_storage, jaeger_query]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [jaeger_storage_exporter]
+  telemetry:
+    metrics:
+      level: none
+    logs:
+      level: info
+extensions:
+  jaeger_storage:
+    backends:
+      memory:
+        memory:
+          max_traces: 100000
+  jaeger_query:
+    storage:
+      traces: memory
+    http:
+      endpoint: {query}
+    grpc:
+      endpoint: {query_grpc}
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: {otlp}
+processors:
+  batch:
+    timeout: 200ms
+exporters:
+  jaeger_storage_exporter:
+    trace_storage: memory
+"
+    )
+}
+
 /// `regions.json`: what `terraform/environments/local` reads to render the geo-DNS zone
 /// through the traffic policy (the module production's Route 53 records come from): each
 /// region's edge, client subnets and the other names the rig's DNS answers for it, with the
