@@ -392,31 +392,27 @@ async fn checks() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
-    // Every query of the SREs' dashboard (regions/monitoring/dashboard.json) runs on the rig's
-    // Prometheus and finds series (the alerts panel only when one fires).
-    let dashboard: Value = serde_json::from_str(
-        &std::fs::read_to_string(root().join("regions/monitoring/dashboard.json")).expect("dashboard"),
-    )
-    .expect("JSON");
-    let mut queried = 0;
-    for panel in dashboard["panels"].as_array().expect("panels") {
-        for target in panel["targets"].as_array().into_iter().flatten() {
-            let expr = target["expr"].as_str().expect("a query").replace("$region", ".*");
-            let mut url = reqwest::Url::parse("http://127.0.0.1:19090/api/v1/query").expect("url");
-            url.query_pairs_mut().append_pair("query", &expr);
-            let answer: Value = reqwest::get(url).await.expect("prometheus").json().await.expect("json");
-            assert_eq!(answer["status"], "success", "{}: {expr}: {answer}", panel["title"]);
-            if !expr.contains("ALERTS") {
-                assert!(
-                    answer["data"]["result"].as_array().is_some_and(|r| !r.is_empty()),
-                    "{}: {expr} finds no series on the rig: {answer}",
-                    panel["title"]
-                );
-            }
-            queried += 1;
+    // One gateway of each region is its rating reconciler, and its passes are recent.
+    let started = Instant::now();
+    loop {
+        let query = "max by (region) (store_reconciler_lease_held) == 1 and on (region) \
+                     (time() - max by (region) (store_reconciler_last_pass_timestamp_seconds) < 30)";
+        let mut url = reqwest::Url::parse("http://127.0.0.1:19090/api/v1/query").expect("url");
+        url.query_pairs_mut().append_pair("query", query);
+        let answer: Value = reqwest::get(url).await.expect("prometheus").json().await.expect("json");
+        let mut reconciling: Vec<&str> = answer["data"]["result"]
+            .as_array()
+            .expect("result")
+            .iter()
+            .filter_map(|s| s["metric"]["region"].as_str())
+            .collect();
+        reconciling.sort_unstable();
+        if reconciling == ["eu-west", "us-east"] {
+            break;
         }
+        assert!(started.elapsed() < Duration::from_secs(40), "regions with a live reconciler: {answer}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert!(queried >= 15, "{queried} dashboard queries");
 
     // A request sent with a W3C traceparent through the region's edge (Varnish) and load
     // balancer (HAProxy) continues that trace in the gateway, which exports it to the rig's
@@ -648,6 +644,43 @@ async fn checks() {
     let response = us.get(&url).query(&private_query).bearer_auth(&bob).send().await.expect("get");
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["data"]["movie"]["myRating"], Value::Null, "bob sees his own answer: {body}");
+
+    // Every query of the SREs' dashboard (regions/monitoring/dashboard.json) runs on the rig's
+    // Prometheus and, now that both regions have served traffic, finds series (the alerts
+    // panel only when one fires).
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("regions/monitoring/dashboard.json")).expect("dashboard"),
+    )
+    .expect("JSON");
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().expect("a query").replace("$region", ".*");
+            // A rate needs two scrapes (5 s apart) of what the traffic above counted.
+            let started = Instant::now();
+            loop {
+                let mut url = reqwest::Url::parse("http://127.0.0.1:19090/api/v1/query").expect("url");
+                url.query_pairs_mut().append_pair("query", &expr);
+                let answer: Value = reqwest::get(url).await.expect("prometheus").json().await.expect("json");
+                assert_eq!(answer["status"], "success", "{}: {expr}: {answer}", panel["title"]);
+                if expr.contains("ALERTS")
+                    || answer["data"]["result"].as_array().is_some_and(|r| !r.is_empty())
+                {
+                    break;
+                }
+                if started.elapsed() > Duration::from_secs(30) {
+                    let raw = prometheus("/api/v1/query?query=http_requests_total").await;
+                    panic!(
+                        "{}: {expr} finds no series on the rig: {answer}\nhttp_requests_total: {raw}",
+                        panel["title"]
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            queried += 1;
+        }
+    }
+    assert!(queried >= 15, "{queried} dashboard queries");
 
     // An SRE drains eu-west the way production does it, with Terraform: the apply re-renders
     // the geo-DNS zone from the traffic policy and reloads PowerDNS, and EU clients move to
