@@ -342,10 +342,15 @@ async fn a_collector_that_hangs_costs_requests_nothing_and_what_it_loses_is_coun
     let hanging = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let endpoint = format!("http://{}", hanging.local_addr().expect("addr"));
     let dir = tempfile::tempdir().expect("tempdir");
-    let settings = [("EXPORT_TIMEOUT_MS", "300"), ("QUEUE_SPANS", "16")];
+    // Each export waits 2 s for its answer; meanwhile nothing empties the queue of 16.
+    let settings = [("EXPORT_TIMEOUT_MS", "2000"), ("QUEUE_SPANS", "16")];
     let (child, url, _logs) = gateway(dir.path(), &endpoint, &settings).await;
     let client = reqwest::Client::new();
-    for _ in 0..20 {
+    let metrics_url = url.replace("/graphql", "/metrics");
+    // Requests keep coming (at most 400, for at most 30 s) until the queue has overflowed and
+    // an export has timed out; every one is answered.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    for sent in 0.. {
         let response = client
             .post(&url)
             .json(&json!({ "query": NESTED, "variables": { "ids": ["tt0000001", "tt0000002"] } }))
@@ -355,10 +360,6 @@ async fn a_collector_that_hangs_costs_requests_nothing_and_what_it_loses_is_coun
         assert_eq!(response.status(), 200);
         let body: Value = response.json().await.expect("json");
         assert!(body["errors"].is_null(), "{body}");
-    }
-    let metrics_url = url.replace("/graphql", "/metrics");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
         let metrics = client.get(&metrics_url).send().await.expect("metrics").text().await.expect("text");
         let failed = metric(&metrics, "trace_spans_total{outcome=\"dropped_export_failed\"");
         let full = metric(&metrics, "trace_spans_total{outcome=\"dropped_queue_full\"");
@@ -366,8 +367,11 @@ async fn a_collector_that_hangs_costs_requests_nothing_and_what_it_loses_is_coun
             assert_eq!(metric(&metrics, "trace_spans_total{outcome=\"exported\""), 0.0, "{metrics}");
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "lost spans are counted: {metrics}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            sent < 400 && tokio::time::Instant::now() < deadline,
+            "lost spans are counted after {sent} requests: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     drop(child);
     drop(hanging);
