@@ -46,6 +46,10 @@ pub(crate) fn run_all(root: &Path) -> anyhow::Result<()> {
     // regions/monitoring/: the alerting rules parse and fire on what they should, only
     // (promtool came with the rig's packages).
     phase("alerting rules", || monitoring::check_rules(root))?;
+    // The rig's trace backend (Jaeger, from xtask/tools' pinned Go module), built before the
+    // tests so that the rig test's `rig up` finds it: a first build takes minutes, more than
+    // the rig test's own time limit allows.
+    phase("Jaeger", || rig::ensure_jaeger(root).map(|_| ()))?;
     let nextest = phase("cargo-nextest", || {
         if !has_nextest(root) {
             // Not preinstalled on every machine: built from crates.io once, then there for the
