@@ -124,6 +124,13 @@ async fn prometheus(path_and_query: &str) -> Value {
         .expect("json")
 }
 
+/// The rig's Prometheus's answer to the instant query `expr` (encoded here).
+async fn prometheus_query(expr: &str) -> Value {
+    let mut url = reqwest::Url::parse("http://127.0.0.1:19090/api/v1/query").expect("url");
+    url.query_pairs_mut().append_pair("query", expr);
+    reqwest::get(url).await.expect("prometheus").json().await.expect("json")
+}
+
 /// The region whose gateway answers `/readyz` for a new client at `client`.
 async fn region_of(client: &str) -> String {
     let ready: Value = client_in(client)
@@ -397,9 +404,7 @@ async fn checks() {
     loop {
         let query = "max by (region) (store_reconciler_lease_held) == 1 and on (region) \
                      (time() - max by (region) (store_reconciler_last_pass_timestamp_seconds) < 30)";
-        let mut url = reqwest::Url::parse("http://127.0.0.1:19090/api/v1/query").expect("url");
-        url.query_pairs_mut().append_pair("query", query);
-        let answer: Value = reqwest::get(url).await.expect("prometheus").json().await.expect("json");
+        let answer = prometheus_query(query).await;
         let mut reconciling: Vec<&str> = answer["data"]["result"]
             .as_array()
             .expect("result")
@@ -659,9 +664,7 @@ async fn checks() {
             // A rate needs two scrapes (5 s apart) of what the traffic above counted.
             let started = Instant::now();
             loop {
-                let mut url = reqwest::Url::parse("http://127.0.0.1:19090/api/v1/query").expect("url");
-                url.query_pairs_mut().append_pair("query", &expr);
-                let answer: Value = reqwest::get(url).await.expect("prometheus").json().await.expect("json");
+                let answer = prometheus_query(&expr).await;
                 assert_eq!(answer["status"], "success", "{}: {expr}: {answer}", panel["title"]);
                 if expr.contains("ALERTS")
                     || answer["data"]["result"].as_array().is_some_and(|r| !r.is_empty())
